@@ -1,0 +1,1 @@
+//! Faithful local emulations of the platforms' REST APIs (placeholder; built in its own branch).
