@@ -1,5 +1,18 @@
 //! capstan: a declarative GitOps reconciler for PaaS REST APIs.
 //!
+//! The pipeline, one module per stage: [`source`] → [`render`] → [`diff`] (against what
+//! [`providers`] observe) → [`plan`] → [`apply`]; [`engine`] runs it end to end for every mode.
 //! See ARCHITECTURE.md for the bird's-eye view and the code map.
 
+pub mod apply;
+pub mod cli;
+pub mod config;
+pub mod diagnostic;
+pub mod diff;
+pub mod engine;
+pub mod model;
+pub mod plan;
+pub mod providers;
+pub mod render;
 pub mod sandbox;
+pub mod source;

@@ -1,0 +1,168 @@
+//! Apply: run a plan's steps against the platform.
+//!
+//! A step starts as soon as every step it depends on is complete (no waiting for the rest of
+//! its phase, no fixed sleeps), up to `parallelism` steps at a time. A failed step stops the
+//! steps that depend on it, directly or not; independent steps still run to the end. Every step
+//! ends in the outcome with its status, so a partial apply says exactly what happened.
+
+use crate::model::{DesiredState, LiveState};
+use crate::plan::Plan;
+use crate::providers::{Operation, Provider};
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use serde::Serialize;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+/// A step's status, with the names of seed 000's plan API.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Status {
+    Pending,
+    InProgress,
+    Complete,
+    Error,
+    /// Not started because the plan was interrupted.
+    Waiting,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct StepOutcome {
+    pub status: Status,
+    pub message: String,
+    #[serde(skip)]
+    pub duration: Duration,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Outcome {
+    pub steps: Vec<StepOutcome>,
+}
+
+impl Outcome {
+    pub fn converged(&self) -> bool {
+        self.steps.iter().all(|s| s.status == Status::Complete)
+    }
+
+    pub fn count(&self, status: Status) -> usize {
+        self.steps.iter().filter(|s| s.status == status).count()
+    }
+}
+
+/// Told about every step as it starts and ends (progress display, events, journal).
+pub trait Observer: Send + Sync {
+    fn step_started(&self, _plan: &Plan, _step: usize) {}
+    fn step_finished(&self, _plan: &Plan, _step: usize, _outcome: &StepOutcome) {}
+}
+
+pub struct NoObserver;
+impl Observer for NoObserver {}
+
+#[derive(Clone)]
+pub struct ApplyOptions {
+    pub parallelism: usize,
+    /// Set to stop starting new steps; running ones finish.
+    pub interrupt: Arc<AtomicBool>,
+}
+
+impl Default for ApplyOptions {
+    fn default() -> Self {
+        ApplyOptions {
+            parallelism: 8,
+            interrupt: Arc::new(AtomicBool::new(false)),
+        }
+    }
+}
+
+pub async fn apply(
+    provider: &dyn Provider,
+    plan: &Plan,
+    desired: &DesiredState,
+    live: &LiveState,
+    opts: &ApplyOptions,
+    observer: &dyn Observer,
+) -> Outcome {
+    let n = plan.steps.len();
+    let dependents = plan.dependents();
+    let mut waiting_on: Vec<usize> = plan.steps.iter().map(|s| s.deps.len()).collect();
+    let mut outcomes: Vec<StepOutcome> = (0..n)
+        .map(|_| StepOutcome {
+            status: Status::Pending,
+            message: String::new(),
+            duration: Duration::ZERO,
+        })
+        .collect();
+    // Ready steps in plan order, so runs are reproducible.
+    let mut ready: std::collections::VecDeque<usize> =
+        (0..n).filter(|&i| waiting_on[i] == 0).collect();
+    let mut running = FuturesUnordered::new();
+    let parallelism = opts.parallelism.max(1);
+
+    loop {
+        while running.len() < parallelism && !opts.interrupt.load(Ordering::SeqCst) {
+            let Some(i) = ready.pop_front() else { break };
+            let step = &plan.steps[i];
+            outcomes[i].status = Status::InProgress;
+            observer.step_started(plan, i);
+            let op = Operation {
+                verb: step.verb,
+                id: &step.resource,
+                desired: desired.resources.get(&step.resource),
+                live: live.get(&step.resource),
+            };
+            running.push(async move {
+                let started = Instant::now();
+                let result = provider.execute(op, live).await;
+                (i, result, started.elapsed())
+            });
+        }
+        let Some((i, result, duration)) = running.next().await else {
+            break;
+        };
+        outcomes[i].duration = duration;
+        match result {
+            Ok(()) => {
+                outcomes[i].status = Status::Complete;
+                for &j in &dependents[i] {
+                    waiting_on[j] -= 1;
+                    if waiting_on[j] == 0 && outcomes[j].status == Status::Pending {
+                        ready.push_back(j);
+                    }
+                }
+            }
+            Err(e) => {
+                outcomes[i].status = Status::Error;
+                outcomes[i].message = e.to_string();
+                block_dependents(plan, &dependents, i, &mut outcomes);
+            }
+        }
+        observer.step_finished(plan, i, &outcomes[i]);
+    }
+    if opts.interrupt.load(Ordering::SeqCst) {
+        for o in outcomes
+            .iter_mut()
+            .filter(|o| o.status == Status::Pending && o.message.is_empty())
+        {
+            o.status = Status::Waiting;
+            o.message = "not started: the plan was interrupted".into();
+        }
+    }
+    Outcome { steps: outcomes }
+}
+
+/// Mark every step that depends on a failed one, transitively, as not to be started.
+fn block_dependents(
+    plan: &Plan,
+    dependents: &[Vec<usize>],
+    failed: usize,
+    outcomes: &mut [StepOutcome],
+) {
+    let mut stack = dependents[failed].clone();
+    while let Some(j) = stack.pop() {
+        if outcomes[j].status == Status::Pending && outcomes[j].message.is_empty() {
+            outcomes[j].message = format!("not started: {} failed", plan.steps[failed].name);
+            stack.extend(dependents[j].iter().copied());
+        }
+    }
+}

@@ -1,0 +1,353 @@
+//! What each command does, on top of the pipeline in `engine`.
+
+use super::output::{self, Style};
+use super::{
+    Cli, Command, InputArgs, PlanFormat, RenderFormat, SandboxArgs, SandboxCommand, TargetArgs,
+};
+use crate::apply::{self, ApplyOptions, Observer, Status, StepOutcome};
+use crate::config::{CONFIG_FILE, Config};
+use crate::diagnostic::{Diagnostics, InvalidInput};
+use crate::engine::{self, PlanError};
+use crate::plan::Plan;
+use crate::providers;
+use crate::render::{RenderOptions, Rendered};
+use crate::sandbox::{Sandbox, SandboxOptions};
+use crate::source;
+use std::io::{BufRead, IsTerminal, Write};
+
+pub const EXIT_OK: u8 = 0;
+pub const EXIT_ERROR: u8 = 1;
+pub const EXIT_CHANGES: u8 = 2;
+
+pub async fn run(cli: Cli) -> u8 {
+    let err_style = Style::stderr(cli.color);
+    let result = match cli.command {
+        Command::Render { input, output } => render(&input, output, cli.color).await,
+        Command::Validate { input } => validate(&input, cli.color).await,
+        Command::Plan {
+            input,
+            target,
+            detailed_exitcode,
+            output,
+        } => plan(&input, &target, detailed_exitcode, output, cli.color).await,
+        Command::Apply {
+            input,
+            target,
+            yes,
+            parallelism,
+        } => apply(&input, &target, yes, parallelism, cli.color).await,
+        Command::Sandbox(SandboxCommand::Serve(args)) => serve(args).await,
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            if let Some(InvalidInput(diags)) = e.downcast_ref::<InvalidInput>() {
+                eprint!("{}", output::diagnostics_text(diags, err_style));
+                eprintln!(
+                    "capstan: {} error(s) in the manifests; nothing was applied.",
+                    diags.errors().count()
+                );
+            } else {
+                eprintln!("{}: {e:#}", err_style.red("capstan: error"));
+            }
+            EXIT_ERROR
+        }
+    }
+}
+
+fn load_config(input: &InputArgs) -> anyhow::Result<Config> {
+    let (path, explicit) = match &input.config {
+        Some(p) => (p.clone(), true),
+        None => (input.dir.join(CONFIG_FILE), false),
+    };
+    Ok(Config::load(&path, explicit)?.0)
+}
+
+fn render_options(input: &InputArgs) -> RenderOptions {
+    RenderOptions {
+        vars: input.vars.iter().cloned().collect(),
+        namespace: input.namespace.clone(),
+        allow_missing_vars: input.allow_missing_vars,
+    }
+}
+
+/// Render offline with the platform the configuration names.
+fn render_offline(
+    input: &InputArgs,
+    config: &Config,
+) -> anyhow::Result<(Rendered, Box<dyn providers::Provider>)> {
+    let platform = engine::platform_of(config, None)?;
+    let provider = providers::provider_for(&platform, None, config.owner())?;
+    let snapshot = source::dir::snapshot(&input.dir)?;
+    let rendered = engine::render(
+        &snapshot,
+        config,
+        &render_options(input),
+        provider.as_ref(),
+        None,
+    )?;
+    Ok((rendered, provider))
+}
+
+fn print_warnings(warnings: &Diagnostics, color: super::ColorChoice) {
+    if !warnings.0.is_empty() {
+        eprint!(
+            "{}",
+            output::diagnostics_text(warnings, Style::stderr(color))
+        );
+    }
+}
+
+async fn render(
+    input: &InputArgs,
+    format: RenderFormat,
+    color: super::ColorChoice,
+) -> anyhow::Result<u8> {
+    let config = load_config(input)?;
+    let (rendered, provider) = render_offline(input, &config)?;
+    print_warnings(&rendered.warnings, color);
+    let merged = provider.merge_documents(&rendered.documents);
+    let text = match format {
+        RenderFormat::Json => serde_json::to_string_pretty(&merged)? + "\n",
+        RenderFormat::Yaml => serde_yaml::to_string(&merged)?,
+    };
+    std::io::stdout().write_all(text.as_bytes())?;
+    Ok(EXIT_OK)
+}
+
+async fn validate(input: &InputArgs, color: super::ColorChoice) -> anyhow::Result<u8> {
+    let config = load_config(input)?;
+    let (rendered, _) = render_offline(input, &config)?;
+    print_warnings(&rendered.warnings, color);
+    // References to what is not declared here (a system service, a package) can only be
+    // checked against a target: plan and apply do.
+    let external: std::collections::BTreeSet<String> = rendered
+        .desired
+        .resources
+        .values()
+        .flat_map(|r| &r.references)
+        .filter(|x| !rendered.desired.resources.contains_key(&x.target))
+        .map(|x| x.target.to_string())
+        .collect();
+    println!(
+        "{} valid: {} resources in {} documents.",
+        input.dir.display(),
+        rendered.desired.resources.len(),
+        rendered.documents.len()
+    );
+    if !external.is_empty() {
+        println!(
+            "{} referenced resources are not declared here; plan checks them on the target:",
+            external.len()
+        );
+        for x in &external {
+            println!("  {x}");
+        }
+    }
+    Ok(EXIT_OK)
+}
+
+async fn plan(
+    input: &InputArgs,
+    target: &TargetArgs,
+    detailed: bool,
+    format: PlanFormat,
+    color: super::ColorChoice,
+) -> anyhow::Result<u8> {
+    let config = load_config(input)?;
+    let snapshot = source::dir::snapshot(&input.dir)?;
+    let connected = engine::connect(&config, target.target.as_deref(), &input.dir).await?;
+    let prune = target.prune || config.prune;
+    let result = engine::plan(
+        connected.provider.as_ref(),
+        &snapshot,
+        &config,
+        &render_options(input),
+        prune,
+        None,
+    )
+    .await;
+    let platform = connected.provider.platform();
+    let description = connected.description.clone();
+    connected.close().await?;
+    let planned = result.map_err(plan_error)?;
+    match format {
+        PlanFormat::Json => {
+            let v = output::plan_json(
+                platform,
+                &planned.changes,
+                &planned.plan,
+                &planned.rendered.warnings,
+            );
+            println!("{}", serde_json::to_string_pretty(&v)?);
+        }
+        PlanFormat::Text => {
+            eprintln!(
+                "{}",
+                Style::stderr(color).dim(&format!("Planning against {description}."))
+            );
+            print!(
+                "{}",
+                output::plan_text(
+                    &planned.changes,
+                    &planned.plan,
+                    &planned.rendered.warnings,
+                    Style::stdout(color)
+                )
+            );
+        }
+    }
+    Ok(if detailed && planned.changes.has_changes() {
+        EXIT_CHANGES
+    } else {
+        EXIT_OK
+    })
+}
+
+fn plan_error(e: PlanError) -> anyhow::Error {
+    match e {
+        PlanError::Invalid(i) => i.into(),
+        other => anyhow::anyhow!(other),
+    }
+}
+
+/// Prints one line per finished step, for logs and terminals alike.
+struct Lines {
+    style: Style,
+}
+
+impl Observer for Lines {
+    fn step_finished(&self, plan: &Plan, step: usize, outcome: &StepOutcome) {
+        let name = &plan.steps[step].name;
+        let ms = outcome.duration.as_millis();
+        let line = match outcome.status {
+            Status::Complete => format!("  {} {name} ({ms} ms)", self.style.green("done ")),
+            _ => format!("  {} {name}: {}", self.style.red("ERROR"), outcome.message),
+        };
+        println!("{line}");
+    }
+}
+
+async fn apply(
+    input: &InputArgs,
+    target: &TargetArgs,
+    yes: bool,
+    parallelism: usize,
+    color: super::ColorChoice,
+) -> anyhow::Result<u8> {
+    let config = load_config(input)?;
+    let snapshot = source::dir::snapshot(&input.dir)?;
+    let connected = engine::connect(&config, target.target.as_deref(), &input.dir).await?;
+    let style = Style::stdout(color);
+    let code = async {
+        let prune = target.prune || config.prune;
+        let planned = engine::plan(
+            connected.provider.as_ref(),
+            &snapshot,
+            &config,
+            &render_options(input),
+            prune,
+            None,
+        )
+        .await
+        .map_err(plan_error)?;
+        eprintln!(
+            "{}",
+            Style::stderr(color).dim(&format!("Applying to {}.", connected.description))
+        );
+        print!(
+            "{}",
+            output::plan_text(
+                &planned.changes,
+                &planned.plan,
+                &planned.rendered.warnings,
+                style
+            )
+        );
+        if planned.plan.is_empty() {
+            return Ok(EXIT_OK);
+        }
+        if !yes && !confirm()? {
+            println!("Apply cancelled; nothing was changed.");
+            return Ok(EXIT_ERROR);
+        }
+        let opts = ApplyOptions {
+            parallelism,
+            ..ApplyOptions::default()
+        };
+        let outcome = apply::apply(
+            connected.provider.as_ref(),
+            &planned.plan,
+            &planned.rendered.desired,
+            &planned.live,
+            &opts,
+            &Lines { style },
+        )
+        .await;
+        print!("{}", output::outcome_text(&planned.plan, &outcome, style));
+        anyhow::Ok(if outcome.converged() {
+            EXIT_OK
+        } else {
+            EXIT_ERROR
+        })
+    }
+    .await;
+    connected.close().await?;
+    code
+}
+
+/// Ask on the terminal; refuse when nobody can answer.
+fn confirm() -> anyhow::Result<bool> {
+    if !std::io::stdin().is_terminal() {
+        anyhow::bail!(
+            "refusing to apply without --yes: standard input is not a terminal, so nobody can confirm"
+        );
+    }
+    print!("\nDo you want to apply these changes? Only 'yes' will be accepted: ");
+    std::io::stdout().flush()?;
+    let mut answer = String::new();
+    std::io::stdin().lock().read_line(&mut answer)?;
+    Ok(answer.trim() == "yes")
+}
+
+async fn serve(args: SandboxArgs) -> anyhow::Result<u8> {
+    let mut opts = SandboxOptions::new(args.platform.parse()?);
+    opts.listen = args.listen;
+    anyhow::ensure!(
+        args.listen.ip().is_loopback(),
+        "the sandbox listens on loopback only; {} is not a loopback address",
+        args.listen
+    );
+    opts.state_file = args.state;
+    opts.latency_ms = args.latency_ms;
+    opts.rollout_ms = args.rollout_ms;
+    opts.token = args.token;
+    let sandbox = Sandbox::start(opts).await?;
+    println!(
+        "capstan sandbox ({}) listening on {}",
+        args.platform,
+        sandbox.url()
+    );
+    std::io::stdout().flush()?;
+    shutdown_signal().await;
+    sandbox.shutdown().await?;
+    Ok(EXIT_OK)
+}
+
+/// Wait for SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}

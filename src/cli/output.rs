@@ -1,0 +1,380 @@
+//! How plans, outcomes and problems are shown: text for people (coloured only on a terminal),
+//! JSON for programs (`--output json`, described by `schemas/plan.schema.json`).
+
+use crate::apply::{Outcome, Status};
+use crate::diagnostic::{Diagnostic, Diagnostics, Severity};
+use crate::diff::{Action, ChangeSet, ResourceChange};
+use crate::plan::Plan;
+use serde_json::{Value, json};
+use std::fmt::Write as _;
+use std::io::IsTerminal;
+
+/// The version of the JSON plan format; bumped on any incompatible change.
+pub const PLAN_FORMAT_VERSION: &str = "1.0";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ColorChoice {
+    Auto,
+    Always,
+    Never,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct Style {
+    color: bool,
+}
+
+impl Style {
+    /// Colour on a terminal, unless NO_COLOR is set; `--color` overrides.
+    pub fn new(choice: ColorChoice, stream_is_terminal: bool) -> Self {
+        let color = match choice {
+            ColorChoice::Always => true,
+            ColorChoice::Never => false,
+            ColorChoice::Auto => stream_is_terminal && std::env::var_os("NO_COLOR").is_none(),
+        };
+        Style { color }
+    }
+
+    pub fn stdout(choice: ColorChoice) -> Self {
+        Self::new(choice, std::io::stdout().is_terminal())
+    }
+
+    pub fn stderr(choice: ColorChoice) -> Self {
+        Self::new(choice, std::io::stderr().is_terminal())
+    }
+
+    fn paint(&self, code: &str, text: &str) -> String {
+        if self.color {
+            format!("\x1b[{code}m{text}\x1b[0m")
+        } else {
+            text.to_string()
+        }
+    }
+
+    pub fn green(&self, t: &str) -> String {
+        self.paint("32", t)
+    }
+    pub fn yellow(&self, t: &str) -> String {
+        self.paint("33", t)
+    }
+    pub fn red(&self, t: &str) -> String {
+        self.paint("31", t)
+    }
+    pub fn bold(&self, t: &str) -> String {
+        self.paint("1", t)
+    }
+    pub fn dim(&self, t: &str) -> String {
+        self.paint("2", t)
+    }
+
+    fn action(&self, action: Action, t: &str) -> String {
+        match action {
+            Action::Create => self.green(t),
+            Action::Update => self.yellow(t),
+            Action::Replace | Action::Delete => self.red(t),
+            Action::NoOp => t.to_string(),
+        }
+    }
+}
+
+pub fn diagnostics_text(diags: &Diagnostics, style: Style) -> String {
+    let mut out = String::new();
+    for d in &diags.0 {
+        out.push_str(&diagnostic_text(d, style));
+        out.push('\n');
+    }
+    out
+}
+
+fn diagnostic_text(d: &Diagnostic, style: Style) -> String {
+    let label = match d.severity {
+        Severity::Error => style.red("error"),
+        Severity::Warning => style.yellow("warning"),
+    };
+    let mut s = match &d.location {
+        Some(l) => format!("{}: {label}: {}", style.bold(&l.to_string()), d.message),
+        None => format!("{label}: {}", d.message),
+    };
+    if let Some((loc, note)) = &d.related {
+        let _ = write!(s, "\n  {loc}: note: {note}");
+    }
+    s
+}
+
+fn yaml(v: &Value) -> String {
+    serde_yaml::to_string(v).unwrap_or_else(|_| v.to_string())
+}
+
+/// The unified diff of one resource's YAML, each line marked as terraform marks them.
+fn resource_diff(c: &ResourceChange, style: Style) -> String {
+    let before = c.before.as_ref().map(yaml).unwrap_or_default();
+    let after = c.after.as_ref().map(yaml).unwrap_or_default();
+    let mut out = String::new();
+    if before.is_empty() || after.is_empty() {
+        let (sign, text) = if before.is_empty() {
+            ("+", &after)
+        } else {
+            ("-", &before)
+        };
+        for line in text.lines() {
+            let _ = writeln!(
+                out,
+                "      {}",
+                style.action(c.action, &format!("{sign} {line}"))
+            );
+        }
+        return out;
+    }
+    let diff = similar::TextDiff::from_lines(&before, &after);
+    for hunk in diff.unified_diff().context_radius(2).iter_hunks() {
+        let _ = writeln!(out, "      {}", style.dim(&hunk.header().to_string()));
+        for change in hunk.iter_changes() {
+            let line = change.value().trim_end_matches('\n');
+            let text = match change.tag() {
+                similar::ChangeTag::Delete => style.red(&format!("- {line}")),
+                similar::ChangeTag::Insert => style.green(&format!("+ {line}")),
+                similar::ChangeTag::Equal => format!("  {line}"),
+            };
+            let _ = writeln!(out, "      {text}");
+        }
+    }
+    out
+}
+
+pub fn summary_line(changes: &ChangeSet) -> String {
+    format!(
+        "Plan: {} to create, {} to update, {} to replace, {} to delete.",
+        changes.count(Action::Create),
+        changes.count(Action::Update),
+        changes.count(Action::Replace),
+        changes.count(Action::Delete)
+    )
+}
+
+pub fn plan_text(changes: &ChangeSet, plan: &Plan, warnings: &Diagnostics, style: Style) -> String {
+    let mut out = String::new();
+    if !warnings.0.is_empty() {
+        out.push_str(&diagnostics_text(warnings, style));
+        out.push('\n');
+    }
+    if !changes.has_changes() {
+        out.push_str(&style.green("No changes. The platform matches the manifests.\n"));
+    } else {
+        out.push_str("capstan will perform the following actions:\n\n");
+        for c in changes.changes.iter().filter(|c| c.action != Action::NoOp) {
+            let mut head = format!("  # {} {}", c.id, c.action.describe());
+            if let Some(origin) = &c.origin {
+                let _ = write!(head, "  {}", style.dim(&format!("({origin})")));
+            }
+            if let Some(reason) = &c.reason {
+                let _ = write!(head, "\n  # {}", style.dim(reason));
+            }
+            let _ = writeln!(out, "{head}");
+            let _ = writeln!(
+                out,
+                "  {} {}",
+                style.action(c.action, c.action.symbol()),
+                style.bold(&c.id.to_string())
+            );
+            out.push_str(&resource_diff(c, style));
+            out.push('\n');
+        }
+        out.push_str(&style.bold(&summary_line(changes)));
+        out.push('\n');
+        if plan.phases.len() > 1 {
+            let _ = writeln!(
+                out,
+                "{}",
+                style.dim(&format!(
+                    "{} steps in {} phases:",
+                    plan.steps.len(),
+                    plan.phases.len()
+                ))
+            );
+            for p in &plan.phases {
+                let _ = writeln!(out, "{}", style.dim(&format!("  {}", p.name)));
+            }
+        }
+    }
+    if !changes.orphans.is_empty() {
+        let _ = writeln!(
+            out,
+            "\n{}",
+            style.yellow(&format!(
+                "{} resource(s) created by this owner are no longer declared; run with --prune to delete them:",
+                changes.orphans.len()
+            ))
+        );
+        for o in &changes.orphans {
+            let _ = writeln!(out, "  {o}");
+        }
+    }
+    out
+}
+
+/// The plan as JSON (schemas/plan.schema.json). Nothing in it depends on the time or the run.
+pub fn plan_json(
+    platform: &str,
+    changes: &ChangeSet,
+    plan: &Plan,
+    warnings: &Diagnostics,
+) -> Value {
+    plan_json_with_status(platform, changes, plan, warnings, None)
+}
+
+pub fn plan_json_with_status(
+    platform: &str,
+    changes: &ChangeSet,
+    plan: &Plan,
+    warnings: &Diagnostics,
+    outcome: Option<&Outcome>,
+) -> Value {
+    let resource_changes: Vec<Value> = changes
+        .changes
+        .iter()
+        .map(|c| {
+            let mut v = json!({
+                "address": c.id.to_string(),
+                "kind": c.id.kind,
+                "name": c.id.name,
+                "action": c.action,
+                "before": c.before,
+                "after": c.after,
+                "changes": c.changes,
+            });
+            if let Some(o) = &c.origin {
+                v["origin"] = json!({ "file": o.file, "line": o.line, "column": o.column });
+            }
+            if let Some(r) = &c.reason {
+                v["reason"] = json!(r);
+            }
+            v
+        })
+        .collect();
+    let status_of = |i: usize| {
+        outcome
+            .map(|o| o.steps[i].status)
+            .unwrap_or(Status::Pending)
+    };
+    let message_of = |i: usize| {
+        outcome
+            .map(|o| o.steps[i].message.clone())
+            .unwrap_or_default()
+    };
+    let phases: Vec<Value> = plan
+        .phases
+        .iter()
+        .map(|p| {
+            let steps: Vec<Value> = p
+                .steps
+                .iter()
+                .map(|&i| {
+                    let s = &plan.steps[i];
+                    json!({
+                        "id": s.id,
+                        "name": s.name,
+                        "status": status_of(i),
+                        "message": message_of(i),
+                        "verb": s.verb,
+                        "resource": s.resource.to_string(),
+                        "depends_on": s.deps.iter().map(|&d| plan.steps[d].id.clone()).collect::<Vec<_>>(),
+                    })
+                })
+                .collect();
+            json!({
+                "id": p.id,
+                "name": p.name,
+                "status": aggregate(p.steps.iter().map(|&i| status_of(i))),
+                "strategy": "parallel",
+                "steps": steps,
+            })
+        })
+        .collect();
+    json!({
+        "format_version": PLAN_FORMAT_VERSION,
+        "platform": platform,
+        "summary": {
+            "create": changes.count(Action::Create),
+            "update": changes.count(Action::Update),
+            "replace": changes.count(Action::Replace),
+            "delete": changes.count(Action::Delete),
+            "no_op": changes.count(Action::NoOp),
+        },
+        "resource_changes": resource_changes,
+        "orphans": changes.orphans.iter().map(|o| o.to_string()).collect::<Vec<_>>(),
+        "plan": {
+            "status": aggregate((0..plan.steps.len()).map(status_of)),
+            "strategy": "serial",
+            "errors": [],
+            "phases": phases,
+        },
+        "warnings": warnings.0,
+    })
+}
+
+/// The status of a group of steps, as seed 000 reports a phase or plan.
+pub fn aggregate(statuses: impl Iterator<Item = Status>) -> Status {
+    let all: Vec<Status> = statuses.collect();
+    if all.contains(&Status::Error) {
+        Status::Error
+    } else if all.iter().all(|s| *s == Status::Complete) {
+        Status::Complete
+    } else if all.contains(&Status::InProgress)
+        || (all.contains(&Status::Complete) && all.contains(&Status::Pending))
+    {
+        Status::InProgress
+    } else if all.contains(&Status::Waiting) {
+        Status::Waiting
+    } else {
+        Status::Pending
+    }
+}
+
+pub fn outcome_text(plan: &Plan, outcome: &Outcome, style: Style) -> String {
+    let mut out = String::new();
+    for (i, s) in outcome.steps.iter().enumerate() {
+        if s.status == Status::Complete {
+            continue;
+        }
+        let name = &plan.steps[i].name;
+        let line = match s.status {
+            Status::Error => style.red(&format!("  ERROR    {name}: {}", s.message)),
+            _ => style.yellow(&format!(
+                "  {:<8} {name}: {}",
+                status_word(s.status),
+                s.message
+            )),
+        };
+        let _ = writeln!(out, "{line}");
+    }
+    let total = outcome.steps.len();
+    let done = outcome.count(Status::Complete);
+    if outcome.converged() {
+        let _ = writeln!(
+            out,
+            "{}",
+            style.green(&format!("Apply complete: {done} of {total} steps done."))
+        );
+    } else {
+        let _ = writeln!(
+            out,
+            "{}",
+            style.red(&format!(
+                "Apply incomplete: {done} of {total} steps done, {} failed, {} not started.",
+                outcome.count(Status::Error),
+                total - done - outcome.count(Status::Error)
+            ))
+        );
+    }
+    out
+}
+
+pub fn status_word(s: Status) -> &'static str {
+    match s {
+        Status::Pending => "PENDING",
+        Status::InProgress => "RUNNING",
+        Status::Complete => "COMPLETE",
+        Status::Error => "ERROR",
+        Status::Waiting => "WAITING",
+    }
+}

@@ -1,0 +1,152 @@
+//! `capstan.yaml`: targets, defaults and ownership for one manifest directory.
+//!
+//! It sits at the manifest directory's root (or is named with `--config`). Unknown keys are
+//! errors with their file:line:column, checked against `schemas/capstan.schema.json`.
+
+use crate::diagnostic::{Diagnostic, Diagnostics, InvalidInput, Location};
+use crate::render::schema;
+use crate::render::yaml::parse_documents;
+use indexmap::IndexMap;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+pub const CONFIG_FILE: &str = "capstan.yaml";
+
+/// The owner capstan marks its resources with when capstan.yaml names none.
+pub const DEFAULT_OWNER: &str = "capstan";
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The platform of the manifests when no target is named (the embedded sandbox's).
+    #[serde(default)]
+    pub platform: Option<String>,
+    #[serde(default)]
+    pub targets: IndexMap<String, Target>,
+    #[serde(default)]
+    pub default_target: Option<String>,
+    #[serde(default)]
+    pub default_namespace: Option<String>,
+    #[serde(default)]
+    pub variables: IndexMap<String, VarValue>,
+    #[serde(default)]
+    pub prune: bool,
+    #[serde(default)]
+    pub owner: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Target {
+    pub platform: String,
+    pub url: String,
+    #[serde(default)]
+    pub token_env: Option<String>,
+    #[serde(default)]
+    pub ca_cert: Option<PathBuf>,
+    /// Seconds one API request may take.
+    #[serde(default)]
+    pub timeout: Option<u64>,
+}
+
+/// A variable's value as written: strings, numbers and booleans all become strings.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum VarValue {
+    Str(String),
+    Num(serde_json::Number),
+    Bool(bool),
+}
+
+impl VarValue {
+    pub fn as_string(&self) -> String {
+        match self {
+            VarValue::Str(s) => s.clone(),
+            VarValue::Num(n) => n.to_string(),
+            VarValue::Bool(b) => b.to_string(),
+        }
+    }
+}
+
+impl Config {
+    pub fn owner(&self) -> &str {
+        self.owner.as_deref().unwrap_or(DEFAULT_OWNER)
+    }
+
+    pub fn variables(&self) -> IndexMap<String, String> {
+        self.variables
+            .iter()
+            .map(|(k, v)| (k.clone(), v.as_string()))
+            .collect()
+    }
+
+    /// Read `capstan.yaml` from `path`, or the defaults when `path` does not exist and was not
+    /// named explicitly.
+    pub fn load(path: &Path, explicit: bool) -> anyhow::Result<(Config, Option<PathBuf>)> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => {
+                return Ok((Config::default(), None));
+            }
+            Err(e) => anyhow::bail!("cannot read {}: {e}", path.display()),
+        };
+        let config = Self::parse(path, &text).map_err(InvalidInput)?;
+        Ok((config, Some(path.to_path_buf())))
+    }
+
+    pub fn parse(path: &Path, text: &str) -> Result<Config, Diagnostics> {
+        let file: Arc<Path> = Arc::from(path);
+        let mut diags = Diagnostics::default();
+        let docs = parse_documents(&file, text).map_err(|d| Diagnostics(vec![d]))?;
+        let Some(doc) = docs.first() else {
+            return Ok(Config::default());
+        };
+        if docs.len() > 1 {
+            diags.push(Diagnostic::error_at(
+                Location::file_start(path),
+                "capstan.yaml must be one YAML document",
+            ));
+            return Err(diags);
+        }
+        let value = doc.root.to_json();
+        schema::validate(schema::CONFIG_SCHEMA, doc, &value, &mut diags);
+        if diags.has_errors() {
+            diags.sort();
+            return Err(diags);
+        }
+        let config: Config = serde_json::from_value(value).map_err(|e| {
+            Diagnostics(vec![Diagnostic::error_at(
+                Location::file_start(path),
+                format!("invalid capstan.yaml: {e}"),
+            )])
+        })?;
+        for (name, t) in &config.targets {
+            if !crate::providers::PLATFORMS.contains(&t.platform.as_str()) {
+                diags.push(Diagnostic::error_at(
+                    doc.locate(&format!(
+                        "/targets/{}/platform",
+                        crate::render::yaml::pointer_escape(name)
+                    )),
+                    format!(
+                        "unknown platform {:?}: expected one of {}",
+                        t.platform,
+                        crate::providers::PLATFORMS.join(", ")
+                    ),
+                ));
+            }
+        }
+        if let Some(dt) = &config.default_target
+            && !config.targets.contains_key(dt)
+        {
+            diags.push(Diagnostic::error_at(
+                doc.locate("/default_target"),
+                format!("default_target {dt:?} is not one of the targets declared here"),
+            ));
+        }
+        if diags.has_errors() {
+            return Err(diags);
+        }
+        Ok(config)
+    }
+}

@@ -1,0 +1,207 @@
+//! The pipeline end to end: choose the target, render, observe, diff, plan. Every mode (the
+//! one-shot commands and the daemon) goes through these functions, so a plan is made the same
+//! way wherever it is made.
+
+use crate::config::{Config, Target};
+use crate::diagnostic::{Diagnostics, InvalidInput};
+use crate::diff::{self, ChangeSet};
+use crate::model::LiveState;
+use crate::plan::{self, Plan};
+use crate::providers::{self, ApiError, Connection, Provider};
+use crate::render::{self, RenderCache, RenderOptions, Rendered};
+use crate::sandbox::{Platform, Sandbox, SandboxOptions};
+use crate::source::Snapshot;
+use anyhow::Context;
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::time::Duration;
+
+/// Where changes go: a configured target, or the embedded sandbox.
+pub struct Connected {
+    pub provider: Box<dyn Provider>,
+    /// What to call the target in messages.
+    pub description: String,
+    /// The embedded sandbox, kept running for as long as the target is used.
+    pub embedded: Option<Sandbox>,
+}
+
+impl Connected {
+    /// Stop the embedded sandbox (writing its state) if there is one.
+    pub async fn close(self) -> anyhow::Result<()> {
+        if let Some(s) = self.embedded {
+            s.shutdown().await?;
+        }
+        Ok(())
+    }
+}
+
+/// The platform the manifests are written for.
+pub fn platform_of(config: &Config, target: Option<&str>) -> anyhow::Result<String> {
+    Ok(match resolve_target(config, target)? {
+        Some((_, t)) => t.platform.clone(),
+        None => config
+            .platform
+            .clone()
+            .unwrap_or_else(|| "apcera".to_string()),
+    })
+}
+
+fn resolve_target<'a>(
+    config: &'a Config,
+    name: Option<&str>,
+) -> anyhow::Result<Option<(String, &'a Target)>> {
+    let name = name
+        .map(str::to_string)
+        .or_else(|| config.default_target.clone());
+    let Some(name) = name else { return Ok(None) };
+    let t = config.targets.get(&name).with_context(|| {
+        let known: Vec<&str> = config.targets.keys().map(String::as_str).collect();
+        format!(
+            "no target named {name:?} in capstan.yaml (known: {})",
+            if known.is_empty() {
+                "none".to_string()
+            } else {
+                known.join(", ")
+            }
+        )
+    })?;
+    Ok(Some((name, t)))
+}
+
+/// Connect to the named target, the default target, or else the embedded sandbox, whose state
+/// lives under `<state_root>/.capstan/`.
+pub async fn connect(
+    config: &Config,
+    target: Option<&str>,
+    state_root: &Path,
+) -> anyhow::Result<Connected> {
+    let owner = config.owner();
+    if let Some((name, t)) = resolve_target(config, target)? {
+        let token = match &t.token_env {
+            Some(var) => Some(std::env::var(var).with_context(|| {
+                format!("target {name:?} reads its token from ${var}, which is not set")
+            })?),
+            None => None,
+        };
+        let connection = Connection {
+            url: t.url.clone(),
+            token,
+            ca_cert: t.ca_cert.clone(),
+            timeout: Duration::from_secs(t.timeout.unwrap_or(30)),
+        };
+        let provider = providers::provider_for(&t.platform, Some(connection), owner)?;
+        return Ok(Connected {
+            provider,
+            description: format!("target {name} ({})", t.url),
+            embedded: None,
+        });
+    }
+    let platform_name = platform_of(config, None)?;
+    let platform: Platform = platform_name.parse()?;
+    let dir = state_root.join(".capstan");
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    // The sandbox's state is local scratch, never something to commit.
+    let ignore = dir.join(".gitignore");
+    if !ignore.exists() {
+        std::fs::write(&ignore, "*\n")
+            .with_context(|| format!("cannot write {}", ignore.display()))?;
+    }
+    let mut opts = SandboxOptions::new(platform);
+    opts.state_file = Some(dir.join(format!("sandbox-{platform_name}.json")));
+    let sandbox = Sandbox::start(opts)
+        .await
+        .context("cannot start the embedded sandbox")?;
+    let connection = Connection {
+        url: sandbox.url().to_string(),
+        token: None,
+        ca_cert: None,
+        timeout: Duration::from_secs(30),
+    };
+    let provider = providers::provider_for(&platform_name, Some(connection), owner)?;
+    Ok(Connected {
+        provider,
+        description: format!("the embedded {platform_name} sandbox ({})", sandbox.url()),
+        embedded: Some(sandbox),
+    })
+}
+
+/// Why a plan could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    #[error(transparent)]
+    Invalid(#[from] InvalidInput),
+    #[error("cannot read the live state: {0}")]
+    Observe(ApiError),
+}
+
+/// Everything known once a plan is made.
+pub struct Planned {
+    pub rendered: Rendered,
+    pub live: LiveState,
+    pub changes: ChangeSet,
+    pub plan: Plan,
+}
+
+pub fn render(
+    snapshot: &Snapshot,
+    config: &Config,
+    opts: &RenderOptions,
+    provider: &dyn Provider,
+    cache: Option<&RenderCache>,
+) -> Result<Rendered, InvalidInput> {
+    render::render(snapshot, config, opts, provider, cache)
+}
+
+/// The kinds a plan must observe: those declared, those referenced, and when pruning every
+/// kind capstan manages.
+pub fn kinds_to_observe(
+    provider: &dyn Provider,
+    rendered: &Rendered,
+    prune: bool,
+) -> BTreeSet<String> {
+    let mut kinds = BTreeSet::new();
+    for r in rendered.desired.resources.values() {
+        kinds.insert(r.id.kind.clone());
+        kinds.extend(r.references.iter().map(|x| x.target.kind.clone()));
+    }
+    if prune {
+        kinds.extend(
+            provider
+                .kinds()
+                .iter()
+                .filter(|(_, i)| i.managed)
+                .map(|(k, _)| k.to_string()),
+        );
+    }
+    kinds
+}
+
+pub async fn plan(
+    provider: &dyn Provider,
+    snapshot: &Snapshot,
+    config: &Config,
+    opts: &RenderOptions,
+    prune: bool,
+    cache: Option<&RenderCache>,
+) -> Result<Planned, PlanError> {
+    let rendered = render(snapshot, config, opts, provider, cache)?;
+    let kinds = kinds_to_observe(provider, &rendered, prune);
+    let live = if kinds.is_empty() {
+        LiveState::default()
+    } else {
+        provider.observe(&kinds).await.map_err(PlanError::Observe)?
+    };
+    let problems = diff::check_references(&rendered.desired, &live);
+    if problems.has_errors() {
+        return Err(InvalidInput(problems).into());
+    }
+    let changes = diff::diff(provider, &rendered.desired, &live, prune);
+    let plan = plan::build(&changes, &rendered.desired, &live)
+        .map_err(|d| PlanError::Invalid(InvalidInput(Diagnostics(vec![d]))))?;
+    Ok(Planned {
+        rendered,
+        live,
+        changes,
+        plan,
+    })
+}

@@ -1,0 +1,116 @@
+//! The data that flows between the pipeline stages, the same for every platform.
+//!
+//! A resource is identified by its kind and its name inside that kind ([`ResourceId`]); its
+//! content is a JSON value in a form the provider chose so that "desired" and "live" compare
+//! equal exactly when nothing needs doing. The core never looks inside that value except to
+//! diff and display it.
+
+use crate::diagnostic::Location;
+use indexmap::IndexMap;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::fmt;
+
+/// A resource's identity: `job` + `job::/dev::web`, `binding` + `job::/dev::web -> service::/dev::db`.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct ResourceId {
+    pub kind: String,
+    pub name: String,
+}
+
+impl ResourceId {
+    pub fn new(kind: impl Into<String>, name: impl Into<String>) -> Self {
+        ResourceId {
+            kind: kind.into(),
+            name: name.into(),
+        }
+    }
+}
+
+impl fmt::Display for ResourceId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Names that already start with their kind (Apcera FQNs) are shown as they are.
+        if self.name.starts_with(&format!("{}::", self.kind)) {
+            write!(f, "{}", self.name)
+        } else {
+            write!(f, "{} {}", self.kind, self.name)
+        }
+    }
+}
+
+/// A resource that must exist for another to be created: a binding's job and service, a
+/// membership's network. Checked against what is declared and what is live.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Reference {
+    pub target: ResourceId,
+    /// Where the reference is written.
+    pub at: Location,
+}
+
+/// One resource as the manifests declare it, after rendering.
+#[derive(Clone, Debug, Serialize)]
+pub struct DesiredResource {
+    pub id: ResourceId,
+    /// The declared content in the provider's comparable form.
+    pub spec: Value,
+    /// Where it is declared.
+    pub origin: Location,
+    /// Resources it needs (ordering edges, and existence checks).
+    pub references: Vec<Reference>,
+    /// Resources of this key cannot coexist (a job is on at most one network): a create waits
+    /// for the deletion of a live resource with the same key.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exclusive: Option<String>,
+}
+
+/// One resource as the platform reports it.
+#[derive(Clone, Debug, Serialize)]
+pub struct LiveResource {
+    pub id: ResourceId,
+    /// The live content, normalised to the same comparable form as [`DesiredResource::spec`].
+    pub spec: Value,
+    /// Marked as created by this capstan's owner.
+    pub owned: bool,
+    /// For attachments (bindings, memberships): the resource whose declaration lists them
+    /// exhaustively. When that parent is declared, an attachment it no longer lists is removed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parent: Option<ResourceId>,
+    /// Live resources this one depends on (deletions run in the reverse order).
+    pub depends_on: Vec<ResourceId>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exclusive: Option<String>,
+}
+
+/// Everything the manifests of one commit declare.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct DesiredState {
+    pub resources: IndexMap<ResourceId, DesiredResource>,
+}
+
+/// What the platform has, for the kinds that were observed.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct LiveState {
+    pub resources: IndexMap<ResourceId, LiveResource>,
+    /// Kinds that were listed: a resource of another kind is unknown, not absent.
+    pub observed_kinds: Vec<String>,
+}
+
+impl LiveState {
+    pub fn get(&self, id: &ResourceId) -> Option<&LiveResource> {
+        self.resources.get(id)
+    }
+
+    pub fn insert(&mut self, r: LiveResource) {
+        self.resources.insert(r.id.clone(), r);
+    }
+}
+
+/// How a kind behaves, as its provider describes it to the core.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KindInfo {
+    /// capstan creates, changes and deletes resources of this kind. Unmanaged kinds (packages)
+    /// are observed only to resolve and check references.
+    pub managed: bool,
+    /// The platform can change a resource of this kind in place; otherwise a change is a replace.
+    pub updatable: bool,
+}

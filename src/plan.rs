@@ -1,0 +1,269 @@
+//! Plan: a change set → steps in a dependency graph, grouped into phases.
+//!
+//! Edges come from the data, never from kind names: a resource is created or updated after
+//! what it references (a binding after its job and service), deleted before what it depends on
+//! (the binding before the service), a replace deletes before it creates, and a create waits
+//! for the deletion of a live resource it cannot coexist with (a job's old network membership).
+//! Phases are the graph's levels (a step's phase is one more than its latest dependency's), in
+//! the plan → phases → steps shape of the DC/OS SDK plan API (seed 000). Applying does not wait
+//! for a whole phase: a step starts as soon as its own dependencies are done.
+//!
+//! Nothing in a plan depends on the time or the run: the same change set gives the same plan,
+//! byte for byte, wherever it is made.
+
+use crate::diagnostic::{Diagnostic, Location};
+use crate::diff::{Action, ChangeSet};
+use crate::model::{DesiredState, LiveState, ResourceId};
+use crate::providers::Verb;
+use serde::Serialize;
+use std::collections::{BTreeMap, HashMap};
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Step {
+    pub id: String,
+    pub name: String,
+    pub verb: Verb,
+    pub resource: ResourceId,
+    /// Indices of the steps this one waits for.
+    #[serde(skip)]
+    pub deps: Vec<usize>,
+    #[serde(skip)]
+    pub phase: usize,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Phase {
+    pub id: String,
+    pub name: String,
+    /// Indices into [`Plan::steps`].
+    #[serde(skip)]
+    pub steps: Vec<usize>,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Plan {
+    pub steps: Vec<Step>,
+    pub phases: Vec<Phase>,
+}
+
+impl Plan {
+    pub fn is_empty(&self) -> bool {
+        self.steps.is_empty()
+    }
+
+    /// Steps that wait for step `i`.
+    pub fn dependents(&self) -> Vec<Vec<usize>> {
+        let mut out = vec![Vec::new(); self.steps.len()];
+        for (i, s) in self.steps.iter().enumerate() {
+            for &d in &s.deps {
+                out[d].push(i);
+            }
+        }
+        out
+    }
+}
+
+fn stable_id(text: &str) -> String {
+    let h = xxhash_rust::xxh3::xxh3_128(text.as_bytes());
+    let b = h.to_be_bytes();
+    // Shaped like a UUID, as the ids of seed 000's plans are.
+    format!(
+        "{}-{}-{}-{}-{}",
+        hex::encode(&b[0..4]),
+        hex::encode(&b[4..6]),
+        hex::encode(&b[6..8]),
+        hex::encode(&b[8..10]),
+        hex::encode(&b[10..16])
+    )
+}
+
+pub fn build(
+    changes: &ChangeSet,
+    desired: &DesiredState,
+    live: &LiveState,
+) -> Result<Plan, Diagnostic> {
+    let mut steps: Vec<Step> = Vec::new();
+    // (resource, verb) → step index
+    let mut index: HashMap<(ResourceId, Verb), usize> = HashMap::new();
+    let mut add = |id: &ResourceId, verb: Verb, steps: &mut Vec<Step>| {
+        let verb_name = match verb {
+            Verb::Create => "create",
+            Verb::Update => "update",
+            Verb::Delete => "delete",
+        };
+        let name = format!("{verb_name} {id}");
+        index.insert((id.clone(), verb), steps.len());
+        steps.push(Step {
+            id: stable_id(&name),
+            name,
+            verb,
+            resource: id.clone(),
+            deps: Vec::new(),
+            phase: 0,
+        });
+    };
+    for c in &changes.changes {
+        match c.action {
+            Action::Create => add(&c.id, Verb::Create, &mut steps),
+            Action::Update => add(&c.id, Verb::Update, &mut steps),
+            Action::Delete => add(&c.id, Verb::Delete, &mut steps),
+            Action::Replace => {
+                add(&c.id, Verb::Delete, &mut steps);
+                add(&c.id, Verb::Create, &mut steps);
+            }
+            Action::NoOp => {}
+        }
+    }
+    let find = |id: &ResourceId, verb: Verb| index.get(&(id.clone(), verb)).copied();
+    let mut edges: Vec<(usize, usize)> = Vec::new(); // (before, after)
+    let exclusive_deletes: HashMap<&str, Vec<usize>> = steps
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| s.verb == Verb::Delete)
+        .filter_map(|(i, s)| {
+            live.get(&s.resource)
+                .and_then(|l| l.exclusive.as_deref())
+                .map(|k| (k, i))
+        })
+        .fold(HashMap::new(), |mut m, (k, i)| {
+            m.entry(k).or_insert_with(Vec::new).push(i);
+            m
+        });
+    for (i, s) in steps.iter().enumerate() {
+        match s.verb {
+            Verb::Create | Verb::Update => {
+                let d = &desired.resources[&s.resource];
+                for r in &d.references {
+                    for v in [Verb::Create, Verb::Update] {
+                        if let Some(j) = find(&r.target, v) {
+                            edges.push((j, i));
+                        }
+                    }
+                }
+                if s.verb == Verb::Create {
+                    if let Some(j) = find(&s.resource, Verb::Delete) {
+                        edges.push((j, i));
+                    }
+                    if let Some(key) = d.exclusive.as_deref() {
+                        for &j in exclusive_deletes.get(key).into_iter().flatten() {
+                            edges.push((j, i));
+                        }
+                    }
+                }
+            }
+            Verb::Delete => {
+                if let Some(l) = live.get(&s.resource) {
+                    for dep in &l.depends_on {
+                        if let Some(j) = find(dep, Verb::Delete) {
+                            edges.push((i, j));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    edges.sort_unstable();
+    edges.dedup();
+    for (before, after) in edges {
+        if before != after {
+            steps[after].deps.push(before);
+        }
+    }
+    let levels = levels(&steps).map_err(|cycle| cycle_error(&cycle, &steps, desired))?;
+    for (s, l) in steps.iter_mut().zip(&levels) {
+        s.phase = *l;
+    }
+    let mut by_level: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+    for (i, l) in levels.iter().enumerate() {
+        by_level.entry(*l).or_default().push(i);
+    }
+    let phases = by_level
+        .into_values()
+        .enumerate()
+        .map(|(n, members)| {
+            let name = format!("phase-{}: {}", n + 1, summarize(&steps, &members));
+            let id = stable_id(
+                &members
+                    .iter()
+                    .map(|&i| steps[i].id.as_str())
+                    .collect::<Vec<_>>()
+                    .join(","),
+            );
+            Phase {
+                id,
+                name,
+                steps: members,
+            }
+        })
+        .collect();
+    Ok(Plan { steps, phases })
+}
+
+/// Each step's level: 0 for steps with no dependencies, else one more than the highest
+/// dependency. Err with the steps of a cycle.
+fn levels(steps: &[Step]) -> Result<Vec<usize>, Vec<usize>> {
+    let n = steps.len();
+    let mut indegree: Vec<usize> = steps.iter().map(|s| s.deps.len()).collect();
+    let mut dependents = vec![Vec::new(); n];
+    for (i, s) in steps.iter().enumerate() {
+        for &d in &s.deps {
+            dependents[d].push(i);
+        }
+    }
+    let mut level = vec![0usize; n];
+    let mut queue: Vec<usize> = (0..n).filter(|&i| indegree[i] == 0).collect();
+    let mut done = 0;
+    while let Some(i) = queue.pop() {
+        done += 1;
+        for &j in &dependents[i] {
+            level[j] = level[j].max(level[i] + 1);
+            indegree[j] -= 1;
+            if indegree[j] == 0 {
+                queue.push(j);
+            }
+        }
+    }
+    if done == n {
+        Ok(level)
+    } else {
+        Err((0..n).filter(|&i| indegree[i] > 0).collect())
+    }
+}
+
+fn cycle_error(cycle: &[usize], steps: &[Step], desired: &DesiredState) -> Diagnostic {
+    let names: Vec<&str> = cycle.iter().map(|&i| steps[i].name.as_str()).collect();
+    let at: Option<Location> = cycle.iter().find_map(|&i| {
+        desired
+            .resources
+            .get(&steps[i].resource)
+            .map(|d| d.origin.clone())
+    });
+    Diagnostic::error(
+        at,
+        format!(
+            "the declarations depend on each other in a cycle: {}",
+            names.join(", ")
+        ),
+    )
+}
+
+fn summarize(steps: &[Step], members: &[usize]) -> String {
+    let mut counts: BTreeMap<(Verb, &str), usize> = BTreeMap::new();
+    for &i in members {
+        *counts
+            .entry((steps[i].verb, steps[i].resource.kind.as_str()))
+            .or_default() += 1;
+    }
+    counts
+        .into_iter()
+        .map(|((verb, kind), n)| {
+            let verb = match verb {
+                Verb::Create => "create",
+                Verb::Update => "update",
+                Verb::Delete => "delete",
+            };
+            format!("{verb} {n} {kind}{}", if n == 1 { "" } else { "s" })
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}

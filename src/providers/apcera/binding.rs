@@ -1,0 +1,197 @@
+//! Service bindings and job links (seed 003: `POST /v1/bindings`, `POST /v1/unbind`,
+//! `POST /v1/unlink`).
+//!
+//! The API has no list or get for them; a job lists its own in `job.bindings` (seed L649-682),
+//! keyed by binding FQN, so they are observed with the jobs at no extra request. A binding is
+//! identified by its (job, service or provider) pair, as `unbind` is; a link by (job, target
+//! job, port), as `unlink` is. Neither can be changed in place: a change is a replace. Both
+//! belong to their job's declaration: a job that is declared lists all of them.
+
+use super::client::Client;
+use super::{Apcera, fqn};
+use crate::diagnostic::Diagnostics;
+use crate::model::{DesiredResource, LiveResource, Reference, ResourceId};
+use crate::providers::{ApiError, Verb};
+use crate::render::yaml::{Document, pointer_escape};
+use serde_json::{Map, Value, json};
+
+pub const BINDING: &str = "binding";
+pub const LINK: &str = "link";
+
+pub fn binding_id(job: &str, target: &str) -> ResourceId {
+    ResourceId::new(BINDING, format!("{job} -> {target}"))
+}
+
+pub fn link_id(job: &str, target: &str, port: u64) -> ResourceId {
+    ResourceId::new(LINK, format!("{job} -> {target}:{port}"))
+}
+
+/// The `bindings` and `links` a job entry declares.
+pub fn decode_for_job(
+    doc: &Document,
+    job_pointer: &str,
+    job: &str,
+    entry: &Map<String, Value>,
+    diags: &mut Diagnostics,
+) -> Vec<DesiredResource> {
+    let mut out = Vec::new();
+    let job_id = ResourceId::new(super::job::KIND, job);
+    if let Some(bindings) = entry.get("bindings").and_then(Value::as_object) {
+        let base = format!("{job_pointer}/bindings");
+        for (name, b) in bindings {
+            let Some(target) = b.get("fqn").and_then(Value::as_str) else {
+                continue;
+            };
+            let at = format!("{base}/{}/fqn", pointer_escape(name));
+            let kind = if target.starts_with("provider::") {
+                "provider"
+            } else {
+                "service"
+            };
+            if !fqn::require(doc, &at, None, target, kind, diags) {
+                continue;
+            }
+            let field = if kind == "provider" {
+                "provider_fqn"
+            } else {
+                "service_fqn"
+            };
+            out.push(DesiredResource {
+                id: binding_id(job, target),
+                spec: json!({ "job_fqn": job, "name": name, field: target }),
+                origin: doc.locate_key(&base, name),
+                references: vec![
+                    Reference {
+                        target: job_id.clone(),
+                        at: doc.locate_key(&base, name),
+                    },
+                    Reference {
+                        target: ResourceId::new(kind, target),
+                        at: doc.locate(&at),
+                    },
+                ],
+                exclusive: None,
+            });
+        }
+    }
+    if let Some(links) = entry.get("links").and_then(Value::as_object) {
+        let base = format!("{job_pointer}/links");
+        for (name, l) in links {
+            let Some(target) = l.get("fqn").and_then(Value::as_str) else {
+                continue;
+            };
+            let at = format!("{base}/{}/fqn", pointer_escape(name));
+            if !fqn::require(doc, &at, None, target, super::job::KIND, diags) {
+                continue;
+            }
+            let port = l.get("port").and_then(Value::as_u64).unwrap_or(0);
+            out.push(DesiredResource {
+                id: link_id(job, target, port),
+                spec: json!({ "job_fqn": job, "name": name, "target_job_fqn": target, "target_job_port": port }),
+                origin: doc.locate_key(&base, name),
+                references: vec![
+                    Reference { target: job_id.clone(), at: doc.locate_key(&base, name) },
+                    Reference { target: ResourceId::new(super::job::KIND, target), at: doc.locate(&at) },
+                ],
+                exclusive: None,
+            });
+        }
+    }
+    out
+}
+
+/// The bindings and links a live job reports in its `bindings` map.
+pub fn from_live_job(job: &Value, owned: bool) -> Vec<LiveResource> {
+    let Some(job_fqn) = job.get("fqn").and_then(Value::as_str) else {
+        return Vec::new();
+    };
+    let Some(map) = job.get("bindings").and_then(Value::as_object) else {
+        return Vec::new();
+    };
+    let parent = ResourceId::new(super::job::KIND, job_fqn);
+    let mut out = Vec::new();
+    for b in map.values() {
+        let name = b.get("name").and_then(Value::as_str).unwrap_or_default();
+        let (id, spec, target) = if let Some(t) = b.get("target_job_fqn").and_then(Value::as_str) {
+            let port = b
+                .get("target_job_port")
+                .and_then(Value::as_u64)
+                .unwrap_or(0);
+            (
+                link_id(job_fqn, t, port),
+                json!({ "job_fqn": job_fqn, "name": name, "target_job_fqn": t, "target_job_port": port }),
+                ResourceId::new(super::job::KIND, t),
+            )
+        } else if let Some(s) = b.get("service_fqn").and_then(Value::as_str) {
+            (
+                binding_id(job_fqn, s),
+                json!({ "job_fqn": job_fqn, "name": name, "service_fqn": s }),
+                ResourceId::new("service", s),
+            )
+        } else if let Some(p) = b.get("provider_fqn").and_then(Value::as_str) {
+            (
+                binding_id(job_fqn, p),
+                json!({ "job_fqn": job_fqn, "name": name, "provider_fqn": p }),
+                ResourceId::new("provider", p),
+            )
+        } else {
+            continue;
+        };
+        out.push(LiveResource {
+            id,
+            spec,
+            owned,
+            parent: Some(parent.clone()),
+            depends_on: vec![parent.clone(), target],
+            exclusive: None,
+        });
+    }
+    out
+}
+
+pub async fn execute(
+    _provider: &Apcera,
+    client: &Client,
+    verb: Verb,
+    desired: Option<&DesiredResource>,
+    live: Option<&LiveResource>,
+) -> Result<(), ApiError> {
+    let spec = desired
+        .map(|d| &d.spec)
+        .or(live.map(|l| &l.spec))
+        .expect("a binding step has a resource");
+    let s = |k: &str| {
+        spec.get(k)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string()
+    };
+    let job = s("job_fqn");
+    match verb {
+        Verb::Create => {
+            // A binding whose answer was lost is found again by the conflict it causes.
+            match client.bind(spec).await {
+                Ok(_) => Ok(()),
+                Err(e) if e.is_conflict() => Ok(()),
+                Err(e) => Err(e),
+            }
+        }
+        Verb::Delete => {
+            if let Some(target) = spec.get("target_job_fqn").and_then(Value::as_str) {
+                let port = spec
+                    .get("target_job_port")
+                    .and_then(Value::as_u64)
+                    .unwrap_or(0);
+                client.unlink(&job, target, port).await
+            } else {
+                let service = spec
+                    .get("service_fqn")
+                    .or(spec.get("provider_fqn"))
+                    .and_then(Value::as_str)
+                    .unwrap_or_default();
+                client.unbind(&job, service).await
+            }
+        }
+        Verb::Update => unreachable!("bindings and links are replaced, never updated"),
+    }
+}

@@ -1,0 +1,202 @@
+//! Typed calls to the Apcera REST API (seed 003). Bodies stay JSON values so that a full-object
+//! update can carry back every field exactly as it was read.
+
+use crate::providers::http::{HttpClient, Idempotent};
+use crate::providers::{ApiError, Connection};
+use reqwest::Method;
+use serde_json::{Value, json};
+
+pub struct Client {
+    http: HttpClient,
+}
+
+fn enc(s: &str) -> String {
+    // Query values and path segments: FQNs contain ':' and '/', which must be escaped.
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                out.push(b as char)
+            }
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}
+
+fn array(v: Option<Value>) -> Vec<Value> {
+    match v {
+        Some(Value::Array(a)) => a,
+        _ => Vec::new(),
+    }
+}
+
+impl Client {
+    pub fn new(conn: &Connection) -> anyhow::Result<Self> {
+        Ok(Client {
+            http: HttpClient::new(conn)?,
+        })
+    }
+
+    async fn get(&self, path: &str) -> Result<Option<Value>, ApiError> {
+        self.http
+            .call(Method::GET, path, None, Idempotent::Yes)
+            .await
+    }
+
+    pub async fn list_jobs(&self) -> Result<Vec<Value>, ApiError> {
+        Ok(array(self.get("/v1/jobs").await?))
+    }
+
+    /// The job with this FQN, if any (`GET /v1/jobs?FQN=`).
+    pub async fn find_job(&self, fqn: &str) -> Result<Option<Value>, ApiError> {
+        let jobs = array(self.get(&format!("/v1/jobs?FQN={}", enc(fqn))).await?);
+        Ok(jobs
+            .into_iter()
+            .find(|j| j.get("fqn").and_then(Value::as_str) == Some(fqn)))
+    }
+
+    pub async fn get_job(&self, uuid: &str) -> Result<Value, ApiError> {
+        let path = format!("/v1/jobs/{uuid}");
+        self.get(&path)
+            .await?
+            .ok_or_else(|| ApiError::other("GET", &path, "empty answer"))
+    }
+
+    /// `POST /v1/jobs`. Not retried once it may have reached the platform: the caller looks
+    /// for the job before trying again.
+    pub async fn create_job(&self, job: &Value) -> Result<Value, ApiError> {
+        self.http
+            .call(Method::POST, "/v1/jobs", Some(job), Idempotent::No)
+            .await?
+            .ok_or_else(|| ApiError::other("POST", "/v1/jobs", "empty answer"))
+    }
+
+    /// `PUT /v1/jobs/{uuid}` with the whole job object.
+    pub async fn update_job(&self, uuid: &str, job: &Value) -> Result<Value, ApiError> {
+        let path = format!("/v1/jobs/{uuid}");
+        // A lost answer to a PUT carrying version_id is settled by the stale-version check.
+        self.http
+            .call(Method::PUT, &path, Some(job), Idempotent::Yes)
+            .await?
+            .ok_or_else(|| ApiError::other("PUT", &path, "empty answer"))
+    }
+
+    pub async fn delete_job(&self, uuid: &str) -> Result<(), ApiError> {
+        self.delete(&format!("/v1/jobs/{uuid}")).await
+    }
+
+    /// Health of several jobs in one call (`GET /v1/jobs/health?ids=a,b`).
+    pub async fn job_health(&self, uuids: &[&str]) -> Result<Vec<Value>, ApiError> {
+        Ok(array(
+            self.get(&format!("/v1/jobs/health?ids={}", uuids.join(",")))
+                .await?,
+        ))
+    }
+
+    pub async fn list_services(&self) -> Result<Vec<Value>, ApiError> {
+        Ok(array(self.get("/v1/services").await?))
+    }
+
+    pub async fn list_networks(&self) -> Result<Vec<Value>, ApiError> {
+        Ok(array(self.get("/v1/networks").await?))
+    }
+
+    pub async fn list_packages(&self) -> Result<Vec<Value>, ApiError> {
+        Ok(array(self.get("/v1/packages").await?))
+    }
+
+    pub async fn list_providers(&self) -> Result<Vec<Value>, ApiError> {
+        Ok(array(self.get("/v1/providers").await?))
+    }
+
+    /// `POST` of a new object to a collection (`/v1/services`, `/v1/networks`, `/v1/providers`).
+    pub async fn create(&self, collection: &str, body: &Value) -> Result<Value, ApiError> {
+        self.http
+            .call(Method::POST, collection, Some(body), Idempotent::No)
+            .await?
+            .ok_or_else(|| ApiError::other("POST", collection, "empty answer"))
+    }
+
+    /// `DELETE`; a resource already gone counts as deleted.
+    pub async fn delete(&self, path: &str) -> Result<(), ApiError> {
+        match self
+            .http
+            .call(Method::DELETE, path, None, Idempotent::Yes)
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if e.is_not_found() => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Join a job to a network (`POST /v1/jobs/{uuid}/networks`).
+    pub async fn join_network(
+        &self,
+        job_uuid: &str,
+        job_fqn: &str,
+        network_fqn: &str,
+    ) -> Result<(), ApiError> {
+        let body = json!({ "job_fqn": job_fqn, "network_fqn": network_fqn });
+        // Joining twice is harmless (the platform answers the same), so a retry is safe.
+        self.http
+            .call(
+                Method::POST,
+                &format!("/v1/jobs/{job_uuid}/networks"),
+                Some(&body),
+                Idempotent::Yes,
+            )
+            .await?;
+        Ok(())
+    }
+
+    pub async fn leave_network(&self, job_uuid: &str, network_uuid: &str) -> Result<(), ApiError> {
+        self.delete(&format!("/v1/jobs/{job_uuid}/networks/{network_uuid}"))
+            .await
+    }
+
+    /// `POST /v1/bindings`, for a service binding or a job link.
+    pub async fn bind(&self, body: &Value) -> Result<Option<Value>, ApiError> {
+        self.http
+            .call(Method::POST, "/v1/bindings", Some(body), Idempotent::No)
+            .await
+    }
+
+    pub async fn unbind(&self, job: &str, service: &str) -> Result<(), ApiError> {
+        let body = json!({ "job": job, "service": service });
+        match self
+            .http
+            .call(Method::POST, "/v1/unbind", Some(&body), Idempotent::Yes)
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if e.is_not_found() => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    pub async fn unlink(&self, from_job: &str, to_job: &str, port: u64) -> Result<(), ApiError> {
+        let body = json!({ "from_job": from_job, "to_job": to_job, "port": port });
+        match self
+            .http
+            .call(Method::POST, "/v1/unlink", Some(&body), Idempotent::Yes)
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if e.is_not_found() => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `GET /v1/tasks/{uuid}`, only events after `since` (UNIX nanoseconds) when given.
+    pub async fn task(&self, uuid: &str, since: Option<u64>) -> Result<Value, ApiError> {
+        let path = match since {
+            Some(t) => format!("/v1/tasks/{uuid}?time={t}"),
+            None => format!("/v1/tasks/{uuid}"),
+        };
+        self.get(&path)
+            .await?
+            .ok_or_else(|| ApiError::other("GET", &path, "empty answer"))
+    }
+}

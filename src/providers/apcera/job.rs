@@ -1,0 +1,626 @@
+//! Jobs (seed 003: `GET/POST /v1/jobs`, `GET/PUT/DELETE /v1/jobs/{uuid}`, `GET /v1/jobs/health`).
+//!
+//! Comparable form. The declaration manages the fields it writes, plus the fields whose absence
+//! has a documented meaning: `num_instances` (1), `weight` (0), `tags`, `labels` and the
+//! scheduling tags (empty), `restart` (always, 0) and `rollout` (the server turns zeros into
+//! 3 / 0.5 / 300 / 120). Fields the server fills in (uuid, times, versions, system packages,
+//! bindings, network_ref, drains) are never compared. Inside `resources`, `restart`, `rollout`
+//! and each process, only the sub-fields written are compared, and an update merges them into
+//! the job as read, so a value the platform defaulted is left alone rather than fought over.
+//!
+//! Updates are full-object `PUT`s (seed L1537: "You must include the entire job object"): the
+//! job is read again just before, the declared fields are merged into it, and everything else
+//! goes back exactly as read, `version_id` included; a stale version is re-read and retried.
+
+use super::client::Client;
+use super::fqn;
+use super::{Apcera, OWNER_LABEL};
+use crate::diagnostic::{Diagnostic, Diagnostics};
+use crate::model::{DesiredResource, LiveResource, Reference, ResourceId};
+use crate::providers::{ApiError, Verb};
+use crate::render::yaml::{Document, pointer_escape};
+use serde_json::{Map, Value, json};
+use std::time::{Duration, Instant};
+
+pub const KIND: &str = "job";
+
+/// Top-level fields of seed 003's Job object that a declaration may set.
+const JOB_FIELDS: &[&str] = &[
+    "state",
+    "num_instances",
+    "weight",
+    "ports",
+    "processes",
+    "resources",
+    "rollout",
+    "restart",
+    "logs",
+    "tags",
+    "labels",
+    "hard_scheduling_tags",
+    "soft_scheduling_tags",
+    "packages",
+];
+
+/// Objects of fixed fields: only the sub-fields a declaration writes are managed.
+const STRUCT_FIELDS: &[&str] = &["resources", "restart", "rollout"];
+
+/// Apcera's SSH port (docs.apcera.com, "Using SSH": the job is reached on port 222).
+const SSH_PORT: u64 = 222;
+
+/// How long a job may take to report all its instances running.
+const READY_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// Decode one job entry: the job itself, and the bindings and links it declares.
+pub fn decode(
+    doc: &Document,
+    key: &str,
+    entry: &Value,
+    diags: &mut Diagnostics,
+) -> Vec<DesiredResource> {
+    let pointer = format!("/jobs/{}", pointer_escape(key));
+    if !fqn::require(doc, "/jobs", Some(key), key, KIND, diags) {
+        return Vec::new();
+    }
+    super::check_name_fields(doc, &pointer, key, entry, diags);
+    let origin = doc.locate_key("/jobs", key);
+    let obj = entry.as_object().cloned().unwrap_or_default();
+    let mut spec = Map::new();
+    for field in JOB_FIELDS {
+        if let Some(v) = obj.get(*field) {
+            spec.insert(field.to_string(), v.clone());
+        }
+    }
+    // Manifest shorthands from seed 003's POST /v1/manifests example.
+    if let Some(cmd) = obj
+        .get("start")
+        .and_then(|s| s.get("cmd"))
+        .and_then(Value::as_str)
+    {
+        let processes = spec.entry("processes").or_insert_with(|| json!({}));
+        let app = processes
+            .as_object_mut()
+            .unwrap()
+            .entry("app")
+            .or_insert_with(|| json!({}));
+        app["start_command"] = json!(cmd);
+    }
+    if obj.get("ssh") == Some(&Value::Bool(true)) {
+        let ports = spec.entry("ports").or_insert_with(|| json!([]));
+        let list = ports.as_array_mut().unwrap();
+        if !list
+            .iter()
+            .any(|p| p.get("number").and_then(Value::as_u64) == Some(SSH_PORT))
+        {
+            list.push(json!({ "number": SSH_PORT, "optional": false }));
+        }
+    }
+    if spec
+        .get("labels")
+        .is_some_and(|l| l.get(OWNER_LABEL).is_some())
+    {
+        diags.push(Diagnostic::error_at(
+            doc.locate_key(&format!("{pointer}/labels"), OWNER_LABEL),
+            format!("the label {OWNER_LABEL} is capstan's ownership mark: set `owner` in capstan.yaml instead"),
+        ));
+    }
+    let spec = normalize(Value::Object(spec), true);
+
+    let mut references = Vec::new();
+    if let Some(pkgs) = obj.get("packages").and_then(Value::as_array) {
+        for (i, p) in pkgs.iter().enumerate() {
+            if let Some(f) = p.get("fqn").and_then(Value::as_str) {
+                let at = format!("{pointer}/packages/{i}/fqn");
+                if fqn::require(doc, &at, None, f, "package", diags) {
+                    references.push(Reference {
+                        target: ResourceId::new("package", f),
+                        at: doc.locate(&at),
+                    });
+                }
+            }
+        }
+    }
+    if let Some(deps) = obj.get("depends_on").and_then(Value::as_array) {
+        for (i, d) in deps.iter().enumerate() {
+            let Some(text) = d.as_str() else { continue };
+            let at = format!("{pointer}/depends_on/{i}");
+            let kind = fqn::split(text).map(|f| f.kind).unwrap_or("job");
+            if fqn::require(doc, &at, None, text, kind, diags) {
+                references.push(Reference {
+                    target: ResourceId::new(kind, text),
+                    at: doc.locate(&at),
+                });
+            }
+        }
+    }
+
+    let mut out = vec![DesiredResource {
+        id: ResourceId::new(KIND, key),
+        spec,
+        origin,
+        references,
+        exclusive: None,
+    }];
+    out.extend(super::binding::decode_for_job(
+        doc, &pointer, key, &obj, diags,
+    ));
+    out
+}
+
+/// Bring a job (declared or as read) to the form both sides are compared in.
+fn normalize(mut job: Value, desired: bool) -> Value {
+    let Some(obj) = job.as_object_mut() else {
+        return job;
+    };
+    for (field, default) in [
+        ("num_instances", json!(1)),
+        ("weight", json!(0)),
+        ("tags", json!({})),
+        ("labels", json!({})),
+        ("hard_scheduling_tags", json!({})),
+        ("soft_scheduling_tags", json!({})),
+    ] {
+        if obj.get(field).is_none_or(Value::is_null) {
+            obj.insert(field.into(), default);
+        }
+    }
+    // The server stores num_instances 0 as 1 (seed: created jobs report 1).
+    if obj.get("num_instances") == Some(&json!(0)) {
+        obj.insert("num_instances".into(), json!(1));
+    }
+    let restart = obj.entry("restart").or_insert_with(|| json!({}));
+    if let Some(r) = restart.as_object_mut() {
+        r.entry("restart_mode").or_insert(json!("always"));
+        r.entry("maximum_attempts").or_insert(json!(0));
+    }
+    let rollout = obj.entry("rollout").or_insert_with(|| json!({}));
+    if let Some(r) = rollout.as_object_mut() {
+        // Seed L1134-1139 → L1227-1233: zero (or absent) fields become the server defaults.
+        for (k, d) in [
+            ("force_stop_old_instances_after", json!(120)),
+            ("flapping_minimum_restarts", json!(3)),
+            ("flapping_percent", json!(0.5)),
+            ("flapping_window", json!(300)),
+        ] {
+            let zero = r.get(k).is_none_or(|v| v.as_f64() == Some(0.0));
+            if zero {
+                r.insert(k.into(), d);
+            }
+        }
+        r.entry("errored_state_window").or_insert(json!(0));
+        if let Some(p) = r.get("flapping_percent").and_then(Value::as_f64) {
+            r.insert("flapping_percent".into(), json!(p));
+        }
+    }
+    if let Some(ports) = obj.get_mut("ports").and_then(Value::as_array_mut) {
+        for p in ports.iter_mut().filter_map(Value::as_object_mut) {
+            p.entry("optional").or_insert(json!(false));
+            let empty = p
+                .get("routes")
+                .is_none_or(|r| r.as_array().is_none_or(Vec::is_empty));
+            if empty {
+                p.remove("routes");
+            } else if let Some(routes) = p.get_mut("routes").and_then(Value::as_array_mut) {
+                for r in routes.iter_mut().filter_map(Value::as_object_mut) {
+                    r.entry("weight").or_insert(json!(0));
+                    if let Some(w) = r.get("weight").and_then(Value::as_f64) {
+                        r.insert("weight".into(), number(w));
+                    }
+                }
+            }
+        }
+    }
+    if let Some(procs) = obj.get_mut("processes").and_then(Value::as_object_mut) {
+        for p in procs.values_mut().filter_map(Value::as_object_mut) {
+            for raw in ["start_command_raw", "stop_command_raw"] {
+                // Seed: a null raw command is stored as [].
+                if p.get(raw).is_some_and(Value::is_null) {
+                    p.insert(raw.into(), json!([]));
+                }
+            }
+            let empty_env = p
+                .get("environment")
+                .is_some_and(|e| e.as_object().is_some_and(Map::is_empty) || e.is_null());
+            if empty_env {
+                p.remove("environment");
+            }
+        }
+    }
+    if let Some(pkgs) = obj.get_mut("packages").and_then(Value::as_array_mut) {
+        if desired {
+            for p in pkgs.iter_mut() {
+                *p = package_ref(p);
+            }
+        } else {
+            // Only the packages the user named; the server adds "system" dependencies.
+            let user: Vec<Value> = pkgs
+                .iter()
+                .filter(|p| {
+                    p.get("source")
+                        .and_then(Value::as_str)
+                        .is_none_or(|s| s == "user")
+                })
+                .map(package_ref)
+                .collect();
+            *pkgs = user;
+        }
+    } else if desired {
+        obj.insert("packages".into(), json!([]));
+    }
+    job
+}
+
+/// Integral floats (a route weight of 0.0) compare equal to the integers servers send back.
+fn number(f: f64) -> Value {
+    if f.fract() == 0.0 && f.abs() < 1e15 {
+        json!(f as i64)
+    } else {
+        json!(f)
+    }
+}
+
+fn package_ref(p: &Value) -> Value {
+    match (
+        p.get("fqn").and_then(Value::as_str),
+        p.get("uuid").and_then(Value::as_str),
+    ) {
+        (Some(f), _) => json!({ "fqn": f }),
+        (None, Some(u)) => json!({ "uuid": u }),
+        _ => p.clone(),
+    }
+}
+
+/// A job as listed by `GET /v1/jobs`, in comparable form; also says whether capstan's owner
+/// marked it.
+pub fn from_live(job: &Value, owner: &str) -> Option<(LiveResource, String)> {
+    let fqn = job.get("fqn")?.as_str()?.to_string();
+    let uuid = job
+        .get("uuid")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    let mut spec = Map::new();
+    for field in JOB_FIELDS {
+        if let Some(v) = job.get(*field) {
+            spec.insert(field.to_string(), v.clone());
+        }
+    }
+    let mut owned = false;
+    if let Some(labels) = spec.get_mut("labels").and_then(Value::as_object_mut)
+        && let Some(mark) = labels.remove(OWNER_LABEL)
+    {
+        owned = mark.as_str() == Some(owner);
+    }
+    let spec = normalize(Value::Object(spec), false);
+    Some((
+        LiveResource {
+            id: ResourceId::new(KIND, &fqn),
+            spec,
+            owned,
+            parent: None,
+            depends_on: Vec::new(),
+            exclusive: None,
+        },
+        uuid,
+    ))
+}
+
+/// Project a live job onto what the declaration manages, and write packages the same way on
+/// both sides (by FQN where the package is known).
+pub fn comparable(provider: &Apcera, desired: &Value, live: &Value) -> (Value, Value) {
+    let (Some(d), Some(l)) = (desired.as_object(), live.as_object()) else {
+        return (desired.clone(), live.clone());
+    };
+    let mut projected = Map::new();
+    for (k, dv) in d {
+        let Some(lv) = l.get(k) else { continue };
+        let v = if STRUCT_FIELDS.contains(&k.as_str()) {
+            project(dv, lv)
+        } else if k == "processes" {
+            project_processes(dv, lv)
+        } else {
+            lv.clone()
+        };
+        projected.insert(k.clone(), v);
+    }
+    let mut desired = desired.clone();
+    if let Some(p) = desired.get_mut("packages") {
+        *p = provider.packages_by_name(p);
+    }
+    if let Some(p) = projected.get_mut("packages") {
+        *p = provider.packages_by_name(p);
+    }
+    (desired, Value::Object(projected))
+}
+
+/// Keep only the sub-fields of `live` that `desired` writes.
+fn project(desired: &Value, live: &Value) -> Value {
+    match (desired.as_object(), live.as_object()) {
+        (Some(d), Some(l)) => Value::Object(
+            l.iter()
+                .filter(|(k, _)| d.contains_key(*k))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        ),
+        _ => live.clone(),
+    }
+}
+
+fn project_processes(desired: &Value, live: &Value) -> Value {
+    match (desired.as_object(), live.as_object()) {
+        (Some(d), Some(l)) => Value::Object(
+            l.iter()
+                .map(|(name, lp)| {
+                    let v = match d.get(name) {
+                        Some(dp) => {
+                            let mut p = project(dp, lp);
+                            // The environment is the user's map: compared whole when declared.
+                            if dp.get("environment").is_none() {
+                                p.as_object_mut().map(|o| o.remove("environment"));
+                            }
+                            p
+                        }
+                        None => lp.clone(),
+                    };
+                    (name.clone(), v)
+                })
+                .collect(),
+        ),
+        _ => live.clone(),
+    }
+}
+
+/// Merge declared fields into a job object (the body of a create, or the job as read for a
+/// full-object update). Struct-like fields and processes merge by sub-field; the rest replace.
+fn merge_into(target: &mut Map<String, Value>, desired: &Value, owner: &str) {
+    let Some(d) = desired.as_object() else { return };
+    for (k, dv) in d {
+        let merged = match (k.as_str(), target.get(k)) {
+            (f, Some(tv)) if STRUCT_FIELDS.contains(&f) => merge_object(tv, dv),
+            ("processes", Some(tv)) => {
+                let mut procs = tv.as_object().cloned().unwrap_or_default();
+                if let Some(dprocs) = dv.as_object() {
+                    // A declared process map is the whole set of processes.
+                    procs.retain(|name, _| dprocs.contains_key(name));
+                    for (name, dp) in dprocs {
+                        let merged = match procs.get(name) {
+                            Some(tp) => merge_object(tp, dp),
+                            None => dp.clone(),
+                        };
+                        procs.insert(name.clone(), merged);
+                    }
+                }
+                Value::Object(procs)
+            }
+            _ => dv.clone(),
+        };
+        target.insert(k.clone(), merged);
+    }
+    let labels = target.entry("labels").or_insert_with(|| json!({}));
+    if let Some(l) = labels.as_object_mut() {
+        l.insert(OWNER_LABEL.into(), json!(owner));
+    }
+}
+
+fn merge_object(base: &Value, over: &Value) -> Value {
+    match (base.as_object(), over.as_object()) {
+        (Some(b), Some(o)) => {
+            let mut m = b.clone();
+            for (k, v) in o {
+                m.insert(k.clone(), v.clone());
+            }
+            Value::Object(m)
+        }
+        _ => over.clone(),
+    }
+}
+
+/// Turn the declared package references into what the API takes: `{uuid}`.
+fn resolve_packages(provider: &Apcera, job: &mut Map<String, Value>) -> Result<(), ApiError> {
+    if let Some(pkgs) = job.get_mut("packages").and_then(Value::as_array_mut) {
+        for p in pkgs.iter_mut() {
+            if let Some(f) = p.get("fqn").and_then(Value::as_str) {
+                let uuid = provider.package_uuid(f).ok_or_else(|| {
+                    ApiError::other("GET", "/v1/packages", format!("no package {f}"))
+                })?;
+                *p = json!({ "uuid": uuid });
+            }
+        }
+    }
+    Ok(())
+}
+
+pub async fn execute(
+    provider: &Apcera,
+    client: &Client,
+    verb: Verb,
+    desired: Option<&DesiredResource>,
+    live: Option<&LiveResource>,
+    id: &ResourceId,
+) -> Result<(), ApiError> {
+    let fqn = &id.name;
+    match verb {
+        Verb::Create => {
+            create(
+                provider,
+                client,
+                fqn,
+                desired.expect("create has a declaration"),
+            )
+            .await
+        }
+        Verb::Update => {
+            update(
+                provider,
+                client,
+                fqn,
+                desired.expect("update has a declaration"),
+            )
+            .await
+        }
+        Verb::Delete => {
+            let _ = live;
+            match provider.uuid(KIND, fqn, client).await? {
+                Some(uuid) => {
+                    client.delete_job(&uuid).await?;
+                    provider.forget(KIND, fqn);
+                    Ok(())
+                }
+                None => Ok(()),
+            }
+        }
+    }
+}
+
+async fn create(
+    provider: &Apcera,
+    client: &Client,
+    fqn: &str,
+    desired: &DesiredResource,
+) -> Result<(), ApiError> {
+    // Known since observing (a step settled by looking again after a lost answer): update.
+    if provider.known_uuid(KIND, fqn).is_some() {
+        return update(provider, client, fqn, desired).await;
+    }
+    let local = fqn::split(fqn).map(|f| f.local).unwrap_or(fqn);
+    let mut body = Map::new();
+    body.insert("fqn".into(), json!(fqn));
+    body.insert("name".into(), json!(local));
+    merge_into(&mut body, &desired.spec, &provider.owner);
+    // A job is created "ready" (seed L1235) and started with a PUT afterwards.
+    let wants = body.remove("state");
+    resolve_packages(provider, &mut body)?;
+    let created = match client.create_job(&Value::Object(body)).await {
+        Ok(job) => job,
+        Err(e) if e.is_conflict() || (e.transient && e.status.is_none()) => {
+            // Either it exists already or the answer was lost: settle by looking.
+            provider.forget(KIND, fqn);
+            match client.find_job(fqn).await? {
+                Some(job) => job,
+                None => return Err(e),
+            }
+        }
+        Err(e) => return Err(e),
+    };
+    let uuid = created
+        .get("uuid")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    provider.remember(KIND, fqn, &uuid);
+    let job = match wants {
+        Some(state) if created.get("state") != Some(&state) => {
+            put_with_retry(client, &uuid, |job| {
+                job.insert("state".into(), state.clone());
+            })
+            .await?
+        }
+        _ => created,
+    };
+    wait_ready(client, &job, fqn).await
+}
+
+async fn update(
+    provider: &Apcera,
+    client: &Client,
+    fqn: &str,
+    desired: &DesiredResource,
+) -> Result<(), ApiError> {
+    let uuid = provider
+        .uuid(KIND, fqn, client)
+        .await?
+        .ok_or_else(|| ApiError::other("GET", "/v1/jobs", format!("{fqn} no longer exists")))?;
+    let mut resolved = desired.spec.clone();
+    if let Some(obj) = resolved.as_object_mut() {
+        resolve_packages(provider, obj)?;
+    }
+    let owner = provider.owner.clone();
+    let job = put_with_retry(client, &uuid, |job| {
+        // The declared user packages replace the user ones; system ones stay as read.
+        let system: Vec<Value> = job
+            .get("packages")
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter(|p| p.get("source").and_then(Value::as_str) == Some("system"))
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default();
+        merge_into(job, &resolved, &owner);
+        if let Some(pkgs) = job.get_mut("packages").and_then(Value::as_array_mut) {
+            pkgs.extend(system);
+        }
+    })
+    .await?;
+    wait_ready(client, &job, fqn).await
+}
+
+/// Read the job, change it, and `PUT` it back whole; a stale `version_id` (409) means someone
+/// else changed it in between, so read again and redo the change.
+async fn put_with_retry(
+    client: &Client,
+    uuid: &str,
+    change: impl Fn(&mut Map<String, Value>),
+) -> Result<Value, ApiError> {
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        let mut job = match client.get_job(uuid).await? {
+            Value::Object(o) => o,
+            _ => {
+                return Err(ApiError::other(
+                    "GET",
+                    &format!("/v1/jobs/{uuid}"),
+                    "answer is not a job object",
+                ));
+            }
+        };
+        change(&mut job);
+        match client.update_job(uuid, &Value::Object(job)).await {
+            Ok(v) => return Ok(v),
+            Err(e) if e.is_conflict() && attempts < 5 => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Wait until a started job has all its instances running (`GET /v1/jobs/health`), polling
+/// tightly at first so an instant platform costs an instant.
+async fn wait_ready(client: &Client, job: &Value, fqn: &str) -> Result<(), ApiError> {
+    if job.get("state").and_then(Value::as_str) != Some("started") {
+        return Ok(());
+    }
+    let uuid = job.get("uuid").and_then(Value::as_str).unwrap_or_default();
+    let want = job
+        .get("num_instances")
+        .and_then(Value::as_u64)
+        .unwrap_or(1);
+    let started = Instant::now();
+    let mut delay = Duration::from_millis(2);
+    loop {
+        let health = client.job_health(&[uuid]).await?;
+        let running = health
+            .iter()
+            .find(|h| h.get("uuid").and_then(Value::as_str) == Some(uuid))
+            .and_then(|h| h.get("instance_state_count"))
+            .and_then(|c| c.get("RUNNING"))
+            .and_then(Value::as_u64)
+            .unwrap_or(0);
+        if running >= want {
+            return Ok(());
+        }
+        if started.elapsed() > READY_TIMEOUT {
+            return Err(ApiError::other(
+                "GET",
+                "/v1/jobs/health",
+                format!(
+                    "{fqn}: {running} of {want} instances running after {}s",
+                    READY_TIMEOUT.as_secs()
+                ),
+            ));
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_millis(250));
+    }
+}

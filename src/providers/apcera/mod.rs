@@ -1,0 +1,522 @@
+//! Apcera (seed 003): jobs, services, service providers, virtual networks with their job
+//! membership, service bindings and job links, managed through the REST API at `/v1/...`.
+//!
+//! Ownership. capstan marks what it creates: a job with the label `capstan-owner: <owner>`
+//! (labels are the job's own filterable metadata), and services, providers and networks, which
+//! have no labels in the seed, with ` [capstan-owner=<owner>]` at the end of their description
+//! (the way other tools write "Managed by ..." into descriptions). The mark is removed before
+//! comparing. Bindings, links and memberships belong to the job or network that declares them.
+//!
+//! Observing costs one list call per kind: `GET /v1/jobs` (which also carries every job's
+//! bindings and links), `/v1/networks` (with membership), `/v1/services`, `/v1/providers` and
+//! `/v1/packages` (to resolve package FQNs), only for the kinds a plan touches.
+
+mod binding;
+mod client;
+mod fqn;
+mod job;
+mod network;
+mod service;
+mod service_provider;
+
+use crate::diagnostic::{Diagnostic, Diagnostics};
+use crate::model::{DesiredResource, KindInfo, LiveResource, LiveState, ResourceId};
+use crate::providers::{ApiError, Connection, Operation, Provider};
+use crate::render::yaml::Document;
+use async_trait::async_trait;
+use client::Client;
+use serde_json::{Map, Value, json};
+use std::collections::{BTreeSet, HashMap};
+use std::future::Future;
+use std::ops::Range;
+use std::sync::Mutex;
+
+/// The job label that marks what capstan created, with the owner as value.
+pub const OWNER_LABEL: &str = "capstan-owner";
+const MARK_PREFIX: &str = "[capstan-owner=";
+
+const KINDS: &[(&str, KindInfo)] = &[
+    (
+        "provider",
+        KindInfo {
+            managed: true,
+            updatable: false,
+        },
+    ),
+    (
+        "service",
+        KindInfo {
+            managed: true,
+            updatable: false,
+        },
+    ),
+    (
+        "network",
+        KindInfo {
+            managed: true,
+            updatable: false,
+        },
+    ),
+    (
+        "job",
+        KindInfo {
+            managed: true,
+            updatable: true,
+        },
+    ),
+    (
+        "membership",
+        KindInfo {
+            managed: true,
+            updatable: false,
+        },
+    ),
+    (
+        "binding",
+        KindInfo {
+            managed: true,
+            updatable: false,
+        },
+    ),
+    (
+        "link",
+        KindInfo {
+            managed: true,
+            updatable: false,
+        },
+    ),
+    (
+        "package",
+        KindInfo {
+            managed: false,
+            updatable: false,
+        },
+    ),
+];
+
+pub struct Apcera {
+    client: Option<Client>,
+    owner: String,
+    /// Platform ids by (kind, FQN): filled by observing, kept current by creates and deletes,
+    /// so steps never look a resource up one by one.
+    uuids: Mutex<HashMap<(&'static str, String), String>>,
+    packages: Mutex<Packages>,
+}
+
+#[derive(Default)]
+struct Packages {
+    fqn_by_uuid: HashMap<String, String>,
+    uuid_by_fqn: HashMap<String, String>,
+}
+
+impl Apcera {
+    pub fn new(connection: Option<Connection>, owner: &str) -> anyhow::Result<Self> {
+        Ok(Apcera {
+            client: connection.as_ref().map(Client::new).transpose()?,
+            owner: owner.to_string(),
+            uuids: Mutex::default(),
+            packages: Mutex::default(),
+        })
+    }
+
+    fn client(&self) -> Result<&Client, ApiError> {
+        self.client
+            .as_ref()
+            .ok_or_else(|| ApiError::other("-", "-", "no target to talk to (offline)"))
+    }
+
+    fn remember(&self, kind: &'static str, fqn: &str, uuid: &str) {
+        self.uuids
+            .lock()
+            .unwrap()
+            .insert((kind, fqn.to_string()), uuid.to_string());
+    }
+
+    fn forget(&self, kind: &'static str, fqn: &str) {
+        self.uuids.lock().unwrap().remove(&(kind, fqn.to_string()));
+    }
+
+    fn known_uuid(&self, kind: &'static str, fqn: &str) -> Option<String> {
+        self.uuids
+            .lock()
+            .unwrap()
+            .get(&(kind, fqn.to_string()))
+            .cloned()
+    }
+
+    /// The uuid of a resource: known since observing, or looked up (after a lost answer, or a
+    /// resource created by a step of this run that another step needs).
+    async fn uuid(
+        &self,
+        kind: &'static str,
+        fqn: &str,
+        client: &Client,
+    ) -> Result<Option<String>, ApiError> {
+        if let Some(u) = self.known_uuid(kind, fqn) {
+            return Ok(Some(u));
+        }
+        let found = match kind {
+            job::KIND => client.find_job(fqn).await?,
+            _ => {
+                let list = match kind {
+                    network::KIND => client.list_networks().await?,
+                    service::KIND => client.list_services().await?,
+                    _ => client.list_providers().await?,
+                };
+                list.into_iter()
+                    .find(|o| o.get("fqn").and_then(Value::as_str) == Some(fqn))
+            }
+        };
+        let uuid = found.and_then(|o| o.get("uuid").and_then(Value::as_str).map(str::to_string));
+        if let Some(u) = &uuid {
+            self.remember(kind, fqn, u);
+        }
+        Ok(uuid)
+    }
+
+    fn package_uuid(&self, fqn: &str) -> Option<String> {
+        self.packages.lock().unwrap().uuid_by_fqn.get(fqn).cloned()
+    }
+
+    /// Package references written by FQN wherever the package is known, on both sides alike.
+    fn packages_by_name(&self, list: &Value) -> Value {
+        let pk = self.packages.lock().unwrap();
+        let Some(items) = list.as_array() else {
+            return list.clone();
+        };
+        Value::Array(
+            items
+                .iter()
+                .map(|p| {
+                    match p
+                        .get("uuid")
+                        .and_then(Value::as_str)
+                        .and_then(|u| pk.fqn_by_uuid.get(u))
+                    {
+                        Some(f) => json!({ "fqn": f }),
+                        None => p.clone(),
+                    }
+                })
+                .collect(),
+        )
+    }
+}
+
+/// Append the ownership mark to a description.
+fn mark(description: &str, owner: &str) -> String {
+    if description.is_empty() {
+        format!("{MARK_PREFIX}{owner}]")
+    } else {
+        format!("{description} {MARK_PREFIX}{owner}]")
+    }
+}
+
+/// Remove the ownership mark from a description; says whether it was `owner`'s.
+fn unmark(description: &str, owner: &str) -> (String, bool) {
+    if let Some(idx) = description.rfind(MARK_PREFIX)
+        && description.ends_with(']')
+    {
+        let mark_owner = &description[idx + MARK_PREFIX.len()..description.len() - 1];
+        return (
+            description[..idx].trim_end().to_string(),
+            mark_owner == owner,
+        );
+    }
+    (description.to_string(), false)
+}
+
+/// A declaration's `name` and `fqn` fields, when written, must agree with its key.
+fn check_name_fields(
+    doc: &Document,
+    pointer: &str,
+    key: &str,
+    entry: &Value,
+    diags: &mut Diagnostics,
+) {
+    if let Some(f) = entry.get("fqn").and_then(Value::as_str)
+        && f != key
+    {
+        diags.push(Diagnostic::error_at(
+            doc.locate(&format!("{pointer}/fqn")),
+            format!("fqn {f:?} differs from the key {key:?} it is declared under: expected the same FQN or no fqn field"),
+        ));
+    }
+    let local = fqn::split(key).map(|f| f.local).unwrap_or(key);
+    if let Some(n) = entry.get("name").and_then(Value::as_str)
+        && n != local
+    {
+        diags.push(Diagnostic::error_at(
+            doc.locate(&format!("{pointer}/name")),
+            format!("name {n:?} differs from the FQN's name part {local:?}: expected {local:?} or no name field"),
+        ));
+    }
+}
+
+/// `POST` a new object. If the answer is lost, or the platform says it exists already, look it
+/// up instead of creating it twice.
+async fn create_once<F, Fut>(
+    client: &Client,
+    collection: &str,
+    body: &Value,
+    find: F,
+) -> Result<Value, ApiError>
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Result<Option<Value>, ApiError>>,
+{
+    match client.create(collection, body).await {
+        Ok(v) => Ok(v),
+        Err(e) if e.is_conflict() || (e.transient && e.status.is_none()) => match find().await? {
+            Some(v) => Ok(v),
+            None => Err(e),
+        },
+        Err(e) => Err(e),
+    }
+}
+
+/// Run a list call only when its kinds are wanted.
+async fn maybe<T>(
+    on: bool,
+    call: impl Future<Output = Result<T, ApiError>>,
+) -> Result<Option<T>, ApiError> {
+    if on { call.await.map(Some) } else { Ok(None) }
+}
+
+#[async_trait]
+impl Provider for Apcera {
+    fn platform(&self) -> &'static str {
+        "apcera"
+    }
+
+    fn kinds(&self) -> &'static [(&'static str, KindInfo)] {
+        KINDS
+    }
+
+    fn document_schema(&self) -> &'static str {
+        "apcera/manifest.schema.json"
+    }
+
+    fn namespace_slot(&self, text: &str, range: Range<usize>) -> bool {
+        fqn::in_namespace_part(text, range)
+    }
+
+    fn apply_default_namespace(
+        &self,
+        doc: &mut Document,
+        namespace: Option<&str>,
+        diags: &mut Diagnostics,
+    ) {
+        fqn::apply_default_namespace(doc, namespace, diags)
+    }
+
+    fn decode(
+        &self,
+        doc: &Document,
+        value: &Value,
+        diags: &mut Diagnostics,
+    ) -> Vec<DesiredResource> {
+        let mut out = Vec::new();
+        let section = |name: &str| {
+            value
+                .get(name)
+                .and_then(Value::as_object)
+                .into_iter()
+                .flatten()
+        };
+        for (key, entry) in section("providers") {
+            out.extend(service_provider::decode(doc, key, entry, diags));
+        }
+        for (key, entry) in section("services") {
+            out.extend(service::decode(doc, key, entry, diags));
+        }
+        for (key, entry) in section("networks") {
+            out.extend(network::decode(doc, key, entry, diags));
+        }
+        for (key, entry) in section("jobs") {
+            out.extend(job::decode(doc, key, entry, diags));
+        }
+        out
+    }
+
+    fn merge_documents(&self, docs: &[Value]) -> Value {
+        let mut merged = Map::new();
+        for doc in docs {
+            let Some(obj) = doc.as_object() else { continue };
+            for (k, v) in obj {
+                match (merged.get_mut(k), v) {
+                    (Some(Value::Object(into)), Value::Object(from)) => {
+                        into.extend(from.iter().map(|(a, b)| (a.clone(), b.clone())));
+                    }
+                    _ => {
+                        merged.insert(k.clone(), v.clone());
+                    }
+                }
+            }
+        }
+        Value::Object(merged)
+    }
+
+    fn comparable(
+        &self,
+        desired: Option<&DesiredResource>,
+        live: Option<&LiveResource>,
+        _live_state: &LiveState,
+    ) -> (Option<Value>, Option<Value>) {
+        let kind = desired
+            .map(|d| d.id.kind.as_str())
+            .or(live.map(|l| l.id.kind.as_str()));
+        match (kind, desired, live) {
+            (Some(job::KIND), Some(d), Some(l)) => {
+                let (d, l) = job::comparable(self, &d.spec, &l.spec);
+                (Some(d), Some(l))
+            }
+            (Some(job::KIND), d, l) => {
+                let named = |spec: &Value| {
+                    let mut s = spec.clone();
+                    if let Some(p) = s.get_mut("packages") {
+                        *p = self.packages_by_name(p);
+                    }
+                    s
+                };
+                (d.map(|d| named(&d.spec)), l.map(|l| named(&l.spec)))
+            }
+            (Some(service_provider::KIND), d, l) => (
+                d.map(|d| {
+                    let mut s = d.spec.clone();
+                    s.as_object_mut()
+                        .map(|o| o.remove(service_provider::WRITE_ONLY));
+                    s
+                }),
+                l.map(|l| l.spec.clone()),
+            ),
+            (_, d, l) => (d.map(|d| d.spec.clone()), l.map(|l| l.spec.clone())),
+        }
+    }
+
+    async fn observe(&self, kinds: &BTreeSet<String>) -> Result<LiveState, ApiError> {
+        let client = self.client()?;
+        let want = |ks: &[&str]| ks.iter().any(|k| kinds.contains(*k));
+        let (jobs, networks, services, providers, packages) = tokio::try_join!(
+            maybe(
+                want(&[job::KIND, binding::BINDING, binding::LINK]),
+                client.list_jobs()
+            ),
+            maybe(
+                want(&[network::KIND, network::MEMBERSHIP]),
+                client.list_networks()
+            ),
+            maybe(want(&[service::KIND]), client.list_services()),
+            maybe(want(&[service_provider::KIND]), client.list_providers()),
+            maybe(want(&["package"]), client.list_packages()),
+        )?;
+        let mut state = LiveState::default();
+        let mut uuids = self.uuids.lock().unwrap();
+        for j in jobs.iter().flatten() {
+            if let Some((live, uuid)) = job::from_live(j, &self.owner) {
+                uuids.insert((job::KIND, live.id.name.clone()), uuid);
+                for attachment in binding::from_live_job(j, live.owned) {
+                    state.insert(attachment);
+                }
+                state.insert(live);
+            }
+        }
+        for n in networks.iter().flatten() {
+            if let Some((resources, uuid)) = network::from_live(n, &self.owner) {
+                uuids.insert((network::KIND, resources[0].id.name.clone()), uuid);
+                resources.into_iter().for_each(|r| state.insert(r));
+            }
+        }
+        for s in services.iter().flatten() {
+            if let Some((live, uuid)) = service::from_live(s, &self.owner) {
+                uuids.insert((service::KIND, live.id.name.clone()), uuid);
+                state.insert(live);
+            }
+        }
+        for p in providers.iter().flatten() {
+            if let Some((live, uuid)) = service_provider::from_live(p, &self.owner) {
+                uuids.insert((service_provider::KIND, live.id.name.clone()), uuid);
+                state.insert(live);
+            }
+        }
+        if let Some(packages) = &packages {
+            let mut pk = self.packages.lock().unwrap();
+            for p in packages {
+                let (Some(f), Some(u)) = (
+                    p.get("fqn").and_then(Value::as_str),
+                    p.get("uuid").and_then(Value::as_str),
+                ) else {
+                    continue;
+                };
+                pk.fqn_by_uuid.insert(u.to_string(), f.to_string());
+                pk.uuid_by_fqn.insert(f.to_string(), u.to_string());
+                state.insert(LiveResource {
+                    id: ResourceId::new("package", f),
+                    spec: json!({ "uuid": u }),
+                    owned: false,
+                    parent: None,
+                    depends_on: Vec::new(),
+                    exclusive: None,
+                });
+            }
+        }
+        let mut observed: Vec<String> = Vec::new();
+        for (on, ks) in [
+            (
+                jobs.is_some(),
+                &[job::KIND, binding::BINDING, binding::LINK][..],
+            ),
+            (
+                networks.is_some(),
+                &[network::KIND, network::MEMBERSHIP][..],
+            ),
+            (services.is_some(), &[service::KIND][..]),
+            (providers.is_some(), &[service_provider::KIND][..]),
+            (packages.is_some(), &["package"][..]),
+        ] {
+            if on {
+                observed.extend(ks.iter().map(|k| k.to_string()));
+            }
+        }
+        state.observed_kinds = observed;
+        Ok(state)
+    }
+
+    async fn execute(&self, op: Operation<'_>, _live_state: &LiveState) -> Result<(), ApiError> {
+        let client = self.client()?;
+        match op.id.kind.as_str() {
+            job::KIND => job::execute(self, client, op.verb, op.desired, op.live, op.id).await,
+            service::KIND => service::execute(self, client, op.verb, op.desired, op.id).await,
+            service_provider::KIND => {
+                service_provider::execute(self, client, op.verb, op.desired, op.id).await
+            }
+            network::KIND => network::execute(self, client, op.verb, op.desired, op.id).await,
+            network::MEMBERSHIP => {
+                network::execute_membership(self, client, op.verb, op.desired, op.live).await
+            }
+            binding::BINDING | binding::LINK => {
+                binding::execute(self, client, op.verb, op.desired, op.live).await
+            }
+            other => Err(ApiError::other(
+                "-",
+                "-",
+                format!("capstan does not manage {other} resources"),
+            )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ownership_mark_round_trips_through_descriptions() {
+        assert_eq!(
+            unmark(&mark("Network for developers.", "team-a"), "team-a"),
+            ("Network for developers.".into(), true)
+        );
+        assert_eq!(unmark(&mark("", "team-a"), "team-a"), (String::new(), true));
+        assert_eq!(unmark(&mark("x", "team-b"), "team-a"), ("x".into(), false));
+        assert_eq!(unmark("plain", "team-a"), ("plain".into(), false));
+    }
+}

@@ -1,0 +1,199 @@
+//! Virtual networks and their job membership (seed 003: `GET/POST /v1/networks`,
+//! `DELETE /v1/networks/{uuid}`, `POST /v1/jobs/{uuid}/networks`,
+//! `DELETE /v1/jobs/{uuid}/networks/{network_uuid}`).
+//!
+//! Networks have no update endpoint, so a changed description replaces the network (its
+//! members leave first and join again after). Membership is observed from the networks'
+//! `network_end_points`, and belongs to the network's declaration: a declared network lists all
+//! its members. A job is on at most one network (`job.network_ref` is singular), so joining a
+//! new network waits for leaving the old one.
+
+use super::client::Client;
+use super::{Apcera, fqn};
+use crate::diagnostic::Diagnostics;
+use crate::model::{DesiredResource, LiveResource, Reference, ResourceId};
+use crate::providers::{ApiError, Verb};
+use crate::render::yaml::{Document, pointer_escape};
+use serde_json::{Value, json};
+
+pub const KIND: &str = "network";
+pub const MEMBERSHIP: &str = "membership";
+
+pub fn membership_id(job: &str, network: &str) -> ResourceId {
+    ResourceId::new(MEMBERSHIP, format!("{job} -> {network}"))
+}
+
+fn exclusive(job: &str) -> Option<String> {
+    Some(format!("network-of {job}"))
+}
+
+pub fn decode(
+    doc: &Document,
+    key: &str,
+    entry: &Value,
+    diags: &mut Diagnostics,
+) -> Vec<DesiredResource> {
+    let pointer = format!("/networks/{}", pointer_escape(key));
+    if !fqn::require(doc, "/networks", Some(key), key, KIND, diags) {
+        return Vec::new();
+    }
+    super::check_name_fields(doc, &pointer, key, entry, diags);
+    let description = entry
+        .get("description")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let id = ResourceId::new(KIND, key);
+    let mut out = vec![DesiredResource {
+        id: id.clone(),
+        spec: json!({ "description": description }),
+        origin: doc.locate_key("/networks", key),
+        references: Vec::new(),
+        exclusive: None,
+    }];
+    if let Some(jobs) = entry.get("jobs").and_then(Value::as_array) {
+        for (i, j) in jobs.iter().enumerate() {
+            let Some(job) = j.as_str() else { continue };
+            let at = format!("{pointer}/jobs/{i}");
+            if !fqn::require(doc, &at, None, job, super::job::KIND, diags) {
+                continue;
+            }
+            out.push(DesiredResource {
+                id: membership_id(job, key),
+                spec: json!({ "job_fqn": job, "network_fqn": key }),
+                origin: doc.locate(&at),
+                references: vec![
+                    Reference {
+                        target: ResourceId::new(super::job::KIND, job),
+                        at: doc.locate(&at),
+                    },
+                    Reference {
+                        target: id.clone(),
+                        at: doc.locate(&at),
+                    },
+                ],
+                exclusive: exclusive(job),
+            });
+        }
+    }
+    out
+}
+
+/// A listed network and its members; also its uuid.
+pub fn from_live(net: &Value, owner: &str) -> Option<(Vec<LiveResource>, String)> {
+    let fqn = net.get("fqn")?.as_str()?;
+    let uuid = net
+        .get("uuid")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    let (description, owned) = super::unmark(
+        net.get("description")
+            .and_then(Value::as_str)
+            .unwrap_or_default(),
+        owner,
+    );
+    let id = ResourceId::new(KIND, fqn);
+    let mut out = vec![LiveResource {
+        id: id.clone(),
+        spec: json!({ "description": description }),
+        owned,
+        parent: None,
+        depends_on: Vec::new(),
+        exclusive: None,
+    }];
+    if let Some(points) = net.get("network_end_points").and_then(Value::as_array) {
+        for p in points {
+            let Some(job) = p.get("job_fqn").and_then(Value::as_str) else {
+                continue;
+            };
+            out.push(LiveResource {
+                id: membership_id(job, fqn),
+                spec: json!({ "job_fqn": job, "network_fqn": fqn }),
+                owned,
+                parent: Some(id.clone()),
+                depends_on: vec![ResourceId::new(super::job::KIND, job), id.clone()],
+                exclusive: exclusive(job),
+            });
+        }
+    }
+    Some((out, uuid))
+}
+
+pub async fn execute(
+    provider: &Apcera,
+    client: &Client,
+    verb: Verb,
+    desired: Option<&DesiredResource>,
+    id: &ResourceId,
+) -> Result<(), ApiError> {
+    let fqn = &id.name;
+    match verb {
+        Verb::Create => {
+            let spec = &desired.expect("create has a declaration").spec;
+            let local = fqn::split(fqn).map(|f| f.local).unwrap_or(fqn);
+            let description = spec
+                .get("description")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            let body = json!({ "fqn": fqn, "name": local, "description": super::mark(description, &provider.owner) });
+            let created = super::create_once(client, "/v1/networks", &body, || async {
+                Ok(client
+                    .list_networks()
+                    .await?
+                    .into_iter()
+                    .find(|n| n.get("fqn").and_then(Value::as_str) == Some(fqn)))
+            })
+            .await?;
+            provider.remember(
+                KIND,
+                fqn,
+                created
+                    .get("uuid")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default(),
+            );
+            Ok(())
+        }
+        Verb::Delete => {
+            if let Some(uuid) = provider.uuid(KIND, fqn, client).await? {
+                client.delete(&format!("/v1/networks/{uuid}")).await?;
+                provider.forget(KIND, fqn);
+            }
+            Ok(())
+        }
+        Verb::Update => unreachable!("networks are replaced, never updated"),
+    }
+}
+
+pub async fn execute_membership(
+    provider: &Apcera,
+    client: &Client,
+    verb: Verb,
+    desired: Option<&DesiredResource>,
+    live: Option<&LiveResource>,
+) -> Result<(), ApiError> {
+    let spec = desired
+        .map(|d| &d.spec)
+        .or(live.map(|l| &l.spec))
+        .expect("a membership step has a resource");
+    let job = spec["job_fqn"].as_str().unwrap_or_default();
+    let network = spec["network_fqn"].as_str().unwrap_or_default();
+    let missing = |what: &str| ApiError::other("GET", "/v1/jobs", format!("{what} not found"));
+    let job_uuid = provider.uuid(super::job::KIND, job, client).await?;
+    match verb {
+        Verb::Create => {
+            let job_uuid = job_uuid.ok_or_else(|| missing(job))?;
+            client.join_network(&job_uuid, job, network).await
+        }
+        Verb::Delete => {
+            // A job or network already gone took its membership with it.
+            let (Some(job_uuid), Some(net_uuid)) =
+                (job_uuid, provider.uuid(KIND, network, client).await?)
+            else {
+                return Ok(());
+            };
+            client.leave_network(&job_uuid, &net_uuid).await
+        }
+        Verb::Update => unreachable!("memberships are replaced, never updated"),
+    }
+}

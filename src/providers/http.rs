@@ -1,0 +1,278 @@
+//! The HTTP client every provider talks through: base URL, bearer token, CA certificate,
+//! timeouts, retries of transient failures with exponential backoff and jitter, and errors that
+//! say in one line which request failed and what the API answered.
+
+use super::Connection;
+use rand::Rng;
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+use std::fmt;
+use std::time::{Duration, Instant};
+
+/// A failed API call. `Display` is the one-line message users see.
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    pub method: String,
+    pub path: String,
+    /// The HTTP status, when an answer came back.
+    pub status: Option<u16>,
+    /// The API's own error text, or the transport error.
+    pub message: String,
+    /// Worth retrying: the platform said so, or the failure was in transport.
+    pub transient: bool,
+}
+
+impl fmt::Display for ApiError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.status {
+            Some(s) => write!(
+                f,
+                "{} {} answered {}: {}",
+                self.method, self.path, s, self.message
+            ),
+            None => write!(f, "{} {} failed: {}", self.method, self.path, self.message),
+        }
+    }
+}
+
+impl std::error::Error for ApiError {}
+
+impl ApiError {
+    pub fn other(method: &str, path: &str, message: impl Into<String>) -> Self {
+        ApiError {
+            method: method.into(),
+            path: path.into(),
+            status: None,
+            message: message.into(),
+            transient: false,
+        }
+    }
+
+    pub fn is_not_found(&self) -> bool {
+        self.status == Some(404)
+    }
+
+    pub fn is_conflict(&self) -> bool {
+        self.status == Some(409)
+    }
+}
+
+/// How long and how often transient failures are retried.
+#[derive(Clone, Debug)]
+pub struct RetryPolicy {
+    pub max_attempts: u32,
+    pub base_delay: Duration,
+    pub max_delay: Duration,
+    pub max_elapsed: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            max_attempts: 8,
+            base_delay: Duration::from_millis(50),
+            max_delay: Duration::from_secs(2),
+            max_elapsed: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Whether a request may be sent again after its answer was lost. A create is not: the
+/// platform may have done it, and the caller must look before trying again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Idempotent {
+    Yes,
+    No,
+}
+
+pub struct HttpClient {
+    base: String,
+    client: reqwest::Client,
+    token: Option<String>,
+    pub retry: RetryPolicy,
+}
+
+impl HttpClient {
+    pub fn new(conn: &Connection) -> anyhow::Result<Self> {
+        let mut builder = reqwest::Client::builder()
+            .timeout(conn.timeout)
+            .connect_timeout(Duration::from_secs(10))
+            .pool_max_idle_per_host(64)
+            .user_agent(concat!("capstan/", env!("CARGO_PKG_VERSION")));
+        if let Some(path) = &conn.ca_cert {
+            let pem = std::fs::read(path)
+                .map_err(|e| anyhow::anyhow!("cannot read ca_cert {}: {e}", path.display()))?;
+            let cert = reqwest::Certificate::from_pem(&pem).map_err(|e| {
+                anyhow::anyhow!("ca_cert {} is not a PEM certificate: {e}", path.display())
+            })?;
+            builder = builder.add_root_certificate(cert);
+        }
+        Ok(HttpClient {
+            base: conn.url.trim_end_matches('/').to_string(),
+            client: builder.build()?,
+            token: conn.token.clone(),
+            retry: RetryPolicy::default(),
+        })
+    }
+
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// Send a request, retrying transient failures as far as `idempotent` allows.
+    /// Returns the parsed JSON body, or None for an empty body or a literal `null`.
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        idempotent: Idempotent,
+    ) -> Result<Option<Value>, ApiError> {
+        let started = Instant::now();
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match self.send_once(method.clone(), path, body).await {
+                Ok(v) => return Ok(v),
+                Err((err, sent)) => {
+                    let may_retry = err.transient && (idempotent == Idempotent::Yes || !sent);
+                    if !may_retry
+                        || attempt >= self.retry.max_attempts
+                        || started.elapsed() >= self.retry.max_elapsed
+                    {
+                        return Err(err);
+                    }
+                    let delay = self.backoff(attempt);
+                    tracing::debug!(%err, attempt, ?delay, "transient failure, retrying");
+                    tokio::time::sleep(delay).await;
+                }
+            }
+        }
+    }
+
+    fn backoff(&self, attempt: u32) -> Duration {
+        let exp = self
+            .retry
+            .base_delay
+            .saturating_mul(1 << (attempt - 1).min(16));
+        let capped = exp.min(self.retry.max_delay);
+        // Full jitter, so many retrying steps do not hit the platform in lockstep.
+        let jitter = rand::rng().random_range(0.5..=1.0);
+        capped.mul_f64(jitter)
+    }
+
+    /// One attempt. On failure also says whether the request may have reached the platform.
+    async fn send_once(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<Option<Value>, (ApiError, bool)> {
+        let url = format!("{}{}", self.base, path);
+        let mut req = self.client.request(method.clone(), &url);
+        if let Some(token) = &self.token {
+            req = req.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            req = req.json(body);
+        }
+        let mk = |status: Option<u16>, message: String, transient: bool| ApiError {
+            method: method.to_string(),
+            path: path.to_string(),
+            status,
+            message,
+            transient,
+        };
+        let resp = match req.send().await {
+            Ok(r) => r,
+            Err(e) => {
+                // A connect failure never reached the platform; anything later may have.
+                let sent = !e.is_connect();
+                let transient = e.is_connect() || e.is_timeout() || e.is_request() || e.is_body();
+                return Err((mk(None, transport_message(&e, &self.base), transient), sent));
+            }
+        };
+        let status = resp.status();
+        let bytes = match resp.bytes().await {
+            Ok(b) => b,
+            Err(e) => {
+                return Err((
+                    mk(
+                        Some(status.as_u16()),
+                        transport_message(&e, &self.base),
+                        true,
+                    ),
+                    true,
+                ));
+            }
+        };
+        if status.is_success() {
+            if bytes.iter().all(u8::is_ascii_whitespace) {
+                return Ok(None);
+            }
+            return match serde_json::from_slice::<Value>(&bytes) {
+                Ok(Value::Null) => Ok(None),
+                Ok(v) => Ok(Some(v)),
+                Err(e) => Err((
+                    mk(
+                        Some(status.as_u16()),
+                        format!("answer is not JSON: {e}"),
+                        false,
+                    ),
+                    true,
+                )),
+            };
+        }
+        let (message, platform_says_retry) = error_text(&bytes);
+        let transient = platform_says_retry
+            || matches!(
+                status,
+                StatusCode::TOO_MANY_REQUESTS
+                    | StatusCode::BAD_GATEWAY
+                    | StatusCode::SERVICE_UNAVAILABLE
+                    | StatusCode::GATEWAY_TIMEOUT
+            );
+        Err((mk(Some(status.as_u16()), message, transient), true))
+    }
+}
+
+fn transport_message(e: &reqwest::Error, base: &str) -> String {
+    if e.is_connect() {
+        format!("cannot connect to {base}: {}", root_cause(e))
+    } else if e.is_timeout() {
+        "timed out".to_string()
+    } else {
+        root_cause(e)
+    }
+}
+
+fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cur = e;
+    while let Some(next) = cur.source() {
+        cur = next;
+    }
+    cur.to_string()
+}
+
+/// The API's own message from an error body (`message`, `error` or the raw text), and whether
+/// the platform marked the failure as worth retrying (Apcera's `retry` flag).
+fn error_text(bytes: &[u8]) -> (String, bool) {
+    if let Ok(v) = serde_json::from_slice::<Value>(bytes) {
+        let retry = v.get("retry").and_then(Value::as_bool).unwrap_or(false);
+        for key in ["message", "error", "errors"] {
+            if let Some(s) = v.get(key).and_then(Value::as_str)
+                && !s.is_empty()
+            {
+                return (s.to_string(), retry);
+            }
+        }
+        return (v.to_string(), retry);
+    }
+    let text = String::from_utf8_lossy(bytes).trim().to_string();
+    let text = if text.is_empty() {
+        "(empty body)".to_string()
+    } else {
+        text
+    };
+    (text.chars().take(500).collect(), false)
+}

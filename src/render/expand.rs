@@ -1,0 +1,347 @@
+//! `${VAR}` expansion, as seed 003 specifies it for `POST /v1/manifests/expansion`.
+//!
+//! References are expanded in every mapping key and every string value at any depth, except in
+//! the document's own `variables` and `default_namespace`. A reference with no value becomes the
+//! empty string and yields the seed's warning, `no value found for variable NAME`, once per
+//! variable and document. On top of the seed, capstan is stricter where that protects the user:
+//! an unresolved reference is an error unless it sits in the namespace part of an identity (where
+//! the default namespace fills it, as in the seed's worked example) or `--allow-missing-vars` is
+//! given. `$${` writes a literal `${`. A plain (unquoted) YAML scalar that is exactly one
+//! reference is typed after substitution where the schema expects a number or boolean there,
+//! so `num_instances: ${N}` becomes a number while `tags: {build: ${N}}` stays a string.
+
+use super::yaml::{Document, Node, NodeValue, Pos, Style};
+use crate::diagnostic::{Diagnostic, Diagnostics, Location};
+use indexmap::IndexMap;
+use std::ops::Range;
+
+/// Tells whether a byte range of a string lies in the namespace part of an identity, where an
+/// empty expansion is filled by the default namespace instead of being an error.
+pub type NamespaceSlot<'a> = &'a dyn Fn(&str, Range<usize>) -> bool;
+
+pub struct Expander<'a> {
+    pub vars: &'a IndexMap<String, String>,
+    /// Unresolved references outside a namespace slot are errors.
+    pub strict: bool,
+    pub namespace_slot: NamespaceSlot<'a>,
+}
+
+/// The top-level keys that configure expansion and are never expanded themselves.
+pub const CONTROL_KEYS: [&str; 2] = ["variables", "default_namespace"];
+
+struct Pass<'a, 'b> {
+    ex: &'b Expander<'a>,
+    doc_file: &'b Document,
+    missing_seen: Vec<String>,
+    diags: &'b mut Diagnostics,
+}
+
+impl Expander<'_> {
+    /// Expand one document in place; problems go to `diags`.
+    pub fn expand(&self, doc: &mut Document, diags: &mut Diagnostics) {
+        let mut root = std::mem::replace(
+            &mut doc.root,
+            Node {
+                pos: Pos::default(),
+                value: NodeValue::Null,
+            },
+        );
+        let mut pass = Pass {
+            ex: self,
+            doc_file: doc,
+            missing_seen: Vec::new(),
+            diags,
+        };
+        if let NodeValue::Map(entries) = &mut root.value {
+            for e in entries.iter_mut() {
+                if CONTROL_KEYS.contains(&e.key.as_str()) {
+                    continue;
+                }
+                pass.entry(e);
+            }
+        } else {
+            pass.node(&mut root);
+        }
+        doc.root = root;
+    }
+}
+
+impl Pass<'_, '_> {
+    fn entry(&mut self, e: &mut super::yaml::Entry) {
+        if let Some(s) = self.string(&e.key, e.key_pos, e.key_style) {
+            e.key = s;
+        }
+        self.node(&mut e.value);
+    }
+
+    fn node(&mut self, node: &mut Node) {
+        match &mut node.value {
+            NodeValue::Str(text, style) => {
+                let style = *style;
+                let whole_reference = style == Style::Plain && is_single_reference(text);
+                if let Some(expanded) = self.string(text, node.pos, style) {
+                    let style = if whole_reference {
+                        Style::Substituted
+                    } else {
+                        style
+                    };
+                    node.value = NodeValue::Str(expanded, style);
+                }
+            }
+            NodeValue::Seq(items) => items.iter_mut().for_each(|n| self.node(n)),
+            NodeValue::Map(entries) => entries.iter_mut().for_each(|e| self.entry(e)),
+            _ => {}
+        }
+    }
+
+    /// The expanded text, or None when it contains no reference (nothing to rewrite).
+    fn string(&mut self, text: &str, pos: Pos, style: Style) -> Option<String> {
+        if !text.contains('$') {
+            return None;
+        }
+        let mut out = String::with_capacity(text.len());
+        let mut rest = 0;
+        let bytes = text.as_bytes();
+        let mut i = 0;
+        let mut changed = false;
+        while i < bytes.len() {
+            if bytes[i] != b'$' {
+                i += 1;
+                continue;
+            }
+            if text[i..].starts_with("$${") {
+                out.push_str(&text[rest..i]);
+                out.push_str("${");
+                i += 3;
+                rest = i;
+                changed = true;
+                continue;
+            }
+            if !text[i..].starts_with("${") {
+                i += 1;
+                continue;
+            }
+            let Some(close) = text[i + 2..].find('}') else {
+                self.diags.push(Diagnostic::error_at(
+                    self.place(pos, style, i),
+                    format!("unterminated variable reference in {text:?}: expected `${{NAME}}`"),
+                ));
+                return None;
+            };
+            let name = &text[i + 2..i + 2 + close];
+            if !is_variable_name(name) {
+                self.diags.push(Diagnostic::error_at(
+                    self.place(pos, style, i),
+                    format!(
+                        "invalid variable name {name:?}: expected letters, digits and `_`, not starting with a digit (write `$${{` for a literal `${{`)"
+                    ),
+                ));
+                return None;
+            }
+            let end = i + 3 + close;
+            out.push_str(&text[rest..i]);
+            match self.ex.vars.get(name) {
+                Some(value) => out.push_str(value),
+                None => self.missing(name, text, i..end, pos, style),
+            }
+            changed = true;
+            i = end;
+            rest = end;
+        }
+        if !changed {
+            return None;
+        }
+        out.push_str(&text[rest..]);
+        Some(out)
+    }
+
+    fn missing(&mut self, name: &str, text: &str, range: Range<usize>, pos: Pos, style: Style) {
+        let at = self.place(pos, style, range.start);
+        if self.ex.strict && !(self.ex.namespace_slot)(text, range) {
+            self.diags.push(Diagnostic::error_at(
+                at,
+                format!(
+                    "no value found for variable {name}: expected it in `variables` (capstan.yaml or this file) or from `--var {name}=VALUE` (or pass --allow-missing-vars)"
+                ),
+            ));
+            return;
+        }
+        if !self.missing_seen.iter().any(|n| n == name) {
+            self.missing_seen.push(name.to_string());
+            self.diags.push(Diagnostic::warning(
+                Some(at),
+                format!("no value found for variable {name}"),
+            ));
+        }
+    }
+
+    /// The place of byte `offset` inside a scalar written at `pos`: exact for plain and quoted
+    /// one-line scalars, the scalar's start otherwise.
+    fn place(&self, pos: Pos, style: Style, offset: usize) -> Location {
+        let mut pos = pos;
+        match style {
+            Style::Plain | Style::Substituted => pos.column += offset as u32,
+            Style::Quoted => pos.column += 1 + offset as u32,
+            Style::Block => {}
+        }
+        self.doc_file.location(pos)
+    }
+}
+
+fn is_variable_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+fn is_single_reference(text: &str) -> bool {
+    text.starts_with("${") && text.ends_with('}') && is_variable_name(&text[2..text.len() - 1])
+}
+
+/// Read the variables a document declares itself. Values must be scalars; they become strings.
+pub fn document_variables(doc: &Document, diags: &mut Diagnostics) -> IndexMap<String, String> {
+    let mut vars = IndexMap::new();
+    let Some(node) = doc.root.get("variables") else {
+        return vars;
+    };
+    let NodeValue::Map(entries) = &node.value else {
+        diags.push(Diagnostic::error_at(
+            doc.location(node.pos),
+            "`variables` must be a mapping of names to values",
+        ));
+        return vars;
+    };
+    for e in entries {
+        let value = match &e.value.value {
+            NodeValue::Str(s, _) => s.clone(),
+            NodeValue::Number(n) => n.to_string(),
+            NodeValue::Bool(b) => b.to_string(),
+            NodeValue::Null => String::new(),
+            _ => {
+                diags.push(Diagnostic::error_at(
+                    doc.location(e.value.pos),
+                    format!(
+                        "variable {} must be a string, number or boolean, found a collection",
+                        e.key
+                    ),
+                ));
+                continue;
+            }
+        };
+        vars.insert(e.key.clone(), value);
+    }
+    vars
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::render::yaml::parse_documents;
+    use std::path::Path;
+    use std::sync::Arc;
+
+    fn apcera_ns_slot(text: &str, range: Range<usize>) -> bool {
+        // type::NAMESPACE::local
+        let Some(first) = text.find("::") else {
+            return false;
+        };
+        let ns_start = first + 2;
+        let ns_end = text[ns_start..]
+            .find("::")
+            .map(|i| ns_start + i)
+            .unwrap_or(text.len());
+        range.start >= ns_start && range.end <= ns_end
+    }
+
+    fn run(text: &str, vars: &[(&str, &str)], strict: bool) -> (serde_json::Value, Diagnostics) {
+        let mut docs = parse_documents(&Arc::from(Path::new("m.yaml")), text).unwrap();
+        let vars: IndexMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let mut diags = Diagnostics::default();
+        Expander {
+            vars: &vars,
+            strict,
+            namespace_slot: &apcera_ns_slot,
+        }
+        .expand(&mut docs[0], &mut diags);
+        (docs[0].root.to_json(), diags)
+    }
+
+    #[test]
+    fn expands_keys_and_values_and_warns_like_the_seed() {
+        let (v, d) = run(
+            "jobs:\n  job::${NAMESPACE}::${JOBNAME}:\n    state: ${JOBSTATE}\nvariables:\n  JOBNAME: myapp\n",
+            &[("JOBNAME", "myapp"), ("JOBSTATE", "started")],
+            true,
+        );
+        assert_eq!(v["jobs"]["job::::myapp"]["state"], "started");
+        let msgs: Vec<_> = d.0.iter().map(|d| d.to_string()).collect();
+        assert_eq!(
+            msgs,
+            vec!["m.yaml:2:8: warning: no value found for variable NAMESPACE"]
+        );
+    }
+
+    #[test]
+    fn unresolved_outside_a_namespace_is_an_error_with_its_column() {
+        let (_, d) = run(
+            "jobs:\n  job::/a::b:\n    state: \"x-${MISSING}\"\n",
+            &[],
+            true,
+        );
+        let e = d.errors().next().unwrap();
+        assert_eq!(e.location.as_ref().unwrap().to_string(), "m.yaml:3:15");
+        assert!(e.message.contains("MISSING"));
+    }
+
+    #[test]
+    fn allow_missing_vars_turns_errors_into_the_seed_warning() {
+        let (v, d) = run("a: x-${MISSING}\n", &[], false);
+        assert_eq!(v["a"], "x-");
+        assert!(!d.has_errors());
+        assert_eq!(d.warnings().count(), 1);
+    }
+
+    #[test]
+    fn whole_plain_references_are_marked_for_typing() {
+        let mut docs =
+            parse_documents(&Arc::from(Path::new("m.yaml")), "n: ${N}\ns: \"${N}\"\n").unwrap();
+        let vars: IndexMap<String, String> =
+            [("N".to_string(), "3".to_string())].into_iter().collect();
+        let mut diags = Diagnostics::default();
+        Expander {
+            vars: &vars,
+            strict: true,
+            namespace_slot: &apcera_ns_slot,
+        }
+        .expand(&mut docs[0], &mut diags);
+        assert_eq!(
+            docs[0].root.get("n").unwrap().value,
+            NodeValue::Str("3".into(), Style::Substituted)
+        );
+        assert_eq!(
+            docs[0].root.get("s").unwrap().value,
+            NodeValue::Str("3".into(), Style::Quoted)
+        );
+    }
+
+    #[test]
+    fn control_fields_are_not_expanded_and_escapes_are_literal() {
+        let (v, d) = run(
+            "variables:\n  A: ${B}\na: $${A} and $HOME\n",
+            &[("A", "1")],
+            true,
+        );
+        assert_eq!(v["variables"]["A"], "${B}");
+        assert_eq!(v["a"], "${A} and $HOME");
+        assert!(d.0.is_empty());
+    }
+
+    #[test]
+    fn malformed_references_are_errors() {
+        let (_, d) = run("a: ${oops\nb: ${1x}\n", &[], true);
+        assert_eq!(d.errors().count(), 2);
+    }
+}

@@ -1,0 +1,295 @@
+//! Render: manifest files → the desired state, or every problem with its file:line:column.
+//!
+//! Per document: parse with positions ([`yaml`]), expand `${VAR}` ([`expand`]), write in the
+//! default namespace (the provider knows where namespaces are), validate against the
+//! provider's JSON Schema ([`schema`]), and decode into resources. Then across files: no two
+//! declarations of one identity. Files are processed in parallel, and a file whose content and
+//! rendering inputs are unchanged is not processed again when a [`RenderCache`] is kept.
+
+pub mod expand;
+pub mod schema;
+pub mod yaml;
+
+use crate::config::Config;
+use crate::diagnostic::{Diagnostic, Diagnostics, InvalidInput};
+use crate::model::{DesiredResource, DesiredState};
+use crate::providers::Provider;
+use crate::source::{Snapshot, SourceFile};
+use expand::Expander;
+use indexmap::IndexMap;
+use serde_json::Value;
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+/// Rendering inputs given on the command line.
+#[derive(Clone, Debug, Default)]
+pub struct RenderOptions {
+    /// `--var NAME=VALUE`: the highest precedence.
+    pub vars: IndexMap<String, String>,
+    /// `--namespace`: overrides every other default namespace.
+    pub namespace: Option<String>,
+    /// Unresolved variables become empty with a warning (as the seed's server does).
+    pub allow_missing_vars: bool,
+}
+
+/// The result of rendering one snapshot.
+#[derive(Clone, Debug, Default)]
+pub struct Rendered {
+    pub desired: DesiredState,
+    /// Every document after expansion, in file order (what `capstan render` prints).
+    pub documents: Vec<Value>,
+    /// Warnings (errors make rendering fail).
+    pub warnings: Diagnostics,
+}
+
+/// What one file renders to; kept by content so unchanged files are not parsed again.
+#[derive(Debug, Default)]
+struct FileOutput {
+    documents: Vec<Value>,
+    resources: Vec<DesiredResource>,
+    diagnostics: Vec<Diagnostic>,
+}
+
+/// Rendered files by content and inputs, for a long-running process (the daemon).
+#[derive(Default)]
+pub struct RenderCache {
+    files: Mutex<HashMap<u128, Arc<FileOutput>>>,
+}
+
+impl RenderCache {
+    pub fn len(&self) -> usize {
+        self.files.lock().unwrap().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+pub fn render(
+    snapshot: &Snapshot,
+    config: &Config,
+    opts: &RenderOptions,
+    provider: &dyn Provider,
+    cache: Option<&RenderCache>,
+) -> Result<Rendered, InvalidInput> {
+    let inputs = Inputs {
+        config_vars: config.variables(),
+        config_namespace: config.default_namespace.clone(),
+        opts,
+        provider,
+    };
+    let fingerprint = inputs.fingerprint();
+    let outputs = render_files(&snapshot.files, &inputs, fingerprint, cache);
+
+    let mut diags = Diagnostics::default();
+    let mut desired = DesiredState::default();
+    let mut documents = Vec::new();
+    for out in &outputs {
+        diags.extend(out.diagnostics.iter().cloned());
+        documents.extend(out.documents.iter().cloned());
+        for r in &out.resources {
+            if let Some(first) = desired.resources.get(&r.id) {
+                diags.push(
+                    Diagnostic::error_at(r.origin.clone(), format!("{} is declared twice", r.id))
+                        .with_related(first.origin.clone(), "first declared here"),
+                );
+                continue;
+            }
+            desired.resources.insert(r.id.clone(), r.clone());
+        }
+    }
+    diags.sort();
+    if diags.has_errors() {
+        return Err(InvalidInput(diags));
+    }
+    Ok(Rendered {
+        desired,
+        documents,
+        warnings: diags,
+    })
+}
+
+struct Inputs<'a> {
+    config_vars: IndexMap<String, String>,
+    config_namespace: Option<String>,
+    opts: &'a RenderOptions,
+    provider: &'a dyn Provider,
+}
+
+impl Inputs<'_> {
+    fn fingerprint(&self) -> u128 {
+        let mut h = xxhash_rust::xxh3::Xxh3::new();
+        let mut feed = |s: &str| {
+            h.update(s.as_bytes());
+            h.update(&[0]);
+        };
+        feed(self.provider.platform());
+        for (k, v) in self.config_vars.iter().chain(self.opts.vars.iter()) {
+            feed(k);
+            feed(v);
+        }
+        feed(self.config_namespace.as_deref().unwrap_or("\u{1}"));
+        feed(self.opts.namespace.as_deref().unwrap_or("\u{1}"));
+        feed(if self.opts.allow_missing_vars {
+            "lenient"
+        } else {
+            "strict"
+        });
+        h.digest128()
+    }
+
+    fn render_file(&self, file: &SourceFile) -> FileOutput {
+        let path: Arc<Path> = Arc::from(file.path.as_path());
+        let mut out = FileOutput::default();
+        let docs = match yaml::parse_documents(&path, &file.text) {
+            Ok(d) => d,
+            Err(e) => {
+                out.diagnostics.push(e);
+                return out;
+            }
+        };
+        for mut doc in docs {
+            let mut diags = Diagnostics::default();
+            if !matches!(doc.root.value, yaml::NodeValue::Map(_)) {
+                diags.push(Diagnostic::error_at(
+                    doc.location(doc.root.pos),
+                    "a manifest document must be a mapping (jobs:, services:, networks:, ...)",
+                ));
+                out.diagnostics.extend(diags.0);
+                continue;
+            }
+            // Precedence: capstan.yaml < the document's own variables < --var.
+            let mut vars = self.config_vars.clone();
+            vars.extend(expand::document_variables(&doc, &mut diags));
+            vars.extend(self.opts.vars.iter().map(|(k, v)| (k.clone(), v.clone())));
+            let namespace = self
+                .opts
+                .namespace
+                .clone()
+                .or_else(|| {
+                    doc.root
+                        .get("default_namespace")
+                        .and_then(|n| n.as_str())
+                        .map(str::to_string)
+                })
+                .or_else(|| self.config_namespace.clone());
+            let slot = |text: &str, range: std::ops::Range<usize>| {
+                self.provider.namespace_slot(text, range)
+            };
+            Expander {
+                vars: &vars,
+                strict: !self.opts.allow_missing_vars,
+                namespace_slot: &slot,
+            }
+            .expand(&mut doc, &mut diags);
+            self.provider
+                .apply_default_namespace(&mut doc, namespace.as_deref(), &mut diags);
+            type_substitutions(
+                &mut doc.root,
+                String::new(),
+                self.provider.document_schema(),
+            );
+            let value = doc.root.to_json();
+            // Schema problems are reported even when expansion had some, so one run shows all.
+            schema::validate(self.provider.document_schema(), &doc, &value, &mut diags);
+            if !diags.has_errors() {
+                out.resources
+                    .extend(self.provider.decode(&doc, &value, &mut diags));
+            }
+            out.documents.push(value);
+            out.diagnostics.extend(diags.0);
+        }
+        out
+    }
+}
+
+/// A plain scalar that was exactly one `${VAR}` becomes a number or boolean where the schema
+/// wants one there (YAML would have typed the value had it been written in place).
+fn type_substitutions(node: &mut yaml::Node, pointer: String, schema_name: &'static str) {
+    match &mut node.value {
+        yaml::NodeValue::Str(text, yaml::Style::Substituted) => {
+            let types = schema::types_at(schema_name, &pointer);
+            if types.iter().any(|t| t == "string") {
+                return;
+            }
+            if let Ok(Some(typed)) = yaml::resolve_plain(text) {
+                let fits = match &typed {
+                    yaml::NodeValue::Number(n) => {
+                        types.iter().any(|t| t == "number")
+                            || (types.iter().any(|t| t == "integer") && !n.is_f64())
+                    }
+                    yaml::NodeValue::Bool(_) => types.iter().any(|t| t == "boolean"),
+                    yaml::NodeValue::Null => types.iter().any(|t| t == "null"),
+                    _ => false,
+                };
+                if fits {
+                    node.value = typed;
+                }
+            }
+        }
+        yaml::NodeValue::Seq(items) => {
+            for (i, n) in items.iter_mut().enumerate() {
+                type_substitutions(n, format!("{pointer}/{i}"), schema_name);
+            }
+        }
+        yaml::NodeValue::Map(entries) => {
+            for e in entries.iter_mut() {
+                type_substitutions(
+                    &mut e.value,
+                    format!("{pointer}/{}", yaml::pointer_escape(&e.key)),
+                    schema_name,
+                );
+            }
+        }
+        _ => {}
+    }
+}
+
+fn render_files(
+    files: &[SourceFile],
+    inputs: &Inputs<'_>,
+    fingerprint: u128,
+    cache: Option<&RenderCache>,
+) -> Vec<Arc<FileOutput>> {
+    let key = |f: &SourceFile| {
+        let mut h = xxhash_rust::xxh3::Xxh3::new();
+        h.update(&fingerprint.to_le_bytes());
+        h.update(f.path.as_os_str().as_encoded_bytes());
+        h.update(&[0]);
+        h.update(f.text.as_bytes());
+        h.digest128()
+    };
+    let one = |f: &SourceFile| -> Arc<FileOutput> {
+        let Some(cache) = cache else {
+            return Arc::new(inputs.render_file(f));
+        };
+        let k = key(f);
+        if let Some(hit) = cache.files.lock().unwrap().get(&k) {
+            return hit.clone();
+        }
+        let out = Arc::new(inputs.render_file(f));
+        cache.files.lock().unwrap().insert(k, out.clone());
+        out
+    };
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .min(files.len().max(1));
+    if threads <= 1 || files.len() < 8 {
+        return files.iter().map(one).collect();
+    }
+    // Files are independent: render them on all cores, keeping file order in the result.
+    let chunk = files.len().div_ceil(threads);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = files
+            .chunks(chunk)
+            .map(|c| s.spawn(move || c.iter().map(one).collect::<Vec<_>>()))
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("render thread panicked"))
+            .collect()
+    })
+}

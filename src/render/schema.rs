@@ -1,0 +1,301 @@
+//! Validation against the JSON Schemas in `schemas/`, with errors placed at file:line:column.
+//!
+//! The schemas are the same files editors use through yaml-language-server; they are compiled
+//! into the binary and their relative `$ref`s are resolved from memory, never from the network.
+
+use super::yaml::{Document, pointer_escape};
+use crate::diagnostic::{Diagnostic, Diagnostics};
+use jsonschema::error::{TypeKind, ValidationErrorKind};
+use jsonschema::{Retrieve, Uri, Validator};
+use serde_json::Value;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+
+pub const CONFIG_SCHEMA: &str = "capstan.schema.json";
+pub const PLAN_SCHEMA: &str = "plan.schema.json";
+
+/// Every schema file, by its path under `schemas/`.
+pub const FILES: &[(&str, &str)] = &[
+    (
+        "capstan.schema.json",
+        include_str!("../../schemas/capstan.schema.json"),
+    ),
+    (
+        "plan.schema.json",
+        include_str!("../../schemas/plan.schema.json"),
+    ),
+    (
+        "apcera/manifest.schema.json",
+        include_str!("../../schemas/apcera/manifest.schema.json"),
+    ),
+    (
+        "apcera/job.schema.json",
+        include_str!("../../schemas/apcera/job.schema.json"),
+    ),
+    (
+        "apcera/service.schema.json",
+        include_str!("../../schemas/apcera/service.schema.json"),
+    ),
+    (
+        "apcera/network.schema.json",
+        include_str!("../../schemas/apcera/network.schema.json"),
+    ),
+    (
+        "apcera/provider.schema.json",
+        include_str!("../../schemas/apcera/provider.schema.json"),
+    ),
+];
+
+const BASE: &str = "file:///capstan/schemas/";
+
+struct Embedded;
+
+impl Retrieve for Embedded {
+    fn retrieve(
+        &self,
+        uri: &Uri<String>,
+    ) -> Result<Value, Box<dyn std::error::Error + Send + Sync>> {
+        let path = uri
+            .as_str()
+            .strip_prefix(BASE)
+            .ok_or_else(|| format!("schema {uri} is not one of capstan's"))?;
+        let text = FILES
+            .iter()
+            .find(|(p, _)| *p == path)
+            .map(|(_, t)| *t)
+            .ok_or_else(|| format!("no schema file {path}"))?;
+        Ok(serde_json::from_str(text)?)
+    }
+}
+
+/// A schema file, parsed once per process.
+pub fn schema_json(name: &str) -> &'static Value {
+    static PARSED: OnceLock<HashMap<&'static str, Value>> = OnceLock::new();
+    let all = PARSED.get_or_init(|| {
+        FILES
+            .iter()
+            .map(|(p, t)| {
+                (
+                    *p,
+                    serde_json::from_str(t)
+                        .unwrap_or_else(|e| panic!("schema {p} is not JSON: {e}")),
+                )
+            })
+            .collect()
+    });
+    all.get(name).unwrap_or_else(|| panic!("no schema {name}"))
+}
+
+/// The compiled validator for one schema file, built once per process.
+pub fn validator(name: &'static str) -> Arc<Validator> {
+    static CACHE: OnceLock<Mutex<HashMap<&'static str, Arc<Validator>>>> = OnceLock::new();
+    let cache = CACHE.get_or_init(Default::default);
+    if let Some(v) = cache.lock().unwrap().get(name) {
+        return v.clone();
+    }
+    let v = Arc::new(
+        jsonschema::options()
+            .with_base_uri(format!("{BASE}{name}"))
+            .with_retriever(Embedded)
+            .build(schema_json(name))
+            .unwrap_or_else(|e| panic!("schema {name} does not compile: {e}")),
+    );
+    cache.lock().unwrap().insert(name, v.clone());
+    v
+}
+
+/// Check a document against a schema; each violation becomes an error at its place.
+pub fn validate(name: &'static str, doc: &Document, value: &Value, diags: &mut Diagnostics) {
+    let v = validator(name);
+    if v.is_valid(value) {
+        return;
+    }
+    for err in v.iter_errors(value) {
+        let pointer = err.instance_path().to_string();
+        let field = field_name(&pointer);
+        match err.kind() {
+            ValidationErrorKind::AdditionalProperties { unexpected }
+            | ValidationErrorKind::UnevaluatedProperties { unexpected } => {
+                let allowed = allowed_properties(name, &pointer, value);
+                for prop in unexpected {
+                    let mut msg = format!("unknown field `{prop}`{}", context(&pointer));
+                    if !allowed.is_empty() {
+                        if let Some(s) = suggestion(prop, &allowed) {
+                            msg.push_str(&format!(": did you mean `{s}`?"));
+                        }
+                        msg.push_str(&format!(" (expected one of: {})", allowed.join(", ")));
+                    }
+                    diags.push(Diagnostic::error_at(doc.locate_key(&pointer, prop), msg));
+                }
+            }
+            ValidationErrorKind::Type { kind } => {
+                let expected = match kind {
+                    TypeKind::Single(t) => t.to_string(),
+                    TypeKind::Multiple(ts) => ts
+                        .iter()
+                        .map(|t| t.to_string())
+                        .collect::<Vec<_>>()
+                        .join(" or "),
+                };
+                diags.push(Diagnostic::error_at(
+                    doc.locate(&pointer),
+                    format!(
+                        "wrong type for {field}: expected {expected}, found {}",
+                        json_type(err.instance())
+                    ),
+                ));
+            }
+            ValidationErrorKind::Required { property } => {
+                diags.push(Diagnostic::error_at(
+                    doc.locate(&pointer),
+                    format!("missing required field {property}{}", context(&pointer)),
+                ));
+            }
+            ValidationErrorKind::Enum { options } => {
+                diags.push(Diagnostic::error_at(
+                    doc.locate(&pointer),
+                    format!("invalid value for {field}: expected one of {options}"),
+                ));
+            }
+            ValidationErrorKind::Pattern { pattern } => {
+                diags.push(Diagnostic::error_at(
+                    doc.locate(&pointer),
+                    format!("invalid value for {field}: expected a string matching {pattern}"),
+                ));
+            }
+            ValidationErrorKind::PropertyNames { .. } => {
+                // Identity keys are checked, with a precise message, by the provider.
+            }
+            _ => {
+                diags.push(Diagnostic::error_at(
+                    doc.locate(&pointer),
+                    format!("invalid value for {field}: {}", err.masked()),
+                ));
+            }
+        }
+    }
+}
+
+fn field_name(pointer: &str) -> String {
+    if pointer.is_empty() {
+        return "the document".into();
+    }
+    let segs: Vec<String> = super::yaml::pointer_segments(pointer).collect();
+    format!("`{}`", segs.join("."))
+}
+
+fn context(pointer: &str) -> String {
+    if pointer.is_empty() {
+        " at the top level".into()
+    } else {
+        format!(" in {}", field_name(pointer))
+    }
+}
+
+fn json_type(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(n) if n.is_i64() || n.is_u64() => "integer",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    }
+}
+
+/// The subschema that applies at an instance path, found by walking the schema along it
+/// (following `$ref`s, `properties`, `additionalProperties`, `items`).
+fn schema_at(schema_name: &str, pointer: &str) -> Option<&'static Value> {
+    let mut file = schema_name.to_string();
+    let mut schema = schema_json(schema_name);
+    for seg in super::yaml::pointer_segments(pointer) {
+        (file, schema) = deref(&file, schema);
+        schema = schema
+            .get("properties")
+            .and_then(|p| p.get(&seg))
+            .or_else(|| schema.get("additionalProperties").filter(|a| a.is_object()))
+            .or_else(|| schema.get("items"))?;
+    }
+    Some(deref(&file, schema).1)
+}
+
+/// The field names a schema allows for the object at `pointer`.
+fn allowed_properties(schema_name: &str, pointer: &str, _instance: &Value) -> Vec<String> {
+    schema_at(schema_name, pointer)
+        .and_then(|s| {
+            s.get("properties")
+                .and_then(Value::as_object)
+                .map(|p| p.keys().cloned().collect())
+        })
+        .unwrap_or_default()
+}
+
+/// The JSON types the schema allows at `pointer` (empty when it does not say).
+pub fn types_at(schema_name: &str, pointer: &str) -> Vec<String> {
+    match schema_at(schema_name, pointer).and_then(|s| s.get("type")) {
+        Some(Value::String(t)) => vec![t.clone()],
+        Some(Value::Array(ts)) => ts
+            .iter()
+            .filter_map(|t| t.as_str().map(str::to_string))
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// Follow a `$ref` to another file or to a `#/$defs/...` inside one.
+fn deref(file: &str, mut schema: &'static Value) -> (String, &'static Value) {
+    static NULL: Value = Value::Null;
+    let mut file = file.to_string();
+    for _ in 0..8 {
+        let Some(r) = schema.get("$ref").and_then(Value::as_str) else {
+            break;
+        };
+        let (path, fragment) = r.split_once('#').unwrap_or((r, ""));
+        if !path.is_empty() {
+            let dir = file
+                .rsplit_once('/')
+                .map(|(d, _)| format!("{d}/"))
+                .unwrap_or_default();
+            file = format!("{dir}{path}");
+        }
+        let target = schema_json(&file);
+        schema = if fragment.is_empty() {
+            target
+        } else {
+            target.pointer(fragment).unwrap_or(&NULL)
+        };
+    }
+    (file, schema)
+}
+
+fn suggestion(word: &str, candidates: &[String]) -> Option<String> {
+    candidates
+        .iter()
+        .map(|c| (levenshtein(word, c), c))
+        .filter(|(d, c)| *d <= 2.max(c.len() / 4))
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| c.clone())
+}
+
+fn levenshtein(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            cur.push(
+                (prev[j] + usize::from(ca != *cb))
+                    .min(prev[j + 1] + 1)
+                    .min(cur[j] + 1),
+            );
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+/// Escape helper re-exported for callers building pointers.
+pub fn key(k: &str) -> String {
+    pointer_escape(k)
+}

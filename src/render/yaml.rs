@@ -1,0 +1,523 @@
+//! A YAML (and JSON) document as a tree in which every key and every value knows its place.
+//!
+//! serde-based YAML crates lose the position of a value once it is deserialised, and capstan must
+//! name file:line:column for problems found long after parsing (a schema violation, a duplicate
+//! identity across files, a dangling reference). So manifests are parsed with `saphyr` into
+//! [`Node`]s that keep the position of every key and value; variable expansion rewrites this tree
+//! in place, and only then is it turned into a `serde_json::Value` for schema checks and decoding.
+//! JSON files go through the same parser (JSON is YAML's flow style), so both carry positions.
+
+use crate::diagnostic::{Diagnostic, Location};
+use saphyr::Scalar as SaphyrScalar;
+use saphyr_parser::{Event, Parser, ScalarStyle};
+use serde_json::{Map, Number, Value};
+use std::path::Path;
+use std::sync::Arc;
+
+/// Where a node starts: 1-based line and column (in characters).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Pos {
+    pub line: u32,
+    pub column: u32,
+}
+
+/// How a string scalar was written; expansion uses it to place errors inside the text and to
+/// decide whether a substituted plain scalar is re-typed (`replicas: ${N}` becomes a number).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Style {
+    Plain,
+    Quoted,
+    Block,
+    /// A plain scalar that was exactly one `${VAR}` reference; typed later by the schema.
+    Substituted,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum NodeValue {
+    Null,
+    Bool(bool),
+    Number(Number),
+    Str(String, Style),
+    Seq(Vec<Node>),
+    Map(Vec<Entry>),
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Node {
+    pub pos: Pos,
+    pub value: NodeValue,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Entry {
+    pub key: String,
+    pub key_pos: Pos,
+    pub key_style: Style,
+    pub value: Node,
+}
+
+/// One document of one file, with the file it came from.
+#[derive(Clone, Debug)]
+pub struct Document {
+    pub file: Arc<Path>,
+    /// 0-based index of the document inside a multi-document file.
+    pub index: usize,
+    pub root: Node,
+}
+
+impl Document {
+    pub fn location(&self, pos: Pos) -> Location {
+        Location::new(
+            self.file.to_path_buf(),
+            pos.line as usize,
+            pos.column as usize,
+        )
+    }
+
+    /// The place of the value at a JSON pointer, or of its nearest existing ancestor.
+    pub fn locate(&self, pointer: &str) -> Location {
+        self.location(self.root.locate(pointer))
+    }
+
+    /// The place of the key `key` inside the mapping at `pointer` (for "unknown field" errors).
+    pub fn locate_key(&self, pointer: &str, key: &str) -> Location {
+        let parent = self.root.find(pointer);
+        let pos = match parent.map(|n| &n.value) {
+            Some(NodeValue::Map(entries)) => entries
+                .iter()
+                .find(|e| e.key == key)
+                .map(|e| e.key_pos)
+                .unwrap_or(parent.unwrap().pos),
+            _ => self.root.locate(pointer),
+        };
+        self.location(pos)
+    }
+}
+
+/// Parse every document in a YAML or JSON file. A syntax error is one diagnostic at its place.
+pub fn parse_documents(file: &Arc<Path>, text: &str) -> Result<Vec<Document>, Diagnostic> {
+    let at = |line: usize, col: usize| Location::new(file.to_path_buf(), line, col);
+    let mut parser = Parser::new_from_str(text);
+    let mut builder = Builder::default();
+    while let Some(event) = parser.next_event() {
+        let (event, span) = event.map_err(|e| {
+            Diagnostic::error_at(
+                at(e.marker().line(), e.marker().col() + 1),
+                format!("invalid YAML: {}", e.info()),
+            )
+        })?;
+        let pos = Pos {
+            line: span.start.line() as u32,
+            column: span.start.col() as u32 + 1,
+        };
+        builder.event(event, pos).map_err(|(pos, msg, related)| {
+            let d = Diagnostic::error_at(at(pos.line as usize, pos.column as usize), msg);
+            match related {
+                Some((p, note)) => d.with_related(at(p.line as usize, p.column as usize), note),
+                None => d,
+            }
+        })?;
+    }
+    Ok(builder
+        .documents
+        .into_iter()
+        .enumerate()
+        // An empty document (`---` followed by nothing) declares nothing.
+        .filter(|(_, root)| root.value != NodeValue::Null)
+        .map(|(index, root)| Document {
+            file: file.clone(),
+            index,
+            root,
+        })
+        .collect())
+}
+
+/// Bound on nodes copied by aliases, so a "billion laughs" document cannot exhaust memory.
+const ALIAS_NODE_LIMIT: usize = 100_000;
+
+type BuildError = (Pos, String, Option<(Pos, String)>);
+
+enum Frame {
+    Seq {
+        pos: Pos,
+        anchor: usize,
+        items: Vec<Node>,
+    },
+    Map {
+        pos: Pos,
+        anchor: usize,
+        entries: Vec<Entry>,
+        key: Option<(String, Pos, Style)>,
+    },
+}
+
+/// Builds [`Node`] trees from the parser's events.
+#[derive(Default)]
+struct Builder {
+    stack: Vec<Frame>,
+    documents: Vec<Node>,
+    anchors: std::collections::HashMap<usize, Node>,
+    alias_nodes: usize,
+}
+
+impl Builder {
+    fn event(&mut self, event: Event<'_>, pos: Pos) -> Result<(), BuildError> {
+        match event {
+            Event::Scalar(text, style, anchor, tag) => {
+                if let Some(Frame::Map {
+                    key: key @ None, ..
+                }) = self.stack.last_mut()
+                {
+                    *key = Some((text.to_string(), pos, style_of(style)));
+                    return Ok(());
+                }
+                let value =
+                    scalar_value(&text, style, tag.as_deref()).map_err(|m| (pos, m, None))?;
+                self.finish(Node { pos, value }, anchor)
+            }
+            Event::SequenceStart(anchor, _) => {
+                self.expect_value(pos)?;
+                self.stack.push(Frame::Seq {
+                    pos,
+                    anchor,
+                    items: Vec::new(),
+                });
+                Ok(())
+            }
+            Event::MappingStart(anchor, _) => {
+                self.expect_value(pos)?;
+                self.stack.push(Frame::Map {
+                    pos,
+                    anchor,
+                    entries: Vec::new(),
+                    key: None,
+                });
+                Ok(())
+            }
+            Event::SequenceEnd | Event::MappingEnd => {
+                let (node, anchor) = match self.stack.pop() {
+                    Some(Frame::Seq { pos, anchor, items }) => (
+                        Node {
+                            pos,
+                            value: NodeValue::Seq(items),
+                        },
+                        anchor,
+                    ),
+                    Some(Frame::Map {
+                        pos,
+                        anchor,
+                        entries,
+                        ..
+                    }) => (
+                        Node {
+                            pos,
+                            value: NodeValue::Map(entries),
+                        },
+                        anchor,
+                    ),
+                    None => return Err((pos, "unbalanced YAML collection".into(), None)),
+                };
+                self.finish(node, anchor)
+            }
+            Event::Alias(id) => {
+                let node = self.anchors.get(&id).cloned().ok_or((
+                    pos,
+                    "alias to an unknown anchor".into(),
+                    None,
+                ))?;
+                self.alias_nodes += count_nodes(&node);
+                if self.alias_nodes > ALIAS_NODE_LIMIT {
+                    return Err((
+                        pos,
+                        format!("aliases expand to more than {ALIAS_NODE_LIMIT} nodes"),
+                        None,
+                    ));
+                }
+                if let Some(Frame::Map {
+                    key: key @ None, ..
+                }) = self.stack.last_mut()
+                {
+                    let NodeValue::Str(text, style) = node.value else {
+                        return Err((
+                            pos,
+                            "a mapping key must be a string, found a collection".into(),
+                            None,
+                        ));
+                    };
+                    *key = Some((text, pos, style));
+                    return Ok(());
+                }
+                self.finish(Node { pos, ..node }, 0)
+            }
+            Event::DocumentEnd => {
+                // A document with no content at all is an empty one.
+                Ok(())
+            }
+            Event::DocumentStart(_) => {
+                self.documents.push(Node {
+                    pos,
+                    value: NodeValue::Null,
+                });
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// A collection cannot be a mapping key.
+    fn expect_value(&self, pos: Pos) -> Result<(), BuildError> {
+        if let Some(Frame::Map { key: None, .. }) = self.stack.last() {
+            return Err((
+                pos,
+                "a mapping key must be a string, found a collection".into(),
+                None,
+            ));
+        }
+        Ok(())
+    }
+
+    /// Put a complete node where it belongs: in its parent, or as the document's root.
+    fn finish(&mut self, node: Node, anchor: usize) -> Result<(), BuildError> {
+        if anchor != 0 {
+            self.anchors.insert(anchor, node.clone());
+        }
+        match self.stack.last_mut() {
+            Some(Frame::Seq { items, .. }) => items.push(node),
+            Some(Frame::Map { entries, key, .. }) => {
+                let (k, key_pos, key_style) = key.take().expect("a value follows its key");
+                if let Some(first) = entries.iter().find(|e| e.key == k) {
+                    return Err((
+                        key_pos,
+                        format!("duplicate key {k:?} in one mapping"),
+                        Some((first.key_pos, "first written here".into())),
+                    ));
+                }
+                entries.push(Entry {
+                    key: k,
+                    key_pos,
+                    key_style,
+                    value: node,
+                });
+            }
+            None => match self.documents.last_mut() {
+                Some(root) => *root = node,
+                None => self.documents.push(node),
+            },
+        }
+        Ok(())
+    }
+}
+
+fn count_nodes(n: &Node) -> usize {
+    1 + match &n.value {
+        NodeValue::Seq(items) => items.iter().map(count_nodes).sum(),
+        NodeValue::Map(entries) => entries.iter().map(|e| count_nodes(&e.value)).sum(),
+        _ => 0,
+    }
+}
+
+fn style_of(style: ScalarStyle) -> Style {
+    match style {
+        ScalarStyle::Plain => Style::Plain,
+        ScalarStyle::SingleQuoted | ScalarStyle::DoubleQuoted => Style::Quoted,
+        _ => Style::Block,
+    }
+}
+
+fn from_saphyr_scalar(s: &SaphyrScalar) -> Result<NodeValue, String> {
+    Ok(match s {
+        SaphyrScalar::Null => NodeValue::Null,
+        SaphyrScalar::Boolean(b) => NodeValue::Bool(*b),
+        SaphyrScalar::Integer(i) => NodeValue::Number((*i).into()),
+        SaphyrScalar::FloatingPoint(f) => NodeValue::Number(
+            Number::from_f64(f.into_inner())
+                .ok_or("a number that JSON cannot represent (inf or nan)")?,
+        ),
+        SaphyrScalar::String(s) => NodeValue::Str(s.to_string(), Style::Plain),
+    })
+}
+
+fn scalar_value(
+    text: &str,
+    style: ScalarStyle,
+    tag: Option<&saphyr_parser::Tag>,
+) -> Result<NodeValue, String> {
+    if let Some(tag) = tag {
+        // Explicit core tags (`!!str 3`, `!!int "3"`) decide the type themselves.
+        if tag.is_yaml_core_schema() {
+            return match tag.suffix.as_str() {
+                "str" => Ok(NodeValue::Str(text.to_string(), style_of(style))),
+                _ => resolve_plain(text)
+                    .map(|v| v.unwrap_or(NodeValue::Str(text.to_string(), Style::Plain))),
+            };
+        }
+    }
+    if style != ScalarStyle::Plain {
+        return Ok(NodeValue::Str(text.to_string(), style_of(style)));
+    }
+    Ok(resolve_plain(text)?.unwrap_or_else(|| NodeValue::Str(text.to_string(), Style::Plain)))
+}
+
+/// The YAML 1.2 core schema for plain scalars: null, booleans, integers and floats; anything
+/// else is a string (`None`). Used again after a plain scalar has had variables substituted.
+pub fn resolve_plain(text: &str) -> Result<Option<NodeValue>, String> {
+    if text.is_empty() {
+        return Ok(Some(NodeValue::Null));
+    }
+    let parsed = SaphyrScalar::parse_from_cow(text.into());
+    Ok(match parsed {
+        SaphyrScalar::String(_) => None,
+        other => Some(from_saphyr_scalar(&other)?),
+    })
+}
+
+impl Node {
+    pub fn find(&self, pointer: &str) -> Option<&Node> {
+        let mut node = self;
+        for seg in pointer_segments(pointer) {
+            node = match &node.value {
+                NodeValue::Map(entries) => &entries.iter().find(|e| e.key == seg)?.value,
+                NodeValue::Seq(items) => items.get(seg.parse::<usize>().ok()?)?,
+                _ => return None,
+            };
+        }
+        Some(node)
+    }
+
+    /// The position of the node at `pointer`, or of the deepest node on the way to it.
+    pub fn locate(&self, pointer: &str) -> Pos {
+        let mut node = self;
+        for seg in pointer_segments(pointer) {
+            let next = match &node.value {
+                NodeValue::Map(entries) => entries.iter().find(|e| e.key == seg).map(|e| &e.value),
+                NodeValue::Seq(items) => seg.parse::<usize>().ok().and_then(|i| items.get(i)),
+                _ => None,
+            };
+            match next {
+                Some(n) => node = n,
+                None => break,
+            }
+        }
+        node.pos
+    }
+
+    pub fn to_json(&self) -> Value {
+        match &self.value {
+            NodeValue::Null => Value::Null,
+            NodeValue::Bool(b) => Value::Bool(*b),
+            NodeValue::Number(n) => Value::Number(n.clone()),
+            NodeValue::Str(s, _) => Value::String(s.clone()),
+            NodeValue::Seq(items) => Value::Array(items.iter().map(Node::to_json).collect()),
+            NodeValue::Map(entries) => {
+                let mut map = Map::with_capacity(entries.len());
+                for e in entries {
+                    map.insert(e.key.clone(), e.value.to_json());
+                }
+                Value::Object(map)
+            }
+        }
+    }
+
+    pub fn get(&self, key: &str) -> Option<&Node> {
+        match &self.value {
+            NodeValue::Map(entries) => entries.iter().find(|e| e.key == key).map(|e| &e.value),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(&self) -> Option<&str> {
+        match &self.value {
+            NodeValue::Str(s, _) => Some(s),
+            _ => None,
+        }
+    }
+
+    pub fn entries(&self) -> &[Entry] {
+        match &self.value {
+            NodeValue::Map(entries) => entries,
+            _ => &[],
+        }
+    }
+}
+
+/// Split an RFC 6901 JSON pointer into unescaped segments.
+pub fn pointer_segments(pointer: &str) -> impl Iterator<Item = String> + '_ {
+    pointer
+        .split('/')
+        .skip(1)
+        .map(|s| s.replace("~1", "/").replace("~0", "~"))
+}
+
+/// Escape one key for use in a JSON pointer.
+pub fn pointer_escape(key: &str) -> String {
+    key.replace('~', "~0").replace('/', "~1")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Vec<Document>, Diagnostic> {
+        parse_documents(&Arc::from(Path::new("m.yaml")), text)
+    }
+
+    #[test]
+    fn keeps_positions_of_keys_and_values() {
+        let docs = parse("jobs:\n  job::/a::b:\n    num_instances: 3\n").unwrap();
+        let d = &docs[0];
+        assert_eq!(
+            d.locate("/jobs/job::~1a::b/num_instances").to_string(),
+            "m.yaml:3:20"
+        );
+        assert_eq!(
+            d.locate_key("/jobs/job::~1a::b", "num_instances")
+                .to_string(),
+            "m.yaml:3:5"
+        );
+        assert_eq!(
+            d.root.to_json(),
+            serde_json::json!({"jobs": {"job::/a::b": {"num_instances": 3}}})
+        );
+    }
+
+    #[test]
+    fn syntax_errors_name_their_place() {
+        let e = parse("a: 1\n  b: [\n").unwrap_err();
+        assert_eq!(e.location.unwrap().line, 2);
+        assert!(e.message.starts_with("invalid YAML"), "{}", e.message);
+    }
+
+    #[test]
+    fn duplicate_keys_are_errors_naming_both_places() {
+        let e = parse("a: 1\nb: 2\na: 3\n").unwrap_err();
+        assert_eq!(e.location.as_ref().unwrap().line, 3);
+        assert_eq!(e.related.as_ref().unwrap().0.line, 1);
+    }
+
+    #[test]
+    fn json_files_parse_with_positions_and_types() {
+        let docs = parse("{\n\t\"a\": {\"n\": 3, \"s\": \"x\\/y\", \"t\": true, \"z\": null}\n}\n")
+            .unwrap();
+        assert_eq!(
+            docs[0].root.to_json(),
+            serde_json::json!({"a": {"n": 3, "s": "x/y", "t": true, "z": null}})
+        );
+        assert_eq!(docs[0].locate("/a/n").line, 2);
+    }
+
+    #[test]
+    fn quoted_scalars_stay_strings_and_plain_ones_are_typed() {
+        let docs = parse("a: \"3\"\nb: 3\nc: yes\nd: true\ne: 1.5\n").unwrap();
+        assert_eq!(
+            docs[0].root.to_json(),
+            serde_json::json!({"a": "3", "b": 3, "c": "yes", "d": true, "e": 1.5})
+        );
+    }
+
+    #[test]
+    fn multi_document_files_skip_empty_documents() {
+        let docs = parse("---\na: 1\n---\n---\nb: 2\n").unwrap();
+        assert_eq!(docs.len(), 2);
+        assert_eq!(docs[1].index, 2);
+    }
+}

@@ -1,0 +1,64 @@
+//! A snapshot of a manifest directory on disk.
+
+use super::{Origin, Snapshot, SourceFile, is_manifest_path};
+use anyhow::Context;
+use std::path::{Path, PathBuf};
+
+/// Read every manifest file under `root`, recursively, skipping hidden directories (`.git`,
+/// `.capstan`) and `capstan.yaml` at the root.
+pub fn snapshot(root: &Path) -> anyhow::Result<Snapshot> {
+    let meta = std::fs::metadata(root)
+        .with_context(|| format!("cannot read manifest directory {}", root.display()))?;
+    anyhow::ensure!(meta.is_dir(), "{} is not a directory", root.display());
+    let mut paths = Vec::new();
+    walk(root, root, &mut paths)?;
+    paths.sort();
+    let mut files = Vec::with_capacity(paths.len());
+    for rel in paths {
+        let path = root.join(&rel);
+        let bytes =
+            std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+        let text = String::from_utf8(bytes)
+            .map_err(|_| anyhow::anyhow!("{}: not UTF-8 text", path.display()))?;
+        files.push(SourceFile {
+            path: display_path(root, &rel),
+            text: text.into(),
+        });
+    }
+    Ok(Snapshot {
+        origin: Origin::Dir {
+            path: root.to_path_buf(),
+        },
+        files,
+    })
+}
+
+/// `./x.yaml` reads better as `x.yaml`.
+fn display_path(root: &Path, rel: &Path) -> PathBuf {
+    if root == Path::new(".") {
+        rel.to_path_buf()
+    } else {
+        root.join(rel)
+    }
+}
+
+fn walk(root: &Path, dir: &Path, out: &mut Vec<PathBuf>) -> anyhow::Result<()> {
+    for entry in std::fs::read_dir(dir).with_context(|| format!("cannot list {}", dir.display()))? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let ty = entry.file_type()?;
+        let path = entry.path();
+        if ty.is_dir() {
+            if !name.starts_with('.') {
+                walk(root, &path, out)?;
+            }
+        } else if ty.is_file() || ty.is_symlink() {
+            let rel = path.strip_prefix(root).unwrap_or(&path).to_path_buf();
+            if is_manifest_path(&rel) {
+                out.push(rel);
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,49 @@
+//! Snapshots of manifest files: everything the later stages read comes from one [`Snapshot`],
+//! taken from a plain directory or from one commit of a git repository.
+
+pub mod dir;
+
+use serde::Serialize;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// One manifest file's content at the snapshot's moment.
+#[derive(Clone, Debug)]
+pub struct SourceFile {
+    /// The path shown in messages: the directory as the user named it joined with the file's
+    /// path inside it, so editors can open `file:line:column` directly.
+    pub path: PathBuf,
+    pub text: Arc<str>,
+}
+
+/// Where a snapshot came from, for messages and history.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum Origin {
+    Dir {
+        path: PathBuf,
+    },
+    Git {
+        repo: String,
+        commit: String,
+        path: String,
+    },
+}
+
+#[derive(Clone, Debug)]
+pub struct Snapshot {
+    pub origin: Origin,
+    /// Sorted by path, so every stage sees files in the same order on every run.
+    pub files: Vec<SourceFile>,
+}
+
+/// Whether a path inside the manifest directory is a manifest: `*.yaml`, `*.yml` or `*.json`,
+/// not hidden, and not the root's `capstan.yaml` (which is configuration).
+pub fn is_manifest_path(rel: &std::path::Path) -> bool {
+    let Some(name) = rel.file_name().and_then(|n| n.to_str()) else {
+        return false;
+    };
+    (name.ends_with(".yaml") || name.ends_with(".yml") || name.ends_with(".json"))
+        && !name.starts_with('.')
+        && rel != std::path::Path::new(crate::config::CONFIG_FILE)
+}
