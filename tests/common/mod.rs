@@ -1,0 +1,253 @@
+//! Test harness: the real `capstan` binary, a real sandbox process on a loopback port, real
+//! files in a temporary directory. Nothing is mocked.
+#![allow(dead_code)]
+
+use serde_json::Value;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+pub fn capstan_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_capstan")
+}
+
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A `capstan sandbox serve` process, stopped when dropped.
+pub struct SandboxProc {
+    child: Option<Child>,
+    pub url: String,
+    http: reqwest::blocking::Client,
+}
+
+impl SandboxProc {
+    pub fn start(extra: &[&str]) -> Self {
+        let mut child = Command::new(capstan_bin())
+            .args([
+                "sandbox",
+                "serve",
+                "--platform",
+                "apcera",
+                "--listen",
+                "127.0.0.1:0",
+            ])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start the sandbox");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .expect("read the sandbox's first line");
+        let url = line
+            .split_whitespace()
+            .last()
+            .expect("the sandbox prints its URL")
+            .to_string();
+        assert!(
+            url.starts_with("http://127.0.0.1:"),
+            "unexpected first line {line:?}"
+        );
+        let http = reqwest::blocking::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .unwrap();
+        SandboxProc {
+            child: Some(child),
+            url,
+            http,
+        }
+    }
+
+    pub fn requests(&self) -> Vec<Value> {
+        self.get("/_sandbox/requests")
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    pub fn clear_requests(&self) {
+        self.http
+            .delete(format!("{}/_sandbox/requests", self.url))
+            .send()
+            .unwrap();
+    }
+
+    /// Requests that could change something (anything but GET).
+    pub fn mutating_requests(&self) -> Vec<Value> {
+        self.requests()
+            .into_iter()
+            .filter(|r| r["method"] != "GET")
+            .collect()
+    }
+
+    pub fn get(&self, path: &str) -> Value {
+        let r = self.http.get(format!("{}{path}", self.url)).send().unwrap();
+        assert!(r.status().is_success(), "GET {path}: {}", r.status());
+        r.json().unwrap_or(Value::Null)
+    }
+
+    pub fn send(&self, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
+        let m = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let mut req = self.http.request(m, format!("{}{path}", self.url));
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        let r = req.send().unwrap();
+        let status = r.status().as_u16();
+        let text = r.text().unwrap_or_default();
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    /// Every job the sandbox has.
+    pub fn jobs(&self) -> Vec<Value> {
+        self.get("/v1/jobs").as_array().cloned().unwrap_or_default()
+    }
+
+    pub fn job(&self, fqn: &str) -> Option<Value> {
+        self.jobs().into_iter().find(|j| j["fqn"] == fqn)
+    }
+
+    /// Stop with SIGTERM, so the sandbox writes its state file.
+    pub fn stop(mut self) {
+        if let Some(mut child) = self.child.take() {
+            unsafe {
+                libc::kill(child.id() as i32, libc::SIGTERM);
+            }
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for SandboxProc {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A manifest directory in a temporary place.
+pub struct Workdir {
+    pub dir: tempfile::TempDir,
+}
+
+impl Workdir {
+    pub fn new() -> Self {
+        Workdir {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    /// A copy of one of the repository's example directories.
+    pub fn from_example(rel: &str) -> Self {
+        let w = Workdir::new();
+        copy_dir(&repo_root().join(rel), w.path());
+        w
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn write(&self, rel: &str, content: &str) {
+        let p = self.path().join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, content).unwrap();
+    }
+
+    pub fn read(&self, rel: &str) -> String {
+        std::fs::read_to_string(self.path().join(rel)).unwrap()
+    }
+
+    pub fn remove(&self, rel: &str) {
+        std::fs::remove_file(self.path().join(rel)).unwrap();
+    }
+
+    /// Point capstan.yaml's default target at a sandbox (keeping what else it says).
+    pub fn target(&self, url: &str) {
+        let path = self.path().join("capstan.yaml");
+        let mut text = std::fs::read_to_string(&path).unwrap_or_default();
+        text.push_str(&format!(
+            "\ntargets:\n  sandbox:\n    platform: apcera\n    url: {url}\ndefault_target: sandbox\n"
+        ));
+        std::fs::write(path, text).unwrap();
+    }
+
+    /// Run capstan with the manifest directory as working directory.
+    pub fn capstan(&self, args: &[&str]) -> Run {
+        run_in(self.path(), args)
+    }
+}
+
+impl Default for Workdir {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    pub fn ok(&self) -> &Self {
+        assert_eq!(
+            self.code, 0,
+            "expected success\nstdout:\n{}\nstderr:\n{}",
+            self.stdout, self.stderr
+        );
+        self
+    }
+
+    pub fn code(&self, code: i32) -> &Self {
+        assert_eq!(
+            self.code, code,
+            "expected exit {code}\nstdout:\n{}\nstderr:\n{}",
+            self.stdout, self.stderr
+        );
+        self
+    }
+
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("not JSON ({e}):\n{}", self.stdout))
+    }
+}
+
+pub fn run_in(dir: &Path, args: &[&str]) -> Run {
+    let out: Output = Command::new(capstan_bin())
+        .args(args)
+        .current_dir(dir)
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run capstan");
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            if entry.file_name() != ".capstan" {
+                copy_dir(&entry.path(), &target);
+            }
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
