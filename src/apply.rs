@@ -68,10 +68,7 @@ pub struct ApplyOptions {
 
 impl Default for ApplyOptions {
     fn default() -> Self {
-        ApplyOptions {
-            parallelism: 8,
-            interrupt: Arc::new(AtomicBool::new(false)),
-        }
+        ApplyOptions { parallelism: 8, interrupt: Arc::new(AtomicBool::new(false)) }
     }
 }
 
@@ -87,15 +84,10 @@ pub async fn apply(
     let dependents = plan.dependents();
     let mut waiting_on: Vec<usize> = plan.steps.iter().map(|s| s.deps.len()).collect();
     let mut outcomes: Vec<StepOutcome> = (0..n)
-        .map(|_| StepOutcome {
-            status: Status::Pending,
-            message: String::new(),
-            duration: Duration::ZERO,
-        })
+        .map(|_| StepOutcome { status: Status::Pending, message: String::new(), duration: Duration::ZERO })
         .collect();
     // Ready steps in plan order, so runs are reproducible.
-    let mut ready: std::collections::VecDeque<usize> =
-        (0..n).filter(|&i| waiting_on[i] == 0).collect();
+    let mut ready: std::collections::VecDeque<usize> = (0..n).filter(|&i| waiting_on[i] == 0).collect();
     let mut running = FuturesUnordered::new();
     let parallelism = opts.parallelism.max(1);
 
@@ -140,10 +132,7 @@ pub async fn apply(
         observer.step_finished(plan, i, &outcomes[i]);
     }
     if opts.interrupt.load(Ordering::SeqCst) {
-        for o in outcomes
-            .iter_mut()
-            .filter(|o| o.status == Status::Pending && o.message.is_empty())
-        {
+        for o in outcomes.iter_mut().filter(|o| o.status == Status::Pending && o.message.is_empty()) {
             o.status = Status::Waiting;
             o.message = "not started: the plan was interrupted".into();
         }
@@ -152,12 +141,7 @@ pub async fn apply(
 }
 
 /// Mark every step that depends on a failed one, transitively, as not to be started.
-fn block_dependents(
-    plan: &Plan,
-    dependents: &[Vec<usize>],
-    failed: usize,
-    outcomes: &mut [StepOutcome],
-) {
+fn block_dependents(plan: &Plan, dependents: &[Vec<usize>], failed: usize, outcomes: &mut [StepOutcome]) {
     let mut stack = dependents[failed].clone();
     while let Some(j) = stack.pop() {
         if outcomes[j].status == Status::Pending && outcomes[j].message.is_empty() {

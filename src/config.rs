@@ -75,10 +75,7 @@ impl Config {
     }
 
     pub fn variables(&self) -> IndexMap<String, String> {
-        self.variables
-            .iter()
-            .map(|(k, v)| (k.clone(), v.as_string()))
-            .collect()
+        self.variables.iter().map(|(k, v)| (k.clone(), v.as_string())).collect()
     }
 
     /// Read `capstan.yaml` from `path`, or the defaults when `path` does not exist and was not
@@ -103,10 +100,7 @@ impl Config {
             return Ok(Config::default());
         };
         if docs.len() > 1 {
-            diags.push(Diagnostic::error_at(
-                Location::file_start(path),
-                "capstan.yaml must be one YAML document",
-            ));
+            diags.push(Diagnostic::error_at(Location::file_start(path), "capstan.yaml must be one YAML document"));
             return Err(diags);
         }
         let value = doc.root.to_json();
@@ -116,18 +110,12 @@ impl Config {
             return Err(diags);
         }
         let config: Config = serde_json::from_value(value).map_err(|e| {
-            Diagnostics(vec![Diagnostic::error_at(
-                Location::file_start(path),
-                format!("invalid capstan.yaml: {e}"),
-            )])
+            Diagnostics(vec![Diagnostic::error_at(Location::file_start(path), format!("invalid capstan.yaml: {e}"))])
         })?;
         for (name, t) in &config.targets {
             if !crate::providers::PLATFORMS.contains(&t.platform.as_str()) {
                 diags.push(Diagnostic::error_at(
-                    doc.locate(&format!(
-                        "/targets/{}/platform",
-                        crate::render::yaml::pointer_escape(name)
-                    )),
+                    doc.locate(&format!("/targets/{}/platform", crate::render::yaml::pointer_escape(name))),
                     format!(
                         "unknown platform {:?}: expected one of {}",
                         t.platform,

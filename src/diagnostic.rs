@@ -18,11 +18,7 @@ pub struct Location {
 
 impl Location {
     pub fn new(file: impl Into<PathBuf>, line: usize, column: usize) -> Self {
-        Location {
-            file: file.into(),
-            line,
-            column,
-        }
+        Location { file: file.into(), line, column }
     }
 
     /// The start of a file, for problems that concern the file as a whole.
@@ -57,21 +53,11 @@ pub struct Diagnostic {
 
 impl Diagnostic {
     pub fn error(location: Option<Location>, message: impl Into<String>) -> Self {
-        Diagnostic {
-            severity: Severity::Error,
-            location,
-            message: message.into(),
-            related: None,
-        }
+        Diagnostic { severity: Severity::Error, location, message: message.into(), related: None }
     }
 
     pub fn warning(location: Option<Location>, message: impl Into<String>) -> Self {
-        Diagnostic {
-            severity: Severity::Warning,
-            location,
-            message: message.into(),
-            related: None,
-        }
+        Diagnostic { severity: Severity::Warning, location, message: message.into(), related: None }
     }
 
     pub fn error_at(location: Location, message: impl Into<String>) -> Self {
@@ -132,9 +118,7 @@ impl Diagnostics {
 
     /// Errors first, then by place, so output is stable from run to run.
     pub fn sort(&mut self) {
-        self.0.sort_by(|a, b| {
-            (a.severity, &a.location, &a.message).cmp(&(b.severity, &b.location, &b.message))
-        });
+        self.0.sort_by(|a, b| (a.severity, &a.location, &a.message).cmp(&(b.severity, &b.location, &b.message)));
         self.0.dedup();
     }
 }

@@ -108,10 +108,7 @@ pub fn check_references(desired: &DesiredState, live: &LiveState) -> Diagnostics
             }
             diags.push(Diagnostic::error_at(
                 reference.at.clone(),
-                format!(
-                    "{} points at {t}, which is neither declared nor live: expected an existing {}",
-                    r.id, t.kind
-                ),
+                format!("{} points at {t}, which is neither declared nor live: expected an existing {}", r.id, t.kind),
             ));
         }
     }
@@ -119,12 +116,7 @@ pub fn check_references(desired: &DesiredState, live: &LiveState) -> Diagnostics
     diags
 }
 
-pub fn diff(
-    provider: &dyn Provider,
-    desired: &DesiredState,
-    live: &LiveState,
-    prune: bool,
-) -> ChangeSet {
+pub fn diff(provider: &dyn Provider, desired: &DesiredState, live: &LiveState, prune: bool) -> ChangeSet {
     let mut changes: BTreeMap<ResourceId, ResourceChange> = BTreeMap::new();
     let mut orphans = Vec::new();
 
@@ -160,15 +152,9 @@ pub fn diff(
         if desired.resources.contains_key(&l.id) || !provider.kind_info(&l.id.kind).managed {
             continue;
         }
-        let parent_declared = l
-            .parent
-            .as_ref()
-            .is_some_and(|p| desired.resources.contains_key(p));
+        let parent_declared = l.parent.as_ref().is_some_and(|p| desired.resources.contains_key(p));
         let reason = if parent_declared {
-            Some(format!(
-                "no longer declared by {}",
-                l.parent.as_ref().unwrap()
-            ))
+            Some(format!("no longer declared by {}", l.parent.as_ref().unwrap()))
         } else if l.owned && prune {
             Some("no longer declared (pruned)".to_string())
         } else {
@@ -195,19 +181,10 @@ pub fn diff(
 
     propagate_replacements(provider, live, &mut changes);
 
-    let order = |id: &ResourceId| {
-        provider
-            .kinds()
-            .iter()
-            .position(|(k, _)| *k == id.kind)
-            .unwrap_or(usize::MAX)
-    };
+    let order = |id: &ResourceId| provider.kinds().iter().position(|(k, _)| *k == id.kind).unwrap_or(usize::MAX);
     let mut list: Vec<ResourceChange> = changes.into_values().collect();
     list.sort_by(|a, b| (order(&a.id), &a.id).cmp(&(order(&b.id), &b.id)));
-    ChangeSet {
-        changes: list,
-        orphans,
-    }
+    ChangeSet { changes: list, orphans }
 }
 
 /// A resource that is deleted or replaced takes with it the live resources attached to it
@@ -224,17 +201,11 @@ fn propagate_replacements(
         .collect();
     let mut seen: HashSet<ResourceId> = queue.iter().cloned().collect();
     while let Some(gone) = queue.pop() {
-        for l in live
-            .resources
-            .values()
-            .filter(|l| l.depends_on.contains(&gone))
-        {
+        for l in live.resources.values().filter(|l| l.depends_on.contains(&gone)) {
             let Some(c) = changes.get_mut(&l.id) else {
                 continue;
             };
-            if !matches!(c.action, Action::NoOp | Action::Update)
-                || provider.kind_info(&l.id.kind).updatable
-            {
+            if !matches!(c.action, Action::NoOp | Action::Update) || provider.kind_info(&l.id.kind).updatable {
                 continue;
             }
             c.action = Action::Replace;
@@ -256,17 +227,10 @@ pub fn field_changes(before: Option<&Value>, after: Option<&Value>) -> Vec<Field
 fn walk(path: String, before: Option<&Value>, after: Option<&Value>, out: &mut Vec<FieldChange>) {
     match (before, after) {
         (Some(Value::Object(b)), Some(Value::Object(a))) => {
-            let mut keys: Vec<&String> = b
-                .keys()
-                .chain(a.keys().filter(|k| !b.contains_key(*k)))
-                .collect();
+            let mut keys: Vec<&String> = b.keys().chain(a.keys().filter(|k| !b.contains_key(*k))).collect();
             keys.dedup();
             for k in keys {
-                let p = if path.is_empty() {
-                    k.clone()
-                } else {
-                    format!("{path}.{k}")
-                };
+                let p = if path.is_empty() { k.clone() } else { format!("{path}.{k}") };
                 walk(p, b.get(k), a.get(k), out);
             }
         }
@@ -277,11 +241,7 @@ fn walk(path: String, before: Option<&Value>, after: Option<&Value>, out: &mut V
         }
         (b, a) if b == a => {}
         (b, a) => out.push(FieldChange {
-            path: if path.is_empty() {
-                "(whole)".into()
-            } else {
-                path
-            },
+            path: if path.is_empty() { "(whole)".into() } else { path },
             before: b.cloned(),
             after: a.cloned(),
         }),
@@ -297,14 +257,8 @@ mod tests {
     fn field_changes_name_the_leaves_that_differ() {
         let b = json!({"resources": {"memory": 1, "cpu": 0}, "ports": [{"number": 0}], "tags": {"a": "x"}});
         let a = json!({"resources": {"memory": 2, "cpu": 0}, "ports": [{"number": 80}], "tags": {"b": "y"}});
-        let paths: Vec<String> = field_changes(Some(&b), Some(&a))
-            .into_iter()
-            .map(|c| c.path)
-            .collect();
-        assert_eq!(
-            paths,
-            vec!["resources.memory", "ports[0].number", "tags.a", "tags.b"]
-        );
+        let paths: Vec<String> = field_changes(Some(&b), Some(&a)).into_iter().map(|c| c.path).collect();
+        assert_eq!(paths, vec!["resources.memory", "ports[0].number", "tags.a", "tags.b"]);
     }
 
     #[test]

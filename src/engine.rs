@@ -14,7 +14,7 @@ use crate::source::Snapshot;
 use anyhow::Context;
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Where changes go: a configured target, or the embedded sandbox.
 pub struct Connected {
@@ -39,48 +39,33 @@ impl Connected {
 pub fn platform_of(config: &Config, target: Option<&str>) -> anyhow::Result<String> {
     Ok(match resolve_target(config, target)? {
         Some((_, t)) => t.platform.clone(),
-        None => config
-            .platform
-            .clone()
-            .unwrap_or_else(|| "apcera".to_string()),
+        None => config.platform.clone().unwrap_or_else(|| "apcera".to_string()),
     })
 }
 
-fn resolve_target<'a>(
-    config: &'a Config,
-    name: Option<&str>,
-) -> anyhow::Result<Option<(String, &'a Target)>> {
-    let name = name
-        .map(str::to_string)
-        .or_else(|| config.default_target.clone());
+fn resolve_target<'a>(config: &'a Config, name: Option<&str>) -> anyhow::Result<Option<(String, &'a Target)>> {
+    let name = name.map(str::to_string).or_else(|| config.default_target.clone());
     let Some(name) = name else { return Ok(None) };
     let t = config.targets.get(&name).with_context(|| {
         let known: Vec<&str> = config.targets.keys().map(String::as_str).collect();
         format!(
             "no target named {name:?} in capstan.yaml (known: {})",
-            if known.is_empty() {
-                "none".to_string()
-            } else {
-                known.join(", ")
-            }
+            if known.is_empty() { "none".to_string() } else { known.join(", ") }
         )
     })?;
     Ok(Some((name, t)))
 }
 
 /// Connect to the named target, the default target, or else the embedded sandbox, whose state
-/// lives under `<state_root>/.capstan/`.
-pub async fn connect(
-    config: &Config,
-    target: Option<&str>,
-    state_root: &Path,
-) -> anyhow::Result<Connected> {
+/// lives in `state_dir`.
+pub async fn connect(config: &Config, target: Option<&str>, state_dir: &Path) -> anyhow::Result<Connected> {
     let owner = config.owner();
     if let Some((name, t)) = resolve_target(config, target)? {
         let token = match &t.token_env {
-            Some(var) => Some(std::env::var(var).with_context(|| {
-                format!("target {name:?} reads its token from ${var}, which is not set")
-            })?),
+            Some(var) => Some(
+                std::env::var(var)
+                    .with_context(|| format!("target {name:?} reads its token from ${var}, which is not set"))?,
+            ),
             None => None,
         };
         let connection = Connection {
@@ -90,33 +75,22 @@ pub async fn connect(
             timeout: Duration::from_secs(t.timeout.unwrap_or(30)),
         };
         let provider = providers::provider_for(&t.platform, Some(connection), owner)?;
-        return Ok(Connected {
-            provider,
-            description: format!("target {name} ({})", t.url),
-            embedded: None,
-        });
+        return Ok(Connected { provider, description: format!("target {name} ({})", t.url), embedded: None });
     }
     let platform_name = platform_of(config, None)?;
     let platform: Platform = platform_name.parse()?;
-    let dir = state_root.join(".capstan");
-    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let dir = state_dir;
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     // The sandbox's state is local scratch, never something to commit.
     let ignore = dir.join(".gitignore");
     if !ignore.exists() {
-        std::fs::write(&ignore, "*\n")
-            .with_context(|| format!("cannot write {}", ignore.display()))?;
+        std::fs::write(&ignore, "*\n").with_context(|| format!("cannot write {}", ignore.display()))?;
     }
     let mut opts = SandboxOptions::new(platform);
     opts.state_file = Some(dir.join(format!("sandbox-{platform_name}.json")));
-    let sandbox = Sandbox::start(opts)
-        .await
-        .context("cannot start the embedded sandbox")?;
-    let connection = Connection {
-        url: sandbox.url().to_string(),
-        token: None,
-        ca_cert: None,
-        timeout: Duration::from_secs(30),
-    };
+    let sandbox = Sandbox::start(opts).await.context("cannot start the embedded sandbox")?;
+    let connection =
+        Connection { url: sandbox.url().to_string(), token: None, ca_cert: None, timeout: Duration::from_secs(30) };
     let provider = providers::provider_for(&platform_name, Some(connection), owner)?;
     Ok(Connected {
         provider,
@@ -154,24 +128,14 @@ pub fn render(
 
 /// The kinds a plan must observe: those declared, those referenced, and when pruning every
 /// kind capstan manages.
-pub fn kinds_to_observe(
-    provider: &dyn Provider,
-    rendered: &Rendered,
-    prune: bool,
-) -> BTreeSet<String> {
+pub fn kinds_to_observe(provider: &dyn Provider, rendered: &Rendered, prune: bool) -> BTreeSet<String> {
     let mut kinds = BTreeSet::new();
     for r in rendered.desired.resources.values() {
         kinds.insert(r.id.kind.clone());
         kinds.extend(r.references.iter().map(|x| x.target.kind.clone()));
     }
     if prune {
-        kinds.extend(
-            provider
-                .kinds()
-                .iter()
-                .filter(|(_, i)| i.managed)
-                .map(|(k, _)| k.to_string()),
-        );
+        kinds.extend(provider.kinds().iter().filter(|(_, i)| i.managed).map(|(k, _)| k.to_string()));
     }
     kinds
 }
@@ -184,13 +148,18 @@ pub async fn plan(
     prune: bool,
     cache: Option<&RenderCache>,
 ) -> Result<Planned, PlanError> {
+    let t = Instant::now();
     let rendered = render(snapshot, config, opts, provider, cache)?;
+    let rendered_in = t.elapsed();
     let kinds = kinds_to_observe(provider, &rendered, prune);
+    let t = Instant::now();
     let live = if kinds.is_empty() {
         LiveState::default()
     } else {
         provider.observe(&kinds).await.map_err(PlanError::Observe)?
     };
+    let observed_in = t.elapsed();
+    let t = Instant::now();
     let problems = diff::check_references(&rendered.desired, &live);
     if problems.has_errors() {
         return Err(InvalidInput(problems).into());
@@ -198,10 +167,15 @@ pub async fn plan(
     let changes = diff::diff(provider, &rendered.desired, &live, prune);
     let plan = plan::build(&changes, &rendered.desired, &live)
         .map_err(|d| PlanError::Invalid(InvalidInput(Diagnostics(vec![d]))))?;
-    Ok(Planned {
-        rendered,
-        live,
-        changes,
-        plan,
-    })
+    tracing::info!(
+        files = snapshot.files.len(),
+        desired = rendered.desired.resources.len(),
+        live = live.resources.len(),
+        steps = plan.steps.len(),
+        render_ms = rendered_in.as_secs_f64() * 1e3,
+        observe_ms = observed_in.as_secs_f64() * 1e3,
+        diff_and_plan_ms = t.elapsed().as_secs_f64() * 1e3,
+        "planned"
+    );
+    Ok(Planned { rendered, live, changes, plan })
 }

@@ -20,10 +20,7 @@ pub struct ResourceId {
 
 impl ResourceId {
     pub fn new(kind: impl Into<String>, name: impl Into<String>) -> Self {
-        ResourceId {
-            kind: kind.into(),
-            name: name.into(),
-        }
+        ResourceId { kind: kind.into(), name: name.into() }
     }
 }
 

@@ -77,11 +77,7 @@ fn stable_id(text: &str) -> String {
     )
 }
 
-pub fn build(
-    changes: &ChangeSet,
-    desired: &DesiredState,
-    live: &LiveState,
-) -> Result<Plan, Diagnostic> {
+pub fn build(changes: &ChangeSet, desired: &DesiredState, live: &LiveState) -> Result<Plan, Diagnostic> {
     let mut steps: Vec<Step> = Vec::new();
     // (resource, verb) → step index
     let mut index: HashMap<(ResourceId, Verb), usize> = HashMap::new();
@@ -93,14 +89,7 @@ pub fn build(
         };
         let name = format!("{verb_name} {id}");
         index.insert((id.clone(), verb), steps.len());
-        steps.push(Step {
-            id: stable_id(&name),
-            name,
-            verb,
-            resource: id.clone(),
-            deps: Vec::new(),
-            phase: 0,
-        });
+        steps.push(Step { id: stable_id(&name), name, verb, resource: id.clone(), deps: Vec::new(), phase: 0 });
     };
     for c in &changes.changes {
         match c.action {
@@ -120,11 +109,7 @@ pub fn build(
         .iter()
         .enumerate()
         .filter(|(_, s)| s.verb == Verb::Delete)
-        .filter_map(|(i, s)| {
-            live.get(&s.resource)
-                .and_then(|l| l.exclusive.as_deref())
-                .map(|k| (k, i))
-        })
+        .filter_map(|(i, s)| live.get(&s.resource).and_then(|l| l.exclusive.as_deref()).map(|k| (k, i)))
         .fold(HashMap::new(), |mut m, (k, i)| {
             m.entry(k).or_insert_with(Vec::new).push(i);
             m
@@ -182,18 +167,8 @@ pub fn build(
         .enumerate()
         .map(|(n, members)| {
             let name = format!("phase-{}: {}", n + 1, summarize(&steps, &members));
-            let id = stable_id(
-                &members
-                    .iter()
-                    .map(|&i| steps[i].id.as_str())
-                    .collect::<Vec<_>>()
-                    .join(","),
-            );
-            Phase {
-                id,
-                name,
-                steps: members,
-            }
+            let id = stable_id(&members.iter().map(|&i| steps[i].id.as_str()).collect::<Vec<_>>().join(","));
+            Phase { id, name, steps: members }
         })
         .collect();
     Ok(Plan { steps, phases })
@@ -223,36 +198,20 @@ fn levels(steps: &[Step]) -> Result<Vec<usize>, Vec<usize>> {
             }
         }
     }
-    if done == n {
-        Ok(level)
-    } else {
-        Err((0..n).filter(|&i| indegree[i] > 0).collect())
-    }
+    if done == n { Ok(level) } else { Err((0..n).filter(|&i| indegree[i] > 0).collect()) }
 }
 
 fn cycle_error(cycle: &[usize], steps: &[Step], desired: &DesiredState) -> Diagnostic {
     let names: Vec<&str> = cycle.iter().map(|&i| steps[i].name.as_str()).collect();
-    let at: Option<Location> = cycle.iter().find_map(|&i| {
-        desired
-            .resources
-            .get(&steps[i].resource)
-            .map(|d| d.origin.clone())
-    });
-    Diagnostic::error(
-        at,
-        format!(
-            "the declarations depend on each other in a cycle: {}",
-            names.join(", ")
-        ),
-    )
+    let at: Option<Location> =
+        cycle.iter().find_map(|&i| desired.resources.get(&steps[i].resource).map(|d| d.origin.clone()));
+    Diagnostic::error(at, format!("the declarations depend on each other in a cycle: {}", names.join(", ")))
 }
 
 fn summarize(steps: &[Step], members: &[usize]) -> String {
     let mut counts: BTreeMap<(Verb, &str), usize> = BTreeMap::new();
     for &i in members {
-        *counts
-            .entry((steps[i].verb, steps[i].resource.kind.as_str()))
-            .or_default() += 1;
+        *counts.entry((steps[i].verb, steps[i].resource.kind.as_str())).or_default() += 1;
     }
     counts
         .into_iter()

@@ -11,27 +11,16 @@ fn seed_fixture(rel: &str) -> std::path::PathBuf {
 
 #[test]
 fn render_reproduces_the_seed_expansion_example_byte_for_byte() {
-    let vector: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(seed_fixture("expansion-vector.json")).unwrap(),
-    )
-    .unwrap();
+    let vector: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(seed_fixture("expansion-vector.json")).unwrap()).unwrap();
     let expected = vector["response"]["expanded_json"].as_str().unwrap();
     let dir = seed_fixture("expansion");
     let run = run_in(&dir, &["render", ".", "--output", "json"]);
     run.ok();
     assert_eq!(run.stdout, format!("{expected}\n"));
     // The same warning text as the seed's server.
-    assert!(
-        run.stderr
-            .contains("warning: no value found for variable NAMESPACE"),
-        "{}",
-        run.stderr
-    );
-    assert!(
-        run.stderr.contains("manifest.json:3:11"),
-        "the warning names where NAMESPACE is used: {}",
-        run.stderr
-    );
+    assert!(run.stderr.contains("warning: no value found for variable NAMESPACE"), "{}", run.stderr);
+    assert!(run.stderr.contains("manifest.json:3:11"), "the warning names where NAMESPACE is used: {}", run.stderr);
 }
 
 #[test]
@@ -39,10 +28,7 @@ fn every_complete_manifest_of_the_seed_is_accepted_as_it_stands() {
     for dir in ["expansion", "manifests-post"] {
         run_in(&seed_fixture(dir), &["validate", "."]).ok();
     }
-    let out = run_in(
-        &seed_fixture("manifests-post"),
-        &["render", ".", "-o", "json"],
-    );
+    let out = run_in(&seed_fixture("manifests-post"), &["render", ".", "-o", "json"]);
     out.ok();
     assert!(out.stdout.contains("\"job::/sandbox/admin::testcapsule\""));
 }
@@ -69,25 +55,15 @@ fn the_seeds_derived_vectors_render_as_the_digest_says() {
     let keys: Vec<&String> = v["jobs"].as_object().unwrap().keys().collect();
     assert_eq!(
         keys,
-        [
-            "job::/sandbox/admin::my-app",
-            "job::/sandbox/admin::my-app-2",
-            "job::/sandbox/admin::local-name"
-        ]
+        ["job::/sandbox/admin::my-app", "job::/sandbox/admin::my-app-2", "job::/sandbox/admin::local-name"]
     );
-    assert!(
-        out.stderr
-            .contains("no value found for variable MY_NAMESPACE")
-    );
+    assert!(out.stderr.contains("no value found for variable MY_NAMESPACE"));
 }
 
 #[test]
 fn variables_take_precedence_config_then_file_then_command_line() {
     let w = Workdir::new();
-    w.write(
-        "capstan.yaml",
-        "variables:\n  A: from-config\n  B: from-config\n  C: from-config\n",
-    );
+    w.write("capstan.yaml", "variables:\n  A: from-config\n  B: from-config\n  C: from-config\n");
     w.write(
         "m.yaml",
         "variables:\n  B: from-file\n  C: from-file\njobs:\n  job::/d::x:\n    tags:\n      a: ${A}\n      b: ${B}\n      c: ${C}\n",
@@ -95,19 +71,13 @@ fn variables_take_precedence_config_then_file_then_command_line() {
     let out = w.capstan(&["render", ".", "-o", "json", "--var", "C=from-flag"]);
     out.ok();
     let tags = &out.json()["jobs"]["job::/d::x"]["tags"];
-    assert_eq!(
-        tags,
-        &serde_json::json!({"a": "from-config", "b": "from-file", "c": "from-flag"})
-    );
+    assert_eq!(tags, &serde_json::json!({"a": "from-config", "b": "from-file", "c": "from-flag"}));
 }
 
 #[test]
 fn substituted_values_are_typed_only_where_the_schema_wants_a_number() {
     let w = Workdir::new();
-    w.write(
-        "m.yaml",
-        "jobs:\n  job::/d::x:\n    num_instances: ${N}\n    tags:\n      build: ${N}\n",
-    );
+    w.write("m.yaml", "jobs:\n  job::/d::x:\n    num_instances: ${N}\n    tags:\n      build: ${N}\n");
     let out = w.capstan(&["render", ".", "-o", "json", "--var", "N=3"]);
     out.ok();
     let job = &out.json()["jobs"]["job::/d::x"];
@@ -128,86 +98,55 @@ fn invalid(file: &str, content: &str, extra: &[&str]) -> String {
 
 #[test]
 fn yaml_syntax_errors_name_file_line_and_column() {
-    let err = invalid(
-        "web.yaml",
-        "jobs:\n  job::/d::web:\n    state: [started\n",
-        &[],
-    );
+    let err = invalid("web.yaml", "jobs:\n  job::/d::web:\n    state: [started\n", &[]);
     assert!(err.contains("web.yaml:4:1: error: invalid YAML"), "{err}");
 }
 
 #[test]
 fn unknown_fields_name_the_key_and_what_was_expected() {
-    let err = invalid(
-        "web.yaml",
-        "jobs:\n  job::/d::web:\n    num_instanses: 2\n",
-        &[],
-    );
-    assert!(
-        err.contains("web.yaml:3:5: error: unknown field `num_instanses`"),
-        "{err}"
-    );
+    let err = invalid("web.yaml", "jobs:\n  job::/d::web:\n    num_instanses: 2\n", &[]);
+    assert!(err.contains("web.yaml:3:5: error: unknown field `num_instanses`"), "{err}");
     assert!(err.contains("did you mean `num_instances`?"), "{err}");
 }
 
 #[test]
 fn wrong_types_name_the_value_and_the_expected_type() {
-    let err = invalid(
-        "web.yaml",
-        "jobs:\n  job::/d::web:\n    resources:\n      memory: lots\n",
-        &[],
+    let err = invalid("web.yaml", "jobs:\n  job::/d::web:\n    resources:\n      memory: lots\n", &[]);
+    assert!(
+        err.contains(
+            "web.yaml:4:15: error: wrong type for `jobs.job::/d::web.resources.memory`: expected integer, found string"
+        ),
+        "{err}"
     );
-    assert!(err.contains("web.yaml:4:15: error: wrong type for `jobs.job::/d::web.resources.memory`: expected integer, found string"), "{err}");
 }
 
 #[test]
 fn unresolved_variables_are_errors_unless_allowed() {
     let content = "jobs:\n  job::/d::web:\n    tags:\n      who: x-${WHO}\n";
     let err = invalid("web.yaml", content, &[]);
-    assert!(
-        err.contains("web.yaml:4:14: error: no value found for variable WHO"),
-        "{err}"
-    );
+    assert!(err.contains("web.yaml:4:14: error: no value found for variable WHO"), "{err}");
     let w = Workdir::new();
     w.write("web.yaml", content);
     let out = w.capstan(&["validate", ".", "--allow-missing-vars"]);
     out.ok();
-    assert!(
-        out.stderr
-            .contains("warning: no value found for variable WHO")
-    );
+    assert!(out.stderr.contains("warning: no value found for variable WHO"));
 }
 
 #[test]
 fn a_namespace_left_empty_without_a_default_is_an_error() {
     let err = invalid("web.yaml", "jobs:\n  job::::web: {}\n", &[]);
-    assert!(
-        err.contains("web.yaml:2:3: error: \"job::::web\" has an empty namespace"),
-        "{err}"
-    );
+    assert!(err.contains("web.yaml:2:3: error: \"job::::web\" has an empty namespace"), "{err}");
 }
 
 #[test]
 fn duplicate_identities_across_files_name_both_places() {
     let w = Workdir::new();
     w.write("a.yaml", "jobs:\n  job::/d::web: {}\n");
-    w.write(
-        "sub/b.yaml",
-        "# again\njobs:\n  job::/d::web:\n    state: started\n",
-    );
+    w.write("sub/b.yaml", "# again\njobs:\n  job::/d::web:\n    state: started\n");
     let out = w.capstan(&["validate", "."]);
     out.code(1);
-    assert!(
-        out.stderr
-            .contains("sub/b.yaml:3:3: error: job::/d::web is declared twice"),
-        "{}",
-        out.stderr
-    );
-    assert!(
-        out.stderr.contains("a.yaml:2:3: note: first declared here"),
-        "{}",
-        out.stderr
-    );
+    assert!(out.stderr.contains("sub/b.yaml:3:3: error: job::/d::web is declared twice"), "{}", out.stderr);
+    assert!(out.stderr.contains("a.yaml:2:3: note: first declared here"), "{}", out.stderr);
 }
 
 #[test]
@@ -217,12 +156,7 @@ fn capstan_yaml_rejects_unknown_keys_with_their_place() {
     w.write("m.yaml", "jobs: {}\n");
     let out = w.capstan(&["validate", "."]);
     out.code(1);
-    assert!(
-        out.stderr
-            .contains("capstan.yaml:2:1: error: unknown field `targetz`"),
-        "{}",
-        out.stderr
-    );
+    assert!(out.stderr.contains("capstan.yaml:2:1: error: unknown field `targetz`"), "{}", out.stderr);
 }
 
 #[test]
@@ -233,11 +167,7 @@ fn hidden_directories_and_other_files_are_not_manifests() {
     w.write("ok.yml", "jobs:\n  job::/d::web: {}\n");
     let out = w.capstan(&["validate", "."]);
     out.ok();
-    assert!(
-        out.stdout.contains("1 resources in 1 documents"),
-        "{}",
-        out.stdout
-    );
+    assert!(out.stdout.contains("1 resources in 1 documents"), "{}", out.stdout);
 }
 
 #[test]

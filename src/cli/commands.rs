@@ -1,19 +1,19 @@
 //! What each command does, on top of the pipeline in `engine`.
 
 use super::output::{self, Style};
-use super::{
-    Cli, Command, InputArgs, PlanFormat, RenderFormat, SandboxArgs, SandboxCommand, TargetArgs,
-};
+use super::{Cli, Command, InputArgs, PlanFormat, RenderFormat, SandboxArgs, SandboxCommand, TargetArgs};
 use crate::apply::{self, ApplyOptions, Observer, Status, StepOutcome};
-use crate::config::{CONFIG_FILE, Config};
+use crate::config::Config;
 use crate::diagnostic::{Diagnostics, InvalidInput};
 use crate::engine::{self, PlanError};
 use crate::plan::Plan;
 use crate::providers;
 use crate::render::{RenderOptions, Rendered};
 use crate::sandbox::{Sandbox, SandboxOptions};
-use crate::source;
+use crate::source::git::{GitSource, RepoSpec};
+use crate::source::{self, Snapshot};
 use std::io::{BufRead, IsTerminal, Write};
+use std::path::PathBuf;
 
 pub const EXIT_OK: u8 = 0;
 pub const EXIT_ERROR: u8 = 1;
@@ -24,18 +24,10 @@ pub async fn run(cli: Cli) -> u8 {
     let result = match cli.command {
         Command::Render { input, output } => render(&input, output, cli.color).await,
         Command::Validate { input } => validate(&input, cli.color).await,
-        Command::Plan {
-            input,
-            target,
-            detailed_exitcode,
-            output,
-        } => plan(&input, &target, detailed_exitcode, output, cli.color).await,
-        Command::Apply {
-            input,
-            target,
-            yes,
-            parallelism,
-        } => apply(&input, &target, yes, parallelism, cli.color).await,
+        Command::Plan { input, target, detailed_exitcode, output } => {
+            plan(&input, &target, detailed_exitcode, output, cli.color).await
+        }
+        Command::Apply { input, target, yes, parallelism } => apply(&input, &target, yes, parallelism, cli.color).await,
         Command::Sandbox(SandboxCommand::Serve(args)) => serve(args).await,
     };
     match result {
@@ -43,10 +35,7 @@ pub async fn run(cli: Cli) -> u8 {
         Err(e) => {
             if let Some(InvalidInput(diags)) = e.downcast_ref::<InvalidInput>() {
                 eprint!("{}", output::diagnostics_text(diags, err_style));
-                eprintln!(
-                    "capstan: {} error(s) in the manifests; nothing was applied.",
-                    diags.errors().count()
-                );
+                eprintln!("capstan: {} error(s) in the manifests; nothing was applied.", diags.errors().count());
             } else {
                 eprintln!("{}: {e:#}", err_style.red("capstan: error"));
             }
@@ -55,12 +44,36 @@ pub async fn run(cli: Cli) -> u8 {
     }
 }
 
-fn load_config(input: &InputArgs) -> anyhow::Result<Config> {
-    let (path, explicit) = match &input.config {
-        Some(p) => (p.clone(), true),
-        None => (input.dir.join(CONFIG_FILE), false),
+/// The manifests to work on, the configuration that goes with them, and where state lives.
+struct Input {
+    snapshot: Snapshot,
+    config: Config,
+    state_dir: PathBuf,
+}
+
+fn read_input(input: &InputArgs) -> anyhow::Result<Input> {
+    let (snapshot, state_dir) = match &input.repo {
+        Some(location) => {
+            let state_dir = input.state_dir.clone().unwrap_or_else(|| PathBuf::from(".capstan"));
+            let spec =
+                RepoSpec { location: location.clone(), reference: input.git_ref.clone(), path: input.path.clone() };
+            let git = GitSource::open(spec, &state_dir)?;
+            git.fetch()?;
+            let commit = git.resolve()?;
+            eprintln!("Using commit {commit} of {location}.");
+            (git.snapshot(&commit)?, state_dir)
+        }
+        None => {
+            let state_dir = input.state_dir.clone().unwrap_or_else(|| input.dir.join(".capstan"));
+            (source::dir::snapshot(&input.dir)?, state_dir)
+        }
     };
-    Ok(Config::load(&path, explicit)?.0)
+    let config = match (&input.config, &snapshot.config) {
+        (Some(path), _) => Config::load(path, true)?.0,
+        (None, Some(file)) => Config::parse(&file.path, &file.text).map_err(InvalidInput)?,
+        (None, None) => Config::default(),
+    };
+    Ok(Input { snapshot, config, state_dir })
 }
 
 fn render_options(input: &InputArgs) -> RenderOptions {
@@ -72,39 +85,21 @@ fn render_options(input: &InputArgs) -> RenderOptions {
 }
 
 /// Render offline with the platform the configuration names.
-fn render_offline(
-    input: &InputArgs,
-    config: &Config,
-) -> anyhow::Result<(Rendered, Box<dyn providers::Provider>)> {
-    let platform = engine::platform_of(config, None)?;
-    let provider = providers::provider_for(&platform, None, config.owner())?;
-    let snapshot = source::dir::snapshot(&input.dir)?;
-    let rendered = engine::render(
-        &snapshot,
-        config,
-        &render_options(input),
-        provider.as_ref(),
-        None,
-    )?;
+fn render_offline(args: &InputArgs, input: &Input) -> anyhow::Result<(Rendered, Box<dyn providers::Provider>)> {
+    let platform = engine::platform_of(&input.config, None)?;
+    let provider = providers::provider_for(&platform, None, input.config.owner())?;
+    let rendered = engine::render(&input.snapshot, &input.config, &render_options(args), provider.as_ref(), None)?;
     Ok((rendered, provider))
 }
 
 fn print_warnings(warnings: &Diagnostics, color: super::ColorChoice) {
     if !warnings.0.is_empty() {
-        eprint!(
-            "{}",
-            output::diagnostics_text(warnings, Style::stderr(color))
-        );
+        eprint!("{}", output::diagnostics_text(warnings, Style::stderr(color)));
     }
 }
 
-async fn render(
-    input: &InputArgs,
-    format: RenderFormat,
-    color: super::ColorChoice,
-) -> anyhow::Result<u8> {
-    let config = load_config(input)?;
-    let (rendered, provider) = render_offline(input, &config)?;
+async fn render(input: &InputArgs, format: RenderFormat, color: super::ColorChoice) -> anyhow::Result<u8> {
+    let (rendered, provider) = render_offline(input, &read_input(input)?)?;
     print_warnings(&rendered.warnings, color);
     let merged = provider.merge_documents(&rendered.documents);
     let text = match format {
@@ -116,8 +111,7 @@ async fn render(
 }
 
 async fn validate(input: &InputArgs, color: super::ColorChoice) -> anyhow::Result<u8> {
-    let config = load_config(input)?;
-    let (rendered, _) = render_offline(input, &config)?;
+    let (rendered, _) = render_offline(input, &read_input(input)?)?;
     print_warnings(&rendered.warnings, color);
     // References to what is not declared here (a system service, a package) can only be
     // checked against a target: plan and apply do.
@@ -136,10 +130,7 @@ async fn validate(input: &InputArgs, color: super::ColorChoice) -> anyhow::Resul
         rendered.documents.len()
     );
     if !external.is_empty() {
-        println!(
-            "{} referenced resources are not declared here; plan checks them on the target:",
-            external.len()
-        );
+        println!("{} referenced resources are not declared here; plan checks them on the target:", external.len());
         for x in &external {
             println!("  {x}");
         }
@@ -154,54 +145,29 @@ async fn plan(
     format: PlanFormat,
     color: super::ColorChoice,
 ) -> anyhow::Result<u8> {
-    let config = load_config(input)?;
-    let snapshot = source::dir::snapshot(&input.dir)?;
-    let connected = engine::connect(&config, target.target.as_deref(), &input.dir).await?;
+    let Input { snapshot, config, state_dir } = read_input(input)?;
+    let connected = engine::connect(&config, target.target.as_deref(), &state_dir).await?;
     let prune = target.prune || config.prune;
-    let result = engine::plan(
-        connected.provider.as_ref(),
-        &snapshot,
-        &config,
-        &render_options(input),
-        prune,
-        None,
-    )
-    .await;
+    let result =
+        engine::plan(connected.provider.as_ref(), &snapshot, &config, &render_options(input), prune, None).await;
     let platform = connected.provider.platform();
     let description = connected.description.clone();
     connected.close().await?;
     let planned = result.map_err(plan_error)?;
     match format {
         PlanFormat::Json => {
-            let v = output::plan_json(
-                platform,
-                &planned.changes,
-                &planned.plan,
-                &planned.rendered.warnings,
-            );
+            let v = output::plan_json(platform, &planned.changes, &planned.plan, &planned.rendered.warnings);
             println!("{}", serde_json::to_string_pretty(&v)?);
         }
         PlanFormat::Text => {
-            eprintln!(
-                "{}",
-                Style::stderr(color).dim(&format!("Planning against {description}."))
-            );
+            eprintln!("{}", Style::stderr(color).dim(&format!("Planning against {description}.")));
             print!(
                 "{}",
-                output::plan_text(
-                    &planned.changes,
-                    &planned.plan,
-                    &planned.rendered.warnings,
-                    Style::stdout(color)
-                )
+                output::plan_text(&planned.changes, &planned.plan, &planned.rendered.warnings, Style::stdout(color))
             );
         }
     }
-    Ok(if detailed && planned.changes.has_changes() {
-        EXIT_CHANGES
-    } else {
-        EXIT_OK
-    })
+    Ok(if detailed && planned.changes.has_changes() { EXIT_CHANGES } else { EXIT_OK })
 }
 
 fn plan_error(e: PlanError) -> anyhow::Error {
@@ -235,35 +201,17 @@ async fn apply(
     parallelism: usize,
     color: super::ColorChoice,
 ) -> anyhow::Result<u8> {
-    let config = load_config(input)?;
-    let snapshot = source::dir::snapshot(&input.dir)?;
-    let connected = engine::connect(&config, target.target.as_deref(), &input.dir).await?;
+    let Input { snapshot, config, state_dir } = read_input(input)?;
+    let connected = engine::connect(&config, target.target.as_deref(), &state_dir).await?;
     let style = Style::stdout(color);
     let code = async {
         let prune = target.prune || config.prune;
-        let planned = engine::plan(
-            connected.provider.as_ref(),
-            &snapshot,
-            &config,
-            &render_options(input),
-            prune,
-            None,
-        )
-        .await
-        .map_err(plan_error)?;
-        eprintln!(
-            "{}",
-            Style::stderr(color).dim(&format!("Applying to {}.", connected.description))
-        );
-        print!(
-            "{}",
-            output::plan_text(
-                &planned.changes,
-                &planned.plan,
-                &planned.rendered.warnings,
-                style
-            )
-        );
+        let planned =
+            engine::plan(connected.provider.as_ref(), &snapshot, &config, &render_options(input), prune, None)
+                .await
+                .map_err(plan_error)?;
+        eprintln!("{}", Style::stderr(color).dim(&format!("Applying to {}.", connected.description)));
+        print!("{}", output::plan_text(&planned.changes, &planned.plan, &planned.rendered.warnings, style));
         if planned.plan.is_empty() {
             return Ok(EXIT_OK);
         }
@@ -271,10 +219,7 @@ async fn apply(
             println!("Apply cancelled; nothing was changed.");
             return Ok(EXIT_ERROR);
         }
-        let opts = ApplyOptions {
-            parallelism,
-            ..ApplyOptions::default()
-        };
+        let opts = ApplyOptions { parallelism, ..ApplyOptions::default() };
         let outcome = apply::apply(
             connected.provider.as_ref(),
             &planned.plan,
@@ -285,11 +230,7 @@ async fn apply(
         )
         .await;
         print!("{}", output::outcome_text(&planned.plan, &outcome, style));
-        anyhow::Ok(if outcome.converged() {
-            EXIT_OK
-        } else {
-            EXIT_ERROR
-        })
+        anyhow::Ok(if outcome.converged() { EXIT_OK } else { EXIT_ERROR })
     }
     .await;
     connected.close().await?;
@@ -299,9 +240,7 @@ async fn apply(
 /// Ask on the terminal; refuse when nobody can answer.
 fn confirm() -> anyhow::Result<bool> {
     if !std::io::stdin().is_terminal() {
-        anyhow::bail!(
-            "refusing to apply without --yes: standard input is not a terminal, so nobody can confirm"
-        );
+        anyhow::bail!("refusing to apply without --yes: standard input is not a terminal, so nobody can confirm");
     }
     print!("\nDo you want to apply these changes? Only 'yes' will be accepted: ");
     std::io::stdout().flush()?;
@@ -323,11 +262,7 @@ async fn serve(args: SandboxArgs) -> anyhow::Result<u8> {
     opts.rollout_ms = args.rollout_ms;
     opts.token = args.token;
     let sandbox = Sandbox::start(opts).await?;
-    println!(
-        "capstan sandbox ({}) listening on {}",
-        args.platform,
-        sandbox.url()
-    );
+    println!("capstan sandbox ({}) listening on {}", args.platform, sandbox.url());
     std::io::stdout().flush()?;
     shutdown_signal().await;
     sandbox.shutdown().await?;
@@ -339,8 +274,8 @@ pub async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("SIGTERM handler");
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}

@@ -108,10 +108,25 @@ pub struct SandboxArgs {
 /// Where the manifests are and how to render them.
 #[derive(Args, Debug, Clone)]
 pub struct InputArgs {
-    /// The manifest directory.
+    /// The manifest directory (ignored with --repo).
     #[arg(default_value = ".")]
     pub dir: PathBuf,
-    /// capstan.yaml to use instead of DIR/capstan.yaml.
+    /// Read the manifests from this git repository (a path, or a file://, http:// or https://
+    /// URL) at one commit, straight from its objects.
+    #[arg(long)]
+    pub repo: Option<String>,
+    /// Branch, tag or commit of --repo (default: HEAD of a local repository, the remote's
+    /// default branch otherwise).
+    #[arg(long = "ref", requires = "repo")]
+    pub git_ref: Option<String>,
+    /// Directory of the manifests inside --repo.
+    #[arg(long, requires = "repo", default_value = "")]
+    pub path: String,
+    /// Where capstan keeps its state: fetched repositories, the embedded sandbox's state
+    /// (default: .capstan in the manifest directory, or in the current directory with --repo).
+    #[arg(long)]
+    pub state_dir: Option<PathBuf>,
+    /// capstan.yaml to use instead of the one at the manifest directory's root.
     #[arg(long)]
     pub config: Option<PathBuf>,
     /// Set a variable (highest precedence); repeatable.
@@ -148,9 +163,7 @@ pub enum PlanFormat {
 }
 
 fn parse_var(s: &str) -> Result<(String, String), String> {
-    let (k, v) = s
-        .split_once('=')
-        .ok_or_else(|| format!("expected NAME=VALUE, got {s:?}"))?;
+    let (k, v) = s.split_once('=').ok_or_else(|| format!("expected NAME=VALUE, got {s:?}"))?;
     if k.is_empty() {
         return Err(format!("expected NAME=VALUE, got {s:?}"));
     }
@@ -160,24 +173,17 @@ fn parse_var(s: &str) -> Result<(String, String), String> {
 fn init_logging(format: LogFormat) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     match format {
         LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder
-            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-            .init(),
+        LogFormat::Text => builder.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).init(),
     }
 }
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("capstan: cannot start the async runtime: {e}");

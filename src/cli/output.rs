@@ -44,11 +44,7 @@ impl Style {
     }
 
     fn paint(&self, code: &str, text: &str) -> String {
-        if self.color {
-            format!("\x1b[{code}m{text}\x1b[0m")
-        } else {
-            text.to_string()
-        }
+        if self.color { format!("\x1b[{code}m{text}\x1b[0m") } else { text.to_string() }
     }
 
     pub fn green(&self, t: &str) -> String {
@@ -111,17 +107,9 @@ fn resource_diff(c: &ResourceChange, style: Style) -> String {
     let after = c.after.as_ref().map(yaml).unwrap_or_default();
     let mut out = String::new();
     if before.is_empty() || after.is_empty() {
-        let (sign, text) = if before.is_empty() {
-            ("+", &after)
-        } else {
-            ("-", &before)
-        };
+        let (sign, text) = if before.is_empty() { ("+", &after) } else { ("-", &before) };
         for line in text.lines() {
-            let _ = writeln!(
-                out,
-                "      {}",
-                style.action(c.action, &format!("{sign} {line}"))
-            );
+            let _ = writeln!(out, "      {}", style.action(c.action, &format!("{sign} {line}")));
         }
         return out;
     }
@@ -170,27 +158,15 @@ pub fn plan_text(changes: &ChangeSet, plan: &Plan, warnings: &Diagnostics, style
                 let _ = write!(head, "\n  # {}", style.dim(reason));
             }
             let _ = writeln!(out, "{head}");
-            let _ = writeln!(
-                out,
-                "  {} {}",
-                style.action(c.action, c.action.symbol()),
-                style.bold(&c.id.to_string())
-            );
+            let _ = writeln!(out, "  {} {}", style.action(c.action, c.action.symbol()), style.bold(&c.id.to_string()));
             out.push_str(&resource_diff(c, style));
             out.push('\n');
         }
         out.push_str(&style.bold(&summary_line(changes)));
         out.push('\n');
         if plan.phases.len() > 1 {
-            let _ = writeln!(
-                out,
-                "{}",
-                style.dim(&format!(
-                    "{} steps in {} phases:",
-                    plan.steps.len(),
-                    plan.phases.len()
-                ))
-            );
+            let _ =
+                writeln!(out, "{}", style.dim(&format!("{} steps in {} phases:", plan.steps.len(), plan.phases.len())));
             for p in &plan.phases {
                 let _ = writeln!(out, "{}", style.dim(&format!("  {}", p.name)));
             }
@@ -213,12 +189,7 @@ pub fn plan_text(changes: &ChangeSet, plan: &Plan, warnings: &Diagnostics, style
 }
 
 /// The plan as JSON (schemas/plan.schema.json). Nothing in it depends on the time or the run.
-pub fn plan_json(
-    platform: &str,
-    changes: &ChangeSet,
-    plan: &Plan,
-    warnings: &Diagnostics,
-) -> Value {
+pub fn plan_json(platform: &str, changes: &ChangeSet, plan: &Plan, warnings: &Diagnostics) -> Value {
     plan_json_with_status(platform, changes, plan, warnings, None)
 }
 
@@ -251,16 +222,8 @@ pub fn plan_json_with_status(
             v
         })
         .collect();
-    let status_of = |i: usize| {
-        outcome
-            .map(|o| o.steps[i].status)
-            .unwrap_or(Status::Pending)
-    };
-    let message_of = |i: usize| {
-        outcome
-            .map(|o| o.steps[i].message.clone())
-            .unwrap_or_default()
-    };
+    let status_of = |i: usize| outcome.map(|o| o.steps[i].status).unwrap_or(Status::Pending);
+    let message_of = |i: usize| outcome.map(|o| o.steps[i].message.clone()).unwrap_or_default();
     let phases: Vec<Value> = plan
         .phases
         .iter()
@@ -319,9 +282,7 @@ pub fn aggregate(statuses: impl Iterator<Item = Status>) -> Status {
         Status::Error
     } else if all.iter().all(|s| *s == Status::Complete) {
         Status::Complete
-    } else if all.contains(&Status::InProgress)
-        || (all.contains(&Status::Complete) && all.contains(&Status::Pending))
-    {
+    } else if all.contains(&Status::InProgress) || (all.contains(&Status::Complete) && all.contains(&Status::Pending)) {
         Status::InProgress
     } else if all.contains(&Status::Waiting) {
         Status::Waiting
@@ -339,22 +300,14 @@ pub fn outcome_text(plan: &Plan, outcome: &Outcome, style: Style) -> String {
         let name = &plan.steps[i].name;
         let line = match s.status {
             Status::Error => style.red(&format!("  ERROR    {name}: {}", s.message)),
-            _ => style.yellow(&format!(
-                "  {:<8} {name}: {}",
-                status_word(s.status),
-                s.message
-            )),
+            _ => style.yellow(&format!("  {:<8} {name}: {}", status_word(s.status), s.message)),
         };
         let _ = writeln!(out, "{line}");
     }
     let total = outcome.steps.len();
     let done = outcome.count(Status::Complete);
     if outcome.converged() {
-        let _ = writeln!(
-            out,
-            "{}",
-            style.green(&format!("Apply complete: {done} of {total} steps done."))
-        );
+        let _ = writeln!(out, "{}", style.green(&format!("Apply complete: {done} of {total} steps done.")));
     } else {
         let _ = writeln!(
             out,

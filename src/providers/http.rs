@@ -25,11 +25,7 @@ pub struct ApiError {
 impl fmt::Display for ApiError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.status {
-            Some(s) => write!(
-                f,
-                "{} {} answered {}: {}",
-                self.method, self.path, s, self.message
-            ),
+            Some(s) => write!(f, "{} {} answered {}: {}", self.method, self.path, s, self.message),
             None => write!(f, "{} {} failed: {}", self.method, self.path, self.message),
         }
     }
@@ -39,13 +35,7 @@ impl std::error::Error for ApiError {}
 
 impl ApiError {
     pub fn other(method: &str, path: &str, message: impl Into<String>) -> Self {
-        ApiError {
-            method: method.into(),
-            path: path.into(),
-            status: None,
-            message: message.into(),
-            transient: false,
-        }
+        ApiError { method: method.into(), path: path.into(), status: None, message: message.into(), transient: false }
     }
 
     pub fn is_not_found(&self) -> bool {
@@ -100,11 +90,10 @@ impl HttpClient {
             .pool_max_idle_per_host(64)
             .user_agent(concat!("capstan/", env!("CARGO_PKG_VERSION")));
         if let Some(path) = &conn.ca_cert {
-            let pem = std::fs::read(path)
-                .map_err(|e| anyhow::anyhow!("cannot read ca_cert {}: {e}", path.display()))?;
-            let cert = reqwest::Certificate::from_pem(&pem).map_err(|e| {
-                anyhow::anyhow!("ca_cert {} is not a PEM certificate: {e}", path.display())
-            })?;
+            let pem =
+                std::fs::read(path).map_err(|e| anyhow::anyhow!("cannot read ca_cert {}: {e}", path.display()))?;
+            let cert = reqwest::Certificate::from_pem(&pem)
+                .map_err(|e| anyhow::anyhow!("ca_cert {} is not a PEM certificate: {e}", path.display()))?;
             builder = builder.add_root_certificate(cert);
         }
         Ok(HttpClient {
@@ -136,10 +125,7 @@ impl HttpClient {
                 Ok(v) => return Ok(v),
                 Err((err, sent)) => {
                     let may_retry = err.transient && (idempotent == Idempotent::Yes || !sent);
-                    if !may_retry
-                        || attempt >= self.retry.max_attempts
-                        || started.elapsed() >= self.retry.max_elapsed
-                    {
+                    if !may_retry || attempt >= self.retry.max_attempts || started.elapsed() >= self.retry.max_elapsed {
                         return Err(err);
                     }
                     let delay = self.backoff(attempt);
@@ -151,10 +137,7 @@ impl HttpClient {
     }
 
     fn backoff(&self, attempt: u32) -> Duration {
-        let exp = self
-            .retry
-            .base_delay
-            .saturating_mul(1 << (attempt - 1).min(16));
+        let exp = self.retry.base_delay.saturating_mul(1 << (attempt - 1).min(16));
         let capped = exp.min(self.retry.max_delay);
         // Full jitter, so many retrying steps do not hit the platform in lockstep.
         let jitter = rand::rng().random_range(0.5..=1.0);
@@ -196,14 +179,7 @@ impl HttpClient {
         let bytes = match resp.bytes().await {
             Ok(b) => b,
             Err(e) => {
-                return Err((
-                    mk(
-                        Some(status.as_u16()),
-                        transport_message(&e, &self.base),
-                        true,
-                    ),
-                    true,
-                ));
+                return Err((mk(Some(status.as_u16()), transport_message(&e, &self.base), true), true));
             }
         };
         if status.is_success() {
@@ -213,14 +189,7 @@ impl HttpClient {
             return match serde_json::from_slice::<Value>(&bytes) {
                 Ok(Value::Null) => Ok(None),
                 Ok(v) => Ok(Some(v)),
-                Err(e) => Err((
-                    mk(
-                        Some(status.as_u16()),
-                        format!("answer is not JSON: {e}"),
-                        false,
-                    ),
-                    true,
-                )),
+                Err(e) => Err((mk(Some(status.as_u16()), format!("answer is not JSON: {e}"), false), true)),
             };
         }
         let (message, platform_says_retry) = error_text(&bytes);
@@ -269,10 +238,6 @@ fn error_text(bytes: &[u8]) -> (String, bool) {
         return (v.to_string(), retry);
     }
     let text = String::from_utf8_lossy(bytes).trim().to_string();
-    let text = if text.is_empty() {
-        "(empty body)".to_string()
-    } else {
-        text
-    };
+    let text = if text.is_empty() { "(empty body)".to_string() } else { text };
     (text.chars().take(500).collect(), false)
 }

@@ -33,9 +33,7 @@ pub struct Connection {
 }
 
 /// What one plan step asks the platform to do.
-#[derive(
-    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
-)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Verb {
     Create,
@@ -64,10 +62,7 @@ pub trait Provider: Send + Sync {
             .iter()
             .find(|(k, _)| *k == kind)
             .map(|(_, i)| *i)
-            .unwrap_or(KindInfo {
-                managed: false,
-                updatable: false,
-            })
+            .unwrap_or(KindInfo { managed: false, updatable: false })
     }
 
     /// Path of the JSON Schema of one manifest document, relative to `schemas/`.
@@ -79,20 +74,10 @@ pub trait Provider: Send + Sync {
 
     /// Write the default namespace into an expanded document, and report identities left
     /// without one. Runs before schema validation.
-    fn apply_default_namespace(
-        &self,
-        doc: &mut Document,
-        namespace: Option<&str>,
-        diags: &mut Diagnostics,
-    );
+    fn apply_default_namespace(&self, doc: &mut Document, namespace: Option<&str>, diags: &mut Diagnostics);
 
     /// Turn one expanded, schema-valid document into resources.
-    fn decode(
-        &self,
-        doc: &Document,
-        value: &Value,
-        diags: &mut Diagnostics,
-    ) -> Vec<DesiredResource>;
+    fn decode(&self, doc: &Document, value: &Value, diags: &mut Diagnostics) -> Vec<DesiredResource>;
 
     /// Merge expanded documents into the one manifest `capstan render` prints.
     fn merge_documents(&self, docs: &[Value]) -> Value;
@@ -107,10 +92,7 @@ pub trait Provider: Send + Sync {
         live_state: &LiveState,
     ) -> (Option<Value>, Option<Value>) {
         let _ = live_state;
-        (
-            desired.map(|d| d.spec.clone()),
-            live.map(|l| l.spec.clone()),
-        )
+        (desired.map(|d| d.spec.clone()), live.map(|l| l.spec.clone()))
     }
 
     /// List the live resources of these kinds (and of whatever they are derived from).
@@ -124,16 +106,9 @@ pub trait Provider: Send + Sync {
 pub const PLATFORMS: &[&str] = &["apcera"];
 
 /// Build the provider for a platform; `connection` is None for offline work (render, validate).
-pub fn provider_for(
-    platform: &str,
-    connection: Option<Connection>,
-    owner: &str,
-) -> anyhow::Result<Box<dyn Provider>> {
+pub fn provider_for(platform: &str, connection: Option<Connection>, owner: &str) -> anyhow::Result<Box<dyn Provider>> {
     match platform {
         "apcera" => Ok(Box::new(apcera::Apcera::new(connection, owner)?)),
-        other => anyhow::bail!(
-            "unknown platform {other:?}: expected one of {}",
-            PLATFORMS.join(", ")
-        ),
+        other => anyhow::bail!("unknown platform {other:?}: expected one of {}", PLATFORMS.join(", ")),
     }
 }

@@ -39,19 +39,8 @@ struct Pass<'a, 'b> {
 impl Expander<'_> {
     /// Expand one document in place; problems go to `diags`.
     pub fn expand(&self, doc: &mut Document, diags: &mut Diagnostics) {
-        let mut root = std::mem::replace(
-            &mut doc.root,
-            Node {
-                pos: Pos::default(),
-                value: NodeValue::Null,
-            },
-        );
-        let mut pass = Pass {
-            ex: self,
-            doc_file: doc,
-            missing_seen: Vec::new(),
-            diags,
-        };
+        let mut root = std::mem::replace(&mut doc.root, Node { pos: Pos::default(), value: NodeValue::Null });
+        let mut pass = Pass { ex: self, doc_file: doc, missing_seen: Vec::new(), diags };
         if let NodeValue::Map(entries) = &mut root.value {
             for e in entries.iter_mut() {
                 if CONTROL_KEYS.contains(&e.key.as_str()) {
@@ -80,11 +69,7 @@ impl Pass<'_, '_> {
                 let style = *style;
                 let whole_reference = style == Style::Plain && is_single_reference(text);
                 if let Some(expanded) = self.string(text, node.pos, style) {
-                    let style = if whole_reference {
-                        Style::Substituted
-                    } else {
-                        style
-                    };
+                    let style = if whole_reference { Style::Substituted } else { style };
                     node.value = NodeValue::Str(expanded, style);
                 }
             }
@@ -168,10 +153,7 @@ impl Pass<'_, '_> {
         }
         if !self.missing_seen.iter().any(|n| n == name) {
             self.missing_seen.push(name.to_string());
-            self.diags.push(Diagnostic::warning(
-                Some(at),
-                format!("no value found for variable {name}"),
-            ));
+            self.diags.push(Diagnostic::warning(Some(at), format!("no value found for variable {name}")));
         }
     }
 
@@ -205,10 +187,7 @@ pub fn document_variables(doc: &Document, diags: &mut Diagnostics) -> IndexMap<S
         return vars;
     };
     let NodeValue::Map(entries) = &node.value else {
-        diags.push(Diagnostic::error_at(
-            doc.location(node.pos),
-            "`variables` must be a mapping of names to values",
-        ));
+        diags.push(Diagnostic::error_at(doc.location(node.pos), "`variables` must be a mapping of names to values"));
         return vars;
     };
     for e in entries {
@@ -220,10 +199,7 @@ pub fn document_variables(doc: &Document, diags: &mut Diagnostics) -> IndexMap<S
             _ => {
                 diags.push(Diagnostic::error_at(
                     doc.location(e.value.pos),
-                    format!(
-                        "variable {} must be a string, number or boolean, found a collection",
-                        e.key
-                    ),
+                    format!("variable {} must be a string, number or boolean, found a collection", e.key),
                 ));
                 continue;
             }
@@ -246,26 +222,15 @@ mod tests {
             return false;
         };
         let ns_start = first + 2;
-        let ns_end = text[ns_start..]
-            .find("::")
-            .map(|i| ns_start + i)
-            .unwrap_or(text.len());
+        let ns_end = text[ns_start..].find("::").map(|i| ns_start + i).unwrap_or(text.len());
         range.start >= ns_start && range.end <= ns_end
     }
 
     fn run(text: &str, vars: &[(&str, &str)], strict: bool) -> (serde_json::Value, Diagnostics) {
         let mut docs = parse_documents(&Arc::from(Path::new("m.yaml")), text).unwrap();
-        let vars: IndexMap<String, String> = vars
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+        let vars: IndexMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         let mut diags = Diagnostics::default();
-        Expander {
-            vars: &vars,
-            strict,
-            namespace_slot: &apcera_ns_slot,
-        }
-        .expand(&mut docs[0], &mut diags);
+        Expander { vars: &vars, strict, namespace_slot: &apcera_ns_slot }.expand(&mut docs[0], &mut diags);
         (docs[0].root.to_json(), diags)
     }
 
@@ -278,19 +243,12 @@ mod tests {
         );
         assert_eq!(v["jobs"]["job::::myapp"]["state"], "started");
         let msgs: Vec<_> = d.0.iter().map(|d| d.to_string()).collect();
-        assert_eq!(
-            msgs,
-            vec!["m.yaml:2:8: warning: no value found for variable NAMESPACE"]
-        );
+        assert_eq!(msgs, vec!["m.yaml:2:8: warning: no value found for variable NAMESPACE"]);
     }
 
     #[test]
     fn unresolved_outside_a_namespace_is_an_error_with_its_column() {
-        let (_, d) = run(
-            "jobs:\n  job::/a::b:\n    state: \"x-${MISSING}\"\n",
-            &[],
-            true,
-        );
+        let (_, d) = run("jobs:\n  job::/a::b:\n    state: \"x-${MISSING}\"\n", &[], true);
         let e = d.errors().next().unwrap();
         assert_eq!(e.location.as_ref().unwrap().to_string(), "m.yaml:3:15");
         assert!(e.message.contains("MISSING"));
@@ -306,34 +264,17 @@ mod tests {
 
     #[test]
     fn whole_plain_references_are_marked_for_typing() {
-        let mut docs =
-            parse_documents(&Arc::from(Path::new("m.yaml")), "n: ${N}\ns: \"${N}\"\n").unwrap();
-        let vars: IndexMap<String, String> =
-            [("N".to_string(), "3".to_string())].into_iter().collect();
+        let mut docs = parse_documents(&Arc::from(Path::new("m.yaml")), "n: ${N}\ns: \"${N}\"\n").unwrap();
+        let vars: IndexMap<String, String> = [("N".to_string(), "3".to_string())].into_iter().collect();
         let mut diags = Diagnostics::default();
-        Expander {
-            vars: &vars,
-            strict: true,
-            namespace_slot: &apcera_ns_slot,
-        }
-        .expand(&mut docs[0], &mut diags);
-        assert_eq!(
-            docs[0].root.get("n").unwrap().value,
-            NodeValue::Str("3".into(), Style::Substituted)
-        );
-        assert_eq!(
-            docs[0].root.get("s").unwrap().value,
-            NodeValue::Str("3".into(), Style::Quoted)
-        );
+        Expander { vars: &vars, strict: true, namespace_slot: &apcera_ns_slot }.expand(&mut docs[0], &mut diags);
+        assert_eq!(docs[0].root.get("n").unwrap().value, NodeValue::Str("3".into(), Style::Substituted));
+        assert_eq!(docs[0].root.get("s").unwrap().value, NodeValue::Str("3".into(), Style::Quoted));
     }
 
     #[test]
     fn control_fields_are_not_expanded_and_escapes_are_literal() {
-        let (v, d) = run(
-            "variables:\n  A: ${B}\na: $${A} and $HOME\n",
-            &[("A", "1")],
-            true,
-        );
+        let (v, d) = run("variables:\n  A: ${B}\na: $${A} and $HOME\n", &[("A", "1")], true);
         assert_eq!(v["variables"]["A"], "${B}");
         assert_eq!(v["a"], "${A} and $HOME");
         assert!(d.0.is_empty());

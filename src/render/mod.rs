@@ -74,12 +74,8 @@ pub fn render(
     provider: &dyn Provider,
     cache: Option<&RenderCache>,
 ) -> Result<Rendered, InvalidInput> {
-    let inputs = Inputs {
-        config_vars: config.variables(),
-        config_namespace: config.default_namespace.clone(),
-        opts,
-        provider,
-    };
+    let inputs =
+        Inputs { config_vars: config.variables(), config_namespace: config.default_namespace.clone(), opts, provider };
     let fingerprint = inputs.fingerprint();
     let outputs = render_files(&snapshot.files, &inputs, fingerprint, cache);
 
@@ -104,11 +100,7 @@ pub fn render(
     if diags.has_errors() {
         return Err(InvalidInput(diags));
     }
-    Ok(Rendered {
-        desired,
-        documents,
-        warnings: diags,
-    })
+    Ok(Rendered { desired, documents, warnings: diags })
 }
 
 struct Inputs<'a> {
@@ -132,11 +124,7 @@ impl Inputs<'_> {
         }
         feed(self.config_namespace.as_deref().unwrap_or("\u{1}"));
         feed(self.opts.namespace.as_deref().unwrap_or("\u{1}"));
-        feed(if self.opts.allow_missing_vars {
-            "lenient"
-        } else {
-            "strict"
-        });
+        feed(if self.opts.allow_missing_vars { "lenient" } else { "strict" });
         h.digest128()
     }
 
@@ -168,35 +156,18 @@ impl Inputs<'_> {
                 .opts
                 .namespace
                 .clone()
-                .or_else(|| {
-                    doc.root
-                        .get("default_namespace")
-                        .and_then(|n| n.as_str())
-                        .map(str::to_string)
-                })
+                .or_else(|| doc.root.get("default_namespace").and_then(|n| n.as_str()).map(str::to_string))
                 .or_else(|| self.config_namespace.clone());
-            let slot = |text: &str, range: std::ops::Range<usize>| {
-                self.provider.namespace_slot(text, range)
-            };
-            Expander {
-                vars: &vars,
-                strict: !self.opts.allow_missing_vars,
-                namespace_slot: &slot,
-            }
-            .expand(&mut doc, &mut diags);
-            self.provider
-                .apply_default_namespace(&mut doc, namespace.as_deref(), &mut diags);
-            type_substitutions(
-                &mut doc.root,
-                String::new(),
-                self.provider.document_schema(),
-            );
+            let slot = |text: &str, range: std::ops::Range<usize>| self.provider.namespace_slot(text, range);
+            Expander { vars: &vars, strict: !self.opts.allow_missing_vars, namespace_slot: &slot }
+                .expand(&mut doc, &mut diags);
+            self.provider.apply_default_namespace(&mut doc, namespace.as_deref(), &mut diags);
+            type_substitutions(&mut doc.root, String::new(), self.provider.document_schema());
             let value = doc.root.to_json();
             // Schema problems are reported even when expansion had some, so one run shows all.
             schema::validate(self.provider.document_schema(), &doc, &value, &mut diags);
             if !diags.has_errors() {
-                out.resources
-                    .extend(self.provider.decode(&doc, &value, &mut diags));
+                out.resources.extend(self.provider.decode(&doc, &value, &mut diags));
             }
             out.documents.push(value);
             out.diagnostics.extend(diags.0);
@@ -217,8 +188,7 @@ fn type_substitutions(node: &mut yaml::Node, pointer: String, schema_name: &'sta
             if let Ok(Some(typed)) = yaml::resolve_plain(text) {
                 let fits = match &typed {
                     yaml::NodeValue::Number(n) => {
-                        types.iter().any(|t| t == "number")
-                            || (types.iter().any(|t| t == "integer") && !n.is_f64())
+                        types.iter().any(|t| t == "number") || (types.iter().any(|t| t == "integer") && !n.is_f64())
                     }
                     yaml::NodeValue::Bool(_) => types.iter().any(|t| t == "boolean"),
                     yaml::NodeValue::Null => types.iter().any(|t| t == "null"),
@@ -236,11 +206,7 @@ fn type_substitutions(node: &mut yaml::Node, pointer: String, schema_name: &'sta
         }
         yaml::NodeValue::Map(entries) => {
             for e in entries.iter_mut() {
-                type_substitutions(
-                    &mut e.value,
-                    format!("{pointer}/{}", yaml::pointer_escape(&e.key)),
-                    schema_name,
-                );
+                type_substitutions(&mut e.value, format!("{pointer}/{}", yaml::pointer_escape(&e.key)), schema_name);
             }
         }
         _ => {}
@@ -273,23 +239,15 @@ fn render_files(
         cache.files.lock().unwrap().insert(k, out.clone());
         out
     };
-    let threads = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1)
-        .min(files.len().max(1));
+    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).min(files.len().max(1));
     if threads <= 1 || files.len() < 8 {
         return files.iter().map(one).collect();
     }
     // Files are independent: render them on all cores, keeping file order in the result.
     let chunk = files.len().div_ceil(threads);
     std::thread::scope(|s| {
-        let handles: Vec<_> = files
-            .chunks(chunk)
-            .map(|c| s.spawn(move || c.iter().map(one).collect::<Vec<_>>()))
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| h.join().expect("render thread panicked"))
-            .collect()
+        let handles: Vec<_> =
+            files.chunks(chunk).map(|c| s.spawn(move || c.iter().map(one).collect::<Vec<_>>())).collect();
+        handles.into_iter().flat_map(|h| h.join().expect("render thread panicked")).collect()
     })
 }

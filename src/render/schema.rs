@@ -16,34 +16,13 @@ pub const PLAN_SCHEMA: &str = "plan.schema.json";
 
 /// Every schema file, by its path under `schemas/`.
 pub const FILES: &[(&str, &str)] = &[
-    (
-        "capstan.schema.json",
-        include_str!("../../schemas/capstan.schema.json"),
-    ),
-    (
-        "plan.schema.json",
-        include_str!("../../schemas/plan.schema.json"),
-    ),
-    (
-        "apcera/manifest.schema.json",
-        include_str!("../../schemas/apcera/manifest.schema.json"),
-    ),
-    (
-        "apcera/job.schema.json",
-        include_str!("../../schemas/apcera/job.schema.json"),
-    ),
-    (
-        "apcera/service.schema.json",
-        include_str!("../../schemas/apcera/service.schema.json"),
-    ),
-    (
-        "apcera/network.schema.json",
-        include_str!("../../schemas/apcera/network.schema.json"),
-    ),
-    (
-        "apcera/provider.schema.json",
-        include_str!("../../schemas/apcera/provider.schema.json"),
-    ),
+    ("capstan.schema.json", include_str!("../../schemas/capstan.schema.json")),
+    ("plan.schema.json", include_str!("../../schemas/plan.schema.json")),
+    ("apcera/manifest.schema.json", include_str!("../../schemas/apcera/manifest.schema.json")),
+    ("apcera/job.schema.json", include_str!("../../schemas/apcera/job.schema.json")),
+    ("apcera/service.schema.json", include_str!("../../schemas/apcera/service.schema.json")),
+    ("apcera/network.schema.json", include_str!("../../schemas/apcera/network.schema.json")),
+    ("apcera/provider.schema.json", include_str!("../../schemas/apcera/provider.schema.json")),
 ];
 
 const BASE: &str = "file:///capstan/schemas/";
@@ -51,19 +30,10 @@ const BASE: &str = "file:///capstan/schemas/";
 struct Embedded;
 
 impl Retrieve for Embedded {
-    fn retrieve(
-        &self,
-        uri: &Uri<String>,
-    ) -> Result<Value, Box<dyn std::error::Error + Send + Sync>> {
-        let path = uri
-            .as_str()
-            .strip_prefix(BASE)
-            .ok_or_else(|| format!("schema {uri} is not one of capstan's"))?;
-        let text = FILES
-            .iter()
-            .find(|(p, _)| *p == path)
-            .map(|(_, t)| *t)
-            .ok_or_else(|| format!("no schema file {path}"))?;
+    fn retrieve(&self, uri: &Uri<String>) -> Result<Value, Box<dyn std::error::Error + Send + Sync>> {
+        let path = uri.as_str().strip_prefix(BASE).ok_or_else(|| format!("schema {uri} is not one of capstan's"))?;
+        let text =
+            FILES.iter().find(|(p, _)| *p == path).map(|(_, t)| *t).ok_or_else(|| format!("no schema file {path}"))?;
         Ok(serde_json::from_str(text)?)
     }
 }
@@ -74,13 +44,7 @@ pub fn schema_json(name: &str) -> &'static Value {
     let all = PARSED.get_or_init(|| {
         FILES
             .iter()
-            .map(|(p, t)| {
-                (
-                    *p,
-                    serde_json::from_str(t)
-                        .unwrap_or_else(|e| panic!("schema {p} is not JSON: {e}")),
-                )
-            })
+            .map(|(p, t)| (*p, serde_json::from_str(t).unwrap_or_else(|e| panic!("schema {p} is not JSON: {e}"))))
             .collect()
     });
     all.get(name).unwrap_or_else(|| panic!("no schema {name}"))
@@ -131,18 +95,11 @@ pub fn validate(name: &'static str, doc: &Document, value: &Value, diags: &mut D
             ValidationErrorKind::Type { kind } => {
                 let expected = match kind {
                     TypeKind::Single(t) => t.to_string(),
-                    TypeKind::Multiple(ts) => ts
-                        .iter()
-                        .map(|t| t.to_string())
-                        .collect::<Vec<_>>()
-                        .join(" or "),
+                    TypeKind::Multiple(ts) => ts.iter().map(|t| t.to_string()).collect::<Vec<_>>().join(" or "),
                 };
                 diags.push(Diagnostic::error_at(
                     doc.locate(&pointer),
-                    format!(
-                        "wrong type for {field}: expected {expected}, found {}",
-                        json_type(err.instance())
-                    ),
+                    format!("wrong type for {field}: expected {expected}, found {}", json_type(err.instance())),
                 ));
             }
             ValidationErrorKind::Required { property } => {
@@ -185,11 +142,7 @@ fn field_name(pointer: &str) -> String {
 }
 
 fn context(pointer: &str) -> String {
-    if pointer.is_empty() {
-        " at the top level".into()
-    } else {
-        format!(" in {}", field_name(pointer))
-    }
+    if pointer.is_empty() { " at the top level".into() } else { format!(" in {}", field_name(pointer)) }
 }
 
 fn json_type(v: &Value) -> &'static str {
@@ -223,11 +176,7 @@ fn schema_at(schema_name: &str, pointer: &str) -> Option<&'static Value> {
 /// The field names a schema allows for the object at `pointer`.
 fn allowed_properties(schema_name: &str, pointer: &str, _instance: &Value) -> Vec<String> {
     schema_at(schema_name, pointer)
-        .and_then(|s| {
-            s.get("properties")
-                .and_then(Value::as_object)
-                .map(|p| p.keys().cloned().collect())
-        })
+        .and_then(|s| s.get("properties").and_then(Value::as_object).map(|p| p.keys().cloned().collect()))
         .unwrap_or_default()
 }
 
@@ -235,10 +184,7 @@ fn allowed_properties(schema_name: &str, pointer: &str, _instance: &Value) -> Ve
 pub fn types_at(schema_name: &str, pointer: &str) -> Vec<String> {
     match schema_at(schema_name, pointer).and_then(|s| s.get("type")) {
         Some(Value::String(t)) => vec![t.clone()],
-        Some(Value::Array(ts)) => ts
-            .iter()
-            .filter_map(|t| t.as_str().map(str::to_string))
-            .collect(),
+        Some(Value::Array(ts)) => ts.iter().filter_map(|t| t.as_str().map(str::to_string)).collect(),
         _ => Vec::new(),
     }
 }
@@ -253,18 +199,11 @@ fn deref(file: &str, mut schema: &'static Value) -> (String, &'static Value) {
         };
         let (path, fragment) = r.split_once('#').unwrap_or((r, ""));
         if !path.is_empty() {
-            let dir = file
-                .rsplit_once('/')
-                .map(|(d, _)| format!("{d}/"))
-                .unwrap_or_default();
+            let dir = file.rsplit_once('/').map(|(d, _)| format!("{d}/")).unwrap_or_default();
             file = format!("{dir}{path}");
         }
         let target = schema_json(&file);
-        schema = if fragment.is_empty() {
-            target
-        } else {
-            target.pointer(fragment).unwrap_or(&NULL)
-        };
+        schema = if fragment.is_empty() { target } else { target.pointer(fragment).unwrap_or(&NULL) };
     }
     (file, schema)
 }
@@ -284,11 +223,7 @@ fn levenshtein(a: &str, b: &str) -> usize {
     for (i, ca) in a.chars().enumerate() {
         let mut cur = vec![i + 1];
         for (j, cb) in b.iter().enumerate() {
-            cur.push(
-                (prev[j] + usize::from(ca != *cb))
-                    .min(prev[j + 1] + 1)
-                    .min(cur[j] + 1),
-            );
+            cur.push((prev[j] + usize::from(ca != *cb)).min(prev[j + 1] + 1).min(cur[j] + 1));
         }
         prev = cur;
     }

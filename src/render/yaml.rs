@@ -67,11 +67,7 @@ pub struct Document {
 
 impl Document {
     pub fn location(&self, pos: Pos) -> Location {
-        Location::new(
-            self.file.to_path_buf(),
-            pos.line as usize,
-            pos.column as usize,
-        )
+        Location::new(self.file.to_path_buf(), pos.line as usize, pos.column as usize)
     }
 
     /// The place of the value at a JSON pointer, or of its nearest existing ancestor.
@@ -83,11 +79,9 @@ impl Document {
     pub fn locate_key(&self, pointer: &str, key: &str) -> Location {
         let parent = self.root.find(pointer);
         let pos = match parent.map(|n| &n.value) {
-            Some(NodeValue::Map(entries)) => entries
-                .iter()
-                .find(|e| e.key == key)
-                .map(|e| e.key_pos)
-                .unwrap_or(parent.unwrap().pos),
+            Some(NodeValue::Map(entries)) => {
+                entries.iter().find(|e| e.key == key).map(|e| e.key_pos).unwrap_or(parent.unwrap().pos)
+            }
             _ => self.root.locate(pointer),
         };
         self.location(pos)
@@ -101,15 +95,9 @@ pub fn parse_documents(file: &Arc<Path>, text: &str) -> Result<Vec<Document>, Di
     let mut builder = Builder::default();
     while let Some(event) = parser.next_event() {
         let (event, span) = event.map_err(|e| {
-            Diagnostic::error_at(
-                at(e.marker().line(), e.marker().col() + 1),
-                format!("invalid YAML: {}", e.info()),
-            )
+            Diagnostic::error_at(at(e.marker().line(), e.marker().col() + 1), format!("invalid YAML: {}", e.info()))
         })?;
-        let pos = Pos {
-            line: span.start.line() as u32,
-            column: span.start.col() as u32 + 1,
-        };
+        let pos = Pos { line: span.start.line() as u32, column: span.start.col() as u32 + 1 };
         builder.event(event, pos).map_err(|(pos, msg, related)| {
             let d = Diagnostic::error_at(at(pos.line as usize, pos.column as usize), msg);
             match related {
@@ -124,11 +112,7 @@ pub fn parse_documents(file: &Arc<Path>, text: &str) -> Result<Vec<Document>, Di
         .enumerate()
         // An empty document (`---` followed by nothing) declares nothing.
         .filter(|(_, root)| root.value != NodeValue::Null)
-        .map(|(index, root)| Document {
-            file: file.clone(),
-            index,
-            root,
-        })
+        .map(|(index, root)| Document { file: file.clone(), index, root })
         .collect())
 }
 
@@ -138,17 +122,8 @@ const ALIAS_NODE_LIMIT: usize = 100_000;
 type BuildError = (Pos, String, Option<(Pos, String)>);
 
 enum Frame {
-    Seq {
-        pos: Pos,
-        anchor: usize,
-        items: Vec<Node>,
-    },
-    Map {
-        pos: Pos,
-        anchor: usize,
-        entries: Vec<Entry>,
-        key: Option<(String, Pos, Style)>,
-    },
+    Seq { pos: Pos, anchor: usize, items: Vec<Node> },
+    Map { pos: Pos, anchor: usize, entries: Vec<Entry>, key: Option<(String, Pos, Style)> },
 }
 
 /// Builds [`Node`] trees from the parser's events.
@@ -164,85 +139,42 @@ impl Builder {
     fn event(&mut self, event: Event<'_>, pos: Pos) -> Result<(), BuildError> {
         match event {
             Event::Scalar(text, style, anchor, tag) => {
-                if let Some(Frame::Map {
-                    key: key @ None, ..
-                }) = self.stack.last_mut()
-                {
+                if let Some(Frame::Map { key: key @ None, .. }) = self.stack.last_mut() {
                     *key = Some((text.to_string(), pos, style_of(style)));
                     return Ok(());
                 }
-                let value =
-                    scalar_value(&text, style, tag.as_deref()).map_err(|m| (pos, m, None))?;
+                let value = scalar_value(&text, style, tag.as_deref()).map_err(|m| (pos, m, None))?;
                 self.finish(Node { pos, value }, anchor)
             }
             Event::SequenceStart(anchor, _) => {
                 self.expect_value(pos)?;
-                self.stack.push(Frame::Seq {
-                    pos,
-                    anchor,
-                    items: Vec::new(),
-                });
+                self.stack.push(Frame::Seq { pos, anchor, items: Vec::new() });
                 Ok(())
             }
             Event::MappingStart(anchor, _) => {
                 self.expect_value(pos)?;
-                self.stack.push(Frame::Map {
-                    pos,
-                    anchor,
-                    entries: Vec::new(),
-                    key: None,
-                });
+                self.stack.push(Frame::Map { pos, anchor, entries: Vec::new(), key: None });
                 Ok(())
             }
             Event::SequenceEnd | Event::MappingEnd => {
                 let (node, anchor) = match self.stack.pop() {
-                    Some(Frame::Seq { pos, anchor, items }) => (
-                        Node {
-                            pos,
-                            value: NodeValue::Seq(items),
-                        },
-                        anchor,
-                    ),
-                    Some(Frame::Map {
-                        pos,
-                        anchor,
-                        entries,
-                        ..
-                    }) => (
-                        Node {
-                            pos,
-                            value: NodeValue::Map(entries),
-                        },
-                        anchor,
-                    ),
+                    Some(Frame::Seq { pos, anchor, items }) => (Node { pos, value: NodeValue::Seq(items) }, anchor),
+                    Some(Frame::Map { pos, anchor, entries, .. }) => {
+                        (Node { pos, value: NodeValue::Map(entries) }, anchor)
+                    }
                     None => return Err((pos, "unbalanced YAML collection".into(), None)),
                 };
                 self.finish(node, anchor)
             }
             Event::Alias(id) => {
-                let node = self.anchors.get(&id).cloned().ok_or((
-                    pos,
-                    "alias to an unknown anchor".into(),
-                    None,
-                ))?;
+                let node = self.anchors.get(&id).cloned().ok_or((pos, "alias to an unknown anchor".into(), None))?;
                 self.alias_nodes += count_nodes(&node);
                 if self.alias_nodes > ALIAS_NODE_LIMIT {
-                    return Err((
-                        pos,
-                        format!("aliases expand to more than {ALIAS_NODE_LIMIT} nodes"),
-                        None,
-                    ));
+                    return Err((pos, format!("aliases expand to more than {ALIAS_NODE_LIMIT} nodes"), None));
                 }
-                if let Some(Frame::Map {
-                    key: key @ None, ..
-                }) = self.stack.last_mut()
-                {
+                if let Some(Frame::Map { key: key @ None, .. }) = self.stack.last_mut() {
                     let NodeValue::Str(text, style) = node.value else {
-                        return Err((
-                            pos,
-                            "a mapping key must be a string, found a collection".into(),
-                            None,
-                        ));
+                        return Err((pos, "a mapping key must be a string, found a collection".into(), None));
                     };
                     *key = Some((text, pos, style));
                     return Ok(());
@@ -254,10 +186,7 @@ impl Builder {
                 Ok(())
             }
             Event::DocumentStart(_) => {
-                self.documents.push(Node {
-                    pos,
-                    value: NodeValue::Null,
-                });
+                self.documents.push(Node { pos, value: NodeValue::Null });
                 Ok(())
             }
             _ => Ok(()),
@@ -267,11 +196,7 @@ impl Builder {
     /// A collection cannot be a mapping key.
     fn expect_value(&self, pos: Pos) -> Result<(), BuildError> {
         if let Some(Frame::Map { key: None, .. }) = self.stack.last() {
-            return Err((
-                pos,
-                "a mapping key must be a string, found a collection".into(),
-                None,
-            ));
+            return Err((pos, "a mapping key must be a string, found a collection".into(), None));
         }
         Ok(())
     }
@@ -292,12 +217,7 @@ impl Builder {
                         Some((first.key_pos, "first written here".into())),
                     ));
                 }
-                entries.push(Entry {
-                    key: k,
-                    key_pos,
-                    key_style,
-                    value: node,
-                });
+                entries.push(Entry { key: k, key_pos, key_style, value: node });
             }
             None => match self.documents.last_mut() {
                 Some(root) => *root = node,
@@ -330,25 +250,19 @@ fn from_saphyr_scalar(s: &SaphyrScalar) -> Result<NodeValue, String> {
         SaphyrScalar::Boolean(b) => NodeValue::Bool(*b),
         SaphyrScalar::Integer(i) => NodeValue::Number((*i).into()),
         SaphyrScalar::FloatingPoint(f) => NodeValue::Number(
-            Number::from_f64(f.into_inner())
-                .ok_or("a number that JSON cannot represent (inf or nan)")?,
+            Number::from_f64(f.into_inner()).ok_or("a number that JSON cannot represent (inf or nan)")?,
         ),
         SaphyrScalar::String(s) => NodeValue::Str(s.to_string(), Style::Plain),
     })
 }
 
-fn scalar_value(
-    text: &str,
-    style: ScalarStyle,
-    tag: Option<&saphyr_parser::Tag>,
-) -> Result<NodeValue, String> {
+fn scalar_value(text: &str, style: ScalarStyle, tag: Option<&saphyr_parser::Tag>) -> Result<NodeValue, String> {
     if let Some(tag) = tag {
         // Explicit core tags (`!!str 3`, `!!int "3"`) decide the type themselves.
         if tag.is_yaml_core_schema() {
             return match tag.suffix.as_str() {
                 "str" => Ok(NodeValue::Str(text.to_string(), style_of(style))),
-                _ => resolve_plain(text)
-                    .map(|v| v.unwrap_or(NodeValue::Str(text.to_string(), Style::Plain))),
+                _ => resolve_plain(text).map(|v| v.unwrap_or(NodeValue::Str(text.to_string(), Style::Plain))),
             };
         }
     }
@@ -442,10 +356,7 @@ impl Node {
 
 /// Split an RFC 6901 JSON pointer into unescaped segments.
 pub fn pointer_segments(pointer: &str) -> impl Iterator<Item = String> + '_ {
-    pointer
-        .split('/')
-        .skip(1)
-        .map(|s| s.replace("~1", "/").replace("~0", "~"))
+    pointer.split('/').skip(1).map(|s| s.replace("~1", "/").replace("~0", "~"))
 }
 
 /// Escape one key for use in a JSON pointer.
@@ -465,19 +376,9 @@ mod tests {
     fn keeps_positions_of_keys_and_values() {
         let docs = parse("jobs:\n  job::/a::b:\n    num_instances: 3\n").unwrap();
         let d = &docs[0];
-        assert_eq!(
-            d.locate("/jobs/job::~1a::b/num_instances").to_string(),
-            "m.yaml:3:20"
-        );
-        assert_eq!(
-            d.locate_key("/jobs/job::~1a::b", "num_instances")
-                .to_string(),
-            "m.yaml:3:5"
-        );
-        assert_eq!(
-            d.root.to_json(),
-            serde_json::json!({"jobs": {"job::/a::b": {"num_instances": 3}}})
-        );
+        assert_eq!(d.locate("/jobs/job::~1a::b/num_instances").to_string(), "m.yaml:3:20");
+        assert_eq!(d.locate_key("/jobs/job::~1a::b", "num_instances").to_string(), "m.yaml:3:5");
+        assert_eq!(d.root.to_json(), serde_json::json!({"jobs": {"job::/a::b": {"num_instances": 3}}}));
     }
 
     #[test]
@@ -496,22 +397,15 @@ mod tests {
 
     #[test]
     fn json_files_parse_with_positions_and_types() {
-        let docs = parse("{\n\t\"a\": {\"n\": 3, \"s\": \"x\\/y\", \"t\": true, \"z\": null}\n}\n")
-            .unwrap();
-        assert_eq!(
-            docs[0].root.to_json(),
-            serde_json::json!({"a": {"n": 3, "s": "x/y", "t": true, "z": null}})
-        );
+        let docs = parse("{\n\t\"a\": {\"n\": 3, \"s\": \"x\\/y\", \"t\": true, \"z\": null}\n}\n").unwrap();
+        assert_eq!(docs[0].root.to_json(), serde_json::json!({"a": {"n": 3, "s": "x/y", "t": true, "z": null}}));
         assert_eq!(docs[0].locate("/a/n").line, 2);
     }
 
     #[test]
     fn quoted_scalars_stay_strings_and_plain_ones_are_typed() {
         let docs = parse("a: \"3\"\nb: 3\nc: yes\nd: true\ne: 1.5\n").unwrap();
-        assert_eq!(
-            docs[0].root.to_json(),
-            serde_json::json!({"a": "3", "b": 3, "c": "yes", "d": true, "e": 1.5})
-        );
+        assert_eq!(docs[0].root.to_json(), serde_json::json!({"a": "3", "b": 3, "c": "yes", "d": true, "e": 1.5}));
     }
 
     #[test]

@@ -7,8 +7,7 @@ use std::path::{Path, PathBuf};
 /// Read every manifest file under `root`, recursively, skipping hidden directories (`.git`,
 /// `.capstan`) and `capstan.yaml` at the root.
 pub fn snapshot(root: &Path) -> anyhow::Result<Snapshot> {
-    let meta = std::fs::metadata(root)
-        .with_context(|| format!("cannot read manifest directory {}", root.display()))?;
+    let meta = std::fs::metadata(root).with_context(|| format!("cannot read manifest directory {}", root.display()))?;
     anyhow::ensure!(meta.is_dir(), "{} is not a directory", root.display());
     let mut paths = Vec::new();
     walk(root, root, &mut paths)?;
@@ -16,30 +15,24 @@ pub fn snapshot(root: &Path) -> anyhow::Result<Snapshot> {
     let mut files = Vec::with_capacity(paths.len());
     for rel in paths {
         let path = root.join(&rel);
-        let bytes =
-            std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
-        let text = String::from_utf8(bytes)
-            .map_err(|_| anyhow::anyhow!("{}: not UTF-8 text", path.display()))?;
-        files.push(SourceFile {
-            path: display_path(root, &rel),
-            text: text.into(),
-        });
+        let bytes = std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+        let text = String::from_utf8(bytes).map_err(|_| anyhow::anyhow!("{}: not UTF-8 text", path.display()))?;
+        files.push(SourceFile { path: display_path(root, &rel), text: text.into() });
     }
-    Ok(Snapshot {
-        origin: Origin::Dir {
-            path: root.to_path_buf(),
-        },
-        files,
-    })
+    let config_path = root.join(crate::config::CONFIG_FILE);
+    let config = match std::fs::read_to_string(&config_path) {
+        Ok(text) => {
+            Some(SourceFile { path: display_path(root, Path::new(crate::config::CONFIG_FILE)), text: text.into() })
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", config_path.display())),
+    };
+    Ok(Snapshot { origin: Origin::Dir { path: root.to_path_buf() }, files, config })
 }
 
 /// `./x.yaml` reads better as `x.yaml`.
 fn display_path(root: &Path, rel: &Path) -> PathBuf {
-    if root == Path::new(".") {
-        rel.to_path_buf()
-    } else {
-        root.join(rel)
-    }
+    if root == Path::new(".") { rel.to_path_buf() } else { root.join(rel) }
 }
 
 fn walk(root: &Path, dir: &Path, out: &mut Vec<PathBuf>) -> anyhow::Result<()> {

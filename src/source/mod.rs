@@ -2,6 +2,7 @@
 //! taken from a plain directory or from one commit of a git repository.
 
 pub mod dir;
+pub mod git;
 
 use serde::Serialize;
 use std::path::PathBuf;
@@ -20,14 +21,8 @@ pub struct SourceFile {
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum Origin {
-    Dir {
-        path: PathBuf,
-    },
-    Git {
-        repo: String,
-        commit: String,
-        path: String,
-    },
+    Dir { path: PathBuf },
+    Git { repo: String, commit: String, path: String },
 }
 
 #[derive(Clone, Debug)]
@@ -35,6 +30,8 @@ pub struct Snapshot {
     pub origin: Origin,
     /// Sorted by path, so every stage sees files in the same order on every run.
     pub files: Vec<SourceFile>,
+    /// The root's capstan.yaml at the same moment, if there is one.
+    pub config: Option<SourceFile>,
 }
 
 /// Whether a path inside the manifest directory is a manifest: `*.yaml`, `*.yml` or `*.json`,

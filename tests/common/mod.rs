@@ -26,63 +26,31 @@ pub struct SandboxProc {
 impl SandboxProc {
     pub fn start(extra: &[&str]) -> Self {
         let mut child = Command::new(capstan_bin())
-            .args([
-                "sandbox",
-                "serve",
-                "--platform",
-                "apcera",
-                "--listen",
-                "127.0.0.1:0",
-            ])
+            .args(["sandbox", "serve", "--platform", "apcera", "--listen", "127.0.0.1:0"])
             .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
             .expect("start the sandbox");
         let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .expect("read the sandbox's first line");
-        let url = line
-            .split_whitespace()
-            .last()
-            .expect("the sandbox prints its URL")
-            .to_string();
-        assert!(
-            url.starts_with("http://127.0.0.1:"),
-            "unexpected first line {line:?}"
-        );
-        let http = reqwest::blocking::Client::builder()
-            .timeout(Duration::from_secs(30))
-            .build()
-            .unwrap();
-        SandboxProc {
-            child: Some(child),
-            url,
-            http,
-        }
+        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).expect("read the sandbox's first line");
+        let url = line.split_whitespace().last().expect("the sandbox prints its URL").to_string();
+        assert!(url.starts_with("http://127.0.0.1:"), "unexpected first line {line:?}");
+        let http = reqwest::blocking::Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
+        SandboxProc { child: Some(child), url, http }
     }
 
     pub fn requests(&self) -> Vec<Value> {
-        self.get("/_sandbox/requests")
-            .as_array()
-            .cloned()
-            .unwrap_or_default()
+        self.get("/_sandbox/requests").as_array().cloned().unwrap_or_default()
     }
 
     pub fn clear_requests(&self) {
-        self.http
-            .delete(format!("{}/_sandbox/requests", self.url))
-            .send()
-            .unwrap();
+        self.http.delete(format!("{}/_sandbox/requests", self.url)).send().unwrap();
     }
 
     /// Requests that could change something (anything but GET).
     pub fn mutating_requests(&self) -> Vec<Value> {
-        self.requests()
-            .into_iter()
-            .filter(|r| r["method"] != "GET")
-            .collect()
+        self.requests().into_iter().filter(|r| r["method"] != "GET").collect()
     }
 
     pub fn get(&self, path: &str) -> Value {
@@ -139,9 +107,7 @@ pub struct Workdir {
 
 impl Workdir {
     pub fn new() -> Self {
-        Workdir {
-            dir: tempfile::tempdir().unwrap(),
-        }
+        Workdir { dir: tempfile::tempdir().unwrap() }
     }
 
     /// A copy of one of the repository's example directories.
@@ -199,26 +165,17 @@ pub struct Run {
 
 impl Run {
     pub fn ok(&self) -> &Self {
-        assert_eq!(
-            self.code, 0,
-            "expected success\nstdout:\n{}\nstderr:\n{}",
-            self.stdout, self.stderr
-        );
+        assert_eq!(self.code, 0, "expected success\nstdout:\n{}\nstderr:\n{}", self.stdout, self.stderr);
         self
     }
 
     pub fn code(&self, code: i32) -> &Self {
-        assert_eq!(
-            self.code, code,
-            "expected exit {code}\nstdout:\n{}\nstderr:\n{}",
-            self.stdout, self.stderr
-        );
+        assert_eq!(self.code, code, "expected exit {code}\nstdout:\n{}\nstderr:\n{}", self.stdout, self.stderr);
         self
     }
 
     pub fn json(&self) -> Value {
-        serde_json::from_str(&self.stdout)
-            .unwrap_or_else(|e| panic!("not JSON ({e}):\n{}", self.stdout))
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("not JSON ({e}):\n{}", self.stdout))
     }
 }
 

@@ -43,32 +43,18 @@ pub fn decode_for_job(
                 continue;
             };
             let at = format!("{base}/{}/fqn", pointer_escape(name));
-            let kind = if target.starts_with("provider::") {
-                "provider"
-            } else {
-                "service"
-            };
+            let kind = if target.starts_with("provider::") { "provider" } else { "service" };
             if !fqn::require(doc, &at, None, target, kind, diags) {
                 continue;
             }
-            let field = if kind == "provider" {
-                "provider_fqn"
-            } else {
-                "service_fqn"
-            };
+            let field = if kind == "provider" { "provider_fqn" } else { "service_fqn" };
             out.push(DesiredResource {
                 id: binding_id(job, target),
                 spec: json!({ "job_fqn": job, "name": name, field: target }),
                 origin: doc.locate_key(&base, name),
                 references: vec![
-                    Reference {
-                        target: job_id.clone(),
-                        at: doc.locate_key(&base, name),
-                    },
-                    Reference {
-                        target: ResourceId::new(kind, target),
-                        at: doc.locate(&at),
-                    },
+                    Reference { target: job_id.clone(), at: doc.locate_key(&base, name) },
+                    Reference { target: ResourceId::new(kind, target), at: doc.locate(&at) },
                 ],
                 exclusive: None,
             });
@@ -113,10 +99,7 @@ pub fn from_live_job(job: &Value, owned: bool) -> Vec<LiveResource> {
     for b in map.values() {
         let name = b.get("name").and_then(Value::as_str).unwrap_or_default();
         let (id, spec, target) = if let Some(t) = b.get("target_job_fqn").and_then(Value::as_str) {
-            let port = b
-                .get("target_job_port")
-                .and_then(Value::as_u64)
-                .unwrap_or(0);
+            let port = b.get("target_job_port").and_then(Value::as_u64).unwrap_or(0);
             (
                 link_id(job_fqn, t, port),
                 json!({ "job_fqn": job_fqn, "name": name, "target_job_fqn": t, "target_job_port": port }),
@@ -156,16 +139,8 @@ pub async fn execute(
     desired: Option<&DesiredResource>,
     live: Option<&LiveResource>,
 ) -> Result<(), ApiError> {
-    let spec = desired
-        .map(|d| &d.spec)
-        .or(live.map(|l| &l.spec))
-        .expect("a binding step has a resource");
-    let s = |k: &str| {
-        spec.get(k)
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string()
-    };
+    let spec = desired.map(|d| &d.spec).or(live.map(|l| &l.spec)).expect("a binding step has a resource");
+    let s = |k: &str| spec.get(k).and_then(Value::as_str).unwrap_or_default().to_string();
     let job = s("job_fqn");
     match verb {
         Verb::Create => {
@@ -178,17 +153,11 @@ pub async fn execute(
         }
         Verb::Delete => {
             if let Some(target) = spec.get("target_job_fqn").and_then(Value::as_str) {
-                let port = spec
-                    .get("target_job_port")
-                    .and_then(Value::as_u64)
-                    .unwrap_or(0);
+                let port = spec.get("target_job_port").and_then(Value::as_u64).unwrap_or(0);
                 client.unlink(&job, target, port).await
             } else {
-                let service = spec
-                    .get("service_fqn")
-                    .or(spec.get("provider_fqn"))
-                    .and_then(Value::as_str)
-                    .unwrap_or_default();
+                let service =
+                    spec.get("service_fqn").or(spec.get("provider_fqn")).and_then(Value::as_str).unwrap_or_default();
                 client.unbind(&job, service).await
             }
         }

@@ -15,9 +15,7 @@ fn enc(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
         match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                out.push(b as char)
-            }
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => out.push(b as char),
             _ => out.push_str(&format!("%{b:02X}")),
         }
     }
@@ -33,15 +31,11 @@ fn array(v: Option<Value>) -> Vec<Value> {
 
 impl Client {
     pub fn new(conn: &Connection) -> anyhow::Result<Self> {
-        Ok(Client {
-            http: HttpClient::new(conn)?,
-        })
+        Ok(Client { http: HttpClient::new(conn)? })
     }
 
     async fn get(&self, path: &str) -> Result<Option<Value>, ApiError> {
-        self.http
-            .call(Method::GET, path, None, Idempotent::Yes)
-            .await
+        self.http.call(Method::GET, path, None, Idempotent::Yes).await
     }
 
     pub async fn list_jobs(&self) -> Result<Vec<Value>, ApiError> {
@@ -51,16 +45,12 @@ impl Client {
     /// The job with this FQN, if any (`GET /v1/jobs?FQN=`).
     pub async fn find_job(&self, fqn: &str) -> Result<Option<Value>, ApiError> {
         let jobs = array(self.get(&format!("/v1/jobs?FQN={}", enc(fqn))).await?);
-        Ok(jobs
-            .into_iter()
-            .find(|j| j.get("fqn").and_then(Value::as_str) == Some(fqn)))
+        Ok(jobs.into_iter().find(|j| j.get("fqn").and_then(Value::as_str) == Some(fqn)))
     }
 
     pub async fn get_job(&self, uuid: &str) -> Result<Value, ApiError> {
         let path = format!("/v1/jobs/{uuid}");
-        self.get(&path)
-            .await?
-            .ok_or_else(|| ApiError::other("GET", &path, "empty answer"))
+        self.get(&path).await?.ok_or_else(|| ApiError::other("GET", &path, "empty answer"))
     }
 
     /// `POST /v1/jobs`. Not retried once it may have reached the platform: the caller looks
@@ -88,10 +78,7 @@ impl Client {
 
     /// Health of several jobs in one call (`GET /v1/jobs/health?ids=a,b`).
     pub async fn job_health(&self, uuids: &[&str]) -> Result<Vec<Value>, ApiError> {
-        Ok(array(
-            self.get(&format!("/v1/jobs/health?ids={}", uuids.join(",")))
-                .await?,
-        ))
+        Ok(array(self.get(&format!("/v1/jobs/health?ids={}", uuids.join(","))).await?))
     }
 
     pub async fn list_services(&self) -> Result<Vec<Value>, ApiError> {
@@ -120,11 +107,7 @@ impl Client {
 
     /// `DELETE`; a resource already gone counts as deleted.
     pub async fn delete(&self, path: &str) -> Result<(), ApiError> {
-        match self
-            .http
-            .call(Method::DELETE, path, None, Idempotent::Yes)
-            .await
-        {
+        match self.http.call(Method::DELETE, path, None, Idempotent::Yes).await {
             Ok(_) => Ok(()),
             Err(e) if e.is_not_found() => Ok(()),
             Err(e) => Err(e),
@@ -132,44 +115,25 @@ impl Client {
     }
 
     /// Join a job to a network (`POST /v1/jobs/{uuid}/networks`).
-    pub async fn join_network(
-        &self,
-        job_uuid: &str,
-        job_fqn: &str,
-        network_fqn: &str,
-    ) -> Result<(), ApiError> {
+    pub async fn join_network(&self, job_uuid: &str, job_fqn: &str, network_fqn: &str) -> Result<(), ApiError> {
         let body = json!({ "job_fqn": job_fqn, "network_fqn": network_fqn });
         // Joining twice is harmless (the platform answers the same), so a retry is safe.
-        self.http
-            .call(
-                Method::POST,
-                &format!("/v1/jobs/{job_uuid}/networks"),
-                Some(&body),
-                Idempotent::Yes,
-            )
-            .await?;
+        self.http.call(Method::POST, &format!("/v1/jobs/{job_uuid}/networks"), Some(&body), Idempotent::Yes).await?;
         Ok(())
     }
 
     pub async fn leave_network(&self, job_uuid: &str, network_uuid: &str) -> Result<(), ApiError> {
-        self.delete(&format!("/v1/jobs/{job_uuid}/networks/{network_uuid}"))
-            .await
+        self.delete(&format!("/v1/jobs/{job_uuid}/networks/{network_uuid}")).await
     }
 
     /// `POST /v1/bindings`, for a service binding or a job link.
     pub async fn bind(&self, body: &Value) -> Result<Option<Value>, ApiError> {
-        self.http
-            .call(Method::POST, "/v1/bindings", Some(body), Idempotent::No)
-            .await
+        self.http.call(Method::POST, "/v1/bindings", Some(body), Idempotent::No).await
     }
 
     pub async fn unbind(&self, job: &str, service: &str) -> Result<(), ApiError> {
         let body = json!({ "job": job, "service": service });
-        match self
-            .http
-            .call(Method::POST, "/v1/unbind", Some(&body), Idempotent::Yes)
-            .await
-        {
+        match self.http.call(Method::POST, "/v1/unbind", Some(&body), Idempotent::Yes).await {
             Ok(_) => Ok(()),
             Err(e) if e.is_not_found() => Ok(()),
             Err(e) => Err(e),
@@ -178,25 +142,10 @@ impl Client {
 
     pub async fn unlink(&self, from_job: &str, to_job: &str, port: u64) -> Result<(), ApiError> {
         let body = json!({ "from_job": from_job, "to_job": to_job, "port": port });
-        match self
-            .http
-            .call(Method::POST, "/v1/unlink", Some(&body), Idempotent::Yes)
-            .await
-        {
+        match self.http.call(Method::POST, "/v1/unlink", Some(&body), Idempotent::Yes).await {
             Ok(_) => Ok(()),
             Err(e) if e.is_not_found() => Ok(()),
             Err(e) => Err(e),
         }
-    }
-
-    /// `GET /v1/tasks/{uuid}`, only events after `since` (UNIX nanoseconds) when given.
-    pub async fn task(&self, uuid: &str, since: Option<u64>) -> Result<Value, ApiError> {
-        let path = match since {
-            Some(t) => format!("/v1/tasks/{uuid}?time={t}"),
-            None => format!("/v1/tasks/{uuid}"),
-        };
-        self.get(&path)
-            .await?
-            .ok_or_else(|| ApiError::other("GET", &path, "empty answer"))
     }
 }

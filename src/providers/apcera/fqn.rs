@@ -17,11 +17,7 @@ pub struct Fqn<'a> {
 pub fn split(text: &str) -> Option<Fqn<'_>> {
     let (kind, rest) = text.split_once("::")?;
     let (namespace, local) = rest.split_once("::")?;
-    Some(Fqn {
-        kind,
-        namespace,
-        local,
-    })
+    Some(Fqn { kind, namespace, local })
 }
 
 /// Check that `text` is a complete FQN of `kind`; the error says what was expected.
@@ -39,14 +35,10 @@ pub fn check(text: &str, kind: &str) -> Result<(), String> {
         ));
     }
     if !f.namespace.starts_with('/') {
-        return Err(format!(
-            "{text:?}: the namespace must be absolute (start with /): {expected}"
-        ));
+        return Err(format!("{text:?}: the namespace must be absolute (start with /): {expected}"));
     }
     if f.local.is_empty() || f.local.contains("::") || f.local.chars().any(char::is_whitespace) {
-        return Err(format!(
-            "{text:?}: the name part is empty or malformed: {expected}"
-        ));
+        return Err(format!("{text:?}: the name part is empty or malformed: {expected}"));
     }
     Ok(())
 }
@@ -56,9 +48,10 @@ pub fn in_namespace_part(text: &str, range: Range<usize>) -> bool {
     let Some(first) = text.find("::") else {
         return false;
     };
-    let is_type = text[..first].chars().enumerate().all(|(i, c)| {
-        c == '*' || c == '_' || c.is_ascii_alphabetic() || (i > 0 && c.is_ascii_digit())
-    });
+    let is_type = text[..first]
+        .chars()
+        .enumerate()
+        .all(|(i, c)| c == '*' || c == '_' || c.is_ascii_alphabetic() || (i > 0 && c.is_ascii_digit()));
     if first == 0 || !is_type {
         return false;
     }
@@ -72,17 +65,10 @@ pub fn in_namespace_part(text: &str, range: Range<usize>) -> bool {
 /// The seed's rule: every key and string value of the form `type::::rest` gets the default
 /// namespace, `type::<namespace>::rest`. Without a default namespace they are left as they
 /// are; the checks of identities and references then report them.
-pub fn apply_default_namespace(
-    doc: &mut Document,
-    namespace: Option<&str>,
-    _diags: &mut Diagnostics,
-) {
+pub fn apply_default_namespace(doc: &mut Document, namespace: Option<&str>, _diags: &mut Diagnostics) {
     let Some(ns) = namespace else { return };
     if let NodeValue::Map(entries) = &mut doc.root.value {
-        for e in entries
-            .iter_mut()
-            .filter(|e| !CONTROL_KEYS.contains(&e.key.as_str()))
-        {
+        for e in entries.iter_mut().filter(|e| !CONTROL_KEYS.contains(&e.key.as_str())) {
             rewrite(&mut e.value, ns);
         }
     }
@@ -148,10 +134,7 @@ mod tests {
 
     #[test]
     fn default_namespace_fills_empty_namespaces_only() {
-        assert_eq!(
-            with_namespace("job::::local-name", "/dev").as_deref(),
-            Some("job::/dev::local-name")
-        );
+        assert_eq!(with_namespace("job::::local-name", "/dev").as_deref(), Some("job::/dev::local-name"));
         assert_eq!(with_namespace("package::/apcera::x", "/dev"), None);
         assert_eq!(with_namespace("1job::::x", "/dev"), None);
     }
@@ -168,16 +151,8 @@ mod tests {
     fn checks_say_what_was_expected() {
         assert!(check("job::/dev::web", "job").is_ok());
         assert!(check("job::/::web", "job").is_ok());
-        assert!(
-            check("job::::web", "job")
-                .unwrap_err()
-                .contains("empty namespace")
-        );
-        assert!(
-            check("service::/dev::db", "job")
-                .unwrap_err()
-                .contains("expected job::/namespace::name")
-        );
+        assert!(check("job::::web", "job").unwrap_err().contains("empty namespace"));
+        assert!(check("service::/dev::db", "job").unwrap_err().contains("expected job::/namespace::name"));
         assert!(check("web", "job").is_err());
     }
 }

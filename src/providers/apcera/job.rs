@@ -52,12 +52,7 @@ const SSH_PORT: u64 = 222;
 const READY_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// Decode one job entry: the job itself, and the bindings and links it declares.
-pub fn decode(
-    doc: &Document,
-    key: &str,
-    entry: &Value,
-    diags: &mut Diagnostics,
-) -> Vec<DesiredResource> {
+pub fn decode(doc: &Document, key: &str, entry: &Value, diags: &mut Diagnostics) -> Vec<DesiredResource> {
     let pointer = format!("/jobs/{}", pointer_escape(key));
     if !fqn::require(doc, "/jobs", Some(key), key, KIND, diags) {
         return Vec::new();
@@ -72,33 +67,19 @@ pub fn decode(
         }
     }
     // Manifest shorthands from seed 003's POST /v1/manifests example.
-    if let Some(cmd) = obj
-        .get("start")
-        .and_then(|s| s.get("cmd"))
-        .and_then(Value::as_str)
-    {
+    if let Some(cmd) = obj.get("start").and_then(|s| s.get("cmd")).and_then(Value::as_str) {
         let processes = spec.entry("processes").or_insert_with(|| json!({}));
-        let app = processes
-            .as_object_mut()
-            .unwrap()
-            .entry("app")
-            .or_insert_with(|| json!({}));
+        let app = processes.as_object_mut().unwrap().entry("app").or_insert_with(|| json!({}));
         app["start_command"] = json!(cmd);
     }
     if obj.get("ssh") == Some(&Value::Bool(true)) {
         let ports = spec.entry("ports").or_insert_with(|| json!([]));
         let list = ports.as_array_mut().unwrap();
-        if !list
-            .iter()
-            .any(|p| p.get("number").and_then(Value::as_u64) == Some(SSH_PORT))
-        {
+        if !list.iter().any(|p| p.get("number").and_then(Value::as_u64) == Some(SSH_PORT)) {
             list.push(json!({ "number": SSH_PORT, "optional": false }));
         }
     }
-    if spec
-        .get("labels")
-        .is_some_and(|l| l.get(OWNER_LABEL).is_some())
-    {
+    if spec.get("labels").is_some_and(|l| l.get(OWNER_LABEL).is_some()) {
         diags.push(Diagnostic::error_at(
             doc.locate_key(&format!("{pointer}/labels"), OWNER_LABEL),
             format!("the label {OWNER_LABEL} is capstan's ownership mark: set `owner` in capstan.yaml instead"),
@@ -112,10 +93,7 @@ pub fn decode(
             if let Some(f) = p.get("fqn").and_then(Value::as_str) {
                 let at = format!("{pointer}/packages/{i}/fqn");
                 if fqn::require(doc, &at, None, f, "package", diags) {
-                    references.push(Reference {
-                        target: ResourceId::new("package", f),
-                        at: doc.locate(&at),
-                    });
+                    references.push(Reference { target: ResourceId::new("package", f), at: doc.locate(&at) });
                 }
             }
         }
@@ -126,24 +104,13 @@ pub fn decode(
             let at = format!("{pointer}/depends_on/{i}");
             let kind = fqn::split(text).map(|f| f.kind).unwrap_or("job");
             if fqn::require(doc, &at, None, text, kind, diags) {
-                references.push(Reference {
-                    target: ResourceId::new(kind, text),
-                    at: doc.locate(&at),
-                });
+                references.push(Reference { target: ResourceId::new(kind, text), at: doc.locate(&at) });
             }
         }
     }
 
-    let mut out = vec![DesiredResource {
-        id: ResourceId::new(KIND, key),
-        spec,
-        origin,
-        references,
-        exclusive: None,
-    }];
-    out.extend(super::binding::decode_for_job(
-        doc, &pointer, key, &obj, diags,
-    ));
+    let mut out = vec![DesiredResource { id: ResourceId::new(KIND, key), spec, origin, references, exclusive: None }];
+    out.extend(super::binding::decode_for_job(doc, &pointer, key, &obj, diags));
     out
 }
 
@@ -195,9 +162,7 @@ fn normalize(mut job: Value, desired: bool) -> Value {
     if let Some(ports) = obj.get_mut("ports").and_then(Value::as_array_mut) {
         for p in ports.iter_mut().filter_map(Value::as_object_mut) {
             p.entry("optional").or_insert(json!(false));
-            let empty = p
-                .get("routes")
-                .is_none_or(|r| r.as_array().is_none_or(Vec::is_empty));
+            let empty = p.get("routes").is_none_or(|r| r.as_array().is_none_or(Vec::is_empty));
             if empty {
                 p.remove("routes");
             } else if let Some(routes) = p.get_mut("routes").and_then(Value::as_array_mut) {
@@ -218,9 +183,8 @@ fn normalize(mut job: Value, desired: bool) -> Value {
                     p.insert(raw.into(), json!([]));
                 }
             }
-            let empty_env = p
-                .get("environment")
-                .is_some_and(|e| e.as_object().is_some_and(Map::is_empty) || e.is_null());
+            let empty_env =
+                p.get("environment").is_some_and(|e| e.as_object().is_some_and(Map::is_empty) || e.is_null());
             if empty_env {
                 p.remove("environment");
             }
@@ -235,11 +199,7 @@ fn normalize(mut job: Value, desired: bool) -> Value {
             // Only the packages the user named; the server adds "system" dependencies.
             let user: Vec<Value> = pkgs
                 .iter()
-                .filter(|p| {
-                    p.get("source")
-                        .and_then(Value::as_str)
-                        .is_none_or(|s| s == "user")
-                })
+                .filter(|p| p.get("source").and_then(Value::as_str).is_none_or(|s| s == "user"))
                 .map(package_ref)
                 .collect();
             *pkgs = user;
@@ -252,18 +212,11 @@ fn normalize(mut job: Value, desired: bool) -> Value {
 
 /// Integral floats (a route weight of 0.0) compare equal to the integers servers send back.
 fn number(f: f64) -> Value {
-    if f.fract() == 0.0 && f.abs() < 1e15 {
-        json!(f as i64)
-    } else {
-        json!(f)
-    }
+    if f.fract() == 0.0 && f.abs() < 1e15 { json!(f as i64) } else { json!(f) }
 }
 
 fn package_ref(p: &Value) -> Value {
-    match (
-        p.get("fqn").and_then(Value::as_str),
-        p.get("uuid").and_then(Value::as_str),
-    ) {
+    match (p.get("fqn").and_then(Value::as_str), p.get("uuid").and_then(Value::as_str)) {
         (Some(f), _) => json!({ "fqn": f }),
         (None, Some(u)) => json!({ "uuid": u }),
         _ => p.clone(),
@@ -274,11 +227,7 @@ fn package_ref(p: &Value) -> Value {
 /// marked it.
 pub fn from_live(job: &Value, owner: &str) -> Option<(LiveResource, String)> {
     let fqn = job.get("fqn")?.as_str()?.to_string();
-    let uuid = job
-        .get("uuid")
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_string();
+    let uuid = job.get("uuid").and_then(Value::as_str).unwrap_or_default().to_string();
     let mut spec = Map::new();
     for field in JOB_FIELDS {
         if let Some(v) = job.get(*field) {
@@ -336,12 +285,9 @@ pub fn comparable(provider: &Apcera, desired: &Value, live: &Value) -> (Value, V
 /// Keep only the sub-fields of `live` that `desired` writes.
 fn project(desired: &Value, live: &Value) -> Value {
     match (desired.as_object(), live.as_object()) {
-        (Some(d), Some(l)) => Value::Object(
-            l.iter()
-                .filter(|(k, _)| d.contains_key(*k))
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
-        ),
+        (Some(d), Some(l)) => {
+            Value::Object(l.iter().filter(|(k, _)| d.contains_key(*k)).map(|(k, v)| (k.clone(), v.clone())).collect())
+        }
         _ => live.clone(),
     }
 }
@@ -420,9 +366,9 @@ fn resolve_packages(provider: &Apcera, job: &mut Map<String, Value>) -> Result<(
     if let Some(pkgs) = job.get_mut("packages").and_then(Value::as_array_mut) {
         for p in pkgs.iter_mut() {
             if let Some(f) = p.get("fqn").and_then(Value::as_str) {
-                let uuid = provider.package_uuid(f).ok_or_else(|| {
-                    ApiError::other("GET", "/v1/packages", format!("no package {f}"))
-                })?;
+                let uuid = provider
+                    .package_uuid(f)
+                    .ok_or_else(|| ApiError::other("GET", "/v1/packages", format!("no package {f}")))?;
                 *p = json!({ "uuid": uuid });
             }
         }
@@ -440,24 +386,8 @@ pub async fn execute(
 ) -> Result<(), ApiError> {
     let fqn = &id.name;
     match verb {
-        Verb::Create => {
-            create(
-                provider,
-                client,
-                fqn,
-                desired.expect("create has a declaration"),
-            )
-            .await
-        }
-        Verb::Update => {
-            update(
-                provider,
-                client,
-                fqn,
-                desired.expect("update has a declaration"),
-            )
-            .await
-        }
+        Verb::Create => create(provider, client, fqn, desired.expect("create has a declaration")).await,
+        Verb::Update => update(provider, client, fqn, desired.expect("update has a declaration")).await,
         Verb::Delete => {
             let _ = live;
             match provider.uuid(KIND, fqn, client).await? {
@@ -472,12 +402,7 @@ pub async fn execute(
     }
 }
 
-async fn create(
-    provider: &Apcera,
-    client: &Client,
-    fqn: &str,
-    desired: &DesiredResource,
-) -> Result<(), ApiError> {
+async fn create(provider: &Apcera, client: &Client, fqn: &str, desired: &DesiredResource) -> Result<(), ApiError> {
     // Known since observing (a step settled by looking again after a lost answer): update.
     if provider.known_uuid(KIND, fqn).is_some() {
         return update(provider, client, fqn, desired).await;
@@ -502,16 +427,13 @@ async fn create(
         }
         Err(e) => return Err(e),
     };
-    let uuid = created
-        .get("uuid")
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_string();
+    let uuid = created.get("uuid").and_then(Value::as_str).unwrap_or_default().to_string();
     provider.remember(KIND, fqn, &uuid);
     let job = match wants {
         Some(state) if created.get("state") != Some(&state) => {
             put_with_retry(client, &uuid, |job| {
                 job.insert("state".into(), state.clone());
+                true
             })
             .await?
         }
@@ -520,12 +442,7 @@ async fn create(
     wait_ready(client, &job, fqn).await
 }
 
-async fn update(
-    provider: &Apcera,
-    client: &Client,
-    fqn: &str,
-    desired: &DesiredResource,
-) -> Result<(), ApiError> {
+async fn update(provider: &Apcera, client: &Client, fqn: &str, desired: &DesiredResource) -> Result<(), ApiError> {
     let uuid = provider
         .uuid(KIND, fqn, client)
         .await?
@@ -536,32 +453,48 @@ async fn update(
     }
     let owner = provider.owner.clone();
     let job = put_with_retry(client, &uuid, |job| {
-        // The declared user packages replace the user ones; system ones stay as read.
+        // Only the declared fields that differ from the job as read are written; everything
+        // else goes back exactly as it came, in the platform's own representation.
+        let as_read = Value::Object(job.clone());
+        let live = from_live(&as_read, &owner).map(|(l, _)| l);
+        let (want, have) = match &live {
+            Some(l) => comparable(provider, &desired.spec, &l.spec),
+            None => (desired.spec.clone(), Value::Null),
+        };
+        let mut differing = Map::new();
+        for (k, v) in resolved.as_object().into_iter().flatten() {
+            if want.get(k) != have.get(k) {
+                differing.insert(k.clone(), v.clone());
+            }
+        }
+        let owned = live.is_some_and(|l| l.owned);
+        if differing.is_empty() && owned {
+            return false;
+        }
+        // Declared user packages replace the user ones; the system ones stay as read.
         let system: Vec<Value> = job
             .get("packages")
             .and_then(Value::as_array)
-            .map(|a| {
-                a.iter()
-                    .filter(|p| p.get("source").and_then(Value::as_str) == Some("system"))
-                    .cloned()
-                    .collect()
-            })
+            .map(|a| a.iter().filter(|p| p.get("source").and_then(Value::as_str) == Some("system")).cloned().collect())
             .unwrap_or_default();
-        merge_into(job, &resolved, &owner);
-        if let Some(pkgs) = job.get_mut("packages").and_then(Value::as_array_mut) {
+        let packages_change = differing.contains_key("packages");
+        merge_into(job, &Value::Object(differing), &owner);
+        if packages_change && let Some(pkgs) = job.get_mut("packages").and_then(Value::as_array_mut) {
             pkgs.extend(system);
         }
+        true
     })
     .await?;
     wait_ready(client, &job, fqn).await
 }
 
 /// Read the job, change it, and `PUT` it back whole; a stale `version_id` (409) means someone
-/// else changed it in between, so read again and redo the change.
+/// else changed it in between, so read again and redo the change. `change` returns false when
+/// the job as read needs no change; then nothing is sent.
 async fn put_with_retry(
     client: &Client,
     uuid: &str,
-    change: impl Fn(&mut Map<String, Value>),
+    change: impl Fn(&mut Map<String, Value>) -> bool,
 ) -> Result<Value, ApiError> {
     let mut attempts = 0;
     loop {
@@ -569,14 +502,12 @@ async fn put_with_retry(
         let mut job = match client.get_job(uuid).await? {
             Value::Object(o) => o,
             _ => {
-                return Err(ApiError::other(
-                    "GET",
-                    &format!("/v1/jobs/{uuid}"),
-                    "answer is not a job object",
-                ));
+                return Err(ApiError::other("GET", &format!("/v1/jobs/{uuid}"), "answer is not a job object"));
             }
         };
-        change(&mut job);
+        if !change(&mut job) {
+            return Ok(Value::Object(job));
+        }
         match client.update_job(uuid, &Value::Object(job)).await {
             Ok(v) => return Ok(v),
             Err(e) if e.is_conflict() && attempts < 5 => continue,
@@ -592,10 +523,7 @@ async fn wait_ready(client: &Client, job: &Value, fqn: &str) -> Result<(), ApiEr
         return Ok(());
     }
     let uuid = job.get("uuid").and_then(Value::as_str).unwrap_or_default();
-    let want = job
-        .get("num_instances")
-        .and_then(Value::as_u64)
-        .unwrap_or(1);
+    let want = job.get("num_instances").and_then(Value::as_u64).unwrap_or(1);
     let started = Instant::now();
     let mut delay = Duration::from_millis(2);
     loop {
@@ -614,10 +542,7 @@ async fn wait_ready(client: &Client, job: &Value, fqn: &str) -> Result<(), ApiEr
             return Err(ApiError::other(
                 "GET",
                 "/v1/jobs/health",
-                format!(
-                    "{fqn}: {running} of {want} instances running after {}s",
-                    READY_TIMEOUT.as_secs()
-                ),
+                format!("{fqn}: {running} of {want} instances running after {}s", READY_TIMEOUT.as_secs()),
             ));
         }
         tokio::time::sleep(delay).await;

@@ -36,62 +36,14 @@ pub const OWNER_LABEL: &str = "capstan-owner";
 const MARK_PREFIX: &str = "[capstan-owner=";
 
 const KINDS: &[(&str, KindInfo)] = &[
-    (
-        "provider",
-        KindInfo {
-            managed: true,
-            updatable: false,
-        },
-    ),
-    (
-        "service",
-        KindInfo {
-            managed: true,
-            updatable: false,
-        },
-    ),
-    (
-        "network",
-        KindInfo {
-            managed: true,
-            updatable: false,
-        },
-    ),
-    (
-        "job",
-        KindInfo {
-            managed: true,
-            updatable: true,
-        },
-    ),
-    (
-        "membership",
-        KindInfo {
-            managed: true,
-            updatable: false,
-        },
-    ),
-    (
-        "binding",
-        KindInfo {
-            managed: true,
-            updatable: false,
-        },
-    ),
-    (
-        "link",
-        KindInfo {
-            managed: true,
-            updatable: false,
-        },
-    ),
-    (
-        "package",
-        KindInfo {
-            managed: false,
-            updatable: false,
-        },
-    ),
+    ("provider", KindInfo { managed: true, updatable: false }),
+    ("service", KindInfo { managed: true, updatable: false }),
+    ("network", KindInfo { managed: true, updatable: false }),
+    ("job", KindInfo { managed: true, updatable: true }),
+    ("membership", KindInfo { managed: true, updatable: false }),
+    ("binding", KindInfo { managed: true, updatable: false }),
+    ("link", KindInfo { managed: true, updatable: false }),
+    ("package", KindInfo { managed: false, updatable: false }),
 ];
 
 pub struct Apcera {
@@ -120,16 +72,11 @@ impl Apcera {
     }
 
     fn client(&self) -> Result<&Client, ApiError> {
-        self.client
-            .as_ref()
-            .ok_or_else(|| ApiError::other("-", "-", "no target to talk to (offline)"))
+        self.client.as_ref().ok_or_else(|| ApiError::other("-", "-", "no target to talk to (offline)"))
     }
 
     fn remember(&self, kind: &'static str, fqn: &str, uuid: &str) {
-        self.uuids
-            .lock()
-            .unwrap()
-            .insert((kind, fqn.to_string()), uuid.to_string());
+        self.uuids.lock().unwrap().insert((kind, fqn.to_string()), uuid.to_string());
     }
 
     fn forget(&self, kind: &'static str, fqn: &str) {
@@ -137,21 +84,12 @@ impl Apcera {
     }
 
     fn known_uuid(&self, kind: &'static str, fqn: &str) -> Option<String> {
-        self.uuids
-            .lock()
-            .unwrap()
-            .get(&(kind, fqn.to_string()))
-            .cloned()
+        self.uuids.lock().unwrap().get(&(kind, fqn.to_string())).cloned()
     }
 
     /// The uuid of a resource: known since observing, or looked up (after a lost answer, or a
     /// resource created by a step of this run that another step needs).
-    async fn uuid(
-        &self,
-        kind: &'static str,
-        fqn: &str,
-        client: &Client,
-    ) -> Result<Option<String>, ApiError> {
+    async fn uuid(&self, kind: &'static str, fqn: &str, client: &Client) -> Result<Option<String>, ApiError> {
         if let Some(u) = self.known_uuid(kind, fqn) {
             return Ok(Some(u));
         }
@@ -163,8 +101,7 @@ impl Apcera {
                     service::KIND => client.list_services().await?,
                     _ => client.list_providers().await?,
                 };
-                list.into_iter()
-                    .find(|o| o.get("fqn").and_then(Value::as_str) == Some(fqn))
+                list.into_iter().find(|o| o.get("fqn").and_then(Value::as_str) == Some(fqn))
             }
         };
         let uuid = found.and_then(|o| o.get("uuid").and_then(Value::as_str).map(str::to_string));
@@ -187,15 +124,9 @@ impl Apcera {
         Value::Array(
             items
                 .iter()
-                .map(|p| {
-                    match p
-                        .get("uuid")
-                        .and_then(Value::as_str)
-                        .and_then(|u| pk.fqn_by_uuid.get(u))
-                    {
-                        Some(f) => json!({ "fqn": f }),
-                        None => p.clone(),
-                    }
+                .map(|p| match p.get("uuid").and_then(Value::as_str).and_then(|u| pk.fqn_by_uuid.get(u)) {
+                    Some(f) => json!({ "fqn": f }),
+                    None => p.clone(),
                 })
                 .collect(),
         )
@@ -217,28 +148,21 @@ fn unmark(description: &str, owner: &str) -> (String, bool) {
         && description.ends_with(']')
     {
         let mark_owner = &description[idx + MARK_PREFIX.len()..description.len() - 1];
-        return (
-            description[..idx].trim_end().to_string(),
-            mark_owner == owner,
-        );
+        return (description[..idx].trim_end().to_string(), mark_owner == owner);
     }
     (description.to_string(), false)
 }
 
 /// A declaration's `name` and `fqn` fields, when written, must agree with its key.
-fn check_name_fields(
-    doc: &Document,
-    pointer: &str,
-    key: &str,
-    entry: &Value,
-    diags: &mut Diagnostics,
-) {
+fn check_name_fields(doc: &Document, pointer: &str, key: &str, entry: &Value, diags: &mut Diagnostics) {
     if let Some(f) = entry.get("fqn").and_then(Value::as_str)
         && f != key
     {
         diags.push(Diagnostic::error_at(
             doc.locate(&format!("{pointer}/fqn")),
-            format!("fqn {f:?} differs from the key {key:?} it is declared under: expected the same FQN or no fqn field"),
+            format!(
+                "fqn {f:?} differs from the key {key:?} it is declared under: expected the same FQN or no fqn field"
+            ),
         ));
     }
     let local = fqn::split(key).map(|f| f.local).unwrap_or(key);
@@ -254,12 +178,7 @@ fn check_name_fields(
 
 /// `POST` a new object. If the answer is lost, or the platform says it exists already, look it
 /// up instead of creating it twice.
-async fn create_once<F, Fut>(
-    client: &Client,
-    collection: &str,
-    body: &Value,
-    find: F,
-) -> Result<Value, ApiError>
+async fn create_once<F, Fut>(client: &Client, collection: &str, body: &Value, find: F) -> Result<Value, ApiError>
 where
     F: Fn() -> Fut,
     Fut: Future<Output = Result<Option<Value>, ApiError>>,
@@ -275,10 +194,7 @@ where
 }
 
 /// Run a list call only when its kinds are wanted.
-async fn maybe<T>(
-    on: bool,
-    call: impl Future<Output = Result<T, ApiError>>,
-) -> Result<Option<T>, ApiError> {
+async fn maybe<T>(on: bool, call: impl Future<Output = Result<T, ApiError>>) -> Result<Option<T>, ApiError> {
     if on { call.await.map(Some) } else { Ok(None) }
 }
 
@@ -300,29 +216,13 @@ impl Provider for Apcera {
         fqn::in_namespace_part(text, range)
     }
 
-    fn apply_default_namespace(
-        &self,
-        doc: &mut Document,
-        namespace: Option<&str>,
-        diags: &mut Diagnostics,
-    ) {
+    fn apply_default_namespace(&self, doc: &mut Document, namespace: Option<&str>, diags: &mut Diagnostics) {
         fqn::apply_default_namespace(doc, namespace, diags)
     }
 
-    fn decode(
-        &self,
-        doc: &Document,
-        value: &Value,
-        diags: &mut Diagnostics,
-    ) -> Vec<DesiredResource> {
+    fn decode(&self, doc: &Document, value: &Value, diags: &mut Diagnostics) -> Vec<DesiredResource> {
         let mut out = Vec::new();
-        let section = |name: &str| {
-            value
-                .get(name)
-                .and_then(Value::as_object)
-                .into_iter()
-                .flatten()
-        };
+        let section = |name: &str| value.get(name).and_then(Value::as_object).into_iter().flatten();
         for (key, entry) in section("providers") {
             out.extend(service_provider::decode(doc, key, entry, diags));
         }
@@ -362,9 +262,7 @@ impl Provider for Apcera {
         live: Option<&LiveResource>,
         _live_state: &LiveState,
     ) -> (Option<Value>, Option<Value>) {
-        let kind = desired
-            .map(|d| d.id.kind.as_str())
-            .or(live.map(|l| l.id.kind.as_str()));
+        let kind = desired.map(|d| d.id.kind.as_str()).or(live.map(|l| l.id.kind.as_str()));
         match (kind, desired, live) {
             (Some(job::KIND), Some(d), Some(l)) => {
                 let (d, l) = job::comparable(self, &d.spec, &l.spec);
@@ -383,8 +281,7 @@ impl Provider for Apcera {
             (Some(service_provider::KIND), d, l) => (
                 d.map(|d| {
                     let mut s = d.spec.clone();
-                    s.as_object_mut()
-                        .map(|o| o.remove(service_provider::WRITE_ONLY));
+                    s.as_object_mut().map(|o| o.remove(service_provider::WRITE_ONLY));
                     s
                 }),
                 l.map(|l| l.spec.clone()),
@@ -397,14 +294,8 @@ impl Provider for Apcera {
         let client = self.client()?;
         let want = |ks: &[&str]| ks.iter().any(|k| kinds.contains(*k));
         let (jobs, networks, services, providers, packages) = tokio::try_join!(
-            maybe(
-                want(&[job::KIND, binding::BINDING, binding::LINK]),
-                client.list_jobs()
-            ),
-            maybe(
-                want(&[network::KIND, network::MEMBERSHIP]),
-                client.list_networks()
-            ),
+            maybe(want(&[job::KIND, binding::BINDING, binding::LINK]), client.list_jobs()),
+            maybe(want(&[network::KIND, network::MEMBERSHIP]), client.list_networks()),
             maybe(want(&[service::KIND]), client.list_services()),
             maybe(want(&[service_provider::KIND]), client.list_providers()),
             maybe(want(&["package"]), client.list_packages()),
@@ -441,10 +332,8 @@ impl Provider for Apcera {
         if let Some(packages) = &packages {
             let mut pk = self.packages.lock().unwrap();
             for p in packages {
-                let (Some(f), Some(u)) = (
-                    p.get("fqn").and_then(Value::as_str),
-                    p.get("uuid").and_then(Value::as_str),
-                ) else {
+                let (Some(f), Some(u)) = (p.get("fqn").and_then(Value::as_str), p.get("uuid").and_then(Value::as_str))
+                else {
                     continue;
                 };
                 pk.fqn_by_uuid.insert(u.to_string(), f.to_string());
@@ -461,14 +350,8 @@ impl Provider for Apcera {
         }
         let mut observed: Vec<String> = Vec::new();
         for (on, ks) in [
-            (
-                jobs.is_some(),
-                &[job::KIND, binding::BINDING, binding::LINK][..],
-            ),
-            (
-                networks.is_some(),
-                &[network::KIND, network::MEMBERSHIP][..],
-            ),
+            (jobs.is_some(), &[job::KIND, binding::BINDING, binding::LINK][..]),
+            (networks.is_some(), &[network::KIND, network::MEMBERSHIP][..]),
             (services.is_some(), &[service::KIND][..]),
             (providers.is_some(), &[service_provider::KIND][..]),
             (packages.is_some(), &["package"][..]),
@@ -486,21 +369,11 @@ impl Provider for Apcera {
         match op.id.kind.as_str() {
             job::KIND => job::execute(self, client, op.verb, op.desired, op.live, op.id).await,
             service::KIND => service::execute(self, client, op.verb, op.desired, op.id).await,
-            service_provider::KIND => {
-                service_provider::execute(self, client, op.verb, op.desired, op.id).await
-            }
+            service_provider::KIND => service_provider::execute(self, client, op.verb, op.desired, op.id).await,
             network::KIND => network::execute(self, client, op.verb, op.desired, op.id).await,
-            network::MEMBERSHIP => {
-                network::execute_membership(self, client, op.verb, op.desired, op.live).await
-            }
-            binding::BINDING | binding::LINK => {
-                binding::execute(self, client, op.verb, op.desired, op.live).await
-            }
-            other => Err(ApiError::other(
-                "-",
-                "-",
-                format!("capstan does not manage {other} resources"),
-            )),
+            network::MEMBERSHIP => network::execute_membership(self, client, op.verb, op.desired, op.live).await,
+            binding::BINDING | binding::LINK => binding::execute(self, client, op.verb, op.desired, op.live).await,
+            other => Err(ApiError::other("-", "-", format!("capstan does not manage {other} resources"))),
         }
     }
 }

@@ -27,21 +27,13 @@ fn exclusive(job: &str) -> Option<String> {
     Some(format!("network-of {job}"))
 }
 
-pub fn decode(
-    doc: &Document,
-    key: &str,
-    entry: &Value,
-    diags: &mut Diagnostics,
-) -> Vec<DesiredResource> {
+pub fn decode(doc: &Document, key: &str, entry: &Value, diags: &mut Diagnostics) -> Vec<DesiredResource> {
     let pointer = format!("/networks/{}", pointer_escape(key));
     if !fqn::require(doc, "/networks", Some(key), key, KIND, diags) {
         return Vec::new();
     }
     super::check_name_fields(doc, &pointer, key, entry, diags);
-    let description = entry
-        .get("description")
-        .and_then(Value::as_str)
-        .unwrap_or_default();
+    let description = entry.get("description").and_then(Value::as_str).unwrap_or_default();
     let id = ResourceId::new(KIND, key);
     let mut out = vec![DesiredResource {
         id: id.clone(),
@@ -62,14 +54,8 @@ pub fn decode(
                 spec: json!({ "job_fqn": job, "network_fqn": key }),
                 origin: doc.locate(&at),
                 references: vec![
-                    Reference {
-                        target: ResourceId::new(super::job::KIND, job),
-                        at: doc.locate(&at),
-                    },
-                    Reference {
-                        target: id.clone(),
-                        at: doc.locate(&at),
-                    },
+                    Reference { target: ResourceId::new(super::job::KIND, job), at: doc.locate(&at) },
+                    Reference { target: id.clone(), at: doc.locate(&at) },
                 ],
                 exclusive: exclusive(job),
             });
@@ -81,17 +67,8 @@ pub fn decode(
 /// A listed network and its members; also its uuid.
 pub fn from_live(net: &Value, owner: &str) -> Option<(Vec<LiveResource>, String)> {
     let fqn = net.get("fqn")?.as_str()?;
-    let uuid = net
-        .get("uuid")
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_string();
-    let (description, owned) = super::unmark(
-        net.get("description")
-            .and_then(Value::as_str)
-            .unwrap_or_default(),
-        owner,
-    );
+    let uuid = net.get("uuid").and_then(Value::as_str).unwrap_or_default().to_string();
+    let (description, owned) = super::unmark(net.get("description").and_then(Value::as_str).unwrap_or_default(), owner);
     let id = ResourceId::new(KIND, fqn);
     let mut out = vec![LiveResource {
         id: id.clone(),
@@ -131,10 +108,7 @@ pub async fn execute(
         Verb::Create => {
             let spec = &desired.expect("create has a declaration").spec;
             let local = fqn::split(fqn).map(|f| f.local).unwrap_or(fqn);
-            let description = spec
-                .get("description")
-                .and_then(Value::as_str)
-                .unwrap_or_default();
+            let description = spec.get("description").and_then(Value::as_str).unwrap_or_default();
             let body = json!({ "fqn": fqn, "name": local, "description": super::mark(description, &provider.owner) });
             let created = super::create_once(client, "/v1/networks", &body, || async {
                 Ok(client
@@ -144,14 +118,7 @@ pub async fn execute(
                     .find(|n| n.get("fqn").and_then(Value::as_str) == Some(fqn)))
             })
             .await?;
-            provider.remember(
-                KIND,
-                fqn,
-                created
-                    .get("uuid")
-                    .and_then(Value::as_str)
-                    .unwrap_or_default(),
-            );
+            provider.remember(KIND, fqn, created.get("uuid").and_then(Value::as_str).unwrap_or_default());
             Ok(())
         }
         Verb::Delete => {
@@ -172,10 +139,7 @@ pub async fn execute_membership(
     desired: Option<&DesiredResource>,
     live: Option<&LiveResource>,
 ) -> Result<(), ApiError> {
-    let spec = desired
-        .map(|d| &d.spec)
-        .or(live.map(|l| &l.spec))
-        .expect("a membership step has a resource");
+    let spec = desired.map(|d| &d.spec).or(live.map(|l| &l.spec)).expect("a membership step has a resource");
     let job = spec["job_fqn"].as_str().unwrap_or_default();
     let network = spec["network_fqn"].as_str().unwrap_or_default();
     let missing = |what: &str| ApiError::other("GET", "/v1/jobs", format!("{what} not found"));
@@ -187,9 +151,7 @@ pub async fn execute_membership(
         }
         Verb::Delete => {
             // A job or network already gone took its membership with it.
-            let (Some(job_uuid), Some(net_uuid)) =
-                (job_uuid, provider.uuid(KIND, network, client).await?)
-            else {
+            let (Some(job_uuid), Some(net_uuid)) = (job_uuid, provider.uuid(KIND, network, client).await?) else {
                 return Ok(());
             };
             client.leave_network(&job_uuid, &net_uuid).await

@@ -23,12 +23,7 @@ fn spec_of(v: &Value, description: &str) -> Value {
     })
 }
 
-pub fn decode(
-    doc: &Document,
-    key: &str,
-    entry: &Value,
-    diags: &mut Diagnostics,
-) -> Vec<DesiredResource> {
+pub fn decode(doc: &Document, key: &str, entry: &Value, diags: &mut Diagnostics) -> Vec<DesiredResource> {
     let pointer = format!("/services/{}", pointer_escape(key));
     if !fqn::require(doc, "/services", Some(key), key, KIND, diags) {
         return Vec::new();
@@ -38,16 +33,11 @@ pub fn decode(
     if let Some(p) = entry.get("provider_fqn").and_then(Value::as_str) {
         let at = format!("{pointer}/provider_fqn");
         if fqn::require(doc, &at, None, p, super::service_provider::KIND, diags) {
-            references.push(Reference {
-                target: ResourceId::new(super::service_provider::KIND, p),
-                at: doc.locate(&at),
-            });
+            references
+                .push(Reference { target: ResourceId::new(super::service_provider::KIND, p), at: doc.locate(&at) });
         }
     }
-    let description = entry
-        .get("description")
-        .and_then(Value::as_str)
-        .unwrap_or_default();
+    let description = entry.get("description").and_then(Value::as_str).unwrap_or_default();
     vec![DesiredResource {
         id: ResourceId::new(KIND, key),
         spec: spec_of(entry, description),
@@ -59,17 +49,8 @@ pub fn decode(
 
 pub fn from_live(svc: &Value, owner: &str) -> Option<(LiveResource, String)> {
     let fqn = svc.get("fqn")?.as_str()?;
-    let uuid = svc
-        .get("uuid")
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_string();
-    let (description, owned) = super::unmark(
-        svc.get("description")
-            .and_then(Value::as_str)
-            .unwrap_or_default(),
-        owner,
-    );
+    let uuid = svc.get("uuid").and_then(Value::as_str).unwrap_or_default().to_string();
+    let (description, owned) = super::unmark(svc.get("description").and_then(Value::as_str).unwrap_or_default(), owner);
     let depends_on = svc
         .get("provider_fqn")
         .and_then(Value::as_str)
@@ -119,14 +100,7 @@ pub async fn execute(
                     .find(|s| s.get("fqn").and_then(Value::as_str) == Some(fqn)))
             })
             .await?;
-            provider.remember(
-                KIND,
-                fqn,
-                created
-                    .get("uuid")
-                    .and_then(Value::as_str)
-                    .unwrap_or_default(),
-            );
+            provider.remember(KIND, fqn, created.get("uuid").and_then(Value::as_str).unwrap_or_default());
             Ok(())
         }
         Verb::Delete => {

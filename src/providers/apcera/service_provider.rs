@@ -25,12 +25,7 @@ fn port_string(v: Option<&Value>) -> Value {
     }
 }
 
-pub fn decode(
-    doc: &Document,
-    key: &str,
-    entry: &Value,
-    diags: &mut Diagnostics,
-) -> Vec<DesiredResource> {
+pub fn decode(doc: &Document, key: &str, entry: &Value, diags: &mut Diagnostics) -> Vec<DesiredResource> {
     let pointer = format!("/providers/{}", pointer_escape(key));
     if !fqn::require(doc, "/providers", Some(key), key, KIND, diags) {
         return Vec::new();
@@ -40,10 +35,7 @@ pub fn decode(
     if let Some(j) = entry.get("backing_job_fqn").and_then(Value::as_str) {
         let at = format!("{pointer}/backing_job_fqn");
         if fqn::require(doc, &at, None, j, super::job::KIND, diags) {
-            references.push(Reference {
-                target: ResourceId::new(super::job::KIND, j),
-                at: doc.locate(&at),
-            });
+            references.push(Reference { target: ResourceId::new(super::job::KIND, j), at: doc.locate(&at) });
         }
     }
     vec![DesiredResource {
@@ -63,22 +55,10 @@ pub fn decode(
 
 pub fn from_live(p: &Value, owner: &str) -> Option<(LiveResource, String)> {
     let fqn = p.get("fqn")?.as_str()?;
-    let uuid = p
-        .get("uuid")
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_string();
-    let (description, owned) = super::unmark(
-        p.get("description")
-            .and_then(Value::as_str)
-            .unwrap_or_default(),
-        owner,
-    );
+    let uuid = p.get("uuid").and_then(Value::as_str).unwrap_or_default().to_string();
+    let (description, owned) = super::unmark(p.get("description").and_then(Value::as_str).unwrap_or_default(), owner);
     let backing = p.get("backing_job_fqn").cloned().unwrap_or(Value::Null);
-    let depends_on = backing
-        .as_str()
-        .map(|j| vec![ResourceId::new(super::job::KIND, j)])
-        .unwrap_or_default();
+    let depends_on = backing.as_str().map(|j| vec![ResourceId::new(super::job::KIND, j)]).unwrap_or_default();
     Some((
         LiveResource {
             id: ResourceId::new(KIND, fqn),
@@ -112,10 +92,7 @@ pub async fn execute(
             let mut body = spec.clone();
             body["fqn"] = json!(fqn);
             body["name"] = json!(local);
-            body["description"] = json!(super::mark(
-                spec["description"].as_str().unwrap_or_default(),
-                &provider.owner
-            ));
+            body["description"] = json!(super::mark(spec["description"].as_str().unwrap_or_default(), &provider.owner));
             let created = super::create_once(client, "/v1/providers", &body, || async {
                 Ok(client
                     .list_providers()
@@ -124,14 +101,7 @@ pub async fn execute(
                     .find(|p| p.get("fqn").and_then(Value::as_str) == Some(fqn)))
             })
             .await?;
-            provider.remember(
-                KIND,
-                fqn,
-                created
-                    .get("uuid")
-                    .and_then(Value::as_str)
-                    .unwrap_or_default(),
-            );
+            provider.remember(KIND, fqn, created.get("uuid").and_then(Value::as_str).unwrap_or_default());
             Ok(())
         }
         Verb::Delete => {

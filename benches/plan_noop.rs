@@ -1,0 +1,72 @@
+//! Benchmark (issue 3): render, observe and diff 10,000 jobs declared in 500 files against a
+//! sandbox where they are already applied — a no-op plan. Reports wall time and peak RSS of the
+//! whole `capstan plan` process, and capstan's own timing of each stage.
+//!
+//! Run: `cargo bench --bench plan_noop` (goal: under 0.5 s and 150 MB).
+
+mod common;
+use common::*;
+use std::fmt::Write as _;
+
+const FILES: usize = 500;
+const JOBS_PER_FILE: usize = 20;
+const RUNS: usize = 7;
+
+fn main() {
+    let dir = tempfile::tempdir().unwrap();
+    let sandbox = Sandbox::start(&[]);
+    std::fs::write(
+        dir.path().join("capstan.yaml"),
+        format!(
+            "owner: bench\ndefault_namespace: /bench\nvariables:\n  RELEASE: \"42\"\ntargets:\n  sb:\n    platform: apcera\n    url: {}\ndefault_target: sb\n",
+            sandbox.url
+        ),
+    )
+    .unwrap();
+    for f in 0..FILES {
+        let mut text = String::from("jobs:\n");
+        for j in 0..JOBS_PER_FILE {
+            let n = f * JOBS_PER_FILE + j;
+            let _ = write!(
+                text,
+                "  job::::svc-{n:05}:\n    state: started\n    num_instances: 1\n    packages:\n      - fqn: package::/apcera/pkg/os::ubuntu-14.04-apc3\n    processes:\n      app:\n        start_command: ./run --id {n}\n        environment:\n          SHARD: \"{f}\"\n    ports:\n      - number: 8080\n        routes:\n          - type: http\n            endpoint: svc-{n:05}.example.com\n    resources:\n      memory: 268435456\n    tags:\n      release: ${{RELEASE}}\n      team: t{}\n",
+                f % 7
+            );
+        }
+        std::fs::write(dir.path().join(format!("svc-{f:03}.yaml")), text).unwrap();
+    }
+
+    let apply = measure(dir.path(), &["apply", ".", "--yes", "--parallelism", "64"], &[]);
+    assert_eq!(
+        apply.code,
+        0,
+        "apply failed:\n{}\n{}",
+        apply.stdout.chars().rev().take(2000).collect::<String>(),
+        apply.stderr
+    );
+    println!("initial apply of {} jobs: {:.1} s", FILES * JOBS_PER_FILE, apply.wall.as_secs_f64());
+
+    let mut walls = Vec::new();
+    let mut rss = Vec::new();
+    let (mut render, mut observe, mut diff) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..RUNS {
+        let m = measure(dir.path(), &["plan", ".", "--detailed-exitcode"], &[("RUST_LOG", "capstan=info")]);
+        assert_eq!(m.code, 0, "the plan must be empty:\n{}\n{}", m.stdout, m.stderr);
+        walls.push(m.wall.as_secs_f64());
+        rss.push(m.max_rss_kib as f64 / 1024.0);
+        render.push(log_field(&m.stderr, "render_ms").unwrap_or(f64::NAN));
+        observe.push(log_field(&m.stderr, "observe_ms").unwrap_or(f64::NAN));
+        diff.push(log_field(&m.stderr, "diff_and_plan_ms").unwrap_or(f64::NAN));
+    }
+    println!("no-op plan of {} jobs in {FILES} files, {RUNS} runs (median):", FILES * JOBS_PER_FILE);
+    println!(
+        "  wall time (whole process)   {:7.1} ms   (min {:.1}, max {:.1})",
+        median(walls.clone()) * 1e3,
+        walls.iter().cloned().fold(f64::MAX, f64::min) * 1e3,
+        walls.iter().cloned().fold(0.0, f64::max) * 1e3
+    );
+    println!("  peak RSS                    {:7.1} MiB", median(rss));
+    println!("  render                      {:7.1} ms", median(render));
+    println!("  observe (list calls)        {:7.1} ms", median(observe));
+    println!("  diff + plan                 {:7.1} ms", median(diff));
+}

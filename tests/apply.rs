@@ -1,0 +1,309 @@
+//! plan and apply through the real binary against a real sandbox process over HTTP.
+
+mod common;
+use common::*;
+use serde_json::{Value, json};
+
+fn example() -> (SandboxProc, Workdir) {
+    let sb = SandboxProc::start(&[]);
+    let w = Workdir::from_example("examples/manifests/apcera");
+    w.target(&sb.url);
+    (sb, w)
+}
+
+fn plan_json(w: &Workdir, extra: &[&str]) -> Value {
+    let mut args = vec!["plan", ".", "--output", "json"];
+    args.extend_from_slice(extra);
+    let out = w.capstan(&args);
+    out.ok();
+    out.json()
+}
+
+fn changed(plan: &Value) -> Vec<(String, String)> {
+    plan["resource_changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["action"] != "no-op")
+        .map(|c| (c["action"].as_str().unwrap().to_string(), c["address"].as_str().unwrap().to_string()))
+        .collect()
+}
+
+#[test]
+fn the_example_converges_and_then_plans_empty() {
+    let (sb, w) = example();
+    w.capstan(&["plan", ".", "--detailed-exitcode"]).code(2);
+    let out = w.capstan(&["apply", ".", "--yes"]);
+    out.ok();
+    assert!(out.stdout.contains("Apply complete"), "{}", out.stdout);
+    w.capstan(&["plan", ".", "--detailed-exitcode"]).code(0);
+
+    // What the platform now has, read straight from the sandbox.
+    let api = sb.job("job::/dev/shop::api").expect("api job");
+    assert_eq!(api["state"], "started");
+    assert_eq!(api["num_instances"], 2);
+    assert_eq!(api["labels"]["capstan-owner"], "shop");
+    let bindings: Vec<&Value> = api["bindings"].as_object().unwrap().values().collect();
+    assert!(bindings.iter().any(|b| b["service_fqn"] == "service::/dev/shop::orders-db"), "{api}");
+    let web = sb.job("job::/dev/shop::web").unwrap();
+    assert!(web["bindings"].as_object().unwrap().values().any(|b| b["target_job_fqn"] == "job::/dev/shop::api"));
+    let nets = sb.get("/v1/networks");
+    let backend = nets.as_array().unwrap().iter().find(|n| n["fqn"] == "network::/dev/shop::backend").unwrap();
+    let members: Vec<&str> =
+        backend["network_end_points"].as_array().unwrap().iter().map(|e| e["job_fqn"].as_str().unwrap()).collect();
+    assert!(members.contains(&"job::/dev/shop::api") && members.contains(&"job::/dev/shop::worker"), "{members:?}");
+    let health = sb.get(&format!("/v1/jobs/health?ids={}", api["uuid"].as_str().unwrap()));
+    assert_eq!(health[0]["instance_state_count"]["RUNNING"], 2);
+}
+
+#[test]
+fn one_changed_field_plans_exactly_that_change() {
+    let (_sb, w) = example();
+    w.capstan(&["apply", ".", "--yes"]).ok();
+    let api = w.read("jobs/api.yaml").replace("memory: 536870912", "memory: 1073741824");
+    w.write("jobs/api.yaml", &api);
+
+    let plan = plan_json(&w, &[]);
+    assert_eq!(changed(&plan), vec![("update".to_string(), "job::/dev/shop::api".to_string())]);
+    let change = plan["resource_changes"].as_array().unwrap().iter().find(|c| c["action"] == "update").unwrap();
+    assert_eq!(change["changes"], json!([{ "path": "resources.memory", "before": 536870912, "after": 1073741824 }]));
+    assert_eq!(change["origin"]["file"], "jobs/api.yaml");
+    let text = w.capstan(&["plan", "."]);
+    assert!(text.stdout.contains("~ job::/dev/shop::api"), "{}", text.stdout);
+    assert!(
+        text.stdout.contains("-   memory: 536870912") && text.stdout.contains("+   memory: 1073741824"),
+        "{}",
+        text.stdout
+    );
+    assert!(text.stdout.contains("Plan: 0 to create, 1 to update, 0 to replace, 0 to delete."), "{}", text.stdout);
+
+    w.capstan(&["apply", ".", "--yes"]).ok();
+    w.capstan(&["plan", ".", "--detailed-exitcode"]).code(0);
+}
+
+/// The top-level fields of seed 003's Job object (GET /v1/jobs examples).
+const SEED_JOB_FIELDS: &[&str] = &[
+    "uuid",
+    "fqn",
+    "name",
+    "created_at",
+    "created_by",
+    "updated_at",
+    "updated_by",
+    "version_id",
+    "state",
+    "num_instances",
+    "ports",
+    "logs",
+    "packages",
+    "processes",
+    "resources",
+    "rollout",
+    "restart",
+    "hard_scheduling_tags",
+    "soft_scheduling_tags",
+    "tags",
+    "labels",
+    "weight",
+    "bindings",
+    "network_ref",
+    "drains",
+    "docker_origin",
+];
+
+#[test]
+fn an_update_is_a_full_object_put_of_the_job_as_read() {
+    let (sb, w) = example();
+    w.capstan(&["apply", ".", "--yes"]).ok();
+    let before = sb.job("job::/dev/shop::worker").unwrap();
+    w.write("jobs/worker.yaml", &w.read("jobs/worker.yaml").replace("app: worker", "app: worker-2"));
+    sb.clear_requests();
+    w.capstan(&["apply", ".", "--yes"]).ok();
+
+    let uuid = before["uuid"].as_str().unwrap();
+    let puts: Vec<Value> =
+        sb.requests().into_iter().filter(|r| r["method"] == "PUT" && r["path"] == format!("/v1/jobs/{uuid}")).collect();
+    assert_eq!(puts.len(), 1, "one PUT of the worker");
+    let body = puts[0]["body"].as_object().unwrap();
+    // Every field the job had when read goes back, unchanged except what was declared.
+    for (k, v) in before.as_object().unwrap() {
+        assert!(body.contains_key(k), "the PUT lacks {k}");
+        if k != "tags" {
+            assert_eq!(&body[k], v, "the PUT changed {k}");
+        }
+    }
+    assert_eq!(body["tags"]["app"], "worker-2");
+    // And nothing that is not a field of the seed's Job object.
+    for k in body.keys() {
+        assert!(SEED_JOB_FIELDS.contains(&k.as_str()), "the PUT sends {k}, which a Job does not have");
+    }
+    w.capstan(&["plan", ".", "--detailed-exitcode"]).code(0);
+}
+
+#[test]
+fn a_no_op_plan_makes_one_list_request_per_kind() {
+    let (sb, w) = example();
+    w.capstan(&["apply", ".", "--yes"]).ok();
+    sb.clear_requests();
+    w.capstan(&["plan", ".", "--detailed-exitcode"]).code(0);
+    let mut seen: Vec<String> = sb
+        .requests()
+        .iter()
+        .map(|r| format!("{} {}", r["method"].as_str().unwrap(), r["path"].as_str().unwrap()))
+        .collect();
+    seen.sort();
+    assert_eq!(
+        seen,
+        ["GET /v1/jobs", "GET /v1/networks", "GET /v1/packages", "GET /v1/providers", "GET /v1/services"],
+        "exactly one list call per kind, nothing per resource"
+    );
+}
+
+#[test]
+fn prune_deletes_only_what_this_owner_created() {
+    let (sb, w) = example();
+    w.capstan(&["apply", ".", "--yes"]).ok();
+    // A job created directly through the API, not by capstan.
+    let (status, _) = sb.send(
+        "POST",
+        "/v1/jobs",
+        Some(&json!({ "fqn": "job::/dev/shop::handmade", "name": "handmade", "tags": { "by": "hand" } })),
+    );
+    assert_eq!(status, 200);
+    // The scheduler is no longer declared.
+    let worker = w.read("jobs/worker.yaml");
+    w.write("jobs/worker.yaml", worker.split("\n---\n").next().unwrap());
+
+    let plan = plan_json(&w, &[]);
+    assert!(changed(&plan).is_empty(), "without --prune nothing is deleted: {:?}", changed(&plan));
+    assert_eq!(plan["orphans"], json!(["job::/dev/shop::scheduler"]));
+
+    let plan = plan_json(&w, &["--prune"]);
+    assert_eq!(changed(&plan), vec![("delete".to_string(), "job::/dev/shop::scheduler".to_string())]);
+    w.capstan(&["apply", ".", "--yes", "--prune"]).ok();
+    assert!(sb.job("job::/dev/shop::scheduler").is_none(), "the undeclared owned job is gone");
+    assert!(sb.job("job::/dev/shop::handmade").is_some(), "the job capstan did not create survives");
+    assert_eq!(sb.job("job::/dev/shop::handmade").unwrap()["tags"]["by"], "hand");
+    // The seed's system services and providers are not capstan's either.
+    assert!(sb.get("/v1/services").as_array().unwrap().iter().any(|s| s["fqn"] == "service::/apcera::http"));
+    w.capstan(&["plan", ".", "--prune", "--detailed-exitcode"]).code(0);
+}
+
+/// Apply a broken manifest directory: exit 1, the error's place, and not one mutating request.
+fn rejected(files: &[(&str, &str)], expect: &str) {
+    let sb = SandboxProc::start(&[]);
+    let w = Workdir::new();
+    w.target(&sb.url);
+    for (f, c) in files {
+        w.write(f, c);
+    }
+    let out = w.capstan(&["apply", ".", "--yes"]);
+    out.code(1);
+    assert!(out.stderr.contains(expect), "expected {expect:?} in:\n{}", out.stderr);
+    assert!(out.stderr.contains("nothing was applied"), "{}", out.stderr);
+    assert_eq!(sb.mutating_requests(), Vec::<Value>::new(), "no mutating request may be sent");
+}
+
+const GOOD: (&str, &str) = ("good.yaml", "jobs:\n  job::/d::ok:\n    state: started\n");
+
+#[test]
+fn invalid_input_anywhere_sends_no_mutating_request() {
+    rejected(&[GOOD, ("bad.yaml", "jobs:\n  job::/d::web: [\n")], "bad.yaml:3:1: error: invalid YAML");
+    rejected(
+        &[GOOD, ("bad.yaml", "jobs:\n  job::/d::web:\n    colour: blue\n")],
+        "bad.yaml:3:5: error: unknown field `colour`",
+    );
+    rejected(
+        &[GOOD, ("bad.yaml", "jobs:\n  job::/d::web:\n    num_instances: two\n")],
+        "bad.yaml:3:20: error: wrong type for `jobs.job::/d::web.num_instances`: expected integer, found string",
+    );
+    rejected(
+        &[GOOD, ("bad.yaml", "jobs:\n  job::/d::${APP}: {}\n")],
+        "bad.yaml:2:12: error: no value found for variable APP",
+    );
+    rejected(&[GOOD, ("dup.yaml", "jobs:\n  job::/d::ok: {}\n")], "error: job::/d::ok is declared twice");
+    rejected(
+        &[GOOD, ("bad.yaml", "jobs:\n  job::/d::web:\n    bindings:\n      db:\n        fqn: service::/d::nowhere\n")],
+        "bad.yaml:5:14: error: binding job::/d::web -> service::/d::nowhere points at service::/d::nowhere, which is neither declared nor live",
+    );
+}
+
+#[test]
+fn references_to_live_resources_are_accepted() {
+    let sb = SandboxProc::start(&[]);
+    let w = Workdir::new();
+    w.target(&sb.url);
+    // service::/apcera::http is one of the seed's system services.
+    w.write("m.yaml", "jobs:\n  job::/d::web:\n    bindings:\n      http:\n        fqn: service::/apcera::http\n");
+    w.capstan(&["apply", ".", "--yes"]).ok();
+    let web = sb.job("job::/d::web").unwrap();
+    assert!(web["bindings"].as_object().unwrap().values().any(|b| b["service_fqn"] == "service::/apcera::http"));
+    w.capstan(&["plan", ".", "--detailed-exitcode"]).code(0);
+}
+
+#[test]
+fn the_sandbox_keeps_its_state_across_a_restart() {
+    let state = tempfile::tempdir().unwrap();
+    let file = state.path().join("apcera.json");
+    let file = file.to_str().unwrap();
+    let sb = SandboxProc::start(&["--state", file]);
+    let w = Workdir::from_example("examples/manifests/apcera");
+    w.target(&sb.url);
+    w.capstan(&["apply", ".", "--yes"]).ok();
+    let uuid = sb.job("job::/dev/shop::web").unwrap()["uuid"].clone();
+    sb.stop();
+
+    let sb = SandboxProc::start(&["--state", file]);
+    let w2 = Workdir::from_example("examples/manifests/apcera");
+    w2.target(&sb.url);
+    w2.capstan(&["plan", ".", "--detailed-exitcode"]).code(0);
+    assert_eq!(sb.job("job::/dev/shop::web").unwrap()["uuid"], uuid);
+}
+
+#[test]
+fn the_embedded_sandbox_keeps_state_between_two_applies() {
+    let w = Workdir::from_example("examples/manifests/apcera");
+    let first = w.capstan(&["apply", ".", "--yes"]);
+    first.ok();
+    assert!(first.stderr.contains("embedded apcera sandbox"), "{}", first.stderr);
+    assert!(w.path().join(".capstan/.gitignore").exists());
+    let second = w.capstan(&["apply", ".", "--yes"]);
+    second.ok();
+    assert!(second.stdout.contains("No changes."), "{}", second.stdout);
+    w.capstan(&["plan", ".", "--detailed-exitcode"]).code(0);
+}
+
+#[test]
+fn apply_refuses_without_yes_when_nobody_can_confirm() {
+    let (sb, w) = example();
+    let out = w.capstan(&["apply", "."]);
+    out.code(1);
+    assert!(out.stderr.contains("refusing to apply without --yes"), "{}", out.stderr);
+    assert!(sb.mutating_requests().is_empty());
+}
+
+#[test]
+fn an_unreachable_target_is_one_plain_line() {
+    let w = Workdir::from_example("examples/manifests/apcera");
+    // Port 1 on loopback: nothing listens there.
+    w.target("http://127.0.0.1:1");
+    let out = w.capstan(&["plan", "."]);
+    out.code(1);
+    let err = out.stderr.trim();
+    assert!(err.contains("cannot read the live state: GET /v1/"), "{err}");
+    assert!(err.contains("cannot connect to http://127.0.0.1:1"), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+}
+
+#[test]
+fn the_json_plan_follows_its_schema() {
+    let (_sb, w) = example();
+    let plan = plan_json(&w, &[]);
+    let schema: Value =
+        serde_json::from_str(&std::fs::read_to_string(repo_root().join("schemas/plan.schema.json")).unwrap()).unwrap();
+    let validator = jsonschema::validator_for(&schema).unwrap();
+    let errors: Vec<String> = validator.iter_errors(&plan).map(|e| format!("{} at {}", e, e.instance_path())).collect();
+    assert!(errors.is_empty(), "{errors:#?}");
+    assert_eq!(plan["format_version"], "1.0");
+    assert_eq!(plan["summary"]["create"], 10);
+}
