@@ -80,14 +80,36 @@ pub async fn apply(
     opts: &ApplyOptions,
     observer: &dyn Observer,
 ) -> Outcome {
+    let pending = StepOutcome { status: Status::Pending, message: String::new(), duration: Duration::ZERO };
+    resume(provider, plan, desired, live, opts, observer, &Outcome { steps: vec![pending; plan.steps.len()] }).await
+}
+
+/// Carry on with a plan: steps complete in `previous` are not run again, every other step runs
+/// once its dependencies are complete.
+pub async fn resume(
+    provider: &dyn Provider,
+    plan: &Plan,
+    desired: &DesiredState,
+    live: &LiveState,
+    opts: &ApplyOptions,
+    observer: &dyn Observer,
+    previous: &Outcome,
+) -> Outcome {
     let n = plan.steps.len();
     let dependents = plan.dependents();
-    let mut waiting_on: Vec<usize> = plan.steps.iter().map(|s| s.deps.len()).collect();
-    let mut outcomes: Vec<StepOutcome> = (0..n)
-        .map(|_| StepOutcome { status: Status::Pending, message: String::new(), duration: Duration::ZERO })
+    let mut outcomes: Vec<StepOutcome> = previous
+        .steps
+        .iter()
+        .map(|o| match o.status {
+            Status::Complete => o.clone(),
+            _ => StepOutcome { status: Status::Pending, message: String::new(), duration: Duration::ZERO },
+        })
         .collect();
+    let mut waiting_on: Vec<usize> =
+        plan.steps.iter().map(|s| s.deps.iter().filter(|&&d| outcomes[d].status != Status::Complete).count()).collect();
     // Ready steps in plan order, so runs are reproducible.
-    let mut ready: std::collections::VecDeque<usize> = (0..n).filter(|&i| waiting_on[i] == 0).collect();
+    let mut ready: std::collections::VecDeque<usize> =
+        (0..n).filter(|&i| waiting_on[i] == 0 && outcomes[i].status == Status::Pending).collect();
     let mut running = FuturesUnordered::new();
     let parallelism = opts.parallelism.max(1);
 

@@ -1,7 +1,10 @@
 //! What each command does, on top of the pipeline in `engine`.
 
 use super::output::{self, Style};
-use super::{Cli, Command, InputArgs, PlanFormat, RenderFormat, SandboxArgs, SandboxCommand, TargetArgs};
+use super::{
+    Cli, Command, DaemonArgs, InputArgs, PlanAction, PlanFormat, RenderFormat, SandboxArgs, SandboxCommand, TargetArgs,
+    shutdown_signal,
+};
 use crate::apply::{self, ApplyOptions, Observer, Status, StepOutcome};
 use crate::config::Config;
 use crate::diagnostic::{Diagnostics, InvalidInput};
@@ -24,9 +27,11 @@ pub async fn run(cli: Cli) -> u8 {
     let result = match cli.command {
         Command::Render { input, output } => render(&input, output, cli.color).await,
         Command::Validate { input } => validate(&input, cli.color).await,
-        Command::Plan { input, target, detailed_exitcode, output } => {
+        Command::Plan { action: Some(action), .. } => drive_daemon(action, cli.color).await,
+        Command::Plan { action: None, input, target, detailed_exitcode, output } => {
             plan(&input, &target, detailed_exitcode, output, cli.color).await
         }
+        Command::Daemon(args) => daemon(args).await,
         Command::Apply { input, target, yes, parallelism } => apply(&input, &target, yes, parallelism, cli.color).await,
         Command::Sandbox(SandboxCommand::Serve(args)) => serve(args).await,
     };
@@ -269,20 +274,62 @@ async fn serve(args: SandboxArgs) -> anyhow::Result<u8> {
     Ok(EXIT_OK)
 }
 
-/// Wait for SIGINT or SIGTERM.
-pub async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
+async fn daemon(args: DaemonArgs) -> anyhow::Result<u8> {
+    let read_env = |name: &Option<String>, what: &str| -> anyhow::Result<Option<String>> {
+        match name {
+            Some(var) => Ok(Some(
+                std::env::var(var).map_err(|_| anyhow::anyhow!("{what} is read from ${var}, which is not set"))?,
+            )),
+            None => Ok(None),
         }
+    };
+    let opts = crate::daemon::DaemonOptions {
+        repo: RepoSpec { location: args.repo, reference: args.git_ref, path: args.path },
+        target: args.target,
+        listen: args.listen,
+        state_dir: args.state_dir,
+        interval: args.interval,
+        resync: args.resync,
+        self_heal: args.self_heal,
+        token: read_env(&args.token_env, "the API token")?,
+        webhook_secret: read_env(&args.webhook_secret_env, "the webhook secret")?,
+        render: RenderOptions {
+            vars: args.vars.into_iter().collect(),
+            namespace: args.namespace,
+            allow_missing_vars: args.allow_missing_vars,
+        },
+        parallelism: args.parallelism,
+    };
+    crate::daemon::serve(opts).await?;
+    Ok(EXIT_OK)
+}
+
+/// `plan interrupt|continue|status --daemon URL`.
+async fn drive_daemon(action: PlanAction, color: super::ColorChoice) -> anyhow::Result<u8> {
+    let (r, method, path) = match &action {
+        PlanAction::Interrupt(r) => (r, reqwest::Method::POST, "/v1/plans/deploy/interrupt"),
+        PlanAction::Continue(r) => (r, reqwest::Method::POST, "/v1/plans/deploy/continue"),
+        PlanAction::Status(r) => (r, reqwest::Method::GET, "/v1/plans/deploy"),
+    };
+    let url = format!("{}{path}", r.daemon.trim_end_matches('/'));
+    let mut req = reqwest::Client::new().request(method, &url);
+    if let Some(var) = &r.token_env {
+        let token =
+            std::env::var(var).map_err(|_| anyhow::anyhow!("the token is read from ${var}, which is not set"))?;
+        req = req.bearer_auth(token);
     }
-    #[cfg(not(unix))]
-    {
-        let _ = ctrl_c.await;
+    let resp = req.send().await.map_err(|e| anyhow::anyhow!("cannot reach the daemon at {}: {e}", r.daemon))?;
+    let status = resp.status();
+    let body: serde_json::Value = resp.json().await.unwrap_or(serde_json::Value::Null);
+    if !status.is_success() {
+        anyhow::bail!("{url} answered {status}: {}", body.get("message").and_then(|m| m.as_str()).unwrap_or(""));
     }
+    match (&action, r.output) {
+        (PlanAction::Status(_), PlanFormat::Text) => {
+            print!("{}", output::daemon_plan_text(&body, Style::stdout(color)))
+        }
+        (_, PlanFormat::Text) => println!("{}", body.get("message").and_then(|m| m.as_str()).unwrap_or("ok")),
+        (_, PlanFormat::Json) => println!("{}", serde_json::to_string_pretty(&body)?),
+    }
+    Ok(EXIT_OK)
 }

@@ -48,8 +48,12 @@ pub enum Command {
         #[command(flatten)]
         input: InputArgs,
     },
-    /// Show what apply would change, reading the live state but changing nothing.
+    /// Show what apply would change, reading the live state but changing nothing; or drive a
+    /// daemon's running plan (`plan interrupt|continue|status --daemon URL`).
+    #[command(args_conflicts_with_subcommands = true)]
     Plan {
+        #[command(subcommand)]
+        action: Option<PlanAction>,
         #[command(flatten)]
         input: InputArgs,
         #[command(flatten)]
@@ -73,9 +77,100 @@ pub enum Command {
         #[arg(long, default_value_t = 8)]
         parallelism: usize,
     },
+    /// Watch a git repository and keep the platform equal to it, serving the plan API.
+    Daemon(DaemonArgs),
     /// Serve a faithful emulation of a platform's API on loopback.
     #[command(subcommand)]
     Sandbox(SandboxCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum PlanAction {
+    /// Stop starting new steps of the daemon's running plan (running steps finish).
+    Interrupt(DaemonRef),
+    /// Resume the daemon's interrupted plan at its next pending step.
+    Continue(DaemonRef),
+    /// Show the daemon's running or last plan with its step statuses.
+    Status(DaemonRef),
+}
+
+#[derive(Args, Debug)]
+pub struct DaemonRef {
+    /// The daemon's URL, e.g. http://127.0.0.1:7878.
+    #[arg(long)]
+    pub daemon: String,
+    /// Environment variable holding the daemon's token.
+    #[arg(long)]
+    pub token_env: Option<String>,
+    #[arg(long, short, value_enum, default_value_t = PlanFormat::Text)]
+    pub output: PlanFormat,
+}
+
+#[derive(Args, Debug)]
+pub struct DaemonArgs {
+    /// The git repository to follow: a path, or a file://, http:// or https:// URL.
+    #[arg(long)]
+    pub repo: String,
+    /// Branch, tag or commit to follow (default: HEAD of a local repository, the remote's
+    /// default branch otherwise).
+    #[arg(long = "ref")]
+    pub git_ref: Option<String>,
+    /// Directory of the manifests inside the repository.
+    #[arg(long, default_value = "")]
+    pub path: String,
+    /// Target from the repository's capstan.yaml (default: default_target, else the embedded
+    /// sandbox).
+    #[arg(long, short)]
+    pub target: Option<String>,
+    /// Address of the daemon's HTTP API (loopback by default).
+    #[arg(long, default_value = "127.0.0.1:7878")]
+    pub listen: std::net::SocketAddr,
+    /// Where the daemon keeps its database, fetched repositories and the embedded sandbox's state.
+    #[arg(long, default_value = ".capstan")]
+    pub state_dir: PathBuf,
+    /// How often a remote repository is polled (e.g. 30s, 5m).
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub interval: std::time::Duration,
+    /// How often live state is compared with the applied commit.
+    #[arg(long, default_value = "5m", value_parser = parse_duration)]
+    pub resync: std::time::Duration,
+    /// Repair drift found at a resync (false: only report it).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub self_heal: bool,
+    /// Environment variable holding the token that mutating API calls must carry.
+    #[arg(long)]
+    pub token_env: Option<String>,
+    /// Environment variable holding the secret that signs webhooks.
+    #[arg(long)]
+    pub webhook_secret_env: Option<String>,
+    /// How many steps may run at once.
+    #[arg(long, default_value_t = 8)]
+    pub parallelism: usize,
+    /// Set a variable (highest precedence); repeatable.
+    #[arg(long = "var", value_name = "NAME=VALUE", value_parser = parse_var)]
+    pub vars: Vec<(String, String)>,
+    /// Default namespace, overriding capstan.yaml's and the files'.
+    #[arg(long)]
+    pub namespace: Option<String>,
+    /// Let unresolved variables become empty with a warning.
+    #[arg(long)]
+    pub allow_missing_vars: bool,
+}
+
+/// `250ms`, `30s`, `5m`, `1h`, or a bare number of seconds.
+pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: f64 = num.parse().map_err(|_| format!("expected a duration like 30s or 5m, got {s:?}"))?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "" | "s" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => return Err(format!("unknown unit {unit:?} in {s:?}: expected ms, s, m or h")),
+    };
+    Ok(std::time::Duration::from_secs_f64(secs))
 }
 
 #[derive(Subcommand, Debug)]
@@ -192,4 +287,22 @@ pub fn main() -> ExitCode {
     };
     let code = runtime.block_on(commands::run(cli));
     ExitCode::from(code)
+}
+
+/// Wait for SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
 }

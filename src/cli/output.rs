@@ -331,3 +331,33 @@ pub fn status_word(s: Status) -> &'static str {
         Status::Waiting => "WAITING",
     }
 }
+
+/// A daemon's plan (seed 000 shape) for people: phases, steps and their statuses.
+pub fn daemon_plan_text(plan: &Value, style: Style) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "plan deploy ({}): {}",
+        plan["commit"].as_str().map(|c| &c[..c.len().min(12)]).unwrap_or("?"),
+        plan["status"].as_str().unwrap_or("?")
+    );
+    for phase in plan["phases"].as_array().into_iter().flatten() {
+        let _ =
+            writeln!(out, "  {} [{}]", phase["name"].as_str().unwrap_or(""), phase["status"].as_str().unwrap_or(""));
+        for step in phase["steps"].as_array().into_iter().flatten() {
+            let status = step["status"].as_str().unwrap_or("");
+            let line = format!("    {status:<11} {}", step["name"].as_str().unwrap_or(""));
+            let line = match status {
+                "COMPLETE" => style.green(&line),
+                "ERROR" => style.red(&line),
+                "IN_PROGRESS" | "WAITING" => style.yellow(&line),
+                _ => line,
+            };
+            let _ = writeln!(out, "{line}");
+            if let Some(m) = step["message"].as_str().filter(|m| !m.is_empty()) {
+                let _ = writeln!(out, "                {}", style.dim(m));
+            }
+        }
+    }
+    out
+}

@@ -6,8 +6,22 @@ use super::Connection;
 use rand::Rng;
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
+use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+/// Requests sent to platforms by this process, by HTTP status code (or "error" when no answer
+/// came back), for the daemon's metrics.
+static REQUEST_COUNTS: Mutex<BTreeMap<String, u64>> = Mutex::new(BTreeMap::new());
+
+pub fn request_counts() -> Vec<(String, u64)> {
+    REQUEST_COUNTS.lock().unwrap().iter().map(|(k, v)| (k.clone(), *v)).collect()
+}
+
+fn count(code: &str) {
+    *REQUEST_COUNTS.lock().unwrap().entry(code.to_string()).or_insert(0) += 1;
+}
 
 /// A failed API call. `Display` is the one-line message users see.
 #[derive(Debug, Clone)]
@@ -167,8 +181,12 @@ impl HttpClient {
             transient,
         };
         let resp = match req.send().await {
-            Ok(r) => r,
+            Ok(r) => {
+                count(r.status().as_str());
+                r
+            }
             Err(e) => {
+                count("error");
                 // A connect failure never reached the platform; anything later may have.
                 let sent = !e.is_connect();
                 let transient = e.is_connect() || e.is_timeout() || e.is_request() || e.is_body();

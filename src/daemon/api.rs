@@ -1,0 +1,248 @@
+//! The daemon's HTTP API, modelled on the DC/OS SDK plan and configuration APIs (seed 000):
+//! plans with interrupt and continue, configurations (commits), plus status, a sync trigger, a
+//! git webhook, server-sent events, Prometheus metrics and health.
+//!
+//! Mutating endpoints (interrupt, continue, sync) need the token when one is configured, sent as
+//! `Authorization: Bearer <token>` or as seed 000's `Authorization: token=<token>`; 401 otherwise.
+//! Webhooks are authenticated by their signature instead (`X-Hub-Signature-256`,
+//! `X-Gitea-Signature`, or GitLab's `X-Gitlab-Token`) when a webhook secret is configured.
+
+use super::events::Envelope;
+use super::{Daemon, Reason};
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use futures::Stream;
+use hmac::{Hmac, Mac};
+use serde_json::{Value, json};
+use std::convert::Infallible;
+use std::sync::Arc;
+use tokio_stream::StreamExt;
+use tokio_stream::wrappers::BroadcastStream;
+
+type Shared = State<Arc<Daemon>>;
+
+pub fn router(daemon: Arc<Daemon>) -> Router {
+    Router::new()
+        .route("/v1/plans", get(plans))
+        .route("/v1/plans/deploy", get(plan))
+        .route("/v1/plans/deploy/interrupt", post(interrupt))
+        .route("/v1/plans/deploy/continue", post(continue_).put(continue_))
+        .route("/v1/configurations", get(configurations))
+        .route("/v1/configurations/target", get(target))
+        .route("/v1/configurations/{sha}", get(configuration))
+        .route("/v1/sync", post(sync))
+        .route("/v1/status", get(status))
+        .route("/v1/events", get(events))
+        .route("/v1/webhook", post(webhook))
+        .route("/metrics", get(metrics))
+        .route("/health/live", get(|| async { "ok\n" }))
+        .route("/health/ready", get(ready))
+        .with_state(daemon)
+}
+
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, axum::Json(json!({ "message": message.into() }))).into_response()
+}
+
+/// The token check of mutating endpoints; both header forms of the seeds are accepted.
+fn authorized(daemon: &Daemon, headers: &HeaderMap) -> Result<(), Response> {
+    let Some(token) = &daemon.opts.token else { return Ok(()) };
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("token=")).map(str::trim));
+    match given {
+        Some(g) if constant_time_eq(g.as_bytes(), token.as_bytes()) => Ok(()),
+        _ => Err(error(
+            StatusCode::UNAUTHORIZED,
+            "a token is required: send Authorization: Bearer <token> or Authorization: token=<token>",
+        )),
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn plans() -> axum::Json<Value> {
+    axum::Json(json!(["deploy"]))
+}
+
+async fn plan(State(d): Shared) -> Response {
+    match d.current.lock().unwrap().as_ref() {
+        Some(c) => axum::Json(c.json(d.platform())).into_response(),
+        None => error(StatusCode::NOT_FOUND, "no plan has run yet"),
+    }
+}
+
+async fn interrupt(State(d): Shared, headers: HeaderMap) -> Response {
+    if let Err(r) = authorized(&d, &headers) {
+        return r;
+    }
+    d.interrupt_plan();
+    axum::Json(json!({ "message": "Received cmd: interrupt" })).into_response()
+}
+
+async fn continue_(State(d): Shared, headers: HeaderMap) -> Response {
+    if let Err(r) = authorized(&d, &headers) {
+        return r;
+    }
+    d.continue_plan();
+    axum::Json(json!({ "message": "Received cmd: continue" })).into_response()
+}
+
+async fn sync(State(d): Shared, headers: HeaderMap) -> Response {
+    if let Err(r) = authorized(&d, &headers) {
+        return r;
+    }
+    d.trigger(Reason::Sync);
+    (StatusCode::ACCEPTED, axum::Json(json!({ "message": "sync started" }))).into_response()
+}
+
+#[derive(serde::Deserialize)]
+struct ListQuery {
+    #[serde(default)]
+    all: bool,
+}
+
+/// Applied commits, newest first (`?all=true` adds invalid, failed and pending ones).
+async fn configurations(State(d): Shared, Query(q): Query<ListQuery>) -> Response {
+    match d.store.list() {
+        Ok(list) => {
+            let items: Vec<Value> = list
+                .into_iter()
+                .filter(|c| q.all || c.status == super::store::CommitStatus::Applied)
+                .map(|c| json!({ "sha": c.sha, "status": c.status, "seen_at": c.seen_at, "applied_at": c.applied_at }))
+                .collect();
+            axum::Json(items).into_response()
+        }
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}")),
+    }
+}
+
+async fn target(State(d): Shared) -> Response {
+    let sha = d.status.lock().unwrap().target.clone();
+    match sha {
+        Some(sha) => {
+            let status = d.store.get(&sha).ok().flatten().map(|c| c.status);
+            axum::Json(json!({ "sha": sha, "status": status })).into_response()
+        }
+        None => error(StatusCode::NOT_FOUND, "no commit seen yet"),
+    }
+}
+
+async fn configuration(State(d): Shared, Path(sha): Path<String>) -> Response {
+    // A unique prefix of a commit id is enough, as in git.
+    let found = match d.store.get(&sha) {
+        Ok(Some(c)) => Some(c),
+        _ => d.store.list().ok().and_then(|l| {
+            let mut m = l.into_iter().filter(|c| c.sha.starts_with(&sha));
+            let first = m.next();
+            if m.next().is_some() { None } else { first }
+        }),
+    };
+    match found {
+        Some(c) => axum::Json(c).into_response(),
+        None => error(StatusCode::NOT_FOUND, format!("no configuration for commit {sha}")),
+    }
+}
+
+async fn status(State(d): Shared) -> axum::Json<Value> {
+    let st = d.status.lock().unwrap().clone();
+    axum::Json(json!({
+        "phase": st.phase,
+        "target": st.target,
+        "last_applied": st.last_applied,
+        "last_result": st.last_result,
+        "last_reconcile": st.last_reconcile,
+        "interrupted": st.interrupted,
+        "drifted": st.drifted,
+        "ready": st.ready,
+        "repository": { "location": d.opts.repo.location, "ref": d.opts.repo.reference, "path": d.opts.repo.path },
+        "platform": d.platform(),
+        "destination": d.target_description(),
+        "self_heal": d.opts.self_heal,
+    }))
+}
+
+async fn ready(State(d): Shared) -> Response {
+    if d.status.lock().unwrap().ready {
+        (StatusCode::OK, "ready\n").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "starting\n").into_response()
+    }
+}
+
+async fn metrics(State(d): Shared) -> Response {
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], d.metrics.render()).into_response()
+}
+
+fn sse_event(e: &Envelope) -> SseEvent {
+    SseEvent::default().id(e.id.to_string()).event(e.event.name()).data(serde_json::to_string(e).unwrap_or_default())
+}
+
+/// Server-sent events, in order; `Last-Event-ID` replays what a reconnecting client missed.
+async fn events(State(d): Shared, headers: HeaderMap) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
+    let last = headers.get("last-event-id").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    let (missed, rx) = d.events.subscribe(last);
+    let replay = tokio_stream::iter(missed.into_iter().map(|e| Ok(sse_event(&e))));
+    let live = BroadcastStream::new(rx).filter_map(|r| r.ok().map(|e| Ok(sse_event(&e))));
+    Sse::new(replay.chain(live)).keep_alive(KeepAlive::default())
+}
+
+/// GitHub-, GitLab- and Gitea-style push webhooks: verify, then fetch at once.
+async fn webhook(State(d): Shared, headers: HeaderMap, body: Bytes) -> Response {
+    if let Some(secret) = &d.opts.webhook_secret
+        && let Err(msg) = verify_webhook(secret, &headers, &body)
+    {
+        return error(StatusCode::UNAUTHORIZED, msg);
+    }
+    let payload: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let pushed = payload.get("ref").and_then(Value::as_str).unwrap_or_default();
+    // A push to another branch is not ours to follow.
+    if let Some(ours) = d.opts.repo.reference.as_deref()
+        && pushed.starts_with("refs/heads/")
+        && !ours.starts_with("refs/")
+        && pushed != format!("refs/heads/{ours}")
+        && !looks_like_commit(ours)
+    {
+        return (StatusCode::ACCEPTED, axum::Json(json!({ "message": format!("ignored: push to {pushed}") })))
+            .into_response();
+    }
+    d.trigger(Reason::Webhook);
+    (StatusCode::ACCEPTED, axum::Json(json!({ "message": "fetch started" }))).into_response()
+}
+
+fn looks_like_commit(r: &str) -> bool {
+    r.len() >= 7 && r.chars().all(|c| c.is_ascii_hexdigit())
+}
+
+fn verify_webhook(secret: &str, headers: &HeaderMap, body: &[u8]) -> Result<(), &'static str> {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let check = |hex_sig: &str| -> Result<(), &'static str> {
+        let sig = hex::decode(hex_sig.trim()).map_err(|_| "the webhook signature is not hex")?;
+        let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC takes any key length");
+        mac.update(body);
+        mac.verify_slice(&sig).map_err(|_| "the webhook signature does not match")
+    };
+    if let Some(sig) = header("x-hub-signature-256") {
+        return check(sig.strip_prefix("sha256=").unwrap_or(sig));
+    }
+    if let Some(sig) = header("x-gitea-signature") {
+        return check(sig);
+    }
+    if let Some(token) = header("x-gitlab-token") {
+        return if constant_time_eq(token.as_bytes(), secret.as_bytes()) {
+            Ok(())
+        } else {
+            Err("the X-Gitlab-Token does not match")
+        };
+    }
+    Err("the webhook is not signed: expected X-Hub-Signature-256, X-Gitea-Signature or X-Gitlab-Token")
+}

@@ -1,0 +1,109 @@
+//! What the daemon tells the world as it works: an ordered stream of events, served as
+//! server-sent events on `GET /v1/events` (the way Marathon serves `/v2/events`). Each event has
+//! an increasing id; a client that reconnects with `Last-Event-ID` gets what it missed from a
+//! bounded history.
+
+use serde::Serialize;
+use std::collections::VecDeque;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use tokio::sync::broadcast;
+
+#[derive(Clone, Debug, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Event {
+    CommitSeen { sha: String },
+    RenderFailed { sha: String, errors: Vec<serde_json::Value> },
+    PlanStarted { sha: String, reason: String, steps: usize, summary: String },
+    StepStarted { sha: String, step: String, name: String },
+    StepFinished { sha: String, step: String, name: String, duration_ms: u64 },
+    StepFailed { sha: String, step: String, name: String, message: String },
+    PlanInterrupted { sha: String },
+    PlanContinued { sha: String },
+    DriftFound { sha: String, resources: Vec<String>, repairing: bool },
+    Converged { sha: String },
+    ApplyFailed { sha: String, failed: usize, not_started: usize },
+    ObserveFailed { sha: String, message: String },
+    FetchFailed { message: String },
+}
+
+impl Event {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Event::CommitSeen { .. } => "commit_seen",
+            Event::RenderFailed { .. } => "render_failed",
+            Event::PlanStarted { .. } => "plan_started",
+            Event::StepStarted { .. } => "step_started",
+            Event::StepFinished { .. } => "step_finished",
+            Event::StepFailed { .. } => "step_failed",
+            Event::PlanInterrupted { .. } => "plan_interrupted",
+            Event::PlanContinued { .. } => "plan_continued",
+            Event::DriftFound { .. } => "drift_found",
+            Event::Converged { .. } => "converged",
+            Event::ApplyFailed { .. } => "apply_failed",
+            Event::ObserveFailed { .. } => "observe_failed",
+            Event::FetchFailed { .. } => "fetch_failed",
+        }
+    }
+}
+
+/// One published event with its place in the stream.
+#[derive(Clone, Debug, Serialize)]
+pub struct Envelope {
+    pub id: u64,
+    /// RFC 3339, UTC.
+    pub time: String,
+    #[serde(flatten)]
+    pub event: Event,
+}
+
+const HISTORY: usize = 10_000;
+
+pub struct EventBus {
+    tx: broadcast::Sender<Envelope>,
+    history: Mutex<VecDeque<Envelope>>,
+    next_id: AtomicU64,
+}
+
+impl Default for EventBus {
+    fn default() -> Self {
+        EventBus { tx: broadcast::channel(4096).0, history: Mutex::new(VecDeque::new()), next_id: AtomicU64::new(1) }
+    }
+}
+
+impl EventBus {
+    pub fn publish(&self, event: Event) {
+        let time =
+            time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap_or_default();
+        // The history lock orders ids and sends, so every subscriber sees ids in order.
+        let mut history = self.history.lock().unwrap();
+        let env = Envelope { id: self.next_id.fetch_add(1, Ordering::SeqCst), time, event };
+        tracing::info!(
+            event = env.event.name(),
+            id = env.id,
+            "{}",
+            serde_json::to_string(&env.event).unwrap_or_default()
+        );
+        history.push_back(env.clone());
+        if history.len() > HISTORY {
+            history.pop_front();
+        }
+        let _ = self.tx.send(env);
+    }
+
+    /// Events after `after` still in the history, and a receiver for the ones to come, taken
+    /// together so that nothing falls between them.
+    pub fn subscribe(&self, after: Option<u64>) -> (Vec<Envelope>, broadcast::Receiver<Envelope>) {
+        let history = self.history.lock().unwrap();
+        let rx = self.tx.subscribe();
+        let missed = match after {
+            Some(id) => history.iter().filter(|e| e.id > id).cloned().collect(),
+            None => Vec::new(),
+        };
+        (missed, rx)
+    }
+
+    pub fn recent(&self) -> Vec<Envelope> {
+        self.history.lock().unwrap().iter().cloned().collect()
+    }
+}

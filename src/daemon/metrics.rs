@@ -1,0 +1,74 @@
+//! Prometheus metrics of the daemon, served as text on `GET /metrics`.
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use std::sync::atomic::AtomicU64;
+
+pub struct Metrics {
+    registry: Registry,
+    pub reconcile_seconds: Histogram,
+    pub last_applied_commit_time: Gauge<f64, AtomicU64>,
+    pub steps: Family<Vec<(String, String)>, Counter>,
+    pub drifted: Gauge,
+    pub api_requests: Family<Vec<(String, String)>, Counter>,
+    pub reconciles: Family<Vec<(String, String)>, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("capstan");
+        let reconcile_seconds = Histogram::new(exponential_buckets(0.005, 2.0, 16));
+        registry.register(
+            "reconcile_duration_seconds",
+            "Time one reconcile takes, from trigger to outcome",
+            reconcile_seconds.clone(),
+        );
+        let last_applied_commit_time = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            "last_applied_commit_timestamp_seconds",
+            "Unix time at which the last commit was applied",
+            last_applied_commit_time.clone(),
+        );
+        let steps = Family::<Vec<(String, String)>, Counter>::default();
+        registry.register("steps", "Plan steps run, by outcome", steps.clone());
+        let drifted = Gauge::default();
+        registry.register(
+            "drifted_resources",
+            "Resources that differed from the applied commit at the last resync",
+            drifted.clone(),
+        );
+        let api_requests = Family::<Vec<(String, String)>, Counter>::default();
+        registry.register("api_requests", "Requests to the platform API, by status code", api_requests.clone());
+        let reconciles = Family::<Vec<(String, String)>, Counter>::default();
+        registry.register("reconciles", "Reconciles, by result", reconciles.clone());
+        Metrics { registry, reconcile_seconds, last_applied_commit_time, steps, drifted, api_requests, reconciles }
+    }
+}
+
+impl Metrics {
+    pub fn step(&self, outcome: &str) {
+        self.steps.get_or_create(&vec![("outcome".to_string(), outcome.to_string())]).inc();
+    }
+
+    pub fn reconcile(&self, result: &str) {
+        self.reconciles.get_or_create(&vec![("result".to_string(), result.to_string())]).inc();
+    }
+
+    /// The text exposition, with the platform request counts brought up to date first.
+    pub fn render(&self) -> String {
+        for (code, n) in crate::providers::http::request_counts() {
+            let c = self.api_requests.get_or_create(&vec![("code".to_string(), code)]);
+            let have = c.get();
+            if n > have {
+                c.inc_by(n - have);
+            }
+        }
+        let mut out = String::new();
+        encode(&mut out, &self.registry).expect("metrics encode to a string");
+        out
+    }
+}

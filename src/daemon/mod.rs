@@ -1,0 +1,548 @@
+//! `capstan daemon`: keep a platform equal to what a git repository says.
+//!
+//! One reconcile loop per target, one reconcile at a time. It wakes when the repository changes
+//! (`notify` on a local repository's refs, polling a remote every `--interval`, or a webhook),
+//! every `--resync` to look for drift, and on `POST /v1/sync`. Each wake-up reconciles the
+//! newest commit, so bursts of commits coalesce. A commit that does not render or validate
+//! applies nothing: its errors are recorded and published and the platform stays as the last
+//! good commit left it. Every step of every plan is published as an event; history and plans
+//! are kept in SQLite under the state directory, so a restarted daemon carries on and never
+//! applies an applied commit again.
+
+pub mod api;
+pub mod events;
+pub mod metrics;
+pub mod store;
+mod watch;
+
+use crate::apply::{self, ApplyOptions, Observer, Outcome, Status, StepOutcome};
+use crate::cli::output;
+use crate::config::Config;
+use crate::diagnostic::Diagnostics;
+use crate::diff::ChangeSet;
+use crate::engine::{self, Connected, PlanError, Planned};
+use crate::plan::Plan;
+use crate::render::{RenderCache, RenderOptions};
+use crate::source::git::{GitSource, RepoSpec, short};
+use anyhow::Context;
+use events::{Event, EventBus};
+use metrics::Metrics;
+use serde::Serialize;
+use serde_json::{Value, json};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use store::{CommitStatus, Store};
+use tokio::sync::Notify;
+
+#[derive(Clone, Debug)]
+pub struct DaemonOptions {
+    pub repo: RepoSpec,
+    pub target: Option<String>,
+    pub listen: SocketAddr,
+    pub state_dir: PathBuf,
+    /// How often a remote repository is polled.
+    pub interval: Duration,
+    /// How often live state is compared with the applied commit.
+    pub resync: Duration,
+    pub self_heal: bool,
+    /// Bearer token required on mutating endpoints (none: not required).
+    pub token: Option<String>,
+    /// Secret for webhook signatures (none: webhooks are not verified).
+    pub webhook_secret: Option<String>,
+    pub render: RenderOptions,
+    pub parallelism: usize,
+}
+
+/// Why a reconcile runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reason {
+    Startup,
+    Change,
+    Poll,
+    Webhook,
+    Sync,
+    Resync,
+}
+
+/// What the daemon is doing, for `GET /v1/status`.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct DaemonStatus {
+    pub phase: String,
+    /// The commit being converged to.
+    pub target: Option<String>,
+    /// The last commit applied completely.
+    pub last_applied: Option<String>,
+    pub last_result: Option<String>,
+    pub last_reconcile: Option<String>,
+    pub interrupted: bool,
+    pub drifted: Vec<String>,
+    pub ready: bool,
+}
+
+/// The plan running or last run, with its step statuses.
+pub struct CurrentPlan {
+    pub sha: String,
+    pub plan: Plan,
+    pub changes: ChangeSet,
+    pub warnings: Diagnostics,
+    pub outcome: Outcome,
+}
+
+impl CurrentPlan {
+    /// The plan in seed 000's JSON shape, with live statuses.
+    pub fn json(&self, platform: &str) -> Value {
+        let full =
+            output::plan_json_with_status(platform, &self.changes, &self.plan, &self.warnings, Some(&self.outcome));
+        let mut p = full["plan"].clone();
+        p["commit"] = json!(self.sha);
+        p
+    }
+}
+
+pub struct Daemon {
+    pub opts: DaemonOptions,
+    source: Arc<GitSource>,
+    pub store: Store,
+    pub events: EventBus,
+    pub metrics: Metrics,
+    pub status: Mutex<DaemonStatus>,
+    pub current: Mutex<Option<CurrentPlan>>,
+    connected: Connected,
+    render_cache: RenderCache,
+    /// Wakes the reconcile loop; permits coalesce, so a burst of wake-ups is one reconcile.
+    wake: Notify,
+    reasons: Mutex<Vec<Reason>>,
+    pub interrupt: Arc<AtomicBool>,
+    continued: Notify,
+    shutting_down: AtomicBool,
+    pub shutdown: Notify,
+}
+
+impl Daemon {
+    pub async fn start(opts: DaemonOptions) -> anyhow::Result<Arc<Daemon>> {
+        std::fs::create_dir_all(&opts.state_dir)
+            .with_context(|| format!("cannot create the state directory {}", opts.state_dir.display()))?;
+        let state_dir = opts.state_dir.clone();
+        let spec = opts.repo.clone();
+        let source = tokio::task::spawn_blocking(move || GitSource::open(spec, &state_dir)).await??;
+        let store = Store::open(&opts.state_dir)?;
+        // The target comes from the newest commit's capstan.yaml (or --target).
+        let config = {
+            let head = source.resolve().ok();
+            head.and_then(|c| source.snapshot(&c).ok())
+                .and_then(|s| s.config)
+                .and_then(|f| Config::parse(&f.path, &f.text).ok())
+                .unwrap_or_default()
+        };
+        let connected = engine::connect(&config, opts.target.as_deref(), &opts.state_dir).await?;
+        let last_applied = store.get_value("last_applied")?;
+        let daemon = Arc::new(Daemon {
+            source: Arc::new(source),
+            store,
+            events: EventBus::default(),
+            metrics: Metrics::default(),
+            status: Mutex::new(DaemonStatus { phase: "starting".into(), last_applied, ..DaemonStatus::default() }),
+            current: Mutex::new(None),
+            connected,
+            render_cache: RenderCache::default(),
+            wake: Notify::new(),
+            reasons: Mutex::new(vec![Reason::Startup]),
+            interrupt: Arc::new(AtomicBool::new(false)),
+            continued: Notify::new(),
+            shutting_down: AtomicBool::new(false),
+            shutdown: Notify::new(),
+            opts,
+        });
+        Ok(daemon)
+    }
+
+    fn source_git_dir(&self) -> anyhow::Result<PathBuf> {
+        self.source.git_dir()
+    }
+
+    pub fn platform(&self) -> &'static str {
+        self.connected.provider.platform()
+    }
+
+    pub fn target_description(&self) -> &str {
+        &self.connected.description
+    }
+
+    /// Ask for a reconcile.
+    pub fn trigger(&self, reason: Reason) {
+        self.reasons.lock().unwrap().push(reason);
+        self.wake.notify_one();
+    }
+
+    pub fn interrupt_plan(&self) {
+        self.interrupt.store(true, Ordering::SeqCst);
+        self.status.lock().unwrap().interrupted = true;
+    }
+
+    pub fn continue_plan(&self) {
+        self.interrupt.store(false, Ordering::SeqCst);
+        self.status.lock().unwrap().interrupted = false;
+        self.continued.notify_waiters();
+        self.continued.notify_one();
+    }
+
+    /// Stop after the running step, recording state.
+    pub fn begin_shutdown(&self) {
+        self.shutting_down.store(true, Ordering::SeqCst);
+        self.interrupt.store(true, Ordering::SeqCst);
+        self.wake.notify_one();
+        self.continued.notify_one();
+    }
+
+    fn set_phase(&self, phase: &str) {
+        self.status.lock().unwrap().phase = phase.to_string();
+    }
+
+    /// The reconcile loop; returns when shutdown has been asked for and the running step ended.
+    pub async fn run(self: Arc<Self>) {
+        let watcher = watch::start(self.clone());
+        let mut next_resync = Instant::now() + self.opts.resync;
+        loop {
+            if self.shutting_down.load(Ordering::SeqCst) {
+                break;
+            }
+            let pending: Vec<Reason> = std::mem::take(&mut *self.reasons.lock().unwrap());
+            let reason = if !pending.is_empty() {
+                // A sync or a commit wins over a resync: it covers it.
+                pending.iter().copied().find(|r| *r != Reason::Resync).unwrap_or(Reason::Resync)
+            } else {
+                self.set_phase("idle");
+                let resync_in = next_resync.saturating_duration_since(Instant::now());
+                tokio::select! {
+                    _ = self.wake.notified() => continue,
+                    _ = tokio::time::sleep(resync_in) => Reason::Resync,
+                }
+            };
+            if reason == Reason::Resync || reason == Reason::Sync {
+                next_resync = Instant::now() + self.opts.resync;
+            }
+            let started = Instant::now();
+            let result = self.reconcile(reason).await;
+            self.metrics.reconcile_seconds.observe(started.elapsed().as_secs_f64());
+            self.metrics.reconcile(result);
+            let mut st = self.status.lock().unwrap();
+            st.last_result = Some(result.to_string());
+            st.last_reconcile = Some(now_rfc3339());
+            st.ready = true;
+        }
+        drop(watcher);
+        self.set_phase("stopped");
+    }
+
+    /// One reconcile. Returns a word for the result, for metrics and status.
+    async fn reconcile(&self, reason: Reason) -> &'static str {
+        self.set_phase("fetching");
+        let source = self.source.clone();
+        let fetched = tokio::task::spawn_blocking(move || {
+            source.fetch()?;
+            source.resolve()
+        })
+        .await
+        .map_err(anyhow::Error::from)
+        .and_then(|r| r);
+        let sha = match fetched {
+            Ok(sha) => sha,
+            Err(e) => {
+                self.events.publish(Event::FetchFailed { message: format!("{e:#}") });
+                return "fetch_failed";
+            }
+        };
+        let new_commit = self.status.lock().unwrap().target.as_deref() != Some(sha.as_str());
+        if new_commit {
+            if let Err(e) = self.store.seen(&sha) {
+                tracing::error!("cannot record commit {sha}: {e:#}");
+            }
+            self.status.lock().unwrap().target = Some(sha.clone());
+            self.events.publish(Event::CommitSeen { sha: sha.clone() });
+        }
+        let known = self.store.get(&sha).ok().flatten().map(|c| c.status);
+        let drift_check = match (reason, known) {
+            // An invalid commit stays invalid; nothing to do until the next commit.
+            (_, Some(CommitStatus::Invalid)) if reason != Reason::Sync => return "invalid",
+            // Applied already: only a resync or an explicit sync looks again, for drift.
+            (Reason::Resync | Reason::Sync, Some(CommitStatus::Applied)) => true,
+            (_, Some(CommitStatus::Applied)) => return "unchanged",
+            _ => false,
+        };
+
+        self.set_phase("planning");
+        let source = self.source.clone();
+        let commit = sha.clone();
+        let snapshot = match tokio::task::spawn_blocking(move || source.snapshot(&commit)).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => return self.invalid(&sha, vec![json!({ "message": format!("{e:#}") })]),
+            Err(e) => return self.invalid(&sha, vec![json!({ "message": e.to_string() })]),
+        };
+        let config = match &snapshot.config {
+            Some(f) => match Config::parse(&f.path, &f.text) {
+                Ok(c) => c,
+                Err(d) => return self.invalid(&sha, diagnostics_json(&d)),
+            },
+            None => Config::default(),
+        };
+        let provider = self.connected.provider.as_ref();
+        let prune = config.prune;
+        let planned = match engine::plan(
+            provider,
+            &snapshot,
+            &config,
+            &self.opts.render,
+            prune,
+            Some(&self.render_cache),
+        )
+        .await
+        {
+            Ok(p) => p,
+            Err(PlanError::Invalid(i)) => return self.invalid(&sha, diagnostics_json(&i.0)),
+            Err(PlanError::Observe(e)) => {
+                self.events.publish(Event::ObserveFailed { sha: sha.clone(), message: e.to_string() });
+                return "observe_failed";
+            }
+        };
+        let merged = provider.merge_documents(&planned.rendered.documents);
+        let _ = self.store.set_rendered(&sha, &merged);
+
+        if drift_check {
+            let drifted: Vec<String> = planned
+                .changes
+                .changes
+                .iter()
+                .filter(|c| c.action != crate::diff::Action::NoOp)
+                .map(|c| c.id.to_string())
+                .collect();
+            self.metrics.drifted.set(drifted.len() as i64);
+            self.status.lock().unwrap().drifted = drifted.clone();
+            if drifted.is_empty() {
+                return "in_sync";
+            }
+            self.events.publish(Event::DriftFound {
+                sha: sha.clone(),
+                resources: drifted,
+                repairing: self.opts.self_heal,
+            });
+            if !self.opts.self_heal {
+                return "drift_reported";
+            }
+        }
+        self.apply(&sha, reason, planned).await
+    }
+
+    /// Record a commit that cannot be applied, and tell the world why.
+    fn invalid(&self, sha: &str, errors: Vec<Value>) -> &'static str {
+        let _ = self.store.set_errors(sha, &errors);
+        let _ = self.store.set_status(sha, CommitStatus::Invalid);
+        self.events.publish(Event::RenderFailed { sha: sha.to_string(), errors });
+        "invalid"
+    }
+
+    async fn apply(&self, sha: &str, reason: Reason, planned: Planned) -> &'static str {
+        let Planned { rendered, live, changes, plan } = planned;
+        let pending = StepOutcome { status: Status::Pending, message: String::new(), duration: Duration::ZERO };
+        *self.current.lock().unwrap() = Some(CurrentPlan {
+            sha: sha.to_string(),
+            plan: plan.clone(),
+            changes: changes.clone(),
+            warnings: rendered.warnings.clone(),
+            outcome: Outcome { steps: vec![pending; plan.steps.len()] },
+        });
+        if plan.is_empty() {
+            return self.converged(sha, &Outcome { steps: Vec::new() });
+        }
+        let _ = self.store.set_status(sha, CommitStatus::Applying);
+        self.set_phase("applying");
+        self.events.publish(Event::PlanStarted {
+            sha: sha.to_string(),
+            reason: serde_json::to_value(reason).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default(),
+            steps: plan.steps.len(),
+            summary: output::summary_line(&changes),
+        });
+        let observer = Steps { daemon: self, sha };
+        let opts = ApplyOptions { parallelism: self.opts.parallelism, interrupt: self.interrupt.clone() };
+        let provider = self.connected.provider.as_ref();
+        let mut outcome = apply::apply(provider, &plan, &rendered.desired, &live, &opts, &observer).await;
+        // Interrupted: wait for continue (or shutdown), then carry on with the same plan.
+        while outcome.steps.iter().any(|s| s.status == Status::Waiting) {
+            self.record_outcome(sha, &outcome);
+            if self.shutting_down.load(Ordering::SeqCst) {
+                let _ = self.store.set_status(sha, CommitStatus::Pending);
+                return "stopped";
+            }
+            self.events.publish(Event::PlanInterrupted { sha: sha.to_string() });
+            self.set_phase("interrupted");
+            while self.interrupt.load(Ordering::SeqCst) && !self.shutting_down.load(Ordering::SeqCst) {
+                tokio::select! {
+                    _ = self.continued.notified() => {}
+                    _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                }
+            }
+            if self.shutting_down.load(Ordering::SeqCst) {
+                let _ = self.store.set_status(sha, CommitStatus::Pending);
+                return "stopped";
+            }
+            self.events.publish(Event::PlanContinued { sha: sha.to_string() });
+            self.set_phase("applying");
+            outcome = apply::resume(provider, &plan, &rendered.desired, &live, &opts, &observer, &outcome).await;
+        }
+        self.record_outcome(sha, &outcome);
+        if outcome.converged() {
+            self.converged(sha, &outcome)
+        } else {
+            let failed = outcome.count(Status::Error);
+            let _ = self.store.set_status(sha, CommitStatus::Failed);
+            let errors: Vec<Value> = outcome
+                .steps
+                .iter()
+                .zip(&plan.steps)
+                .filter(|(o, _)| o.status == Status::Error)
+                .map(|(o, s)| json!({ "step": s.name, "message": o.message }))
+                .collect();
+            let _ = self.store.set_errors(sha, &errors);
+            self.events.publish(Event::ApplyFailed {
+                sha: sha.to_string(),
+                failed,
+                not_started: outcome.steps.len() - failed - outcome.count(Status::Complete),
+            });
+            "apply_failed"
+        }
+    }
+
+    fn record_outcome(&self, sha: &str, outcome: &Outcome) {
+        let json = self.current.lock().unwrap().as_mut().map(|c| {
+            c.outcome = outcome.clone();
+            c.json(self.platform())
+        });
+        if let Some(j) = json {
+            let _ = self.store.set_outcome(sha, &j);
+        }
+    }
+
+    fn converged(&self, sha: &str, outcome: &Outcome) -> &'static str {
+        self.record_outcome(sha, outcome);
+        let _ = self.store.set_status(sha, CommitStatus::Applied);
+        let _ = self.store.set_value("last_applied", sha);
+        self.metrics.last_applied_commit_time.set(store::now() as f64);
+        self.metrics.drifted.set(0);
+        {
+            let mut st = self.status.lock().unwrap();
+            st.last_applied = Some(sha.to_string());
+            st.drifted.clear();
+        }
+        // Older commits that never got applied will not be.
+        if let Ok(list) = self.store.list() {
+            for c in list
+                .iter()
+                .filter(|c| c.sha != sha && matches!(c.status, CommitStatus::Pending | CommitStatus::Applying))
+            {
+                let _ = self.store.set_status(&c.sha, CommitStatus::Superseded);
+            }
+        }
+        self.events.publish(Event::Converged { sha: sha.to_string() });
+        tracing::info!("converged to {}", short(sha));
+        "converged"
+    }
+
+    /// Stop the embedded sandbox, if any.
+    pub async fn close(self: Arc<Self>) -> anyhow::Result<()> {
+        match Arc::try_unwrap(self) {
+            Ok(d) => d.connected.close().await,
+            Err(_) => Ok(()),
+        }
+    }
+}
+
+/// Publishes every step's start and end, and keeps the current plan's statuses live.
+struct Steps<'a> {
+    daemon: &'a Daemon,
+    sha: &'a str,
+}
+
+impl Observer for Steps<'_> {
+    fn step_started(&self, plan: &Plan, step: usize) {
+        if let Some(c) = self.daemon.current.lock().unwrap().as_mut() {
+            c.outcome.steps[step].status = Status::InProgress;
+        }
+        let s = &plan.steps[step];
+        self.daemon.events.publish(Event::StepStarted {
+            sha: self.sha.into(),
+            step: s.id.clone(),
+            name: s.name.clone(),
+        });
+    }
+
+    fn step_finished(&self, plan: &Plan, step: usize, outcome: &StepOutcome) {
+        if let Some(c) = self.daemon.current.lock().unwrap().as_mut() {
+            c.outcome.steps[step] = outcome.clone();
+        }
+        let s = &plan.steps[step];
+        let (sha, id, name) = (self.sha.to_string(), s.id.clone(), s.name.clone());
+        match outcome.status {
+            Status::Complete => {
+                self.daemon.metrics.step("complete");
+                self.daemon.events.publish(Event::StepFinished {
+                    sha,
+                    step: id,
+                    name,
+                    duration_ms: outcome.duration.as_millis() as u64,
+                });
+            }
+            _ => {
+                self.daemon.metrics.step("error");
+                self.daemon.events.publish(Event::StepFailed { sha, step: id, name, message: outcome.message.clone() });
+            }
+        }
+    }
+}
+
+fn diagnostics_json(d: &Diagnostics) -> Vec<Value> {
+    d.0.iter()
+        .map(|x| {
+            let mut v = serde_json::to_value(x).unwrap_or(Value::Null);
+            v["text"] = json!(x.to_string());
+            v
+        })
+        .collect()
+}
+
+pub fn now_rfc3339() -> String {
+    time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
+}
+
+/// Run the daemon until SIGINT or SIGTERM: finish the running step, record state, return.
+pub async fn serve(opts: DaemonOptions) -> anyhow::Result<()> {
+    let daemon = Daemon::start(opts).await?;
+    let listener = tokio::net::TcpListener::bind(daemon.opts.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", daemon.opts.listen))?;
+    let addr = listener.local_addr()?;
+    let app = api::router(daemon.clone());
+    let server_daemon = daemon.clone();
+    let server = tokio::spawn(async move {
+        axum::serve(listener, app).with_graceful_shutdown(async move { server_daemon.shutdown.notified().await }).await
+    });
+    println!(
+        "capstan daemon listening on http://{addr}, applying {} ({}) to {}",
+        daemon.opts.repo.location,
+        daemon.opts.repo.reference.as_deref().unwrap_or("default branch"),
+        daemon.target_description()
+    );
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    let runner = tokio::spawn(daemon.clone().run());
+    crate::cli::shutdown_signal().await;
+    tracing::info!("shutting down: finishing the running step");
+    daemon.begin_shutdown();
+    let _ = runner.await;
+    daemon.shutdown.notify_waiters();
+    daemon.shutdown.notify_one();
+    let _ = server.await;
+    daemon.close().await
+}
