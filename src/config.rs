@@ -34,6 +34,9 @@ pub struct Config {
     pub prune: bool,
     #[serde(default)]
     pub owner: Option<String>,
+    /// Names of fields and variables whose values are secret, beyond those whose names say so.
+    #[serde(default)]
+    pub sensitive: Vec<String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -14,6 +14,7 @@ pub mod engine;
 pub mod model;
 pub mod plan;
 pub mod providers;
+pub mod redact;
 pub mod render;
 pub mod sandbox;
 pub mod source;

@@ -106,7 +106,7 @@ fn print_warnings(warnings: &Diagnostics, color: super::ColorChoice) {
 async fn render(input: &InputArgs, format: RenderFormat, color: super::ColorChoice) -> anyhow::Result<u8> {
     let (rendered, provider) = render_offline(input, &read_input(input)?)?;
     print_warnings(&rendered.warnings, color);
-    let merged = provider.merge_documents(&rendered.documents);
+    let merged = rendered.redactor.value(&provider.merge_documents(&rendered.documents));
     let text = match format {
         RenderFormat::Json => serde_json::to_string_pretty(&merged)? + "\n",
         RenderFormat::Yaml => serde_yaml::to_string(&merged)?,
@@ -161,14 +161,26 @@ async fn plan(
     let planned = result.map_err(plan_error)?;
     match format {
         PlanFormat::Json => {
-            let v = output::plan_json(platform, &planned.changes, &planned.plan, &planned.rendered.warnings);
+            let v = output::plan_json(
+                platform,
+                &planned.changes,
+                &planned.plan,
+                &planned.rendered.warnings,
+                &planned.rendered.redactor,
+            );
             println!("{}", serde_json::to_string_pretty(&v)?);
         }
         PlanFormat::Text => {
             eprintln!("{}", Style::stderr(color).dim(&format!("Planning against {description}.")));
             print!(
                 "{}",
-                output::plan_text(&planned.changes, &planned.plan, &planned.rendered.warnings, Style::stdout(color))
+                output::plan_text(
+                    &planned.changes,
+                    &planned.plan,
+                    &planned.rendered.warnings,
+                    Style::stdout(color),
+                    &planned.rendered.redactor,
+                )
             );
         }
     }
@@ -183,17 +195,18 @@ fn plan_error(e: PlanError) -> anyhow::Error {
 }
 
 /// Prints one line per finished step, for logs and terminals alike.
-struct Lines {
+struct Lines<'a> {
     style: Style,
+    redactor: &'a crate::redact::Redactor,
 }
 
-impl Observer for Lines {
+impl Observer for Lines<'_> {
     fn step_finished(&self, plan: &Plan, step: usize, outcome: &StepOutcome) {
         let name = &plan.steps[step].name;
         let ms = outcome.duration.as_millis();
         let line = match outcome.status {
             Status::Complete => format!("  {} {name} ({ms} ms)", self.style.green("done ")),
-            _ => format!("  {} {name}: {}", self.style.red("ERROR"), outcome.message),
+            _ => format!("  {} {name}: {}", self.style.red("ERROR"), self.redactor.text(&outcome.message)),
         };
         println!("{line}");
     }
@@ -216,7 +229,16 @@ async fn apply(
                 .await
                 .map_err(plan_error)?;
         eprintln!("{}", Style::stderr(color).dim(&format!("Applying to {}.", connected.description)));
-        print!("{}", output::plan_text(&planned.changes, &planned.plan, &planned.rendered.warnings, style));
+        print!(
+            "{}",
+            output::plan_text(
+                &planned.changes,
+                &planned.plan,
+                &planned.rendered.warnings,
+                style,
+                &planned.rendered.redactor
+            )
+        );
         if planned.plan.is_empty() {
             return Ok(EXIT_OK);
         }
@@ -231,10 +253,10 @@ async fn apply(
             &planned.rendered.desired,
             &planned.live,
             &opts,
-            &Lines { style },
+            &Lines { style, redactor: &planned.rendered.redactor },
         )
         .await;
-        print!("{}", output::outcome_text(&planned.plan, &outcome, style));
+        print!("{}", output::outcome_text(&planned.plan, &outcome, style, &planned.rendered.redactor));
         anyhow::Ok(if outcome.converged() { EXIT_OK } else { EXIT_ERROR })
     }
     .await;

@@ -5,6 +5,7 @@ use crate::apply::{Outcome, Status};
 use crate::diagnostic::{Diagnostic, Diagnostics, Severity};
 use crate::diff::{Action, ChangeSet, ResourceChange};
 use crate::plan::Plan;
+use crate::redact::Redactor;
 use serde_json::{Value, json};
 use std::fmt::Write as _;
 use std::io::IsTerminal;
@@ -102,9 +103,10 @@ fn yaml(v: &Value) -> String {
 }
 
 /// The unified diff of one resource's YAML, each line marked as terraform marks them.
-fn resource_diff(c: &ResourceChange, style: Style) -> String {
-    let before = c.before.as_ref().map(yaml).unwrap_or_default();
-    let after = c.after.as_ref().map(yaml).unwrap_or_default();
+fn resource_diff(c: &ResourceChange, style: Style, redactor: &Redactor) -> String {
+    let (before, after) = redactor.pair(c.before.as_ref(), c.after.as_ref());
+    let before = before.as_ref().map(yaml).unwrap_or_default();
+    let after = after.as_ref().map(yaml).unwrap_or_default();
     let mut out = String::new();
     if before.is_empty() || after.is_empty() {
         let (sign, text) = if before.is_empty() { ("+", &after) } else { ("-", &before) };
@@ -139,7 +141,13 @@ pub fn summary_line(changes: &ChangeSet) -> String {
     )
 }
 
-pub fn plan_text(changes: &ChangeSet, plan: &Plan, warnings: &Diagnostics, style: Style) -> String {
+pub fn plan_text(
+    changes: &ChangeSet,
+    plan: &Plan,
+    warnings: &Diagnostics,
+    style: Style,
+    redactor: &Redactor,
+) -> String {
     let mut out = String::new();
     if !warnings.0.is_empty() {
         out.push_str(&diagnostics_text(warnings, style));
@@ -159,7 +167,7 @@ pub fn plan_text(changes: &ChangeSet, plan: &Plan, warnings: &Diagnostics, style
             }
             let _ = writeln!(out, "{head}");
             let _ = writeln!(out, "  {} {}", style.action(c.action, c.action.symbol()), style.bold(&c.id.to_string()));
-            out.push_str(&resource_diff(c, style));
+            out.push_str(&resource_diff(c, style, redactor));
             out.push('\n');
         }
         out.push_str(&style.bold(&summary_line(changes)));
@@ -188,9 +196,16 @@ pub fn plan_text(changes: &ChangeSet, plan: &Plan, warnings: &Diagnostics, style
     out
 }
 
-/// The plan as JSON (schemas/plan.schema.json). Nothing in it depends on the time or the run.
-pub fn plan_json(platform: &str, changes: &ChangeSet, plan: &Plan, warnings: &Diagnostics) -> Value {
-    plan_json_with_status(platform, changes, plan, warnings, None)
+/// The plan as JSON (schemas/plan.schema.json). Nothing in it depends on the time or the run,
+/// and no secret value is in it.
+pub fn plan_json(
+    platform: &str,
+    changes: &ChangeSet,
+    plan: &Plan,
+    warnings: &Diagnostics,
+    redactor: &Redactor,
+) -> Value {
+    plan_json_with_status(platform, changes, plan, warnings, redactor, None)
 }
 
 pub fn plan_json_with_status(
@@ -198,20 +213,47 @@ pub fn plan_json_with_status(
     changes: &ChangeSet,
     plan: &Plan,
     warnings: &Diagnostics,
+    redactor: &Redactor,
     outcome: Option<&Outcome>,
 ) -> Value {
     let resource_changes: Vec<Value> = changes
         .changes
         .iter()
         .map(|c| {
+            let (before, after) = redactor.pair(c.before.as_ref(), c.after.as_ref());
+            let fields: Vec<Value> = c
+                .changes
+                .iter()
+                .map(|f| {
+                    let leaf = f.path.rsplit(['.', '[']).next().unwrap_or("");
+                    let (b, a) = if redactor.is_sensitive(leaf) {
+                        let mask = |v: &Option<Value>| v.as_ref().map(|_| json!(crate::redact::MASK));
+                        let changed = f.before.is_some() && f.after.is_some();
+                        (
+                            mask(&f.before),
+                            if changed { Some(json!(crate::redact::MASK_CHANGED)) } else { mask(&f.after) },
+                        )
+                    } else {
+                        redactor.pair(f.before.as_ref(), f.after.as_ref())
+                    };
+                    let mut v = json!({ "path": f.path });
+                    if let Some(b) = b {
+                        v["before"] = b;
+                    }
+                    if let Some(a) = a {
+                        v["after"] = a;
+                    }
+                    v
+                })
+                .collect();
             let mut v = json!({
                 "address": c.id.to_string(),
                 "kind": c.id.kind,
                 "name": c.id.name,
                 "action": c.action,
-                "before": c.before,
-                "after": c.after,
-                "changes": c.changes,
+                "before": before,
+                "after": after,
+                "changes": fields,
             });
             if let Some(o) = &c.origin {
                 v["origin"] = json!({ "file": o.file, "line": o.line, "column": o.column });
@@ -223,7 +265,7 @@ pub fn plan_json_with_status(
         })
         .collect();
     let status_of = |i: usize| outcome.map(|o| o.steps[i].status).unwrap_or(Status::Pending);
-    let message_of = |i: usize| outcome.map(|o| o.steps[i].message.clone()).unwrap_or_default();
+    let message_of = |i: usize| outcome.map(|o| redactor.text(&o.steps[i].message)).unwrap_or_default();
     let phases: Vec<Value> = plan
         .phases
         .iter()
@@ -271,7 +313,11 @@ pub fn plan_json_with_status(
             "errors": [],
             "phases": phases,
         },
-        "warnings": warnings.0,
+        "warnings": warnings.0.iter().map(|w| {
+            let mut v = serde_json::to_value(w).unwrap_or(Value::Null);
+            v["message"] = json!(redactor.text(&w.message));
+            v
+        }).collect::<Vec<_>>(),
     })
 }
 
@@ -291,7 +337,7 @@ pub fn aggregate(statuses: impl Iterator<Item = Status>) -> Status {
     }
 }
 
-pub fn outcome_text(plan: &Plan, outcome: &Outcome, style: Style) -> String {
+pub fn outcome_text(plan: &Plan, outcome: &Outcome, style: Style, redactor: &Redactor) -> String {
     let mut out = String::new();
     for (i, s) in outcome.steps.iter().enumerate() {
         if s.status == Status::Complete {
@@ -299,8 +345,8 @@ pub fn outcome_text(plan: &Plan, outcome: &Outcome, style: Style) -> String {
         }
         let name = &plan.steps[i].name;
         let line = match s.status {
-            Status::Error => style.red(&format!("  ERROR    {name}: {}", s.message)),
-            _ => style.yellow(&format!("  {:<8} {name}: {}", status_word(s.status), s.message)),
+            Status::Error => style.red(&format!("  ERROR    {name}: {}", redactor.text(&s.message))),
+            _ => style.yellow(&format!("  {:<8} {name}: {}", status_word(s.status), redactor.text(&s.message))),
         };
         let _ = writeln!(out, "{line}");
     }

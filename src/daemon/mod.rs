@@ -22,6 +22,7 @@ use crate::diagnostic::Diagnostics;
 use crate::diff::ChangeSet;
 use crate::engine::{self, Connected, PlanError, Planned};
 use crate::plan::Plan;
+use crate::redact::Redactor;
 use crate::render::{RenderCache, RenderOptions};
 use crate::source::git::{GitSource, RepoSpec, short};
 use anyhow::Context;
@@ -89,14 +90,21 @@ pub struct CurrentPlan {
     pub plan: Plan,
     pub changes: ChangeSet,
     pub warnings: Diagnostics,
+    pub redactor: Redactor,
     pub outcome: Outcome,
 }
 
 impl CurrentPlan {
     /// The plan in seed 000's JSON shape, with live statuses.
     pub fn json(&self, platform: &str) -> Value {
-        let full =
-            output::plan_json_with_status(platform, &self.changes, &self.plan, &self.warnings, Some(&self.outcome));
+        let full = output::plan_json_with_status(
+            platform,
+            &self.changes,
+            &self.plan,
+            &self.warnings,
+            &self.redactor,
+            Some(&self.outcome),
+        );
         let mut p = full["plan"].clone();
         p["commit"] = json!(self.sha);
         p
@@ -308,7 +316,7 @@ impl Daemon {
                 return "observe_failed";
             }
         };
-        let merged = provider.merge_documents(&planned.rendered.documents);
+        let merged = planned.rendered.redactor.value(&provider.merge_documents(&planned.rendered.documents));
         let _ = self.store.set_rendered(&sha, &merged);
 
         if drift_check {
@@ -352,6 +360,7 @@ impl Daemon {
             plan: plan.clone(),
             changes: changes.clone(),
             warnings: rendered.warnings.clone(),
+            redactor: rendered.redactor.clone(),
             outcome: Outcome { steps: vec![pending; plan.steps.len()] },
         });
         if plan.is_empty() {
@@ -365,7 +374,7 @@ impl Daemon {
             steps: plan.steps.len(),
             summary: output::summary_line(&changes),
         });
-        let observer = Steps { daemon: self, sha };
+        let observer = Steps { daemon: self, sha, redactor: &rendered.redactor };
         let opts = ApplyOptions { parallelism: self.opts.parallelism, interrupt: self.interrupt.clone() };
         let provider = self.connected.provider.as_ref();
         let mut outcome = apply::apply(provider, &plan, &rendered.desired, &live, &opts, &observer).await;
@@ -403,7 +412,7 @@ impl Daemon {
                 .iter()
                 .zip(&plan.steps)
                 .filter(|(o, _)| o.status == Status::Error)
-                .map(|(o, s)| json!({ "step": s.name, "message": o.message }))
+                .map(|(o, s)| json!({ "step": s.name, "message": rendered.redactor.text(&o.message) }))
                 .collect();
             let _ = self.store.set_errors(sha, &errors);
             self.events.publish(Event::ApplyFailed {
@@ -463,6 +472,7 @@ impl Daemon {
 struct Steps<'a> {
     daemon: &'a Daemon,
     sha: &'a str,
+    redactor: &'a Redactor,
 }
 
 impl Observer for Steps<'_> {
@@ -496,7 +506,8 @@ impl Observer for Steps<'_> {
             }
             _ => {
                 self.daemon.metrics.step("error");
-                self.daemon.events.publish(Event::StepFailed { sha, step: id, name, message: outcome.message.clone() });
+                let message = self.redactor.text(&outcome.message);
+                self.daemon.events.publish(Event::StepFailed { sha, step: id, name, message });
             }
         }
     }

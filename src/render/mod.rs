@@ -14,6 +14,7 @@ use crate::config::Config;
 use crate::diagnostic::{Diagnostic, Diagnostics, InvalidInput};
 use crate::model::{DesiredResource, DesiredState};
 use crate::providers::Provider;
+use crate::redact::Redactor;
 use crate::source::{Snapshot, SourceFile};
 use expand::Expander;
 use indexmap::IndexMap;
@@ -41,6 +42,8 @@ pub struct Rendered {
     pub documents: Vec<Value>,
     /// Warnings (errors make rendering fail).
     pub warnings: Diagnostics,
+    /// Knows the secrets of this snapshot, to mask them in every output.
+    pub redactor: Redactor,
 }
 
 /// What one file renders to; kept by content so unchanged files are not parsed again.
@@ -49,6 +52,8 @@ struct FileOutput {
     documents: Vec<Value>,
     resources: Vec<DesiredResource>,
     diagnostics: Vec<Diagnostic>,
+    /// Values of variables whose names mark them secret.
+    secrets: Vec<String>,
 }
 
 /// Rendered files by content and inputs, for a long-running process (the daemon).
@@ -74,18 +79,31 @@ pub fn render(
     provider: &dyn Provider,
     cache: Option<&RenderCache>,
 ) -> Result<Rendered, InvalidInput> {
-    let inputs =
-        Inputs { config_vars: config.variables(), config_namespace: config.default_namespace.clone(), opts, provider };
+    let inputs = Inputs {
+        config_vars: config.variables(),
+        config_namespace: config.default_namespace.clone(),
+        opts,
+        provider,
+        redactor: Redactor::new(&config.sensitive),
+    };
     let fingerprint = inputs.fingerprint();
     let outputs = render_files(&snapshot.files, &inputs, fingerprint, cache);
 
     let mut diags = Diagnostics::default();
     let mut desired = DesiredState::default();
     let mut documents = Vec::new();
+    let mut redactor = inputs.redactor.clone();
+    for (name, value) in inputs.config_vars.iter().chain(opts.vars.iter()) {
+        if redactor.is_sensitive(name) {
+            redactor.add_value(value);
+        }
+    }
     for out in &outputs {
         diags.extend(out.diagnostics.iter().cloned());
         documents.extend(out.documents.iter().cloned());
+        out.secrets.iter().for_each(|v| redactor.add_value(v));
         for r in &out.resources {
+            redactor.learn(&r.spec);
             if let Some(first) = desired.resources.get(&r.id) {
                 diags.push(
                     Diagnostic::error_at(r.origin.clone(), format!("{} is declared twice", r.id))
@@ -100,7 +118,7 @@ pub fn render(
     if diags.has_errors() {
         return Err(InvalidInput(diags));
     }
-    Ok(Rendered { desired, documents, warnings: diags })
+    Ok(Rendered { desired, documents, warnings: diags, redactor })
 }
 
 struct Inputs<'a> {
@@ -108,6 +126,7 @@ struct Inputs<'a> {
     config_namespace: Option<String>,
     opts: &'a RenderOptions,
     provider: &'a dyn Provider,
+    redactor: Redactor,
 }
 
 impl Inputs<'_> {
@@ -122,6 +141,7 @@ impl Inputs<'_> {
             feed(k);
             feed(v);
         }
+        feed(&format!("{:?}", self.redactor));
         feed(self.config_namespace.as_deref().unwrap_or("\u{1}"));
         feed(self.opts.namespace.as_deref().unwrap_or("\u{1}"));
         feed(if self.opts.allow_missing_vars { "lenient" } else { "strict" });
@@ -152,6 +172,7 @@ impl Inputs<'_> {
             let mut vars = self.config_vars.clone();
             vars.extend(expand::document_variables(&doc, &mut diags));
             vars.extend(self.opts.vars.iter().map(|(k, v)| (k.clone(), v.clone())));
+            out.secrets.extend(vars.iter().filter(|(k, _)| self.redactor.is_sensitive(k)).map(|(_, v)| v.clone()));
             let namespace = self
                 .opts
                 .namespace
