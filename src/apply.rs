@@ -5,6 +5,7 @@
 //! steps that depend on it, directly or not; independent steps still run to the end. Every step
 //! ends in the outcome with its status, so a partial apply says exactly what happened.
 
+use crate::journal::Journal;
 use crate::model::{DesiredState, LiveState};
 use crate::plan::Plan;
 use crate::providers::{Operation, Provider};
@@ -64,11 +65,13 @@ pub struct ApplyOptions {
     pub parallelism: usize,
     /// Set to stop starting new steps; running ones finish.
     pub interrupt: Arc<AtomicBool>,
+    /// Where each step's intent is written before it is sent, and its outcome after.
+    pub journal: Option<Arc<Journal>>,
 }
 
 impl Default for ApplyOptions {
     fn default() -> Self {
-        ApplyOptions { parallelism: 8, interrupt: Arc::new(AtomicBool::new(false)) }
+        ApplyOptions { parallelism: 8, interrupt: Arc::new(AtomicBool::new(false)), journal: None }
     }
 }
 
@@ -117,6 +120,16 @@ pub async fn resume(
         while running.len() < parallelism && !opts.interrupt.load(Ordering::SeqCst) {
             let Some(i) = ready.pop_front() else { break };
             let step = &plan.steps[i];
+            // Nothing is sent that the journal does not know about first.
+            if let Some(j) = &opts.journal
+                && let Err(e) = j.intent(i, &step.id, &step.name)
+            {
+                outcomes[i].status = Status::Error;
+                outcomes[i].message = format!("not started: cannot write the journal: {e:#}");
+                block_dependents(plan, &dependents, i, &mut outcomes);
+                observer.step_finished(plan, i, &outcomes[i]);
+                continue;
+            }
             outcomes[i].status = Status::InProgress;
             observer.step_started(plan, i);
             let op = Operation {

@@ -37,6 +37,34 @@ pub struct Config {
     /// Names of fields and variables whose values are secret, beyond those whose names say so.
     #[serde(default)]
     pub sensitive: Vec<String>,
+    /// The mass-delete guard's limits.
+    #[serde(default)]
+    pub mass_delete: MassDelete,
+}
+
+/// A plan that deletes more than `max_deletes` resources, or more than `max_percent` of those
+/// this owner manages, is refused unless explicitly allowed.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MassDelete {
+    #[serde(default = "default_max_deletes")]
+    pub max_deletes: usize,
+    #[serde(default = "default_max_percent")]
+    pub max_percent: f64,
+}
+
+fn default_max_deletes() -> usize {
+    10
+}
+
+fn default_max_percent() -> f64 {
+    30.0
+}
+
+impl Default for MassDelete {
+    fn default() -> Self {
+        MassDelete { max_deletes: default_max_deletes(), max_percent: default_max_percent() }
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

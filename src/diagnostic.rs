@@ -48,7 +48,7 @@ pub struct Diagnostic {
     pub message: String,
     /// A second place the problem involves, such as the first declaration of a duplicate.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub related: Option<(Location, String)>,
+    pub related: Option<Box<(Location, String)>>,
 }
 
 impl Diagnostic {
@@ -65,7 +65,7 @@ impl Diagnostic {
     }
 
     pub fn with_related(mut self, location: Location, note: impl Into<String>) -> Self {
-        self.related = Some((location, note.into()));
+        self.related = Some(Box::new((location, note.into())));
         self
     }
 
@@ -84,7 +84,8 @@ impl fmt::Display for Diagnostic {
             Some(loc) => write!(f, "{loc}: {label}: {}", self.message)?,
             None => write!(f, "{label}: {}", self.message)?,
         }
-        if let Some((loc, note)) = &self.related {
+        if let Some(related) = &self.related {
+            let (loc, note) = related.as_ref();
             write!(f, "\n  {loc}: note: {note}")?;
         }
         Ok(())

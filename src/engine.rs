@@ -21,6 +21,9 @@ pub struct Connected {
     pub provider: Box<dyn Provider>,
     /// What to call the target in messages.
     pub description: String,
+    /// What identifies the target for locking and journalling: its URL, or the embedded
+    /// sandbox's state file.
+    pub key: String,
     /// The embedded sandbox, kept running for as long as the target is used.
     pub embedded: Option<Sandbox>,
 }
@@ -75,7 +78,12 @@ pub async fn connect(config: &Config, target: Option<&str>, state_dir: &Path) ->
             timeout: Duration::from_secs(t.timeout.unwrap_or(30)),
         };
         let provider = providers::provider_for(&t.platform, Some(connection), owner)?;
-        return Ok(Connected { provider, description: format!("target {name} ({})", t.url), embedded: None });
+        return Ok(Connected {
+            provider,
+            description: format!("target {name} ({})", t.url),
+            key: t.url.clone(),
+            embedded: None,
+        });
     }
     let platform_name = platform_of(config, None)?;
     let platform: Platform = platform_name.parse()?;
@@ -87,7 +95,9 @@ pub async fn connect(config: &Config, target: Option<&str>, state_dir: &Path) ->
         std::fs::write(&ignore, "*\n").with_context(|| format!("cannot write {}", ignore.display()))?;
     }
     let mut opts = SandboxOptions::new(platform);
-    opts.state_file = Some(dir.join(format!("sandbox-{platform_name}.json")));
+    let state_file = dir.join(format!("sandbox-{platform_name}.json"));
+    let key = format!("sandbox:{}", std::path::absolute(&state_file).unwrap_or(state_file.clone()).display());
+    opts.state_file = Some(state_file);
     let sandbox = Sandbox::start(opts).await.context("cannot start the embedded sandbox")?;
     let connection =
         Connection { url: sandbox.url().to_string(), token: None, ca_cert: None, timeout: Duration::from_secs(30) };
@@ -95,6 +105,7 @@ pub async fn connect(config: &Config, target: Option<&str>, state_dir: &Path) ->
     Ok(Connected {
         provider,
         description: format!("the embedded {platform_name} sandbox ({})", sandbox.url()),
+        key,
         embedded: Some(sandbox),
     })
 }
@@ -178,4 +189,30 @@ pub async fn plan(
         "planned"
     );
     Ok(Planned { rendered, live, changes, plan })
+}
+
+/// The mass-delete guard: Err with the reason when a plan deletes too much.
+pub fn check_mass_delete(planned: &Planned, limits: &crate::config::MassDelete) -> Result<(), String> {
+    let deletes: Vec<String> = planned
+        .changes
+        .changes
+        .iter()
+        .filter(|c| c.action == crate::diff::Action::Delete)
+        .map(|c| c.id.to_string())
+        .collect();
+    if deletes.is_empty() {
+        return Ok(());
+    }
+    let managed = planned.live.resources.values().filter(|l| l.owned).count().max(deletes.len());
+    let percent = deletes.len() as f64 * 100.0 / managed as f64;
+    if deletes.len() > limits.max_deletes || percent > limits.max_percent {
+        let empty = if planned.rendered.desired.resources.is_empty() { " (nothing is declared at all)" } else { "" };
+        return Err(format!(
+            "refusing to delete {} of the {managed} resources this owner manages ({percent:.0}%){empty}: the limits are {} resources or {}% (mass_delete in capstan.yaml); pass --allow-mass-delete if this is intended",
+            deletes.len(),
+            limits.max_deletes,
+            limits.max_percent
+        ));
+    }
+    Ok(())
 }

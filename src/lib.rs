@@ -11,6 +11,8 @@ pub mod daemon;
 pub mod diagnostic;
 pub mod diff;
 pub mod engine;
+pub mod journal;
+pub mod lock;
 pub mod model;
 pub mod plan;
 pub mod providers;

@@ -32,7 +32,9 @@ pub async fn run(cli: Cli) -> u8 {
             plan(&input, &target, detailed_exitcode, output, cli.color).await
         }
         Command::Daemon(args) => daemon(args).await,
-        Command::Apply { input, target, yes, parallelism } => apply(&input, &target, yes, parallelism, cli.color).await,
+        Command::Apply { input, target, yes, parallelism, allow_mass_delete } => {
+            apply(&input, &target, yes, parallelism, allow_mass_delete, cli.color).await
+        }
         Command::Sandbox(SandboxCommand::Serve(args)) => serve(args).await,
     };
     match result {
@@ -194,69 +196,125 @@ fn plan_error(e: PlanError) -> anyhow::Error {
     }
 }
 
-/// Prints one line per finished step, for logs and terminals alike.
-struct Lines<'a> {
+/// Shows apply's progress: on a terminal a bar (steps done of total, what is running, time
+/// elapsed) with finished steps printed above it; otherwise one plain line per step.
+struct Progress<'a> {
     style: Style,
     redactor: &'a crate::redact::Redactor,
+    bar: Option<indicatif::ProgressBar>,
+    running: std::sync::Mutex<std::collections::BTreeSet<String>>,
 }
 
-impl Observer for Lines<'_> {
+impl<'a> Progress<'a> {
+    fn new(plan: &Plan, style: Style, redactor: &'a crate::redact::Redactor) -> Self {
+        let bar = std::io::stdout().is_terminal().then(|| {
+            let bar = indicatif::ProgressBar::new(plan.steps.len() as u64);
+            bar.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} steps  {wide_msg}",
+                )
+                .expect("a valid progress template"),
+            );
+            bar.enable_steady_tick(std::time::Duration::from_millis(120));
+            bar
+        });
+        Progress { style, redactor, bar, running: Default::default() }
+    }
+
+    fn show_running(&self) {
+        if let Some(bar) = &self.bar {
+            let running = self.running.lock().unwrap();
+            let mut names: Vec<&str> = running.iter().map(String::as_str).take(2).collect();
+            if running.len() > 2 {
+                names.push("…");
+            }
+            bar.set_message(names.join(", "));
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+impl Observer for Progress<'_> {
+    fn step_started(&self, plan: &Plan, step: usize) {
+        self.running.lock().unwrap().insert(plan.steps[step].name.clone());
+        self.show_running();
+    }
+
     fn step_finished(&self, plan: &Plan, step: usize, outcome: &StepOutcome) {
         let name = &plan.steps[step].name;
+        self.running.lock().unwrap().remove(name);
         let ms = outcome.duration.as_millis();
         let line = match outcome.status {
             Status::Complete => format!("  {} {name} ({ms} ms)", self.style.green("done ")),
             _ => format!("  {} {name}: {}", self.style.red("ERROR"), self.redactor.text(&outcome.message)),
         };
-        println!("{line}");
+        match &self.bar {
+            Some(bar) => {
+                bar.println(line);
+                bar.inc(1);
+                self.show_running();
+            }
+            None => println!("{line}"),
+        }
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn apply(
     input: &InputArgs,
     target: &TargetArgs,
     yes: bool,
     parallelism: usize,
+    allow_mass_delete: bool,
     color: super::ColorChoice,
 ) -> anyhow::Result<u8> {
     let Input { snapshot, config, state_dir } = read_input(input)?;
     let connected = engine::connect(&config, target.target.as_deref(), &state_dir).await?;
     let style = Style::stdout(color);
     let code = async {
+        // One apply per target: a second fails at once, naming the holder.
+        let _lock = crate::lock::TargetLock::acquire(&connected.key)?;
+        for earlier in crate::journal::Journal::take_unfinished(&state_dir, &connected.key)? {
+            eprintln!("{}", Style::stderr(color).yellow(&format!("Resuming: {}.", earlier.describe())));
+        }
         let prune = target.prune || config.prune;
         let planned =
             engine::plan(connected.provider.as_ref(), &snapshot, &config, &render_options(input), prune, None)
                 .await
                 .map_err(plan_error)?;
         eprintln!("{}", Style::stderr(color).dim(&format!("Applying to {}.", connected.description)));
-        print!(
-            "{}",
-            output::plan_text(
-                &planned.changes,
-                &planned.plan,
-                &planned.rendered.warnings,
-                style,
-                &planned.rendered.redactor
-            )
-        );
+        let redactor = &planned.rendered.redactor;
+        print!("{}", output::plan_text(&planned.changes, &planned.plan, &planned.rendered.warnings, style, redactor));
         if planned.plan.is_empty() {
             return Ok(EXIT_OK);
+        }
+        if !allow_mass_delete && let Err(why) = engine::check_mass_delete(&planned, &config.mass_delete) {
+            anyhow::bail!("{why}");
         }
         if !yes && !confirm()? {
             println!("Apply cancelled; nothing was changed.");
             return Ok(EXIT_ERROR);
         }
-        let opts = ApplyOptions { parallelism, ..ApplyOptions::default() };
+        let journal = std::sync::Arc::new(crate::journal::Journal::begin(&state_dir, &connected.key, &planned.plan)?);
+        let opts = ApplyOptions { parallelism, journal: Some(journal.clone()), ..ApplyOptions::default() };
+        let progress = Progress::new(&planned.plan, style, redactor);
         let outcome = apply::apply(
             connected.provider.as_ref(),
             &planned.plan,
             &planned.rendered.desired,
             &planned.live,
             &opts,
-            &Lines { style, redactor: &planned.rendered.redactor },
+            &progress,
         )
         .await;
-        print!("{}", output::outcome_text(&planned.plan, &outcome, style, &planned.rendered.redactor));
+        progress.finish();
+        journal.end(if outcome.converged() { "done" } else { "failed" })?;
+        print!("{}", output::outcome_text(&planned.plan, &outcome, style, redactor));
         anyhow::Ok(if outcome.converged() { EXIT_OK } else { EXIT_ERROR })
     }
     .await;

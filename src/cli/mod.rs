@@ -76,6 +76,9 @@ pub enum Command {
         /// How many steps may run at once.
         #[arg(long, default_value_t = 8)]
         parallelism: usize,
+        /// Apply even when the plan deletes more than the mass-delete guard allows.
+        #[arg(long)]
+        allow_mass_delete: bool,
     },
     /// Watch a git repository and keep the platform equal to it, serving the plan API.
     Daemon(DaemonArgs),

@@ -92,7 +92,8 @@ fn diagnostic_text(d: &Diagnostic, style: Style) -> String {
         Some(l) => format!("{}: {label}: {}", style.bold(&l.to_string()), d.message),
         None => format!("{label}: {}", d.message),
     };
-    if let Some((loc, note)) = &d.related {
+    if let Some(related) = &d.related {
+        let (loc, note) = related.as_ref();
         let _ = write!(s, "\n  {loc}: note: {note}");
     }
     s

@@ -50,16 +50,17 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
 }
 
 /// The token check of mutating endpoints; both header forms of the seeds are accepted.
-fn authorized(daemon: &Daemon, headers: &HeaderMap) -> Result<(), Response> {
-    let Some(token) = &daemon.opts.token else { return Ok(()) };
+/// Returns the refusal, if any.
+fn refused(daemon: &Daemon, headers: &HeaderMap) -> Option<Response> {
+    let Some(token) = &daemon.opts.token else { return None };
     let given = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .map(str::trim)
         .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("token=")).map(str::trim));
     match given {
-        Some(g) if constant_time_eq(g.as_bytes(), token.as_bytes()) => Ok(()),
-        _ => Err(error(
+        Some(g) if constant_time_eq(g.as_bytes(), token.as_bytes()) => None,
+        _ => Some(error(
             StatusCode::UNAUTHORIZED,
             "a token is required: send Authorization: Bearer <token> or Authorization: token=<token>",
         )),
@@ -82,7 +83,7 @@ async fn plan(State(d): Shared) -> Response {
 }
 
 async fn interrupt(State(d): Shared, headers: HeaderMap) -> Response {
-    if let Err(r) = authorized(&d, &headers) {
+    if let Some(r) = refused(&d, &headers) {
         return r;
     }
     d.interrupt_plan();
@@ -90,7 +91,7 @@ async fn interrupt(State(d): Shared, headers: HeaderMap) -> Response {
 }
 
 async fn continue_(State(d): Shared, headers: HeaderMap) -> Response {
-    if let Err(r) = authorized(&d, &headers) {
+    if let Some(r) = refused(&d, &headers) {
         return r;
     }
     d.continue_plan();
@@ -98,7 +99,7 @@ async fn continue_(State(d): Shared, headers: HeaderMap) -> Response {
 }
 
 async fn sync(State(d): Shared, headers: HeaderMap) -> Response {
-    if let Err(r) = authorized(&d, &headers) {
+    if let Some(r) = refused(&d, &headers) {
         return r;
     }
     d.trigger(Reason::Sync);

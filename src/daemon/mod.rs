@@ -375,7 +375,18 @@ impl Daemon {
             summary: output::summary_line(&changes),
         });
         let observer = Steps { daemon: self, sha, redactor: &rendered.redactor };
-        let opts = ApplyOptions { parallelism: self.opts.parallelism, interrupt: self.interrupt.clone() };
+        let journal = match crate::journal::Journal::begin(&self.opts.state_dir, &self.connected.key, &plan) {
+            Ok(j) => Some(Arc::new(j)),
+            Err(e) => {
+                tracing::error!("cannot open the journal: {e:#}");
+                return "journal_failed";
+            }
+        };
+        let opts = ApplyOptions {
+            parallelism: self.opts.parallelism,
+            interrupt: self.interrupt.clone(),
+            journal: journal.clone(),
+        };
         let provider = self.connected.provider.as_ref();
         let mut outcome = apply::apply(provider, &plan, &rendered.desired, &live, &opts, &observer).await;
         // Interrupted: wait for continue (or shutdown), then carry on with the same plan.

@@ -166,10 +166,7 @@ fn clone_bare(url: &str, dir: &Path) -> anyhow::Result<()> {
         .with_context(|| format!("cannot clone {url}"))?
         // A bare clone has no fetch refspec; later fetches need one for branches and tags.
         .configure_remote(|r| {
-            Ok(r.with_refspecs(
-                ["+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*"],
-                gix::remote::Direction::Fetch,
-            )?)
+            r.with_refspecs(["+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*"], gix::remote::Direction::Fetch)
         });
     prepare
         .fetch_only(gix::progress::Discard, &AtomicBool::new(false))

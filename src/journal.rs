@@ -1,0 +1,174 @@
+//! The apply journal: every step's intent is written durably before the step talks to the
+//! platform, and its outcome after. A process killed in the middle leaves a run with steps done,
+//! and at most `parallelism` steps in flight; the next apply reads it, says what happened, and
+//! settles the in-flight steps by observing the platform again (a fresh plan is made from live
+//! state, so a done step is not redone and a step whose answer was lost is found done or not).
+
+use crate::plan::Plan;
+use anyhow::Context;
+use rusqlite::{Connection, OptionalExtension, params};
+use std::path::Path;
+use std::sync::Mutex;
+
+pub struct Journal {
+    db: Mutex<Connection>,
+    run: i64,
+}
+
+/// An earlier run that did not finish.
+#[derive(Debug, Clone)]
+pub struct Unfinished {
+    pub run: i64,
+    pub started_at: i64,
+    pub pid: i64,
+    pub steps: i64,
+    pub done: Vec<String>,
+    pub in_flight: Vec<String>,
+    pub failed: Vec<String>,
+}
+
+impl Unfinished {
+    pub fn describe(&self) -> String {
+        let mut s = format!(
+            "an earlier apply (pid {}, started {}) stopped after {} of {} steps",
+            self.pid,
+            format_time(self.started_at),
+            self.done.len(),
+            self.steps
+        );
+        if !self.in_flight.is_empty() {
+            s.push_str(&format!("; in flight, settled now by observing: {}", self.in_flight.join(", ")));
+        }
+        s
+    }
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS runs (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    target      TEXT NOT NULL,
+    pid         INTEGER NOT NULL,
+    started_at  INTEGER NOT NULL,
+    finished_at INTEGER,
+    status      TEXT NOT NULL,
+    steps       INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS steps (
+    run     INTEGER NOT NULL,
+    idx     INTEGER NOT NULL,
+    step_id TEXT NOT NULL,
+    name    TEXT NOT NULL,
+    state   TEXT NOT NULL,
+    message TEXT NOT NULL DEFAULT '',
+    at      INTEGER NOT NULL,
+    PRIMARY KEY (run, idx)
+);
+";
+
+fn now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+}
+
+fn format_time(t: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(t)
+        .ok()
+        .and_then(|d| d.format(&time::format_description::well_known::Rfc3339).ok())
+        .unwrap_or_else(|| t.to_string())
+}
+
+fn open(dir: &Path) -> anyhow::Result<Connection> {
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let path = dir.join("journal.db");
+    let db = Connection::open(&path).with_context(|| format!("cannot open the journal {}", path.display()))?;
+    // FULL: an intent is on disk before the step's request is sent.
+    db.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;")?;
+    db.execute_batch(SCHEMA)?;
+    Ok(db)
+}
+
+impl Journal {
+    /// Runs for `target` that never finished, oldest first; they are marked settled, since
+    /// the caller is about to re-plan from live state.
+    pub fn take_unfinished(dir: &Path, target: &str) -> anyhow::Result<Vec<Unfinished>> {
+        let db = open(dir)?;
+        let mut runs = Vec::new();
+        {
+            let mut stmt = db.prepare(
+                "SELECT id, started_at, pid, steps FROM runs WHERE target = ?1 AND status = 'running' ORDER BY id",
+            )?;
+            let rows = stmt.query_map(params![target], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?;
+            for row in rows {
+                let (run, started_at, pid, steps): (i64, i64, i64, i64) = row?;
+                let mut u = Unfinished { run, started_at, pid, steps, done: vec![], in_flight: vec![], failed: vec![] };
+                let mut s = db.prepare("SELECT name, state FROM steps WHERE run = ?1 ORDER BY idx")?;
+                for r in s.query_map(params![run], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))? {
+                    let (name, state) = r?;
+                    match state.as_str() {
+                        "done" => u.done.push(name),
+                        "failed" => u.failed.push(name),
+                        _ => u.in_flight.push(name),
+                    }
+                }
+                runs.push(u);
+            }
+        }
+        db.execute(
+            "UPDATE runs SET status = 'settled', finished_at = ?2 WHERE target = ?1 AND status = 'running'",
+            params![target, now()],
+        )?;
+        Ok(runs)
+    }
+
+    /// Start journalling a run of `plan` against `target`.
+    pub fn begin(dir: &Path, target: &str, plan: &Plan) -> anyhow::Result<Journal> {
+        let db = open(dir)?;
+        db.execute(
+            "INSERT INTO runs (target, pid, started_at, status, steps) VALUES (?1, ?2, ?3, 'running', ?4)",
+            params![target, std::process::id() as i64, now(), plan.steps.len() as i64],
+        )?;
+        let run = db.last_insert_rowid();
+        Ok(Journal { db: Mutex::new(db), run })
+    }
+
+    /// Written, and on disk, before the step is sent.
+    pub fn intent(&self, idx: usize, step_id: &str, name: &str) -> anyhow::Result<()> {
+        self.db.lock().unwrap().execute(
+            "INSERT OR REPLACE INTO steps (run, idx, step_id, name, state, at) VALUES (?1, ?2, ?3, ?4, 'intent', ?5)",
+            params![self.run, idx as i64, step_id, name, now()],
+        )?;
+        Ok(())
+    }
+
+    pub fn finished(&self, idx: usize, ok: bool, message: &str) -> anyhow::Result<()> {
+        self.db.lock().unwrap().execute(
+            "UPDATE steps SET state = ?3, message = ?4, at = ?5 WHERE run = ?1 AND idx = ?2",
+            params![self.run, idx as i64, if ok { "done" } else { "failed" }, message, now()],
+        )?;
+        Ok(())
+    }
+
+    pub fn end(&self, status: &str) -> anyhow::Result<()> {
+        self.db
+            .lock()
+            .unwrap()
+            .execute("UPDATE runs SET status = ?2, finished_at = ?3 WHERE id = ?1", params![self.run, status, now()])?;
+        Ok(())
+    }
+
+    pub fn run_id(&self) -> i64 {
+        self.run
+    }
+
+    /// The state a step of this run is journalled in (for tests and diagnostics).
+    pub fn step_state(&self, idx: usize) -> Option<String> {
+        self.db
+            .lock()
+            .unwrap()
+            .query_row("SELECT state FROM steps WHERE run = ?1 AND idx = ?2", params![self.run, idx as i64], |r| {
+                r.get(0)
+            })
+            .optional()
+            .ok()
+            .flatten()
+    }
+}
