@@ -2,6 +2,8 @@
 //! files in a temporary directory. Nothing is mocked.
 #![allow(dead_code)]
 
+pub mod git;
+
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
