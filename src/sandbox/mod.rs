@@ -1,8 +1,40 @@
-//! Faithful local emulations of the platforms' REST APIs (interface stub; the implementation
-//! is being built on the `sandbox-apcera` branch and replaces this file).
+//! Faithful local emulations of the platforms' REST APIs, served on loopback.
+//!
+//! A sandbox is capstan's embedded default target and what every test and benchmark talks to
+//! over real HTTP. What all platforms share lives here: the HTTP server (hyper, with an accept
+//! loop of its own so a request can have its connection dropped on purpose), the state file
+//! and its background writer, the request log tests read, latency, the token check, and the
+//! fault knobs (5xx answers, dropped connections before or after a change, latency with jitter,
+//! rollout time), settable at start and at run time through `/_sandbox/faults`.
+//!
+//! Admin endpoints live under `/_sandbox` (never delayed, faulted, recorded or token-checked):
+//! `GET/DELETE /_sandbox/requests`, `GET/PUT /_sandbox/faults`, `GET /_sandbox/info`.
+//!
+//! Each platform is one directory (`apcera/`) with its router and state; the platform code
+//! never imports capstan's providers, so sandbox and provider are two independent readings of
+//! the platform's API reference.
 
+pub mod apcera;
+
+use anyhow::Context;
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use hyper_util::rt::TokioIo;
+use hyper_util::service::TowerToHyperService;
+use rand::{Rng, SeedableRng};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{Notify, oneshot};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Platform {
@@ -14,58 +46,413 @@ impl std::str::FromStr for Platform {
     fn from_str(s: &str) -> anyhow::Result<Self> {
         match s {
             "apcera" => Ok(Platform::Apcera),
-            other => anyhow::bail!("unknown platform {other:?}"),
+            other => anyhow::bail!("the sandbox does not serve {other:?}: expected apcera"),
         }
     }
 }
 
 impl Platform {
     pub fn name(&self) -> &'static str {
-        "apcera"
+        match self {
+            Platform::Apcera => "apcera",
+        }
     }
+}
+
+/// Faults and delays, changeable while the sandbox runs.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Faults {
+    /// Share of platform requests answered 500, 502, 503 or 504 without being carried out.
+    pub fail_rate: f64,
+    /// Share of platform requests whose connection is dropped: half before the request is
+    /// carried out, half after (the change is made, the answer is lost).
+    pub reset_rate: f64,
+    /// Added before every platform answer.
+    pub latency_ms: u64,
+    /// Up to this much more, at random.
+    pub latency_jitter_ms: u64,
+    /// How long asynchronous work takes (job instances starting, tasks).
+    pub rollout_ms: u64,
 }
 
 #[derive(Clone, Debug)]
 pub struct SandboxOptions {
     pub platform: Platform,
     pub listen: SocketAddr,
+    /// Where the platform's state is kept across restarts (None: memory only).
     pub state_file: Option<PathBuf>,
     pub latency_ms: u64,
+    /// When set, every platform request must carry it (`Authorization: Bearer <token>` or
+    /// `Authorization: token=<token>`).
     pub token: Option<String>,
     pub rollout_ms: u64,
+    /// The identity requests act as (`created_by`, the default namespace).
     pub principal: String,
+    pub faults: Faults,
+    /// Seed for the fault knobs' randomness, so a run can be repeated.
+    pub seed: Option<u64>,
 }
 
 impl SandboxOptions {
     pub fn new(platform: Platform) -> Self {
         SandboxOptions {
             platform,
-            listen: "127.0.0.1:0".parse().unwrap(),
+            listen: "127.0.0.1:0".parse().expect("a valid address"),
             state_file: None,
             latency_ms: 0,
             token: None,
             rollout_ms: 0,
             principal: "admin@apcera.me".into(),
+            faults: Faults::default(),
+            seed: None,
         }
     }
+}
+
+/// One recorded platform request.
+#[derive(Clone, Debug, Serialize)]
+pub struct Recorded {
+    pub seq: u64,
+    pub method: String,
+    pub path: String,
+    pub query: String,
+    pub status: u16,
+    pub body: Value,
+}
+
+const LOG_LIMIT: usize = 100_000;
+
+/// What every request handler of every platform can reach.
+pub struct Shared {
+    pub faults: Mutex<Faults>,
+    rng: Mutex<rand::rngs::SmallRng>,
+    token: Option<String>,
+    pub principal: String,
+    /// The sandbox's own base URL, for `Location` headers and task URLs.
+    pub base_url: String,
+    log: Mutex<VecDeque<Recorded>>,
+    seq: AtomicU64,
+    persist: Persister,
+}
+
+impl Shared {
+    pub fn rollout(&self) -> Duration {
+        Duration::from_millis(self.faults.lock().unwrap().rollout_ms)
+    }
+
+    /// Tell the writer the state changed.
+    pub fn changed(&self) {
+        self.persist.mark();
+    }
+}
+
+/// Writes the platform's state in the background: every change marks it dirty, one write at a
+/// time writes the latest snapshot to a temporary file and renames it over the state file.
+struct Persister {
+    dirty: AtomicBool,
+    wake: Notify,
+}
+
+impl Persister {
+    fn mark(&self) {
+        self.dirty.store(true, Ordering::SeqCst);
+        self.wake.notify_one();
+    }
+}
+
+/// A platform's state, as its sandbox keeps it.
+pub trait PlatformState: Send + Sync + 'static {
+    /// The state as JSON, to write to the state file.
+    fn snapshot(&self) -> anyhow::Result<Vec<u8>>;
 }
 
 pub struct Sandbox {
     url: String,
     addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    server: tokio::task::JoinHandle<()>,
+    writer: tokio::task::JoinHandle<()>,
+    shared: Arc<Shared>,
+    flush: Arc<dyn Fn() -> anyhow::Result<()> + Send + Sync>,
 }
 
 impl Sandbox {
-    pub async fn start(_opts: SandboxOptions) -> anyhow::Result<Sandbox> {
-        anyhow::bail!("sandbox not built yet")
+    /// Bind, load the state file if there is one, and serve; returns once the socket accepts
+    /// connections.
+    pub async fn start(opts: SandboxOptions) -> anyhow::Result<Sandbox> {
+        let listener = tokio::net::TcpListener::bind(opts.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", opts.listen))?;
+        let addr = listener.local_addr()?;
+        let url = format!("http://{addr}");
+        let mut faults = opts.faults.clone();
+        faults.latency_ms = faults.latency_ms.max(opts.latency_ms);
+        faults.rollout_ms = faults.rollout_ms.max(opts.rollout_ms);
+        let rng = match opts.seed {
+            Some(s) => rand::rngs::SmallRng::seed_from_u64(s),
+            None => rand::rngs::SmallRng::from_os_rng(),
+        };
+        let shared = Arc::new(Shared {
+            faults: Mutex::new(faults),
+            rng: Mutex::new(rng),
+            token: opts.token.clone(),
+            principal: opts.principal.clone(),
+            base_url: url.clone(),
+            log: Mutex::new(VecDeque::new()),
+            seq: AtomicU64::new(1),
+            persist: Persister { dirty: AtomicBool::new(false), wake: Notify::new() },
+        });
+        let (platform_router, state): (Router, Arc<dyn PlatformState>) = match opts.platform {
+            Platform::Apcera => {
+                let state = apcera::load(opts.state_file.as_deref(), shared.clone())?;
+                (apcera::router(state.clone()), state)
+            }
+        };
+        let platform_name = opts.platform.name();
+        let router = Router::new()
+            .route("/_sandbox/requests", axum::routing::get(get_requests).delete(clear_requests))
+            .route("/_sandbox/faults", axum::routing::get(get_faults).put(put_faults))
+            .route("/_sandbox/info", axum::routing::get(move || async move { axum::Json(json!({ "platform": platform_name })) }))
+            .with_state(shared.clone())
+            .merge(platform_router.layer(axum::middleware::from_fn_with_state(shared.clone(), platform_layer)));
+
+        let flush: Arc<dyn Fn() -> anyhow::Result<()> + Send + Sync> = {
+            let state = state.clone();
+            let file = opts.state_file.clone();
+            Arc::new(move || match &file {
+                Some(f) => write_atomically(f, &state.snapshot()?),
+                None => Ok(()),
+            })
+        };
+        let writer = {
+            let shared = shared.clone();
+            let flush = flush.clone();
+            tokio::spawn(async move {
+                loop {
+                    shared.persist.wake.notified().await;
+                    while shared.persist.dirty.swap(false, Ordering::SeqCst) {
+                        let flush = flush.clone();
+                        if let Ok(Err(e)) = tokio::task::spawn_blocking(move || flush()).await {
+                            tracing::error!("cannot write the sandbox state: {e:#}");
+                        }
+                    }
+                }
+            })
+        };
+        let (stop_tx, stop_rx) = oneshot::channel();
+        let server = tokio::spawn(accept_loop(listener, router, shared.clone(), stop_rx));
+        Ok(Sandbox { url, addr, stop: Some(stop_tx), server, writer, shared, flush })
     }
+
     pub fn url(&self) -> &str {
         &self.url
     }
+
     pub fn addr(&self) -> SocketAddr {
         self.addr
     }
-    pub async fn shutdown(self) -> anyhow::Result<()> {
+
+    /// Stop serving, give requests in flight a moment to finish, and write the state.
+    pub async fn shutdown(mut self) -> anyhow::Result<()> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(5), &mut self.server).await;
+        self.server.abort();
+        self.writer.abort();
+        let flush = self.flush.clone();
+        tokio::task::spawn_blocking(move || flush()).await??;
+        let _ = &self.shared;
         Ok(())
+    }
+}
+
+fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> anyhow::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes).with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("cannot replace {}", path.display()))?;
+    Ok(())
+}
+
+/// Dropping this ends the request's connection without an answer (a "reset" fault).
+#[derive(Clone)]
+struct ConnectionKill(Arc<Mutex<Option<oneshot::Sender<()>>>>);
+
+impl ConnectionKill {
+    fn fire(&self) {
+        if let Some(tx) = self.0.lock().unwrap().take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+async fn accept_loop(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    shared: Arc<Shared>,
+    mut stop: oneshot::Receiver<()>,
+) {
+    let mut connections = tokio::task::JoinSet::new();
+    loop {
+        let (stream, _) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!("sandbox accept failed: {e}");
+                    continue;
+                }
+            },
+            _ = &mut stop => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let router = router.clone();
+        let _ = &shared;
+        connections.spawn(async move {
+            let (kill_tx, kill_rx) = oneshot::channel();
+            let kill = ConnectionKill(Arc::new(Mutex::new(Some(kill_tx))));
+            // Kept to set SO_LINGER to zero, so a killed connection is reset, not closed.
+            let std_stream = stream.into_std().ok();
+            let Some(std_stream) = std_stream else { return };
+            let resetter = std_stream.try_clone().ok();
+            let Ok(stream) = tokio::net::TcpStream::from_std(std_stream) else { return };
+            let service = tower::service_fn(move |mut req: Request<hyper::body::Incoming>| {
+                req.extensions_mut().insert(kill.clone());
+                let router = router.clone();
+                async move { tower::ServiceExt::oneshot(router, req.map(Body::new)).await }
+            });
+            let conn = hyper::server::conn::http1::Builder::new()
+                .keep_alive(true)
+                .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
+            tokio::select! {
+                _ = conn => {}
+                _ = kill_rx => {
+                    if let Some(s) = resetter {
+                        let _ = socket_linger_zero(&s);
+                    }
+                }
+            }
+        });
+        while connections.try_join_next().is_some() {}
+    }
+    // In flight: a short grace period, then whatever is left is dropped.
+    let _ = tokio::time::timeout(Duration::from_secs(2), async { while connections.join_next().await.is_some() {} }).await;
+    connections.abort_all();
+}
+
+fn socket_linger_zero(s: &std::net::TcpStream) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let linger = libc::linger { l_onoff: 1, l_linger: 0 };
+    let rc = unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            &linger as *const libc::linger as *const libc::c_void,
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) }
+}
+
+/// What happens to one platform request before and after its handler: the token check,
+/// latency, faults, and the request log.
+async fn platform_layer(State(shared): State<Arc<Shared>>, req: Request, next: Next) -> Response {
+    let method = req.method().to_string();
+    let path = req.uri().path().to_string();
+    let query = req.uri().query().unwrap_or_default().to_string();
+    let kill = req.extensions().get::<ConnectionKill>().cloned();
+    let (parts, body) = req.into_parts();
+    let bytes = axum::body::to_bytes(body, 64 * 1024 * 1024).await.unwrap_or_default();
+    let logged_body = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap_or(Value::Null) };
+
+    let (delay, fail, reset) = {
+        let faults = shared.faults.lock().unwrap().clone();
+        let mut rng = shared.rng.lock().unwrap();
+        let jitter = if faults.latency_jitter_ms > 0 { rng.random_range(0..=faults.latency_jitter_ms) } else { 0 };
+        let fail = (faults.fail_rate > 0.0 && rng.random_bool(faults.fail_rate.clamp(0.0, 1.0)))
+            .then(|| [500u16, 502, 503, 504][rng.random_range(0..4)]);
+        let reset = (faults.reset_rate > 0.0 && rng.random_bool(faults.reset_rate.clamp(0.0, 1.0)))
+            .then(|| rng.random_bool(0.5));
+        (faults.latency_ms + jitter, fail, reset)
+    };
+    if delay > 0 {
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+    }
+    let record = |status: u16| {
+        let mut log = shared.log.lock().unwrap();
+        log.push_back(Recorded {
+            seq: shared.seq.fetch_add(1, Ordering::SeqCst),
+            method: method.clone(),
+            path: path.clone(),
+            query: query.clone(),
+            status,
+            body: logged_body.clone(),
+        });
+        if log.len() > LOG_LIMIT {
+            log.pop_front();
+        }
+    };
+    if let Some(token) = &shared.token
+        && !token_ok(&parts.headers, token)
+    {
+        record(401);
+        return apcera::api_error(StatusCode::UNAUTHORIZED, "missing or invalid Authorization header");
+    }
+    if let Some(code) = fail {
+        record(code);
+        let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        return apcera::api_error_retry(status, "injected fault: the platform is unavailable, try again");
+    }
+    if let (Some(before), Some(kill)) = (reset, &kill)
+        && before
+    {
+        record(0);
+        kill.fire();
+        return std::future::pending().await;
+    }
+    let req = Request::from_parts(parts, Body::from(bytes));
+    let response = next.run(req).await;
+    record(response.status().as_u16());
+    if let (Some(false), Some(kill)) = (reset, &kill) {
+        // The change is made; the answer never arrives.
+        kill.fire();
+        return std::future::pending().await;
+    }
+    response
+}
+
+fn token_ok(headers: &HeaderMap, token: &str) -> bool {
+    headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("token=")))
+        .is_some_and(|t| t.trim() == token)
+}
+
+async fn get_requests(State(shared): State<Arc<Shared>>) -> axum::Json<Vec<Recorded>> {
+    axum::Json(shared.log.lock().unwrap().iter().cloned().collect())
+}
+
+async fn clear_requests(State(shared): State<Arc<Shared>>) -> StatusCode {
+    shared.log.lock().unwrap().clear();
+    StatusCode::NO_CONTENT
+}
+
+async fn get_faults(State(shared): State<Arc<Shared>>) -> axum::Json<Faults> {
+    axum::Json(shared.faults.lock().unwrap().clone())
+}
+
+async fn put_faults(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
+    match serde_json::from_slice::<Faults>(&body) {
+        Ok(f) => {
+            *shared.faults.lock().unwrap() = f.clone();
+            axum::Json(f).into_response()
+        }
+        Err(e) => (StatusCode::BAD_REQUEST, axum::Json(json!({ "message": e.to_string() }))).into_response(),
     }
 }
