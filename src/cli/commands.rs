@@ -346,6 +346,14 @@ async fn serve(args: SandboxArgs) -> anyhow::Result<u8> {
     opts.latency_ms = args.latency_ms;
     opts.rollout_ms = args.rollout_ms;
     opts.token = args.token;
+    opts.seed = args.seed;
+    opts.faults = crate::sandbox::Faults {
+        fail_rate: args.fail_rate,
+        reset_rate: args.reset_rate,
+        latency_ms: args.latency_ms,
+        latency_jitter_ms: args.latency_jitter_ms,
+        rollout_ms: args.rollout_ms,
+    };
     let sandbox = Sandbox::start(opts).await?;
     println!("capstan sandbox ({}) listening on {}", args.platform, sandbox.url());
     std::io::stdout().flush()?;

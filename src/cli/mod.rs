@@ -195,9 +195,21 @@ pub struct SandboxArgs {
     /// Milliseconds added to every API response.
     #[arg(long, default_value_t = 0)]
     pub latency_ms: u64,
+    /// Up to this many more milliseconds, at random.
+    #[arg(long, default_value_t = 0)]
+    pub latency_jitter_ms: u64,
     /// Milliseconds asynchronous work (job starts, tasks) takes.
     #[arg(long, default_value_t = 0)]
     pub rollout_ms: u64,
+    /// Share of API requests answered 500, 502, 503 or 504 (0 to 1).
+    #[arg(long, default_value_t = 0.0)]
+    pub fail_rate: f64,
+    /// Share of API requests whose connection is dropped, before or after the change is made.
+    #[arg(long, default_value_t = 0.0)]
+    pub reset_rate: f64,
+    /// Seed of the faults' randomness, so a run can be repeated.
+    #[arg(long)]
+    pub seed: Option<u64>,
     /// Require this bearer token on every API request.
     #[arg(long)]
     pub token: Option<String>,

@@ -213,7 +213,10 @@ impl Sandbox {
         let router = Router::new()
             .route("/_sandbox/requests", axum::routing::get(get_requests).delete(clear_requests))
             .route("/_sandbox/faults", axum::routing::get(get_faults).put(put_faults))
-            .route("/_sandbox/info", axum::routing::get(move || async move { axum::Json(json!({ "platform": platform_name })) }))
+            .route(
+                "/_sandbox/info",
+                axum::routing::get(move || async move { axum::Json(json!({ "platform": platform_name })) }),
+            )
             .with_state(shared.clone())
             .merge(platform_router.layer(axum::middleware::from_fn_with_state(shared.clone(), platform_layer)));
 
@@ -339,7 +342,8 @@ async fn accept_loop(
         while connections.try_join_next().is_some() {}
     }
     // In flight: a short grace period, then whatever is left is dropped.
-    let _ = tokio::time::timeout(Duration::from_secs(2), async { while connections.join_next().await.is_some() {} }).await;
+    let _ =
+        tokio::time::timeout(Duration::from_secs(2), async { while connections.join_next().await.is_some() {} }).await;
     connections.abort_all();
 }
 
@@ -367,7 +371,8 @@ async fn platform_layer(State(shared): State<Arc<Shared>>, req: Request, next: N
     let kill = req.extensions().get::<ConnectionKill>().cloned();
     let (parts, body) = req.into_parts();
     let bytes = axum::body::to_bytes(body, 64 * 1024 * 1024).await.unwrap_or_default();
-    let logged_body = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap_or(Value::Null) };
+    let logged_body =
+        if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap_or(Value::Null) };
 
     let (delay, fail, reset) = {
         let faults = shared.faults.lock().unwrap().clone();

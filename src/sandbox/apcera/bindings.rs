@@ -45,65 +45,66 @@ pub async fn create(State(api): State<Api>, body: Bytes) -> Response {
     };
     // Binding FQNs live in the root namespace with an upper-case uuid of their own (seed L315).
     let fqn = format!("binding::/::{}", uuid::Uuid::new_v4().to_string().to_uppercase());
-    let (stored, answer) = if !req.target_job_fqn.is_empty() {
-        if api.job_uuid_by_fqn(&req.target_job_fqn).is_none() {
-            return api_error(StatusCode::NOT_FOUND, &format!("no job {}", req.target_job_fqn));
-        }
-        let name = if req.name.is_empty() { local(&req.target_job_fqn).to_string() } else { req.name.clone() };
-        let job = &data.jobs[&job_uuid];
-        if job.bindings.values().any(|b| {
-            b["target_job_fqn"] == req.target_job_fqn.as_str() && b["target_job_port"] == req.target_job_port
-        }) {
-            return api_error(StatusCode::CONFLICT, "the link already exists");
-        }
-        let stored = json!({
-            "fqn": fqn,
-            "name": name,
-            "job_fqn": req.job_fqn,
-            "target_job_fqn": req.target_job_fqn,
-            "target_job_port": req.target_job_port,
-        });
-        (stored, json!({ "fqn": fqn, "name": name, "target_job_fqn": req.target_job_fqn }))
-    } else {
-        let (field, target) = match (req.service_fqn.is_empty(), req.provider_fqn.is_empty()) {
-            (false, _) => ("service_fqn", req.service_fqn.clone()),
-            (true, false) => ("provider_fqn", req.provider_fqn.clone()),
-            (true, true) => {
-                return api_error(
-                    StatusCode::BAD_REQUEST,
-                    "a binding needs service_fqn or provider_fqn, or target_job_fqn for a job link",
-                );
+    let (stored, answer) =
+        if !req.target_job_fqn.is_empty() {
+            if api.job_uuid_by_fqn(&req.target_job_fqn).is_none() {
+                return api_error(StatusCode::NOT_FOUND, &format!("no job {}", req.target_job_fqn));
             }
-        };
-        let found: Option<Value> = if field == "service_fqn" {
-            data.services.values().find(|s| s["fqn"] == target.as_str()).cloned()
+            let name = if req.name.is_empty() { local(&req.target_job_fqn).to_string() } else { req.name.clone() };
+            let job = &data.jobs[&job_uuid];
+            if job.bindings.values().any(|b| {
+                b["target_job_fqn"] == req.target_job_fqn.as_str() && b["target_job_port"] == req.target_job_port
+            }) {
+                return api_error(StatusCode::CONFLICT, "the link already exists");
+            }
+            let stored = json!({
+                "fqn": fqn,
+                "name": name,
+                "job_fqn": req.job_fqn,
+                "target_job_fqn": req.target_job_fqn,
+                "target_job_port": req.target_job_port,
+            });
+            (stored, json!({ "fqn": fqn, "name": name, "target_job_fqn": req.target_job_fqn }))
         } else {
-            data.providers.values().find(|p| p["fqn"] == target.as_str()).cloned()
+            let (field, target) = match (req.service_fqn.is_empty(), req.provider_fqn.is_empty()) {
+                (false, _) => ("service_fqn", req.service_fqn.clone()),
+                (true, false) => ("provider_fqn", req.provider_fqn.clone()),
+                (true, true) => {
+                    return api_error(
+                        StatusCode::BAD_REQUEST,
+                        "a binding needs service_fqn or provider_fqn, or target_job_fqn for a job link",
+                    );
+                }
+            };
+            let found: Option<Value> = if field == "service_fqn" {
+                data.services.values().find(|s| s["fqn"] == target.as_str()).cloned()
+            } else {
+                data.providers.values().find(|p| p["fqn"] == target.as_str()).cloned()
+            };
+            let Some(found) = found else {
+                return api_error(StatusCode::NOT_FOUND, &format!("no {} {target}", &field[..field.len() - 4]));
+            };
+            let name = if req.name.is_empty() { local(&target).to_string() } else { req.name.clone() };
+            let job = &data.jobs[&job_uuid];
+            if job.bindings.values().any(|b| b[field] == target.as_str() && b["name"] == name.as_str()) {
+                return api_error(StatusCode::CONFLICT, "the binding already exists");
+            }
+            let kind = found["type"].as_str().unwrap_or("service");
+            let mut stored = json!({
+                "uuid": new_uuid(),
+                "name": name,
+                "fqn": fqn,
+                "job_fqn": req.job_fqn,
+                "env_var": [env_var(kind), env_var(&name)],
+                field: target,
+            });
+            if let Some(p) = found.get("parameters") {
+                stored["parameters"] = p.clone();
+            }
+            let mut answer = stored.clone();
+            answer.as_object_mut().map(|o| o.remove("parameters"));
+            (stored, answer)
         };
-        let Some(found) = found else {
-            return api_error(StatusCode::NOT_FOUND, &format!("no {} {target}", &field[..field.len() - 4]));
-        };
-        let name = if req.name.is_empty() { local(&target).to_string() } else { req.name.clone() };
-        let job = &data.jobs[&job_uuid];
-        if job.bindings.values().any(|b| b[field] == target.as_str() && b["name"] == name.as_str()) {
-            return api_error(StatusCode::CONFLICT, "the binding already exists");
-        }
-        let kind = found["type"].as_str().unwrap_or("service");
-        let mut stored = json!({
-            "uuid": new_uuid(),
-            "name": name,
-            "fqn": fqn,
-            "job_fqn": req.job_fqn,
-            "env_var": [env_var(kind), env_var(&name)],
-            field: target,
-        });
-        if let Some(p) = found.get("parameters") {
-            stored["parameters"] = p.clone();
-        }
-        let mut answer = stored.clone();
-        answer.as_object_mut().map(|o| o.remove("parameters"));
-        (stored, answer)
-    };
     data.jobs.get_mut(&job_uuid).expect("found above").bindings.insert(fqn, stored);
     drop(data);
     api.changed();
@@ -158,7 +159,10 @@ pub async fn unlink(State(api): State<Api>, body: Bytes) -> Response {
     let before = job.bindings.len();
     job.bindings.retain(|_, b| !(b["target_job_fqn"] == req.to_job.as_str() && b["target_job_port"] == req.port));
     if job.bindings.len() == before {
-        return api_error(StatusCode::NOT_FOUND, &format!("no link from {} to {} port {}", req.from_job, req.to_job, req.port));
+        return api_error(
+            StatusCode::NOT_FOUND,
+            &format!("no link from {} to {} port {}", req.from_job, req.to_job, req.port),
+        );
     }
     drop(data);
     api.changed();

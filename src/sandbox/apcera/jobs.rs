@@ -327,7 +327,8 @@ pub async fn update(State(api): State<Api>, Path(uuid): Path<String>, body: Byte
         Ok(j) => j,
         Err(r) => return r,
     };
-    let sent_version = serde_json::from_slice::<Value>(&body).ok().and_then(|v| v.get("version_id").and_then(Value::as_u64));
+    let sent_version =
+        serde_json::from_slice::<Value>(&body).ok().and_then(|v| v.get("version_id").and_then(Value::as_u64));
     if let Err(r) = check_state(&job.state) {
         return r;
     }

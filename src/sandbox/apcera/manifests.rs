@@ -102,7 +102,13 @@ pub async fn deploy(State(api): State<Api>, body: Bytes) -> Response {
         }
     }
     let uuid = new_uuid();
-    let task = Task { uuid: uuid.clone(), created_at: now(), done_at: unix_ms() + api.shared.rollout().as_millis() as u64, failed, events };
+    let task = Task {
+        uuid: uuid.clone(),
+        created_at: now(),
+        done_at: unix_ms() + api.shared.rollout().as_millis() as u64,
+        failed,
+        events,
+    };
     api.lock().tasks.insert(uuid.clone(), task);
     api.changed();
     axum::Json(json!({

@@ -139,7 +139,8 @@ pub fn load(state_file: Option<&Path>, shared: Arc<Shared>) -> anyhow::Result<Ap
     let mut data: Data = match state_file {
         Some(p) if p.exists() => {
             let bytes = std::fs::read(p)?;
-            serde_json::from_slice(&bytes).map_err(|e| anyhow::anyhow!("the sandbox state {} is unreadable: {e}", p.display()))?
+            serde_json::from_slice(&bytes)
+                .map_err(|e| anyhow::anyhow!("the sandbox state {} is unreadable: {e}", p.display()))?
         }
         _ => Data::default(),
     };
@@ -236,7 +237,9 @@ pub fn empty_body() -> Response {
 /// RFC 3339 in UTC with nanoseconds, trailing zeros trimmed, as Go prints times.
 pub fn now() -> String {
     let t = time::OffsetDateTime::now_utc();
-    let base = t.format(time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]")).unwrap_or_default();
+    let base = t
+        .format(time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]"))
+        .unwrap_or_default();
     let nanos = t.nanosecond();
     if nanos == 0 {
         return format!("{base}Z");
@@ -263,7 +266,10 @@ pub fn split_fqn(fqn: &str) -> Option<(&str, &str, &str)> {
 /// Check an FQN of `kind` and the optional `name` that goes with it; returns the local name.
 pub fn check_identity(fqn: &str, name: Option<&str>, kind: &str) -> Result<String, Response> {
     let Some((k, _, local)) = split_fqn(fqn) else {
-        return Err(api_error(StatusCode::BAD_REQUEST, &format!("invalid FQN {fqn:?}: expected {kind}::/namespace::name")));
+        return Err(api_error(
+            StatusCode::BAD_REQUEST,
+            &format!("invalid FQN {fqn:?}: expected {kind}::/namespace::name"),
+        ));
     };
     if k != kind {
         return Err(api_error(StatusCode::BAD_REQUEST, &format!("{fqn:?} is not a {kind} FQN")));
@@ -344,10 +350,13 @@ mod tests {
 
     #[test]
     fn query_decoding() {
-        assert_eq!(query_pairs(Some("FQN=job%3A%3A%2Fdev%3A%3Ax&label=a=b&label=c")), vec![
-            ("FQN".to_string(), "job::/dev::x".to_string()),
-            ("label".to_string(), "a=b".to_string()),
-            ("label".to_string(), "c".to_string()),
-        ]);
+        assert_eq!(
+            query_pairs(Some("FQN=job%3A%3A%2Fdev%3A%3Ax&label=a=b&label=c")),
+            vec![
+                ("FQN".to_string(), "job::/dev::x".to_string()),
+                ("label".to_string(), "a=b".to_string()),
+                ("label".to_string(), "c".to_string()),
+            ]
+        );
     }
 }

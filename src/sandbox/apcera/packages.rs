@@ -64,9 +64,14 @@ pub async fn list(State(api): State<Api>, RawQuery(q): RawQuery) -> Response {
             get("fqn").is_none_or(|f| fqn_matches(fqn, f, partial))
                 && get("name").is_none_or(|n| p["name"] == n)
                 && ids.as_ref().is_none_or(|ids| ids.contains(&p["uuid"].as_str().unwrap_or_default()))
-                && get("provides_type").is_none_or(|t| p["provides"].as_array().into_iter().flatten().any(|x| x["type"] == t))
+                && get("provides_type")
+                    .is_none_or(|t| p["provides"].as_array().into_iter().flatten().any(|x| x["type"] == t))
                 && get("provides_name").is_none_or(|n| {
-                    p["provides"].as_array().into_iter().flatten().any(|x| x["name"].as_str().is_some_and(|v| v.contains(n)))
+                    p["provides"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .any(|x| x["name"].as_str().is_some_and(|v| v.contains(n)))
                 })
         })
         .collect();

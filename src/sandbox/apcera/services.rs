@@ -52,8 +52,18 @@ pub fn preload(data: &mut Data) {
         data.services.insert(uuid, s);
     }
     for (uuid, fqn, kind, at) in [
-        ("02bf9cd3-7dd6-444b-8de8-c9c594d06db6", "provider::/apcera/providers::mysql", "mysql", "2014-11-25T19:20:32.087954895Z"),
-        ("0ee194a9-e020-4fed-91c0-2a81e5c577aa", "provider::/apcera/providers::postgres", "postgres", "2014-09-18T19:13:46.632301919Z"),
+        (
+            "02bf9cd3-7dd6-444b-8de8-c9c594d06db6",
+            "provider::/apcera/providers::mysql",
+            "mysql",
+            "2014-11-25T19:20:32.087954895Z",
+        ),
+        (
+            "0ee194a9-e020-4fed-91c0-2a81e5c577aa",
+            "provider::/apcera/providers::postgres",
+            "postgres",
+            "2014-09-18T19:13:46.632301919Z",
+        ),
         ("d03314a3-80ec-4f20-9000-9beafc01512a", "provider::/apcera::ipm", "ipm", "2015-03-04T01:18:06.90176187Z"),
     ] {
         data.providers.insert(
