@@ -331,10 +331,10 @@ impl EventReader {
             ready_tx.send(()).unwrap();
             for line in BufReader::new(resp).lines() {
                 let Ok(line) = line else { return };
-                if let Some(data) = line.strip_prefix("data:") {
-                    if tx.send(serde_json::from_str(data.trim()).unwrap()).is_err() {
-                        return;
-                    }
+                if let Some(data) = line.strip_prefix("data:")
+                    && tx.send(serde_json::from_str(data.trim()).unwrap()).is_err()
+                {
+                    return;
                 }
             }
         });

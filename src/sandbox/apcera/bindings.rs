@@ -34,7 +34,7 @@ fn local(fqn: &str) -> &str {
 pub async fn create(State(api): State<Api>, body: Bytes) -> Response {
     let req: NewBinding = match parse(&body) {
         Ok(r) => r,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     if req.job_fqn.is_empty() {
         return api_error(StatusCode::BAD_REQUEST, "a binding needs job_fqn");
@@ -121,7 +121,7 @@ struct Unbind {
 pub async fn unbind(State(api): State<Api>, body: Bytes) -> Response {
     let req: Unbind = match parse(&body) {
         Ok(r) => r,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let mut data = api.lock();
     let Some(uuid) = api.job_uuid_by_fqn(&req.job) else {
@@ -149,7 +149,7 @@ struct Unlink {
 pub async fn unlink(State(api): State<Api>, body: Bytes) -> Response {
     let req: Unlink = match parse(&body) {
         Ok(r) => r,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let mut data = api.lock();
     let Some(uuid) = api.job_uuid_by_fqn(&req.from_job) else {

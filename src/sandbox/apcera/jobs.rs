@@ -198,12 +198,12 @@ fn apply_defaults(job: &mut Job) {
         .collect();
 }
 
-fn check_state(state: &str) -> Result<(), Response> {
+fn check_state(state: &str) -> Result<(), super::Refusal> {
     match state {
         "" | "ready" | "started" | "stopped" => Ok(()),
-        other => Err(api_error(
+        other => Err(super::Refusal(
             StatusCode::BAD_REQUEST,
-            &format!("invalid job state {other:?}: expected ready, started or stopped"),
+            format!("invalid job state {other:?}: expected ready, started or stopped"),
         )),
     }
 }
@@ -275,14 +275,14 @@ pub async fn list(State(api): State<Api>, RawQuery(q): RawQuery) -> Response {
 pub async fn create(State(api): State<Api>, body: Bytes) -> Response {
     let mut job: Job = match parse(&body) {
         Ok(j) => j,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let local = match check_identity(&job.fqn, Some(&job.name), "job") {
         Ok(l) => l,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     if let Err(r) = check_state(&job.state) {
-        return r;
+        return r.into_response();
     }
     let mut data = api.lock();
     if api.job_uuid_by_fqn(&job.fqn).is_some() {
@@ -325,12 +325,12 @@ pub async fn get_one(State(api): State<Api>, Path(uuid): Path<String>) -> Respon
 pub async fn update(State(api): State<Api>, Path(uuid): Path<String>, body: Bytes) -> Response {
     let mut job: Job = match parse(&body) {
         Ok(j) => j,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let sent_version =
         serde_json::from_slice::<Value>(&body).ok().and_then(|v| v.get("version_id").and_then(Value::as_u64));
     if let Err(r) = check_state(&job.state) {
-        return r;
+        return r.into_response();
     }
     let mut data = api.lock();
     let Some(current) = data.jobs.get(&uuid).cloned() else {
@@ -354,7 +354,7 @@ pub async fn update(State(api): State<Api>, Path(uuid): Path<String>, body: Byte
         return api_error(StatusCode::BAD_REQUEST, "a job's FQN cannot be changed");
     }
     if let Err(r) = check_identity(&job.fqn, Some(&job.name), "job") {
-        return r;
+        return r.into_response();
     }
     for p in job.packages.iter().filter(|p| p.source != "system") {
         if !data.packages.contains_key(&p.uuid) {

@@ -79,7 +79,7 @@ pub async fn task(State(api): State<Api>, Path(uuid): Path<String>, Query(q): Qu
 pub async fn deploy(State(api): State<Api>, body: Bytes) -> Response {
     let manifest: Value = match parse(&body) {
         Ok(m) => m,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let Some(obj) = manifest.as_object() else {
         return api_error(StatusCode::BAD_REQUEST, "a manifest is a JSON object");
@@ -188,7 +188,7 @@ async fn deploy_job(api: &Api, fqn: &str, spec: &Value) -> Result<String, String
 pub async fn expansion(body: Bytes) -> Response {
     let manifest: Value = match parse(&body) {
         Ok(m) => m,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     match expand(&manifest) {
         Ok((expanded, warnings)) => axum::Json(json!({

@@ -218,10 +218,19 @@ pub fn error_body(status: StatusCode, message: &str, retry: bool, details: Optio
     (status, axum::Json(body)).into_response()
 }
 
+/// A refused request, answered as an APIError.
+pub struct Refusal(pub StatusCode, pub String);
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        api_error(self.0, &self.1)
+    }
+}
+
 /// Parse a JSON request body, or answer 400 saying why.
-pub fn parse<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, Response> {
+pub fn parse<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, Refusal> {
     serde_json::from_slice(bytes)
-        .map_err(|e| api_error(StatusCode::BAD_REQUEST, &format!("the request body is not valid: {e}")))
+        .map_err(|e| Refusal(StatusCode::BAD_REQUEST, format!("the request body is not valid: {e}")))
 }
 
 /// The literal JSON `null` the seed answers some deletes with.
@@ -264,21 +273,18 @@ pub fn split_fqn(fqn: &str) -> Option<(&str, &str, &str)> {
 }
 
 /// Check an FQN of `kind` and the optional `name` that goes with it; returns the local name.
-pub fn check_identity(fqn: &str, name: Option<&str>, kind: &str) -> Result<String, Response> {
+pub fn check_identity(fqn: &str, name: Option<&str>, kind: &str) -> Result<String, Refusal> {
+    let bad = |m: String| Err(Refusal(StatusCode::BAD_REQUEST, m));
     let Some((k, _, local)) = split_fqn(fqn) else {
-        return Err(api_error(
-            StatusCode::BAD_REQUEST,
-            &format!("invalid FQN {fqn:?}: expected {kind}::/namespace::name"),
-        ));
+        return bad(format!("invalid FQN {fqn:?}: expected {kind}::/namespace::name"));
     };
     if k != kind {
-        return Err(api_error(StatusCode::BAD_REQUEST, &format!("{fqn:?} is not a {kind} FQN")));
+        return bad(format!("{fqn:?} is not a {kind} FQN"));
     }
     match name {
-        Some(n) if !n.is_empty() && n != local => Err(api_error(
-            StatusCode::BAD_REQUEST,
-            &format!("name {n:?} does not match the FQN's local name {local:?}"),
-        )),
+        Some(n) if !n.is_empty() && n != local => {
+            bad(format!("name {n:?} does not match the FQN's local name {local:?}"))
+        }
         _ => Ok(local.to_string()),
     }
 }

@@ -92,11 +92,11 @@ struct NewNetwork {
 pub async fn create(State(api): State<Api>, body: Bytes) -> Response {
     let req: NewNetwork = match parse(&body) {
         Ok(r) => r,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let local = match check_identity(&req.fqn, Some(&req.name), "network") {
         Ok(l) => l,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let mut data = api.lock();
     if data.networks.values().any(|n| n.fqn == req.fqn) {
@@ -152,7 +152,7 @@ struct Join {
 pub async fn join(State(api): State<Api>, Path(job_uuid): Path<String>, body: Bytes) -> Response {
     let req: Join = match parse(&body) {
         Ok(r) => r,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let mut data = api.lock();
     let Some(job) = data.jobs.get(&job_uuid).cloned() else {

@@ -89,12 +89,12 @@ pub async fn get_one(State(api): State<Api>, Path(uuid): Path<String>) -> Respon
 pub async fn create(State(api): State<Api>, body: Bytes) -> Response {
     let mut pkg: Value = match parse(&body) {
         Ok(p) => p,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let fqn = pkg["fqn"].as_str().unwrap_or_default().to_string();
     let local = match check_identity(&fqn, pkg["name"].as_str(), "package") {
         Ok(l) => l,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let mut data = api.lock();
     if data.packages.values().any(|p| p["fqn"] == fqn.as_str()) {

@@ -89,12 +89,12 @@ pub async fn get_service(State(api): State<Api>, Path(uuid): Path<String>) -> Re
 pub async fn create_service(State(api): State<Api>, body: Bytes) -> Response {
     let req: Value = match parse(&body) {
         Ok(r) => r,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let fqn = req["fqn"].as_str().unwrap_or_default().to_string();
     let local = match check_identity(&fqn, req["name"].as_str(), "service") {
         Ok(l) => l,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let Some(kind) = req["type"].as_str().filter(|t| !t.is_empty()) else {
         return api_error(StatusCode::BAD_REQUEST, "a service needs a type");
@@ -156,12 +156,12 @@ pub async fn list_providers(State(api): State<Api>) -> Response {
 pub async fn create_provider(State(api): State<Api>, body: Bytes) -> Response {
     let req: Value = match parse(&body) {
         Ok(r) => r,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let fqn = req["fqn"].as_str().unwrap_or_default().to_string();
     let local = match check_identity(&fqn, req["name"].as_str(), "provider") {
         Ok(l) => l,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let mut data = api.lock();
     if data.providers.values().any(|p| p["fqn"] == fqn.as_str()) {
