@@ -12,6 +12,7 @@ use crate::model::{DesiredState, LiveState, ResourceId};
 use crate::providers::Provider;
 use serde::Serialize;
 use serde_json::Value;
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashSet};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -133,7 +134,16 @@ pub fn diff(provider: &dyn Provider, desired: &DesiredState, live: &LiveState, p
             _ if info.updatable => Action::Update,
             _ => Action::Replace,
         };
-        let fields = field_changes(before.as_ref(), after.as_ref());
+        // An unchanged resource carries no copies of its values: at ten thousand resources
+        // they would be most of the memory a plan takes.
+        let (before, after, fields) = match action {
+            Action::NoOp => (None, None, Vec::new()),
+            _ => {
+                let (before, after) = (before.map(Cow::into_owned), after.map(Cow::into_owned));
+                let fields = field_changes(before.as_ref(), after.as_ref());
+                (before, after, fields)
+            }
+        };
         changes.insert(
             d.id.clone(),
             ResourceChange {
@@ -163,7 +173,7 @@ pub fn diff(provider: &dyn Provider, desired: &DesiredState, live: &LiveState, p
             }
             continue;
         };
-        let (_, before) = provider.comparable(None, Some(l), live);
+        let before = provider.comparable(None, Some(l), live).1.map(Cow::into_owned);
         let fields = field_changes(before.as_ref(), None);
         changes.insert(
             l.id.clone(),
@@ -179,7 +189,7 @@ pub fn diff(provider: &dyn Provider, desired: &DesiredState, live: &LiveState, p
         );
     }
 
-    propagate_replacements(provider, live, &mut changes);
+    propagate_replacements(provider, desired, live, &mut changes);
 
     let order = |id: &ResourceId| provider.kinds().iter().position(|(k, _)| *k == id.kind).unwrap_or(usize::MAX);
     let mut list: Vec<ResourceChange> = changes.into_values().collect();
@@ -191,6 +201,7 @@ pub fn diff(provider: &dyn Provider, desired: &DesiredState, live: &LiveState, p
 /// (a binding to a replaced service): those that are still declared must be replaced too.
 fn propagate_replacements(
     provider: &dyn Provider,
+    desired: &DesiredState,
     live: &LiveState,
     changes: &mut BTreeMap<ResourceId, ResourceChange>,
 ) {
@@ -210,6 +221,10 @@ fn propagate_replacements(
             }
             c.action = Action::Replace;
             c.reason = Some(format!("{gone} is replaced or deleted"));
+            if c.before.is_none() {
+                let (after, before) = provider.comparable(desired.resources.get(&l.id), Some(l), live);
+                (c.before, c.after) = (before.map(Cow::into_owned), after.map(Cow::into_owned));
+            }
             if seen.insert(l.id.clone()) {
                 queue.push(l.id.clone());
             }

@@ -88,14 +88,20 @@ fn render_options(input: &InputArgs) -> RenderOptions {
         vars: input.vars.iter().cloned().collect(),
         namespace: input.namespace.clone(),
         allow_missing_vars: input.allow_missing_vars,
+        keep_documents: false,
     }
 }
 
 /// Render offline with the platform the configuration names.
-fn render_offline(args: &InputArgs, input: &Input) -> anyhow::Result<(Rendered, Box<dyn providers::Provider>)> {
+fn render_offline(
+    args: &InputArgs,
+    input: &Input,
+    keep_documents: bool,
+) -> anyhow::Result<(Rendered, Box<dyn providers::Provider>)> {
     let platform = engine::platform_of(&input.config, None)?;
     let provider = providers::provider_for(&platform, None, input.config.owner())?;
-    let rendered = engine::render(&input.snapshot, &input.config, &render_options(args), provider.as_ref(), None)?;
+    let opts = RenderOptions { keep_documents, ..render_options(args) };
+    let rendered = engine::render(&input.snapshot, &input.config, &opts, provider.as_ref(), None)?;
     Ok((rendered, provider))
 }
 
@@ -106,7 +112,7 @@ fn print_warnings(warnings: &Diagnostics, color: super::ColorChoice) {
 }
 
 async fn render(input: &InputArgs, format: RenderFormat, color: super::ColorChoice) -> anyhow::Result<u8> {
-    let (rendered, provider) = render_offline(input, &read_input(input)?)?;
+    let (rendered, provider) = render_offline(input, &read_input(input)?, true)?;
     print_warnings(&rendered.warnings, color);
     let merged = rendered.redactor.value(&provider.merge_documents(&rendered.documents));
     let text = match format {
@@ -118,7 +124,7 @@ async fn render(input: &InputArgs, format: RenderFormat, color: super::ColorChoi
 }
 
 async fn validate(input: &InputArgs, color: super::ColorChoice) -> anyhow::Result<u8> {
-    let (rendered, _) = render_offline(input, &read_input(input)?)?;
+    let (rendered, _) = render_offline(input, &read_input(input)?, false)?;
     print_warnings(&rendered.warnings, color);
     // References to what is not declared here (a system service, a package) can only be
     // checked against a target: plan and apply do.
@@ -134,7 +140,7 @@ async fn validate(input: &InputArgs, color: super::ColorChoice) -> anyhow::Resul
         "{} valid: {} resources in {} documents.",
         input.dir.display(),
         rendered.desired.resources.len(),
-        rendered.documents.len()
+        rendered.document_count
     );
     if !external.is_empty() {
         println!("{} referenced resources are not declared here; plan checks them on the target:", external.len());
@@ -385,6 +391,7 @@ async fn daemon(args: DaemonArgs) -> anyhow::Result<u8> {
             vars: args.vars.into_iter().collect(),
             namespace: args.namespace,
             allow_missing_vars: args.allow_missing_vars,
+            keep_documents: true,
         },
         parallelism: args.parallelism,
     };

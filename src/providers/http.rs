@@ -131,6 +131,35 @@ impl HttpClient {
         body: Option<&Value>,
         idempotent: Idempotent,
     ) -> Result<Option<Value>, ApiError> {
+        let bytes = self.call_raw(method.clone(), path, body, idempotent).await?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(None);
+        }
+        match serde_json::from_slice::<Value>(&bytes) {
+            Ok(Value::Null) => Ok(None),
+            Ok(v) => Ok(Some(v)),
+            Err(e) => Err(ApiError::other(method.as_str(), path, format!("answer is not JSON: {e}"))),
+        }
+    }
+
+    /// GET a JSON array and hand each element to `each` as it is parsed, so a list of ten
+    /// thousand objects is never held as one big value.
+    pub async fn list_each(&self, path: &str, each: impl FnMut(Value)) -> Result<(), ApiError> {
+        let bytes = self.call_raw(Method::GET, path, None, Idempotent::Yes).await?;
+        let mut de = serde_json::Deserializer::from_slice(&bytes);
+        serde::Deserializer::deserialize_any(&mut de, EachElement(each))
+            .and_then(|()| de.end())
+            .map_err(|e| ApiError::other("GET", path, format!("answer is not a JSON array: {e}")))
+    }
+
+    /// The body of a successful answer, retrying transient failures as `call` does.
+    async fn call_raw(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        idempotent: Idempotent,
+    ) -> Result<bytes::Bytes, ApiError> {
         let started = Instant::now();
         let mut attempt = 0;
         loop {
@@ -164,7 +193,7 @@ impl HttpClient {
         method: Method,
         path: &str,
         body: Option<&Value>,
-    ) -> Result<Option<Value>, (ApiError, bool)> {
+    ) -> Result<bytes::Bytes, (ApiError, bool)> {
         let url = format!("{}{}", self.base, path);
         let mut req = self.client.request(method.clone(), &url);
         if let Some(token) = &self.token {
@@ -201,14 +230,7 @@ impl HttpClient {
             }
         };
         if status.is_success() {
-            if bytes.iter().all(u8::is_ascii_whitespace) {
-                return Ok(None);
-            }
-            return match serde_json::from_slice::<Value>(&bytes) {
-                Ok(Value::Null) => Ok(None),
-                Ok(v) => Ok(Some(v)),
-                Err(e) => Err((mk(Some(status.as_u16()), format!("answer is not JSON: {e}"), false), true)),
-            };
+            return Ok(bytes);
         }
         let (message, platform_says_retry) = error_text(&bytes);
         let transient = platform_says_retry
@@ -220,6 +242,28 @@ impl HttpClient {
                     | StatusCode::GATEWAY_TIMEOUT
             );
         Err((mk(Some(status.as_u16()), message, transient), true))
+    }
+}
+
+/// Visits a JSON array, handing each element over as soon as it is parsed.
+struct EachElement<F>(F);
+
+impl<'de, F: FnMut(Value)> serde::de::Visitor<'de> for EachElement<F> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON array")
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(mut self, mut seq: A) -> Result<(), A::Error> {
+        while let Some(v) = seq.next_element::<Value>()? {
+            (self.0)(v);
+        }
+        Ok(())
+    }
+
+    fn visit_unit<E>(self) -> Result<(), E> {
+        Ok(()) // `null`: an empty list
     }
 }
 

@@ -15,6 +15,7 @@ use crate::model::{DesiredResource, KindInfo, LiveResource, LiveState, ResourceI
 use crate::render::yaml::Document;
 use async_trait::async_trait;
 use serde_json::Value;
+use std::borrow::Cow;
 use std::collections::BTreeSet;
 use std::ops::Range;
 use std::path::PathBuf;
@@ -85,14 +86,14 @@ pub trait Provider: Send + Sync {
     /// The two sides of a resource in the form they are compared and shown in: the provider may
     /// project live state onto what the declaration manages, and resolve names through other
     /// live resources (a package FQN to its uuid).
-    fn comparable(
+    fn comparable<'a>(
         &self,
-        desired: Option<&DesiredResource>,
-        live: Option<&LiveResource>,
+        desired: Option<&'a DesiredResource>,
+        live: Option<&'a LiveResource>,
         live_state: &LiveState,
-    ) -> (Option<Value>, Option<Value>) {
+    ) -> (Option<Cow<'a, Value>>, Option<Cow<'a, Value>>) {
         let _ = live_state;
-        (desired.map(|d| d.spec.clone()), live.map(|l| l.spec.clone()))
+        (desired.map(|d| Cow::Borrowed(&d.spec)), live.map(|l| Cow::Borrowed(&l.spec)))
     }
 
     /// List the live resources of these kinds (and of whatever they are derived from).

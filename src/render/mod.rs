@@ -32,28 +32,35 @@ pub struct RenderOptions {
     pub namespace: Option<String>,
     /// Unresolved variables become empty with a warning (as the seed's server does).
     pub allow_missing_vars: bool,
+    /// Keep every expanded document in [`Rendered::documents`] (for `capstan render` and the
+    /// daemon's history); planning alone does not need them.
+    pub keep_documents: bool,
 }
 
 /// The result of rendering one snapshot.
 #[derive(Clone, Debug, Default)]
 pub struct Rendered {
     pub desired: DesiredState,
-    /// Every document after expansion, in file order (what `capstan render` prints).
+    /// Every document after expansion, in file order (what `capstan render` prints), when
+    /// [`RenderOptions::keep_documents`] asked for them.
     pub documents: Vec<Value>,
     /// Warnings (errors make rendering fail).
     pub warnings: Diagnostics,
     /// Knows the secrets of this snapshot, to mask them in every output.
     pub redactor: Redactor,
+    /// How many documents the snapshot's files hold.
+    pub document_count: usize,
 }
 
 /// What one file renders to; kept by content so unchanged files are not parsed again.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 struct FileOutput {
     documents: Vec<Value>,
     resources: Vec<DesiredResource>,
     diagnostics: Vec<Diagnostic>,
     /// Values of variables whose names mark them secret.
     secrets: Vec<String>,
+    document_count: usize,
 }
 
 /// Rendered files by content and inputs, for a long-running process (the daemon).
@@ -98,11 +105,15 @@ pub fn render(
             redactor.add_value(value);
         }
     }
-    for out in &outputs {
-        diags.extend(out.diagnostics.iter().cloned());
-        documents.extend(out.documents.iter().cloned());
+    desired.resources.reserve(outputs.iter().map(|o| o.resources.len()).sum());
+    let document_count = outputs.iter().map(|o| o.document_count).sum();
+    for out in outputs {
+        // Without a cache the output is ours alone: move its values instead of copying them.
+        let out = Arc::try_unwrap(out).unwrap_or_else(|shared| shared.as_ref().clone());
+        diags.extend(out.diagnostics);
+        documents.extend(out.documents);
         out.secrets.iter().for_each(|v| redactor.add_value(v));
-        for r in &out.resources {
+        for r in out.resources {
             redactor.learn(&r.spec);
             if let Some(first) = desired.resources.get(&r.id) {
                 diags.push(
@@ -111,14 +122,14 @@ pub fn render(
                 );
                 continue;
             }
-            desired.resources.insert(r.id.clone(), r.clone());
+            desired.resources.insert(r.id.clone(), r);
         }
     }
     diags.sort();
     if diags.has_errors() {
         return Err(InvalidInput(diags));
     }
-    Ok(Rendered { desired, documents, warnings: diags, redactor })
+    Ok(Rendered { desired, documents, warnings: diags, redactor, document_count })
 }
 
 struct Inputs<'a> {
@@ -145,6 +156,7 @@ impl Inputs<'_> {
         feed(self.config_namespace.as_deref().unwrap_or("\u{1}"));
         feed(self.opts.namespace.as_deref().unwrap_or("\u{1}"));
         feed(if self.opts.allow_missing_vars { "lenient" } else { "strict" });
+        feed(if self.opts.keep_documents { "keep" } else { "drop" });
         h.digest128()
     }
 
@@ -158,6 +170,7 @@ impl Inputs<'_> {
                 return out;
             }
         };
+        out.document_count = docs.len();
         for mut doc in docs {
             let mut diags = Diagnostics::default();
             if !matches!(doc.root.value, yaml::NodeValue::Map(_)) {
@@ -190,7 +203,9 @@ impl Inputs<'_> {
             if !diags.has_errors() {
                 out.resources.extend(self.provider.decode(&doc, &value, &mut diags));
             }
-            out.documents.push(value);
+            if self.opts.keep_documents {
+                out.documents.push(value);
+            }
             out.diagnostics.extend(diags.0);
         }
         out

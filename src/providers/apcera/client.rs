@@ -38,8 +38,9 @@ impl Client {
         self.http.call(Method::GET, path, None, Idempotent::Yes).await
     }
 
-    pub async fn list_jobs(&self) -> Result<Vec<Value>, ApiError> {
-        Ok(array(self.get("/v1/jobs").await?))
+    /// Every job, each handed to `each` as it is parsed (a cluster may have tens of thousands).
+    pub async fn each_job(&self, each: impl FnMut(Value)) -> Result<(), ApiError> {
+        self.http.list_each("/v1/jobs", each).await
     }
 
     /// The job with this FQN, if any (`GET /v1/jobs?FQN=`).

@@ -20,6 +20,7 @@ use crate::model::{DesiredResource, LiveResource, Reference, ResourceId};
 use crate::providers::{ApiError, Verb};
 use crate::render::yaml::{Document, pointer_escape};
 use serde_json::{Map, Value, json};
+use std::borrow::Cow;
 use std::time::{Duration, Instant};
 
 pub const KIND: &str = "job";
@@ -256,9 +257,9 @@ pub fn from_live(job: &Value, owner: &str) -> Option<(LiveResource, String)> {
 
 /// Project a live job onto what the declaration manages, and write packages the same way on
 /// both sides (by FQN where the package is known).
-pub fn comparable(provider: &Apcera, desired: &Value, live: &Value) -> (Value, Value) {
+pub fn comparable<'a>(provider: &Apcera, desired: &'a Value, live: &Value) -> (Cow<'a, Value>, Value) {
     let (Some(d), Some(l)) = (desired.as_object(), live.as_object()) else {
-        return (desired.clone(), live.clone());
+        return (Cow::Borrowed(desired), live.clone());
     };
     let mut projected = Map::new();
     for (k, dv) in d {
@@ -272,14 +273,10 @@ pub fn comparable(provider: &Apcera, desired: &Value, live: &Value) -> (Value, V
         };
         projected.insert(k.clone(), v);
     }
-    let mut desired = desired.clone();
-    if let Some(p) = desired.get_mut("packages") {
-        *p = provider.packages_by_name(p);
-    }
     if let Some(p) = projected.get_mut("packages") {
         *p = provider.packages_by_name(p);
     }
-    (desired, Value::Object(projected))
+    (provider.named_packages(desired), Value::Object(projected))
 }
 
 /// Keep only the sub-fields of `live` that `desired` writes.
@@ -459,7 +456,7 @@ async fn update(provider: &Apcera, client: &Client, fqn: &str, desired: &Desired
         let live = from_live(&as_read, &owner).map(|(l, _)| l);
         let (want, have) = match &live {
             Some(l) => comparable(provider, &desired.spec, &l.spec),
-            None => (desired.spec.clone(), Value::Null),
+            None => (Cow::Borrowed(&desired.spec), Value::Null),
         };
         let mut differing = Map::new();
         for (k, v) in resolved.as_object().into_iter().flatten() {

@@ -26,6 +26,7 @@ use crate::render::yaml::Document;
 use async_trait::async_trait;
 use client::Client;
 use serde_json::{Map, Value, json};
+use std::borrow::Cow;
 use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
 use std::ops::Range;
@@ -113,6 +114,22 @@ impl Apcera {
 
     fn package_uuid(&self, fqn: &str) -> Option<String> {
         self.packages.lock().unwrap().uuid_by_fqn.get(fqn).cloned()
+    }
+
+    /// A job with its package references by FQN where known; borrowed when nothing changes.
+    fn named_packages<'a>(&self, spec: &'a Value) -> Cow<'a, Value> {
+        let by_uuid = spec.get("packages").and_then(Value::as_array).is_some_and(|ps| {
+            let pk = self.packages.lock().unwrap();
+            ps.iter().any(|p| p.get("uuid").and_then(Value::as_str).is_some_and(|u| pk.fqn_by_uuid.contains_key(u)))
+        });
+        if !by_uuid {
+            return Cow::Borrowed(spec);
+        }
+        let mut s = spec.clone();
+        if let Some(p) = s.get_mut("packages") {
+            *p = self.packages_by_name(p);
+        }
+        Cow::Owned(s)
     }
 
     /// Package references written by FQN wherever the package is known, on both sides alike.
@@ -256,45 +273,55 @@ impl Provider for Apcera {
         Value::Object(merged)
     }
 
-    fn comparable(
+    fn comparable<'a>(
         &self,
-        desired: Option<&DesiredResource>,
-        live: Option<&LiveResource>,
+        desired: Option<&'a DesiredResource>,
+        live: Option<&'a LiveResource>,
         _live_state: &LiveState,
-    ) -> (Option<Value>, Option<Value>) {
+    ) -> (Option<Cow<'a, Value>>, Option<Cow<'a, Value>>) {
         let kind = desired.map(|d| d.id.kind.as_str()).or(live.map(|l| l.id.kind.as_str()));
         match (kind, desired, live) {
             (Some(job::KIND), Some(d), Some(l)) => {
                 let (d, l) = job::comparable(self, &d.spec, &l.spec);
-                (Some(d), Some(l))
+                (Some(d), Some(Cow::Owned(l)))
             }
             (Some(job::KIND), d, l) => {
-                let named = |spec: &Value| {
-                    let mut s = spec.clone();
-                    if let Some(p) = s.get_mut("packages") {
-                        *p = self.packages_by_name(p);
-                    }
-                    s
-                };
-                (d.map(|d| named(&d.spec)), l.map(|l| named(&l.spec)))
+                (d.map(|d| self.named_packages(&d.spec)), l.map(|l| self.named_packages(&l.spec)))
             }
             (Some(service_provider::KIND), d, l) => (
                 d.map(|d| {
                     let mut s = d.spec.clone();
                     s.as_object_mut().map(|o| o.remove(service_provider::WRITE_ONLY));
-                    s
+                    Cow::Owned(s)
                 }),
-                l.map(|l| l.spec.clone()),
+                l.map(|l| Cow::Borrowed(&l.spec)),
             ),
-            (_, d, l) => (d.map(|d| d.spec.clone()), l.map(|l| l.spec.clone())),
+            (_, d, l) => (d.map(|d| Cow::Borrowed(&d.spec)), l.map(|l| Cow::Borrowed(&l.spec))),
         }
     }
 
     async fn observe(&self, kinds: &BTreeSet<String>) -> Result<LiveState, ApiError> {
         let client = self.client()?;
         let want = |ks: &[&str]| ks.iter().any(|k| kinds.contains(*k));
+        let owner = self.owner.as_str();
+        // Jobs are converted as they are parsed: the raw list is never held whole.
+        let jobs = async {
+            if !want(&[job::KIND, binding::BINDING, binding::LINK]) {
+                return Ok(None);
+            }
+            let mut out = Vec::new();
+            client
+                .each_job(|j| {
+                    if let Some((live, uuid)) = job::from_live(&j, owner) {
+                        let attachments = binding::from_live_job(&j, live.owned);
+                        out.push((live, uuid, attachments));
+                    }
+                })
+                .await?;
+            Ok(Some(out))
+        };
         let (jobs, networks, services, providers, packages) = tokio::try_join!(
-            maybe(want(&[job::KIND, binding::BINDING, binding::LINK]), client.list_jobs()),
+            jobs,
             maybe(want(&[network::KIND, network::MEMBERSHIP]), client.list_networks()),
             maybe(want(&[service::KIND]), client.list_services()),
             maybe(want(&[service_provider::KIND]), client.list_providers()),
@@ -302,14 +329,11 @@ impl Provider for Apcera {
         )?;
         let mut state = LiveState::default();
         let mut uuids = self.uuids.lock().unwrap();
-        for j in jobs.iter().flatten() {
-            if let Some((live, uuid)) = job::from_live(j, &self.owner) {
-                uuids.insert((job::KIND, live.id.name.clone()), uuid);
-                for attachment in binding::from_live_job(j, live.owned) {
-                    state.insert(attachment);
-                }
-                state.insert(live);
-            }
+        let jobs_listed = jobs.is_some();
+        for (live, uuid, attachments) in jobs.into_iter().flatten() {
+            uuids.insert((job::KIND, live.id.name.clone()), uuid);
+            attachments.into_iter().for_each(|a| state.insert(a));
+            state.insert(live);
         }
         for n in networks.iter().flatten() {
             if let Some((resources, uuid)) = network::from_live(n, &self.owner) {
@@ -350,7 +374,7 @@ impl Provider for Apcera {
         }
         let mut observed: Vec<String> = Vec::new();
         for (on, ks) in [
-            (jobs.is_some(), &[job::KIND, binding::BINDING, binding::LINK][..]),
+            (jobs_listed, &[job::KIND, binding::BINDING, binding::LINK][..]),
             (networks.is_some(), &[network::KIND, network::MEMBERSHIP][..]),
             (services.is_some(), &[service::KIND][..]),
             (providers.is_some(), &[service_provider::KIND][..]),

@@ -233,6 +233,11 @@ fn job_json(job: &Job) -> Value {
 
 pub async fn list(State(api): State<Api>, RawQuery(q): RawQuery) -> Response {
     let params = query_pairs(q.as_deref());
+    if params.is_empty() {
+        let body =
+            api.job_list(|| serde_json::to_vec(&api.lock().jobs.values().collect::<Vec<_>>()).unwrap_or_default());
+        return ([(header::CONTENT_TYPE, "application/json")], body).into_response();
+    }
     let get = |k: &str| params.iter().find(|(p, _)| p.eq_ignore_ascii_case(k)).map(|(_, v)| v.as_str());
     let partial = get("matchPartialFQN") == Some("true");
     let fqn = params.iter().find(|(k, _)| k == "FQN" || k == "fqn").map(|(_, v)| v.as_str());

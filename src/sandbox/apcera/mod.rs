@@ -68,7 +68,7 @@ use std::sync::{Arc, Mutex};
 pub use jobs::Job;
 
 /// Everything the emulated cluster holds; this is what the state file contains.
-#[derive(Default, Serialize, Deserialize)]
+#[derive(Clone, Default, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Data {
     pub jobs: IndexMap<String, Job>,
@@ -100,6 +100,9 @@ pub struct Apcera {
     pub shared: Arc<Shared>,
     /// FQN → uuid of jobs, kept alongside `data.jobs` for lookups at 10,000 jobs.
     pub job_index: Mutex<HashMap<String, String>>,
+    /// Bumped by every change, so an unfiltered job list can be answered from `job_list`.
+    generation: std::sync::atomic::AtomicU64,
+    job_list: Mutex<Option<(u64, bytes::Bytes)>>,
 }
 
 pub type Api = Arc<Apcera>;
@@ -111,7 +114,22 @@ impl Apcera {
     }
 
     pub fn changed(&self) {
+        self.generation.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         self.shared.changed();
+    }
+
+    /// The unfiltered job list, serialised once per change rather than once per request.
+    pub fn job_list(&self, make: impl FnOnce() -> Vec<u8>) -> bytes::Bytes {
+        let generation = self.generation.load(std::sync::atomic::Ordering::SeqCst);
+        let mut cached = self.job_list.lock().unwrap();
+        if let Some((g, bytes)) = cached.as_ref()
+            && *g == generation
+        {
+            return bytes.clone();
+        }
+        let bytes = bytes::Bytes::from(make());
+        *cached = Some((generation, bytes.clone()));
+        bytes
     }
 
     pub fn index_job(&self, fqn: &str, uuid: Option<&str>) {
@@ -129,8 +147,9 @@ impl Apcera {
 
 impl PlatformState for Apcera {
     fn snapshot(&self) -> anyhow::Result<Vec<u8>> {
-        let data = self.data.lock().unwrap();
-        Ok(serde_json::to_vec(&*data)?)
+        // Copy under the lock, serialise outside it: requests are not held up by the writer.
+        let data = Data::clone(&self.data.lock().unwrap());
+        Ok(serde_json::to_vec(&data)?)
     }
 }
 
@@ -150,7 +169,13 @@ pub fn load(state_file: Option<&Path>, shared: Arc<Shared>) -> anyhow::Result<Ap
         data.preloaded = true;
     }
     let index = data.jobs.values().map(|j| (j.fqn.clone(), j.uuid.clone())).collect();
-    Ok(Arc::new(Apcera { data: Mutex::new(data), shared, job_index: Mutex::new(index) }))
+    Ok(Arc::new(Apcera {
+        data: Mutex::new(data),
+        shared,
+        job_index: Mutex::new(index),
+        generation: Default::default(),
+        job_list: Mutex::new(None),
+    }))
 }
 
 pub fn router(api: Api) -> Router {
