@@ -144,11 +144,23 @@ pub async fn execute(
     let job = s("job_fqn");
     match verb {
         Verb::Create => {
-            // A binding whose answer was lost is found again by the conflict it causes.
-            match client.bind(spec).await {
-                Ok(_) => Ok(()),
-                Err(e) if e.is_conflict() => Ok(()),
-                Err(e) => Err(e),
+            let mut attempts = 0;
+            loop {
+                attempts += 1;
+                match client.bind(spec).await {
+                    Ok(_) => return Ok(()),
+                    // Already there: an earlier attempt whose answer was lost made it.
+                    Err(e) if e.is_conflict() => return Ok(()),
+                    // Transient: the binding may or may not exist. Look before binding again,
+                    // so a lost answer never makes a second binding.
+                    Err(e) if e.transient && attempts < 6 => {
+                        if exists(client, &job, spec).await? {
+                            return Ok(());
+                        }
+                        tokio::time::sleep(std::time::Duration::from_millis(50 * attempts)).await;
+                    }
+                    Err(e) => return Err(e),
+                }
             }
         }
         Verb::Delete => {
@@ -163,4 +175,16 @@ pub async fn execute(
         }
         Verb::Update => unreachable!("bindings and links are replaced, never updated"),
     }
+}
+
+/// Whether the job already has this binding or link (read from the job's `bindings`).
+async fn exists(client: &Client, job: &str, spec: &Value) -> Result<bool, ApiError> {
+    let Some(live) = client.find_job(job).await? else { return Ok(false) };
+    let found = live.get("bindings").and_then(Value::as_object).is_some_and(|m| {
+        m.values().any(|b| match spec.get("target_job_fqn") {
+            Some(t) => b.get("target_job_fqn") == Some(t) && b.get("target_job_port") == spec.get("target_job_port"),
+            None => ["service_fqn", "provider_fqn"].iter().any(|k| spec.get(*k).is_some() && b.get(*k) == spec.get(*k)),
+        })
+    });
+    Ok(found)
 }

@@ -412,18 +412,8 @@ async fn create(provider: &Apcera, client: &Client, fqn: &str, desired: &Desired
     // A job is created "ready" (seed L1235) and started with a PUT afterwards.
     let wants = body.remove("state");
     resolve_packages(provider, &mut body)?;
-    let created = match client.create_job(&Value::Object(body)).await {
-        Ok(job) => job,
-        Err(e) if e.is_conflict() || (e.transient && e.status.is_none()) => {
-            // Either it exists already or the answer was lost: settle by looking.
-            provider.forget(KIND, fqn);
-            match client.find_job(fqn).await? {
-                Some(job) => job,
-                None => return Err(e),
-            }
-        }
-        Err(e) => return Err(e),
-    };
+    let body = Value::Object(body);
+    let created = super::settle_create(|| client.create_job(&body), || client.find_job(fqn)).await?;
     let uuid = created.get("uuid").and_then(Value::as_str).unwrap_or_default().to_string();
     provider.remember(KIND, fqn, &uuid);
     let job = match wants {

@@ -200,13 +200,32 @@ where
     F: Fn() -> Fut,
     Fut: Future<Output = Result<Option<Value>, ApiError>>,
 {
-    match client.create(collection, body).await {
-        Ok(v) => Ok(v),
-        Err(e) if e.is_conflict() || (e.transient && e.status.is_none()) => match find().await? {
-            Some(v) => Ok(v),
-            None => Err(e),
-        },
-        Err(e) => Err(e),
+    settle_create(|| client.create(collection, body), find).await
+}
+
+/// Create something once, whatever the network does: a transient failure may or may not have
+/// created it, so look before trying again; a conflict means an earlier attempt made it.
+async fn settle_create<C, CFut, F, FFut>(create: C, find: F) -> Result<Value, ApiError>
+where
+    C: Fn() -> CFut,
+    CFut: Future<Output = Result<Value, ApiError>>,
+    F: Fn() -> FFut,
+    FFut: Future<Output = Result<Option<Value>, ApiError>>,
+{
+    let mut attempts = 0u64;
+    loop {
+        attempts += 1;
+        match create().await {
+            Ok(v) => return Ok(v),
+            Err(e) if e.is_conflict() => return find().await?.ok_or(e),
+            Err(e) if e.transient && attempts < 6 => {
+                if let Some(v) = find().await? {
+                    return Ok(v);
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(50 * attempts)).await;
+            }
+            Err(e) => return Err(e),
+        }
     }
 }
 
