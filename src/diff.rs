@@ -232,6 +232,53 @@ fn propagate_replacements(
     }
 }
 
+/// What a change to the manifests does to the declared state alone: resources declared at
+/// `head` and not at `base` are created, the reverse deleted, and those declared at both with a
+/// different declaration updated (or replaced, for kinds the platform cannot change in place).
+pub fn diff_declared(provider: &dyn Provider, base: &DesiredState, head: &DesiredState) -> ChangeSet {
+    let mut changes = Vec::new();
+    for h in head.resources.values() {
+        if !provider.kind_info(&h.id.kind).managed {
+            continue;
+        }
+        let b = base.resources.get(&h.id);
+        let action = match b {
+            None => Action::Create,
+            Some(b) if b.spec == h.spec => Action::NoOp,
+            Some(_) if provider.kind_info(&h.id.kind).updatable => Action::Update,
+            Some(_) => Action::Replace,
+        };
+        let before = b.map(|b| b.spec.clone());
+        let after = Some(h.spec.clone());
+        let fields = if action == Action::NoOp { Vec::new() } else { field_changes(before.as_ref(), after.as_ref()) };
+        changes.push(ResourceChange {
+            id: h.id.clone(),
+            action,
+            origin: Some(h.origin.clone()),
+            before: before.filter(|_| action != Action::NoOp),
+            after: after.filter(|_| action != Action::NoOp),
+            changes: fields,
+            reason: None,
+        });
+    }
+    for b in base.resources.values().filter(|b| !head.resources.contains_key(&b.id)) {
+        if provider.kind_info(&b.id.kind).managed {
+            changes.push(ResourceChange {
+                id: b.id.clone(),
+                action: Action::Delete,
+                origin: Some(b.origin.clone()),
+                before: Some(b.spec.clone()),
+                after: None,
+                changes: field_changes(Some(&b.spec), None),
+                reason: Some("no longer declared".into()),
+            });
+        }
+    }
+    let order = |id: &ResourceId| provider.kinds().iter().position(|(k, _)| *k == id.kind).unwrap_or(usize::MAX);
+    changes.sort_by(|a, b| (order(&a.id), &a.id).cmp(&(order(&b.id), &b.id)));
+    ChangeSet { changes, orphans: Vec::new() }
+}
+
 /// The leaves that differ between two values, with dotted paths.
 pub fn field_changes(before: Option<&Value>, after: Option<&Value>) -> Vec<FieldChange> {
     let mut out = Vec::new();

@@ -165,7 +165,8 @@ impl Redactor {
                     match am.get(k) {
                         Some(av) if self.is_sensitive(k) => {
                             bo.insert(k.clone(), mask(bv));
-                            ao.insert(k.clone(), if av == bv { mask(av) } else { Value::String(MASK_CHANGED.into()) });
+                            let changed = fingerprint(bv) != fingerprint(av);
+                            ao.insert(k.clone(), if changed { Value::String(MASK_CHANGED.into()) } else { mask(av) });
                         }
                         Some(av) => {
                             let (x, y) = self.pair_values(bv, av);
@@ -198,6 +199,19 @@ impl Redactor {
             (b, a) => (self.value(b), self.value(a)),
         }
     }
+}
+
+/// A keyed hash of a secret value: what is compared to tell that a secret changed, so the
+/// comparison never needs the values side by side. The key is random per process, so a
+/// fingerprint means nothing outside it.
+fn fingerprint(v: &Value) -> [u8; 32] {
+    use hmac::{Hmac, Mac};
+    use std::sync::OnceLock;
+    static KEY: OnceLock<[u8; 32]> = OnceLock::new();
+    let key = KEY.get_or_init(|| rand::random());
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(key).expect("HMAC takes any key length");
+    mac.update(v.to_string().as_bytes());
+    mac.finalize().into_bytes().into()
 }
 
 /// A secret field's value: masked whatever its type (null stays null: nothing to hide).

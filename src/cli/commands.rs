@@ -2,8 +2,8 @@
 
 use super::output::{self, Style};
 use super::{
-    Cli, Command, DaemonArgs, InputArgs, PlanAction, PlanFormat, RenderFormat, SandboxArgs, SandboxCommand, TargetArgs,
-    shutdown_signal,
+    Cli, Command, DaemonArgs, InputArgs, PlanAction, PlanFormat, PreviewArgs, RenderFormat, SandboxArgs,
+    SandboxCommand, TargetArgs, markdown, shutdown_signal,
 };
 use crate::apply::{self, ApplyOptions, Observer, Status, StepOutcome};
 use crate::config::Config;
@@ -15,6 +15,7 @@ use crate::render::{RenderOptions, Rendered};
 use crate::sandbox::{Sandbox, SandboxOptions};
 use crate::source::git::{GitSource, RepoSpec};
 use crate::source::{self, Snapshot};
+use anyhow::Context;
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
 
@@ -28,17 +29,30 @@ pub async fn run(cli: Cli) -> u8 {
         Command::Render { input, output } => render(&input, output, cli.color).await,
         Command::Validate { input } => validate(&input, cli.color).await,
         Command::Plan { action: Some(action), .. } => drive_daemon(action, cli.color).await,
-        Command::Plan { action: None, input, target, detailed_exitcode, output } => {
-            plan(&input, &target, detailed_exitcode, output, cli.color).await
+        Command::Plan { action: None, input, target, detailed_exitcode, output, preview } => {
+            plan(&input, &target, detailed_exitcode, output, &preview, cli.color).await
         }
         Command::Daemon(args) => daemon(args).await,
         Command::Apply { input, target, yes, parallelism, allow_mass_delete } => {
             apply(&input, &target, yes, parallelism, allow_mass_delete, cli.color).await
         }
         Command::Sandbox(SandboxCommand::Serve(args)) => serve(args).await,
+        Command::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut cmd, "capstan", &mut std::io::stdout());
+            Ok(EXIT_OK)
+        }
+        Command::Man => {
+            let cmd = <Cli as clap::CommandFactory>::command();
+            clap_mangen::Man::new(cmd).render(&mut std::io::stdout()).map(|()| EXIT_OK).map_err(Into::into)
+        }
     };
     match result {
         Ok(code) => code,
+        // A reader that went away (`capstan man | head`) is not an error worth a message.
+        Err(e) if e.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe) => {
+            EXIT_OK
+        }
         Err(e) => {
             if let Some(InvalidInput(diags)) = e.downcast_ref::<InvalidInput>() {
                 eprint!("{}", output::diagnostics_text(diags, err_style));
@@ -56,10 +70,13 @@ struct Input {
     snapshot: Snapshot,
     config: Config,
     state_dir: PathBuf,
+    /// The repository and commit, when reading from git.
+    git: Option<GitSource>,
+    commit: Option<String>,
 }
 
 fn read_input(input: &InputArgs) -> anyhow::Result<Input> {
-    let (snapshot, state_dir) = match &input.repo {
+    let (snapshot, state_dir, git, commit) = match &input.repo {
         Some(location) => {
             let state_dir = input.state_dir.clone().unwrap_or_else(|| PathBuf::from(".capstan"));
             let spec =
@@ -68,11 +85,11 @@ fn read_input(input: &InputArgs) -> anyhow::Result<Input> {
             git.fetch()?;
             let commit = git.resolve()?;
             eprintln!("Using commit {commit} of {location}.");
-            (git.snapshot(&commit)?, state_dir)
+            (git.snapshot(&commit)?, state_dir, Some(git), Some(commit))
         }
         None => {
             let state_dir = input.state_dir.clone().unwrap_or_else(|| input.dir.join(".capstan"));
-            (source::dir::snapshot(&input.dir)?, state_dir)
+            (source::dir::snapshot(&input.dir)?, state_dir, None, None)
         }
     };
     let config = match (&input.config, &snapshot.config) {
@@ -80,7 +97,7 @@ fn read_input(input: &InputArgs) -> anyhow::Result<Input> {
         (None, Some(file)) => Config::parse(&file.path, &file.text).map_err(InvalidInput)?,
         (None, None) => Config::default(),
     };
-    Ok(Input { snapshot, config, state_dir })
+    Ok(Input { snapshot, config, state_dir, git, commit })
 }
 
 fn render_options(input: &InputArgs) -> RenderOptions {
@@ -156,43 +173,198 @@ async fn plan(
     target: &TargetArgs,
     detailed: bool,
     format: PlanFormat,
+    preview: &PreviewArgs,
     color: super::ColorChoice,
 ) -> anyhow::Result<u8> {
-    let Input { snapshot, config, state_dir } = read_input(input)?;
+    let mut input = input.clone();
+    if let Some(head) = &preview.head {
+        input.git_ref = Some(head.clone());
+    }
+    let head = read_input(&input)?;
+    let declared = match &preview.base {
+        Some(base) => Some(declared_change(&input, &head, base)?),
+        None => None,
+    };
+    let template = match &preview.template {
+        Some(p) => {
+            Some(std::fs::read_to_string(p).with_context(|| format!("cannot read the template {}", p.display()))?)
+        }
+        None => None,
+    };
+    if preview.no_live {
+        let d = declared.expect("--no-live requires --base");
+        return print_declared_only(&d, format, template.as_deref(), preview, detailed, color);
+    }
+    let Input { snapshot, config, state_dir, .. } = head;
     let connected = engine::connect(&config, target.target.as_deref(), &state_dir).await?;
     let prune = target.prune || config.prune;
     let result =
-        engine::plan(connected.provider.as_ref(), &snapshot, &config, &render_options(input), prune, None).await;
+        engine::plan(connected.provider.as_ref(), &snapshot, &config, &render_options(&input), prune, None).await;
     let platform = connected.provider.platform();
     let description = connected.description.clone();
     connected.close().await?;
     let planned = result.map_err(plan_error)?;
+    let (changes, warnings, redactor) = (&planned.changes, &planned.rendered.warnings, &planned.rendered.redactor);
+    let mut json = output::plan_json(platform, changes, &planned.plan, warnings, redactor);
+    if let Some(d) = &declared {
+        json["declared_changes"] = d.json(redactor);
+    }
     match format {
-        PlanFormat::Json => {
-            let v = output::plan_json(
-                platform,
-                &planned.changes,
-                &planned.plan,
-                &planned.rendered.warnings,
-                &planned.rendered.redactor,
-            );
-            println!("{}", serde_json::to_string_pretty(&v)?);
+        PlanFormat::Json => println!("{}", serde_json::to_string_pretty(&json)?),
+        PlanFormat::Markdown => {
+            let report = markdown::Report {
+                title: preview.title.clone(),
+                target: description,
+                changes,
+                warnings,
+                redactor,
+                plan_json: json,
+                declared: declared.as_ref().map(|d| d.markdown()),
+                live: true,
+            };
+            print!("{}", markdown::render(&report, template.as_deref())?);
         }
         PlanFormat::Text => {
             eprintln!("{}", Style::stderr(color).dim(&format!("Planning against {description}.")));
-            print!(
-                "{}",
-                output::plan_text(
-                    &planned.changes,
-                    &planned.plan,
-                    &planned.rendered.warnings,
-                    Style::stdout(color),
-                    &planned.rendered.redactor,
-                )
-            );
+            if let Some(d) = &declared {
+                print!("{}", d.text(Style::stdout(color)));
+            }
+            print!("{}", output::plan_text(changes, &planned.plan, warnings, Style::stdout(color), redactor));
         }
     }
-    Ok(if detailed && planned.changes.has_changes() { EXIT_CHANGES } else { EXIT_OK })
+    Ok(if detailed && changes.has_changes() { EXIT_CHANGES } else { EXIT_OK })
+}
+
+/// What a change between two commits does to the declared state.
+struct Declared {
+    base: String,
+    head: String,
+    platform: &'static str,
+    changes: crate::diff::ChangeSet,
+    redactor: crate::redact::Redactor,
+    warnings: Diagnostics,
+}
+
+impl Declared {
+    fn json(&self, redactor: &crate::redact::Redactor) -> serde_json::Value {
+        let mut r = redactor.clone();
+        r.merge(&self.redactor);
+        serde_json::json!({
+            "base": self.base,
+            "head": self.head,
+            "summary": output::summary_json(&self.changes),
+            "resource_changes": output::resource_changes_json(&self.changes, &r),
+        })
+    }
+
+    fn markdown(&self) -> serde_json::Value {
+        let rows: Vec<serde_json::Value> = self
+            .changes
+            .changes
+            .iter()
+            .filter(|c| c.action != crate::diff::Action::NoOp)
+            .map(|c| {
+                serde_json::json!({
+                    "symbol": c.action.symbol(),
+                    "address": c.id.to_string().replace('|', "\\|"),
+                    "action": serde_json::to_value(c.action).unwrap_or_default(),
+                    "origin": c.origin.as_ref().map(|o| o.to_string()),
+                })
+            })
+            .collect();
+        serde_json::json!({
+            "base": self.base,
+            "head": self.head,
+            "base_short": short(&self.base),
+            "head_short": short(&self.head),
+            "summary_line": output::summary_line(&self.changes).replacen("Plan:", "Declared:", 1),
+            "resources": rows,
+        })
+    }
+
+    fn text(&self, style: Style) -> String {
+        let empty = Plan::default();
+        let body = output::plan_text(&self.changes, &empty, &Diagnostics::default(), style, &self.redactor)
+            .replacen("Plan:", "Declared:", 1)
+            .replacen("No changes. The platform matches the manifests.", "No change to the declared state.", 1)
+            .replacen("capstan will perform the following actions:", "", 1);
+        format!(
+            "{}\n{}\n",
+            style.bold(&format!("Changes to the declared state from {} to {}:", short(&self.base), short(&self.head))),
+            body.trim_matches('\n')
+        )
+    }
+}
+
+fn short(sha: &str) -> &str {
+    &sha[..sha.len().min(12)]
+}
+
+/// Render the base commit too, and compare what the two declare.
+fn declared_change(input: &InputArgs, head: &Input, base: &str) -> anyhow::Result<Declared> {
+    let git = head.git.as_ref().ok_or_else(|| anyhow::anyhow!("--base needs --repo"))?;
+    let base_sha = git.resolve_rev(base)?;
+    let base_snapshot = git.snapshot(&base_sha)?;
+    let base_config = match &base_snapshot.config {
+        Some(f) => Config::parse(&f.path, &f.text).map_err(InvalidInput)?,
+        None => Config::default(),
+    };
+    let platform = engine::platform_of(&head.config, None)?;
+    let provider = providers::provider_for(&platform, None, head.config.owner())?;
+    let opts = render_options(input);
+    let base_rendered = engine::render(&base_snapshot, &base_config, &opts, provider.as_ref(), None).map_err(|e| {
+        anyhow::anyhow!(
+            "the base commit {} does not render:\n{}",
+            short(&base_sha),
+            output::diagnostics_text(&e.0, Style::new(super::ColorChoice::Never, false))
+        )
+    })?;
+    let head_rendered = engine::render(&head.snapshot, &head.config, &opts, provider.as_ref(), None)?;
+    let mut redactor = head_rendered.redactor.clone();
+    redactor.merge(&base_rendered.redactor);
+    Ok(Declared {
+        base: base_sha,
+        head: head.commit.clone().unwrap_or_default(),
+        platform: provider.platform(),
+        changes: crate::diff::diff_declared(provider.as_ref(), &base_rendered.desired, &head_rendered.desired),
+        redactor,
+        warnings: head_rendered.warnings,
+    })
+}
+
+fn print_declared_only(
+    d: &Declared,
+    format: PlanFormat,
+    template: Option<&str>,
+    preview: &PreviewArgs,
+    detailed: bool,
+    color: super::ColorChoice,
+) -> anyhow::Result<u8> {
+    match format {
+        PlanFormat::Json => {
+            let v = serde_json::json!({
+                "format_version": output::PLAN_FORMAT_VERSION,
+                "platform": d.platform,
+                "declared_changes": d.json(&d.redactor),
+            });
+            println!("{}", serde_json::to_string_pretty(&v)?);
+        }
+        PlanFormat::Markdown => {
+            let report = markdown::Report {
+                title: preview.title.clone(),
+                target: format!("the declared state at {}", short(&d.head)),
+                changes: &d.changes,
+                warnings: &d.warnings,
+                redactor: &d.redactor,
+                plan_json: d.json(&d.redactor),
+                declared: Some(d.markdown()),
+                live: false,
+            };
+            print!("{}", markdown::render(&report, template)?);
+        }
+        PlanFormat::Text => print!("{}", d.text(Style::stdout(color))),
+    }
+    Ok(if detailed && d.changes.has_changes() { EXIT_CHANGES } else { EXIT_OK })
 }
 
 fn plan_error(e: PlanError) -> anyhow::Error {
@@ -279,7 +451,7 @@ async fn apply(
     allow_mass_delete: bool,
     color: super::ColorChoice,
 ) -> anyhow::Result<u8> {
-    let Input { snapshot, config, state_dir } = read_input(input)?;
+    let Input { snapshot, config, state_dir, .. } = read_input(input)?;
     let connected = engine::connect(&config, target.target.as_deref(), &state_dir).await?;
     let style = Style::stdout(color);
     let code = async {
@@ -309,6 +481,7 @@ async fn apply(
         let journal = std::sync::Arc::new(crate::journal::Journal::begin(&state_dir, &connected.key, &planned.plan)?);
         let opts = ApplyOptions { parallelism, journal: Some(journal.clone()), ..ApplyOptions::default() };
         let progress = Progress::new(&planned.plan, style, redactor);
+        let started = std::time::Instant::now();
         let outcome = apply::apply(
             connected.provider.as_ref(),
             &planned.plan,
@@ -319,6 +492,12 @@ async fn apply(
         )
         .await;
         progress.finish();
+        tracing::info!(
+            steps = planned.plan.steps.len(),
+            phases = planned.plan.phases.len(),
+            apply_ms = started.elapsed().as_secs_f64() * 1e3,
+            "applied"
+        );
         journal.end(if outcome.converged() { "done" } else { "failed" })?;
         print!("{}", output::outcome_text(&planned.plan, &outcome, style, redactor));
         anyhow::Ok(if outcome.converged() { EXIT_OK } else { EXIT_ERROR })
@@ -420,11 +599,9 @@ async fn drive_daemon(action: PlanAction, color: super::ColorChoice) -> anyhow::
         anyhow::bail!("{url} answered {status}: {}", body.get("message").and_then(|m| m.as_str()).unwrap_or(""));
     }
     match (&action, r.output) {
-        (PlanAction::Status(_), PlanFormat::Text) => {
-            print!("{}", output::daemon_plan_text(&body, Style::stdout(color)))
-        }
-        (_, PlanFormat::Text) => println!("{}", body.get("message").and_then(|m| m.as_str()).unwrap_or("ok")),
         (_, PlanFormat::Json) => println!("{}", serde_json::to_string_pretty(&body)?),
+        (PlanAction::Status(_), _) => print!("{}", output::daemon_plan_text(&body, Style::stdout(color))),
+        (_, _) => println!("{}", body.get("message").and_then(|m| m.as_str()).unwrap_or("ok")),
     }
     Ok(EXIT_OK)
 }

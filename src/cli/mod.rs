@@ -6,6 +6,7 @@
 //! colour only on a terminal; logs on stderr, filtered by `RUST_LOG`.
 
 mod commands;
+pub mod markdown;
 pub mod output;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -63,6 +64,8 @@ pub enum Command {
         detailed_exitcode: bool,
         #[arg(long, short, value_enum, default_value_t = PlanFormat::Text)]
         output: PlanFormat,
+        #[command(flatten)]
+        preview: PreviewArgs,
     },
     /// Make the platform match the manifests.
     Apply {
@@ -85,6 +88,13 @@ pub enum Command {
     /// Serve a faithful emulation of a platform's API on loopback.
     #[command(subcommand)]
     Sandbox(SandboxCommand),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print capstan's man page (roff), generated from the command-line definition.
+    Man,
 }
 
 #[derive(Subcommand, Debug)]
@@ -270,6 +280,29 @@ pub enum RenderFormat {
 pub enum PlanFormat {
     Text,
     Json,
+    /// A report to post as a pull-request comment.
+    Markdown,
+}
+
+/// For previews in CI.
+#[derive(Args, Debug, Clone, Default)]
+pub struct PreviewArgs {
+    /// With --repo: also show what the change from this commit to --head (or --ref) does to
+    /// the declared state.
+    #[arg(long, requires = "repo")]
+    pub base: Option<String>,
+    /// With --repo and --base: the commit to preview (default: --ref, else HEAD).
+    #[arg(long, requires = "base")]
+    pub head: Option<String>,
+    /// With --base: only compare the two commits, without reading the live platform.
+    #[arg(long, requires = "base")]
+    pub no_live: bool,
+    /// Handlebars template for --output markdown, instead of the built-in one.
+    #[arg(long)]
+    pub template: Option<PathBuf>,
+    /// Heading of the markdown report.
+    #[arg(long)]
+    pub title: Option<String>,
 }
 
 fn parse_var(s: &str) -> Result<(String, String), String> {

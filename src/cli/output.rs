@@ -103,31 +103,67 @@ fn yaml(v: &Value) -> String {
     serde_yaml::to_string(v).unwrap_or_else(|_| v.to_string())
 }
 
-/// The unified diff of one resource's YAML, each line marked as terraform marks them.
-fn resource_diff(c: &ResourceChange, style: Style, redactor: &Redactor) -> String {
+/// One line of a resource's diff.
+pub enum DiffLine {
+    Hunk(String),
+    Removed(String),
+    Added(String),
+    Same(String),
+}
+
+impl DiffLine {
+    /// As in a unified diff (`+`, `-`, ` `), the form GitHub colours in a `diff` block.
+    pub fn plain(&self) -> String {
+        match self {
+            DiffLine::Hunk(h) => h.clone(),
+            DiffLine::Removed(l) => format!("- {l}"),
+            DiffLine::Added(l) => format!("+ {l}"),
+            DiffLine::Same(l) => format!("  {l}"),
+        }
+    }
+}
+
+/// The unified diff of one resource's YAML (secrets masked): everything added for a create,
+/// everything removed for a delete, hunks with two lines of context otherwise.
+pub fn diff_lines(c: &ResourceChange, redactor: &Redactor) -> Vec<DiffLine> {
     let (before, after) = redactor.pair(c.before.as_ref(), c.after.as_ref());
     let before = before.as_ref().map(yaml).unwrap_or_default();
     let after = after.as_ref().map(yaml).unwrap_or_default();
-    let mut out = String::new();
     if before.is_empty() || after.is_empty() {
-        let (sign, text) = if before.is_empty() { ("+", &after) } else { ("-", &before) };
-        for line in text.lines() {
-            let _ = writeln!(out, "      {}", style.action(c.action, &format!("{sign} {line}")));
-        }
-        return out;
+        let added = before.is_empty();
+        let text = if added { &after } else { &before };
+        return text
+            .lines()
+            .map(|l| if added { DiffLine::Added(l.to_string()) } else { DiffLine::Removed(l.to_string()) })
+            .collect();
     }
     let diff = similar::TextDiff::from_lines(&before, &after);
+    let mut out = Vec::new();
     for hunk in diff.unified_diff().context_radius(2).iter_hunks() {
-        let _ = writeln!(out, "      {}", style.dim(&hunk.header().to_string()));
+        out.push(DiffLine::Hunk(hunk.header().to_string()));
         for change in hunk.iter_changes() {
-            let line = change.value().trim_end_matches('\n');
-            let text = match change.tag() {
-                similar::ChangeTag::Delete => style.red(&format!("- {line}")),
-                similar::ChangeTag::Insert => style.green(&format!("+ {line}")),
-                similar::ChangeTag::Equal => format!("  {line}"),
-            };
-            let _ = writeln!(out, "      {text}");
+            let line = change.value().trim_end_matches('\n').to_string();
+            out.push(match change.tag() {
+                similar::ChangeTag::Delete => DiffLine::Removed(line),
+                similar::ChangeTag::Insert => DiffLine::Added(line),
+                similar::ChangeTag::Equal => DiffLine::Same(line),
+            });
         }
+    }
+    out
+}
+
+/// The diff for a terminal, each line marked and coloured as terraform does.
+fn resource_diff(c: &ResourceChange, style: Style, redactor: &Redactor) -> String {
+    let mut out = String::new();
+    for line in diff_lines(c, redactor) {
+        let text = match &line {
+            DiffLine::Hunk(_) => style.dim(&line.plain()),
+            DiffLine::Removed(_) => style.red(&line.plain()),
+            DiffLine::Added(_) => style.green(&line.plain()),
+            DiffLine::Same(_) => line.plain(),
+        };
+        let _ = writeln!(out, "      {text}");
     }
     out
 }
@@ -217,7 +253,70 @@ pub fn plan_json_with_status(
     redactor: &Redactor,
     outcome: Option<&Outcome>,
 ) -> Value {
-    let resource_changes: Vec<Value> = changes
+    let status_of = |i: usize| outcome.map(|o| o.steps[i].status).unwrap_or(Status::Pending);
+    let message_of = |i: usize| outcome.map(|o| redactor.text(&o.steps[i].message)).unwrap_or_default();
+    let phases: Vec<Value> = plan
+        .phases
+        .iter()
+        .map(|p| {
+            let steps: Vec<Value> = p
+                .steps
+                .iter()
+                .map(|&i| {
+                    let s = &plan.steps[i];
+                    json!({
+                        "id": s.id,
+                        "name": s.name,
+                        "status": status_of(i),
+                        "message": message_of(i),
+                        "verb": s.verb,
+                        "resource": s.resource.to_string(),
+                        "depends_on": s.deps.iter().map(|&d| plan.steps[d].id.clone()).collect::<Vec<_>>(),
+                    })
+                })
+                .collect();
+            json!({
+                "id": p.id,
+                "name": p.name,
+                "status": aggregate(p.steps.iter().map(|&i| status_of(i))),
+                "strategy": "parallel",
+                "steps": steps,
+            })
+        })
+        .collect();
+    json!({
+        "format_version": PLAN_FORMAT_VERSION,
+        "platform": platform,
+        "summary": summary_json(changes),
+        "resource_changes": resource_changes_json(changes, redactor),
+        "orphans": changes.orphans.iter().map(|o| o.to_string()).collect::<Vec<_>>(),
+        "plan": {
+            "status": aggregate((0..plan.steps.len()).map(status_of)),
+            "strategy": "serial",
+            "errors": [],
+            "phases": phases,
+        },
+        "warnings": warnings.0.iter().map(|w| {
+            let mut v = serde_json::to_value(w).unwrap_or(Value::Null);
+            v["message"] = json!(redactor.text(&w.message));
+            v
+        }).collect::<Vec<_>>(),
+    })
+}
+
+pub fn summary_json(changes: &ChangeSet) -> Value {
+    json!({
+        "create": changes.count(Action::Create),
+        "update": changes.count(Action::Update),
+        "replace": changes.count(Action::Replace),
+        "delete": changes.count(Action::Delete),
+        "no_op": changes.count(Action::NoOp),
+    })
+}
+
+/// Every resource of a change set, as the JSON plan lists them, with secrets masked.
+pub fn resource_changes_json(changes: &ChangeSet, redactor: &Redactor) -> Vec<Value> {
+    changes
         .changes
         .iter()
         .map(|c| {
@@ -264,62 +363,7 @@ pub fn plan_json_with_status(
             }
             v
         })
-        .collect();
-    let status_of = |i: usize| outcome.map(|o| o.steps[i].status).unwrap_or(Status::Pending);
-    let message_of = |i: usize| outcome.map(|o| redactor.text(&o.steps[i].message)).unwrap_or_default();
-    let phases: Vec<Value> = plan
-        .phases
-        .iter()
-        .map(|p| {
-            let steps: Vec<Value> = p
-                .steps
-                .iter()
-                .map(|&i| {
-                    let s = &plan.steps[i];
-                    json!({
-                        "id": s.id,
-                        "name": s.name,
-                        "status": status_of(i),
-                        "message": message_of(i),
-                        "verb": s.verb,
-                        "resource": s.resource.to_string(),
-                        "depends_on": s.deps.iter().map(|&d| plan.steps[d].id.clone()).collect::<Vec<_>>(),
-                    })
-                })
-                .collect();
-            json!({
-                "id": p.id,
-                "name": p.name,
-                "status": aggregate(p.steps.iter().map(|&i| status_of(i))),
-                "strategy": "parallel",
-                "steps": steps,
-            })
-        })
-        .collect();
-    json!({
-        "format_version": PLAN_FORMAT_VERSION,
-        "platform": platform,
-        "summary": {
-            "create": changes.count(Action::Create),
-            "update": changes.count(Action::Update),
-            "replace": changes.count(Action::Replace),
-            "delete": changes.count(Action::Delete),
-            "no_op": changes.count(Action::NoOp),
-        },
-        "resource_changes": resource_changes,
-        "orphans": changes.orphans.iter().map(|o| o.to_string()).collect::<Vec<_>>(),
-        "plan": {
-            "status": aggregate((0..plan.steps.len()).map(status_of)),
-            "strategy": "serial",
-            "errors": [],
-            "phases": phases,
-        },
-        "warnings": warnings.0.iter().map(|w| {
-            let mut v = serde_json::to_value(w).unwrap_or(Value::Null);
-            v["message"] = json!(redactor.text(&w.message));
-            v
-        }).collect::<Vec<_>>(),
-    })
+        .collect()
 }
 
 /// The status of a group of steps, as seed 000 reports a phase or plan.

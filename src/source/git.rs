@@ -91,17 +91,25 @@ impl GitSource {
 
     /// The commit the configured reference points at now.
     pub fn resolve(&self) -> anyhow::Result<String> {
-        let repo = self.repo()?;
-        let id = match &self.spec.reference {
-            Some(r) => {
-                repo.rev_parse_single(r.as_str())
-                    .with_context(|| format!("no branch, tag or commit {r:?} in {}", self.spec.location))?
-                    .object()?
-                    .peel_to_commit()?
-                    .id
+        match &self.spec.reference {
+            Some(r) => self.resolve_rev(r),
+            None => {
+                let repo = self.repo()?;
+                let id = repo.head_commit().with_context(|| format!("{} has no commits", self.spec.location))?.id;
+                Ok(id.to_string())
             }
-            None => repo.head_commit().with_context(|| format!("{} has no commits", self.spec.location))?.id,
-        };
+        }
+    }
+
+    /// The commit a branch, tag, commit id or revision expression (`main~1`) names.
+    pub fn resolve_rev(&self, rev: &str) -> anyhow::Result<String> {
+        let repo = self.repo()?;
+        let id = repo
+            .rev_parse_single(rev)
+            .with_context(|| format!("no branch, tag or commit {rev:?} in {}", self.spec.location))?
+            .object()?
+            .peel_to_commit()?
+            .id;
         Ok(id.to_string())
     }
 
