@@ -69,4 +69,22 @@ fn main() {
     println!("  render                      {:7.1} ms", median(render));
     println!("  observe (list calls)        {:7.1} ms", median(observe));
     println!("  diff + plan                 {:7.1} ms", median(diff));
+
+    // A release that touches every job: 10,000 updates, reported as markdown for a PR comment.
+    let config = std::fs::read_to_string(dir.path().join("capstan.yaml")).unwrap();
+    std::fs::write(dir.path().join("capstan.yaml"), config.replace("RELEASE: \"42\"", "RELEASE: \"43\"")).unwrap();
+    let mut walls = Vec::new();
+    let mut size = 0;
+    for _ in 0..3 {
+        let m = measure(dir.path(), &["plan", ".", "--output", "markdown"], &[]);
+        assert_eq!(m.code, 0, "{}", m.stderr);
+        assert!(m.stdout.contains("Plan: 0 to create, 10000 to update"), "{}", &m.stdout[..m.stdout.len().min(500)]);
+        walls.push(m.wall.as_secs_f64());
+        size = m.stdout.len();
+    }
+    println!(
+        "plan of 10,000 updates as a markdown report: {:.1} ms (median of 3), {} KiB",
+        median(walls) * 1e3,
+        size / 1024
+    );
 }

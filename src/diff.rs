@@ -166,7 +166,7 @@ pub fn diff(provider: &dyn Provider, desired: &DesiredState, live: &LiveState, p
         let reason = if parent_declared {
             Some(format!("no longer declared by {}", l.parent.as_ref().unwrap()))
         } else if l.owned && prune {
-            Some("no longer declared (pruned)".to_string())
+            Some("pruned: no longer declared".to_string())
         } else {
             if l.owned && l.parent.is_none() {
                 orphans.push(l.id.clone());

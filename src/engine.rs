@@ -170,6 +170,11 @@ pub async fn plan(
         provider.observe(&kinds).await.map_err(PlanError::Observe)?
     };
     let observed_in = t.elapsed();
+    // Secrets the platform holds (an old password about to be replaced) are masked as well.
+    let mut rendered = rendered;
+    for l in live.resources.values() {
+        rendered.redactor.learn(&l.spec);
+    }
     let t = Instant::now();
     let problems = diff::check_references(&rendered.desired, &live);
     if problems.has_errors() {

@@ -208,7 +208,7 @@ fn fingerprint(v: &Value) -> [u8; 32] {
     use hmac::{Hmac, Mac};
     use std::sync::OnceLock;
     static KEY: OnceLock<[u8; 32]> = OnceLock::new();
-    let key = KEY.get_or_init(|| rand::random());
+    let key = KEY.get_or_init(rand::random);
     let mut mac = Hmac::<sha2::Sha256>::new_from_slice(key).expect("HMAC takes any key length");
     mac.update(v.to_string().as_bytes());
     mac.finalize().into_bytes().into()

@@ -35,6 +35,7 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
         .route("/v1/configurations", get(configurations))
         .route("/v1/configurations/target", get(target))
         .route("/v1/configurations/{sha}", get(configuration))
+        .route("/v1/configurations/{sha}/plan", get(configuration_plan))
         .route("/v1/sync", post(sync))
         .route("/v1/status", get(status))
         .route("/v1/events", get(events))
@@ -151,6 +152,15 @@ async fn configuration(State(d): Shared, Path(sha): Path<String>) -> Response {
     match found {
         Some(c) => axum::Json(c).into_response(),
         None => error(StatusCode::NOT_FOUND, format!("no configuration for commit {sha}")),
+    }
+}
+
+/// The plan the daemon made for a commit, byte for byte as `capstan plan --output json` prints
+/// it for the same commit and live state.
+async fn configuration_plan(State(d): Shared, Path(sha): Path<String>) -> Response {
+    match d.store.plan(&sha) {
+        Ok(Some(text)) => ([(header::CONTENT_TYPE, "application/json")], text).into_response(),
+        _ => error(StatusCode::NOT_FOUND, format!("no plan for commit {sha}")),
     }
 }
 

@@ -318,6 +318,17 @@ impl Daemon {
         };
         let merged = planned.rendered.redactor.value(&provider.merge_documents(&planned.rendered.documents));
         let _ = self.store.set_rendered(&sha, &merged);
+        // The same bytes `capstan plan --repo ... --ref <sha> --output json` prints.
+        let plan_json = output::plan_json(
+            self.platform(),
+            &planned.changes,
+            &planned.plan,
+            &planned.rendered.warnings,
+            &planned.rendered.redactor,
+        );
+        if let Ok(text) = serde_json::to_string_pretty(&plan_json) {
+            let _ = self.store.set_plan(&sha, &format!("{text}\n"));
+        }
 
         if drift_check {
             let drifted: Vec<String> = planned

@@ -80,6 +80,7 @@ CREATE TABLE IF NOT EXISTS configurations (
     rendered   TEXT,
     errors     TEXT NOT NULL DEFAULT '[]',
     outcome    TEXT,
+    plan       TEXT,
     seq        INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS kv (
@@ -100,6 +101,8 @@ impl Store {
         // WAL with synchronous=NORMAL: a committed write survives a crash of the process.
         db.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;")?;
         db.execute_batch(SCHEMA)?;
+        // Databases from before the plan column get it (an error here means it is there).
+        let _ = db.execute_batch("ALTER TABLE configurations ADD COLUMN plan TEXT");
         Ok(Store { db: Mutex::new(db) })
     }
 
@@ -144,6 +147,26 @@ impl Store {
             .unwrap()
             .execute("UPDATE configurations SET outcome = ?2 WHERE sha = ?1", params![sha, outcome.to_string()])?;
         Ok(())
+    }
+
+    /// The plan made for a commit, exactly as `capstan plan --output json` prints it (the
+    /// first one, made against the live state the commit found).
+    pub fn set_plan(&self, sha: &str, text: &str) -> anyhow::Result<()> {
+        self.db
+            .lock()
+            .unwrap()
+            .execute("UPDATE configurations SET plan = ?2 WHERE sha = ?1 AND plan IS NULL", params![sha, text])?;
+        Ok(())
+    }
+
+    pub fn plan(&self, sha: &str) -> anyhow::Result<Option<String>> {
+        let db = self.db.lock().unwrap();
+        Ok(db
+            .query_row("SELECT plan FROM configurations WHERE sha = ?1", params![sha], |r| {
+                r.get::<_, Option<String>>(0)
+            })
+            .optional()?
+            .flatten())
     }
 
     pub fn get(&self, sha: &str) -> anyhow::Result<Option<Configuration>> {
