@@ -135,7 +135,7 @@ impl Config {
             return Err(diags);
         }
         let value = doc.root.to_json();
-        schema::validate(schema::CONFIG_SCHEMA, doc, &value, &mut diags);
+        schema::validate(schema::CONFIG_SCHEMA, doc, "", &value, &mut diags);
         if diags.has_errors() {
             diags.sort();
             return Err(diags);

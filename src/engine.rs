@@ -7,7 +7,7 @@ use crate::diagnostic::{Diagnostics, InvalidInput};
 use crate::diff::{self, ChangeSet};
 use crate::model::LiveState;
 use crate::plan::{self, Plan};
-use crate::providers::{self, ApiError, Connection, Provider};
+use crate::providers::{self, ApiError, Connection, PlatformPreview, Provider};
 use crate::render::{self, RenderCache, RenderOptions, Rendered};
 use crate::sandbox::{Platform, Sandbox, SandboxOptions};
 use crate::source::Snapshot;
@@ -60,8 +60,13 @@ fn resolve_target<'a>(config: &'a Config, name: Option<&str>) -> anyhow::Result<
 }
 
 /// Connect to the named target, the default target, or else the embedded sandbox, whose state
-/// lives in `state_dir`.
-pub async fn connect(config: &Config, target: Option<&str>, state_dir: &Path) -> anyhow::Result<Connected> {
+/// lives in `state_dir`. `force` overrides the platform's locks instead of waiting for them.
+pub async fn connect(
+    config: &Config,
+    target: Option<&str>,
+    state_dir: &Path,
+    force: bool,
+) -> anyhow::Result<Connected> {
     let owner = config.owner();
     if let Some((name, t)) = resolve_target(config, target)? {
         let token = match &t.token_env {
@@ -76,6 +81,7 @@ pub async fn connect(config: &Config, target: Option<&str>, state_dir: &Path) ->
             token,
             ca_cert: t.ca_cert.clone(),
             timeout: Duration::from_secs(t.timeout.unwrap_or(30)),
+            force,
         };
         let provider = providers::provider_for(&t.platform, Some(connection), owner)?;
         return Ok(Connected {
@@ -99,8 +105,13 @@ pub async fn connect(config: &Config, target: Option<&str>, state_dir: &Path) ->
     let key = format!("sandbox:{}", std::path::absolute(&state_file).unwrap_or(state_file.clone()).display());
     opts.state_file = Some(state_file);
     let sandbox = Sandbox::start(opts).await.context("cannot start the embedded sandbox")?;
-    let connection =
-        Connection { url: sandbox.url().to_string(), token: None, ca_cert: None, timeout: Duration::from_secs(30) };
+    let connection = Connection {
+        url: sandbox.url().to_string(),
+        token: None,
+        ca_cert: None,
+        timeout: Duration::from_secs(30),
+        force,
+    };
     let provider = providers::provider_for(&platform_name, Some(connection), owner)?;
     Ok(Connected {
         provider,
@@ -125,6 +136,8 @@ pub struct Planned {
     pub live: LiveState,
     pub changes: ChangeSet,
     pub plan: Plan,
+    /// The platform's own preview of the same changes, where it has one and there are changes.
+    pub preview: Option<PlatformPreview>,
 }
 
 pub fn render(
@@ -183,6 +196,7 @@ pub async fn plan(
     let changes = diff::diff(provider, &rendered.desired, &live, prune);
     let plan = plan::build(&changes, &rendered.desired, &live)
         .map_err(|d| PlanError::Invalid(InvalidInput(Diagnostics(vec![d]))))?;
+    let preview = if plan.is_empty() { None } else { provider.preview(&changes, &rendered.desired, &live).await };
     tracing::info!(
         files = snapshot.files.len(),
         desired = rendered.desired.resources.len(),
@@ -193,7 +207,7 @@ pub async fn plan(
         diff_and_plan_ms = t.elapsed().as_secs_f64() * 1e3,
         "planned"
     );
-    Ok(Planned { rendered, live, changes, plan })
+    Ok(Planned { rendered, live, changes, plan, preview })
 }
 
 /// The mass-delete guard: Err with the reason when a plan deletes too much.

@@ -1,7 +1,8 @@
 //! Plan: a change set → steps in a dependency graph, grouped into phases.
 //!
 //! Edges come from the data, never from kind names: a resource is created or updated after
-//! what it references (a binding after its job and service), deleted before what it depends on
+//! what it references (a binding after its job and service), also through references that do
+//! not change themselves (A → B unchanged → C orders C before A), deleted before what it depends on
 //! (the binding before the service), a replace deletes before it creates, and a create waits
 //! for the deletion of a live resource it cannot coexist with (a job's old network membership).
 //! Phases are the graph's levels (a step's phase is one more than its latest dependency's), in
@@ -16,7 +17,7 @@ use crate::diff::{Action, ChangeSet};
 use crate::model::{DesiredState, LiveState, ResourceId};
 use crate::providers::Verb;
 use serde::Serialize;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 #[derive(Clone, Debug, Serialize)]
 pub struct Step {
@@ -118,11 +119,23 @@ pub fn build(changes: &ChangeSet, desired: &DesiredState, live: &LiveState) -> R
         match s.verb {
             Verb::Create | Verb::Update => {
                 let d = &desired.resources[&s.resource];
-                for r in &d.references {
+                // An order holds through what does not change: when a referenced resource has
+                // no step, this step waits for the steps of what that one references.
+                let mut stack: Vec<&ResourceId> = d.references.iter().map(|r| &r.target).collect();
+                let mut seen: HashSet<&ResourceId> = HashSet::new();
+                while let Some(target) = stack.pop() {
+                    if !seen.insert(target) {
+                        continue;
+                    }
+                    let mut has_step = false;
                     for v in [Verb::Create, Verb::Update] {
-                        if let Some(j) = find(&r.target, v) {
+                        if let Some(j) = find(target, v) {
                             edges.push((j, i));
+                            has_step = true;
                         }
+                    }
+                    if !has_step && let Some(unchanged) = desired.resources.get(target) {
+                        stack.extend(unchanged.references.iter().map(|r| &r.target));
                     }
                 }
                 if s.verb == Verb::Create {

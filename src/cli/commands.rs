@@ -196,7 +196,7 @@ async fn plan(
         return print_declared_only(&d, format, template.as_deref(), preview, detailed, color);
     }
     let Input { snapshot, config, state_dir, .. } = head;
-    let connected = engine::connect(&config, target.target.as_deref(), &state_dir).await?;
+    let connected = engine::connect(&config, target.target.as_deref(), &state_dir, target.force).await?;
     let prune = target.prune || config.prune;
     let result =
         engine::plan(connected.provider.as_ref(), &snapshot, &config, &render_options(&input), prune, None).await;
@@ -205,7 +205,7 @@ async fn plan(
     connected.close().await?;
     let planned = result.map_err(plan_error)?;
     let (changes, warnings, redactor) = (&planned.changes, &planned.rendered.warnings, &planned.rendered.redactor);
-    let mut json = output::plan_json(platform, changes, &planned.plan, warnings, redactor);
+    let mut json = output::plan_json(platform, changes, &planned.plan, warnings, redactor, planned.preview.as_ref());
     if let Some(d) = &declared {
         json["declared_changes"] = d.json(redactor);
     }
@@ -230,6 +230,9 @@ async fn plan(
                 print!("{}", d.text(Style::stdout(color)));
             }
             print!("{}", output::plan_text(changes, &planned.plan, warnings, Style::stdout(color), redactor));
+            if let Some(p) = &planned.preview {
+                print!("{}", output::preview_text(p, Style::stdout(color), redactor));
+            }
         }
     }
     Ok(if detailed && changes.has_changes() { EXIT_CHANGES } else { EXIT_OK })
@@ -452,7 +455,7 @@ async fn apply(
     color: super::ColorChoice,
 ) -> anyhow::Result<u8> {
     let Input { snapshot, config, state_dir, .. } = read_input(input)?;
-    let connected = engine::connect(&config, target.target.as_deref(), &state_dir).await?;
+    let connected = engine::connect(&config, target.target.as_deref(), &state_dir, target.force).await?;
     let style = Style::stdout(color);
     let code = async {
         // One apply per target: a second fails at once, naming the holder.
@@ -573,6 +576,7 @@ async fn daemon(args: DaemonArgs) -> anyhow::Result<u8> {
             keep_documents: true,
         },
         parallelism: args.parallelism,
+        force: args.force,
     };
     crate::daemon::serve(opts).await?;
     Ok(EXIT_OK)

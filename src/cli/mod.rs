@@ -159,6 +159,9 @@ pub struct DaemonArgs {
     /// How many steps may run at once.
     #[arg(long, default_value_t = 8)]
     pub parallelism: usize,
+    /// Override a platform's deployment lock (Marathon: force=true) instead of waiting for it.
+    #[arg(long)]
+    pub force: bool,
     /// Set a variable (highest precedence); repeatable.
     #[arg(long = "var", value_name = "NAME=VALUE", value_parser = parse_var)]
     pub vars: Vec<(String, String)>,
@@ -268,6 +271,9 @@ pub struct TargetArgs {
     /// Delete resources this owner created that are no longer declared.
     #[arg(long)]
     pub prune: bool,
+    /// Override a platform's deployment lock (Marathon: force=true) instead of waiting for it.
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

@@ -5,6 +5,7 @@ use crate::apply::{Outcome, Status};
 use crate::diagnostic::{Diagnostic, Diagnostics, Severity};
 use crate::diff::{Action, ChangeSet, ResourceChange};
 use crate::plan::Plan;
+use crate::providers::PlatformPreview;
 use crate::redact::Redactor;
 use serde_json::{Value, json};
 use std::fmt::Write as _;
@@ -241,8 +242,51 @@ pub fn plan_json(
     plan: &Plan,
     warnings: &Diagnostics,
     redactor: &Redactor,
+    preview: Option<&PlatformPreview>,
 ) -> Value {
-    plan_json_with_status(platform, changes, plan, warnings, redactor, None)
+    let mut json = plan_json_with_status(platform, changes, plan, warnings, redactor, None);
+    if let Some(p) = preview {
+        json["platform_preview"] = preview_json(p, redactor);
+    }
+    json
+}
+
+/// The platform's own preview, as it goes into the JSON plan.
+pub fn preview_json(p: &PlatformPreview, redactor: &Redactor) -> Value {
+    json!({
+        "request": p.request,
+        "steps": p.steps.iter().map(|s| s.iter().map(|a| json!({
+            "action": a.action,
+            "resource": a.resource.to_string(),
+        })).collect::<Vec<_>>()).collect::<Vec<_>>(),
+        "disagreements": p.disagreements.iter().map(|d| redactor.text(d)).collect::<Vec<_>>(),
+        "error": p.error.as_ref().map(|e| redactor.text(e)),
+    })
+}
+
+/// The platform's own preview as text, after capstan's plan.
+pub fn preview_text(p: &PlatformPreview, style: Style, redactor: &Redactor) -> String {
+    let mut out = format!("\n{}\n", style.bold(&format!("The platform's own preview ({}):", p.request)));
+    if let Some(e) = &p.error {
+        out.push_str(&format!("  {}\n", style.yellow(&format!("unavailable: {}", redactor.text(e)))));
+        return out;
+    }
+    if p.steps.is_empty() {
+        out.push_str("  no steps\n");
+    }
+    for (i, step) in p.steps.iter().enumerate() {
+        let actions: Vec<String> = step.iter().map(|a| format!("{} {}", a.action, a.resource.name)).collect();
+        out.push_str(&format!("  step {}: {}\n", i + 1, actions.join(", ")));
+    }
+    if p.disagreements.is_empty() {
+        out.push_str(&format!("  {}\n", style.green("It agrees with capstan's plan.")));
+    } else {
+        out.push_str(&format!("  {}\n", style.yellow("Where it disagrees with capstan's plan:")));
+        for d in &p.disagreements {
+            out.push_str(&format!("    {}\n", style.yellow(&format!("! {}", redactor.text(d)))));
+        }
+    }
+    out
 }
 
 pub fn plan_json_with_status(

@@ -55,6 +55,8 @@ pub struct DaemonOptions {
     pub webhook_secret: Option<String>,
     pub render: RenderOptions,
     pub parallelism: usize,
+    /// Override platform locks (Marathon's `force=true`) instead of waiting for them.
+    pub force: bool,
 }
 
 /// Why a reconcile runs.
@@ -146,7 +148,7 @@ impl Daemon {
                 .and_then(|f| Config::parse(&f.path, &f.text).ok())
                 .unwrap_or_default()
         };
-        let connected = engine::connect(&config, opts.target.as_deref(), &opts.state_dir).await?;
+        let connected = engine::connect(&config, opts.target.as_deref(), &opts.state_dir, opts.force).await?;
         let last_applied = store.get_value("last_applied")?;
         let daemon = Arc::new(Daemon {
             source: Arc::new(source),
@@ -325,6 +327,7 @@ impl Daemon {
             &planned.plan,
             &planned.rendered.warnings,
             &planned.rendered.redactor,
+            planned.preview.as_ref(),
         );
         if let Ok(text) = serde_json::to_string_pretty(&plan_json) {
             let _ = self.store.set_plan(&sha, &format!("{text}\n"));
@@ -364,7 +367,7 @@ impl Daemon {
     }
 
     async fn apply(&self, sha: &str, reason: Reason, planned: Planned) -> &'static str {
-        let Planned { rendered, live, changes, plan } = planned;
+        let Planned { rendered, live, changes, plan, .. } = planned;
         let pending = StepOutcome { status: Status::Pending, message: String::new(), duration: Duration::ZERO };
         *self.current.lock().unwrap() = Some(CurrentPlan {
             sha: sha.to_string(),

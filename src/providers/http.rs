@@ -92,30 +92,89 @@ pub enum Idempotent {
 pub struct HttpClient {
     base: String,
     client: reqwest::Client,
+    /// For long-lived answers (event streams): no overall timeout.
+    streaming: reqwest::Client,
     token: Option<String>,
     pub retry: RetryPolicy,
 }
 
+/// A long-lived GET that can be opened again after it breaks (an event stream).
+#[derive(Clone)]
+pub struct Stream {
+    client: reqwest::Client,
+    url: String,
+    path: String,
+    token: Option<String>,
+}
+
+impl Stream {
+    /// Connect; Ok once the platform answered 2xx (the body is the stream).
+    pub async fn open(&self) -> Result<reqwest::Response, ApiError> {
+        let mut req = self.client.get(&self.url).header(reqwest::header::ACCEPT, "text/event-stream");
+        if let Some(token) = &self.token {
+            req = req.bearer_auth(token);
+        }
+        let fail = |status: Option<u16>, message: String| ApiError {
+            method: "GET".into(),
+            path: self.path.clone(),
+            status,
+            message,
+            transient: true,
+        };
+        let resp = req.send().await.map_err(|e| fail(None, root_cause(&e)))?;
+        count(resp.status().as_str());
+        if !resp.status().is_success() {
+            let status = resp.status().as_u16();
+            let (message, _) = error_text(&resp.bytes().await.unwrap_or_default());
+            return Err(fail(Some(status), message));
+        }
+        Ok(resp)
+    }
+}
+
 impl HttpClient {
     pub fn new(conn: &Connection) -> anyhow::Result<Self> {
-        let mut builder = reqwest::Client::builder()
-            .timeout(conn.timeout)
-            .connect_timeout(Duration::from_secs(10))
-            .pool_max_idle_per_host(64)
-            .user_agent(concat!("capstan/", env!("CARGO_PKG_VERSION")));
-        if let Some(path) = &conn.ca_cert {
-            let pem =
-                std::fs::read(path).map_err(|e| anyhow::anyhow!("cannot read ca_cert {}: {e}", path.display()))?;
-            let cert = reqwest::Certificate::from_pem(&pem)
-                .map_err(|e| anyhow::anyhow!("ca_cert {} is not a PEM certificate: {e}", path.display()))?;
-            builder = builder.add_root_certificate(cert);
-        }
+        let cert = match &conn.ca_cert {
+            Some(path) => {
+                let pem =
+                    std::fs::read(path).map_err(|e| anyhow::anyhow!("cannot read ca_cert {}: {e}", path.display()))?;
+                Some(
+                    reqwest::Certificate::from_pem(&pem)
+                        .map_err(|e| anyhow::anyhow!("ca_cert {} is not a PEM certificate: {e}", path.display()))?,
+                )
+            }
+            None => None,
+        };
+        let build = |timeout: Option<Duration>| {
+            let mut builder = reqwest::Client::builder()
+                .connect_timeout(Duration::from_secs(10))
+                .pool_max_idle_per_host(64)
+                .user_agent(concat!("capstan/", env!("CARGO_PKG_VERSION")));
+            if let Some(t) = timeout {
+                builder = builder.timeout(t);
+            }
+            if let Some(c) = &cert {
+                builder = builder.add_root_certificate(c.clone());
+            }
+            builder.build()
+        };
         Ok(HttpClient {
             base: conn.url.trim_end_matches('/').to_string(),
-            client: builder.build()?,
+            client: build(Some(conn.timeout))?,
+            streaming: build(None)?,
             token: conn.token.clone(),
             retry: RetryPolicy::default(),
         })
+    }
+
+    /// A long-lived GET of `path`, to open (and open again) when wanted.
+    pub fn stream(&self, path: &str) -> Stream {
+        Stream {
+            client: self.streaming.clone(),
+            url: format!("{}{}", self.base, path),
+            path: path.to_string(),
+            token: self.token.clone(),
+        }
     }
 
     pub fn base(&self) -> &str {

@@ -9,10 +9,12 @@
 
 pub mod apcera;
 pub mod http;
+pub mod marathon;
 
 use crate::diagnostic::Diagnostics;
-use crate::model::{DesiredResource, KindInfo, LiveResource, LiveState, ResourceId};
-use crate::render::yaml::Document;
+use crate::diff::ChangeSet;
+use crate::model::{DesiredResource, DesiredState, KindInfo, LiveResource, LiveState, ResourceId};
+use crate::render::yaml::{Document, Node};
 use async_trait::async_trait;
 use serde_json::Value;
 use std::borrow::Cow;
@@ -31,6 +33,39 @@ pub struct Connection {
     pub token: Option<String>,
     pub ca_cert: Option<PathBuf>,
     pub timeout: Duration,
+    /// Override the platform's own locks instead of waiting for them (Marathon's `force=true`
+    /// on a change to an app a deployment holds).
+    pub force: bool,
+}
+
+/// One part of a manifest document and the JSON Schema (a path under `schemas/`) it follows.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DocumentPart {
+    /// JSON pointer of the part inside the document ("" for the whole document).
+    pub pointer: String,
+    pub schema: &'static str,
+}
+
+/// The platform's own preview of a change, shown beside capstan's plan (Marathon's `dryRun`).
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
+pub struct PlatformPreview {
+    /// The request that asked for it (`PUT /v2/groups/product?dryRun=true`).
+    pub request: String,
+    /// The platform's steps in order, each a list of actions.
+    pub steps: Vec<Vec<PreviewAction>>,
+    /// Where the platform's preview and capstan's plan do not say the same thing.
+    pub disagreements: Vec<String>,
+    /// Why there is no preview (the request failed), when there is none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct PreviewAction {
+    /// The platform's name for the action (`StartApplication`).
+    pub action: String,
+    /// What it acts on, as capstan names it.
+    pub resource: ResourceId,
 }
 
 /// What one plan step asks the platform to do.
@@ -66,8 +101,23 @@ pub trait Provider: Send + Sync {
             .unwrap_or(KindInfo { managed: false, updatable: false })
     }
 
-    /// Path of the JSON Schema of one manifest document, relative to `schemas/`.
-    fn document_schema(&self) -> &'static str;
+    /// The parts of one parsed manifest document and the schema each follows, or what a
+    /// document was expected to be when this one is none of it.
+    fn document_parts(&self, root: &Node) -> Result<Vec<DocumentPart>, String>;
+
+    /// Whether a document's top-level `variables` and `default_namespace` are capstan's own
+    /// settings (Apcera's manifest format has them; Marathon's app and group objects do not,
+    /// so their variables and default namespace come from capstan.yaml and the command line).
+    fn document_settings(&self) -> bool {
+        true
+    }
+
+    /// Whether an unresolved `${NAME}` is the platform's to expand when it runs the resource
+    /// (Marathon's `${PORT0}`, `${HOST}`): it is then left exactly as written.
+    fn runtime_variable(&self, name: &str) -> bool {
+        let _ = name;
+        false
+    }
 
     /// Whether a byte range of a string lies in the namespace part of an identity (where an
     /// unresolved variable is filled by the default namespace rather than being an error).
@@ -79,6 +129,12 @@ pub trait Provider: Send + Sync {
 
     /// Turn one expanded, schema-valid document into resources.
     fn decode(&self, doc: &Document, value: &Value, diags: &mut Diagnostics) -> Vec<DesiredResource>;
+
+    /// Work on the whole declared state once every document has decoded: references between
+    /// resources declared in different files, and what only the whole can show (a cycle).
+    fn link(&self, desired: &mut DesiredState, diags: &mut Diagnostics) {
+        let _ = (desired, diags);
+    }
 
     /// Merge expanded documents into the one manifest `capstan render` prints.
     fn merge_documents(&self, docs: &[Value]) -> Value;
@@ -101,15 +157,23 @@ pub trait Provider: Send + Sync {
 
     /// Carry out one step and wait until the platform reports it done.
     async fn execute(&self, op: Operation<'_>, live_state: &LiveState) -> Result<(), ApiError>;
+
+    /// The platform's own preview of these changes, for platforms that have one. Reads only;
+    /// must be deterministic for the same inputs (it is part of the plan).
+    async fn preview(&self, changes: &ChangeSet, desired: &DesiredState, live: &LiveState) -> Option<PlatformPreview> {
+        let _ = (changes, desired, live);
+        None
+    }
 }
 
 /// The platforms capstan can manage, by name.
-pub const PLATFORMS: &[&str] = &["apcera"];
+pub const PLATFORMS: &[&str] = &["apcera", "marathon"];
 
 /// Build the provider for a platform; `connection` is None for offline work (render, validate).
 pub fn provider_for(platform: &str, connection: Option<Connection>, owner: &str) -> anyhow::Result<Box<dyn Provider>> {
     match platform {
         "apcera" => Ok(Box::new(apcera::Apcera::new(connection, owner)?)),
+        "marathon" => Ok(Box::new(marathon::Marathon::new(connection, owner)?)),
         other => anyhow::bail!("unknown platform {other:?}: expected one of {}", PLATFORMS.join(", ")),
     }
 }

@@ -24,6 +24,9 @@ pub struct Expander<'a> {
     /// Unresolved references outside a namespace slot are errors.
     pub strict: bool,
     pub namespace_slot: NamespaceSlot<'a>,
+    /// Names the platform expands itself at run time (Marathon's `${PORT0}`): an unresolved
+    /// reference to one is left as written, with neither error nor warning.
+    pub runtime_variable: &'a dyn Fn(&str) -> bool,
 }
 
 /// The top-level keys that configure expansion and are never expanded themselves.
@@ -127,6 +130,7 @@ impl Pass<'_, '_> {
             out.push_str(&text[rest..i]);
             match self.ex.vars.get(name) {
                 Some(value) => out.push_str(value),
+                None if (self.ex.runtime_variable)(name) => out.push_str(&text[i..end]),
                 None => self.missing(name, text, i..end, pos, style),
             }
             changed = true;
@@ -230,7 +234,8 @@ mod tests {
         let mut docs = parse_documents(&Arc::from(Path::new("m.yaml")), text).unwrap();
         let vars: IndexMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         let mut diags = Diagnostics::default();
-        Expander { vars: &vars, strict, namespace_slot: &apcera_ns_slot }.expand(&mut docs[0], &mut diags);
+        Expander { vars: &vars, strict, namespace_slot: &apcera_ns_slot, runtime_variable: &|_| false }
+            .expand(&mut docs[0], &mut diags);
         (docs[0].root.to_json(), diags)
     }
 
@@ -267,7 +272,8 @@ mod tests {
         let mut docs = parse_documents(&Arc::from(Path::new("m.yaml")), "n: ${N}\ns: \"${N}\"\n").unwrap();
         let vars: IndexMap<String, String> = [("N".to_string(), "3".to_string())].into_iter().collect();
         let mut diags = Diagnostics::default();
-        Expander { vars: &vars, strict: true, namespace_slot: &apcera_ns_slot }.expand(&mut docs[0], &mut diags);
+        Expander { vars: &vars, strict: true, namespace_slot: &apcera_ns_slot, runtime_variable: &|_| false }
+            .expand(&mut docs[0], &mut diags);
         assert_eq!(docs[0].root.get("n").unwrap().value, NodeValue::Str("3".into(), Style::Substituted));
         assert_eq!(docs[0].root.get("s").unwrap().value, NodeValue::Str("3".into(), Style::Quoted));
     }

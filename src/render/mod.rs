@@ -125,6 +125,9 @@ pub fn render(
             desired.resources.insert(r.id.clone(), r);
         }
     }
+    if !diags.has_errors() {
+        provider.link(&mut desired, &mut diags);
+    }
     diags.sort();
     if diags.has_errors() {
         return Err(InvalidInput(diags));
@@ -173,33 +176,53 @@ impl Inputs<'_> {
         out.document_count = docs.len();
         for mut doc in docs {
             let mut diags = Diagnostics::default();
-            if !matches!(doc.root.value, yaml::NodeValue::Map(_)) {
-                diags.push(Diagnostic::error_at(
-                    doc.location(doc.root.pos),
-                    "a manifest document must be a mapping (jobs:, services:, networks:, ...)",
-                ));
-                out.diagnostics.extend(diags.0);
-                continue;
-            }
+            let parts = match self.provider.document_parts(&doc.root) {
+                Ok(parts) => parts,
+                Err(expected) => {
+                    out.diagnostics.push(Diagnostic::error_at(
+                        doc.location(doc.root.pos),
+                        format!("a manifest document must be {expected}"),
+                    ));
+                    continue;
+                }
+            };
             // Precedence: capstan.yaml < the document's own variables < --var.
+            let settings = self.provider.document_settings();
             let mut vars = self.config_vars.clone();
-            vars.extend(expand::document_variables(&doc, &mut diags));
+            if settings {
+                vars.extend(expand::document_variables(&doc, &mut diags));
+            }
             vars.extend(self.opts.vars.iter().map(|(k, v)| (k.clone(), v.clone())));
             out.secrets.extend(vars.iter().filter(|(k, _)| self.redactor.is_sensitive(k)).map(|(_, v)| v.clone()));
+            let own_namespace = || doc.root.get("default_namespace").and_then(|n| n.as_str()).map(str::to_string);
             let namespace = self
                 .opts
                 .namespace
                 .clone()
-                .or_else(|| doc.root.get("default_namespace").and_then(|n| n.as_str()).map(str::to_string))
+                .or_else(|| if settings { own_namespace() } else { None })
                 .or_else(|| self.config_namespace.clone());
             let slot = |text: &str, range: std::ops::Range<usize>| self.provider.namespace_slot(text, range);
-            Expander { vars: &vars, strict: !self.opts.allow_missing_vars, namespace_slot: &slot }
-                .expand(&mut doc, &mut diags);
+            let runtime = |name: &str| self.provider.runtime_variable(name);
+            Expander {
+                vars: &vars,
+                strict: !self.opts.allow_missing_vars,
+                namespace_slot: &slot,
+                runtime_variable: &runtime,
+            }
+            .expand(&mut doc, &mut diags);
             self.provider.apply_default_namespace(&mut doc, namespace.as_deref(), &mut diags);
-            type_substitutions(&mut doc.root, String::new(), self.provider.document_schema());
+            for part in &parts {
+                if let Some(node) = doc.root.find_mut(&part.pointer) {
+                    type_substitutions(node, String::new(), part.schema);
+                }
+            }
             let value = doc.root.to_json();
             // Schema problems are reported even when expansion had some, so one run shows all.
-            schema::validate(self.provider.document_schema(), &doc, &value, &mut diags);
+            for part in &parts {
+                if let Some(v) = value.pointer(&part.pointer) {
+                    schema::validate(part.schema, &doc, &part.pointer, v, &mut diags);
+                }
+            }
             if !diags.has_errors() {
                 out.resources.extend(self.provider.decode(&doc, &value, &mut diags));
             }

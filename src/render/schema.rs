@@ -23,6 +23,9 @@ pub const FILES: &[(&str, &str)] = &[
     ("apcera/service.schema.json", include_str!("../../schemas/apcera/service.schema.json")),
     ("apcera/network.schema.json", include_str!("../../schemas/apcera/network.schema.json")),
     ("apcera/provider.schema.json", include_str!("../../schemas/apcera/provider.schema.json")),
+    ("marathon/manifest.schema.json", include_str!("../../schemas/marathon/manifest.schema.json")),
+    ("marathon/app.schema.json", include_str!("../../schemas/marathon/app.schema.json")),
+    ("marathon/group.schema.json", include_str!("../../schemas/marathon/group.schema.json")),
 ];
 
 const BASE: &str = "file:///capstan/schemas/";
@@ -68,19 +71,21 @@ pub fn validator(name: &'static str) -> Arc<Validator> {
     v
 }
 
-/// Check a document against a schema; each violation becomes an error at its place.
-pub fn validate(name: &'static str, doc: &Document, value: &Value, diags: &mut Diagnostics) {
+/// Check the part of a document at `prefix` (a JSON pointer, "" for the whole) against a
+/// schema; each violation becomes an error at its place.
+pub fn validate(name: &'static str, doc: &Document, prefix: &str, value: &Value, diags: &mut Diagnostics) {
     let v = validator(name);
     if v.is_valid(value) {
         return;
     }
     for err in v.iter_errors(value) {
-        let pointer = err.instance_path().to_string();
+        let relative = err.instance_path().to_string();
+        let pointer = format!("{prefix}{relative}");
         let field = field_name(&pointer);
         match err.kind() {
             ValidationErrorKind::AdditionalProperties { unexpected }
             | ValidationErrorKind::UnevaluatedProperties { unexpected } => {
-                let allowed = allowed_properties(name, &pointer, value);
+                let allowed = allowed_properties(name, &relative);
                 for prop in unexpected {
                     let mut msg = format!("unknown field `{prop}`{}", context(&pointer));
                     if !allowed.is_empty() {
@@ -174,7 +179,7 @@ fn schema_at(schema_name: &str, pointer: &str) -> Option<&'static Value> {
 }
 
 /// The field names a schema allows for the object at `pointer`.
-fn allowed_properties(schema_name: &str, pointer: &str, _instance: &Value) -> Vec<String> {
+fn allowed_properties(schema_name: &str, pointer: &str) -> Vec<String> {
     schema_at(schema_name, pointer)
         .and_then(|s| s.get("properties").and_then(Value::as_object).map(|p| p.keys().cloned().collect()))
         .unwrap_or_default()

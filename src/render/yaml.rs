@@ -298,6 +298,18 @@ impl Node {
         Some(node)
     }
 
+    pub fn find_mut(&mut self, pointer: &str) -> Option<&mut Node> {
+        let mut node = self;
+        for seg in pointer_segments(pointer) {
+            node = match &mut node.value {
+                NodeValue::Map(entries) => &mut entries.iter_mut().find(|e| e.key == seg)?.value,
+                NodeValue::Seq(items) => items.get_mut(seg.parse::<usize>().ok()?)?,
+                _ => return None,
+            };
+        }
+        Some(node)
+    }
+
     /// The position of the node at `pointer`, or of the deepest node on the way to it.
     pub fn locate(&self, pointer: &str) -> Pos {
         let mut node = self;

@@ -21,8 +21,8 @@ mod service_provider;
 
 use crate::diagnostic::{Diagnostic, Diagnostics};
 use crate::model::{DesiredResource, KindInfo, LiveResource, LiveState, ResourceId};
-use crate::providers::{ApiError, Connection, Operation, Provider};
-use crate::render::yaml::Document;
+use crate::providers::{ApiError, Connection, DocumentPart, Operation, Provider};
+use crate::render::yaml::{Document, Node, NodeValue};
 use async_trait::async_trait;
 use client::Client;
 use serde_json::{Map, Value, json};
@@ -244,8 +244,13 @@ impl Provider for Apcera {
         KINDS
     }
 
-    fn document_schema(&self) -> &'static str {
-        "apcera/manifest.schema.json"
+    fn document_parts(&self, root: &Node) -> Result<Vec<DocumentPart>, String> {
+        match root.value {
+            NodeValue::Map(_) => {
+                Ok(vec![DocumentPart { pointer: String::new(), schema: "apcera/manifest.schema.json" }])
+            }
+            _ => Err("a mapping (jobs:, services:, networks:, ...)".into()),
+        }
     }
 
     fn namespace_slot(&self, text: &str, range: Range<usize>) -> bool {

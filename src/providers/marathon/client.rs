@@ -1,0 +1,242 @@
+//! Typed calls to the Marathon REST API (seed 004), and the wait for deployments.
+//!
+//! Every change Marathon accepts answers `{"deploymentId", "version"}` and is carried out by
+//! that deployment; the change is done when the deployment leaves `GET /v2/deployments`. capstan
+//! follows `GET /v2/events` (server-sent events, one connection per process) for
+//! `deployment_success` and `deployment_failed`, so a step ends the moment Marathon says so,
+//! and polls `/v2/deployments` slowly besides, in case the stream misses something.
+
+use crate::providers::http::{HttpClient, Idempotent};
+use crate::providers::{ApiError, Connection};
+use reqwest::Method;
+use serde_json::Value;
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::Notify;
+
+pub struct Client {
+    http: HttpClient,
+    events: Arc<Events>,
+    /// The event stream's reader, started on first use, stopped with the client.
+    reader: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        if let Some(task) = self.reader.lock().unwrap().take() {
+            task.abort();
+        }
+    }
+}
+
+/// Deployments Marathon has reported finished, and a wake-up for whoever waits on one.
+#[derive(Default)]
+struct Events {
+    finished: Mutex<Finished>,
+    notify: Notify,
+    /// The stream is connected: events of deployments started from now on will arrive.
+    attached: AtomicBool,
+    attach: Notify,
+}
+
+#[derive(Default)]
+struct Finished {
+    ok: HashMap<String, bool>,
+    order: VecDeque<String>,
+}
+
+/// At most this many finished deployments are remembered (others' deployments arrive too).
+const FINISHED_LIMIT: usize = 10_000;
+
+/// How a deployment ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ended {
+    Succeeded,
+    Failed,
+    /// It left `/v2/deployments` without an event saying how (finished, or cancelled).
+    Gone,
+}
+
+fn with_force(path: &str, force: bool) -> String {
+    if force { format!("{path}?force=true") } else { path.to_string() }
+}
+
+/// The deployment a change answered with, if any.
+fn deployment_of(answer: Option<Value>) -> Option<String> {
+    answer.and_then(|v| v.get("deploymentId").and_then(Value::as_str).map(str::to_string))
+}
+
+impl Client {
+    pub fn new(conn: &Connection) -> anyhow::Result<Self> {
+        Ok(Client { http: HttpClient::new(conn)?, events: Arc::default(), reader: Mutex::new(None) })
+    }
+
+    /// The whole tree in one call: every group with its apps.
+    pub async fn root_group(&self) -> Result<Value, ApiError> {
+        let path = "/v2/groups?embed=group.groups&embed=group.apps";
+        self.http
+            .call(Method::GET, path, None, Idempotent::Yes)
+            .await?
+            .ok_or_else(|| ApiError::other("GET", path, "empty answer"))
+    }
+
+    /// `PUT /v2/apps/{id}`: creates the app or changes it (fields not in the body keep their
+    /// values). Sending it twice does no harm, so it is retried like a read.
+    pub async fn put_app(&self, id: &str, body: &Value, force: bool) -> Result<Option<String>, ApiError> {
+        let path = with_force(&format!("/v2/apps{id}"), force);
+        Ok(deployment_of(self.http.call(Method::PUT, &path, Some(body), Idempotent::Yes).await?))
+    }
+
+    /// `DELETE /v2/apps/{id}`; an app that is not there is already deleted.
+    pub async fn delete_app(&self, id: &str, force: bool) -> Result<Option<String>, ApiError> {
+        let path = with_force(&format!("/v2/apps{id}"), force);
+        match self.http.call(Method::DELETE, &path, None, Idempotent::Yes).await {
+            Ok(v) => Ok(deployment_of(v)),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    pub async fn put_group(&self, id: &str, body: &Value, force: bool) -> Result<Option<String>, ApiError> {
+        let path = with_force(&format!("/v2/groups{id}"), force);
+        Ok(deployment_of(self.http.call(Method::PUT, &path, Some(body), Idempotent::Yes).await?))
+    }
+
+    pub async fn delete_group(&self, id: &str, force: bool) -> Result<Option<String>, ApiError> {
+        let path = with_force(&format!("/v2/groups{id}"), force);
+        match self.http.call(Method::DELETE, &path, None, Idempotent::Yes).await {
+            Ok(v) => Ok(deployment_of(v)),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Marathon's own plan for making group `id` equal to `body` (`PUT ...?dryRun=true`).
+    pub async fn dry_run(&self, id: &str, body: &Value) -> Result<Value, ApiError> {
+        let path = format!("/v2/groups{}?dryRun=true", if id == "/" { "" } else { id });
+        self.http
+            .call(Method::PUT, &path, Some(body), Idempotent::Yes)
+            .await?
+            .ok_or_else(|| ApiError::other("PUT", &path, "empty answer"))
+    }
+
+    /// The running deployments.
+    pub async fn deployments(&self) -> Result<Vec<Value>, ApiError> {
+        match self.http.call(Method::GET, "/v2/deployments", None, Idempotent::Yes).await? {
+            Some(Value::Array(list)) => Ok(list),
+            _ => Ok(Vec::new()),
+        }
+    }
+
+    /// Make sure the event stream is connected before a change is sent, so its deployment's
+    /// end cannot be missed. Gives up quickly: the slow poll still sees every deployment end.
+    pub async fn follow_events(&self) {
+        if self.events.attached.load(Ordering::SeqCst) {
+            return;
+        }
+        let attached = self.events.attach.notified();
+        tokio::pin!(attached);
+        attached.as_mut().enable();
+        {
+            let mut reader = self.reader.lock().unwrap();
+            if reader.as_ref().is_none_or(|t| t.is_finished()) {
+                let stream = self.http.stream("/v2/events?event_type=deployment_success&event_type=deployment_failed");
+                let events = self.events.clone();
+                *reader = Some(tokio::spawn(read_events(stream, events)));
+            }
+        }
+        if self.events.attached.load(Ordering::SeqCst) {
+            return;
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(2), attached).await;
+    }
+
+    /// Wait until deployment `id` ends; None when `deadline` passes first.
+    pub async fn wait_deployment(&self, id: &str, deadline: Instant) -> Result<Option<Ended>, ApiError> {
+        let mut poll = Duration::from_millis(if self.events.attached.load(Ordering::SeqCst) { 1000 } else { 20 });
+        let mut next_poll = Instant::now() + poll;
+        loop {
+            let woken = self.events.notify.notified();
+            tokio::pin!(woken);
+            woken.as_mut().enable();
+            if let Some(ok) = self.events.finished.lock().unwrap().ok.get(id) {
+                return Ok(Some(if *ok { Ended::Succeeded } else { Ended::Failed }));
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Ok(None);
+            }
+            if now >= next_poll {
+                if !self.deployments().await?.iter().any(|d| d.get("id").and_then(Value::as_str) == Some(id)) {
+                    // Gone from the list: ended. An event may say how.
+                    return Ok(Some(match self.events.finished.lock().unwrap().ok.get(id) {
+                        Some(false) => Ended::Failed,
+                        _ => Ended::Gone,
+                    }));
+                }
+                let streaming = self.events.attached.load(Ordering::SeqCst);
+                poll = if streaming { Duration::from_secs(2) } else { (poll * 2).min(Duration::from_millis(500)) };
+                next_poll = Instant::now() + poll;
+                continue;
+            }
+            tokio::select! {
+                _ = &mut woken => {}
+                _ = tokio::time::sleep_until(next_poll.min(deadline).into()) => {}
+            }
+        }
+    }
+}
+
+/// Read `data:` lines of the event stream and record the deployments they say ended; reconnect
+/// with backoff when the stream breaks.
+async fn read_events(stream: crate::providers::http::Stream, events: Arc<Events>) {
+    let mut backoff = Duration::from_millis(20);
+    loop {
+        match stream.open().await {
+            Ok(mut resp) => {
+                events.attached.store(true, Ordering::SeqCst);
+                events.attach.notify_waiters();
+                backoff = Duration::from_millis(20);
+                let mut buf: Vec<u8> = Vec::new();
+                while let Ok(Some(chunk)) = resp.chunk().await {
+                    buf.extend_from_slice(&chunk);
+                    while let Some(nl) = buf.iter().position(|&b| b == b'\n') {
+                        let line: Vec<u8> = buf.drain(..=nl).collect();
+                        if let Some(data) = line.strip_prefix(b"data:") {
+                            record(&events, data);
+                        }
+                    }
+                }
+                events.attached.store(false, Ordering::SeqCst);
+            }
+            Err(e) => tracing::debug!(%e, "cannot follow Marathon's event stream; polling meanwhile"),
+        }
+        // Whoever waits meanwhile polls; wake them so they notice the stream is down.
+        events.notify.notify_waiters();
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(2));
+    }
+}
+
+fn record(events: &Events, data: &[u8]) {
+    let Ok(event) = serde_json::from_slice::<Value>(data) else { return };
+    let ok = match event.get("eventType").and_then(Value::as_str) {
+        Some("deployment_success") => true,
+        Some("deployment_failed") => false,
+        _ => return,
+    };
+    let Some(id) = event.get("id").and_then(Value::as_str) else { return };
+    let mut f = events.finished.lock().unwrap();
+    if f.ok.insert(id.to_string(), ok).is_none() {
+        f.order.push_back(id.to_string());
+        if f.order.len() > FINISHED_LIMIT
+            && let Some(old) = f.order.pop_front()
+        {
+            f.ok.remove(&old);
+        }
+    }
+    drop(f);
+    events.notify.notify_waiters();
+}
