@@ -412,3 +412,37 @@ fn events_arrive_in_order_and_metrics_are_prometheus_text() {
     assert!(text.contains("capstan_steps_total{outcome=\"complete\"} 3"), "{text}");
     assert!(text.ends_with("# EOF\n"), "OpenMetrics text ends with # EOF");
 }
+
+#[test]
+fn a_rollback_applies_an_earlier_commit_and_holds_until_the_next_one() {
+    let sb = SandboxProc::start(&[]);
+    let repo = Repo::new();
+    repo.write("capstan.yaml", &config_for(&sb, ""));
+    repo.write("web.yaml", &job_yaml("web", "1"));
+    let first = repo.commit("web v1");
+    repo.write("web.yaml", &job_yaml("web", "2"));
+    let second = repo.commit("web v2");
+    let state = tempfile::tempdir().unwrap();
+    let d = DaemonProc::start(repo.path().to_str().unwrap(), state.path(), &["--resync", "300ms"], &[]);
+    d.wait_for("the newest commit to apply", WAIT, |d| applied(d, &second));
+
+    // Through the CLI, which asks the daemon.
+    let out = run_in(repo.path(), &["rollback", "--to", "HEAD~1", "--daemon", &d.url]);
+    out.ok();
+    assert!(out.stdout.contains(&first), "{}", out.stdout);
+    let version = || sb.job("job::/dev::web").unwrap()["tags"]["version"].as_str().unwrap().to_string();
+    d.wait_for("the rollback to apply", WAIT, |_| version() == "1");
+    let (_, target) = d.get("/v1/configurations/target");
+    assert_eq!(target["sha"], first);
+    // Resyncs keep to it (self-heal would otherwise put the branch's head back).
+    std::thread::sleep(Duration::from_millis(900));
+    assert_eq!(version(), "1");
+
+    // The next commit moves on.
+    repo.write("web.yaml", &job_yaml("web", "3"));
+    let third = repo.commit("web v3");
+    d.wait_for("the next commit to apply", WAIT, |d| applied(d, &third));
+    assert_eq!(version(), "3");
+    let (code, _) = d.post("/v1/rollback", None, Some(("{\"to\": \"no-such-commit\"}", &[])));
+    assert_eq!(code, 404);
+}

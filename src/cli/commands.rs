@@ -2,7 +2,7 @@
 
 use super::output::{self, Style};
 use super::{
-    Cli, Command, DaemonArgs, InputArgs, PlanAction, PlanFormat, PreviewArgs, RenderFormat, SandboxArgs,
+    Cli, Command, DaemonArgs, InputArgs, PlanAction, PlanFormat, PreviewArgs, RenderFormat, RollbackArgs, SandboxArgs,
     SandboxCommand, TargetArgs, markdown, shutdown_signal,
 };
 use crate::apply::{self, ApplyOptions, Observer, Status, StepOutcome};
@@ -33,6 +33,7 @@ pub async fn run(cli: Cli) -> u8 {
             plan(&input, &target, detailed_exitcode, output, &preview, cli.color).await
         }
         Command::Daemon(args) => daemon(args).await,
+        Command::Rollback(args) => rollback(args, cli.color).await,
         Command::Apply { input, target, yes, parallelism, allow_mass_delete } => {
             apply(&input, &target, yes, parallelism, allow_mass_delete, cli.color).await
         }
@@ -580,6 +581,45 @@ async fn daemon(args: DaemonArgs) -> anyhow::Result<u8> {
     };
     crate::daemon::serve(opts).await?;
     Ok(EXIT_OK)
+}
+
+/// `rollback --to REV`: apply that commit's configuration from here, or have a daemon do it.
+async fn rollback(args: RollbackArgs, color: super::ColorChoice) -> anyhow::Result<u8> {
+    if let Some(daemon) = &args.daemon {
+        let url = format!("{}/v1/rollback", daemon.trim_end_matches('/'));
+        let mut req = reqwest::Client::new().post(&url).json(&serde_json::json!({ "to": args.to }));
+        if let Some(var) = &args.token_env {
+            let token =
+                std::env::var(var).map_err(|_| anyhow::anyhow!("the token is read from ${var}, which is not set"))?;
+            req = req.bearer_auth(token);
+        }
+        let resp = req.send().await.map_err(|e| anyhow::anyhow!("cannot reach the daemon at {daemon}: {e}"))?;
+        let status = resp.status();
+        let body: serde_json::Value = resp.json().await.unwrap_or(serde_json::Value::Null);
+        let message = body.get("message").and_then(|m| m.as_str()).unwrap_or("");
+        if !status.is_success() {
+            anyhow::bail!("{url} answered {status}: {message}");
+        }
+        println!("{message}");
+        return Ok(EXIT_OK);
+    }
+    let input = InputArgs {
+        dir: PathBuf::from("."),
+        repo: Some(args.repo.clone()),
+        git_ref: Some(args.to.clone()),
+        path: args.path.clone(),
+        state_dir: args.state_dir.clone(),
+        config: None,
+        vars: args.vars.clone(),
+        namespace: args.namespace.clone(),
+        allow_missing_vars: args.allow_missing_vars,
+    };
+    eprintln!(
+        "{}",
+        Style::stderr(color)
+            .bold(&format!("Rolling back to {}: its configuration is planned and applied again.", args.to))
+    );
+    apply(&input, &args.target, args.yes, args.parallelism, args.allow_mass_delete, color).await
 }
 
 /// `plan interrupt|continue|status --daemon URL`.

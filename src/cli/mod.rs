@@ -83,6 +83,10 @@ pub enum Command {
         #[arg(long)]
         allow_mass_delete: bool,
     },
+    /// Apply the configuration of an earlier commit again, through the normal plan (with the
+    /// usual preview and confirmation); or ask a daemon to (`--daemon URL`), which keeps to
+    /// that commit until the next one arrives.
+    Rollback(RollbackArgs),
     /// Watch a git repository and keep the platform equal to it, serving the plan API.
     Daemon(DaemonArgs),
     /// Serve a faithful emulation of a platform's API on loopback.
@@ -117,6 +121,48 @@ pub struct DaemonRef {
     pub token_env: Option<String>,
     #[arg(long, short, value_enum, default_value_t = PlanFormat::Text)]
     pub output: PlanFormat,
+}
+
+#[derive(Args, Debug)]
+pub struct RollbackArgs {
+    /// The commit to go back to: a commit id, tag, branch or revision (`HEAD~1`).
+    #[arg(long)]
+    pub to: String,
+    /// The git repository: a path, or a file://, http:// or https:// URL.
+    #[arg(long, default_value = ".")]
+    pub repo: String,
+    /// Directory of the manifests inside the repository.
+    #[arg(long, default_value = "")]
+    pub path: String,
+    /// Ask this daemon to roll back instead of applying from here.
+    #[arg(long)]
+    pub daemon: Option<String>,
+    /// Environment variable holding the daemon's token.
+    #[arg(long, requires = "daemon")]
+    pub token_env: Option<String>,
+    #[command(flatten)]
+    pub target: TargetArgs,
+    /// Apply without asking for confirmation.
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+    /// How many steps may run at once.
+    #[arg(long, default_value_t = 8)]
+    pub parallelism: usize,
+    /// Apply even when the plan deletes more than the mass-delete guard allows.
+    #[arg(long)]
+    pub allow_mass_delete: bool,
+    /// Where capstan keeps its state (default: .capstan in the current directory).
+    #[arg(long)]
+    pub state_dir: Option<PathBuf>,
+    /// Set a variable (highest precedence); repeatable.
+    #[arg(long = "var", value_name = "NAME=VALUE", value_parser = parse_var)]
+    pub vars: Vec<(String, String)>,
+    /// Default namespace, overriding capstan.yaml's and the files'.
+    #[arg(long)]
+    pub namespace: Option<String>,
+    /// Let unresolved variables become empty with a warning.
+    #[arg(long)]
+    pub allow_missing_vars: bool,
 }
 
 #[derive(Args, Debug)]

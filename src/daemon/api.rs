@@ -2,7 +2,7 @@
 //! plans with interrupt and continue, configurations (commits), plus status, a sync trigger, a
 //! git webhook, server-sent events, Prometheus metrics and health.
 //!
-//! Mutating endpoints (interrupt, continue, sync) need the token when one is configured, sent as
+//! Mutating endpoints (interrupt, continue, sync, rollback) need the token when one is configured, sent as
 //! `Authorization: Bearer <token>` or as seed 000's `Authorization: token=<token>`; 401 otherwise.
 //! Webhooks are authenticated by their signature instead (`X-Hub-Signature-256`,
 //! `X-Gitea-Signature`, or GitLab's `X-Gitlab-Token`) when a webhook secret is configured.
@@ -37,6 +37,7 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
         .route("/v1/configurations/{sha}", get(configuration))
         .route("/v1/configurations/{sha}/plan", get(configuration_plan))
         .route("/v1/sync", post(sync))
+        .route("/v1/rollback", post(rollback))
         .route("/v1/status", get(status))
         .route("/v1/events", get(events))
         .route("/v1/webhook", post(webhook))
@@ -105,6 +106,31 @@ async fn sync(State(d): Shared, headers: HeaderMap) -> Response {
     }
     d.trigger(Reason::Sync);
     (StatusCode::ACCEPTED, axum::Json(json!({ "message": "sync started" }))).into_response()
+}
+
+#[derive(serde::Deserialize)]
+struct RollbackRequest {
+    /// A commit, tag, branch or revision (`HEAD~1`).
+    to: String,
+}
+
+/// Apply an earlier commit's configuration again; the daemon keeps to it until the next commit.
+async fn rollback(State(d): Shared, headers: HeaderMap, body: Bytes) -> Response {
+    if let Some(r) = refused(&d, &headers) {
+        return r;
+    }
+    let req: RollbackRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("expected {{\"to\": \"<commit>\"}}: {e}")),
+    };
+    match d.rollback(&req.to).await {
+        Ok(sha) => (
+            StatusCode::ACCEPTED,
+            axum::Json(json!({ "message": format!("rolling back to {sha}; kept until the next commit"), "sha": sha })),
+        )
+            .into_response(),
+        Err(e) => error(StatusCode::NOT_FOUND, format!("{e:#}")),
+    }
 }
 
 #[derive(serde::Deserialize)]

@@ -69,6 +69,23 @@ pub enum Reason {
     Webhook,
     Sync,
     Resync,
+    /// Asked to apply an earlier commit again (`POST /v1/rollback`).
+    Rollback,
+}
+
+/// A rollback: the daemon converges to `sha` until the branch moves past `head`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Pin {
+    sha: String,
+    head: String,
+}
+
+impl Pin {
+    fn load(store: &Store) -> Option<Pin> {
+        let v = store.get_value("rollback").ok().flatten()?;
+        let (sha, head) = v.split_once(' ')?;
+        Some(Pin { sha: sha.to_string(), head: head.to_string() })
+    }
 }
 
 /// What the daemon is doing, for `GET /v1/status`.
@@ -121,6 +138,8 @@ pub struct Daemon {
     pub metrics: Metrics,
     pub status: Mutex<DaemonStatus>,
     pub current: Mutex<Option<CurrentPlan>>,
+    /// Set by a rollback; cleared by the next commit.
+    pin: Mutex<Option<Pin>>,
     connected: Connected,
     render_cache: RenderCache,
     /// Wakes the reconcile loop; permits coalesce, so a burst of wake-ups is one reconcile.
@@ -150,6 +169,7 @@ impl Daemon {
         };
         let connected = engine::connect(&config, opts.target.as_deref(), &opts.state_dir, opts.force).await?;
         let last_applied = store.get_value("last_applied")?;
+        let pin = Mutex::new(Pin::load(&store));
         let daemon = Arc::new(Daemon {
             source: Arc::new(source),
             store,
@@ -157,6 +177,7 @@ impl Daemon {
             metrics: Metrics::default(),
             status: Mutex::new(DaemonStatus { phase: "starting".into(), last_applied, ..DaemonStatus::default() }),
             current: Mutex::new(None),
+            pin,
             connected,
             render_cache: RenderCache::default(),
             wake: Notify::new(),
@@ -180,6 +201,37 @@ impl Daemon {
 
     pub fn target_description(&self) -> &str {
         &self.connected.description
+    }
+
+    /// Apply the configuration of an earlier commit again, and keep to it until a new commit
+    /// arrives. Returns the commit `rev` names.
+    pub async fn rollback(&self, rev: &str) -> anyhow::Result<String> {
+        let source = self.source.clone();
+        let rev = rev.to_string();
+        let (sha, head) = tokio::task::spawn_blocking(move || {
+            source.fetch()?;
+            anyhow::Ok((source.resolve_rev(&rev)?, source.resolve()?))
+        })
+        .await??;
+        self.store.set_value("rollback", &format!("{sha} {head}"))?;
+        *self.pin.lock().unwrap() = Some(Pin { sha: sha.clone(), head });
+        self.trigger(Reason::Rollback);
+        Ok(sha)
+    }
+
+    /// The commit to converge to when the branch is at `head`: a rollback's, until the branch
+    /// moves on.
+    fn converge_to(&self, head: String) -> String {
+        let mut pin = self.pin.lock().unwrap();
+        match pin.as_ref() {
+            Some(p) if p.head == head => p.sha.clone(),
+            Some(_) => {
+                *pin = None;
+                let _ = self.store.set_value("rollback", "");
+                head
+            }
+            None => head,
+        }
     }
 
     /// Ask for a reconcile.
@@ -223,7 +275,10 @@ impl Daemon {
             let pending: Vec<Reason> = std::mem::take(&mut *self.reasons.lock().unwrap());
             let reason = if !pending.is_empty() {
                 // A sync or a commit wins over a resync: it covers it.
-                pending.iter().copied().find(|r| *r != Reason::Resync).unwrap_or(Reason::Resync)
+                let first = |r: Reason| pending.iter().copied().find(|p| *p == r);
+                first(Reason::Rollback)
+                    .or_else(|| pending.iter().copied().find(|r| *r != Reason::Resync))
+                    .unwrap_or(Reason::Resync)
             } else {
                 self.set_phase("idle");
                 let resync_in = next_resync.saturating_duration_since(Instant::now());
@@ -260,7 +315,7 @@ impl Daemon {
         .map_err(anyhow::Error::from)
         .and_then(|r| r);
         let sha = match fetched {
-            Ok(sha) => sha,
+            Ok(head) => self.converge_to(head),
             Err(e) => {
                 self.events.publish(Event::FetchFailed { message: format!("{e:#}") });
                 return "fetch_failed";
@@ -278,6 +333,8 @@ impl Daemon {
         let drift_check = match (reason, known) {
             // An invalid commit stays invalid; nothing to do until the next commit.
             (_, Some(CommitStatus::Invalid)) if reason != Reason::Sync => return "invalid",
+            // A rollback applies a commit that was applied before, on purpose.
+            (Reason::Rollback, _) => false,
             // Applied already: only a resync or an explicit sync looks again, for drift.
             (Reason::Resync | Reason::Sync, Some(CommitStatus::Applied)) => true,
             (_, Some(CommitStatus::Applied)) => return "unchanged",
