@@ -239,3 +239,50 @@ fn summarize(steps: &[Step], members: &[usize]) -> String {
         .collect::<Vec<_>>()
         .join(", ")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::diff::ResourceChange;
+    use crate::model::{DesiredResource, Reference};
+
+    fn declared(name: &str, refs: &[&str]) -> DesiredResource {
+        let at = Location::new("m.yaml", 1, 1);
+        DesiredResource {
+            id: ResourceId::new("app", name),
+            spec: serde_json::Value::Null,
+            origin: at.clone(),
+            references: refs.iter().map(|r| Reference { target: ResourceId::new("app", *r), at: at.clone() }).collect(),
+            exclusive: None,
+        }
+    }
+
+    fn change(name: &str, action: Action) -> ResourceChange {
+        ResourceChange {
+            id: ResourceId::new("app", name),
+            action,
+            origin: None,
+            before: None,
+            after: None,
+            changes: Vec::new(),
+            reason: None,
+        }
+    }
+
+    #[test]
+    fn an_order_holds_through_a_resource_that_does_not_change() {
+        let mut desired = DesiredState::default();
+        for d in [declared("a", &["b"]), declared("b", &["c"]), declared("c", &[])] {
+            desired.resources.insert(d.id.clone(), d);
+        }
+        let changes = ChangeSet {
+            changes: vec![change("a", Action::Update), change("b", Action::NoOp), change("c", Action::Update)],
+            orphans: Vec::new(),
+        };
+        let plan = build(&changes, &desired, &LiveState::default()).unwrap();
+        let step = |n: &str| plan.steps.iter().position(|s| s.resource.name == n).unwrap();
+        assert_eq!(plan.steps.len(), 2);
+        assert_eq!(plan.steps[step("a")].deps, vec![step("c")]);
+        assert_eq!(plan.phases.len(), 2);
+    }
+}
