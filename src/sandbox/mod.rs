@@ -10,11 +10,12 @@
 //! Admin endpoints live under `/_sandbox` (never delayed, faulted, recorded or token-checked):
 //! `GET/DELETE /_sandbox/requests`, `GET/PUT /_sandbox/faults`, `GET /_sandbox/info`.
 //!
-//! Each platform is one directory (`apcera/`) with its router and state; the platform code
+//! Each platform is one directory (`apcera/`, `marathon/`) with its router and state; the platform code
 //! never imports capstan's providers, so sandbox and provider are two independent readings of
 //! the platform's API reference.
 
 pub mod apcera;
+pub mod marathon;
 
 use anyhow::Context;
 use axum::Router;
@@ -39,6 +40,7 @@ use tokio::sync::{Notify, oneshot};
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Platform {
     Apcera,
+    Marathon,
 }
 
 impl std::str::FromStr for Platform {
@@ -46,7 +48,8 @@ impl std::str::FromStr for Platform {
     fn from_str(s: &str) -> anyhow::Result<Self> {
         match s {
             "apcera" => Ok(Platform::Apcera),
-            other => anyhow::bail!("the sandbox does not serve {other:?}: expected apcera"),
+            "marathon" => Ok(Platform::Marathon),
+            other => anyhow::bail!("the sandbox does not serve {other:?}: expected apcera or marathon"),
         }
     }
 }
@@ -55,6 +58,17 @@ impl Platform {
     pub fn name(&self) -> &'static str {
         match self {
             Platform::Apcera => "apcera",
+            Platform::Marathon => "marathon",
+        }
+    }
+
+    /// An error answer in the platform's own shape (the token check and injected faults are
+    /// answered here, before the platform's handlers).
+    fn error(&self, status: StatusCode, message: &str, retry: bool) -> Response {
+        match self {
+            Platform::Apcera if retry => apcera::api_error_retry(status, message),
+            Platform::Apcera => apcera::api_error(status, message),
+            Platform::Marathon => marathon::error(status, message),
         }
     }
 }
@@ -125,7 +139,10 @@ const LOG_LIMIT: usize = 100_000;
 
 /// What every request handler of every platform can reach.
 pub struct Shared {
+    pub platform: Platform,
     pub faults: Mutex<Faults>,
+    /// Notified when the fault knobs change, so timers that depend on them (rollout) re-plan.
+    pub faults_changed: Notify,
     rng: Mutex<rand::rngs::SmallRng>,
     token: Option<String>,
     pub principal: String,
@@ -194,7 +211,9 @@ impl Sandbox {
             None => rand::rngs::SmallRng::from_os_rng(),
         };
         let shared = Arc::new(Shared {
+            platform: opts.platform,
             faults: Mutex::new(faults),
+            faults_changed: Notify::new(),
             rng: Mutex::new(rng),
             token: opts.token.clone(),
             principal: opts.principal.clone(),
@@ -207,6 +226,10 @@ impl Sandbox {
             Platform::Apcera => {
                 let state = apcera::load(opts.state_file.as_deref(), shared.clone())?;
                 (apcera::router(state.clone()), state)
+            }
+            Platform::Marathon => {
+                let state = marathon::load(opts.state_file.as_deref(), shared.clone())?;
+                (marathon::router(state.clone()), state)
             }
         };
         let platform_name = opts.platform.name();
@@ -405,12 +428,12 @@ async fn platform_layer(State(shared): State<Arc<Shared>>, req: Request, next: N
         && !token_ok(&parts.headers, token)
     {
         record(401);
-        return apcera::api_error(StatusCode::UNAUTHORIZED, "missing or invalid Authorization header");
+        return shared.platform.error(StatusCode::UNAUTHORIZED, "missing or invalid Authorization header", false);
     }
     if let Some(code) = fail {
         record(code);
         let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        return apcera::api_error_retry(status, "injected fault: the platform is unavailable, try again");
+        return shared.platform.error(status, "injected fault: the platform is unavailable, try again", true);
     }
     if let (Some(before), Some(kill)) = (reset, &kill)
         && before
@@ -456,8 +479,43 @@ async fn put_faults(State(shared): State<Arc<Shared>>, body: Bytes) -> Response 
     match serde_json::from_slice::<Faults>(&body) {
         Ok(f) => {
             *shared.faults.lock().unwrap() = f.clone();
+            shared.faults_changed.notify_one();
             axum::Json(f).into_response()
         }
         Err(e) => (StatusCode::BAD_REQUEST, axum::Json(json!({ "message": e.to_string() }))).into_response(),
     }
+}
+
+/// Query parameters, repeatable ones kept in order.
+pub fn query_pairs(q: Option<&str>) -> Vec<(String, String)> {
+    let Some(q) = q else { return Vec::new() };
+    q.split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            (percent_decode(k, true), percent_decode(v, true))
+        })
+        .collect()
+}
+
+/// Undo percent-encoding; `plus_is_space` for query strings (a path keeps its `+`).
+pub fn percent_decode(s: &str, plus_is_space: bool) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%'
+            && let Some(v) = b
+                .get(i + 1..i + 3)
+                .and_then(|h| std::str::from_utf8(h).ok())
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+        {
+            out.push(v);
+            i += 3;
+            continue;
+        }
+        out.push(if plus_is_space && b[i] == b'+' { b' ' } else { b[i] });
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }

@@ -26,9 +26,15 @@ pub struct SandboxProc {
 }
 
 impl SandboxProc {
+    /// An Apcera sandbox.
     pub fn start(extra: &[&str]) -> Self {
+        Self::start_platform("apcera", extra)
+    }
+
+    /// A sandbox of `platform` (`apcera`, `marathon`).
+    pub fn start_platform(platform: &str, extra: &[&str]) -> Self {
         let mut child = Command::new(capstan_bin())
-            .args(["sandbox", "serve", "--platform", "apcera", "--listen", "127.0.0.1:0"])
+            .args(["sandbox", "serve", "--platform", platform, "--listen", "127.0.0.1:0"])
             .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

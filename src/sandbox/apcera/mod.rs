@@ -328,36 +328,7 @@ pub fn fqn_matches(fqn: &str, filter: &str, partial: bool) -> bool {
     (fk == "*" || fk == k) && (fns == "/" || ns == fns || ns.starts_with(&format!("{}/", fns.trim_end_matches('/'))))
 }
 
-/// Query parameters, repeatable ones kept in order.
-pub fn query_pairs(q: Option<&str>) -> Vec<(String, String)> {
-    let Some(q) = q else { return Vec::new() };
-    q.split('&')
-        .filter(|p| !p.is_empty())
-        .map(|p| {
-            let (k, v) = p.split_once('=').unwrap_or((p, ""));
-            (decode(k), decode(v))
-        })
-        .collect()
-}
-
-fn decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%'
-            && i + 2 < b.len()
-            && let Some(v) = std::str::from_utf8(&b[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok())
-        {
-            out.push(v);
-            i += 3;
-            continue;
-        }
-        out.push(if b[i] == b'+' { b' ' } else { b[i] });
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
+pub use super::query_pairs;
 
 #[cfg(test)]
 mod tests {
