@@ -31,7 +31,12 @@ pub struct Connected {
 impl Connected {
     /// Stop the embedded sandbox (writing its state) if there is one.
     pub async fn close(self) -> anyhow::Result<()> {
-        if let Some(s) = self.embedded {
+        let Connected { provider, embedded, .. } = self;
+        // The provider's own connections (an event stream) end first, so the sandbox does not
+        // wait for them to finish.
+        drop(provider);
+        if let Some(s) = embedded {
+            tokio::task::yield_now().await;
             s.shutdown().await?;
         }
         Ok(())

@@ -357,6 +357,32 @@ fn the_rollout_time_can_change_while_a_step_runs() {
 }
 
 #[test]
+fn a_group_put_without_apps_or_groups_keeps_them_and_changes_only_what_it_names() {
+    let sb = marathon(&[]);
+    let (code, _) = sb.send(
+        "POST",
+        "/v2/groups",
+        Some(&json!({"id": "shop", "apps": [{"id": "web", "cmd": "web"}], "groups": [{"id": "jobs", "apps": [{"id": "cron", "cmd": "cron"}]}]})),
+    );
+    assert_eq!(code, 201);
+    let version = app(&sb, "/shop/web")["version"].clone();
+    let (code, _) = sb.send("PUT", "/v2/groups/shop", Some(&json!({"id": "/shop", "dependencies": ["/db"]})));
+    assert_eq!(code, 200);
+    let group = sb.get("/v2/groups/shop");
+    assert_eq!(group["dependencies"], json!(["/db"]));
+    assert_eq!(group["apps"].as_array().unwrap().len(), 1, "{group}");
+    assert_eq!(group["groups"][0]["apps"][0]["id"], "/shop/jobs/cron");
+    assert_eq!(app(&sb, "/shop/web")["version"], version, "an app the body does not name is not touched");
+    // Naming `groups` (and not `apps`) replaces the subgroups and keeps the apps.
+    let (code, _) = sb.send("PUT", "/v2/groups/shop", Some(&json!({"groups": []})));
+    assert_eq!(code, 200);
+    let group = sb.get("/v2/groups/shop");
+    assert_eq!(group["groups"], json!([]));
+    assert_eq!(group["apps"][0]["id"], "/shop/web");
+    assert_eq!(group["dependencies"], json!(["/db"]), "absent dependencies are kept too");
+}
+
+#[test]
 fn a_group_put_removes_absent_children_and_leaves_unchanged_apps_alone() {
     let sb = marathon(&[]);
     let (code, created) = sb.send(
@@ -375,7 +401,8 @@ fn a_group_put_removes_absent_children_and_leaves_unchanged_apps_alone() {
     let api_tasks = app(&sb, "/shop/api")["tasks"][0]["id"].clone();
     // web as it is (from the GET, ports included), api changed, jobs gone, db new.
     let body = json!({
-        "apps": [web.clone(), {"id": "api", "cmd": "api --v2"}, {"id": "/shop/db", "cmd": "db"}]
+        "apps": [web.clone(), {"id": "api", "cmd": "api --v2"}, {"id": "/shop/db", "cmd": "db"}],
+        "groups": []
     });
     let (_, dry) = sb.send("PUT", "/v2/groups/shop?dryRun=true", Some(&body));
     let kinds: Vec<Vec<(String, String)>> = dry["steps"]

@@ -472,6 +472,9 @@ async fn apply(
         eprintln!("{}", Style::stderr(color).dim(&format!("Applying to {}.", connected.description)));
         let redactor = &planned.rendered.redactor;
         print!("{}", output::plan_text(&planned.changes, &planned.plan, &planned.rendered.warnings, style, redactor));
+        if let Some(p) = &planned.preview {
+            print!("{}", output::preview_text(p, style, redactor));
+        }
         if planned.plan.is_empty() {
             return Ok(EXIT_OK);
         }

@@ -103,6 +103,7 @@ pub fn context(r: &Report<'_>) -> Value {
         "warning_count": r.warnings.0.len(),
         "declared": r.declared,
         "live": r.live,
+        "platform_preview": r.plan_json.get("platform_preview").cloned().unwrap_or(Value::Null),
         "plan": r.plan_json,
     })
 }

@@ -226,7 +226,10 @@ impl HttpClient {
             match self.send_once(method.clone(), path, body).await {
                 Ok(v) => return Ok(v),
                 Err((err, sent)) => {
-                    let may_retry = err.transient && (idempotent == Idempotent::Yes || !sent);
+                    // A 500 on a request that may be sent again is worth another try: platforms
+                    // answer it for passing trouble (a leader change) as often as for bugs.
+                    let retry_500 = err.status == Some(500) && idempotent == Idempotent::Yes;
+                    let may_retry = (err.transient || retry_500) && (idempotent == Idempotent::Yes || !sent);
                     if !may_retry || attempt >= self.retry.max_attempts || started.elapsed() >= self.retry.max_elapsed {
                         return Err(err);
                     }

@@ -205,13 +205,34 @@ pub struct Spec {
     pub dependencies: Vec<String>,
     pub apps: Vec<(String, Map<String, Value>)>,
     pub groups: Vec<Spec>,
+    /// Which of `dependencies`, `apps` and `groups` the body had: an absent one keeps what the
+    /// group has (Marathon's group update; the seed's scale body, L953, has only `scaleBy`).
+    pub given: Given,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct Given {
+    pub dependencies: bool,
+    pub apps: bool,
+    pub groups: bool,
+}
+
+impl Given {
+    const ALL: Given = Given { dependencies: true, apps: true, groups: true };
 }
 
 const GROUP_KEYS: &[&str] = &["id", "apps", "groups", "dependencies", "version", "scaleBy", "pods"];
 
 /// Read a group body for `gid`; problems go to `errors` with paths under `at`.
 fn parse_spec(data: &Data, body: &Map<String, Value>, gid: &str, at: &str, errors: &mut Vec<(String, String)>) -> Spec {
-    let mut spec = Spec { id: gid.to_string(), dependencies: Vec::new(), apps: Vec::new(), groups: Vec::new() };
+    let given = |k: &str| body.get(k).is_some_and(|v| !v.is_null());
+    let mut spec = Spec {
+        id: gid.to_string(),
+        dependencies: Vec::new(),
+        apps: Vec::new(),
+        groups: Vec::new(),
+        given: Given { dependencies: given("dependencies"), apps: given("apps"), groups: given("groups") },
+    };
     for k in body.keys() {
         if !GROUP_KEYS.contains(&k.as_str()) {
             errors.push((format!("{at}/{k}"), format!("unknown property '{k}'")));
@@ -286,27 +307,42 @@ fn parse_spec(data: &Data, body: &Map<String, Value>, gid: &str, at: &str, error
     spec
 }
 
-/// The change that makes `gid` exactly `spec`: what the spec lacks below `gid` goes.
+/// The change that makes `gid` what `spec` says: the apps and subgroups of a group whose body
+/// lists them become exactly those; a group whose body does not list them keeps its own.
 fn spec_change(data: &Data, spec: Spec) -> Change {
     let gid = spec.id.clone();
     let mut change = Change { group_id: gid.clone(), ..Default::default() };
-    let mut apps_kept: HashSet<String> = HashSet::new();
-    let mut groups_kept: HashSet<String> = HashSet::new();
     let mut stack = vec![spec];
+    let direct = |id: &str, under: &str| parent(id) == under && id != under;
     while let Some(s) = stack.pop() {
-        groups_kept.insert(s.id.clone());
-        change.groups_put.push((s.id, Some(s.dependencies)));
+        let listed_apps: HashSet<&str> = s.apps.iter().map(|(id, _)| id.as_str()).collect();
+        let listed_groups: HashSet<&str> = s.groups.iter().map(|g| g.id.as_str()).collect();
+        if s.given.apps {
+            change.removes.extend(
+                apps_under(data, &s.id)
+                    .into_iter()
+                    .filter(|a| direct(a, &s.id) && !listed_apps.contains(a.as_str()))
+                    .cloned(),
+            );
+        }
+        if s.given.groups {
+            for g in groups_under(data, &s.id)
+                .into_iter()
+                .filter(|g| direct(g, &s.id) && !listed_groups.contains(g.as_str()))
+            {
+                change.removes.extend(apps_under(data, g).into_iter().cloned());
+                change.groups_remove.extend(groups_under(data, g).into_iter().cloned());
+                change.groups_remove.push(g.clone());
+            }
+        }
+        change.groups_put.push((s.id.clone(), s.given.dependencies.then_some(s.dependencies)));
         for (id, def) in s.apps {
-            apps_kept.insert(id.clone());
             change.puts.push(Put { id, def, restart: false, bump: false });
         }
         stack.extend(s.groups.into_iter().rev());
     }
     // Parents before children, so a group is created before what it holds.
     change.groups_put.sort_by_key(|(g, _)| g.matches('/').count());
-    change.removes = apps_under(data, &gid).into_iter().filter(|a| !apps_kept.contains(*a)).cloned().collect();
-    change.groups_remove =
-        groups_under(data, &gid).into_iter().filter(|g| !groups_kept.contains(*g)).cloned().collect();
     change
 }
 
@@ -316,8 +352,13 @@ fn spec_at(data: &Data, gid: &str, version: &str) -> Result<Spec, Fail> {
         data.group_history.get(gid).and_then(|h| h.iter().rev().find(|r| r.version == version)).ok_or_else(|| {
             Fail::status(StatusCode::NOT_FOUND, format!("Group '{gid}' does not exist in version {version}"))
         })?;
-    let mut spec =
-        Spec { id: gid.to_string(), dependencies: rec.dependencies.clone(), apps: Vec::new(), groups: Vec::new() };
+    let mut spec = Spec {
+        id: gid.to_string(),
+        dependencies: rec.dependencies.clone(),
+        apps: Vec::new(),
+        groups: Vec::new(),
+        given: Given::ALL,
+    };
     for (app, v) in &rec.apps {
         let def =
             data.app_history.get(app).and_then(|h| h.iter().rev().find(|x| x.version == *v)).ok_or_else(|| {
