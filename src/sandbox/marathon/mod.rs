@@ -58,10 +58,12 @@
 //!   `group.groups` and `group.apps` (both when none is given; a key not embedded is left out),
 //!   and `group.apps.counts|deployments|tasks` add those to the apps. Mixed apps and groups are
 //!   allowed. POST and DELETE answer `{"version", "deploymentId"}` (POST 201 + `Location`, 409
-//!   if the group exists). `PUT /v2/groups/{id}` creates or updates; the group becomes exactly
-//!   the body's subtree (apps and groups absent from it are removed; an app whose definition
-//!   is unchanged is neither restarted nor given a new version); the body's `id` is ignored
-//!   (the path wins). A body with `version` and none of `apps`, `groups`, `dependencies`,
+//!   if the group exists). `PUT /v2/groups/{id}` creates or updates, group by group down the
+//!   body: where a group's body lists `apps` (or `groups`, or `dependencies`) the group gets
+//!   exactly those (apps and subgroups it does not list are removed); where it does not, the
+//!   group keeps its own — Marathon's group update does, and the seed's scale body (L953) is
+//!   only `scaleBy`. An app whose definition is unchanged is neither restarted nor given a new
+//!   version; the body's `id` is ignored (the path wins). A body with `version` and none of `apps`, `groups`, `dependencies`,
 //!   `scaleBy` is a rollback to that version of the group (404 if unknown);
 //!   `PUT /v2/groups/{id}/versions/{v}` (marathon-python's `rollback_group`) is the same.
 //!   `scaleBy` (body or query) multiplies every app below the group, rounding up. Group
