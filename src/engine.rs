@@ -77,12 +77,12 @@ pub async fn connect(
             None => None,
         };
         let connection = Connection {
-            url: t.url.clone(),
             token,
             ca_cert: t.ca_cert.clone(),
             timeout: Duration::from_secs(t.timeout.unwrap_or(30)),
-            force,
+            ..connection(config, &t.url, force)
         };
+        check_timeouts(config, &t.platform)?;
         let provider = providers::provider_for(&t.platform, Some(connection), owner)?;
         return Ok(Connected {
             provider,
@@ -93,6 +93,7 @@ pub async fn connect(
     }
     let platform_name = platform_of(config, None)?;
     let platform: Platform = platform_name.parse()?;
+    check_timeouts(config, &platform_name)?;
     let dir = state_dir;
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     // The sandbox's state is local scratch, never something to commit.
@@ -105,20 +106,37 @@ pub async fn connect(
     let key = format!("sandbox:{}", std::path::absolute(&state_file).unwrap_or(state_file.clone()).display());
     opts.state_file = Some(state_file);
     let sandbox = Sandbox::start(opts).await.context("cannot start the embedded sandbox")?;
-    let connection = Connection {
-        url: sandbox.url().to_string(),
-        token: None,
-        ca_cert: None,
-        timeout: Duration::from_secs(30),
-        force,
-    };
-    let provider = providers::provider_for(&platform_name, Some(connection), owner)?;
+    let provider = providers::provider_for(&platform_name, Some(connection(config, sandbox.url(), force)), owner)?;
     Ok(Connected {
         provider,
         description: format!("the embedded {platform_name} sandbox ({})", sandbox.url()),
         key,
         embedded: Some(sandbox),
     })
+}
+
+/// A connection to `url` with capstan.yaml's retries and readiness timeouts.
+fn connection(config: &Config, url: &str, force: bool) -> Connection {
+    Connection {
+        force,
+        retry: config.retry.policy(),
+        ready_timeouts: config.timeouts.iter().map(|(k, v)| (k.clone(), Duration::from_secs(*v))).collect(),
+        ..Connection::new(url)
+    }
+}
+
+/// `timeouts` may only name kinds the platform has, so a typo is not silently ignored.
+fn check_timeouts(config: &Config, platform: &str) -> anyhow::Result<()> {
+    let provider = providers::provider_for(platform, None, config.owner())?;
+    let kinds: Vec<&str> = provider.kinds().iter().map(|(k, _)| *k).collect();
+    for kind in config.timeouts.keys() {
+        anyhow::ensure!(
+            kinds.contains(&kind.as_str()),
+            "capstan.yaml: timeouts names {kind:?}, which is not a kind of the {platform} platform (expected one of {})",
+            kinds.join(", ")
+        );
+    }
+    Ok(())
 }
 
 /// Why a plan could not be made.

@@ -18,7 +18,7 @@ use crate::render::yaml::{Document, Node};
 use async_trait::async_trait;
 use serde_json::Value;
 use std::borrow::Cow;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Range;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -36,6 +36,40 @@ pub struct Connection {
     /// Override the platform's own locks instead of waiting for them (Marathon's `force=true`
     /// on a change to an app a deployment holds).
     pub force: bool,
+    /// How transient failures are retried (capstan.yaml's `retry`).
+    pub retry: http::RetryPolicy,
+    /// How long a change of each kind may take to become ready, where capstan.yaml's
+    /// `timeouts` says; other kinds get [`default_ready_timeout`].
+    pub ready_timeouts: BTreeMap<String, Duration>,
+}
+
+impl Connection {
+    /// A connection with the default retries and readiness timeouts.
+    pub fn new(url: impl Into<String>) -> Self {
+        Connection {
+            url: url.into(),
+            token: None,
+            ca_cert: None,
+            timeout: Duration::from_secs(30),
+            force: false,
+            retry: http::RetryPolicy::default(),
+            ready_timeouts: BTreeMap::new(),
+        }
+    }
+
+    /// How long a provider waits for a change of `kind` to be ready before the step fails.
+    pub fn ready_timeout(&self, kind: &str) -> Duration {
+        self.ready_timeouts.get(kind).copied().unwrap_or_else(|| default_ready_timeout(kind))
+    }
+}
+
+/// Readiness timeouts when capstan.yaml names none: five minutes (an Apcera job starting its
+/// instances); ten for Marathon's apps and groups, whose deployments roll instances one by one.
+pub fn default_ready_timeout(kind: &str) -> Duration {
+    Duration::from_secs(match kind {
+        "app" | "group" => 600,
+        _ => 300,
+    })
 }
 
 /// One part of a manifest document and the JSON Schema (a path under `schemas/`) it follows.

@@ -49,6 +49,8 @@ const KINDS: &[(&str, KindInfo)] = &[
 
 pub struct Apcera {
     client: Option<Client>,
+    /// Where the client points and how long waits may take; None offline.
+    connection: Option<Connection>,
     owner: String,
     /// Platform ids by (kind, FQN): filled by observing, kept current by creates and deletes,
     /// so steps never look a resource up one by one.
@@ -66,6 +68,7 @@ impl Apcera {
     pub fn new(connection: Option<Connection>, owner: &str) -> anyhow::Result<Self> {
         Ok(Apcera {
             client: connection.as_ref().map(Client::new).transpose()?,
+            connection,
             owner: owner.to_string(),
             uuids: Mutex::default(),
             packages: Mutex::default(),
@@ -74,6 +77,14 @@ impl Apcera {
 
     fn client(&self) -> Result<&Client, ApiError> {
         self.client.as_ref().ok_or_else(|| ApiError::other("-", "-", "no target to talk to (offline)"))
+    }
+
+    /// How long a change of `kind` may take to be ready (capstan.yaml's `timeouts`).
+    fn ready_timeout(&self, kind: &str) -> std::time::Duration {
+        match &self.connection {
+            Some(c) => c.ready_timeout(kind),
+            None => crate::providers::default_ready_timeout(kind),
+        }
     }
 
     fn remember(&self, kind: &'static str, fqn: &str, uuid: &str) {
