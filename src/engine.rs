@@ -70,10 +70,13 @@ pub async fn connect(
     let owner = config.owner();
     if let Some((name, t)) = resolve_target(config, target)? {
         let token = match &t.token_env {
-            Some(var) => Some(
-                std::env::var(var)
-                    .with_context(|| format!("target {name:?} reads its token from ${var}, which is not set"))?,
-            ),
+            Some(var) => Some(std::env::var(var).map_err(|e| {
+                let why = match e {
+                    std::env::VarError::NotPresent => "which is not set",
+                    std::env::VarError::NotUnicode(_) => "which is not valid Unicode",
+                };
+                anyhow::anyhow!("target {name:?} reads its token from ${var}, {why}")
+            })?),
             None => None,
         };
         let connection = Connection {
