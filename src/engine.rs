@@ -128,16 +128,22 @@ fn connection(config: &Config, url: &str, force: bool) -> Connection {
     }
 }
 
-/// `timeouts` may only name kinds the platform has, so a typo is not silently ignored.
+/// `timeouts` may only name kinds the platform's provider waits for, so a typo (or a kind
+/// nothing waits for) is not silently ignored.
 fn check_timeouts(config: &Config, platform: &str) -> anyhow::Result<()> {
     let provider = providers::provider_for(platform, None, config.owner())?;
-    let kinds: Vec<&str> = provider.kinds().iter().map(|(k, _)| *k).collect();
+    let kinds = provider.timed_kinds();
     for kind in config.timeouts.keys() {
-        anyhow::ensure!(
-            kinds.contains(&kind.as_str()),
-            "capstan.yaml: timeouts names {kind:?}, which is not a kind of the {platform} platform (expected one of {})",
-            kinds.join(", ")
-        );
+        if !kinds.contains(&kind.as_str()) {
+            anyhow::bail!(
+                "capstan.yaml: timeouts names {kind:?}, which is not a kind the {platform} provider waits for ({})",
+                if kinds.is_empty() {
+                    "it has no readiness timeouts".to_string()
+                } else {
+                    format!("expected {}", kinds.join(", "))
+                }
+            );
+        }
     }
     Ok(())
 }

@@ -406,7 +406,9 @@ fn a_job_that_does_not_become_ready_in_its_timeout_fails_with_one_line() {
     let out = w.capstan(&["plan", "."]);
     out.code(1);
     assert!(
-        out.stderr.contains("timeouts names \"jobs\", which is not a kind of the apcera platform (expected one of"),
+        out.stderr.contains(
+            "capstan.yaml: timeouts names \"jobs\", which is not a kind the apcera provider waits for (expected job)"
+        ),
         "{}",
         out.stderr
     );

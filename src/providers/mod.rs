@@ -186,6 +186,12 @@ pub trait Provider: Send + Sync {
         (desired.map(|d| Cow::Borrowed(&d.spec)), live.map(|l| Cow::Borrowed(&l.spec)))
     }
 
+    /// The kinds whose changes this provider waits for within `Connection::ready_timeout`:
+    /// the only keys capstan.yaml's `timeouts` may name for this platform.
+    fn timed_kinds(&self) -> &'static [&'static str] {
+        &[]
+    }
+
     /// List the live resources of these kinds (and of whatever they are derived from).
     async fn observe(&self, kinds: &BTreeSet<String>) -> Result<LiveState, ApiError>;
 

@@ -247,6 +247,10 @@ async fn maybe<T>(on: bool, call: impl Future<Output = Result<T, ApiError>>) -> 
 
 #[async_trait]
 impl Provider for Apcera {
+    fn timed_kinds(&self) -> &'static [&'static str] {
+        &[job::KIND]
+    }
+
     fn platform(&self) -> &'static str {
         "apcera"
     }
