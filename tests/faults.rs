@@ -1,5 +1,7 @@
 //! Applies that survive faults: injected 5xx answers and dropped connections, a process killed
-//! at random moments, a second apply while one runs, and a plan that would delete too much.
+//! at seeded moments (after the Nth change reached the platform), a second apply while one
+//! runs, and a plan that would delete too much; and failures that are reported plainly: retries
+//! given up, a job not ready in its timeout, a step's error with where its resource is declared.
 
 mod common;
 use common::*;
