@@ -1,6 +1,11 @@
 //! Script (issue 5): kill -9 an apply at 100 seeded random moments, apply again each time, and
 //! check the platform converged with nothing duplicated and nothing missing.
 //!
+//! A moment is "after the Nth change": the apply is killed as soon as the sandbox has seen N
+//! (seeded, 1..=140) mutating requests of it, so every kill lands in the middle of an apply,
+//! whatever the machine's speed. Every round changes every job, moves every link to a new port
+//! (a create and a delete) and shifts the network's members, so kills hit every kind of step.
+//!
 //! Run: `cargo bench --bench kill_resume` (a few minutes). `KILLS=20` for fewer.
 
 mod common;
@@ -15,14 +20,21 @@ fn manifest(round: usize) -> String {
     for i in 0..100 {
         let _ = write!(s, "  job::/k::j{i:03}:\n    state: started\n    weight: {round}\n");
         if i % 2 == 1 {
-            let _ = writeln!(s, "    links:\n      PREV: {{fqn: job::/k::j{:03}, port: 80}}", i - 1);
+            let _ = writeln!(s, "    links:\n      PREV: {{fqn: job::/k::j{:03}, port: {}}}", i - 1, 80 + round % 1000);
         }
     }
     s.push_str("networks:\n  network::/k::net:\n    jobs:\n");
-    for i in 0..48 {
+    let first = (round * 5) % 52;
+    for i in first..first + 48 {
         let _ = writeln!(s, "      - job::/k::j{i:03}");
     }
     s
+}
+
+/// Mutating requests the sandbox has seen since its log was cleared.
+fn mutating(http: &reqwest::blocking::Client, url: &str) -> u64 {
+    let v: serde_json::Value = http.get(format!("{url}/_sandbox/requests/count")).send().unwrap().json().unwrap();
+    v["mutating"].as_u64().unwrap()
 }
 
 fn inventory(url: &str) -> BTreeMap<String, usize> {
@@ -48,10 +60,15 @@ fn inventory(url: &str) -> BTreeMap<String, usize> {
 fn main() {
     let kills: usize = std::env::var("KILLS").ok().and_then(|k| k.parse().ok()).unwrap_or(100);
     let sandbox = Sandbox::start(&["--latency-ms", "3", "--latency-jitter-ms", "3"]);
+    let http = reqwest::blocking::Client::new();
     let dir = tempfile::tempdir().unwrap();
+    // Every round replaces 50 links: not a mass delete here.
     std::fs::write(
         dir.path().join("capstan.yaml"),
-        format!("owner: bench\ntargets:\n  sb:\n    platform: apcera\n    url: {}\ndefault_target: sb\n", sandbox.url),
+        format!(
+            "owner: bench\nmass_delete: {{max_deletes: 1000, max_percent: 100}}\ntargets:\n  sb:\n    platform: apcera\n    url: {}\ndefault_target: sb\n",
+            sandbox.url
+        ),
     )
     .unwrap();
     let mut rng = 0x2545F4914F6CDD1Du64;
@@ -62,7 +79,8 @@ fn main() {
         rng ^= rng << 13;
         rng ^= rng >> 7;
         rng ^= rng << 17;
-        let after = Duration::from_millis(50 + rng % 1200);
+        let n = 1 + rng % 140;
+        http.delete(format!("{}/_sandbox/requests", sandbox.url)).send().unwrap();
         let mut child = Command::new(capstan())
             .args(["apply", ".", "--yes", "--parallelism", "4"])
             .current_dir(dir.path())
@@ -71,9 +89,17 @@ fn main() {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        std::thread::sleep(after);
+        let waiting = Instant::now();
+        while mutating(&http, &sandbox.url) < n
+            && child.try_wait().unwrap().is_none()
+            && waiting.elapsed() < Duration::from_secs(60)
+        {
+            std::thread::sleep(Duration::from_millis(1));
+        }
         if child.try_wait().unwrap().is_none() {
             mid_apply += 1;
+        } else {
+            eprintln!("round {round}: the apply ended before change #{n}");
         }
         unsafe {
             libc::kill(child.id() as i32, libc::SIGKILL);
@@ -98,4 +124,5 @@ fn main() {
     println!("  duplicated resources               {duplicates}");
     println!("  missing resources                  {missing}");
     assert_eq!(converged, kills);
+    assert_eq!(mid_apply, kills, "every kill lands in the middle of an apply");
 }

@@ -40,6 +40,37 @@ pub struct Config {
     /// The mass-delete guard's limits.
     #[serde(default)]
     pub mass_delete: MassDelete,
+    /// How transient API failures are retried.
+    #[serde(default)]
+    pub retry: Retry,
+    /// Seconds a change of each kind may take to become ready (`job: 600`).
+    #[serde(default)]
+    pub timeouts: IndexMap<String, u64>,
+}
+
+/// Retries of transient failures (5xx answers the platform marks as retryable, 429, 502-504,
+/// lost connections): at most `max_attempts` sends of one request, none started after
+/// `max_elapsed` seconds. Unset fields keep the defaults (8 attempts, 60 s).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Retry {
+    #[serde(default)]
+    pub max_attempts: Option<u32>,
+    #[serde(default)]
+    pub max_elapsed: Option<u64>,
+}
+
+impl Retry {
+    pub fn policy(&self) -> crate::providers::http::RetryPolicy {
+        let mut p = crate::providers::http::RetryPolicy::default();
+        if let Some(n) = self.max_attempts {
+            p.max_attempts = n.max(1);
+        }
+        if let Some(s) = self.max_elapsed {
+            p.max_elapsed = std::time::Duration::from_secs(s);
+        }
+        p
+    }
 }
 
 /// A plan that deletes more than `max_deletes` resources, or more than `max_percent` of those
@@ -167,5 +198,38 @@ impl Config {
             return Err(diags);
         }
         Ok(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn parse(text: &str) -> Result<Config, Diagnostics> {
+        Config::parse(Path::new("capstan.yaml"), text)
+    }
+
+    #[test]
+    fn retry_and_timeouts_are_read_with_defaults_for_what_is_not_written() {
+        let c = parse("retry: {max_attempts: 2}\ntimeouts: {job: 9}\n").unwrap();
+        let p = c.retry.policy();
+        assert_eq!((p.max_attempts, p.max_elapsed), (2, Duration::from_secs(60)));
+        assert_eq!(c.timeouts.get("job"), Some(&9));
+        let p = parse("retry: {max_elapsed: 5}\n").unwrap().retry.policy();
+        assert_eq!((p.max_attempts, p.max_elapsed), (8, Duration::from_secs(5)));
+        assert_eq!(Config::default().retry.policy(), crate::providers::http::RetryPolicy::default());
+    }
+
+    #[test]
+    fn unknown_or_wrong_retry_and_timeout_keys_are_errors_at_their_place() {
+        let e = parse("retry:\n  attempts: 2\n").unwrap_err();
+        let d = &e.0[0];
+        assert_eq!(d.location, Some(Location::new("capstan.yaml", 2, 3)), "{d:?}");
+        assert!(d.message.contains("attempts"), "{}", d.message);
+        let e = parse("timeouts:\n  job: soon\n").unwrap_err();
+        assert_eq!(e.0[0].location, Some(Location::new("capstan.yaml", 2, 8)), "{:?}", e.0[0]);
+        let e = parse("retry: {max_attempts: 0}\n").unwrap_err();
+        assert_eq!(e.0[0].location.as_ref().map(|l| l.line), Some(1), "{:?}", e.0[0]);
     }
 }

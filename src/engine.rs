@@ -75,19 +75,22 @@ pub async fn connect(
     let owner = config.owner();
     if let Some((name, t)) = resolve_target(config, target)? {
         let token = match &t.token_env {
-            Some(var) => Some(
-                std::env::var(var)
-                    .with_context(|| format!("target {name:?} reads its token from ${var}, which is not set"))?,
-            ),
+            Some(var) => Some(std::env::var(var).map_err(|e| {
+                let why = match e {
+                    std::env::VarError::NotPresent => "which is not set",
+                    std::env::VarError::NotUnicode(_) => "which is not valid Unicode",
+                };
+                anyhow::anyhow!("target {name:?} reads its token from ${var}, {why}")
+            })?),
             None => None,
         };
         let connection = Connection {
-            url: t.url.clone(),
             token,
             ca_cert: t.ca_cert.clone(),
             timeout: Duration::from_secs(t.timeout.unwrap_or(30)),
-            force,
+            ..connection(config, &t.url, force)
         };
+        check_timeouts(config, &t.platform)?;
         let provider = providers::provider_for(&t.platform, Some(connection), owner)?;
         return Ok(Connected {
             provider,
@@ -98,6 +101,7 @@ pub async fn connect(
     }
     let platform_name = platform_of(config, None)?;
     let platform: Platform = platform_name.parse()?;
+    check_timeouts(config, &platform_name)?;
     let dir = state_dir;
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     // The sandbox's state is local scratch, never something to commit.
@@ -110,20 +114,43 @@ pub async fn connect(
     let key = format!("sandbox:{}", std::path::absolute(&state_file).unwrap_or(state_file.clone()).display());
     opts.state_file = Some(state_file);
     let sandbox = Sandbox::start(opts).await.context("cannot start the embedded sandbox")?;
-    let connection = Connection {
-        url: sandbox.url().to_string(),
-        token: None,
-        ca_cert: None,
-        timeout: Duration::from_secs(30),
-        force,
-    };
-    let provider = providers::provider_for(&platform_name, Some(connection), owner)?;
+    let provider = providers::provider_for(&platform_name, Some(connection(config, sandbox.url(), force)), owner)?;
     Ok(Connected {
         provider,
         description: format!("the embedded {platform_name} sandbox ({})", sandbox.url()),
         key,
         embedded: Some(sandbox),
     })
+}
+
+/// A connection to `url` with capstan.yaml's retries and readiness timeouts.
+fn connection(config: &Config, url: &str, force: bool) -> Connection {
+    Connection {
+        force,
+        retry: config.retry.policy(),
+        ready_timeouts: config.timeouts.iter().map(|(k, v)| (k.clone(), Duration::from_secs(*v))).collect(),
+        ..Connection::new(url)
+    }
+}
+
+/// `timeouts` may only name kinds the platform's provider waits for, so a typo (or a kind
+/// nothing waits for) is not silently ignored.
+fn check_timeouts(config: &Config, platform: &str) -> anyhow::Result<()> {
+    let provider = providers::provider_for(platform, None, config.owner())?;
+    let kinds = provider.timed_kinds();
+    for kind in config.timeouts.keys() {
+        if !kinds.contains(&kind.as_str()) {
+            anyhow::bail!(
+                "capstan.yaml: timeouts names {kind:?}, which is not a kind the {platform} provider waits for ({})",
+                if kinds.is_empty() {
+                    "it has no readiness timeouts".to_string()
+                } else {
+                    format!("expected {}", kinds.join(", "))
+                }
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Why a plan could not be made.

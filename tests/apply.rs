@@ -108,7 +108,6 @@ const SEED_JOB_FIELDS: &[&str] = &[
     "bindings",
     "network_ref",
     "drains",
-    "docker_origin",
 ];
 
 #[test]
@@ -226,6 +225,92 @@ fn invalid_input_anywhere_sends_no_mutating_request() {
         &[GOOD, ("bad.yaml", "jobs:\n  job::/d::web:\n    bindings:\n      db:\n        fqn: service::/d::nowhere\n")],
         "bad.yaml:5:14: error: binding job::/d::web -> service::/d::nowhere points at service::/d::nowhere, which is neither declared nor live",
     );
+}
+
+#[test]
+fn a_dangling_job_link_or_network_membership_is_an_error_at_its_place() {
+    rejected(
+        &[GOOD, ("bad.yaml", "jobs:\n  job::/d::web:\n    links:\n      API: {fqn: job::/d::nowhere, port: 80}\n")],
+        "bad.yaml:4:18: error: link job::/d::web -> job::/d::nowhere:80 points at job::/d::nowhere, which is neither declared nor live: expected an existing job",
+    );
+    rejected(
+        &[
+            GOOD,
+            ("net.yaml", "networks:\n  network::/d::net:\n    jobs:\n      - job::/d::ok\n      - job::/d::ghost\n"),
+        ],
+        "net.yaml:5:9: error: membership job::/d::ghost -> network::/d::net points at job::/d::ghost, which is neither declared nor live: expected an existing job",
+    );
+}
+
+/// A directory whose target is `sb` with its token in $CAPSTAN_TEST_TOKEN.
+fn with_token_env(sb: &SandboxProc) -> Workdir {
+    let w = Workdir::new();
+    w.write(
+        "capstan.yaml",
+        &format!(
+            "targets:\n  sb:\n    platform: apcera\n    url: {}\n    token_env: CAPSTAN_TEST_TOKEN\ndefault_target: sb\n",
+            sb.url
+        ),
+    );
+    w.write("m.yaml", "jobs:\n  job::/tok::web: {}\n");
+    w
+}
+
+fn run_with_token(w: &Workdir, token: Option<&str>, args: &[&str]) -> Run {
+    let mut cmd = std::process::Command::new(capstan_bin());
+    cmd.args(args).current_dir(w.path()).env("NO_COLOR", "1").stdin(std::process::Stdio::null());
+    match token {
+        Some(t) => cmd.env("CAPSTAN_TEST_TOKEN", t),
+        None => cmd.env_remove("CAPSTAN_TEST_TOKEN"),
+    };
+    let out = cmd.output().unwrap();
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+#[test]
+fn token_env_sends_the_token_and_a_missing_or_wrong_one_is_one_clear_line() {
+    let sb = SandboxProc::start(&["--token", "s3cret-t0ken"]);
+    let w = with_token_env(&sb);
+
+    // Not set: an error before anything is sent.
+    let out = run_with_token(&w, None, &["plan", "."]);
+    out.code(1);
+    assert_eq!(
+        out.stderr.trim(),
+        "capstan: error: target \"sb\" reads its token from $CAPSTAN_TEST_TOKEN, which is not set"
+    );
+    assert!(sb.requests().is_empty(), "{:?}", sb.requests());
+
+    // Wrong: the platform's 401, in one line, and nothing changed.
+    let out = run_with_token(&w, Some("wrong"), &["apply", ".", "--yes"]);
+    out.code(1);
+    let err = out.stderr.trim();
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.starts_with("capstan: error: cannot read the live state: GET /v1/"), "{err}");
+    assert!(err.ends_with(" answered 401: missing or invalid Authorization header"), "{err}");
+    let statuses: Vec<u64> = sb.requests().iter().map(|r| r["status"].as_u64().unwrap()).collect();
+    assert!(!statuses.is_empty() && statuses.iter().all(|s| *s == 401), "{statuses:?}");
+    assert!(sb.mutating_requests().is_empty());
+
+    // Right: applied, and every request was let in.
+    sb.clear_requests();
+    run_with_token(&w, Some("s3cret-t0ken"), &["apply", ".", "--yes"]).ok();
+    let requests = sb.requests();
+    assert!(requests.iter().any(|r| r["method"] == "POST"), "{requests:?}");
+    assert!(requests.iter().all(|r| r["status"] != 401), "{requests:?}");
+    let jobs: Value = reqwest::blocking::Client::new()
+        .get(format!("{}/v1/jobs", sb.url))
+        .bearer_auth("s3cret-t0ken")
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert!(jobs.as_array().unwrap().iter().any(|j| j["fqn"] == "job::/tok::web"), "{jobs}");
+    run_with_token(&w, Some("s3cret-t0ken"), &["plan", ".", "--detailed-exitcode"]).code(0);
 }
 
 #[test]

@@ -321,3 +321,22 @@ fn the_example_converges_through_injected_failures_and_dropped_connections() {
         assert_eq!(ids, ["/shop/backend/api", "/shop/backend/worker", "/shop/database/postgres", "/shop/frontend/web"]);
     }
 }
+
+#[test]
+fn a_deployment_that_outlasts_its_timeout_fails_its_step_with_one_line() {
+    let (_sb, w) = example(&["--rollout-ms", "4000"]);
+    let mut config = w.read("capstan.yaml");
+    config.push_str("timeouts: {app: 1}\n");
+    w.write("capstan.yaml", &config);
+    let out = w.capstan(&["apply", ".", "--yes"]);
+    out.code(1);
+    let line = out.stdout.lines().find(|l| l.contains("ERROR") && l.contains("/shop/database/postgres")).unwrap_or("");
+    assert!(line.contains("still running after 1s"), "{}", out.stdout);
+    assert!(line.contains("database.json:"), "names where it is declared: {line}");
+    // A kind Marathon does not wait for is not a timeout it can take.
+    let config = w.read("capstan.yaml").replace("timeouts: {app: 1}", "timeouts: {job: 1}");
+    w.write("capstan.yaml", &config);
+    let out = w.capstan(&["plan", "."]);
+    out.code(1);
+    assert!(out.stderr.contains("job"), "{}", out.stderr);
+}

@@ -87,6 +87,69 @@ fn plans_match_their_golden_files_in_text_json_and_markdown() {
 }
 
 #[test]
+fn a_long_diff_is_cut_in_markdown_with_a_note_and_kept_whole_in_text() {
+    let sb = SandboxProc::start(&[]);
+    let w = Workdir::new();
+    w.write("capstan.yaml", "owner: golden\n");
+    w.target(&sb.url);
+    // 150 environment variables: the create's diff is 169 lines, over markdown's 120.
+    let mut m = String::from("jobs:\n  job::/g::big:\n    processes:\n      app:\n        environment:\n");
+    for i in 0..150 {
+        m.push_str(&format!("          VAR_{i:03}: value-{i}\n"));
+    }
+    w.write("m.yaml", &m);
+    let md = w.capstan(&["plan", ".", "-o", "markdown"]);
+    md.ok();
+    golden("plan-long.md", &md.stdout);
+    assert!(md.stdout.contains("\n_49 more lines not shown._\n"), "{}", md.stdout);
+    assert!(md.stdout.contains("+       VAR_116: value-116\n```\n") && !md.stdout.contains("VAR_117"), "{}", md.stdout);
+    let text = w.capstan(&["plan", "."]);
+    text.ok();
+    assert!(text.stdout.contains("VAR_149: value-149") && !text.stdout.contains("not shown"), "{}", text.stdout);
+}
+
+#[test]
+fn an_expansion_warning_is_in_the_text_json_and_markdown_plans() {
+    let sb = SandboxProc::start(&[]);
+    let w = Workdir::new();
+    w.write("capstan.yaml", "owner: golden\n");
+    w.target(&sb.url);
+    w.write("m.yaml", "jobs:\n  job::/g::web:\n    tags: {release: \"${RELEASE}\", app: web}\n");
+    let args = |extra: &[&'static str]| [&["plan", ".", "--allow-missing-vars"], extra].concat();
+    let text = w.capstan(&args(&[]));
+    text.ok();
+    golden("plan-warning.txt", &text.stdout);
+    let json = w.capstan(&args(&["-o", "json"]));
+    json.ok();
+    golden("plan-warning.json", &json.stdout);
+    let md = w.capstan(&args(&["-o", "markdown"]));
+    md.ok();
+    golden("plan-warning.md", &md.stdout);
+    let warning = "m.yaml:3:22: warning: no value found for variable RELEASE";
+    assert!(text.stdout.starts_with(&format!("{warning}\n")), "{}", text.stdout);
+    assert!(
+        md.stdout.contains(&format!("<details><summary>1 warning(s)</summary>\n\n- `{warning}`\n")),
+        "{}",
+        md.stdout
+    );
+    let warnings = json.json()["warnings"].clone();
+    assert_eq!(
+        warnings,
+        serde_json::json!([{
+            "severity": "warning",
+            "location": { "file": "m.yaml", "line": 3, "column": 22 },
+            "message": "no value found for variable RELEASE",
+        }])
+    );
+    // The variable became empty, as the platform's own expansion does.
+    assert_eq!(json.json()["resource_changes"][0]["after"]["tags"]["release"], "");
+    // Without the flag it is an error, and nothing is planned.
+    let strict = w.capstan(&["plan", "."]);
+    strict.code(1);
+    assert!(strict.stderr.contains("m.yaml:3:22: error: no value found for variable RELEASE"), "{}", strict.stderr);
+}
+
+#[test]
 fn a_user_template_renders_the_same_context() {
     let (_sb, w) = applied_base();
     w.write("t.hbs", "{{summary_line}}\n{{#each table}}{{symbol}} {{address}}\n{{/each}}");

@@ -383,12 +383,18 @@ fn plan_error(e: PlanError) -> anyhow::Error {
 struct Progress<'a> {
     style: Style,
     redactor: &'a crate::redact::Redactor,
+    desired: &'a crate::model::DesiredState,
     bar: Option<indicatif::ProgressBar>,
     running: std::sync::Mutex<std::collections::BTreeSet<String>>,
 }
 
 impl<'a> Progress<'a> {
-    fn new(plan: &Plan, style: Style, redactor: &'a crate::redact::Redactor) -> Self {
+    fn new(
+        plan: &Plan,
+        style: Style,
+        redactor: &'a crate::redact::Redactor,
+        desired: &'a crate::model::DesiredState,
+    ) -> Self {
         let bar = std::io::stdout().is_terminal().then(|| {
             let bar = indicatif::ProgressBar::new(plan.steps.len() as u64);
             bar.set_style(
@@ -400,7 +406,7 @@ impl<'a> Progress<'a> {
             bar.enable_steady_tick(std::time::Duration::from_millis(120));
             bar
         });
-        Progress { style, redactor, bar, running: Default::default() }
+        Progress { style, redactor, desired, bar, running: Default::default() }
     }
 
     fn show_running(&self) {
@@ -433,7 +439,12 @@ impl Observer for Progress<'_> {
         let ms = outcome.duration.as_millis();
         let line = match outcome.status {
             Status::Complete => format!("  {} {name} ({ms} ms)", self.style.green("done ")),
-            _ => format!("  {} {name}: {}", self.style.red("ERROR"), self.redactor.text(&outcome.message)),
+            _ => format!(
+                "  {} {}: {}",
+                self.style.red("ERROR"),
+                output::step_label(plan, step, self.desired),
+                self.redactor.text(&outcome.message)
+            ),
         };
         match &self.bar {
             Some(bar) => {
@@ -487,7 +498,7 @@ async fn apply(
         }
         let journal = std::sync::Arc::new(crate::journal::Journal::begin(&state_dir, &connected.key, &planned.plan)?);
         let opts = ApplyOptions { parallelism, journal: Some(journal.clone()), ..ApplyOptions::default() };
-        let progress = Progress::new(&planned.plan, style, redactor);
+        let progress = Progress::new(&planned.plan, style, redactor, &planned.rendered.desired);
         let started = std::time::Instant::now();
         let outcome = apply::apply(
             connected.provider.as_ref(),
@@ -506,7 +517,7 @@ async fn apply(
             "applied"
         );
         journal.end(if outcome.converged() { "done" } else { "failed" })?;
-        print!("{}", output::outcome_text(&planned.plan, &outcome, style, redactor));
+        print!("{}", output::outcome_text(&planned.plan, &planned.rendered.desired, &outcome, style, redactor));
         anyhow::Ok(if outcome.converged() { EXIT_OK } else { EXIT_ERROR })
     }
     .await;
@@ -545,6 +556,7 @@ async fn serve(args: SandboxArgs) -> anyhow::Result<u8> {
         latency_ms: args.latency_ms,
         latency_jitter_ms: args.latency_jitter_ms,
         rollout_ms: args.rollout_ms,
+        methods: Vec::new(),
     };
     let sandbox = Sandbox::start(opts).await?;
     println!("capstan sandbox ({}) listening on {}", args.platform, sandbox.url());

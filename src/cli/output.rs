@@ -4,6 +4,7 @@
 use crate::apply::{Outcome, Status};
 use crate::diagnostic::{Diagnostic, Diagnostics, Severity};
 use crate::diff::{Action, ChangeSet, ResourceChange};
+use crate::model::DesiredState;
 use crate::plan::Plan;
 use crate::providers::PlatformPreview;
 use crate::redact::Redactor;
@@ -426,13 +427,29 @@ pub fn aggregate(statuses: impl Iterator<Item = Status>) -> Status {
     }
 }
 
-pub fn outcome_text(plan: &Plan, outcome: &Outcome, style: Style, redactor: &Redactor) -> String {
+/// A step as an outcome line names it: its name, and where its resource is declared (a
+/// deletion's resource is declared nowhere).
+pub fn step_label(plan: &Plan, step: usize, desired: &DesiredState) -> String {
+    let s = &plan.steps[step];
+    match desired.resources.get(&s.resource) {
+        Some(d) => format!("{} ({})", s.name, d.origin),
+        None => s.name.clone(),
+    }
+}
+
+pub fn outcome_text(
+    plan: &Plan,
+    desired: &DesiredState,
+    outcome: &Outcome,
+    style: Style,
+    redactor: &Redactor,
+) -> String {
     let mut out = String::new();
     for (i, s) in outcome.steps.iter().enumerate() {
         if s.status == Status::Complete {
             continue;
         }
-        let name = &plan.steps[i].name;
+        let name = step_label(plan, i, desired);
         let line = match s.status {
             Status::Error => style.red(&format!("  ERROR    {name}: {}", redactor.text(&s.message))),
             _ => style.yellow(&format!("  {:<8} {name}: {}", status_word(s.status), redactor.text(&s.message))),

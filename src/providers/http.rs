@@ -34,13 +34,20 @@ pub struct ApiError {
     pub message: String,
     /// Worth retrying: the platform said so, or the failure was in transport.
     pub transient: bool,
+    /// How many times the request was sent (1 when it was not retried).
+    pub attempts: u32,
 }
 
 impl fmt::Display for ApiError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Not a request (a wait that ran out): the message says it all.
+        if self.method.is_empty() {
+            return f.write_str(&self.message);
+        }
+        let tries = if self.attempts > 1 { format!(" after {} attempts", self.attempts) } else { String::new() };
         match self.status {
-            Some(s) => write!(f, "{} {} answered {}: {}", self.method, self.path, s, self.message),
-            None => write!(f, "{} {} failed: {}", self.method, self.path, self.message),
+            Some(s) => write!(f, "{} {} answered {s}{tries}: {}", self.method, self.path, self.message),
+            None => write!(f, "{} {} failed{tries}: {}", self.method, self.path, self.message),
         }
     }
 }
@@ -49,7 +56,20 @@ impl std::error::Error for ApiError {}
 
 impl ApiError {
     pub fn other(method: &str, path: &str, message: impl Into<String>) -> Self {
-        ApiError { method: method.into(), path: path.into(), status: None, message: message.into(), transient: false }
+        ApiError {
+            method: method.into(),
+            path: path.into(),
+            status: None,
+            message: message.into(),
+            transient: false,
+            attempts: 1,
+        }
+    }
+
+    /// A failure that is no single request's (a readiness wait that timed out): shown as the
+    /// message alone.
+    pub fn plain(message: impl Into<String>) -> Self {
+        ApiError::other("", "", message)
     }
 
     pub fn is_not_found(&self) -> bool {
@@ -61,8 +81,9 @@ impl ApiError {
     }
 }
 
-/// How long and how often transient failures are retried.
-#[derive(Clone, Debug)]
+/// How long and how often transient failures are retried (capstan.yaml's `retry` sets
+/// `max_attempts` and `max_elapsed`).
+#[derive(Clone, Debug, PartialEq)]
 pub struct RetryPolicy {
     pub max_attempts: u32,
     pub base_delay: Duration,
@@ -120,6 +141,7 @@ impl Stream {
             status,
             message,
             transient: true,
+            attempts: 1,
         };
         let resp = req.send().await.map_err(|e| fail(None, root_cause(&e)))?;
         count(resp.status().as_str());
@@ -163,7 +185,7 @@ impl HttpClient {
             client: build(Some(conn.timeout))?,
             streaming: build(None)?,
             token: conn.token.clone(),
-            retry: RetryPolicy::default(),
+            retry: conn.retry.clone(),
         })
     }
 
@@ -225,7 +247,8 @@ impl HttpClient {
             attempt += 1;
             match self.send_once(method.clone(), path, body).await {
                 Ok(v) => return Ok(v),
-                Err((err, sent)) => {
+                Err((mut err, sent)) => {
+                    err.attempts = attempt;
                     // A 500 on a request that may be sent again is worth another try: platforms
                     // answer it for passing trouble (a leader change) as often as for bugs.
                     let retry_500 = err.status == Some(500) && idempotent == Idempotent::Yes;
@@ -270,6 +293,7 @@ impl HttpClient {
             status,
             message,
             transient,
+            attempts: 1,
         };
         let resp = match req.send().await {
             Ok(r) => {

@@ -18,7 +18,7 @@ use crate::render::yaml::{Document, Node};
 use async_trait::async_trait;
 use serde_json::Value;
 use std::borrow::Cow;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Range;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -36,6 +36,32 @@ pub struct Connection {
     /// Override the platform's own locks instead of waiting for them (Marathon's `force=true`
     /// on a change to an app a deployment holds).
     pub force: bool,
+    /// How transient failures are retried (capstan.yaml's `retry`).
+    pub retry: http::RetryPolicy,
+    /// How long a change of each kind may take to become ready, where capstan.yaml's
+    /// `timeouts` says; other kinds get their provider's default.
+    pub ready_timeouts: BTreeMap<String, Duration>,
+}
+
+impl Connection {
+    /// A connection with the default retries and readiness timeouts.
+    pub fn new(url: impl Into<String>) -> Self {
+        Connection {
+            url: url.into(),
+            token: None,
+            ca_cert: None,
+            timeout: Duration::from_secs(30),
+            force: false,
+            retry: http::RetryPolicy::default(),
+            ready_timeouts: BTreeMap::new(),
+        }
+    }
+
+    /// How long a provider waits for a change of `kind` to be ready before the step fails:
+    /// capstan.yaml's `timeouts`, else the provider's own `default` for that kind.
+    pub fn ready_timeout(&self, kind: &str, default: Duration) -> Duration {
+        self.ready_timeouts.get(kind).copied().unwrap_or(default)
+    }
 }
 
 /// One part of a manifest document and the JSON Schema (a path under `schemas/`) it follows.
@@ -150,6 +176,12 @@ pub trait Provider: Send + Sync {
     ) -> (Option<Cow<'a, Value>>, Option<Cow<'a, Value>>) {
         let _ = live_state;
         (desired.map(|d| Cow::Borrowed(&d.spec)), live.map(|l| Cow::Borrowed(&l.spec)))
+    }
+
+    /// The kinds whose changes this provider waits for within `Connection::ready_timeout`:
+    /// the only keys capstan.yaml's `timeouts` may name for this platform.
+    fn timed_kinds(&self) -> &'static [&'static str] {
+        &[]
     }
 
     /// List the live resources of these kinds (and of whatever they are derived from).

@@ -8,7 +8,8 @@
 //! rollout time), settable at start and at run time through `/_sandbox/faults`.
 //!
 //! Admin endpoints live under `/_sandbox` (never delayed, faulted, recorded or token-checked):
-//! `GET/DELETE /_sandbox/requests`, `GET/PUT /_sandbox/faults`, `GET /_sandbox/info`.
+//! `GET/DELETE /_sandbox/requests`, `GET /_sandbox/requests/count`, `GET/PUT /_sandbox/faults`,
+//! `GET /_sandbox/info`.
 //!
 //! Each platform is one directory (`apcera/`, `marathon/`) with its router and state; the platform code
 //! never imports capstan's providers, so sandbox and provider are two independent readings of
@@ -88,6 +89,8 @@ pub struct Faults {
     pub latency_jitter_ms: u64,
     /// How long asynchronous work takes (job instances starting, tasks).
     pub rollout_ms: u64,
+    /// The methods `fail_rate` and `reset_rate` apply to (`["PUT"]`); empty: every method.
+    pub methods: Vec<String>,
 }
 
 #[derive(Clone, Debug)]
@@ -235,6 +238,7 @@ impl Sandbox {
         let platform_name = opts.platform.name();
         let router = Router::new()
             .route("/_sandbox/requests", axum::routing::get(get_requests).delete(clear_requests))
+            .route("/_sandbox/requests/count", axum::routing::get(count_requests))
             .route("/_sandbox/faults", axum::routing::get(get_faults).put(put_faults))
             .route(
                 "/_sandbox/info",
@@ -401,9 +405,10 @@ async fn platform_layer(State(shared): State<Arc<Shared>>, req: Request, next: N
         let faults = shared.faults.lock().unwrap().clone();
         let mut rng = shared.rng.lock().unwrap();
         let jitter = if faults.latency_jitter_ms > 0 { rng.random_range(0..=faults.latency_jitter_ms) } else { 0 };
-        let fail = (faults.fail_rate > 0.0 && rng.random_bool(faults.fail_rate.clamp(0.0, 1.0)))
+        let faulted = faults.methods.is_empty() || faults.methods.iter().any(|m| m.eq_ignore_ascii_case(&method));
+        let fail = (faulted && faults.fail_rate > 0.0 && rng.random_bool(faults.fail_rate.clamp(0.0, 1.0)))
             .then(|| [500u16, 502, 503, 504][rng.random_range(0..4)]);
-        let reset = (faults.reset_rate > 0.0 && rng.random_bool(faults.reset_rate.clamp(0.0, 1.0)))
+        let reset = (faulted && faults.reset_rate > 0.0 && rng.random_bool(faults.reset_rate.clamp(0.0, 1.0)))
             .then(|| rng.random_bool(0.5));
         (faults.latency_ms + jitter, fail, reset)
     };
@@ -464,6 +469,14 @@ fn token_ok(headers: &HeaderMap, token: &str) -> bool {
 
 async fn get_requests(State(shared): State<Arc<Shared>>) -> axum::Json<Vec<Recorded>> {
     axum::Json(shared.log.lock().unwrap().iter().cloned().collect())
+}
+
+/// How many requests the log holds, and how many of them could change something (not GET):
+/// cheap enough to poll every few milliseconds while a test waits for the Nth change.
+async fn count_requests(State(shared): State<Arc<Shared>>) -> axum::Json<Value> {
+    let log = shared.log.lock().unwrap();
+    let mutating = log.iter().filter(|r| r.method != "GET").count();
+    axum::Json(json!({ "requests": log.len(), "mutating": mutating }))
 }
 
 async fn clear_requests(State(shared): State<Arc<Shared>>) -> StatusCode {

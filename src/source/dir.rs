@@ -7,7 +7,15 @@ use std::path::{Path, PathBuf};
 /// Read every manifest file under `root`, recursively, skipping hidden directories (`.git`,
 /// `.capstan`) and `capstan.yaml` at the root.
 pub fn snapshot(root: &Path) -> anyhow::Result<Snapshot> {
-    let meta = std::fs::metadata(root).with_context(|| format!("cannot read manifest directory {}", root.display()))?;
+    // A mistyped directory must never read as "nothing is declared", which would plan to
+    // delete everything.
+    let meta = match std::fs::metadata(root) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            anyhow::bail!("the manifest directory {} does not exist", root.display())
+        }
+        Err(e) => return Err(e).with_context(|| format!("cannot read manifest directory {}", root.display())),
+    };
     anyhow::ensure!(meta.is_dir(), "{} is not a directory", root.display());
     let mut paths = Vec::new();
     walk(root, root, &mut paths)?;

@@ -61,6 +61,12 @@ impl SandboxProc {
         self.requests().into_iter().filter(|r| r["method"] != "GET").collect()
     }
 
+    /// How many mutating requests the sandbox has seen since its log was last cleared (cheap
+    /// to poll: the log itself is not sent).
+    pub fn mutating_count(&self) -> u64 {
+        self.get("/_sandbox/requests/count")["mutating"].as_u64().expect("a count")
+    }
+
     pub fn get(&self, path: &str) -> Value {
         let r = self.http.get(format!("{}{path}", self.url)).send().unwrap();
         assert!(r.status().is_success(), "GET {path}: {}", r.status());

@@ -49,9 +49,6 @@ const STRUCT_FIELDS: &[&str] = &["resources", "restart", "rollout"];
 /// Apcera's SSH port (docs.apcera.com, "Using SSH": the job is reached on port 222).
 const SSH_PORT: u64 = 222;
 
-/// How long a job may take to report all its instances running.
-const READY_TIMEOUT: Duration = Duration::from_secs(300);
-
 /// Decode one job entry: the job itself, and the bindings and links it declares.
 pub fn decode(doc: &Document, key: &str, entry: &Value, diags: &mut Diagnostics) -> Vec<DesiredResource> {
     let pointer = format!("/jobs/{}", pointer_escape(key));
@@ -426,7 +423,7 @@ async fn create(provider: &Apcera, client: &Client, fqn: &str, desired: &Desired
         }
         _ => created,
     };
-    wait_ready(client, &job, fqn).await
+    wait_ready(client, &job, fqn, provider.ready_timeout(KIND)).await
 }
 
 async fn update(provider: &Apcera, client: &Client, fqn: &str, desired: &DesiredResource) -> Result<(), ApiError> {
@@ -472,7 +469,7 @@ async fn update(provider: &Apcera, client: &Client, fqn: &str, desired: &Desired
         true
     })
     .await?;
-    wait_ready(client, &job, fqn).await
+    wait_ready(client, &job, fqn, provider.ready_timeout(KIND)).await
 }
 
 /// Read the job, change it, and `PUT` it back whole; a stale `version_id` (409) means someone
@@ -504,8 +501,8 @@ async fn put_with_retry(
 }
 
 /// Wait until a started job has all its instances running (`GET /v1/jobs/health`), polling
-/// tightly at first so an instant platform costs an instant.
-async fn wait_ready(client: &Client, job: &Value, fqn: &str) -> Result<(), ApiError> {
+/// tightly at first so an instant platform costs an instant, for at most `timeout`.
+async fn wait_ready(client: &Client, job: &Value, fqn: &str, timeout: Duration) -> Result<(), ApiError> {
     if job.get("state").and_then(Value::as_str) != Some("started") {
         return Ok(());
     }
@@ -525,14 +522,20 @@ async fn wait_ready(client: &Client, job: &Value, fqn: &str) -> Result<(), ApiEr
         if running >= want {
             return Ok(());
         }
-        if started.elapsed() > READY_TIMEOUT {
-            return Err(ApiError::other(
-                "GET",
-                "/v1/jobs/health",
-                format!("{fqn}: {running} of {want} instances running after {}s", READY_TIMEOUT.as_secs()),
-            ));
+        if started.elapsed() >= timeout {
+            return Err(ApiError::plain(format!(
+                "{fqn} is not ready after {}: {running} of {want} instances running (the readiness timeout for jobs; `timeouts: {{job: SECONDS}}` in capstan.yaml)",
+                seconds(timeout)
+            )));
         }
-        tokio::time::sleep(delay).await;
+        // Never sleep past the deadline.
+        tokio::time::sleep(delay.min(timeout.saturating_sub(started.elapsed()))).await;
         delay = (delay * 2).min(Duration::from_millis(250));
     }
+}
+
+/// `300s`, `1.5s`.
+fn seconds(d: Duration) -> String {
+    let s = d.as_secs_f64();
+    if s.fract() == 0.0 { format!("{s:.0}s") } else { format!("{s}s") }
 }

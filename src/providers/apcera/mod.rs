@@ -49,6 +49,8 @@ const KINDS: &[(&str, KindInfo)] = &[
 
 pub struct Apcera {
     client: Option<Client>,
+    /// Where the client points and how long waits may take; None offline.
+    connection: Option<Connection>,
     owner: String,
     /// Platform ids by (kind, FQN): filled by observing, kept current by creates and deletes,
     /// so steps never look a resource up one by one.
@@ -66,6 +68,7 @@ impl Apcera {
     pub fn new(connection: Option<Connection>, owner: &str) -> anyhow::Result<Self> {
         Ok(Apcera {
             client: connection.as_ref().map(Client::new).transpose()?,
+            connection,
             owner: owner.to_string(),
             uuids: Mutex::default(),
             packages: Mutex::default(),
@@ -74,6 +77,13 @@ impl Apcera {
 
     fn client(&self) -> Result<&Client, ApiError> {
         self.client.as_ref().ok_or_else(|| ApiError::other("-", "-", "no target to talk to (offline)"))
+    }
+
+    /// How long a change of `kind` may take to be ready: capstan.yaml's `timeouts`, else five
+    /// minutes (a job starting its instances).
+    fn ready_timeout(&self, kind: &str) -> std::time::Duration {
+        let default = std::time::Duration::from_secs(300);
+        self.connection.as_ref().map_or(default, |c| c.ready_timeout(kind, default))
     }
 
     fn remember(&self, kind: &'static str, fqn: &str, uuid: &str) {
@@ -236,6 +246,10 @@ async fn maybe<T>(on: bool, call: impl Future<Output = Result<T, ApiError>>) -> 
 
 #[async_trait]
 impl Provider for Apcera {
+    fn timed_kinds(&self) -> &'static [&'static str] {
+        &[job::KIND]
+    }
+
     fn platform(&self) -> &'static str {
         "apcera"
     }

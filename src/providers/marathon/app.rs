@@ -290,16 +290,20 @@ pub fn body(provider: &Marathon, spec: &Value) -> Value {
 }
 
 /// Create or update an app (`PUT /v2/apps/{id}` creates an app it does not know), then wait
-/// for the deployment the change started.
-pub async fn put(provider: &Marathon, id: &str, spec: &Value) -> Result<(), ApiError> {
-    let body = body(provider, spec);
+/// for the deployment the change started. Ports written as 0 are sent as the ports Marathon
+/// assigned, so an update does not trade them for new ones.
+pub async fn put(provider: &Marathon, id: &str, spec: &Value, live: Option<&Value>) -> Result<(), ApiError> {
+    let body = match live {
+        Some(l) => body(provider, &comparable(spec, l).0),
+        None => body(provider, spec),
+    };
     let client = provider.client()?;
-    provider.until_unlocked(id, || client.put_app(id, &body, provider.force)).await
+    provider.until_unlocked(KIND, id, || client.put_app(id, &body, provider.force)).await
 }
 
 pub async fn delete(provider: &Marathon, id: &str) -> Result<(), ApiError> {
     let client = provider.client()?;
-    provider.until_unlocked(id, || client.delete_app(id, provider.force)).await
+    provider.until_unlocked(KIND, id, || client.delete_app(id, provider.force)).await
 }
 
 #[cfg(test)]

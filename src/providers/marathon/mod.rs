@@ -40,7 +40,8 @@ use std::time::{Duration, Instant};
 /// The app label that marks what capstan wrote, with the owner as value.
 pub const OWNER_LABEL: &str = "capstan-owner";
 
-/// How long one change's deployment may take before its step fails.
+/// How long one change's deployment may take before its step fails, unless capstan.yaml's
+/// `timeouts` says otherwise for the kind (`app`, `group`).
 pub const DEPLOYMENT_TIMEOUT: Duration = Duration::from_secs(600);
 
 const KINDS: &[(&str, KindInfo)] = &[
@@ -55,14 +56,23 @@ pub struct Marathon {
     client: Option<Client>,
     owner: String,
     force: bool,
+    /// Deployment timeouts by kind.
+    timeouts: HashMap<&'static str, Duration>,
 }
 
 impl Marathon {
     pub fn new(connection: Option<Connection>, owner: &str) -> anyhow::Result<Self> {
+        let timeouts = KINDS
+            .iter()
+            .map(|(k, _)| {
+                (*k, connection.as_ref().map_or(DEPLOYMENT_TIMEOUT, |c| c.ready_timeout(k, DEPLOYMENT_TIMEOUT)))
+            })
+            .collect();
         Ok(Marathon {
             force: connection.as_ref().is_some_and(|c| c.force),
             client: connection.as_ref().map(Client::new).transpose()?,
             owner: owner.to_string(),
+            timeouts,
         })
     }
 
@@ -72,13 +82,14 @@ impl Marathon {
 
     /// Send a change to `id` and wait for the deployment it starts. While another deployment
     /// holds `id` (409), wait for that one and send the change again.
-    async fn until_unlocked<F, Fut>(&self, id: &str, send: F) -> Result<(), ApiError>
+    async fn until_unlocked<F, Fut>(&self, kind: &str, id: &str, send: F) -> Result<(), ApiError>
     where
         F: Fn() -> Fut,
         Fut: Future<Output = Result<Option<String>, ApiError>>,
     {
         let client = self.client()?;
-        let deadline = Instant::now() + DEPLOYMENT_TIMEOUT;
+        let timeout = self.timeouts.get(kind).copied().unwrap_or(DEPLOYMENT_TIMEOUT);
+        let deadline = Instant::now() + timeout;
         loop {
             client.follow_events().await;
             let err = match send().await {
@@ -91,7 +102,7 @@ impl Marathon {
                             "/v2/deployments",
                             format!("Marathon reports that deployment {deployment} of {id} failed"),
                         )),
-                        None => Err(timed_out(&deployment, id)),
+                        None => Err(timed_out(&deployment, id, timeout)),
                     };
                 }
                 Err(e) if e.is_conflict() && !self.force => e,
@@ -112,7 +123,7 @@ impl Marathon {
             tracing::debug!(%id, ?holding, "locked by a deployment; waiting for it");
             for d in &holding {
                 if client.wait_deployment(d, deadline).await?.is_none() {
-                    return Err(timed_out(d, id));
+                    return Err(timed_out(d, id, timeout));
                 }
             }
             if Instant::now() >= deadline {
@@ -125,13 +136,13 @@ impl Marathon {
     }
 }
 
-fn timed_out(deployment: &str, id: &str) -> ApiError {
+fn timed_out(deployment: &str, id: &str, timeout: Duration) -> ApiError {
     ApiError::other(
         "GET",
         "/v2/deployments",
         format!(
-            "deployment {deployment} of {id} is still running after {}s: see GET /v2/deployments, or pass --force to override it",
-            DEPLOYMENT_TIMEOUT.as_secs()
+            "deployment {deployment} of {id} is still running after {}s (capstan.yaml `timeouts`): see GET /v2/deployments, or pass --force to override it",
+            timeout.as_secs()
         ),
     )
 }
@@ -182,6 +193,10 @@ impl Provider for Marathon {
 
     fn document_settings(&self) -> bool {
         false
+    }
+
+    fn timed_kinds(&self) -> &'static [&'static str] {
+        &[app::KIND, group::KIND]
     }
 
     fn runtime_variable(&self, name: &str) -> bool {
@@ -263,7 +278,9 @@ impl Provider for Marathon {
         let id = op.id.name.as_str();
         let spec = op.desired.map(|d| &d.spec);
         match (op.id.kind.as_str(), op.verb, spec) {
-            (app::KIND, Verb::Create | Verb::Update, Some(spec)) => app::put(self, id, spec).await,
+            (app::KIND, Verb::Create | Verb::Update, Some(spec)) => {
+                app::put(self, id, spec, op.live.map(|l| &l.spec)).await
+            }
             (app::KIND, Verb::Delete, _) => app::delete(self, id).await,
             (group::KIND, Verb::Create | Verb::Update, Some(spec)) => group::put(self, id, spec).await,
             (group::KIND, Verb::Delete, _) => group::delete(self, id).await,
