@@ -1,7 +1,8 @@
 //! Apply: run a plan's steps against the platform.
 //!
 //! A step starts as soon as every step it depends on is complete (no waiting for the rest of
-//! its phase, no fixed sleeps), up to `parallelism` steps at a time. A failed step stops the
+//! its phase, no fixed sleeps), up to `parallelism` steps at a time. Steps that become ready
+//! together start as one wave, journalled with one durable write. A failed step stops the
 //! steps that depend on it, directly or not; independent steps still run to the end. Every step
 //! ends in the outcome with its status, so a partial apply says exactly what happened.
 
@@ -9,8 +10,8 @@ use crate::journal::Journal;
 use crate::model::{DesiredState, LiveState};
 use crate::plan::Plan;
 use crate::providers::{Operation, Provider};
-use futures::StreamExt;
 use futures::stream::FuturesUnordered;
+use futures::{FutureExt, StreamExt};
 use serde::Serialize;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -116,20 +117,34 @@ pub async fn resume(
     let mut running = FuturesUnordered::new();
     let parallelism = opts.parallelism.max(1);
 
+    // Outcomes not yet in the journal: written with the next wave's intents, or at the end.
+    let mut unjournalled: Vec<(usize, bool, String)> = Vec::new();
     loop {
-        while running.len() < parallelism && !opts.interrupt.load(Ordering::SeqCst) {
+        let mut wave = Vec::new();
+        while running.len() + wave.len() < parallelism && !opts.interrupt.load(Ordering::SeqCst) {
             let Some(i) = ready.pop_front() else { break };
-            let step = &plan.steps[i];
-            // Nothing is sent that the journal does not know about first.
-            if let Some(j) = &opts.journal
-                && let Err(e) = j.intent(i, &step.id, &step.name)
-            {
-                outcomes[i].status = Status::Error;
-                outcomes[i].message = format!("not started: cannot write the journal: {e:#}");
-                block_dependents(plan, &dependents, i, &mut outcomes);
-                observer.step_finished(plan, i, &outcomes[i]);
-                continue;
+            wave.push(i);
+        }
+        // Nothing is sent that the journal does not know about first.
+        if let Some(j) = &opts.journal
+            && !wave.is_empty()
+        {
+            let intents: Vec<(usize, &str, &str)> =
+                wave.iter().map(|&i| (i, plan.steps[i].id.as_str(), plan.steps[i].name.as_str())).collect();
+            match j.record(&unjournalled, &intents) {
+                Ok(()) => unjournalled.clear(),
+                Err(e) => {
+                    for i in std::mem::take(&mut wave) {
+                        outcomes[i].status = Status::Error;
+                        outcomes[i].message = format!("not started: cannot write the journal: {e:#}");
+                        block_dependents(plan, &dependents, i, &mut outcomes);
+                        observer.step_finished(plan, i, &outcomes[i]);
+                    }
+                }
             }
+        }
+        for i in wave {
+            let step = &plan.steps[i];
             outcomes[i].status = Status::InProgress;
             observer.step_started(plan, i);
             let op = Operation {
@@ -144,27 +159,41 @@ pub async fn resume(
                 (i, result, started.elapsed())
             });
         }
-        let Some((i, result, duration)) = running.next().await else {
+        let Some(first) = running.next().await else {
             break;
         };
-        outcomes[i].duration = duration;
-        match result {
-            Ok(()) => {
-                outcomes[i].status = Status::Complete;
-                for &j in &dependents[i] {
-                    waiting_on[j] -= 1;
-                    if waiting_on[j] == 0 && outcomes[j].status == Status::Pending {
-                        ready.push_back(j);
+        // Every step that has ended by now, so the next wave is as wide as it can be.
+        let mut ended = vec![first];
+        while let Some(Some(more)) = running.next().now_or_never() {
+            ended.push(more);
+        }
+        for (i, result, duration) in ended {
+            outcomes[i].duration = duration;
+            match result {
+                Ok(()) => {
+                    outcomes[i].status = Status::Complete;
+                    for &j in &dependents[i] {
+                        waiting_on[j] -= 1;
+                        if waiting_on[j] == 0 && outcomes[j].status == Status::Pending {
+                            ready.push_back(j);
+                        }
                     }
                 }
+                Err(e) => {
+                    outcomes[i].status = Status::Error;
+                    outcomes[i].message = e.to_string();
+                    block_dependents(plan, &dependents, i, &mut outcomes);
+                }
             }
-            Err(e) => {
-                outcomes[i].status = Status::Error;
-                outcomes[i].message = e.to_string();
-                block_dependents(plan, &dependents, i, &mut outcomes);
-            }
+            unjournalled.push((i, outcomes[i].status == Status::Complete, outcomes[i].message.clone()));
+            observer.step_finished(plan, i, &outcomes[i]);
         }
-        observer.step_finished(plan, i, &outcomes[i]);
+    }
+    if let Some(j) = &opts.journal
+        && !unjournalled.is_empty()
+        && let Err(e) = j.record(&unjournalled, &[])
+    {
+        tracing::warn!("cannot write the last outcomes to the journal: {e:#}");
     }
     if opts.interrupt.load(Ordering::SeqCst) {
         for o in outcomes.iter_mut().filter(|o| o.status == Status::Pending && o.message.is_empty()) {

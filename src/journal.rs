@@ -130,20 +130,26 @@ impl Journal {
         Ok(Journal { db: Mutex::new(db), run })
     }
 
-    /// Written, and on disk, before the step is sent.
-    pub fn intent(&self, idx: usize, step_id: &str, name: &str) -> anyhow::Result<()> {
-        self.db.lock().unwrap().execute(
-            "INSERT OR REPLACE INTO steps (run, idx, step_id, name, state, at) VALUES (?1, ?2, ?3, ?4, 'intent', ?5)",
-            params![self.run, idx as i64, step_id, name, now()],
-        )?;
-        Ok(())
-    }
-
-    pub fn finished(&self, idx: usize, ok: bool, message: &str) -> anyhow::Result<()> {
-        self.db.lock().unwrap().execute(
-            "UPDATE steps SET state = ?3, message = ?4, at = ?5 WHERE run = ?1 AND idx = ?2",
-            params![self.run, idx as i64, if ok { "done" } else { "failed" }, message, now()],
-        )?;
+    /// One durable write: the outcomes of steps that ended since the last one, and the intents
+    /// of the steps about to be sent, which are on disk when this returns. A wave of steps
+    /// that start together costs one sync, not one each.
+    pub fn record(&self, finished: &[(usize, bool, String)], intents: &[(usize, &str, &str)]) -> anyhow::Result<()> {
+        let mut db = self.db.lock().unwrap();
+        let tx = db.transaction()?;
+        {
+            let mut done =
+                tx.prepare_cached("UPDATE steps SET state = ?3, message = ?4, at = ?5 WHERE run = ?1 AND idx = ?2")?;
+            for (idx, ok, message) in finished {
+                done.execute(params![self.run, *idx as i64, if *ok { "done" } else { "failed" }, message, now()])?;
+            }
+            let mut intent = tx.prepare_cached(
+                "INSERT OR REPLACE INTO steps (run, idx, step_id, name, state, at) VALUES (?1, ?2, ?3, ?4, 'intent', ?5)",
+            )?;
+            for (idx, step_id, name) in intents {
+                intent.execute(params![self.run, *idx as i64, step_id, name, now()])?;
+            }
+        }
+        tx.commit()?;
         Ok(())
     }
 
@@ -170,5 +176,29 @@ impl Journal {
             .optional()
             .ok()
             .flatten()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::Plan;
+
+    #[test]
+    fn a_run_that_stops_leaves_its_done_in_flight_and_failed_steps() {
+        let dir = tempfile::tempdir().unwrap();
+        let plan = Plan::default();
+        let j = Journal::begin(dir.path(), "t", &plan).unwrap();
+        j.record(&[], &[(0, "s0", "create a"), (1, "s1", "create b"), (2, "s2", "create c")]).unwrap();
+        j.record(&[(0, true, String::new()), (1, false, "boom".into())], &[(3, "s3", "create d")]).unwrap();
+        assert_eq!(j.step_state(0).as_deref(), Some("done"));
+        assert_eq!(j.step_state(3).as_deref(), Some("intent"));
+        drop(j); // as if the process died here
+        let left = Journal::take_unfinished(dir.path(), "t").unwrap();
+        assert_eq!(left.len(), 1);
+        assert_eq!(left[0].done, ["create a"]);
+        assert_eq!(left[0].failed, ["create b"]);
+        assert_eq!(left[0].in_flight, ["create c", "create d"]);
+        assert!(Journal::take_unfinished(dir.path(), "t").unwrap().is_empty(), "settled once read");
     }
 }
