@@ -638,8 +638,21 @@ pub fn definition(app: &App) -> Map<String, Value> {
     m
 }
 
+/// App id → the running deployments affecting it, built once per answer.
+pub type DeploymentIndex<'a> = std::collections::HashMap<&'a str, Vec<&'a str>>;
+
+pub fn deployment_index(data: &Data) -> DeploymentIndex<'_> {
+    let mut index: DeploymentIndex = Default::default();
+    for d in data.deployments.values() {
+        for a in &d.affected {
+            index.entry(a.as_str()).or_default().push(d.id.as_str());
+        }
+    }
+    index
+}
+
 /// The app as the API shows it, with what `embed` asks for.
-pub fn view(data: &Data, id: &str, app: &App, embed: Embed, now: u64) -> Value {
+pub fn view(data: &Data, index: &DeploymentIndex, id: &str, app: &App, embed: Embed, now: u64) -> Value {
     let mut m = definition(app);
     let tasks = data.tasks.get(id).map(Vec::as_slice).unwrap_or(&[]);
     let healthy_when_running = app.def.get("healthChecks").and_then(Value::as_array).is_some_and(|h| !h.is_empty());
@@ -651,12 +664,7 @@ pub fn view(data: &Data, id: &str, app: &App, embed: Embed, now: u64) -> Value {
         m.insert("tasksUnhealthy".into(), json!(0));
     }
     if embed.deployments {
-        let ids: Vec<Value> = data
-            .deployments
-            .values()
-            .filter(|d| d.affected.iter().any(|a| a == id))
-            .map(|d| json!({ "id": d.id }))
-            .collect();
+        let ids: Vec<Value> = index.get(id).map(|l| l.iter().map(|d| json!({ "id": d })).collect()).unwrap_or_default();
         m.insert("deployments".into(), Value::Array(ids));
     }
     if embed.tasks {
@@ -801,13 +809,14 @@ pub fn list(api: &Api, req: &Req) -> Result<Response, Fail> {
     let label = req.param("label");
     let data = api.lock();
     let now = super::unix_ms();
+    let index = deployment_index(&data);
     let apps: Vec<Value> = data
         .apps
         .iter()
         .filter(|(id, _)| id_filter.is_none_or(|f| id.contains(f)))
         .filter(|(_, a)| cmd_filter.is_none_or(|f| a.def["cmd"].as_str().is_some_and(|c| c.contains(f))))
         .filter(|(_, a)| label.is_none_or(|l| a.def["labels"].as_object().is_some_and(|m| label_matches(m, l))))
-        .map(|(id, a)| view(&data, id, a, embed, now))
+        .map(|(id, a)| view(&data, &index, id, a, embed, now))
         .collect();
     Ok(reply(StatusCode::OK, &json!({ "apps": apps })))
 }
@@ -818,8 +827,13 @@ fn group_apps(api: &Api, raw: &str) -> Result<Response, Fail> {
     let data = api.lock();
     let now = super::unix_ms();
     let embed = Embed { counts: true, deployments: true, ..Default::default() };
-    let apps: Vec<Value> =
-        data.apps.iter().filter(|(id, _)| is_under(id, &gid)).map(|(id, a)| view(&data, id, a, embed, now)).collect();
+    let index = deployment_index(&data);
+    let apps: Vec<Value> = data
+        .apps
+        .iter()
+        .filter(|(id, _)| is_under(id, &gid))
+        .map(|(id, a)| view(&data, &index, id, a, embed, now))
+        .collect();
     Ok(reply(StatusCode::OK, &json!({ "apps": apps })))
 }
 
@@ -832,7 +846,8 @@ fn show(api: &Api, req: &Req, raw: &str) -> Result<Response, Fail> {
     embed.tasks = true;
     let data = api.lock();
     let app = data.apps.get(&id).ok_or_else(|| Fail::no_app(&id))?;
-    Ok(reply(StatusCode::OK, &json!({ "app": view(&data, &id, app, embed, super::unix_ms()) })))
+    let index = deployment_index(&data);
+    Ok(reply(StatusCode::OK, &json!({ "app": view(&data, &index, &id, app, embed, super::unix_ms()) })))
 }
 
 fn invalid(errors: Vec<(String, String)>) -> Fail {

@@ -1,7 +1,7 @@
 //! Groups: the tree, its versions, and `/v2/groups` (seed 004 L583-1111): show, create,
 //! update to exactly a subtree, scale, roll back, dry-run, delete.
 
-use super::apps::{self, Embed, normalize};
+use super::apps::{self, DeploymentIndex, Embed, normalize};
 use super::deployments::{self, Change, Put, steps_json};
 use super::{Api, Data, Fail, HISTORY, Req, ancestors, deployed, parent, reply, resolve, unix_ms, valid_segment};
 use axum::http::{Method, StatusCode};
@@ -127,17 +127,23 @@ impl GroupEmbed {
     }
 }
 
-fn group_json(data: &Data, gid: &str, g: &Group, embed: GroupEmbed, now: u64) -> Value {
+fn group_json(data: &Data, index: &DeploymentIndex, gid: &str, g: &Group, embed: GroupEmbed, now: u64) -> Value {
     let mut m = Map::new();
     if embed.apps {
-        let list: Vec<Value> =
-            g.apps.iter().filter_map(|a| data.apps.get(a).map(|x| apps::view(data, a, x, embed.app, now))).collect();
+        let list: Vec<Value> = g
+            .apps
+            .iter()
+            .filter_map(|a| data.apps.get(a).map(|x| apps::view(data, index, a, x, embed.app, now)))
+            .collect();
         m.insert("apps".into(), Value::Array(list));
     }
     m.insert("dependencies".into(), json!(g.dependencies));
     if embed.groups {
-        let list: Vec<Value> =
-            g.groups.iter().filter_map(|c| data.groups.get(c).map(|x| group_json(data, c, x, embed, now))).collect();
+        let list: Vec<Value> = g
+            .groups
+            .iter()
+            .filter_map(|c| data.groups.get(c).map(|x| group_json(data, index, c, x, embed, now)))
+            .collect();
         m.insert("groups".into(), Value::Array(list));
     }
     m.insert("id".into(), json!(gid));
@@ -183,7 +189,8 @@ pub fn get(api: &Api, req: &Req, raw: &str) -> Result<Response, Fail> {
     let embed = GroupEmbed::parse(req);
     let data = api.lock();
     let g = data.groups.get(&gid).ok_or_else(|| Fail::no_group(&gid))?;
-    let body = group_json(&data, &gid, g, embed, unix_ms());
+    let index = if embed.app.deployments { apps::deployment_index(&data) } else { Default::default() };
+    let body = group_json(&data, &index, &gid, g, embed, unix_ms());
     Ok(reply(StatusCode::OK, &body))
 }
 

@@ -235,6 +235,7 @@ pub fn load(state_file: Option<&Path>, shared: Arc<Shared>) -> anyhow::Result<Ap
     if !data.groups.contains_key("/") {
         let v = data.next_version(unix_ms());
         data.groups.insert("/".into(), groups::Group { version: v, ..Default::default() });
+        groups::record(&mut data, "/");
     }
     data.used_service_ports = data.apps.values().flat_map(|a| apps::service_ports(&a.def)).collect();
     let (events, _) = broadcast::channel(4096);
@@ -583,12 +584,21 @@ pub fn unix_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
-/// `2014-03-01T23:17:50.295Z`.
+/// `2014-03-01T23:17:50.295Z` (computed directly: task lists format thousands of these).
 pub fn iso(ms: u64) -> String {
-    let t = time::OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000)
-        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
-    t.format(time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"))
-        .unwrap_or_default()
+    let (secs, millis) = (ms / 1000, ms % 1000);
+    let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
+    // Days since 1970-01-01 to a civil date (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{millis:03}Z", rem / 3600, rem % 3600 / 60, rem % 60)
 }
 
 pub fn new_uuid() -> String {
@@ -628,9 +638,39 @@ mod tests {
         assert!(is_under("/x", "/"));
     }
 
+    /// What `engine::connect` does for the embedded sandbox: start it in-process by platform
+    /// with its state in `sandbox-marathon.json`, and find the state again next time.
+    #[tokio::test]
+    async fn the_embedded_sandbox_keeps_its_state_in_its_file() {
+        use crate::sandbox::{Platform, Sandbox, SandboxOptions};
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("sandbox-marathon.json");
+        let platform: Platform = "marathon".parse().unwrap();
+        let mut opts = SandboxOptions::new(platform);
+        opts.state_file = Some(file.clone());
+        let sb = Sandbox::start(opts.clone()).await.unwrap();
+        let http = reqwest::Client::builder().pool_max_idle_per_host(0).build().unwrap();
+        let created =
+            http.post(format!("{}/v2/apps", sb.url())).json(&json!({"id": "e", "cmd": "x"})).send().await.unwrap();
+        assert_eq!(created.status(), 201);
+        sb.shutdown().await.unwrap();
+        assert!(std::fs::read_to_string(&file).unwrap().contains("\"/e\""));
+        let sb = Sandbox::start(opts).await.unwrap();
+        let again = http.get(format!("{}/v2/apps/e", sb.url())).send().await.unwrap();
+        assert_eq!(again.status(), 200);
+        sb.shutdown().await.unwrap();
+    }
+
     #[test]
     fn versions_have_millis_and_z() {
         assert_eq!(iso(1_393_716_470_295), "2014-03-01T23:27:50.295Z");
+        assert_eq!(iso(0), "1970-01-01T00:00:00.000Z");
+        let format =
+            time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
+        for ms in (0..4_102_444_800_000u64).step_by(86_399_999_937) {
+            let t = time::OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000).unwrap();
+            assert_eq!(iso(ms), t.format(&format).unwrap(), "{ms}");
+        }
         let mut d = Data::default();
         let a = d.next_version(1000);
         let b = d.next_version(1000);
