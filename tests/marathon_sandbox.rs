@@ -774,6 +774,11 @@ fn tasks_can_be_listed_and_killed_with_and_without_scaling() {
     let a = app(&sb, "/web/app");
     assert_eq!((a["instances"].clone(), a["tasks"].as_array().unwrap().len()), (json!(2), 2));
     assert_eq!(sb.send("DELETE", "/v2/apps/web/app/tasks/web_app.nope", None).0, 404);
+    assert_eq!(
+        sb.send("DELETE", "/v2/apps/web/app/tasks?scale=true&wipe=true", None).0,
+        400,
+        "wipe only without scale"
+    );
     // POST /v2/tasks/delete: the seed's empty 200.
     let ids: Vec<Value> = a["tasks"].as_array().unwrap().iter().map(|t| t["id"].clone()).collect();
     let resp = client()
