@@ -51,7 +51,7 @@ def rollout(ms):
     r.raise_for_status()
 
 
-def wait_for(deployment_id, limit=5.0):
+def wait_for(deployment_id, limit=10.0):
     """Poll the deployments list until `deployment_id` is gone, as marathon-python's docs say."""
     deadline = time.time() + limit
     while any(d.id == deployment_id for d in c.list_deployments()):
@@ -225,7 +225,8 @@ threading.Thread(target=listen, daemon=True).start()
 attached = events.get(timeout=5)
 assert isinstance(attached, MarathonEventStreamAttached), attached
 
-rollout(300)
+# Long enough that the checks below happen while the deployment runs, even on a busy machine.
+rollout(2000)
 throwaway = c.create_app("/capstan-py/slow", MarathonApp(cmd="slow", instances=2))
 deployment_id = throwaway.deployments[0].id
 running = c.list_deployments()

@@ -609,8 +609,9 @@ pub fn delete(api: &Api, req: &Req, id: &str) -> Result<Response, Fail> {
         }
         change.locked.push(app);
     }
+    // Forced, so the rollback cannot be refused once the deployment is cancelled.
     let plan = plan(&data, &change)?;
-    let (deployment, version) = commit(&mut data, &ctx, change, plan, false)?;
+    let (deployment, version) = commit(&mut data, &ctx, change, plan, true)?;
     drop(data);
     api.changed();
     Ok(deployed(StatusCode::OK, &deployment, &version, None))

@@ -91,8 +91,8 @@
 //!   sandbox then brings its apps' tasks to their definitions at once (what Marathon's scale
 //!   check would do later) and starts the new deployment. `DELETE /v2/deployments/{id}` cancels
 //!   it and starts a deployment back to the affected apps' definitions before it (apps it
-//!   created are removed; groups it created stay); with `force=true` it is 202 with no body
-//!   and no rollback.
+//!   created are removed; groups it created stay), forced, so another deployment holding
+//!   those apps is cancelled too; with `force=true` it is 202 with no body and no rollback.
 //! * **Tasks** [16, 17, 18]: `<app id without the leading '/', '/' → '_'>.<uuid>` on host
 //!   `127.0.0.1`, staged (`startedAt: null`, state `TASK_STAGING`) until their step is done,
 //!   then running. Killing tasks without `scale` starts replacements, staged for `rollout_ms`;
