@@ -230,6 +230,7 @@ fn put_is_a_partial_update_that_takes_numeric_strings() {
     assert_eq!((a["cpus"].clone(), a["instances"].clone(), a["mem"].clone()), (json!(0.3), json!(2), json!(9.0)));
     assert_eq!(a["cmd"], "sleep 55");
     assert_eq!(a["ports"], json!([9000]));
+    assert_eq!(a["portDefinitions"], json!([{"port": 9000, "protocol": "tcp", "labels": {}}]));
     assert_eq!(a["constraints"], json!([["hostname", "UNIQUE", ""]]));
     assert_eq!(a["env"], json!({"A": "1"}), "absent fields keep their values");
     assert_eq!(a["version"], body["version"]);

@@ -476,7 +476,15 @@ fn port_definitions(
                 .iter()
                 .enumerate()
                 .map(|(i, p)| match integer(p) {
-                    Some(n) if (0..=65535).contains(&n) => json!({ "port": n }),
+                    // The definition at the same index keeps its protocol, name and labels.
+                    Some(n) if (0..=65535).contains(&n) => match base_defs.get(i).and_then(Value::as_object) {
+                        Some(d) => {
+                            let mut d = d.clone();
+                            d.insert("port".into(), json!(n));
+                            Value::Object(d)
+                        }
+                        None => json!({ "port": n }),
+                    },
                     _ => {
                         c.fail(&format!("ports({i})"), "a port is an integer from 0 to 65535");
                         json!({ "port": 0 })

@@ -8,7 +8,8 @@
 //!   `GET /v2/deployments` a bare array. `GET /v2/apps` always embeds counts and deployments;
 //!   `GET /v2/apps/{id}` always embeds counts, deployments and tasks (Marathon 1.x does, "for
 //!   compatibility"); other embeds (`tasks`, `readiness`, `taskStats`, `lastTaskFailure`,
-//!   `failures`) are asked for with either the `app.` or the `apps.` prefix. App, task, group,
+//!   `failures`) are asked for with either the `app.` or the `apps.` prefix. Lists of apps,
+//!   groups and tasks are in id order; deployments in the order they began. App, task, group,
 //!   deployment and queue objects carry only keys marathon-python's models accept, since it
 //!   builds them with `cls(**json)` and fails on any other key. Server-filled app fields are the
 //!   defaults of the seed's examples (L613-641, L1530-1559): cpus 1.0, mem 128.0, disk 0.0,
@@ -30,7 +31,10 @@
 //!   a service port from 10000 up, unique among the apps; an app that already had a port at
 //!   that index keeps it (so sending an app back unchanged changes nothing). When a body has
 //!   both and they disagree, the one that differs from the app as it is wins (the one the
-//!   client edited), `portDefinitions` if both do. Tasks get host ports from 31000 up.
+//!   client edited), `portDefinitions` if both do; ports given as `ports` keep the protocol,
+//!   name and labels of the definition at the same index. An app whose container maps its
+//!   ports (`portMappings`) gets no port definitions by default; the sandbox assigns no service
+//!   ports to port mappings (they are kept as given). Tasks get host ports from 31000 up.
 //! * **Ids** [14]: app and group ids are paths; one trailing `/` is ignored; relative ids are
 //!   resolved against the enclosing group (`.` and `..` allowed, not above `/`); each segment
 //!   must match Marathon's id pattern, or the answer is 422 `{"message": "Object is not
