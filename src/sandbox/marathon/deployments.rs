@@ -330,8 +330,7 @@ pub fn commit(data: &mut Data, ctx: &Ctx, change: Change, plan: Plan, force: boo
         if let Some(g) = data.groups.get_mut(&group) {
             g.apps.insert(put.id.clone());
         }
-        let app =
-            App { def, version: version.clone(), last_scaling_at: scaling, last_config_change_at: config, created };
+        let app = App::new(def, version.clone(), scaling, config, created);
         if let Some(uri) = &change.post {
             emit(ctx, ctx.now, "api_post_event", || {
                 let mut m = Map::new();
