@@ -243,6 +243,7 @@ pub enum SandboxCommand {
 
 #[derive(Args, Debug)]
 pub struct SandboxArgs {
+    /// The platform to emulate: apcera or marathon.
     #[arg(long, default_value = "apcera")]
     pub platform: String,
     /// Address to listen on (loopback; port 0 picks a free port).
@@ -257,7 +258,8 @@ pub struct SandboxArgs {
     /// Up to this many more milliseconds, at random.
     #[arg(long, default_value_t = 0)]
     pub latency_jitter_ms: u64,
-    /// Milliseconds asynchronous work (job starts, tasks) takes.
+    /// Milliseconds asynchronous work takes (job starts, tasks; each Marathon deployment step
+    /// that launches tasks).
     #[arg(long, default_value_t = 0)]
     pub rollout_ms: u64,
     /// Share of API requests answered 500, 502, 503 or 504 (0 to 1).

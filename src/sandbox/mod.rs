@@ -250,9 +250,16 @@ impl Sandbox {
         let flush: Arc<dyn Fn() -> anyhow::Result<()> + Send + Sync> = {
             let state = state.clone();
             let file = opts.state_file.clone();
-            Arc::new(move || match &file {
-                Some(f) => write_atomically(f, &state.snapshot()?),
-                None => Ok(()),
+            // One write at a time, the snapshot taken inside: the final write at shutdown
+            // waits for a background one still running (aborting the writer task does not
+            // stop its blocking write), and the newest snapshot is the one left on disk.
+            let one_at_a_time = Arc::new(Mutex::new(()));
+            Arc::new(move || {
+                let _turn = one_at_a_time.lock().unwrap_or_else(|e| e.into_inner());
+                match &file {
+                    Some(f) => write_atomically(f, &state.snapshot()?),
+                    None => Ok(()),
+                }
             })
         };
         let writer = {

@@ -96,6 +96,9 @@ impl SandboxProc {
 
     /// Stop with SIGTERM, so the sandbox writes its state file.
     pub fn stop(mut self) {
+        // Close the idle keep-alive connections first: the sandbox gives open connections a
+        // grace period before it stops.
+        self.http = reqwest::blocking::Client::new();
         if let Some(mut child) = self.child.take() {
             unsafe {
                 libc::kill(child.id() as i32, libc::SIGTERM);

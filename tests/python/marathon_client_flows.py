@@ -11,10 +11,10 @@ and no group /capstan-py/shop.
 import collections
 import collections.abc
 
-# marathon 0.13.0 predates Python 3.10, which removed these aliases; only aliases are added.
-for _name in ("Iterable", "Mapping", "MutableMapping", "Sequence"):
-    if not hasattr(collections, _name):
-        setattr(collections, _name, getattr(collections.abc, _name))
+# marathon 0.13.0 predates Python 3.10, which removed `collections.Iterable` (marathon/util.py
+# uses it); this alias is the only thing added to the client's world.
+if not hasattr(collections, "Iterable"):
+    collections.Iterable = collections.abc.Iterable
 
 import queue
 import sys
@@ -51,7 +51,7 @@ def rollout(ms):
     r.raise_for_status()
 
 
-def wait_for(deployment_id, limit=5.0):
+def wait_for(deployment_id, limit=10.0):
     """Poll the deployments list until `deployment_id` is gone, as marathon-python's docs say."""
     deadline = time.time() + limit
     while any(d.id == deployment_id for d in c.list_deployments()):
@@ -225,7 +225,8 @@ threading.Thread(target=listen, daemon=True).start()
 attached = events.get(timeout=5)
 assert isinstance(attached, MarathonEventStreamAttached), attached
 
-rollout(300)
+# Long enough that the checks below happen while the deployment runs, even on a busy machine.
+rollout(2000)
 throwaway = c.create_app("/capstan-py/slow", MarathonApp(cmd="slow", instances=2))
 deployment_id = throwaway.deployments[0].id
 running = c.list_deployments()

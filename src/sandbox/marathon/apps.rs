@@ -20,6 +20,28 @@ pub struct App {
     /// The version this app was created at; older versions belong to an earlier app of the
     /// same id.
     pub created: String,
+    /// `definition` serialised, made on first use: lists of hundreds of apps are mostly these
+    /// (an app is never changed in place; a change stores a new `App`).
+    #[serde(skip)]
+    pub cached: std::sync::OnceLock<String>,
+}
+
+impl App {
+    pub fn new(def: Map<String, Value>, version: String, scaling: String, config: String, created: String) -> App {
+        App {
+            def,
+            version,
+            last_scaling_at: scaling,
+            last_config_change_at: config,
+            created,
+            cached: Default::default(),
+        }
+    }
+
+    /// The app with its version and version info, as JSON.
+    pub fn definition_json(&self) -> &str {
+        self.cached.get_or_init(|| serde_json::to_string(&definition(self)).unwrap_or_else(|_| "{}".into()))
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -476,7 +498,15 @@ fn port_definitions(
                 .iter()
                 .enumerate()
                 .map(|(i, p)| match integer(p) {
-                    Some(n) if (0..=65535).contains(&n) => json!({ "port": n }),
+                    // The definition at the same index keeps its protocol, name and labels.
+                    Some(n) if (0..=65535).contains(&n) => match base_defs.get(i).and_then(Value::as_object) {
+                        Some(d) => {
+                            let mut d = d.clone();
+                            d.insert("port".into(), json!(n));
+                            Value::Object(d)
+                        }
+                        None => json!({ "port": n }),
+                    },
                     _ => {
                         c.fail(&format!("ports({i})"), "a port is an integer from 0 to 65535");
                         json!({ "port": 0 })
@@ -638,9 +668,22 @@ pub fn definition(app: &App) -> Map<String, Value> {
     m
 }
 
-/// The app as the API shows it, with what `embed` asks for.
-pub fn view(data: &Data, id: &str, app: &App, embed: Embed, now: u64) -> Value {
-    let mut m = definition(app);
+/// App id → the running deployments affecting it, built once per answer.
+pub type DeploymentIndex<'a> = std::collections::HashMap<&'a str, Vec<&'a str>>;
+
+pub fn deployment_index(data: &Data) -> DeploymentIndex<'_> {
+    let mut index: DeploymentIndex = Default::default();
+    for d in data.deployments.values() {
+        for a in &d.affected {
+            index.entry(a.as_str()).or_default().push(d.id.as_str());
+        }
+    }
+    index
+}
+
+/// What a view embeds besides the definition, by key.
+fn extras(data: &Data, index: &DeploymentIndex, id: &str, app: &App, embed: Embed, now: u64) -> Map<String, Value> {
+    let mut m = Map::new();
     let tasks = data.tasks.get(id).map(Vec::as_slice).unwrap_or(&[]);
     let healthy_when_running = app.def.get("healthChecks").and_then(Value::as_array).is_some_and(|h| !h.is_empty());
     if embed.counts {
@@ -651,12 +694,7 @@ pub fn view(data: &Data, id: &str, app: &App, embed: Embed, now: u64) -> Value {
         m.insert("tasksUnhealthy".into(), json!(0));
     }
     if embed.deployments {
-        let ids: Vec<Value> = data
-            .deployments
-            .values()
-            .filter(|d| d.affected.iter().any(|a| a == id))
-            .map(|d| json!({ "id": d.id }))
-            .collect();
+        let ids: Vec<Value> = index.get(id).map(|l| l.iter().map(|d| json!({ "id": d })).collect()).unwrap_or_default();
         m.insert("deployments".into(), Value::Array(ids));
     }
     if embed.tasks {
@@ -684,7 +722,26 @@ pub fn view(data: &Data, id: &str, app: &App, embed: Embed, now: u64) -> Value {
         };
         m.insert("taskStats".into(), stats);
     }
-    Value::Object(m)
+    m
+}
+
+/// Write the app as the API shows it, with what `embed` asks for: its cached definition and
+/// then the embedded keys.
+pub fn write_view(out: &mut String, data: &Data, index: &DeploymentIndex, id: &str, app: &App, embed: Embed, now: u64) {
+    let def = app.definition_json();
+    let extras = extras(data, index, id, app, embed, now);
+    if extras.is_empty() {
+        out.push_str(def);
+        return;
+    }
+    out.push_str(def.strip_suffix('}').unwrap_or(def));
+    for (k, v) in &extras {
+        out.push_str(",\"");
+        out.push_str(k);
+        out.push_str("\":");
+        out.push_str(&serde_json::to_string(v).unwrap_or_default());
+    }
+    out.push('}');
 }
 
 /// An id from a URL path: relative to the root; invalid is 422.
@@ -801,15 +858,34 @@ pub fn list(api: &Api, req: &Req) -> Result<Response, Fail> {
     let label = req.param("label");
     let data = api.lock();
     let now = super::unix_ms();
-    let apps: Vec<Value> = data
+    let index = deployment_index(&data);
+    let apps = data
         .apps
         .iter()
         .filter(|(id, _)| id_filter.is_none_or(|f| id.contains(f)))
         .filter(|(_, a)| cmd_filter.is_none_or(|f| a.def["cmd"].as_str().is_some_and(|c| c.contains(f))))
-        .filter(|(_, a)| label.is_none_or(|l| a.def["labels"].as_object().is_some_and(|m| label_matches(m, l))))
-        .map(|(id, a)| view(&data, id, a, embed, now))
-        .collect();
-    Ok(reply(StatusCode::OK, &json!({ "apps": apps })))
+        .filter(|(_, a)| label.is_none_or(|l| a.def["labels"].as_object().is_some_and(|m| label_matches(m, l))));
+    Ok(app_list(&data, &index, apps, embed, now))
+}
+
+/// `{"apps": […]}`.
+fn app_list<'a>(
+    data: &Data,
+    index: &DeploymentIndex,
+    apps: impl Iterator<Item = (&'a String, &'a App)>,
+    embed: Embed,
+    now: u64,
+) -> Response {
+    let mut out = String::with_capacity(64 * 1024);
+    out.push_str("{\"apps\":[");
+    for (i, (id, a)) in apps.enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        write_view(&mut out, data, index, id, a, embed, now);
+    }
+    out.push_str("]}");
+    raw_json(StatusCode::OK, out.into_bytes())
 }
 
 /// `GET /v2/apps/{group}/*`: the apps below a group.
@@ -818,9 +894,8 @@ fn group_apps(api: &Api, raw: &str) -> Result<Response, Fail> {
     let data = api.lock();
     let now = super::unix_ms();
     let embed = Embed { counts: true, deployments: true, ..Default::default() };
-    let apps: Vec<Value> =
-        data.apps.iter().filter(|(id, _)| is_under(id, &gid)).map(|(id, a)| view(&data, id, a, embed, now)).collect();
-    Ok(reply(StatusCode::OK, &json!({ "apps": apps })))
+    let index = deployment_index(&data);
+    Ok(app_list(&data, &index, data.apps.iter().filter(|(id, _)| is_under(id, &gid)), embed, now))
 }
 
 /// `GET /v2/apps/{id}`: always with counts, deployments and tasks.
@@ -832,7 +907,11 @@ fn show(api: &Api, req: &Req, raw: &str) -> Result<Response, Fail> {
     embed.tasks = true;
     let data = api.lock();
     let app = data.apps.get(&id).ok_or_else(|| Fail::no_app(&id))?;
-    Ok(reply(StatusCode::OK, &json!({ "app": view(&data, &id, app, embed, super::unix_ms()) })))
+    let index = deployment_index(&data);
+    let mut out = String::from("{\"app\":");
+    write_view(&mut out, &data, &index, &id, app, embed, super::unix_ms());
+    out.push('}');
+    Ok(raw_json(StatusCode::OK, out.into_bytes()))
 }
 
 fn invalid(errors: Vec<(String, String)>) -> Fail {

@@ -330,8 +330,7 @@ pub fn commit(data: &mut Data, ctx: &Ctx, change: Change, plan: Plan, force: boo
         if let Some(g) = data.groups.get_mut(&group) {
             g.apps.insert(put.id.clone());
         }
-        let app =
-            App { def, version: version.clone(), last_scaling_at: scaling, last_config_change_at: config, created };
+        let app = App::new(def, version.clone(), scaling, config, created);
         if let Some(uri) = &change.post {
             emit(ctx, ctx.now, "api_post_event", || {
                 let mut m = Map::new();
@@ -609,8 +608,9 @@ pub fn delete(api: &Api, req: &Req, id: &str) -> Result<Response, Fail> {
         }
         change.locked.push(app);
     }
+    // Forced, so the rollback cannot be refused once the deployment is cancelled.
     let plan = plan(&data, &change)?;
-    let (deployment, version) = commit(&mut data, &ctx, change, plan, false)?;
+    let (deployment, version) = commit(&mut data, &ctx, change, plan, true)?;
     drop(data);
     api.changed();
     Ok(deployed(StatusCode::OK, &deployment, &version, None))

@@ -1,9 +1,11 @@
 //! Groups: the tree, its versions, and `/v2/groups` (seed 004 L583-1111): show, create,
 //! update to exactly a subtree, scale, roll back, dry-run, delete.
 
-use super::apps::{self, Embed, normalize};
+use super::apps::{self, DeploymentIndex, Embed, normalize};
 use super::deployments::{self, Change, Put, steps_json};
-use super::{Api, Data, Fail, HISTORY, Req, ancestors, deployed, parent, reply, resolve, unix_ms, valid_segment};
+use super::{
+    Api, Data, Fail, HISTORY, Req, ancestors, deployed, parent, raw_json, reply, resolve, unix_ms, valid_segment,
+};
 use axum::http::{Method, StatusCode};
 use axum::response::Response;
 use serde::{Deserialize, Serialize};
@@ -127,22 +129,56 @@ impl GroupEmbed {
     }
 }
 
-fn group_json(data: &Data, gid: &str, g: &Group, embed: GroupEmbed, now: u64) -> Value {
-    let mut m = Map::new();
+/// Write a group and, as `embed` says, its apps and groups (the seed's keys, in its order).
+fn write_group(
+    out: &mut String,
+    data: &Data,
+    index: &DeploymentIndex,
+    gid: &str,
+    g: &Group,
+    embed: GroupEmbed,
+    now: u64,
+) {
+    out.push('{');
     if embed.apps {
-        let list: Vec<Value> =
-            g.apps.iter().filter_map(|a| data.apps.get(a).map(|x| apps::view(data, a, x, embed.app, now))).collect();
-        m.insert("apps".into(), Value::Array(list));
+        out.push_str("\"apps\":[");
+        let mut first = true;
+        for a in &g.apps {
+            if let Some(x) = data.apps.get(a) {
+                if !first {
+                    out.push(',');
+                }
+                first = false;
+                apps::write_view(out, data, index, a, x, embed.app, now);
+            }
+        }
+        out.push_str("],");
     }
-    m.insert("dependencies".into(), json!(g.dependencies));
+    out.push_str("\"dependencies\":");
+    out.push_str(&json(&g.dependencies));
     if embed.groups {
-        let list: Vec<Value> =
-            g.groups.iter().filter_map(|c| data.groups.get(c).map(|x| group_json(data, c, x, embed, now))).collect();
-        m.insert("groups".into(), Value::Array(list));
+        out.push_str(",\"groups\":[");
+        let mut first = true;
+        for c in &g.groups {
+            if let Some(x) = data.groups.get(c) {
+                if !first {
+                    out.push(',');
+                }
+                first = false;
+                write_group(out, data, index, c, x, embed, now);
+            }
+        }
+        out.push(']');
     }
-    m.insert("id".into(), json!(gid));
-    m.insert("version".into(), json!(g.version));
-    Value::Object(m)
+    out.push_str(",\"id\":");
+    out.push_str(&json(gid));
+    out.push_str(",\"version\":");
+    out.push_str(&json(&g.version));
+    out.push('}');
+}
+
+fn json<T: Serialize + ?Sized>(v: &T) -> String {
+    serde_json::to_string(v).unwrap_or_default()
 }
 
 fn group_id(raw: &str) -> Result<String, Fail> {
@@ -183,8 +219,10 @@ pub fn get(api: &Api, req: &Req, raw: &str) -> Result<Response, Fail> {
     let embed = GroupEmbed::parse(req);
     let data = api.lock();
     let g = data.groups.get(&gid).ok_or_else(|| Fail::no_group(&gid))?;
-    let body = group_json(&data, &gid, g, embed, unix_ms());
-    Ok(reply(StatusCode::OK, &body))
+    let index = if embed.app.deployments { apps::deployment_index(&data) } else { Default::default() };
+    let mut out = String::with_capacity(64 * 1024);
+    write_group(&mut out, &data, &index, &gid, g, embed, unix_ms());
+    Ok(raw_json(StatusCode::OK, out.into_bytes()))
 }
 
 /// `GET /v2/groups/{id}/versions`: a bare array, newest first.

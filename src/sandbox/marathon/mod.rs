@@ -8,7 +8,8 @@
 //!   `GET /v2/deployments` a bare array. `GET /v2/apps` always embeds counts and deployments;
 //!   `GET /v2/apps/{id}` always embeds counts, deployments and tasks (Marathon 1.x does, "for
 //!   compatibility"); other embeds (`tasks`, `readiness`, `taskStats`, `lastTaskFailure`,
-//!   `failures`) are asked for with either the `app.` or the `apps.` prefix. App, task, group,
+//!   `failures`) are asked for with either the `app.` or the `apps.` prefix. Lists of apps,
+//!   groups and tasks are in id order; deployments in the order they began. App, task, group,
 //!   deployment and queue objects carry only keys marathon-python's models accept, since it
 //!   builds them with `cls(**json)` and fails on any other key. Server-filled app fields are the
 //!   defaults of the seed's examples (L613-641, L1530-1559): cpus 1.0, mem 128.0, disk 0.0,
@@ -30,7 +31,10 @@
 //!   a service port from 10000 up, unique among the apps; an app that already had a port at
 //!   that index keeps it (so sending an app back unchanged changes nothing). When a body has
 //!   both and they disagree, the one that differs from the app as it is wins (the one the
-//!   client edited), `portDefinitions` if both do. Tasks get host ports from 31000 up.
+//!   client edited), `portDefinitions` if both do; ports given as `ports` keep the protocol,
+//!   name and labels of the definition at the same index. An app whose container maps its
+//!   ports (`portMappings`) gets no port definitions by default; the sandbox assigns no service
+//!   ports to port mappings (they are kept as given). Tasks get host ports from 31000 up.
 //! * **Ids** [14]: app and group ids are paths; one trailing `/` is ignored; relative ids are
 //!   resolved against the enclosing group (`.` and `..` allowed, not above `/`); each segment
 //!   must match Marathon's id pattern, or the answer is 422 `{"message": "Object is not
@@ -93,8 +97,8 @@
 //!   sandbox then brings its apps' tasks to their definitions at once (what Marathon's scale
 //!   check would do later) and starts the new deployment. `DELETE /v2/deployments/{id}` cancels
 //!   it and starts a deployment back to the affected apps' definitions before it (apps it
-//!   created are removed; groups it created stay); with `force=true` it is 202 with no body
-//!   and no rollback.
+//!   created are removed; groups it created stay), forced, so another deployment holding
+//!   those apps is cancelled too; with `force=true` it is 202 with no body and no rollback.
 //! * **Tasks** [16, 17, 18]: `<app id without the leading '/', '/' → '_'>.<uuid>` on host
 //!   `127.0.0.1`, staged (`startedAt: null`, state `TASK_STAGING`) until their step is done,
 //!   then running. Killing tasks without `scale` starts replacements, staged for `rollout_ms`;
@@ -237,6 +241,7 @@ pub fn load(state_file: Option<&Path>, shared: Arc<Shared>) -> anyhow::Result<Ap
     if !data.groups.contains_key("/") {
         let v = data.next_version(unix_ms());
         data.groups.insert("/".into(), groups::Group { version: v, ..Default::default() });
+        groups::record(&mut data, "/");
     }
     data.used_service_ports = data.apps.values().flat_map(|a| apps::service_ports(&a.def)).collect();
     let (events, _) = broadcast::channel(4096);
@@ -585,12 +590,21 @@ pub fn unix_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
-/// `2014-03-01T23:17:50.295Z`.
+/// `2014-03-01T23:17:50.295Z` (computed directly: task lists format thousands of these).
 pub fn iso(ms: u64) -> String {
-    let t = time::OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000)
-        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
-    t.format(time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"))
-        .unwrap_or_default()
+    let (secs, millis) = (ms / 1000, ms % 1000);
+    let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
+    // Days since 1970-01-01 to a civil date (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{millis:03}Z", rem / 3600, rem % 3600 / 60, rem % 60)
 }
 
 pub fn new_uuid() -> String {
@@ -630,9 +644,39 @@ mod tests {
         assert!(is_under("/x", "/"));
     }
 
+    /// What `engine::connect` does for the embedded sandbox: start it in-process by platform
+    /// with its state in `sandbox-marathon.json`, and find the state again next time.
+    #[tokio::test]
+    async fn the_embedded_sandbox_keeps_its_state_in_its_file() {
+        use crate::sandbox::{Platform, Sandbox, SandboxOptions};
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("sandbox-marathon.json");
+        let platform: Platform = "marathon".parse().unwrap();
+        let mut opts = SandboxOptions::new(platform);
+        opts.state_file = Some(file.clone());
+        let sb = Sandbox::start(opts.clone()).await.unwrap();
+        let http = reqwest::Client::builder().pool_max_idle_per_host(0).build().unwrap();
+        let created =
+            http.post(format!("{}/v2/apps", sb.url())).json(&json!({"id": "e", "cmd": "x"})).send().await.unwrap();
+        assert_eq!(created.status(), 201);
+        sb.shutdown().await.unwrap();
+        assert!(std::fs::read_to_string(&file).unwrap().contains("\"/e\""));
+        let sb = Sandbox::start(opts).await.unwrap();
+        let again = http.get(format!("{}/v2/apps/e", sb.url())).send().await.unwrap();
+        assert_eq!(again.status(), 200);
+        sb.shutdown().await.unwrap();
+    }
+
     #[test]
     fn versions_have_millis_and_z() {
         assert_eq!(iso(1_393_716_470_295), "2014-03-01T23:27:50.295Z");
+        assert_eq!(iso(0), "1970-01-01T00:00:00.000Z");
+        let format =
+            time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
+        for ms in (0..4_102_444_800_000u64).step_by(86_399_999_937) {
+            let t = time::OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000).unwrap();
+            assert_eq!(iso(ms), t.format(&format).unwrap(), "{ms}");
+        }
         let mut d = Data::default();
         let a = d.next_version(1000);
         let b = d.next_version(1000);

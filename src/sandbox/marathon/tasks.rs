@@ -228,13 +228,21 @@ pub fn list_all(api: &Api, req: &Req) -> Result<Response, Fail> {
     Ok(reply(StatusCode::OK, &json!({ "tasks": list })))
 }
 
+/// `scale` and `force`; `wipe` (persistent volumes, which the sandbox has none of) is only
+/// possible without `scale` (seed L482, L541, L1267).
+fn scale_and_wipe(req: &Req) -> Result<(bool, bool), Fail> {
+    let scale = req.flag("scale")?;
+    if scale && req.flag("wipe")? {
+        return Err(Fail::status(StatusCode::BAD_REQUEST, "wipe=true is only possible with scale=false"));
+    }
+    Ok((scale, req.flag("force")?))
+}
+
 /// Kill tasks of one app. Without `scale` Marathon starts replacements (staged for the
 /// rollout time) and answers the killed tasks; with it the app is scaled down by as many in
 /// a deployment, and the answer is that deployment.
 fn kill(api: &Api, req: &Req, id: &str, pick: impl Fn(&Task) -> bool, one: Option<&str>) -> Result<Response, Fail> {
-    let scale = req.flag("scale")?;
-    let force = req.flag("force")?;
-    req.flag("wipe")?;
+    let (scale, force) = scale_and_wipe(req)?;
     let mut data = api.lock();
     let ctx = api.ctx();
     let app = data.apps.get(id).ok_or_else(|| Fail::no_app(id))?;
@@ -293,9 +301,7 @@ pub fn kill_one(api: &Api, req: &Req, raw: &str, task: &str) -> Result<Response,
 /// `POST /v2/tasks/delete[?scale=]` with `{"ids": […]}`: ids it does not know are ignored;
 /// 200 with no body.
 pub fn delete_many(api: &Api, req: &Req) -> Result<Response, Fail> {
-    let scale = req.flag("scale")?;
-    let force = req.flag("force")?;
-    req.flag("wipe")?;
+    let (scale, force) = scale_and_wipe(req)?;
     let body = req.object()?;
     let ids: Vec<String> = match body.get("ids") {
         Some(Value::Array(a)) => a.iter().filter_map(Value::as_str).map(str::to_string).collect(),
