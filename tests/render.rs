@@ -176,3 +176,24 @@ fn the_example_application_validates() {
     out.ok();
     assert!(out.stdout.contains("10 resources"), "{}", out.stdout);
 }
+
+#[test]
+fn handlebars_templates_render_before_they_are_parsed_and_name_missing_values() {
+    let w = Workdir::new();
+    w.write("capstan.yaml", "platform: marathon\nvariables: {ENV: prod}\n");
+    w.write(
+        "web.json.hbs",
+        "{\n  \"id\": \"/web\",\n  \"cmd\": \"serve\",\n  \"instances\": {{#if (eq ENV \"prod\")}}5{{else}}1{{/if}}\n}\n",
+    );
+    let out = w.capstan(&["render", ".", "-o", "json"]);
+    out.ok();
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(v[0]["instances"], 5);
+    let out = w.capstan(&["render", ".", "-o", "json", "--var", "ENV=dev"]);
+    assert_eq!(serde_json::from_str::<serde_json::Value>(&out.stdout).unwrap()[0]["instances"], 1);
+
+    w.write("api.yaml.hbs", "id: /api\ncmd: serve\ninstances: {{REPLICAS}}\n");
+    let out = w.capstan(&["validate", "."]);
+    out.code(1);
+    assert!(out.stderr.contains("api.yaml.hbs:3:12") && out.stderr.contains("REPLICAS"), "{}", out.stderr);
+}

@@ -1,6 +1,7 @@
 //! Render: manifest files → the desired state, or every problem with its file:line:column.
 //!
-//! Per document: parse with positions ([`yaml`]), expand `${VAR}` ([`expand`]), write in the
+//! Per file: a handlebars template (`*.yaml.hbs`) is rendered first ([`template`]). Per
+//! document: parse with positions ([`yaml`]), expand `${VAR}` ([`expand`]), write in the
 //! default namespace (the provider knows where namespaces are), validate against the
 //! provider's JSON Schema ([`schema`]), and decode into resources. Then across files: no two
 //! declarations of one identity. Files are processed in parallel, and a file whose content and
@@ -8,6 +9,7 @@
 
 pub mod expand;
 pub mod schema;
+pub mod template;
 pub mod yaml;
 
 use crate::config::Config;
@@ -163,10 +165,34 @@ impl Inputs<'_> {
         h.digest128()
     }
 
+    /// What a template sees: the variables of capstan.yaml and `--var`, by name.
+    fn template_context(&self) -> Value {
+        let mut vars = serde_json::Map::new();
+        for (k, v) in self.config_vars.iter().chain(self.opts.vars.iter()) {
+            vars.insert(k.clone(), Value::String(v.clone()));
+        }
+        Value::Object(vars)
+    }
+
     fn render_file(&self, file: &SourceFile) -> FileOutput {
         let path: Arc<Path> = Arc::from(file.path.as_path());
         let mut out = FileOutput::default();
-        let docs = match yaml::parse_documents(&path, &file.text) {
+        let rendered;
+        let text: &str = if crate::source::is_template(&file.path) {
+            match template::render(&path, &file.text, &self.template_context()) {
+                Ok(t) => {
+                    rendered = t;
+                    &rendered
+                }
+                Err(e) => {
+                    out.diagnostics.push(e);
+                    return out;
+                }
+            }
+        } else {
+            &file.text
+        };
+        let docs = match yaml::parse_documents(&path, text) {
             Ok(d) => d,
             Err(e) => {
                 out.diagnostics.push(e);

@@ -35,12 +35,19 @@ pub struct Snapshot {
 }
 
 /// Whether a path inside the manifest directory is a manifest: `*.yaml`, `*.yml` or `*.json`,
-/// not hidden, and not the root's `capstan.yaml` (which is configuration).
+/// or one of those rendered from a handlebars template (`*.yaml.hbs`, ...), not hidden, and not
+/// the root's `capstan.yaml` (which is configuration).
 pub fn is_manifest_path(rel: &std::path::Path) -> bool {
     let Some(name) = rel.file_name().and_then(|n| n.to_str()) else {
         return false;
     };
+    let name = name.strip_suffix(".hbs").unwrap_or(name);
     (name.ends_with(".yaml") || name.ends_with(".yml") || name.ends_with(".json"))
         && !name.starts_with('.')
         && rel != std::path::Path::new(crate::config::CONFIG_FILE)
+}
+
+/// Whether a manifest file is a handlebars template, rendered before it is parsed.
+pub fn is_template(path: &std::path::Path) -> bool {
+    path.extension().is_some_and(|e| e == "hbs")
 }
