@@ -578,6 +578,7 @@ async fn daemon(args: DaemonArgs) -> anyhow::Result<u8> {
         },
         parallelism: args.parallelism,
         force: args.force,
+        allow_mass_delete: args.allow_mass_delete,
     };
     crate::daemon::serve(opts).await?;
     Ok(EXIT_OK)

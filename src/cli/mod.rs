@@ -208,6 +208,11 @@ pub struct DaemonArgs {
     /// Override a platform's deployment lock (Marathon: force=true) instead of waiting for it.
     #[arg(long)]
     pub force: bool,
+    /// Apply every plan, even one that deletes more than the mass-delete guard allows
+    /// (otherwise such a commit is refused; raising mass_delete in that commit's capstan.yaml
+    /// lets just it through).
+    #[arg(long)]
+    pub allow_mass_delete: bool,
     /// Set a variable (highest precedence); repeatable.
     #[arg(long = "var", value_name = "NAME=VALUE", value_parser = parse_var)]
     pub vars: Vec<(String, String)>,
