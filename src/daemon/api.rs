@@ -141,13 +141,10 @@ struct ListQuery {
 
 /// Applied commits, newest first (`?all=true` adds invalid, failed and pending ones).
 async fn configurations(State(d): Shared, Query(q): Query<ListQuery>) -> Response {
-    match d.store.list() {
+    match d.store.summaries() {
         Ok(list) => {
-            let items: Vec<Value> = list
-                .into_iter()
-                .filter(|c| q.all || c.status == super::store::CommitStatus::Applied)
-                .map(|c| json!({ "sha": c.sha, "status": c.status, "seen_at": c.seen_at, "applied_at": c.applied_at }))
-                .collect();
+            let items: Vec<_> =
+                list.into_iter().filter(|c| q.all || c.status == super::store::CommitStatus::Applied).collect();
             axum::Json(items).into_response()
         }
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}")),
@@ -158,7 +155,7 @@ async fn target(State(d): Shared) -> Response {
     let sha = d.status.lock().unwrap().target.clone();
     match sha {
         Some(sha) => {
-            let status = d.store.get(&sha).ok().flatten().map(|c| c.status);
+            let status = d.store.status(&sha).ok().flatten();
             axum::Json(json!({ "sha": sha, "status": status })).into_response()
         }
         None => error(StatusCode::NOT_FOUND, "no commit seen yet"),
@@ -169,11 +166,16 @@ async fn configuration(State(d): Shared, Path(sha): Path<String>) -> Response {
     // A unique prefix of a commit id is enough, as in git.
     let found = match d.store.get(&sha) {
         Ok(Some(c)) => Some(c),
-        _ => d.store.list().ok().and_then(|l| {
-            let mut m = l.into_iter().filter(|c| c.sha.starts_with(&sha));
-            let first = m.next();
-            if m.next().is_some() { None } else { first }
-        }),
+        _ => d
+            .store
+            .summaries()
+            .ok()
+            .and_then(|l| {
+                let mut m = l.into_iter().filter(|c| c.sha.starts_with(&sha));
+                let first = m.next();
+                if m.next().is_some() { None } else { first }
+            })
+            .and_then(|c| d.store.get(&c.sha).ok().flatten()),
     };
     match found {
         Some(c) => axum::Json(c).into_response(),

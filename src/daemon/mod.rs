@@ -395,7 +395,7 @@ impl Daemon {
             self.status.lock().unwrap().target = Some(sha.clone());
             self.events.publish(Event::CommitSeen { sha: sha.clone(), superseded });
         }
-        let known = self.store.get(&sha).ok().flatten().map(|c| c.status);
+        let known = self.store.status(&sha).ok().flatten();
         let drift_check = match (reason, known) {
             // An invalid commit stays invalid; nothing to do until the next commit.
             (_, Some(CommitStatus::Invalid)) if reason != Reason::Sync => return "invalid",
@@ -516,7 +516,7 @@ impl Daemon {
         };
         let mut superseded = Vec::new();
         for c in skipped {
-            let known = self.store.get(&c).ok().flatten().map(|c| c.status);
+            let known = self.store.status(&c).ok().flatten();
             if matches!(known, None | Some(CommitStatus::Pending | CommitStatus::Applying)) {
                 let _ = self.store.supersede(&c, to);
                 superseded.push(c);
@@ -688,14 +688,7 @@ impl Daemon {
             st.drifted.clear();
         }
         // Older commits that never got applied will not be.
-        if let Ok(list) = self.store.list() {
-            for c in list
-                .iter()
-                .filter(|c| c.sha != sha && matches!(c.status, CommitStatus::Pending | CommitStatus::Applying))
-            {
-                let _ = self.store.supersede(&c.sha, sha);
-            }
-        }
+        let _ = self.store.supersede_pending(sha, sha);
         self.events.publish(Event::Converged { sha: sha.to_string() });
         tracing::info!("converged to {}", short(sha));
         "converged"

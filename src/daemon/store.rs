@@ -75,6 +75,17 @@ pub struct Configuration {
     pub superseded_by: Option<String>,
 }
 
+/// A commit without its (possibly large) rendered manifest, outcome and errors.
+#[derive(Clone, Debug, Serialize)]
+pub struct Summary {
+    pub sha: String,
+    pub status: CommitStatus,
+    pub seen_at: i64,
+    pub applied_at: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub superseded_by: Option<String>,
+}
+
 pub struct Store {
     db: Mutex<Connection>,
 }
@@ -140,6 +151,16 @@ impl Store {
         Ok(())
     }
 
+    /// Every commit pending or being applied but `except` is superseded by `by`.
+    pub fn supersede_pending(&self, except: &str, by: &str) -> anyhow::Result<()> {
+        self.db.lock().unwrap().execute(
+            "UPDATE configurations SET status = 'superseded', superseded_by = ?2
+             WHERE sha != ?1 AND status IN ('pending', 'applying')",
+            params![except, by],
+        )?;
+        Ok(())
+    }
+
     pub fn set_status(&self, sha: &str, status: CommitStatus) -> anyhow::Result<()> {
         let db = self.db.lock().unwrap();
         let applied_at = (status == CommitStatus::Applied).then(now);
@@ -201,6 +222,32 @@ impl Store {
         )
         .optional()
         .map_err(Into::into)
+    }
+
+    /// What became of a commit, without reading its records.
+    pub fn status(&self, sha: &str) -> anyhow::Result<Option<CommitStatus>> {
+        let db = self.db.lock().unwrap();
+        let status: Option<String> =
+            db.query_row("SELECT status FROM configurations WHERE sha = ?1", params![sha], |r| r.get(0)).optional()?;
+        Ok(status.map(|s| CommitStatus::parse(&s)))
+    }
+
+    /// Every commit seen, newest first, without the large fields (a daemon holding thousands
+    /// of resources stores megabytes per commit).
+    pub fn summaries(&self) -> anyhow::Result<Vec<Summary>> {
+        let db = self.db.lock().unwrap();
+        let mut stmt =
+            db.prepare("SELECT sha, status, seen_at, applied_at, superseded_by FROM configurations ORDER BY seq DESC")?;
+        let rows = stmt.query_map([], |r| {
+            Ok(Summary {
+                sha: r.get(0)?,
+                status: CommitStatus::parse(&r.get::<_, String>(1)?),
+                seen_at: r.get(2)?,
+                applied_at: r.get(3)?,
+                superseded_by: r.get(4)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     /// Every commit seen, newest first.
@@ -277,6 +324,15 @@ mod tests {
         for sha in ["applied", "pending", "unseen"] {
             s.supersede(sha, "newest").unwrap();
         }
+        s.seen("applying").unwrap();
+        s.set_status("applying", CommitStatus::Applying).unwrap();
+        s.seen("newest").unwrap();
+        s.supersede_pending("newest", "newest").unwrap();
+        assert_eq!(s.status("applying").unwrap(), Some(CommitStatus::Superseded));
+        assert_eq!(s.status("newest").unwrap(), Some(CommitStatus::Pending));
+        assert_eq!(s.status("nothing").unwrap(), None);
+        let summaries: Vec<String> = s.summaries().unwrap().into_iter().map(|c| c.sha).collect();
+        assert_eq!(summaries, ["newest", "applying", "unseen", "pending", "applied"]);
         let get = |sha: &str| s.get(sha).unwrap().unwrap();
         assert_eq!(get("applied").status, CommitStatus::Applied);
         assert_eq!(get("applied").superseded_by, None);
