@@ -1011,3 +1011,47 @@ fn a_burst_of_commits_during_an_apply_coalesces_into_the_newest_and_the_others_a
     let seen = events.until(|e| e["type"] == "commit_seen" && e["sha"] == *newest);
     assert_eq!(seen["superseded"], json!([burst[0], burst[1]]));
 }
+
+/// Reconciles so far, from `/metrics`.
+fn reconciles(d: &DaemonProc) -> u64 {
+    d.text("/metrics")
+        .lines()
+        .filter(|l| l.starts_with("capstan_reconciles_total{"))
+        .map(|l| l.rsplit_once(' ').unwrap().1.parse::<u64>().unwrap())
+        .sum()
+}
+
+#[test]
+fn an_idle_daemon_does_not_wake_itself_by_reading_its_repository() {
+    let sb = SandboxProc::start(&[]);
+    let repo = Repo::new();
+    repo.write("capstan.yaml", &config_for(&sb, ""));
+    repo.write("web.yaml", &job_yaml("web", "1"));
+    let sha = repo.commit("web");
+    let state = tempfile::tempdir().unwrap();
+    let d = DaemonProc::start(repo.path().to_str().unwrap(), state.path(), &[], &[]);
+    d.wait_for("the commit", WAIT, |d| applied(d, &sha));
+    d.wait_for("the daemon to be idle", WAIT, |d| d.get("/v1/status").1["phase"] == "idle");
+    // Every reconcile reads HEAD and the refs; those reads are no reason for another.
+    let before = reconciles(&d);
+    std::thread::sleep(Duration::from_millis(1000));
+    assert_eq!(reconciles(&d), before, "the daemon reconciled with nothing new");
+    assert_eq!(d.get("/v1/status").1["phase"], "idle");
+}
+
+#[test]
+fn a_daemon_given_a_relative_repository_path_sees_new_commits() {
+    let sb = SandboxProc::start(&[]);
+    let repo = Repo::new();
+    repo.write("capstan.yaml", &config_for(&sb, ""));
+    repo.write("web.yaml", &job_yaml("web", "1"));
+    let first = repo.commit("web v1");
+    let state = tempfile::tempdir().unwrap();
+    // No polling to fall back on: only the refs watcher can see the next commit.
+    let d = DaemonProc::start_in(repo.path(), ".", state.path(), &["--interval", "1h", "--resync", "1h"]);
+    d.wait_for("the first commit", WAIT, |d| applied(d, &first));
+    repo.write("web.yaml", &job_yaml("web", "2"));
+    let second = repo.commit("web v2");
+    d.wait_for("the next commit, seen by the watcher", Duration::from_secs(10), |d| applied(d, &second));
+    assert_eq!(sb.job("job::/dev::web").unwrap()["tags"]["version"], "2");
+}

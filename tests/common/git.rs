@@ -219,16 +219,32 @@ pub struct DaemonProc {
 impl DaemonProc {
     /// Logs go to the test's stderr (`RUST_LOG=capstan=info`, unless `env` says otherwise).
     pub fn start(repo: &str, state_dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Self {
-        Self::spawn(repo, state_dir, extra, env, Stdio::inherit())
+        Self::spawn(None, repo, state_dir, extra, env, Stdio::inherit())
     }
 
     /// As `start`, with the daemon's stderr written to `log`.
     pub fn start_logged(repo: &str, state_dir: &Path, extra: &[&str], env: &[(&str, &str)], log: &Path) -> Self {
-        Self::spawn(repo, state_dir, extra, env, std::fs::File::create(log).unwrap().into())
+        Self::spawn(None, repo, state_dir, extra, env, std::fs::File::create(log).unwrap().into())
     }
 
-    fn spawn(repo: &str, state_dir: &Path, extra: &[&str], env: &[(&str, &str)], stderr: Stdio) -> Self {
-        let mut child = Command::new(capstan_bin())
+    /// As `start`, in the working directory `cwd` (for a relative `repo`).
+    pub fn start_in(cwd: &Path, repo: &str, state_dir: &Path, extra: &[&str]) -> Self {
+        Self::spawn(Some(cwd), repo, state_dir, extra, &[], Stdio::inherit())
+    }
+
+    fn spawn(
+        cwd: Option<&Path>,
+        repo: &str,
+        state_dir: &Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+        stderr: Stdio,
+    ) -> Self {
+        let mut cmd = Command::new(capstan_bin());
+        if let Some(dir) = cwd {
+            cmd.current_dir(dir);
+        }
+        let mut child = cmd
             .args(["daemon", "--repo", repo, "--listen", "127.0.0.1:0", "--state-dir"])
             .arg(state_dir)
             .args(extra)
