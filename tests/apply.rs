@@ -392,3 +392,71 @@ fn the_json_plan_follows_its_schema() {
     assert_eq!(plan["format_version"], "1.0");
     assert_eq!(plan["summary"]["create"], 10);
 }
+
+/// Run capstan in `dir` with `RUST_LOG` set; returns the run.
+fn capstan_logged(dir: &std::path::Path, rust_log: &str, args: &[&str]) -> Run {
+    let out = std::process::Command::new(capstan_bin())
+        .args(args)
+        .current_dir(dir)
+        .env("RUST_LOG", rust_log)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// Every line of `stderr` is one JSON object with a level and a message (or fields).
+fn json_lines(what: &str, stderr: &str) -> Vec<Value> {
+    assert!(!stderr.is_empty(), "{what} wrote nothing to stderr");
+    stderr
+        .lines()
+        .map(|line| {
+            let v: Value = serde_json::from_str(line)
+                .unwrap_or_else(|e| panic!("{what}: a stderr line is not JSON ({e}): {line:?}\n{stderr}"));
+            assert!(v.is_object(), "{what}: not an object: {line}");
+            assert!(v["level"].is_string() && v["fields"].is_object(), "{what}: no level or fields: {line}");
+            v
+        })
+        .collect()
+}
+
+#[test]
+fn with_log_format_json_every_line_of_stderr_is_one_json_object() {
+    let (_sb, w) = example();
+    let messages = |lines: &[Value]| -> Vec<String> {
+        lines.iter().filter_map(|l| l["fields"]["message"].as_str().map(str::to_string)).collect()
+    };
+
+    let plan = capstan_logged(w.path(), "capstan=info", &["plan", ".", "--log-format", "json"]);
+    plan.ok();
+    let lines = json_lines("plan", &plan.stderr);
+    assert!(messages(&lines).iter().any(|m| m.starts_with("Planning against target sandbox")), "{}", plan.stderr);
+    assert!(
+        lines.iter().any(|l| l["fields"]["message"] == "planned" && l["fields"]["steps"].is_number()),
+        "{}",
+        plan.stderr
+    );
+
+    let apply = capstan_logged(w.path(), "capstan=debug", &["--log-format", "json", "apply", ".", "--yes"]);
+    apply.ok();
+    let lines = json_lines("apply", &apply.stderr);
+    assert!(messages(&lines).iter().any(|m| m.starts_with("Applying to target sandbox")), "{}", apply.stderr);
+
+    // Errors and their diagnostics, one object each, at their level.
+    w.write("broken.yaml", "jobs:\n  job::::broken:\n    stat: started\n");
+    let invalid = capstan_logged(w.path(), "capstan=info", &["plan", ".", "--log-format", "json"]);
+    invalid.code(1);
+    let lines = json_lines("an invalid plan", &invalid.stderr);
+    assert!(
+        lines.iter().any(|l| l["level"] == "ERROR"
+            && l["fields"]["message"].as_str().unwrap().starts_with("broken.yaml:3:5: error: unknown field `stat`")),
+        "{}",
+        invalid.stderr
+    );
+    assert!(messages(&lines).iter().any(|m| m.contains("error(s) in the manifests; nothing was applied")));
+    assert!(!invalid.stderr.contains('\x1b'), "no colour inside JSON");
+}

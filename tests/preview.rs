@@ -293,41 +293,72 @@ fn a_secret_is_in_no_output_log_event_or_stored_record() {
     }
     assert!(sb.requests().iter().any(|r| r.to_string().contains(SECRET)), "the platform did get the secret");
 
-    // The daemon: a change of the secret, events, API, stored records.
-    let state = tempfile::tempdir().unwrap();
-    let d = DaemonProc::start(repo.path().to_str().unwrap(), state.path(), &[], &[]);
-    d.wait_for("the first commit", Duration::from_secs(30), |d| d.status_of(&sha).as_deref() == Some("applied"));
-    let events = reqwest::blocking::Client::builder().timeout(Duration::from_secs(3)).build().unwrap();
-    repo.write("capstan.yaml", &repo.read("capstan.yaml").replace(SECRET, "s3cr3t-Val-NEW2"));
-    let second = repo.commit("rotate");
-    d.wait_for("the rotation", Duration::from_secs(30), |d| d.status_of(&second).as_deref() == Some("applied"));
-    for path in [
-        "/v1/status".to_string(),
-        "/v1/plans/deploy".to_string(),
-        "/v1/configurations?all=true".to_string(),
-        format!("/v1/configurations/{sha}"),
-        format!("/v1/configurations/{second}"),
-        format!("/v1/configurations/{second}/plan"),
-        "/metrics".to_string(),
-    ] {
-        seen.push((path.clone(), d.text(&path)));
+    // The daemon, logging at debug level as text and as JSON: a change of the secret each time,
+    // its own stderr, events, API, stored records.
+    let rotations = ["s3cr3t-Val-NEW2", "s3cr3t-Val-NEW3"];
+    let mut current = SECRET;
+    let mut first = sha.clone();
+    for (format, rotated) in ["text", "json"].into_iter().zip(rotations) {
+        let state = tempfile::tempdir().unwrap();
+        let log = state.path().join("daemon.log");
+        let d = DaemonProc::start_logged(
+            repo.path().to_str().unwrap(),
+            state.path(),
+            &["--log-format", format],
+            &env_debug,
+            &log,
+        );
+        d.wait_for("the first commit", Duration::from_secs(30), |d| d.status_of(&first).as_deref() == Some("applied"));
+        let events = reqwest::blocking::Client::builder().timeout(Duration::from_secs(3)).build().unwrap();
+        repo.write("capstan.yaml", &repo.read("capstan.yaml").replace(current, rotated));
+        let second = repo.commit("rotate");
+        d.wait_for("the rotation", Duration::from_secs(30), |d| d.status_of(&second).as_deref() == Some("applied"));
+        for path in [
+            "/v1/status".to_string(),
+            "/v1/plans/deploy".to_string(),
+            "/v1/configurations?all=true".to_string(),
+            format!("/v1/configurations/{first}"),
+            format!("/v1/configurations/{second}"),
+            format!("/v1/configurations/{second}/plan"),
+            "/metrics".to_string(),
+        ] {
+            seen.push((format!("{path} ({format})"), d.text(&path)));
+        }
+        // The event stream's history, read with Last-Event-ID 0.
+        let history = events.get(format!("{}/v1/events", d.url)).header("Last-Event-ID", "0").send().unwrap();
+        let mut body = String::new();
+        let _ = std::io::Read::read_to_string(&mut std::io::BufReader::new(history), &mut body);
+        seen.push((format!("events ({format})"), body));
+        let code = d.stop();
+        assert_eq!(code, 0);
+        let logged = std::fs::read_to_string(&log).unwrap();
+        assert!(logged.contains("converged"), "the daemon's log ({format}) is captured:\n{logged}");
+        let debug = if format == "json" { "\"level\":\"DEBUG\"" } else { " DEBUG " };
+        assert!(logged.contains(debug), "the daemon logs at debug level ({format}):\n{logged}");
+        if format == "json" {
+            for line in logged.lines() {
+                serde_json::from_str::<Value>(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+            }
+        }
+        seen.push((format!("the daemon's stderr (--log-format {format}, RUST_LOG=debug)"), logged));
+        for entry in walk(state.path()) {
+            let bytes = std::fs::read(&entry).unwrap_or_default();
+            if entry.to_string_lossy().contains("sandbox-") || entry.to_string_lossy().contains("repos") {
+                continue; // the platform's own state, not capstan's record
+            }
+            seen.push((entry.display().to_string(), String::from_utf8_lossy(&bytes).to_string()));
+        }
+        (current, first) = (rotated, second);
     }
-    // The event stream's history, read with Last-Event-ID 0.
-    let history = events.get(format!("{}/v1/events", d.url)).header("Last-Event-ID", "0").send().unwrap();
-    let mut body = String::new();
-    let _ = std::io::Read::read_to_string(&mut std::io::BufReader::new(history), &mut body);
-    seen.push(("events".into(), body));
-    let code = d.stop();
-    assert_eq!(code, 0);
-    for entry in walk(state.path()).into_iter().chain(walk(&repo.path().join(".capstan"))) {
+    for entry in walk(&repo.path().join(".capstan")) {
         let bytes = std::fs::read(&entry).unwrap_or_default();
         if entry.to_string_lossy().contains("sandbox-") || entry.to_string_lossy().contains("repos") {
-            continue; // the platform's own state, not capstan's record
+            continue;
         }
         seen.push((entry.display().to_string(), String::from_utf8_lossy(&bytes).to_string()));
     }
     for (where_, text) in &seen {
-        for secret in [SECRET, "s3cr3t-Val-NEW2"] {
+        for secret in [SECRET, "s3cr3t-Val-NEW2", "s3cr3t-Val-NEW3"] {
             assert!(!text.contains(secret), "the secret appears in {where_}:\n{}", &text[..text.len().min(3000)]);
         }
     }

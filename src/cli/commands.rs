@@ -3,7 +3,7 @@
 use super::output::{self, Style};
 use super::{
     Cli, Command, DaemonArgs, InputArgs, PlanAction, PlanFormat, PreviewArgs, RenderFormat, RollbackArgs, SandboxArgs,
-    SandboxCommand, TargetArgs, markdown, shutdown_signal,
+    SandboxCommand, TargetArgs, markdown, note, shutdown_signal,
 };
 use crate::apply::{self, ApplyOptions, Observer, Status, StepOutcome};
 use crate::config::Config;
@@ -18,6 +18,7 @@ use crate::source::{self, Snapshot};
 use anyhow::Context;
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
+use tracing::Level;
 
 pub const EXIT_OK: u8 = 0;
 pub const EXIT_ERROR: u8 = 1;
@@ -56,10 +57,13 @@ pub async fn run(cli: Cli) -> u8 {
         }
         Err(e) => {
             if let Some(InvalidInput(diags)) = e.downcast_ref::<InvalidInput>() {
-                eprint!("{}", output::diagnostics_text(diags, err_style));
-                eprintln!("capstan: {} error(s) in the manifests; nothing was applied.", diags.errors().count());
+                print_diagnostics(diags, err_style);
+                note(
+                    Level::ERROR,
+                    &format!("capstan: {} error(s) in the manifests; nothing was applied.", diags.errors().count()),
+                );
             } else {
-                eprintln!("{}: {e:#}", err_style.red("capstan: error"));
+                note(Level::ERROR, &format!("{}: {e:#}", err_style.red("capstan: error")));
             }
             EXIT_ERROR
         }
@@ -85,7 +89,7 @@ fn read_input(input: &InputArgs) -> anyhow::Result<Input> {
             let git = GitSource::open(spec, &state_dir)?;
             git.fetch()?;
             let commit = git.resolve()?;
-            eprintln!("Using commit {commit} of {location}.");
+            note(Level::INFO, &format!("Using commit {commit} of {location}."));
             (git.snapshot(&commit)?, state_dir, Some(git), Some(commit))
         }
         None => {
@@ -125,7 +129,21 @@ fn render_offline(
 
 fn print_warnings(warnings: &Diagnostics, color: super::ColorChoice) {
     if !warnings.0.is_empty() {
-        eprint!("{}", output::diagnostics_text(warnings, Style::stderr(color)));
+        print_diagnostics(warnings, Style::stderr(color));
+    }
+}
+
+/// On stderr: as text, or one JSON line per diagnostic.
+fn print_diagnostics(diags: &Diagnostics, style: Style) {
+    if !super::json_stderr() {
+        return note(Level::INFO, &output::diagnostics_text(diags, style));
+    }
+    for d in &diags.0 {
+        let level = match d.severity {
+            crate::diagnostic::Severity::Error => Level::ERROR,
+            crate::diagnostic::Severity::Warning => Level::WARN,
+        };
+        note(level, &output::diagnostic_text(d, style));
     }
 }
 
@@ -226,7 +244,7 @@ async fn plan(
             print!("{}", markdown::render(&report, template.as_deref())?);
         }
         PlanFormat::Text => {
-            eprintln!("{}", Style::stderr(color).dim(&format!("Planning against {description}.")));
+            note(Level::INFO, &Style::stderr(color).dim(&format!("Planning against {description}.")));
             if let Some(d) = &declared {
                 print!("{}", d.text(Style::stdout(color)));
             }
@@ -473,14 +491,14 @@ async fn apply(
         // One apply per target: a second fails at once, naming the holder.
         let _lock = crate::lock::TargetLock::acquire(&connected.key)?;
         for earlier in crate::journal::Journal::take_unfinished(&state_dir, &connected.key)? {
-            eprintln!("{}", Style::stderr(color).yellow(&format!("Resuming: {}.", earlier.describe())));
+            note(Level::WARN, &Style::stderr(color).yellow(&format!("Resuming: {}.", earlier.describe())));
         }
         let prune = target.prune || config.prune;
         let planned =
             engine::plan(connected.provider.as_ref(), &snapshot, &config, &render_options(input), prune, None)
                 .await
                 .map_err(plan_error)?;
-        eprintln!("{}", Style::stderr(color).dim(&format!("Applying to {}.", connected.description)));
+        note(Level::INFO, &Style::stderr(color).dim(&format!("Applying to {}.", connected.description)));
         let redactor = &planned.rendered.redactor;
         print!("{}", output::plan_text(&planned.changes, &planned.plan, &planned.rendered.warnings, style, redactor));
         if let Some(p) = &planned.preview {
@@ -593,6 +611,7 @@ async fn daemon(args: DaemonArgs) -> anyhow::Result<u8> {
         },
         parallelism: args.parallelism,
         force: args.force,
+        allow_mass_delete: args.allow_mass_delete,
     };
     crate::daemon::serve(opts).await?;
     Ok(EXIT_OK)
@@ -629,10 +648,10 @@ async fn rollback(args: RollbackArgs, color: super::ColorChoice) -> anyhow::Resu
         namespace: args.namespace.clone(),
         allow_missing_vars: args.allow_missing_vars,
     };
-    eprintln!(
-        "{}",
-        Style::stderr(color)
-            .bold(&format!("Rolling back to {}: its configuration is planned and applied again.", args.to))
+    note(
+        Level::INFO,
+        &Style::stderr(color)
+            .bold(&format!("Rolling back to {}: its configuration is planned and applied again.", args.to)),
     );
     apply(&input, &args.target, args.yes, args.parallelism, args.allow_mass_delete, color).await
 }

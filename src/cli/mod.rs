@@ -208,6 +208,11 @@ pub struct DaemonArgs {
     /// Override a platform's deployment lock (Marathon: force=true) instead of waiting for it.
     #[arg(long)]
     pub force: bool,
+    /// Apply every plan, even one that deletes more than the mass-delete guard allows
+    /// (otherwise such a commit is refused; raising mass_delete in that commit's capstan.yaml
+    /// lets just it through).
+    #[arg(long)]
+    pub allow_mass_delete: bool,
     /// Set a variable (highest precedence); repeatable.
     #[arg(long = "var", value_name = "NAME=VALUE", value_parser = parse_var)]
     pub vars: Vec<(String, String)>,
@@ -367,8 +372,36 @@ fn parse_var(s: &str) -> Result<(String, String), String> {
     Ok((k.to_string(), v.to_string()))
 }
 
+/// Whether stderr carries JSON lines (`--log-format json`).
+static JSON_STDERR: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+pub(crate) fn json_stderr() -> bool {
+    JSON_STDERR.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// A message for people on stderr (what is being used, errors, warnings). With
+/// `--log-format json` it is one JSON object shaped as the log lines are, so that every line
+/// of stderr is one object; it is shown whatever `RUST_LOG` says.
+pub(crate) fn note(level: tracing::Level, text: &str) {
+    if json_stderr() {
+        let timestamp = crate::daemon::now_rfc3339();
+        let line = serde_json::json!({
+            "timestamp": timestamp,
+            "level": level.as_str(),
+            "fields": { "message": text.trim_end() },
+            "target": "capstan",
+        });
+        eprintln!("{line}");
+    } else if text.ends_with('\n') {
+        eprint!("{text}");
+    } else {
+        eprintln!("{text}");
+    }
+}
+
 fn init_logging(format: LogFormat) {
     use tracing_subscriber::EnvFilter;
+    JSON_STDERR.store(format == LogFormat::Json, std::sync::atomic::Ordering::Relaxed);
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     match format {

@@ -42,7 +42,11 @@ impl Style {
         Self::new(choice, std::io::stdout().is_terminal())
     }
 
+    /// Never coloured when stderr carries JSON lines.
     pub fn stderr(choice: ColorChoice) -> Self {
+        if super::json_stderr() {
+            return Style { color: false };
+        }
         Self::new(choice, std::io::stderr().is_terminal())
     }
 
@@ -85,7 +89,7 @@ pub fn diagnostics_text(diags: &Diagnostics, style: Style) -> String {
     out
 }
 
-fn diagnostic_text(d: &Diagnostic, style: Style) -> String {
+pub fn diagnostic_text(d: &Diagnostic, style: Style) -> String {
     let label = match d.severity {
         Severity::Error => style.red("error"),
         Severity::Warning => style.yellow("warning"),

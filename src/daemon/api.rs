@@ -21,8 +21,8 @@ use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
 use std::convert::Infallible;
 use std::sync::Arc;
+use tokio::sync::broadcast::error::RecvError;
 use tokio_stream::StreamExt;
-use tokio_stream::wrappers::BroadcastStream;
 
 type Shared = State<Arc<Daemon>>;
 
@@ -141,13 +141,10 @@ struct ListQuery {
 
 /// Applied commits, newest first (`?all=true` adds invalid, failed and pending ones).
 async fn configurations(State(d): Shared, Query(q): Query<ListQuery>) -> Response {
-    match d.store.list() {
+    match d.store.summaries() {
         Ok(list) => {
-            let items: Vec<Value> = list
-                .into_iter()
-                .filter(|c| q.all || c.status == super::store::CommitStatus::Applied)
-                .map(|c| json!({ "sha": c.sha, "status": c.status, "seen_at": c.seen_at, "applied_at": c.applied_at }))
-                .collect();
+            let items: Vec<_> =
+                list.into_iter().filter(|c| q.all || c.status == super::store::CommitStatus::Applied).collect();
             axum::Json(items).into_response()
         }
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}")),
@@ -158,7 +155,7 @@ async fn target(State(d): Shared) -> Response {
     let sha = d.status.lock().unwrap().target.clone();
     match sha {
         Some(sha) => {
-            let status = d.store.get(&sha).ok().flatten().map(|c| c.status);
+            let status = d.store.status(&sha).ok().flatten();
             axum::Json(json!({ "sha": sha, "status": status })).into_response()
         }
         None => error(StatusCode::NOT_FOUND, "no commit seen yet"),
@@ -169,11 +166,16 @@ async fn configuration(State(d): Shared, Path(sha): Path<String>) -> Response {
     // A unique prefix of a commit id is enough, as in git.
     let found = match d.store.get(&sha) {
         Ok(Some(c)) => Some(c),
-        _ => d.store.list().ok().and_then(|l| {
-            let mut m = l.into_iter().filter(|c| c.sha.starts_with(&sha));
-            let first = m.next();
-            if m.next().is_some() { None } else { first }
-        }),
+        _ => d
+            .store
+            .summaries()
+            .ok()
+            .and_then(|l| {
+                let mut m = l.into_iter().filter(|c| c.sha.starts_with(&sha));
+                let first = m.next();
+                if m.next().is_some() { None } else { first }
+            })
+            .and_then(|c| d.store.get(&c.sha).ok().flatten()),
     };
     match found {
         Some(c) => axum::Json(c).into_response(),
@@ -201,6 +203,7 @@ async fn status(State(d): Shared) -> axum::Json<Value> {
         "interrupted": st.interrupted,
         "drifted": st.drifted,
         "ready": st.ready,
+        "locked_by": st.locked_by,
         "repository": { "location": d.opts.repo.location, "ref": d.opts.repo.reference, "path": d.opts.repo.path },
         "platform": d.platform(),
         "destination": d.target_description(),
@@ -216,8 +219,9 @@ async fn ready(State(d): Shared) -> Response {
     }
 }
 
+/// The body is OpenMetrics text (it ends with `# EOF`), so it says so; Prometheus accepts it.
 async fn metrics(State(d): Shared) -> Response {
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], d.metrics.render()).into_response()
+    ([(header::CONTENT_TYPE, super::metrics::CONTENT_TYPE)], d.metrics.render()).into_response()
 }
 
 fn sse_event(e: &Envelope) -> SseEvent {
@@ -229,7 +233,21 @@ async fn events(State(d): Shared, headers: HeaderMap) -> Sse<impl Stream<Item = 
     let last = headers.get("last-event-id").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     let (missed, rx) = d.events.subscribe(last);
     let replay = tokio_stream::iter(missed.into_iter().map(|e| Ok(sse_event(&e))));
-    let live = BroadcastStream::new(rx).filter_map(|r| r.ok().map(|e| Ok(sse_event(&e))));
+    // A stream ends once the daemon has stopped and it has sent every event published before
+    // (or the server's graceful shutdown would wait for it forever).
+    let live = futures::stream::unfold((rx, Box::pin(d.closed())), |(mut rx, mut closed)| async move {
+        loop {
+            tokio::select! {
+                biased;
+                r = rx.recv() => match r {
+                    Ok(e) => return Some((Ok(sse_event(&e)), (rx, closed))),
+                    Err(RecvError::Lagged(_)) => continue,
+                    Err(RecvError::Closed) => return None,
+                },
+                _ = &mut closed => return None,
+            }
+        }
+    });
     Sse::new(replay.chain(live)).keep_alive(KeepAlive::default())
 }
 

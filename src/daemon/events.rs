@@ -9,10 +9,14 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::sync::broadcast;
 
+/// What happened. `commit_seen` lists the commits it `superseded` (those that arrived while the
+/// daemon was busy, never to be applied on their own); `plan_refused` is a plan not applied for
+/// its `reason` (`mass_delete`); `target_locked` says another process (a `capstan apply`) holds
+/// the target's lock, so the daemon waits and tries again.
 #[derive(Clone, Debug, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Event {
-    CommitSeen { sha: String },
+    CommitSeen { sha: String, superseded: Vec<String> },
     RenderFailed { sha: String, errors: Vec<serde_json::Value> },
     PlanStarted { sha: String, reason: String, steps: usize, summary: String },
     StepStarted { sha: String, step: String, name: String },
@@ -24,6 +28,8 @@ pub enum Event {
     Converged { sha: String },
     ApplyFailed { sha: String, failed: usize, not_started: usize },
     ObserveFailed { sha: String, message: String },
+    PlanRefused { sha: String, reason: String, deletes: usize, message: String },
+    TargetLocked { sha: String, message: String },
     FetchFailed { message: String },
 }
 
@@ -42,6 +48,8 @@ impl Event {
             Event::Converged { .. } => "converged",
             Event::ApplyFailed { .. } => "apply_failed",
             Event::ObserveFailed { .. } => "observe_failed",
+            Event::PlanRefused { .. } => "plan_refused",
+            Event::TargetLocked { .. } => "target_locked",
             Event::FetchFailed { .. } => "fetch_failed",
         }
     }

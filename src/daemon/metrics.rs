@@ -1,4 +1,4 @@
-//! Prometheus metrics of the daemon, served as text on `GET /metrics`.
+//! Prometheus metrics of the daemon, served on `GET /metrics` in the OpenMetrics text format.
 
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
@@ -7,6 +7,9 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use std::sync::atomic::AtomicU64;
+
+/// What `GET /metrics` is: prometheus-client encodes OpenMetrics 1.0 text.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 pub struct Metrics {
     registry: Registry,

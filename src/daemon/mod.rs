@@ -3,11 +3,14 @@
 //! One reconcile loop per target, one reconcile at a time. It wakes when the repository changes
 //! (`notify` on a local repository's refs, polling a remote every `--interval`, or a webhook),
 //! every `--resync` to look for drift, and on `POST /v1/sync`. Each wake-up reconciles the
-//! newest commit, so bursts of commits coalesce. A commit that does not render or validate
-//! applies nothing: its errors are recorded and published and the platform stays as the last
-//! good commit left it. Every step of every plan is published as an event; history and plans
-//! are kept in SQLite under the state directory, so a restarted daemon carries on and never
-//! applies an applied commit again.
+//! newest commit, so bursts of commits coalesce (the commits skipped over are recorded as
+//! superseded). A commit that does not render or validate applies nothing: its errors are
+//! recorded and published and the platform stays as the last good commit left it; so does a
+//! commit whose plan trips the mass-delete guard (recorded as refused). While it plans and
+//! applies, the daemon holds the target's lock, as `capstan apply` does; when an apply holds it,
+//! the daemon tries again shortly, backing off. Every step of every plan is published as an
+//! event; history and plans are kept in SQLite under the state directory, so a restarted daemon
+//! carries on and never applies an applied commit again.
 
 pub mod api;
 pub mod events;
@@ -57,6 +60,8 @@ pub struct DaemonOptions {
     pub parallelism: usize,
     /// Override platform locks (Marathon's `force=true`) instead of waiting for them.
     pub force: bool,
+    /// Apply plans that delete more than the mass-delete guard allows.
+    pub allow_mass_delete: bool,
 }
 
 /// Why a reconcile runs.
@@ -72,6 +77,36 @@ pub enum Reason {
     /// Asked to apply an earlier commit again (`POST /v1/rollback`).
     Rollback,
 }
+
+impl Reason {
+    /// Which of several pending reasons a reconcile runs for: the one that asks most of it.
+    /// A rollback must not be lost; a sync or startup looks again at judged commits; a commit
+    /// covers a resync.
+    fn rank(self) -> u8 {
+        match self {
+            Reason::Rollback => 4,
+            Reason::Sync => 3,
+            Reason::Startup => 2,
+            Reason::Change | Reason::Poll | Reason::Webhook => 1,
+            Reason::Resync => 0,
+        }
+    }
+
+    fn strongest(reasons: impl IntoIterator<Item = Reason>) -> Option<Reason> {
+        reasons.into_iter().fold(None, |best: Option<Reason>, r| match best {
+            Some(b) if b.rank() >= r.rank() => Some(b),
+            _ => Some(r),
+        })
+    }
+}
+
+/// How soon a reconcile that found the target locked is tried again: doubling from the first to
+/// the last (and never later than the resync interval).
+const LOCK_RETRY_FIRST: Duration = Duration::from_millis(500);
+const LOCK_RETRY_MAX: Duration = Duration::from_secs(8);
+
+/// At most this many commits skipped in one burst are recorded as superseded.
+const SUPERSEDED_LIMIT: usize = 100;
 
 /// A rollback: the daemon converges to `sha` until the branch moves past `head`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -101,6 +136,8 @@ pub struct DaemonStatus {
     pub interrupted: bool,
     pub drifted: Vec<String>,
     pub ready: bool,
+    /// Who holds the target's lock, while that keeps the daemon from applying.
+    pub locked_by: Option<String>,
 }
 
 /// The plan running or last run, with its step statuses.
@@ -148,7 +185,8 @@ pub struct Daemon {
     pub interrupt: Arc<AtomicBool>,
     continued: Notify,
     shutting_down: AtomicBool,
-    pub shutdown: Notify,
+    /// Set once the reconcile loop has stopped: the API server and event streams then end.
+    closed: tokio::sync::watch::Sender<bool>,
 }
 
 impl Daemon {
@@ -185,7 +223,7 @@ impl Daemon {
             interrupt: Arc::new(AtomicBool::new(false)),
             continued: Notify::new(),
             shutting_down: AtomicBool::new(false),
-            shutdown: Notify::new(),
+            closed: tokio::sync::watch::channel(false).0,
             opts,
         });
         Ok(daemon)
@@ -260,6 +298,14 @@ impl Daemon {
         self.continued.notify_one();
     }
 
+    /// Resolves once the daemon has stopped reconciling (for the server and event streams).
+    pub fn closed(&self) -> impl Future<Output = ()> + Send + use<> {
+        let mut rx = self.closed.subscribe();
+        async move {
+            let _ = rx.wait_for(|c| *c).await;
+        }
+    }
+
     fn set_phase(&self, phase: &str) {
         self.status.lock().unwrap().phase = phase.to_string();
     }
@@ -268,30 +314,42 @@ impl Daemon {
     pub async fn run(self: Arc<Self>) {
         let watcher = watch::start(self.clone());
         let mut next_resync = Instant::now() + self.opts.resync;
+        // A reconcile the target's lock kept from running: when to try again, and for what.
+        let mut retry: Option<(Instant, Reason)> = None;
+        let mut retry_delay = LOCK_RETRY_FIRST;
         loop {
             if self.shutting_down.load(Ordering::SeqCst) {
                 break;
             }
             let pending: Vec<Reason> = std::mem::take(&mut *self.reasons.lock().unwrap());
-            let reason = if !pending.is_empty() {
-                // A sync or a commit wins over a resync: it covers it.
-                let first = |r: Reason| pending.iter().copied().find(|p| *p == r);
-                first(Reason::Rollback)
-                    .or_else(|| pending.iter().copied().find(|r| *r != Reason::Resync))
-                    .unwrap_or(Reason::Resync)
-            } else {
-                self.set_phase("idle");
-                let resync_in = next_resync.saturating_duration_since(Instant::now());
-                tokio::select! {
-                    _ = self.wake.notified() => continue,
-                    _ = tokio::time::sleep(resync_in) => Reason::Resync,
+            let reason = match Reason::strongest(pending) {
+                Some(r) => r,
+                None => {
+                    self.set_phase(if retry.is_some() { "waiting_for_lock" } else { "idle" });
+                    let resync_in = next_resync.saturating_duration_since(Instant::now());
+                    let retry_in = retry.map(|(at, _)| at.saturating_duration_since(Instant::now()));
+                    tokio::select! {
+                        _ = self.wake.notified() => continue,
+                        _ = tokio::time::sleep(resync_in) => Reason::Resync,
+                        _ = tokio::time::sleep(retry_in.unwrap_or(Duration::MAX)), if retry_in.is_some() => {
+                            retry.expect("a retry is due").1
+                        }
+                    }
                 }
             };
+            // Whatever runs now also does what the retry was for.
+            let reason = Reason::strongest(retry.take().map(|(_, r)| r).into_iter().chain([reason])).unwrap_or(reason);
             if reason == Reason::Resync || reason == Reason::Sync {
                 next_resync = Instant::now() + self.opts.resync;
             }
             let started = Instant::now();
             let result = self.reconcile(reason).await;
+            if result == "target_locked" {
+                retry = Some((Instant::now() + retry_delay, reason));
+                retry_delay = (retry_delay * 2).min(LOCK_RETRY_MAX).min(self.opts.resync.max(LOCK_RETRY_FIRST));
+            } else {
+                retry_delay = LOCK_RETRY_FIRST;
+            }
             self.metrics.reconcile_seconds.observe(started.elapsed().as_secs_f64());
             self.metrics.reconcile(result);
             let mut st = self.status.lock().unwrap();
@@ -321,24 +379,45 @@ impl Daemon {
                 return "fetch_failed";
             }
         };
+        let previous = {
+            let st = self.status.lock().unwrap();
+            st.target.clone().or_else(|| st.last_applied.clone())
+        };
         let new_commit = self.status.lock().unwrap().target.as_deref() != Some(sha.as_str());
         if new_commit {
+            let superseded = match previous.filter(|p| *p != sha) {
+                Some(p) => self.supersede_between(&p, &sha).await,
+                None => Vec::new(),
+            };
             if let Err(e) = self.store.seen(&sha) {
                 tracing::error!("cannot record commit {sha}: {e:#}");
             }
             self.status.lock().unwrap().target = Some(sha.clone());
-            self.events.publish(Event::CommitSeen { sha: sha.clone() });
+            self.events.publish(Event::CommitSeen { sha: sha.clone(), superseded });
         }
-        let known = self.store.get(&sha).ok().flatten().map(|c| c.status);
+        let known = self.store.status(&sha).ok().flatten();
         let drift_check = match (reason, known) {
             // An invalid commit stays invalid; nothing to do until the next commit.
             (_, Some(CommitStatus::Invalid)) if reason != Reason::Sync => return "invalid",
+            // A refused plan stays refused, unless asked again (a sync, or a restart, perhaps
+            // with --allow-mass-delete).
+            (_, Some(CommitStatus::Refused)) if !matches!(reason, Reason::Sync | Reason::Startup) => return "refused",
             // A rollback applies a commit that was applied before, on purpose.
             (Reason::Rollback, _) => false,
             // Applied already: only a resync or an explicit sync looks again, for drift.
             (Reason::Resync | Reason::Sync, Some(CommitStatus::Applied)) => true,
             (_, Some(CommitStatus::Applied)) => return "unchanged",
             _ => false,
+        };
+
+        // Plan and apply under the target's lock, so that no `capstan apply` changes the target
+        // between the two; held by an apply, it is tried again shortly (see `run`).
+        let _lock = match crate::lock::TargetLock::acquire(&self.connected.key) {
+            Ok(lock) => {
+                self.status.lock().unwrap().locked_by = None;
+                lock
+            }
+            Err(e) => return self.locked(&sha, format!("{e:#}")),
         };
 
         self.set_phase("planning");
@@ -412,7 +491,70 @@ impl Daemon {
                 return "drift_reported";
             }
         }
+        if !self.opts.allow_mass_delete
+            && let Err(why) = engine::check_mass_delete(&planned, &config.mass_delete)
+        {
+            let deletes = planned.changes.changes.iter().filter(|c| c.action == crate::diff::Action::Delete).count();
+            // An applied commit whose drift repair would delete this much stays applied.
+            return self.refuse(&sha, deletes, why, !drift_check);
+        }
         self.apply(&sha, reason, planned).await
+    }
+
+    /// Record commits skipped over between `from` and `to` as superseded by `to`.
+    async fn supersede_between(&self, from: &str, to: &str) -> Vec<String> {
+        let source = self.source.clone();
+        let (from, to_) = (from.to_string(), to.to_string());
+        let skipped = tokio::task::spawn_blocking(move || source.commits_between(&from, &to_, SUPERSEDED_LIMIT)).await;
+        let skipped = match skipped {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                tracing::debug!("cannot list the commits before {}: {e:#}", short(to));
+                return Vec::new();
+            }
+            Err(_) => return Vec::new(),
+        };
+        let mut superseded = Vec::new();
+        for c in skipped {
+            let known = self.store.status(&c).ok().flatten();
+            if matches!(known, None | Some(CommitStatus::Pending | CommitStatus::Applying)) {
+                let _ = self.store.supersede(&c, to);
+                superseded.push(c);
+            }
+        }
+        superseded
+    }
+
+    /// The target is locked by someone else: say so once per holder, and let `run` retry.
+    fn locked(&self, sha: &str, message: String) -> &'static str {
+        let first = {
+            let mut st = self.status.lock().unwrap();
+            let first = st.locked_by.as_deref() != Some(message.as_str());
+            st.locked_by = Some(message.clone());
+            first
+        };
+        tracing::debug!("cannot apply {}: {message}", short(sha));
+        if first {
+            self.events.publish(Event::TargetLocked { sha: sha.to_string(), message });
+        }
+        "target_locked"
+    }
+
+    /// A plan that is not to be applied: nothing is changed; the commit is recorded as refused
+    /// (when `record`), and the world is told why.
+    fn refuse(&self, sha: &str, deletes: usize, why: String, record: bool) -> &'static str {
+        if record {
+            let _ = self.store.set_errors(sha, &[json!({ "reason": "mass_delete", "message": why })]);
+            let _ = self.store.set_status(sha, CommitStatus::Refused);
+        }
+        tracing::warn!("not applying {}: {why}", short(sha));
+        self.events.publish(Event::PlanRefused {
+            sha: sha.to_string(),
+            reason: "mass_delete".into(),
+            deletes,
+            message: why,
+        });
+        "refused"
     }
 
     /// Record a commit that cannot be applied, and tell the world why.
@@ -424,6 +566,9 @@ impl Daemon {
     }
 
     async fn apply(&self, sha: &str, reason: Reason, planned: Planned) -> &'static str {
+        if self.shutting_down.load(Ordering::SeqCst) {
+            return "stopped";
+        }
         let Planned { rendered, live, changes, plan, .. } = planned;
         let pending = StepOutcome { status: Status::Pending, message: String::new(), duration: Duration::ZERO };
         *self.current.lock().unwrap() = Some(CurrentPlan {
@@ -446,6 +591,11 @@ impl Daemon {
             summary: output::summary_line(&changes),
         });
         let observer = Steps { daemon: self, sha, redactor: &rendered.redactor };
+        // A run that a killed daemon left is settled by this plan, made from live state.
+        match crate::journal::Journal::take_unfinished(&self.opts.state_dir, &self.connected.key) {
+            Ok(runs) => runs.iter().for_each(|r| tracing::warn!("resuming: {}", r.describe())),
+            Err(e) => tracing::error!("cannot read the journal: {e:#}"),
+        }
         let journal = match crate::journal::Journal::begin(&self.opts.state_dir, &self.connected.key, &plan) {
             Ok(j) => Some(Arc::new(j)),
             Err(e) => {
@@ -464,8 +614,7 @@ impl Daemon {
         while outcome.steps.iter().any(|s| s.status == Status::Waiting) {
             self.record_outcome(sha, &outcome);
             if self.shutting_down.load(Ordering::SeqCst) {
-                let _ = self.store.set_status(sha, CommitStatus::Pending);
-                return "stopped";
+                return self.stopped(sha, journal.as_deref());
             }
             self.events.publish(Event::PlanInterrupted { sha: sha.to_string() });
             self.set_phase("interrupted");
@@ -476,14 +625,16 @@ impl Daemon {
                 }
             }
             if self.shutting_down.load(Ordering::SeqCst) {
-                let _ = self.store.set_status(sha, CommitStatus::Pending);
-                return "stopped";
+                return self.stopped(sha, journal.as_deref());
             }
             self.events.publish(Event::PlanContinued { sha: sha.to_string() });
             self.set_phase("applying");
             outcome = apply::resume(provider, &plan, &rendered.desired, &live, &opts, &observer, &outcome).await;
         }
         self.record_outcome(sha, &outcome);
+        if let Some(j) = &journal {
+            let _ = j.end(if outcome.converged() { "done" } else { "failed" });
+        }
         if outcome.converged() {
             self.converged(sha, &outcome)
         } else {
@@ -504,6 +655,15 @@ impl Daemon {
             });
             "apply_failed"
         }
+    }
+
+    /// Stopped part way by a shutdown, with no step running: the rest is for the next start.
+    fn stopped(&self, sha: &str, journal: Option<&crate::journal::Journal>) -> &'static str {
+        let _ = self.store.set_status(sha, CommitStatus::Pending);
+        if let Some(j) = journal {
+            let _ = j.end("stopped");
+        }
+        "stopped"
     }
 
     fn record_outcome(&self, sha: &str, outcome: &Outcome) {
@@ -528,14 +688,7 @@ impl Daemon {
             st.drifted.clear();
         }
         // Older commits that never got applied will not be.
-        if let Ok(list) = self.store.list() {
-            for c in list
-                .iter()
-                .filter(|c| c.sha != sha && matches!(c.status, CommitStatus::Pending | CommitStatus::Applying))
-            {
-                let _ = self.store.set_status(&c.sha, CommitStatus::Superseded);
-            }
-        }
+        let _ = self.store.supersede_pending(sha, sha);
         self.events.publish(Event::Converged { sha: sha.to_string() });
         tracing::info!("converged to {}", short(sha));
         "converged"
@@ -617,10 +770,7 @@ pub async fn serve(opts: DaemonOptions) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {}", daemon.opts.listen))?;
     let addr = listener.local_addr()?;
     let app = api::router(daemon.clone());
-    let server_daemon = daemon.clone();
-    let server = tokio::spawn(async move {
-        axum::serve(listener, app).with_graceful_shutdown(async move { server_daemon.shutdown.notified().await }).await
-    });
+    let server = tokio::spawn(axum::serve(listener, app).with_graceful_shutdown(daemon.closed()).into_future());
     println!(
         "capstan daemon listening on http://{addr}, applying {} ({}) to {}",
         daemon.opts.repo.location,
@@ -634,8 +784,8 @@ pub async fn serve(opts: DaemonOptions) -> anyhow::Result<()> {
     tracing::info!("shutting down: finishing the running step");
     daemon.begin_shutdown();
     let _ = runner.await;
-    daemon.shutdown.notify_waiters();
-    daemon.shutdown.notify_one();
+    // The last events are out; event streams end, so the server's graceful shutdown can finish.
+    daemon.closed.send_replace(true);
     let _ = server.await;
     daemon.close().await
 }

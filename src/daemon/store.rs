@@ -23,8 +23,11 @@ pub enum CommitStatus {
     Applied,
     /// Applying failed part way.
     Failed,
-    /// A newer commit arrived before this one was applied.
+    /// A newer commit arrived before this one was applied; it never will be.
     Superseded,
+    /// Its plan was refused (it deleted more than the mass-delete guard allows): nothing from
+    /// it was applied.
+    Refused,
 }
 
 impl CommitStatus {
@@ -36,6 +39,7 @@ impl CommitStatus {
             CommitStatus::Applied => "applied",
             CommitStatus::Failed => "failed",
             CommitStatus::Superseded => "superseded",
+            CommitStatus::Refused => "refused",
         }
     }
 
@@ -46,6 +50,7 @@ impl CommitStatus {
             "applied" => CommitStatus::Applied,
             "failed" => CommitStatus::Failed,
             "superseded" => CommitStatus::Superseded,
+            "refused" => CommitStatus::Refused,
             _ => CommitStatus::Pending,
         }
     }
@@ -65,6 +70,20 @@ pub struct Configuration {
     pub errors: Vec<Value>,
     /// The plan as run, with step statuses.
     pub outcome: Option<Value>,
+    /// For a superseded commit: the newer commit applied instead of it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub superseded_by: Option<String>,
+}
+
+/// A commit without its (possibly large) rendered manifest, outcome and errors.
+#[derive(Clone, Debug, Serialize)]
+pub struct Summary {
+    pub sha: String,
+    pub status: CommitStatus,
+    pub seen_at: i64,
+    pub applied_at: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub superseded_by: Option<String>,
 }
 
 pub struct Store {
@@ -101,8 +120,9 @@ impl Store {
         // WAL with synchronous=NORMAL: a committed write survives a crash of the process.
         db.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;")?;
         db.execute_batch(SCHEMA)?;
-        // Databases from before the plan column get it (an error here means it is there).
+        // Databases from before these columns get them (an error here means it is there).
         let _ = db.execute_batch("ALTER TABLE configurations ADD COLUMN plan TEXT");
+        let _ = db.execute_batch("ALTER TABLE configurations ADD COLUMN superseded_by TEXT");
         Ok(Store { db: Mutex::new(db) })
     }
 
@@ -113,6 +133,30 @@ impl Store {
         db.execute(
             "INSERT OR IGNORE INTO configurations (sha, status, seen_at, seq) VALUES (?1, 'pending', ?2, ?3)",
             params![sha, now(), seq],
+        )?;
+        Ok(())
+    }
+
+    /// Record that `sha` will not be applied because `by` is applied instead: a commit not seen
+    /// before is recorded so (coalesced in a burst), one pending or being applied changes to it.
+    pub fn supersede(&self, sha: &str, by: &str) -> anyhow::Result<()> {
+        let db = self.db.lock().unwrap();
+        let seq: i64 = db.query_row("SELECT COALESCE(MAX(seq), 0) + 1 FROM configurations", [], |r| r.get(0))?;
+        db.execute(
+            "INSERT INTO configurations (sha, status, seen_at, seq, superseded_by) VALUES (?1, 'superseded', ?2, ?3, ?4)
+             ON CONFLICT(sha) DO UPDATE SET status = 'superseded', superseded_by = excluded.superseded_by
+             WHERE status IN ('pending', 'applying')",
+            params![sha, now(), seq, by],
+        )?;
+        Ok(())
+    }
+
+    /// Every commit pending or being applied but `except` is superseded by `by`.
+    pub fn supersede_pending(&self, except: &str, by: &str) -> anyhow::Result<()> {
+        self.db.lock().unwrap().execute(
+            "UPDATE configurations SET status = 'superseded', superseded_by = ?2
+             WHERE sha != ?1 AND status IN ('pending', 'applying')",
+            params![except, by],
         )?;
         Ok(())
     }
@@ -172,7 +216,7 @@ impl Store {
     pub fn get(&self, sha: &str) -> anyhow::Result<Option<Configuration>> {
         let db = self.db.lock().unwrap();
         db.query_row(
-            "SELECT sha, status, seen_at, applied_at, rendered, errors, outcome FROM configurations WHERE sha = ?1",
+            "SELECT sha, status, seen_at, applied_at, rendered, errors, outcome, superseded_by FROM configurations WHERE sha = ?1",
             params![sha],
             row,
         )
@@ -180,11 +224,37 @@ impl Store {
         .map_err(Into::into)
     }
 
+    /// What became of a commit, without reading its records.
+    pub fn status(&self, sha: &str) -> anyhow::Result<Option<CommitStatus>> {
+        let db = self.db.lock().unwrap();
+        let status: Option<String> =
+            db.query_row("SELECT status FROM configurations WHERE sha = ?1", params![sha], |r| r.get(0)).optional()?;
+        Ok(status.map(|s| CommitStatus::parse(&s)))
+    }
+
+    /// Every commit seen, newest first, without the large fields (a daemon holding thousands
+    /// of resources stores megabytes per commit).
+    pub fn summaries(&self) -> anyhow::Result<Vec<Summary>> {
+        let db = self.db.lock().unwrap();
+        let mut stmt =
+            db.prepare("SELECT sha, status, seen_at, applied_at, superseded_by FROM configurations ORDER BY seq DESC")?;
+        let rows = stmt.query_map([], |r| {
+            Ok(Summary {
+                sha: r.get(0)?,
+                status: CommitStatus::parse(&r.get::<_, String>(1)?),
+                seen_at: r.get(2)?,
+                applied_at: r.get(3)?,
+                superseded_by: r.get(4)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     /// Every commit seen, newest first.
     pub fn list(&self) -> anyhow::Result<Vec<Configuration>> {
         let db = self.db.lock().unwrap();
         let mut stmt = db.prepare(
-            "SELECT sha, status, seen_at, applied_at, rendered, errors, outcome FROM configurations ORDER BY seq DESC",
+            "SELECT sha, status, seen_at, applied_at, rendered, errors, outcome, superseded_by FROM configurations ORDER BY seq DESC",
         )?;
         let rows = stmt.query_map([], row)?;
         Ok(rows.collect::<Result<_, _>>()?)
@@ -214,6 +284,7 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Configuration> {
         rendered: parse(r.get(4)?),
         errors: parse(r.get(5)?).and_then(|v| v.as_array().cloned()).unwrap_or_default(),
         outcome: parse(r.get(6)?),
+        superseded_by: r.get(7)?,
     })
 }
 
@@ -241,5 +312,32 @@ mod tests {
         assert!(list[1].applied_at.is_some());
         assert_eq!(list[0].errors.len(), 1);
         assert_eq!(s.get_value("last_good").unwrap().as_deref(), Some("aaa"));
+    }
+
+    #[test]
+    fn superseding_records_unseen_commits_and_changes_only_pending_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        s.seen("applied").unwrap();
+        s.set_status("applied", CommitStatus::Applied).unwrap();
+        s.seen("pending").unwrap();
+        for sha in ["applied", "pending", "unseen"] {
+            s.supersede(sha, "newest").unwrap();
+        }
+        s.seen("applying").unwrap();
+        s.set_status("applying", CommitStatus::Applying).unwrap();
+        s.seen("newest").unwrap();
+        s.supersede_pending("newest", "newest").unwrap();
+        assert_eq!(s.status("applying").unwrap(), Some(CommitStatus::Superseded));
+        assert_eq!(s.status("newest").unwrap(), Some(CommitStatus::Pending));
+        assert_eq!(s.status("nothing").unwrap(), None);
+        let summaries: Vec<String> = s.summaries().unwrap().into_iter().map(|c| c.sha).collect();
+        assert_eq!(summaries, ["newest", "applying", "unseen", "pending", "applied"]);
+        let get = |sha: &str| s.get(sha).unwrap().unwrap();
+        assert_eq!(get("applied").status, CommitStatus::Applied);
+        assert_eq!(get("applied").superseded_by, None);
+        assert_eq!(get("pending").status, CommitStatus::Superseded);
+        assert_eq!(get("unseen").status, CommitStatus::Superseded);
+        assert_eq!(get("unseen").superseded_by.as_deref(), Some("newest"));
     }
 }

@@ -4,6 +4,7 @@
 //! through the API. Every signal only wakes the reconcile loop, which reads the newest commit.
 
 use super::{Daemon, Reason};
+use notify::event::{AccessKind, AccessMode, EventKind, ModifyKind};
 use notify::{RecursiveMode, Watcher as _};
 use rand::Rng;
 use std::path::Path;
@@ -52,17 +53,28 @@ pub fn start(daemon: Arc<Daemon>) -> Watcher {
 }
 
 fn watch_refs(daemon: Arc<Daemon>) -> anyhow::Result<notify::RecommendedWatcher> {
-    let git_dir = daemon.source_git_dir()?;
+    // Absolute, as the paths of events are (a relative --repo matched none of them).
+    let git_dir = std::fs::canonicalize(daemon.source_git_dir()?)?;
     let dir = git_dir.clone();
     let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
         let Ok(event) = res else { return };
-        if event.paths.iter().any(|p| is_ref_path(&dir, p)) {
+        if may_move_a_ref(&event.kind) && event.paths.iter().any(|p| is_ref_path(&dir, p)) {
             daemon.trigger(Reason::Change);
         }
     })?;
     watcher.watch(&git_dir, RecursiveMode::NonRecursive)?;
     watcher.watch(&git_dir.join("refs"), RecursiveMode::Recursive)?;
     Ok(watcher)
+}
+
+/// Whether an event can mean that a ref moved. Reading the refs, which every reconcile does,
+/// must not wake the loop, or it wakes itself for ever.
+fn may_move_a_ref(kind: &EventKind) -> bool {
+    match kind {
+        EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
+        EventKind::Access(_) | EventKind::Modify(ModifyKind::Metadata(_)) => false,
+        _ => true,
+    }
 }
 
 /// HEAD, packed-refs, or anything under refs/.

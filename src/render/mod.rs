@@ -65,7 +65,8 @@ struct FileOutput {
     document_count: usize,
 }
 
-/// Rendered files by content and inputs, for a long-running process (the daemon).
+/// Rendered files by content and inputs, for a long-running process (the daemon). It keeps
+/// what the last render used, so it holds one snapshot's worth however many commits go by.
 #[derive(Default)]
 pub struct RenderCache {
     files: Mutex<HashMap<u128, Arc<FileOutput>>>,
@@ -325,14 +326,56 @@ fn render_files(
         out
     };
     let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).min(files.len().max(1));
-    if threads <= 1 || files.len() < 8 {
-        return files.iter().map(one).collect();
+    let outputs = if threads <= 1 || files.len() < 8 {
+        files.iter().map(one).collect()
+    } else {
+        // Files are independent: render them on all cores, keeping file order in the result.
+        let chunk = files.len().div_ceil(threads);
+        std::thread::scope(|s| {
+            let handles: Vec<_> =
+                files.chunks(chunk).map(|c| s.spawn(move || c.iter().map(one).collect::<Vec<_>>())).collect();
+            handles.into_iter().flat_map(|h| h.join().expect("render thread panicked")).collect()
+        })
+    };
+    // Files changed or gone since are dropped, or a long-running daemon would keep every
+    // version of every file (every file, each time a variable changes).
+    if let Some(cache) = cache {
+        let used: std::collections::HashSet<u128> = files.iter().map(key).collect();
+        cache.files.lock().unwrap().retain(|k, _| used.contains(k));
     }
-    // Files are independent: render them on all cores, keeping file order in the result.
-    let chunk = files.len().div_ceil(threads);
-    std::thread::scope(|s| {
-        let handles: Vec<_> =
-            files.chunks(chunk).map(|c| s.spawn(move || c.iter().map(one).collect::<Vec<_>>())).collect();
-        handles.into_iter().flat_map(|h| h.join().expect("render thread panicked")).collect()
-    })
+    outputs
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::source::Origin;
+
+    fn snapshot(files: &[(&str, &str)]) -> Snapshot {
+        Snapshot {
+            origin: Origin::Dir { path: ".".into() },
+            files: files.iter().map(|(p, t)| SourceFile { path: p.into(), text: (*t).into() }).collect(),
+            config: None,
+        }
+    }
+
+    #[test]
+    fn the_cache_holds_the_last_render_only() {
+        let provider = crate::providers::provider_for("apcera", None, "test").unwrap();
+        let (cache, config, opts) = (RenderCache::default(), Config::default(), RenderOptions::default());
+        let render = |files: &[(&str, &str)]| {
+            render(&snapshot(files), &config, &opts, provider.as_ref(), Some(&cache)).unwrap();
+        };
+        render(&[("a.yaml", "jobs:\n  job::/t::a: {}\n"), ("b.yaml", "jobs:\n  job::/t::b: {}\n")]);
+        assert_eq!(cache.len(), 2);
+        for n in 0..5 {
+            render(&[
+                ("a.yaml", &format!("jobs:\n  job::/t::a: {{weight: {n}}}\n")),
+                ("b.yaml", "jobs:\n  job::/t::b: {}\n"),
+            ]);
+            assert_eq!(cache.len(), 2, "a changed file replaces its old entry");
+        }
+        render(&[("b.yaml", "jobs:\n  job::/t::b: {}\n")]);
+        assert_eq!(cache.len(), 1, "a removed file leaves the cache");
+    }
 }

@@ -113,6 +113,27 @@ impl GitSource {
         Ok(id.to_string())
     }
 
+    /// The commits reachable from `to` but not from `from` (`git rev-list from..to`), `to`
+    /// itself excluded, oldest first; at most `limit` of them (the newest ones).
+    pub fn commits_between(&self, from: &str, to: &str, limit: usize) -> anyhow::Result<Vec<String>> {
+        let repo = self.repo()?;
+        let parse =
+            |c: &str| gix::ObjectId::from_hex(c.as_bytes()).with_context(|| format!("{c:?} is not a commit id"));
+        let (from, to) = (parse(from)?, parse(to)?);
+        let mut out = Vec::new();
+        for info in repo.rev_walk([to]).with_hidden([from]).all()? {
+            let id = info?.id;
+            if id != to {
+                out.push(id.to_string());
+            }
+            if out.len() >= limit {
+                break;
+            }
+        }
+        out.reverse();
+        Ok(out)
+    }
+
     /// Every manifest file under the spec's path at `commit`, and capstan.yaml if there is one.
     pub fn snapshot(&self, commit: &str) -> anyhow::Result<Snapshot> {
         let repo = self.repo()?;

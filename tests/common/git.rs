@@ -217,15 +217,41 @@ pub struct DaemonProc {
 }
 
 impl DaemonProc {
+    /// Logs go to the test's stderr (`RUST_LOG=capstan=info`, unless `env` says otherwise).
     pub fn start(repo: &str, state_dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Self {
-        let mut child = Command::new(capstan_bin())
+        Self::spawn(None, repo, state_dir, extra, env, Stdio::inherit())
+    }
+
+    /// As `start`, with the daemon's stderr written to `log`.
+    pub fn start_logged(repo: &str, state_dir: &Path, extra: &[&str], env: &[(&str, &str)], log: &Path) -> Self {
+        Self::spawn(None, repo, state_dir, extra, env, std::fs::File::create(log).unwrap().into())
+    }
+
+    /// As `start`, in the working directory `cwd` (for a relative `repo`).
+    pub fn start_in(cwd: &Path, repo: &str, state_dir: &Path, extra: &[&str]) -> Self {
+        Self::spawn(Some(cwd), repo, state_dir, extra, &[], Stdio::inherit())
+    }
+
+    fn spawn(
+        cwd: Option<&Path>,
+        repo: &str,
+        state_dir: &Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+        stderr: Stdio,
+    ) -> Self {
+        let mut cmd = Command::new(capstan_bin());
+        if let Some(dir) = cwd {
+            cmd.current_dir(dir);
+        }
+        let mut child = cmd
             .args(["daemon", "--repo", repo, "--listen", "127.0.0.1:0", "--state-dir"])
             .arg(state_dir)
             .args(extra)
-            .envs(env.iter().copied())
             .env("RUST_LOG", "capstan=info")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .expect("start the daemon");
         let mut line = String::new();
@@ -244,6 +270,10 @@ impl DaemonProc {
         let r = self.http.get(format!("{}{path}", self.url)).send().unwrap();
         let code = r.status().as_u16();
         (code, r.json().unwrap_or(Value::Null))
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
     }
 
     pub fn text(&self, path: &str) -> String {
@@ -285,12 +315,28 @@ impl DaemonProc {
     }
 
     /// Stop with SIGTERM and wait; returns the exit code.
-    pub fn stop(mut self) -> i32 {
+    pub fn stop(self) -> i32 {
+        self.signal(libc::SIGTERM)
+    }
+
+    /// Send `signal` and wait for the daemon to exit (killed after 30 s); returns the exit code.
+    pub fn signal(mut self, signal: i32) -> i32 {
         let mut child = self.child.take().unwrap();
         unsafe {
-            libc::kill(child.id() as i32, libc::SIGTERM);
+            libc::kill(child.id() as i32, signal);
         }
-        child.wait().unwrap().code().unwrap_or(-1)
+        let start = Instant::now();
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status.code().unwrap_or(-1);
+            }
+            if start.elapsed() > Duration::from_secs(30) {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("the daemon did not exit within 30 s of signal {signal}");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 }
 
