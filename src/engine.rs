@@ -212,7 +212,7 @@ pub async fn plan(
     let live = if kinds.is_empty() {
         LiveState::default()
     } else {
-        provider.observe(&kinds).await.map_err(PlanError::Observe)?
+        provider.observe(&kinds, &rendered.desired).await.map_err(PlanError::Observe)?
     };
     let observed_in = t.elapsed();
     // Secrets the platform holds (an old password about to be replaced) are masked as well.

@@ -76,7 +76,7 @@ impl Redactor {
     }
 
     pub fn is_sensitive(&self, name: &str) -> bool {
-        self.listed.contains(&name.to_lowercase()) || name_says_secret(name)
+        (!self.listed.is_empty() && self.listed.contains(&name.to_lowercase())) || name_says_secret(name)
     }
 
     /// Remember a secret value, to mask wherever it appears.

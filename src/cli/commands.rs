@@ -224,12 +224,17 @@ async fn plan(
     connected.close().await?;
     let planned = result.map_err(plan_error)?;
     let (changes, warnings, redactor) = (&planned.changes, &planned.rendered.warnings, &planned.rendered.redactor);
-    let mut json = output::plan_json(platform, changes, &planned.plan, warnings, redactor, planned.preview.as_ref());
-    if let Some(d) = &declared {
-        json["declared_changes"] = d.json(redactor);
-    }
+    // Built only for the outputs that show it: at ten thousand resources it is not small.
+    let json = || {
+        let mut json =
+            output::plan_json(platform, changes, &planned.plan, warnings, redactor, planned.preview.as_ref());
+        if let Some(d) = &declared {
+            json["declared_changes"] = d.json(redactor);
+        }
+        json
+    };
     match format {
-        PlanFormat::Json => println!("{}", serde_json::to_string_pretty(&json)?),
+        PlanFormat::Json => println!("{}", serde_json::to_string_pretty(&json())?),
         PlanFormat::Markdown => {
             let report = markdown::Report {
                 title: preview.title.clone(),
@@ -237,7 +242,7 @@ async fn plan(
                 changes,
                 warnings,
                 redactor,
-                plan_json: json,
+                plan_json: json(),
                 declared: declared.as_ref().map(|d| d.markdown()),
                 live: true,
             };

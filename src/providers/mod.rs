@@ -185,7 +185,10 @@ pub trait Provider: Send + Sync {
     }
 
     /// List the live resources of these kinds (and of whatever they are derived from).
-    async fn observe(&self, kinds: &BTreeSet<String>) -> Result<LiveState, ApiError>;
+    /// `desired` is what the manifests declare: a provider may keep of a declared resource only
+    /// what [`Provider::comparable`] will look at, so ten thousand live objects do not have to
+    /// be held whole.
+    async fn observe(&self, kinds: &BTreeSet<String>, desired: &DesiredState) -> Result<LiveState, ApiError>;
 
     /// Carry out one step and wait until the platform reports it done.
     async fn execute(&self, op: Operation<'_>, live_state: &LiveState) -> Result<(), ApiError>;

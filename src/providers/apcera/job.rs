@@ -255,10 +255,19 @@ pub fn from_live(job: &Value, owner: &str) -> Option<(LiveResource, String)> {
 /// Project a live job onto what the declaration manages, and write packages the same way on
 /// both sides (by FQN where the package is known).
 pub fn comparable<'a>(provider: &Apcera, desired: &'a Value, live: &Value) -> (Cow<'a, Value>, Value) {
+    let mut projected = project_onto(desired, live);
+    if let Some(p) = projected.get_mut("packages") {
+        *p = provider.packages_by_name(p);
+    }
+    (provider.named_packages(desired), projected)
+}
+
+/// The live job reduced to what the declaration writes (projecting twice changes nothing).
+pub fn project_onto(desired: &Value, live: &Value) -> Value {
     let (Some(d), Some(l)) = (desired.as_object(), live.as_object()) else {
-        return (Cow::Borrowed(desired), live.clone());
+        return live.clone();
     };
-    let mut projected = Map::new();
+    let mut projected = Map::with_capacity(d.len());
     for (k, dv) in d {
         let Some(lv) = l.get(k) else { continue };
         let v = if STRUCT_FIELDS.contains(&k.as_str()) {
@@ -270,10 +279,7 @@ pub fn comparable<'a>(provider: &Apcera, desired: &'a Value, live: &Value) -> (C
         };
         projected.insert(k.clone(), v);
     }
-    if let Some(p) = projected.get_mut("packages") {
-        *p = provider.packages_by_name(p);
-    }
-    (provider.named_packages(desired), Value::Object(projected))
+    Value::Object(projected)
 }
 
 /// Keep only the sub-fields of `live` that `desired` writes.

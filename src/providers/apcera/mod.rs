@@ -20,7 +20,7 @@ mod service;
 mod service_provider;
 
 use crate::diagnostic::{Diagnostic, Diagnostics};
-use crate::model::{DesiredResource, KindInfo, LiveResource, LiveState, ResourceId};
+use crate::model::{DesiredResource, DesiredState, KindInfo, LiveResource, LiveState, ResourceId};
 use crate::providers::{ApiError, Connection, DocumentPart, Operation, Provider};
 use crate::render::yaml::{Document, Node, NodeValue};
 use async_trait::async_trait;
@@ -338,7 +338,7 @@ impl Provider for Apcera {
         }
     }
 
-    async fn observe(&self, kinds: &BTreeSet<String>) -> Result<LiveState, ApiError> {
+    async fn observe(&self, kinds: &BTreeSet<String>, desired: &DesiredState) -> Result<LiveState, ApiError> {
         let client = self.client()?;
         let want = |ks: &[&str]| ks.iter().any(|k| kinds.contains(*k));
         let owner = self.owner.as_str();
@@ -350,8 +350,12 @@ impl Provider for Apcera {
             let mut out = Vec::new();
             client
                 .each_job(|j| {
-                    if let Some((live, uuid)) = job::from_live(&j, owner) {
+                    if let Some((mut live, uuid)) = job::from_live(&j, owner) {
                         let attachments = binding::from_live_job(&j, live.owned);
+                        // A declared job is kept only as far as its declaration goes.
+                        if let Some(d) = desired.resources.get(&live.id) {
+                            live.spec = job::project_onto(&d.spec, &live.spec);
+                        }
                         out.push((live, uuid, attachments));
                     }
                 })

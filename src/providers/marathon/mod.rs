@@ -269,7 +269,7 @@ impl Provider for Marathon {
         }
     }
 
-    async fn observe(&self, _kinds: &BTreeSet<String>) -> Result<LiveState, ApiError> {
+    async fn observe(&self, _kinds: &BTreeSet<String>, _desired: &DesiredState) -> Result<LiveState, ApiError> {
         let root = self.client()?.root_group().await?;
         Ok(live_state(&root, &self.owner))
     }
