@@ -102,6 +102,23 @@ impl LiveState {
     }
 }
 
+/// The same value with every map and list holding exactly as much room as it needs. Maps built
+/// by inserting grow their storage in steps and keep the slack; ten thousand resources of a few
+/// dozen fields each are held for a whole plan, so providers compact what they keep.
+pub fn compact(v: Value) -> Value {
+    match v {
+        Value::Object(map) => {
+            let mut out = serde_json::Map::with_capacity(map.len());
+            for (k, v) in map {
+                out.insert(k, compact(v));
+            }
+            Value::Object(out)
+        }
+        Value::Array(items) => Value::Array(items.into_iter().map(compact).collect()),
+        other => other,
+    }
+}
+
 /// How a kind behaves, as its provider describes it to the core.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct KindInfo {

@@ -83,7 +83,7 @@ pub fn decode(doc: &Document, key: &str, entry: &Value, diags: &mut Diagnostics)
             format!("the label {OWNER_LABEL} is capstan's ownership mark: set `owner` in capstan.yaml instead"),
         ));
     }
-    let spec = normalize(Value::Object(spec), true);
+    let spec = crate::model::compact(normalize(Value::Object(spec), true));
 
     let mut references = Vec::new();
     if let Some(pkgs) = obj.get("packages").and_then(Value::as_array) {

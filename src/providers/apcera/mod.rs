@@ -354,7 +354,7 @@ impl Provider for Apcera {
                         let attachments = binding::from_live_job(&j, live.owned);
                         // A declared job is kept only as far as its declaration goes.
                         if let Some(d) = desired.resources.get(&live.id) {
-                            live.spec = job::project_onto(&d.spec, &live.spec);
+                            live.spec = crate::model::compact(job::project_onto(&d.spec, &live.spec));
                         }
                         out.push((live, uuid, attachments));
                     }
