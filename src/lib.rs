@@ -20,3 +20,14 @@ pub mod redact;
 pub mod render;
 pub mod sandbox;
 pub mod source;
+
+/// Return memory the allocator holds but no longer uses to the operating system (capstan's
+/// binary allocates with mimalloc; see `main.rs`).
+pub fn release_free_memory() {
+    unsafe extern "C" {
+        fn mi_collect(force: bool);
+    }
+    // SAFETY: mi_collect only frees pages with no live allocation; it is safe to call from any
+    // thread at any time.
+    unsafe { mi_collect(true) }
+}

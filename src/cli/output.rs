@@ -249,7 +249,19 @@ pub fn plan_json(
     redactor: &Redactor,
     preview: Option<&PlatformPreview>,
 ) -> Value {
-    let mut json = plan_json_with_status(platform, changes, plan, warnings, redactor, None);
+    let mut json = json!({
+        "format_version": PLAN_FORMAT_VERSION,
+        "platform": platform,
+        "summary": summary_json(changes),
+        "resource_changes": resource_changes_json(changes, redactor),
+        "orphans": changes.orphans.iter().map(|o| o.to_string()).collect::<Vec<_>>(),
+        "plan": phases_json(plan, redactor, None),
+        "warnings": warnings.0.iter().map(|w| {
+            let mut v = serde_json::to_value(w).unwrap_or(Value::Null);
+            v["message"] = json!(redactor.text(&w.message));
+            v
+        }).collect::<Vec<_>>(),
+    });
     if let Some(p) = preview {
         json["platform_preview"] = preview_json(p, redactor);
     }
@@ -294,14 +306,9 @@ pub fn preview_text(p: &PlatformPreview, style: Style, redactor: &Redactor) -> S
     out
 }
 
-pub fn plan_json_with_status(
-    platform: &str,
-    changes: &ChangeSet,
-    plan: &Plan,
-    warnings: &Diagnostics,
-    redactor: &Redactor,
-    outcome: Option<&Outcome>,
-) -> Value {
+/// The plan's phases and steps with their statuses, in seed 000's shape (what the daemon's
+/// `GET /v1/plans/deploy` answers).
+pub fn phases_json(plan: &Plan, redactor: &Redactor, outcome: Option<&Outcome>) -> Value {
     let status_of = |i: usize| outcome.map(|o| o.steps[i].status).unwrap_or(Status::Pending);
     let message_of = |i: usize| outcome.map(|o| redactor.text(&o.steps[i].message)).unwrap_or_default();
     let phases: Vec<Value> = plan
@@ -334,22 +341,10 @@ pub fn plan_json_with_status(
         })
         .collect();
     json!({
-        "format_version": PLAN_FORMAT_VERSION,
-        "platform": platform,
-        "summary": summary_json(changes),
-        "resource_changes": resource_changes_json(changes, redactor),
-        "orphans": changes.orphans.iter().map(|o| o.to_string()).collect::<Vec<_>>(),
-        "plan": {
-            "status": aggregate((0..plan.steps.len()).map(status_of)),
-            "strategy": "serial",
-            "errors": [],
-            "phases": phases,
-        },
-        "warnings": warnings.0.iter().map(|w| {
-            let mut v = serde_json::to_value(w).unwrap_or(Value::Null);
-            v["message"] = json!(redactor.text(&w.message));
-            v
-        }).collect::<Vec<_>>(),
+        "status": aggregate((0..plan.steps.len()).map(status_of)),
+        "strategy": "serial",
+        "errors": [],
+        "phases": phases,
     })
 }
 

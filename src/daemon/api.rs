@@ -79,7 +79,7 @@ async fn plans() -> axum::Json<Value> {
 
 async fn plan(State(d): Shared) -> Response {
     match d.current.lock().unwrap().as_ref() {
-        Some(c) => axum::Json(c.json(d.platform())).into_response(),
+        Some(c) => axum::Json(c.json()).into_response(),
         None => error(StatusCode::NOT_FOUND, "no plan has run yet"),
     }
 }

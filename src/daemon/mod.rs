@@ -22,7 +22,6 @@ use crate::apply::{self, ApplyOptions, Observer, Outcome, Status, StepOutcome};
 use crate::cli::output;
 use crate::config::Config;
 use crate::diagnostic::Diagnostics;
-use crate::diff::ChangeSet;
 use crate::engine::{self, Connected, PlanError, Planned};
 use crate::plan::Plan;
 use crate::redact::Redactor;
@@ -144,24 +143,14 @@ pub struct DaemonStatus {
 pub struct CurrentPlan {
     pub sha: String,
     pub plan: Plan,
-    pub changes: ChangeSet,
-    pub warnings: Diagnostics,
     pub redactor: Redactor,
     pub outcome: Outcome,
 }
 
 impl CurrentPlan {
     /// The plan in seed 000's JSON shape, with live statuses.
-    pub fn json(&self, platform: &str) -> Value {
-        let full = output::plan_json_with_status(
-            platform,
-            &self.changes,
-            &self.plan,
-            &self.warnings,
-            &self.redactor,
-            Some(&self.outcome),
-        );
-        let mut p = full["plan"].clone();
+    pub fn json(&self) -> Value {
+        let mut p = output::phases_json(&self.plan, &self.redactor, Some(&self.outcome));
         p["commit"] = json!(self.sha);
         p
     }
@@ -344,6 +333,9 @@ impl Daemon {
             }
             let started = Instant::now();
             let result = self.reconcile(reason).await;
+            // A reconcile of ten thousand resources builds a few hundred MB it has now dropped:
+            // hand it back, so an idle daemon is as small as what it keeps.
+            crate::release_free_memory();
             if result == "target_locked" {
                 retry = Some((Instant::now() + retry_delay, reason));
                 retry_delay = (retry_delay * 2).min(LOCK_RETRY_MAX).min(self.opts.resync.max(LOCK_RETRY_FIRST));
@@ -574,8 +566,6 @@ impl Daemon {
         *self.current.lock().unwrap() = Some(CurrentPlan {
             sha: sha.to_string(),
             plan: plan.clone(),
-            changes: changes.clone(),
-            warnings: rendered.warnings.clone(),
             redactor: rendered.redactor.clone(),
             outcome: Outcome { steps: vec![pending; plan.steps.len()] },
         });
@@ -669,7 +659,7 @@ impl Daemon {
     fn record_outcome(&self, sha: &str, outcome: &Outcome) {
         let json = self.current.lock().unwrap().as_mut().map(|c| {
             c.outcome = outcome.clone();
-            c.json(self.platform())
+            c.json()
         });
         if let Some(j) = json {
             let _ = self.store.set_outcome(sha, &j);
