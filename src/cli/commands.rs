@@ -106,12 +106,7 @@ fn read_input(input: &InputArgs) -> anyhow::Result<Input> {
 }
 
 fn render_options(input: &InputArgs) -> RenderOptions {
-    RenderOptions {
-        vars: input.vars.iter().cloned().collect(),
-        namespace: input.namespace.clone(),
-        allow_missing_vars: input.allow_missing_vars,
-        keep_documents: false,
-    }
+    input.variables.render_options(false)
 }
 
 /// Render offline with the platform the configuration names.
@@ -608,12 +603,7 @@ async fn daemon(args: DaemonArgs) -> anyhow::Result<u8> {
         self_heal: args.self_heal,
         token: read_env(&args.token_env, "the API token")?,
         webhook_secret: read_env(&args.webhook_secret_env, "the webhook secret")?,
-        render: RenderOptions {
-            vars: args.vars.into_iter().collect(),
-            namespace: args.namespace,
-            allow_missing_vars: args.allow_missing_vars,
-            keep_documents: true,
-        },
+        render: args.variables.render_options(true),
         parallelism: args.parallelism,
         force: args.force,
         allow_mass_delete: args.allow_mass_delete,
@@ -625,21 +615,10 @@ async fn daemon(args: DaemonArgs) -> anyhow::Result<u8> {
 /// `rollback --to REV`: apply that commit's configuration from here, or have a daemon do it.
 async fn rollback(args: RollbackArgs, color: super::ColorChoice) -> anyhow::Result<u8> {
     if let Some(daemon) = &args.daemon {
-        let url = format!("{}/v1/rollback", daemon.trim_end_matches('/'));
-        let mut req = reqwest::Client::new().post(&url).json(&serde_json::json!({ "to": args.to }));
-        if let Some(var) = &args.token_env {
-            let token =
-                std::env::var(var).map_err(|_| anyhow::anyhow!("the token is read from ${var}, which is not set"))?;
-            req = req.bearer_auth(token);
-        }
-        let resp = req.send().await.map_err(|e| anyhow::anyhow!("cannot reach the daemon at {daemon}: {e}"))?;
-        let status = resp.status();
-        let body: serde_json::Value = resp.json().await.unwrap_or(serde_json::Value::Null);
-        let message = body.get("message").and_then(|m| m.as_str()).unwrap_or("");
-        if !status.is_success() {
-            anyhow::bail!("{url} answered {status}: {message}");
-        }
-        println!("{message}");
+        let body = serde_json::json!({ "to": args.to });
+        let answer =
+            ask_daemon(daemon, reqwest::Method::POST, "/v1/rollback", args.token_env.as_deref(), Some(&body)).await?;
+        println!("{}", answer.get("message").and_then(|m| m.as_str()).unwrap_or(""));
         return Ok(EXIT_OK);
     }
     let input = InputArgs {
@@ -649,9 +628,7 @@ async fn rollback(args: RollbackArgs, color: super::ColorChoice) -> anyhow::Resu
         path: args.path.clone(),
         state_dir: args.state_dir.clone(),
         config: None,
-        vars: args.vars.clone(),
-        namespace: args.namespace.clone(),
-        allow_missing_vars: args.allow_missing_vars,
+        variables: args.variables.clone(),
     };
     note(
         Level::INFO,
@@ -661,6 +638,34 @@ async fn rollback(args: RollbackArgs, color: super::ColorChoice) -> anyhow::Resu
     apply(&input, &args.target, args.yes, args.parallelism, args.allow_mass_delete, color).await
 }
 
+/// One call to a daemon's API, with the token from `token_env`; Err with the daemon's own
+/// message unless it answers 2xx.
+async fn ask_daemon(
+    daemon: &str,
+    method: reqwest::Method,
+    path: &str,
+    token_env: Option<&str>,
+    body: Option<&serde_json::Value>,
+) -> anyhow::Result<serde_json::Value> {
+    let url = format!("{}{path}", daemon.trim_end_matches('/'));
+    let mut req = reqwest::Client::new().request(method, &url);
+    if let Some(var) = token_env {
+        let token =
+            std::env::var(var).map_err(|_| anyhow::anyhow!("the token is read from ${var}, which is not set"))?;
+        req = req.bearer_auth(token);
+    }
+    if let Some(b) = body {
+        req = req.json(b);
+    }
+    let resp = req.send().await.map_err(|e| anyhow::anyhow!("cannot reach the daemon at {daemon}: {e}"))?;
+    let status = resp.status();
+    let answer: serde_json::Value = resp.json().await.unwrap_or(serde_json::Value::Null);
+    if !status.is_success() {
+        anyhow::bail!("{url} answered {status}: {}", answer.get("message").and_then(|m| m.as_str()).unwrap_or(""));
+    }
+    Ok(answer)
+}
+
 /// `plan interrupt|continue|status --daemon URL`.
 async fn drive_daemon(action: PlanAction, color: super::ColorChoice) -> anyhow::Result<u8> {
     let (r, method, path) = match &action {
@@ -668,19 +673,7 @@ async fn drive_daemon(action: PlanAction, color: super::ColorChoice) -> anyhow::
         PlanAction::Continue(r) => (r, reqwest::Method::POST, "/v1/plans/deploy/continue"),
         PlanAction::Status(r) => (r, reqwest::Method::GET, "/v1/plans/deploy"),
     };
-    let url = format!("{}{path}", r.daemon.trim_end_matches('/'));
-    let mut req = reqwest::Client::new().request(method, &url);
-    if let Some(var) = &r.token_env {
-        let token =
-            std::env::var(var).map_err(|_| anyhow::anyhow!("the token is read from ${var}, which is not set"))?;
-        req = req.bearer_auth(token);
-    }
-    let resp = req.send().await.map_err(|e| anyhow::anyhow!("cannot reach the daemon at {}: {e}", r.daemon))?;
-    let status = resp.status();
-    let body: serde_json::Value = resp.json().await.unwrap_or(serde_json::Value::Null);
-    if !status.is_success() {
-        anyhow::bail!("{url} answered {status}: {}", body.get("message").and_then(|m| m.as_str()).unwrap_or(""));
-    }
+    let body = ask_daemon(&r.daemon, method, path, r.token_env.as_deref(), None).await?;
     match (&action, r.output) {
         (_, PlanFormat::Json) => println!("{}", serde_json::to_string_pretty(&body)?),
         (PlanAction::Status(_), _) => print!("{}", output::daemon_plan_text(&body, Style::stdout(color))),

@@ -154,15 +154,8 @@ pub struct RollbackArgs {
     /// Where capstan keeps its state (default: .capstan in the current directory).
     #[arg(long)]
     pub state_dir: Option<PathBuf>,
-    /// Set a variable (highest precedence); repeatable.
-    #[arg(long = "var", value_name = "NAME=VALUE", value_parser = parse_var)]
-    pub vars: Vec<(String, String)>,
-    /// Default namespace, overriding capstan.yaml's and the files'.
-    #[arg(long)]
-    pub namespace: Option<String>,
-    /// Let unresolved variables become empty with a warning.
-    #[arg(long)]
-    pub allow_missing_vars: bool,
+    #[command(flatten)]
+    pub variables: VarArgs,
 }
 
 #[derive(Args, Debug)]
@@ -213,15 +206,8 @@ pub struct DaemonArgs {
     /// lets just it through).
     #[arg(long)]
     pub allow_mass_delete: bool,
-    /// Set a variable (highest precedence); repeatable.
-    #[arg(long = "var", value_name = "NAME=VALUE", value_parser = parse_var)]
-    pub vars: Vec<(String, String)>,
-    /// Default namespace, overriding capstan.yaml's and the files'.
-    #[arg(long)]
-    pub namespace: Option<String>,
-    /// Let unresolved variables become empty with a warning.
-    #[arg(long)]
-    pub allow_missing_vars: bool,
+    #[command(flatten)]
+    pub variables: VarArgs,
 }
 
 /// `250ms`, `30s`, `5m`, `1h`, or a bare number of seconds.
@@ -305,6 +291,13 @@ pub struct InputArgs {
     /// capstan.yaml to use instead of the one at the manifest directory's root.
     #[arg(long)]
     pub config: Option<PathBuf>,
+    #[command(flatten)]
+    pub variables: VarArgs,
+}
+
+/// Rendering inputs given on the command line, the same for every command that renders.
+#[derive(Args, Debug, Clone, Default)]
+pub struct VarArgs {
     /// Set a variable (highest precedence); repeatable.
     #[arg(long = "var", value_name = "NAME=VALUE", value_parser = parse_var)]
     pub vars: Vec<(String, String)>,
@@ -314,6 +307,17 @@ pub struct InputArgs {
     /// Let unresolved variables become empty with a warning, as the platform's server does.
     #[arg(long)]
     pub allow_missing_vars: bool,
+}
+
+impl VarArgs {
+    pub fn render_options(&self, keep_documents: bool) -> crate::render::RenderOptions {
+        crate::render::RenderOptions {
+            vars: self.vars.iter().cloned().collect(),
+            namespace: self.namespace.clone(),
+            allow_missing_vars: self.allow_missing_vars,
+            keep_documents,
+        }
+    }
 }
 
 #[derive(Args, Debug, Clone)]

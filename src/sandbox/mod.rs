@@ -305,6 +305,25 @@ impl Sandbox {
     }
 }
 
+/// A platform's state as its state file holds it, or its empty state when there is no file yet.
+pub fn read_state<T: serde::de::DeserializeOwned + Default>(state_file: Option<&std::path::Path>) -> anyhow::Result<T> {
+    match state_file {
+        Some(p) if p.exists() => {
+            let bytes = std::fs::read(p).with_context(|| format!("cannot read the sandbox state {}", p.display()))?;
+            serde_json::from_slice(&bytes)
+                .map_err(|e| anyhow::anyhow!("the sandbox state {} is unreadable: {e}", p.display()))
+        }
+        _ => Ok(T::default()),
+    }
+}
+
+/// The state to write: copied under the lock, serialised outside it, so requests are not held
+/// up by the writer.
+pub fn snapshot_of<T: Clone + Serialize>(data: &Mutex<T>) -> anyhow::Result<Vec<u8>> {
+    let copy = data.lock().unwrap().clone();
+    Ok(serde_json::to_vec(&copy)?)
+}
+
 fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> anyhow::Result<()> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;

@@ -147,22 +147,13 @@ impl Apcera {
 
 impl PlatformState for Apcera {
     fn snapshot(&self) -> anyhow::Result<Vec<u8>> {
-        // Copy under the lock, serialise outside it: requests are not held up by the writer.
-        let data = Data::clone(&self.data.lock().unwrap());
-        Ok(serde_json::to_vec(&data)?)
+        super::snapshot_of(&self.data)
     }
 }
 
 /// Load the state file (or start empty) and put in the seed's preloaded objects.
 pub fn load(state_file: Option<&Path>, shared: Arc<Shared>) -> anyhow::Result<Api> {
-    let mut data: Data = match state_file {
-        Some(p) if p.exists() => {
-            let bytes = std::fs::read(p)?;
-            serde_json::from_slice(&bytes)
-                .map_err(|e| anyhow::anyhow!("the sandbox state {} is unreadable: {e}", p.display()))?
-        }
-        _ => Data::default(),
-    };
+    let mut data: Data = super::read_state(state_file)?;
     if !data.preloaded {
         packages::preload(&mut data);
         services::preload(&mut data);

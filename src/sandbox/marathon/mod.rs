@@ -223,21 +223,13 @@ impl Marathon {
 
 impl PlatformState for Marathon {
     fn snapshot(&self) -> anyhow::Result<Vec<u8>> {
-        let data = Data::clone(&self.data.lock().unwrap());
-        Ok(serde_json::to_vec(&data)?)
+        super::snapshot_of(&self.data)
     }
 }
 
 /// Load the state file (or start empty) and start the task that moves deployments on.
 pub fn load(state_file: Option<&Path>, shared: Arc<Shared>) -> anyhow::Result<Api> {
-    let mut data: Data = match state_file {
-        Some(p) if p.exists() => {
-            let bytes = std::fs::read(p)?;
-            serde_json::from_slice(&bytes)
-                .map_err(|e| anyhow::anyhow!("the sandbox state {} is unreadable: {e}", p.display()))?
-        }
-        _ => Data::default(),
-    };
+    let mut data: Data = super::read_state(state_file)?;
     if !data.groups.contains_key("/") {
         let v = data.next_version(unix_ms());
         data.groups.insert("/".into(), groups::Group { version: v, ..Default::default() });
