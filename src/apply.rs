@@ -185,7 +185,9 @@ pub async fn resume(
                     block_dependents(plan, &dependents, i, &mut outcomes);
                 }
             }
-            unjournalled.push((i, outcomes[i].status == Status::Complete, outcomes[i].message.clone()));
+            if opts.journal.is_some() {
+                unjournalled.push((i, outcomes[i].status == Status::Complete, outcomes[i].message.clone()));
+            }
             observer.step_finished(plan, i, &outcomes[i]);
         }
     }

@@ -19,16 +19,6 @@ fn plan_json(w: &Workdir, extra: &[&str]) -> Value {
     out.json()
 }
 
-fn changed(plan: &Value) -> Vec<(String, String)> {
-    plan["resource_changes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|c| c["action"] != "no-op")
-        .map(|c| (c["action"].as_str().unwrap().to_string(), c["address"].as_str().unwrap().to_string()))
-        .collect()
-}
-
 #[test]
 fn the_example_converges_and_then_plans_empty() {
     let (sb, w) = example();
@@ -257,18 +247,7 @@ fn with_token_env(sb: &SandboxProc) -> Workdir {
 }
 
 fn run_with_token(w: &Workdir, token: Option<&str>, args: &[&str]) -> Run {
-    let mut cmd = std::process::Command::new(capstan_bin());
-    cmd.args(args).current_dir(w.path()).env("NO_COLOR", "1").stdin(std::process::Stdio::null());
-    match token {
-        Some(t) => cmd.env("CAPSTAN_TEST_TOKEN", t),
-        None => cmd.env_remove("CAPSTAN_TEST_TOKEN"),
-    };
-    let out = cmd.output().unwrap();
-    Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+    run_with_env(w.path(), args, &[("CAPSTAN_TEST_TOKEN", token)])
 }
 
 #[test]
@@ -395,18 +374,7 @@ fn the_json_plan_follows_its_schema() {
 
 /// Run capstan in `dir` with `RUST_LOG` set; returns the run.
 fn capstan_logged(dir: &std::path::Path, rust_log: &str, args: &[&str]) -> Run {
-    let out = std::process::Command::new(capstan_bin())
-        .args(args)
-        .current_dir(dir)
-        .env("RUST_LOG", rust_log)
-        .stdin(std::process::Stdio::null())
-        .output()
-        .unwrap();
-    Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+    run_with_env(dir, args, &[("RUST_LOG", Some(rust_log))])
 }
 
 /// Every line of `stderr` is one JSON object with a level and a message (or fields).

@@ -843,18 +843,7 @@ fn health_is_live_at_once_and_ready_only_after_the_first_reconcile() {
 
 /// `capstan` with the token in the environment.
 fn capstan_with_token(args: &[&str]) -> Run {
-    let out = std::process::Command::new(capstan_bin())
-        .args(args)
-        .env("NO_COLOR", "1")
-        .env("CAPSTAN_TOKEN", "t0k3n")
-        .stdin(std::process::Stdio::null())
-        .output()
-        .unwrap();
-    Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+    run_with_env(std::path::Path::new("."), args, &[("CAPSTAN_TOKEN", Some("t0k3n"))])
 }
 
 #[test]

@@ -42,16 +42,6 @@ fn seqs(sb: &SandboxProc, method: &str, path: &str) -> Vec<u64> {
         .collect()
 }
 
-fn changed(plan: &Value) -> Vec<(String, String)> {
-    plan["resource_changes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|c| c["action"] != "no-op")
-        .map(|c| (c["action"].as_str().unwrap().to_string(), c["address"].as_str().unwrap().to_string()))
-        .collect()
-}
-
 #[test]
 fn the_example_converges_in_dependency_order_and_then_plans_empty() {
     let (sb, w) = example(&["--rollout-ms", "40"]);

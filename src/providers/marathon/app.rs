@@ -298,12 +298,12 @@ pub async fn put(provider: &Marathon, id: &str, spec: &Value, live: Option<&Valu
         None => body(provider, spec),
     };
     let client = provider.client()?;
-    provider.until_unlocked(KIND, id, || client.put_app(id, &body, provider.force)).await
+    provider.until_unlocked(KIND, id, || client.put("apps", id, &body, provider.force)).await
 }
 
 pub async fn delete(provider: &Marathon, id: &str) -> Result<(), ApiError> {
     let client = provider.client()?;
-    provider.until_unlocked(KIND, id, || client.delete_app(id, provider.force)).await
+    provider.until_unlocked(KIND, id, || client.delete("apps", id, provider.force)).await
 }
 
 #[cfg(test)]

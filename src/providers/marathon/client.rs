@@ -82,30 +82,16 @@ impl Client {
             .ok_or_else(|| ApiError::other("GET", path, "empty answer"))
     }
 
-    /// `PUT /v2/apps/{id}`: creates the app or changes it (fields not in the body keep their
-    /// values). Sending it twice does no harm, so it is retried like a read.
-    pub async fn put_app(&self, id: &str, body: &Value, force: bool) -> Result<Option<String>, ApiError> {
-        let path = with_force(&format!("/v2/apps{id}"), force);
+    /// `PUT /v2/{apps|groups}/{id}`: creates the app or group, or changes it (fields not in the
+    /// body keep their values). Sending it twice does no harm, so it is retried like a read.
+    pub async fn put(&self, collection: &str, id: &str, body: &Value, force: bool) -> Result<Option<String>, ApiError> {
+        let path = with_force(&format!("/v2/{collection}{id}"), force);
         Ok(deployment_of(self.http.call(Method::PUT, &path, Some(body), Idempotent::Yes).await?))
     }
 
-    /// `DELETE /v2/apps/{id}`; an app that is not there is already deleted.
-    pub async fn delete_app(&self, id: &str, force: bool) -> Result<Option<String>, ApiError> {
-        let path = with_force(&format!("/v2/apps{id}"), force);
-        match self.http.call(Method::DELETE, &path, None, Idempotent::Yes).await {
-            Ok(v) => Ok(deployment_of(v)),
-            Err(e) if e.is_not_found() => Ok(None),
-            Err(e) => Err(e),
-        }
-    }
-
-    pub async fn put_group(&self, id: &str, body: &Value, force: bool) -> Result<Option<String>, ApiError> {
-        let path = with_force(&format!("/v2/groups{id}"), force);
-        Ok(deployment_of(self.http.call(Method::PUT, &path, Some(body), Idempotent::Yes).await?))
-    }
-
-    pub async fn delete_group(&self, id: &str, force: bool) -> Result<Option<String>, ApiError> {
-        let path = with_force(&format!("/v2/groups{id}"), force);
+    /// `DELETE /v2/{apps|groups}/{id}`; one that is not there is already deleted.
+    pub async fn delete(&self, collection: &str, id: &str, force: bool) -> Result<Option<String>, ApiError> {
+        let path = with_force(&format!("/v2/{collection}{id}"), force);
         match self.http.call(Method::DELETE, &path, None, Idempotent::Yes).await {
             Ok(v) => Ok(deployment_of(v)),
             Err(e) if e.is_not_found() => Ok(None),

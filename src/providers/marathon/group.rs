@@ -110,10 +110,10 @@ pub fn from_live(group: &Value) -> Option<(LiveResource, Vec<String>)> {
 pub async fn put(provider: &Marathon, id: &str, spec: &Value) -> Result<(), ApiError> {
     let body = json!({ "id": id, "dependencies": spec.get("dependencies").cloned().unwrap_or(json!([])) });
     let client = provider.client()?;
-    provider.until_unlocked(KIND, id, || client.put_group(id, &body, provider.force)).await
+    provider.until_unlocked(KIND, id, || client.put("groups", id, &body, provider.force)).await
 }
 
 pub async fn delete(provider: &Marathon, id: &str) -> Result<(), ApiError> {
     let client = provider.client()?;
-    provider.until_unlocked(KIND, id, || client.delete_group(id, provider.force)).await
+    provider.until_unlocked(KIND, id, || client.delete("groups", id, provider.force)).await
 }

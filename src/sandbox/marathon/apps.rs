@@ -935,13 +935,7 @@ pub fn create(api: &Api, req: &Req) -> Result<Response, Fail> {
     }
     check_placement(&data, &id)?;
     let def = normalize(&body, &id, None, false, "").map_err(invalid)?;
-    let change = Change {
-        puts: vec![Put { id: id.clone(), def, restart: false, bump: true }],
-        locked: vec![id.clone()],
-        group_id: parent(&id).to_string(),
-        post: Some(format!("/v2/apps{id}")),
-        ..Default::default()
-    };
+    let change = Change::app_write(&id, def);
     let ctx = api.ctx();
     let plan = deployments::plan(&data, &change)?;
     let (deployment, _) = deployments::commit(&mut data, &ctx, change, plan, false)?;
@@ -1008,13 +1002,7 @@ fn put_one(api: &Api, req: &Req, raw: &str) -> Result<Response, Fail> {
     let mut data = api.lock();
     let created = !data.apps.contains_key(&id);
     let def = updated(&data, &id, &body, partial, "")?;
-    let change = Change {
-        puts: vec![Put { id: id.clone(), def, restart: false, bump: true }],
-        locked: vec![id.clone()],
-        group_id: parent(&id).to_string(),
-        post: Some(format!("/v2/apps{id}")),
-        ..Default::default()
-    };
+    let change = Change::app_write(&id, def);
     let ctx = api.ctx();
     let plan = deployments::plan(&data, &change)?;
     let (deployment, version) = deployments::commit(&mut data, &ctx, change, plan, force)?;

@@ -85,6 +85,19 @@ pub struct Change {
     pub post: Option<String>,
 }
 
+impl Change {
+    /// A write of one app's definition through `/v2/apps/{id}` (a create or an update).
+    pub fn app_write(id: &str, def: Map<String, Value>) -> Change {
+        Change {
+            puts: vec![Put { id: id.to_string(), def, restart: false, bump: true }],
+            locked: vec![id.to_string()],
+            group_id: super::parent(id).to_string(),
+            post: Some(format!("/v2/apps{id}")),
+            ..Default::default()
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Class {
     New,
