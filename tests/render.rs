@@ -197,3 +197,32 @@ fn handlebars_templates_render_before_they_are_parsed_and_name_missing_values() 
     out.code(1);
     assert!(out.stderr.contains("api.yaml.hbs:3:12") && out.stderr.contains("REPLICAS"), "{}", out.stderr);
 }
+
+#[test]
+fn keys_that_collide_once_expanded_are_errors_naming_both_places() {
+    // Issue 12, item 3: each pair passed validation and the last silently won.
+    let w = Workdir::new();
+    w.write("capstan.yaml", "default_namespace: /dev/shop\nvariables: {N: dv, K: app}\n");
+    w.write("ns.yaml", "jobs:\n  job::/dev/shop::dn: {num_instances: 1}\n  job::::dn: {num_instances: 2}\n");
+    w.write("var.yaml", "jobs:\n  job::::dv: {num_instances: 1}\n  job::::${N}: {num_instances: 2}\n");
+    w.write("tags.yaml", "jobs:\n  job::::t:\n    tags:\n      app: one\n      ${K}: two\n");
+    let out = w.capstan(&["validate", "."]);
+    out.code(1);
+    for (at, key, other) in [
+        ("ns.yaml:3:3", "job::/dev/shop::dn", "ns.yaml:2:3"),
+        ("var.yaml:3:3", "job::/dev/shop::dv", "var.yaml:2:3"),
+        ("tags.yaml:5:7", "app", "tags.yaml:4:7"),
+    ] {
+        let error = format!("{at}: error: this key expands to {key:?}, as another key of the same mapping does");
+        assert!(out.stderr.contains(&error), "expected {error:?} in:\n{}", out.stderr);
+        let note = format!("{other}: note: the other key that expands to {key:?}");
+        assert!(out.stderr.contains(&note), "expected {note:?} in:\n{}", out.stderr);
+    }
+    // The same through --var, and render refuses too.
+    let w = Workdir::new();
+    w.write("m.yaml", "jobs:\n  job::/d::a: {}\n  job::/d::${X}: {}\n");
+    let out = w.capstan(&["render", ".", "--var", "X=a"]);
+    out.code(1);
+    assert!(out.stderr.contains("m.yaml:3:3: error: this key expands to \"job::/d::a\""), "{}", out.stderr);
+    w.capstan(&["render", ".", "--var", "X=b"]).ok();
+}

@@ -211,9 +211,9 @@ async fn plan(
     }
     let Input { snapshot, config, state_dir, .. } = head;
     let connected = engine::connect(&config, target.target.as_deref(), &state_dir, target.force).await?;
-    let prune = target.prune || config.prune;
+    let flags = target.plan_flags(&config);
     let result =
-        engine::plan(connected.provider.as_ref(), &snapshot, &config, &render_options(&input), prune, None).await;
+        engine::plan(connected.provider.as_ref(), &snapshot, &config, &render_options(&input), flags, None).await;
     let platform = connected.provider.platform();
     let description = connected.description.clone();
     connected.close().await?;
@@ -493,9 +493,9 @@ async fn apply(
         for earlier in crate::journal::Journal::take_unfinished(&state_dir, &connected.key)? {
             note(Level::WARN, &Style::stderr(color).yellow(&format!("Resuming: {}.", earlier.describe())));
         }
-        let prune = target.prune || config.prune;
+        let flags = target.plan_flags(&config);
         let planned =
-            engine::plan(connected.provider.as_ref(), &snapshot, &config, &render_options(input), prune, None)
+            engine::plan(connected.provider.as_ref(), &snapshot, &config, &render_options(input), flags, None)
                 .await
                 .map_err(plan_error)?;
         note(Level::INFO, &Style::stderr(color).dim(&format!("Applying to {}.", connected.description)));
@@ -534,8 +534,20 @@ async fn apply(
             apply_ms = started.elapsed().as_secs_f64() * 1e3,
             "applied"
         );
-        journal.end(if outcome.converged() { "done" } else { "failed" })?;
-        print!("{}", output::outcome_text(&planned.plan, &planned.rendered.desired, &outcome, style, redactor));
+        // A step that said done and was not is caught by planning again what was touched.
+        let verified = match outcome.converged() {
+            true => engine::verify(connected.provider.as_ref(), &planned).await,
+            false => Ok(()),
+        };
+        journal.end(if outcome.converged() && verified.is_ok() { "done" } else { "failed" })?;
+        let text = output::outcome_text(&planned.plan, &planned.rendered.desired, &outcome, style, redactor);
+        match &verified {
+            Ok(()) => print!("{text}"),
+            Err(_) => print!("{}", text.replacen("Apply complete:", "Apply not converged:", 1)),
+        }
+        if let Err(why) = verified {
+            anyhow::bail!("{}", redactor.text(&why));
+        }
         anyhow::Ok(if outcome.converged() { EXIT_OK } else { EXIT_ERROR })
     }
     .await;
@@ -607,6 +619,7 @@ async fn daemon(args: DaemonArgs) -> anyhow::Result<u8> {
         parallelism: args.parallelism,
         force: args.force,
         allow_mass_delete: args.allow_mass_delete,
+        take_ownership: args.take_ownership,
     };
     crate::daemon::serve(opts).await?;
     Ok(EXIT_OK)
