@@ -226,3 +226,72 @@ fn keys_that_collide_once_expanded_are_errors_naming_both_places() {
     assert!(out.stderr.contains("m.yaml:3:3: error: this key expands to \"job::/d::a\""), "{}", out.stderr);
     w.capstan(&["render", ".", "--var", "X=b"]).ok();
 }
+
+/// Validate a repository's working tree (directory mode) and its HEAD commit (git mode); both
+/// must fail, and each expected line must be in both outputs.
+fn refused_in_both_modes(repo: &common::git::Repo, expect: &[&str]) {
+    let dir = repo.path().to_str().unwrap();
+    for (mode, args) in [("directory", vec!["validate", "."]), ("git", vec!["validate", "--repo", dir])] {
+        let out = run_in(repo.path(), &args);
+        out.code(1);
+        for line in expect {
+            assert!(out.stderr.contains(line), "{mode} mode: expected {line:?} in:\n{}", out.stderr);
+        }
+        assert!(!out.stdout.contains("valid:"), "{mode} mode: {}", out.stdout);
+    }
+}
+
+#[test]
+fn links_foreign_names_and_submodules_are_refused_alike_in_directory_and_git_mode() {
+    // Issue 12, item 2: a symlinked directory was skipped without a word, a file link was
+    // followed out of the tree, a name that is not UTF-8 was skipped (and read, lossily, from
+    // git), and a submodule's manifests were read from a checkout but not from the commit.
+    use common::git::{Repo, git};
+    use std::os::unix::ffi::OsStrExt;
+    let outside = tempfile::tempdir().unwrap();
+    std::fs::write(outside.path().join("far.yaml"), "jobs:\n  job::/x::far: {}\n").unwrap();
+
+    let repo = Repo::new();
+    repo.write("ok.yaml", "jobs:\n  job::/x::ok: {}\n");
+    repo.write("shared/a.yaml", "jobs:\n  job::/x::a: {}\n");
+    std::os::unix::fs::symlink("shared", repo.path().join("linked")).unwrap();
+    std::os::unix::fs::symlink(outside.path().join("far.yaml"), repo.path().join("far.yaml")).unwrap();
+    repo.commit("links");
+    let far = format!("far.yaml is a symbolic link (to {}/far.yaml)", outside.path().display());
+    refused_in_both_modes(&repo, &["linked is a symbolic link (to shared): links are not followed", &far]);
+
+    let repo = Repo::new();
+    repo.write("ok.yaml", "jobs:\n  job::/x::ok: {}\n");
+    let name = std::ffi::OsStr::from_bytes(b"caf\xe9.yaml");
+    std::fs::write(repo.path().join(name), "jobs:\n  job::/x::cafe: {}\n").unwrap();
+    repo.commit("a Latin-1 name");
+    refused_in_both_modes(&repo, &["caf\u{fffd}.yaml: the name is not UTF-8"]);
+
+    let inner = Repo::new();
+    inner.write("inner.yaml", "jobs:\n  job::/x::inner: {}\n");
+    inner.commit("inner manifests");
+    let repo = Repo::new();
+    repo.write("ok.yaml", "jobs:\n  job::/x::ok: {}\n");
+    repo.commit("outer");
+    let inner_path = inner.path().to_str().unwrap();
+    git(repo.path(), &["-c", "protocol.file.allow=always", "submodule", "add", "-q", inner_path, "sub"]);
+    repo.commit("a submodule");
+    assert!(repo.path().join("sub/inner.yaml").exists(), "the checkout has the submodule's files");
+    refused_in_both_modes(&repo, &["sub is a git submodule (or a repository inside this one)"]);
+
+    // capstan.yaml itself: a link would be followed out of the tree on disk and skipped in git.
+    let repo = Repo::new();
+    repo.write("ok.yaml", "jobs:\n  job::/x::ok: {}\n");
+    std::fs::write(outside.path().join("capstan.yaml"), "owner: elsewhere\nprune: true\n").unwrap();
+    std::os::unix::fs::symlink(outside.path().join("capstan.yaml"), repo.path().join("capstan.yaml")).unwrap();
+    repo.commit("a linked configuration");
+    refused_in_both_modes(&repo, &["capstan.yaml is a symbolic link"]);
+
+    // Hidden entries stay outside the rules, in both modes.
+    let repo = Repo::new();
+    repo.write("ok.yaml", "jobs:\n  job::/x::ok: {}\n");
+    std::os::unix::fs::symlink("ok.yaml", repo.path().join(".hidden.yaml")).unwrap();
+    repo.commit("hidden");
+    run_in(repo.path(), &["validate", "."]).ok();
+    run_in(repo.path(), &["validate", "--repo", repo.path().to_str().unwrap()]).ok();
+}
