@@ -129,6 +129,47 @@ pub fn check_deletions(provider: &dyn Provider, desired: &DesiredState, changes:
     diags
 }
 
+/// Check that what a plan creates can exist: a live resource that excludes it (the job is on
+/// another network; the job has another binding or link of that name) must be one the plan
+/// deletes, or the create can only fail. A live one that is not capstan's to delete (a network
+/// declared elsewhere) makes it an error at the declaration, before any request.
+pub fn check_exclusive(desired: &DesiredState, live: &LiveState, changes: &ChangeSet) -> Diagnostics {
+    let mut diags = Diagnostics::default();
+    let creates: Vec<&ResourceId> = changes
+        .changes
+        .iter()
+        .filter(|c| matches!(c.action, Action::Create | Action::Replace))
+        .map(|c| &c.id)
+        .collect();
+    if creates.is_empty() {
+        return diags;
+    }
+    let deleted =
+        |id: &ResourceId| changes.get(id).is_some_and(|c| matches!(c.action, Action::Delete | Action::Replace));
+    let mut held: std::collections::HashMap<&str, Vec<&ResourceId>> = std::collections::HashMap::new();
+    for l in live.resources.values() {
+        if let Some(key) = l.exclusive.as_deref()
+            && !deleted(&l.id)
+        {
+            held.entry(key).or_default().push(&l.id);
+        }
+    }
+    for id in creates {
+        let Some(d) = desired.resources.get(id) else { continue };
+        let Some(key) = d.exclusive.as_deref() else { continue };
+        if let Some(other) = held.get(key).and_then(|ids| ids.iter().find(|o| **o != id)) {
+            diags.push(Diagnostic::error_at(
+                d.origin.clone(),
+                format!(
+                    "{id} cannot be created while {other} exists (both take {key}), which is not this plan's to remove: expected it removed first"
+                ),
+            ));
+        }
+    }
+    diags.sort();
+    diags
+}
+
 /// Check that no declaration takes over a resource another owner marks: that needs
 /// `--take-ownership`.
 pub fn check_owners(provider: &dyn Provider, desired: &DesiredState, live: &LiveState) -> Diagnostics {

@@ -241,7 +241,8 @@ pub async fn plan(
         return Err(InvalidInput(problems).into());
     }
     let changes = diff::diff(provider, &rendered.desired, &live, prune);
-    let problems = diff::check_deletions(provider, &rendered.desired, &changes);
+    let mut problems = diff::check_deletions(provider, &rendered.desired, &changes);
+    problems.extend(diff::check_exclusive(&rendered.desired, &live, &changes).0);
     if problems.has_errors() {
         return Err(InvalidInput(problems).into());
     }

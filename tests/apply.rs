@@ -598,3 +598,29 @@ fn a_binding_the_api_cannot_remove_fails_its_step_instead_of_reporting_success()
     let web = sb.job("job::/b::web").unwrap();
     assert_eq!(web["bindings"].as_object().map(|m| m.len()), Some(1), "the binding is still there: {web}");
 }
+
+#[test]
+fn a_create_that_something_live_excludes_is_an_error_at_its_place() {
+    // A sibling of item 8: the job is already on a network this configuration does not declare,
+    // so joining the declared one could only answer 409, on every apply.
+    let sb = SandboxProc::start(&[]);
+    let w = Workdir::new();
+    w.target(&sb.url);
+    w.write("m.yaml", "jobs:\n  job::/e::web: {}\nnetworks:\n  network::/e::mine:\n    jobs: [job::/e::web]\n");
+    w.capstan(&["apply", ".", "--yes"]).ok();
+    // Someone moves the job to a network of their own.
+    let job = sb.job("job::/e::web").unwrap();
+    let nets = sb.get("/v1/networks");
+    let mine = nets.as_array().unwrap().iter().find(|n| n["fqn"] == "network::/e::mine").unwrap();
+    let (juuid, nuuid) = (job["uuid"].as_str().unwrap(), mine["uuid"].as_str().unwrap());
+    assert_eq!(sb.send("DELETE", &format!("/v1/jobs/{juuid}/networks/{nuuid}"), None).0, 200);
+    sb.send("POST", "/v1/networks", Some(&json!({"fqn": "network::/e::theirs"})));
+    let body = json!({"job_fqn": "job::/e::web", "network_fqn": "network::/e::theirs"});
+    assert_eq!(sb.send("POST", &format!("/v1/jobs/{juuid}/networks"), Some(&body)).0, 200);
+    sb.clear_requests();
+    let out = w.capstan(&["apply", ".", "--yes"]);
+    out.code(1);
+    let expect = "m.yaml:5:12: error: membership job::/e::web -> network::/e::mine cannot be created while membership job::/e::web -> network::/e::theirs exists (both take the network of job::/e::web (a job is on one network at most)), which is not this plan's to remove";
+    assert!(out.stderr.contains(expect), "expected {expect:?} in:\n{}", out.stderr);
+    assert_eq!(sb.mutating_requests(), Vec::<Value>::new());
+}
