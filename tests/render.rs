@@ -295,3 +295,21 @@ fn links_foreign_names_and_submodules_are_refused_alike_in_directory_and_git_mod
     run_in(repo.path(), &["validate", "."]).ok();
     run_in(repo.path(), &["validate", "--repo", repo.path().to_str().unwrap()]).ok();
 }
+
+#[test]
+fn validate_names_where_each_undeclared_reference_is_and_warns_when_pruning_would_refuse_it() {
+    // Issue 12, item 1, offline: the example minus jobs/worker.yaml, whose network still lists
+    // job::::worker, said "valid" and nothing more.
+    let w = Workdir::from_example("examples/manifests/apcera");
+    w.remove("jobs/worker.yaml");
+    let out = w.capstan(&["validate", "."]);
+    out.ok();
+    assert!(out.stdout.contains("  job::/dev/shop::worker (network.yaml:8:9)"), "{}", out.stdout);
+    assert!(!out.stderr.contains("warning"), "{}", out.stderr);
+    w.write("capstan.yaml", &format!("{}prune: true\n", w.read("capstan.yaml")));
+    let out = w.capstan(&["validate", "."]);
+    out.ok();
+    let expect = "network.yaml:8:9: warning: job::/dev/shop::worker is not declared here and capstan.yaml prunes: if owner \"shop\" made it, plan refuses to delete it while this points at it";
+    assert!(out.stderr.contains(expect), "expected {expect:?} in:\n{}", out.stderr);
+    assert!(!out.stderr.contains("package::"), "packages are not capstan's to prune: {}", out.stderr);
+}

@@ -155,18 +155,33 @@ async fn render(input: &InputArgs, format: RenderFormat, color: super::ColorChoi
 }
 
 async fn validate(input: &InputArgs, color: super::ColorChoice) -> anyhow::Result<u8> {
-    let (rendered, _) = render_offline(input, &read_input(input)?, false)?;
-    print_warnings(&rendered.warnings, color);
+    let read = read_input(input)?;
+    let (rendered, provider) = render_offline(input, &read, false)?;
     // References to what is not declared here (a system service, a package) can only be
-    // checked against a target: plan and apply do.
-    let external: std::collections::BTreeSet<String> = rendered
-        .desired
-        .resources
-        .values()
-        .flat_map(|r| &r.references)
-        .filter(|x| !rendered.desired.resources.contains_key(&x.target))
-        .map(|x| x.target.to_string())
-        .collect();
+    // checked against a target: plan and apply do, each with the first place it is written.
+    let mut external: std::collections::BTreeMap<String, &crate::model::Reference> = Default::default();
+    for x in rendered.desired.resources.values().flat_map(|r| &r.references) {
+        if !rendered.desired.resources.contains_key(&x.target) {
+            external.entry(x.target.to_string()).or_insert(x);
+        }
+    }
+    // With pruning configured, a reference to an undeclared resource of a kind capstan manages
+    // is one plan refuses if this owner made it (it would be deleted while referenced).
+    let mut warnings = rendered.warnings.clone();
+    if read.config.prune {
+        for (name, x) in &external {
+            if provider.kind_info(&x.target.kind).managed {
+                warnings.push(crate::diagnostic::Diagnostic::warning(
+                    Some(x.at.clone()),
+                    format!(
+                        "{name} is not declared here and capstan.yaml prunes: if owner {:?} made it, plan refuses to delete it while this points at it",
+                        read.config.owner()
+                    ),
+                ));
+            }
+        }
+    }
+    print_warnings(&warnings, color);
     println!(
         "{} valid: {} resources in {} documents.",
         input.dir.display(),
@@ -175,8 +190,8 @@ async fn validate(input: &InputArgs, color: super::ColorChoice) -> anyhow::Resul
     );
     if !external.is_empty() {
         println!("{} referenced resources are not declared here; plan checks them on the target:", external.len());
-        for x in &external {
-            println!("  {x}");
+        for (name, x) in &external {
+            println!("  {name} ({})", x.at);
         }
     }
     Ok(EXIT_OK)
