@@ -391,8 +391,9 @@ impl Daemon {
         }
         let known = self.store.status(&sha).ok().flatten();
         let drift_check = match (reason, known) {
-            // An invalid commit stays invalid; nothing to do until the next commit.
-            (_, Some(CommitStatus::Invalid)) if reason != Reason::Sync => return "invalid",
+            // An invalid commit stays invalid until the next commit, unless asked again (a sync,
+            // or a restart: perhaps with --take-ownership, or other --var values).
+            (_, Some(CommitStatus::Invalid)) if !matches!(reason, Reason::Sync | Reason::Startup) => return "invalid",
             // A refused plan stays refused, unless asked again (a sync, or a restart, perhaps
             // with --allow-mass-delete).
             (_, Some(CommitStatus::Refused)) if !matches!(reason, Reason::Sync | Reason::Startup) => return "refused",
