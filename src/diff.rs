@@ -5,10 +5,13 @@
 //! is live are known: a reference to nothing is an error at the place it is written. What is
 //! live but no longer declared is deleted only when it is capstan's to delete: an attachment
 //! (binding, membership) whose declaring parent is still declared, or a resource marked with
-//! this owner when pruning. Everything else is left alone.
+//! this owner when pruning. Everything else is left alone. A declared resource that carries
+//! another owner's mark is a takeover: its change shows the mark changing hands, and the plan
+//! is refused unless that was asked for ([`check_owners`]). A declaration that points at what
+//! the plan deletes is refused too ([`check_deletions`]).
 
 use crate::diagnostic::{Diagnostic, Diagnostics, Location};
-use crate::model::{DesiredState, LiveState, ResourceId};
+use crate::model::{DesiredState, LiveResource, LiveState, ResourceId};
 use crate::providers::Provider;
 use serde::Serialize;
 use serde_json::Value;
@@ -95,6 +98,103 @@ impl ChangeSet {
     }
 }
 
+/// The path under which a change of owner shows among a change's fields.
+pub const OWNER_FIELD: &str = "capstan-owner";
+
+/// Check that no declaration points at something this plan deletes (a job it prunes that a
+/// network still lists, a service a binding names, a Marathon app another depends on): applying
+/// it would delete what is still needed, then fail or leave the declaration unmet.
+pub fn check_deletions(provider: &dyn Provider, desired: &DesiredState, changes: &ChangeSet) -> Diagnostics {
+    let mut diags = Diagnostics::default();
+    let deleted: Vec<&ResourceChange> = changes.changes.iter().filter(|c| c.action == Action::Delete).collect();
+    if deleted.is_empty() {
+        return diags;
+    }
+    for r in desired.resources.values() {
+        for reference in &r.references {
+            let Some(gone) = deleted.iter().find(|c| provider.names(&reference.target, &c.id)) else {
+                continue;
+            };
+            let why = gone.reason.as_deref().unwrap_or("deleted");
+            diags.push(Diagnostic::error_at(
+                reference.at.clone(),
+                format!(
+                    "{} points at {}, which this plan deletes ({why}): expected it declared, or no reference to it",
+                    r.id, gone.id
+                ),
+            ));
+        }
+    }
+    diags.sort();
+    diags
+}
+
+/// Check that what a plan creates can exist: a live resource that excludes it (the job is on
+/// another network; the job has another binding or link of that name) must be one the plan
+/// deletes, or the create can only fail. A live one that is not capstan's to delete (a network
+/// declared elsewhere) makes it an error at the declaration, before any request.
+pub fn check_exclusive(desired: &DesiredState, live: &LiveState, changes: &ChangeSet) -> Diagnostics {
+    let mut diags = Diagnostics::default();
+    let creates: Vec<&ResourceId> = changes
+        .changes
+        .iter()
+        .filter(|c| matches!(c.action, Action::Create | Action::Replace))
+        .map(|c| &c.id)
+        .collect();
+    if creates.is_empty() {
+        return diags;
+    }
+    let deleted =
+        |id: &ResourceId| changes.get(id).is_some_and(|c| matches!(c.action, Action::Delete | Action::Replace));
+    let mut held: std::collections::HashMap<&str, Vec<&ResourceId>> = std::collections::HashMap::new();
+    for l in live.resources.values() {
+        if let Some(key) = l.exclusive.as_deref()
+            && !deleted(&l.id)
+        {
+            held.entry(key).or_default().push(&l.id);
+        }
+    }
+    for id in creates {
+        let Some(d) = desired.resources.get(id) else { continue };
+        let Some(key) = d.exclusive.as_deref() else { continue };
+        if let Some(other) = held.get(key).and_then(|ids| ids.iter().find(|o| **o != id)) {
+            diags.push(Diagnostic::error_at(
+                d.origin.clone(),
+                format!(
+                    "{id} cannot be created while {other} exists (both take {key}), which is not this plan's to remove: expected it removed first"
+                ),
+            ));
+        }
+    }
+    diags.sort();
+    diags
+}
+
+/// Check that no declaration takes over a resource another owner marks: that needs
+/// `--take-ownership`.
+pub fn check_owners(provider: &dyn Provider, desired: &DesiredState, live: &LiveState) -> Diagnostics {
+    let mut diags = Diagnostics::default();
+    for d in desired.resources.values() {
+        if let Some(other) = live.get(&d.id).and_then(|l| taken_from(provider, l)) {
+            diags.push(Diagnostic::error_at(
+                d.origin.clone(),
+                format!(
+                    "{} is marked as owner {other:?}'s ({OWNER_FIELD}), and this configuration's owner is {:?}: expected a resource of this owner or an unmarked one; pass --take-ownership to take it over",
+                    d.id,
+                    provider.owner()
+                ),
+            ));
+        }
+    }
+    diags.sort();
+    diags
+}
+
+/// The other owner a live resource is marked for, if it is not this one's.
+fn taken_from<'a>(provider: &dyn Provider, l: &'a LiveResource) -> Option<&'a str> {
+    l.owner.as_deref().filter(|o| *o != provider.owner())
+}
+
 /// Check that every reference points at something declared or live.
 pub fn check_references(desired: &DesiredState, live: &LiveState) -> Diagnostics {
     let mut diags = Diagnostics::default();
@@ -128,15 +228,18 @@ pub fn diff(provider: &dyn Provider, desired: &DesiredState, live: &LiveState, p
         }
         let l = live.get(&d.id);
         let (after, before) = provider.comparable(Some(d), l, live);
+        // Another owner's mark is rewritten by the change: in place where the platform can,
+        // else by replacing the resource.
+        let taken = l.and_then(|l| taken_from(provider, l));
         let action = match (&before, &after) {
             (None, _) => Action::Create,
-            (Some(b), Some(a)) if b == a => Action::NoOp,
+            (Some(b), Some(a)) if b == a && taken.is_none() => Action::NoOp,
             _ if info.updatable => Action::Update,
             _ => Action::Replace,
         };
         // An unchanged resource carries no copies of its values: at ten thousand resources
         // they would be most of the memory a plan takes.
-        let (before, after, fields) = match action {
+        let (before, after, mut fields) = match action {
             Action::NoOp => (None, None, Vec::new()),
             _ => {
                 let (before, after) = (before.map(Cow::into_owned), after.map(Cow::into_owned));
@@ -144,6 +247,14 @@ pub fn diff(provider: &dyn Provider, desired: &DesiredState, live: &LiveState, p
                 (before, after, fields)
             }
         };
+        let reason = taken.map(|other| {
+            fields.push(FieldChange {
+                path: OWNER_FIELD.into(),
+                before: Some(Value::String(other.to_string())),
+                after: Some(Value::String(provider.owner().to_string())),
+            });
+            format!("taken over from owner {other:?}")
+        });
         changes.insert(
             d.id.clone(),
             ResourceChange {
@@ -153,7 +264,7 @@ pub fn diff(provider: &dyn Provider, desired: &DesiredState, live: &LiveState, p
                 before,
                 after,
                 changes: fields,
-                reason: None,
+                reason,
             },
         );
     }

@@ -162,6 +162,15 @@ pub enum PlanError {
     Observe(ApiError),
 }
 
+/// What a plan may do beyond bringing declared resources to their declaration.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PlanFlags {
+    /// Delete resources this owner marks that are no longer declared.
+    pub prune: bool,
+    /// Take over declared resources that another owner marks (rewriting the mark).
+    pub take_ownership: bool,
+}
+
 /// Everything known once a plan is made.
 pub struct Planned {
     pub rendered: Rendered,
@@ -170,6 +179,8 @@ pub struct Planned {
     pub plan: Plan,
     /// The platform's own preview of the same changes, where it has one and there are changes.
     pub preview: Option<PlatformPreview>,
+    /// What the plan was made with, so it can be made again the same way ([`verify`]).
+    pub flags: PlanFlags,
 }
 
 pub fn render(
@@ -201,9 +212,10 @@ pub async fn plan(
     snapshot: &Snapshot,
     config: &Config,
     opts: &RenderOptions,
-    prune: bool,
+    flags: PlanFlags,
     cache: Option<&RenderCache>,
 ) -> Result<Planned, PlanError> {
+    let prune = flags.prune;
     let t = Instant::now();
     let rendered = render(snapshot, config, opts, provider, cache)?;
     let rendered_in = t.elapsed();
@@ -221,11 +233,19 @@ pub async fn plan(
         rendered.redactor.learn(&l.spec);
     }
     let t = Instant::now();
-    let problems = diff::check_references(&rendered.desired, &live);
+    let mut problems = diff::check_references(&rendered.desired, &live);
+    if !flags.take_ownership {
+        problems.extend(diff::check_owners(provider, &rendered.desired, &live).0);
+    }
     if problems.has_errors() {
         return Err(InvalidInput(problems).into());
     }
     let changes = diff::diff(provider, &rendered.desired, &live, prune);
+    let mut problems = diff::check_deletions(provider, &rendered.desired, &changes);
+    problems.extend(diff::check_exclusive(&rendered.desired, &live, &changes).0);
+    if problems.has_errors() {
+        return Err(InvalidInput(problems).into());
+    }
     let plan = plan::build(&changes, &rendered.desired, &live)
         .map_err(|d| PlanError::Invalid(InvalidInput(Diagnostics(vec![d]))))?;
     let preview = if plan.is_empty() { None } else { provider.preview(&changes, &rendered.desired, &live).await };
@@ -239,7 +259,47 @@ pub async fn plan(
         diff_and_plan_ms = t.elapsed().as_secs_f64() * 1e3,
         "planned"
     );
-    Ok(Planned { rendered, live, changes, plan, preview })
+    Ok(Planned { rendered, live, changes, plan, preview, flags })
+}
+
+/// After an apply whose every step reported success: observe again and plan what it touched.
+/// That must be empty; what is left is a step that said done and was not (an answer taken for
+/// "already there" that was not, a platform that accepts and drops a change), and the apply
+/// fails naming it rather than claiming to have converged. `capstan apply` and the daemon both
+/// end with this.
+pub async fn verify(provider: &dyn Provider, planned: &Planned) -> Result<(), String> {
+    let touched: std::collections::HashSet<&crate::model::ResourceId> =
+        planned.plan.steps.iter().map(|s| &s.resource).collect();
+    if touched.is_empty() {
+        return Ok(());
+    }
+    let kinds = kinds_to_observe(provider, &planned.rendered, planned.flags.prune);
+    let live = provider
+        .observe(&kinds, &planned.rendered.desired)
+        .await
+        .map_err(|e| format!("cannot read the platform back after applying: {e}"))?;
+    let again = diff::diff(provider, &planned.rendered.desired, &live, planned.flags.prune);
+    let left: Vec<String> = again
+        .changes
+        .iter()
+        .filter(|c| c.action != diff::Action::NoOp && touched.contains(&c.id))
+        .map(|c| {
+            let verb = match c.action {
+                diff::Action::Create => "create",
+                diff::Action::Update => "update",
+                diff::Action::Replace => "replace",
+                _ => "delete",
+            };
+            let fields: Vec<&str> =
+                c.changes.iter().map(|f| f.path.as_str()).filter(|p| *p != "(whole)").take(5).collect();
+            let fields = if fields.is_empty() { String::new() } else { format!(" ({})", fields.join(", ")) };
+            format!("{verb} {}{fields}", c.id)
+        })
+        .collect();
+    if left.is_empty() {
+        return Ok(());
+    }
+    Err(format!("every step reported success, but reading the platform back there is still to {}", left.join("; ")))
 }
 
 /// The mass-delete guard: Err with the reason when a plan deletes too much.

@@ -68,6 +68,10 @@ pub struct LiveResource {
     pub spec: Value,
     /// Marked as created by this capstan's owner.
     pub owned: bool,
+    /// The owner its mark names, if it carries one (another owner's: a declaration of it is a
+    /// takeover). None for resources without a mark of their own (attachments, groups).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
     /// For attachments (bindings, memberships): the resource whose declaration lists them
     /// exhaustively. When that parent is declared, an attachment it no longer lists is removed.
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -428,3 +428,199 @@ fn with_log_format_json_every_line_of_stderr_is_one_json_object() {
     assert!(messages(&lines).iter().any(|m| m.contains("error(s) in the manifests; nothing was applied")));
     assert!(!invalid.stderr.contains('\x1b'), "no colour inside JSON");
 }
+
+#[test]
+fn what_can_never_apply_is_an_error_at_its_place_offline_and_before_any_request() {
+    // Issue 12, item 8: a job listed in two networks validated, then failed with a 409 on every
+    // apply; a binding and a link of one job with one name could never both exist.
+    let two_networks = (
+        "net.yaml",
+        "networks:\n  network::/d::a:\n    jobs: [job::/d::ok]\n  network::/d::b:\n    jobs:\n      - job::/d::ok\n",
+    );
+    let expect = "net.yaml:6:9: error: membership job::/d::ok -> network::/d::b cannot be declared with membership job::/d::ok -> network::/d::a: both take the network of job::/d::ok (a job is on one network at most)";
+    rejected(&[GOOD, two_networks], expect);
+    let one_name = (
+        "web.yaml",
+        "jobs:\n  job::/d::web:\n    bindings:\n      db: {fqn: service::/apcera::http}\n    links:\n      db: {fqn: job::/d::ok, port: 80}\n",
+    );
+    let expect = "web.yaml:6:7: error: link job::/d::web -> job::/d::ok:80 cannot be declared with binding job::/d::web -> service::/apcera::http: both take the name \"db\" among the bindings and links of job::/d::web";
+    rejected(&[GOOD, one_name], expect);
+    // validate says so too, with no target at all, naming the other place.
+    for ((file, content), note) in [
+        (two_networks, "net.yaml:3:12: note: membership job::/d::ok -> network::/d::a is declared here"),
+        (one_name, "web.yaml:4:7: note: binding job::/d::web -> service::/apcera::http is declared here"),
+    ] {
+        let w = Workdir::new();
+        w.write(GOOD.0, GOOD.1);
+        w.write(file, content);
+        let out = w.capstan(&["validate", "."]);
+        out.code(1);
+        assert!(out.stderr.contains(note), "expected {note:?} in:\n{}", out.stderr);
+    }
+}
+
+#[test]
+fn a_declared_reference_to_what_the_plan_deletes_is_an_error_before_any_request() {
+    // Issue 12, item 1: the example minus jobs/worker.yaml, while the network still lists
+    // job::::worker. `apply --yes --prune` deleted the job, then created a membership to it.
+    let (sb, w) = example();
+    w.capstan(&["apply", ".", "--yes"]).ok();
+    w.remove("jobs/worker.yaml");
+    sb.clear_requests();
+    for args in [&["plan", ".", "--prune"][..], &["apply", ".", "--yes", "--prune"][..]] {
+        let out = w.capstan(args);
+        out.code(1);
+        let expect = "network.yaml:8:9: error: membership job::/dev/shop::worker -> network::/dev/shop::backend points at job::/dev/shop::worker, which this plan deletes (pruned: no longer declared)";
+        assert!(out.stderr.contains(expect), "{args:?}: expected {expect:?} in:\n{}", out.stderr);
+        assert!(out.stderr.contains("nothing was applied"), "{}", out.stderr);
+    }
+    assert_eq!(sb.mutating_requests(), Vec::<Value>::new(), "no mutating request may be sent");
+    assert!(sb.job("job::/dev/shop::worker").is_some());
+    // Without --prune nothing is deleted, so the same manifests plan fine.
+    w.capstan(&["plan", "."]).ok();
+}
+
+#[test]
+fn references_through_links_bindings_services_and_providers_to_what_is_pruned_are_errors() {
+    // The siblings of item 1: every kind of reference to a resource the plan prunes.
+    let sb = SandboxProc::start(&[]);
+    let w = Workdir::new();
+    w.target(&sb.url);
+    let files = [
+        (
+            "web.yaml",
+            "jobs:\n  job::/s::web:\n    links: {API: {fqn: job::/s::api, port: 80}}\n    bindings: {db: {fqn: service::/s::db}}\n",
+        ),
+        ("api.yaml", "jobs:\n  job::/s::api: {}\n"),
+        ("pgjob.yaml", "jobs:\n  job::/s::pgjob: {}\n"),
+        ("db.yaml", "services:\n  service::/s::db: {type: postgres, provider_fqn: provider::/s::pg}\n"),
+        (
+            "pg.yaml",
+            "providers:\n  provider::/s::pg:\n    type: postgres\n    backing_job_fqn: job::/s::pgjob\n    backing_job_port: 5432\n    parameters: {url: 'postgres://x'}\n",
+        ),
+    ];
+    for (f, c) in files {
+        w.write(f, c);
+    }
+    w.capstan(&["apply", ".", "--yes"]).ok();
+    for (gone, expect) in [
+        (
+            "api.yaml",
+            "web.yaml:3:24: error: link job::/s::web -> job::/s::api:80 points at job::/s::api, which this plan deletes",
+        ),
+        ("pgjob.yaml", "pg.yaml:4:22: error: provider::/s::pg points at job::/s::pgjob, which this plan deletes"),
+        ("pg.yaml", "db.yaml:2:51: error: service::/s::db points at provider::/s::pg, which this plan deletes"),
+        (
+            "db.yaml",
+            "web.yaml:4:26: error: binding job::/s::web -> service::/s::db points at service::/s::db, which this plan deletes",
+        ),
+    ] {
+        let content = w.read(gone);
+        w.remove(gone);
+        let out = w.capstan(&["plan", ".", "--prune"]);
+        out.code(1);
+        assert!(out.stderr.contains(expect), "without {gone}: expected {expect:?} in:\n{}", out.stderr);
+        w.write(gone, &content);
+    }
+    w.capstan(&["plan", ".", "--prune", "--detailed-exitcode"]).code(0);
+}
+
+#[test]
+fn a_resource_another_owner_marks_is_taken_over_only_with_take_ownership_and_the_plan_shows_it() {
+    // Issue 12, item 5: a declaration whose owner differed from the live mark planned "no
+    // changes", and an update silently rewrote the mark.
+    let sb = SandboxProc::start(&[]);
+    let w = Workdir::new();
+    w.write("capstan.yaml", "owner: team-a\n");
+    w.target(&sb.url);
+    w.write("m.yaml", "jobs:\n  job::/o::web: {num_instances: 1}\nnetworks:\n  network::/o::net: {description: x}\n");
+    w.capstan(&["apply", ".", "--yes"]).ok();
+    w.write("capstan.yaml", &w.read("capstan.yaml").replace("owner: team-a", "owner: team-b"));
+    sb.clear_requests();
+    for args in [&["plan", "."][..], &["apply", ".", "--yes"][..]] {
+        let out = w.capstan(args);
+        out.code(1);
+        for expect in [
+            "m.yaml:2:3: error: job::/o::web is marked as owner \"team-a\"'s (capstan-owner), and this configuration's owner is \"team-b\"",
+            "m.yaml:4:3: error: network::/o::net is marked as owner \"team-a\"'s",
+            "pass --take-ownership to take it over",
+        ] {
+            assert!(out.stderr.contains(expect), "{args:?}: expected {expect:?} in:\n{}", out.stderr);
+        }
+    }
+    // A change to a field is refused the same way: the update would rewrite the mark.
+    w.write("m.yaml", &w.read("m.yaml").replace("num_instances: 1", "num_instances: 2"));
+    w.capstan(&["apply", ".", "--yes"]).code(1);
+    assert_eq!(sb.mutating_requests(), Vec::<Value>::new(), "no mutating request may be sent");
+    assert_eq!(sb.job("job::/o::web").unwrap()["labels"]["capstan-owner"], "team-a");
+
+    // With the flag the plan shows the mark changing hands: the job in place, the network (which
+    // the API cannot update) by a replace.
+    let plan = plan_json(&w, &["--take-ownership"]);
+    assert_eq!(
+        changed(&plan),
+        [("replace".to_string(), "network::/o::net".to_string()), ("update".to_string(), "job::/o::web".to_string())]
+    );
+    let web = plan["resource_changes"].as_array().unwrap().iter().find(|c| c["address"] == "job::/o::web").unwrap();
+    let owner = web["changes"].as_array().unwrap().iter().find(|c| c["path"] == "capstan-owner").unwrap();
+    assert_eq!((&owner["before"], &owner["after"]), (&json!("team-a"), &json!("team-b")));
+    let text = w.capstan(&["plan", ".", "--take-ownership"]);
+    text.ok();
+    assert!(text.stdout.contains("taken over from owner \"team-a\""), "{}", text.stdout);
+    w.capstan(&["apply", ".", "--yes", "--take-ownership"]).ok();
+    assert_eq!(sb.job("job::/o::web").unwrap()["labels"]["capstan-owner"], "team-b");
+    assert_eq!(sb.job("job::/o::web").unwrap()["num_instances"], 2);
+    w.capstan(&["plan", ".", "--detailed-exitcode"]).code(0);
+}
+
+#[test]
+fn a_binding_the_api_cannot_remove_fails_its_step_instead_of_reporting_success() {
+    // Issue 12, item 7: Apcera's unbind takes a service; for a provider binding it answers 404,
+    // which was counted as "already gone": apply said done and exited 0, the binding stayed, and
+    // every later plan had changes. Now the 404 is read back, and the step fails.
+    let sb = SandboxProc::start(&[]);
+    let w = Workdir::new();
+    w.target(&sb.url);
+    w.write(
+        "pg.yaml",
+        "jobs:\n  job::/b::pgjob: {}\nproviders:\n  provider::/b::pg: {type: postgres, backing_job_fqn: job::/b::pgjob, backing_job_port: 5432}\n",
+    );
+    w.write("web.yaml", "jobs:\n  job::/b::web:\n    bindings: {db: {fqn: provider::/b::pg}}\n");
+    w.capstan(&["apply", ".", "--yes"]).ok();
+    w.write("web.yaml", "jobs:\n  job::/b::web: {}\n");
+    let out = w.capstan(&["apply", ".", "--yes"]);
+    out.code(1);
+    let expect = "ERROR delete binding job::/b::web -> provider::/b::pg";
+    assert!(out.stdout.contains(expect), "expected {expect:?} in:\n{}", out.stdout);
+    assert!(out.stdout.contains("POST /v1/unbind answered 404"), "{}", out.stdout);
+    assert!(out.stdout.contains("read back, job::/b::web still has it, so it was not removed"), "{}", out.stdout);
+    assert!(!out.stdout.contains("Apply complete"), "{}", out.stdout);
+    let web = sb.job("job::/b::web").unwrap();
+    assert_eq!(web["bindings"].as_object().map(|m| m.len()), Some(1), "the binding is still there: {web}");
+}
+
+#[test]
+fn a_create_that_something_live_excludes_is_an_error_at_its_place() {
+    // A sibling of item 8: the job is already on a network this configuration does not declare,
+    // so joining the declared one could only answer 409, on every apply.
+    let sb = SandboxProc::start(&[]);
+    let w = Workdir::new();
+    w.target(&sb.url);
+    w.write("m.yaml", "jobs:\n  job::/e::web: {}\nnetworks:\n  network::/e::mine:\n    jobs: [job::/e::web]\n");
+    w.capstan(&["apply", ".", "--yes"]).ok();
+    // Someone moves the job to a network of their own.
+    let job = sb.job("job::/e::web").unwrap();
+    let nets = sb.get("/v1/networks");
+    let mine = nets.as_array().unwrap().iter().find(|n| n["fqn"] == "network::/e::mine").unwrap();
+    let (juuid, nuuid) = (job["uuid"].as_str().unwrap(), mine["uuid"].as_str().unwrap());
+    assert_eq!(sb.send("DELETE", &format!("/v1/jobs/{juuid}/networks/{nuuid}"), None).0, 200);
+    sb.send("POST", "/v1/networks", Some(&json!({"fqn": "network::/e::theirs"})));
+    let body = json!({"job_fqn": "job::/e::web", "network_fqn": "network::/e::theirs"});
+    assert_eq!(sb.send("POST", &format!("/v1/jobs/{juuid}/networks"), Some(&body)).0, 200);
+    sb.clear_requests();
+    let out = w.capstan(&["apply", ".", "--yes"]);
+    out.code(1);
+    let expect = "m.yaml:5:12: error: membership job::/e::web -> network::/e::mine cannot be created while membership job::/e::web -> network::/e::theirs exists (both take the network of job::/e::web (a job is on one network at most)), which is not this plan's to remove";
+    assert!(out.stderr.contains(expect), "expected {expect:?} in:\n{}", out.stderr);
+    assert_eq!(sb.mutating_requests(), Vec::<Value>::new());
+}

@@ -1044,3 +1044,46 @@ fn a_daemon_given_a_relative_repository_path_sees_new_commits() {
     d.wait_for("the next commit, seen by the watcher", Duration::from_secs(10), |d| applied(d, &second));
     assert_eq!(sb.job("job::/dev::web").unwrap()["tags"]["version"], "2");
 }
+
+#[test]
+fn a_takeover_is_invalid_without_take_ownership_and_a_step_that_did_not_happen_fails_the_commit() {
+    // Issue 12, items 5 and 7, in the daemon.
+    let sb = SandboxProc::start(&[]);
+    // Another owner's job, made by a one-shot apply.
+    let other = Workdir::new();
+    other.write("capstan.yaml", "owner: team-a\ndefault_namespace: /dev\n");
+    other.target(&sb.url);
+    other.write("web.yaml", &job_yaml("web", "1"));
+    other.capstan(&["apply", ".", "--yes"]).ok();
+
+    let repo = Repo::new();
+    repo.write("capstan.yaml", &config_for(&sb, ""));
+    repo.write("web.yaml", &job_yaml("web", "2"));
+    let first = repo.commit("web, marked by team-a");
+    let state = tempfile::tempdir().unwrap();
+    let d = DaemonProc::start(repo.path().to_str().unwrap(), state.path(), &[], &[]);
+    d.wait_for("the commit to be judged", WAIT, |d| d.status_of(&first).as_deref() == Some("invalid"));
+    let text = d.configuration(&first).unwrap()["errors"][0]["text"].as_str().unwrap().to_string();
+    assert!(text.starts_with("web.yaml:2:3: error: job::/dev::web is marked as owner \"team-a\"'s"), "{text}");
+    assert_eq!(sb.job("job::/dev::web").unwrap()["labels"]["capstan-owner"], "team-a");
+    d.stop();
+
+    let d = DaemonProc::start(repo.path().to_str().unwrap(), state.path(), &["--take-ownership"], &[]);
+    d.wait_for("the takeover to apply", WAIT, |d| applied(d, &first));
+    let web = sb.job("job::/dev::web").unwrap();
+    assert_eq!((&web["labels"]["capstan-owner"], &web["tags"]["version"]), (&json!("daemon-test"), &json!("2")));
+
+    // A provider binding, then its removal, which the API cannot do: the commit fails.
+    repo.write(
+        "pg.yaml",
+        "jobs:\n  job::::pgjob: {}\nproviders:\n  provider::::pg: {type: postgres, backing_job_fqn: job::::pgjob, backing_job_port: 5432}\n",
+    );
+    repo.write("web.yaml", &format!("{}    bindings: {{db: {{fqn: provider::::pg}}}}\n", job_yaml("web", "2")));
+    let bound = repo.commit("bind web to a provider");
+    d.wait_for("the binding", WAIT, |d| applied(d, &bound));
+    repo.write("web.yaml", &job_yaml("web", "2"));
+    let unbound = repo.commit("unbind it");
+    d.wait_for("the unbinding to fail", WAIT, |d| d.status_of(&unbound).as_deref() == Some("failed"));
+    let errors = d.configuration(&unbound).unwrap()["errors"].clone();
+    assert!(errors[0]["message"].as_str().unwrap().contains("still has it, so it was not removed"), "{errors}");
+}

@@ -75,8 +75,9 @@ fn the_example_converges_in_dependency_order_and_then_plans_empty() {
         put("/shop/frontend/web"),
     );
     assert!(db < api && api < worker && worker < web, "db {db}, api {api}, worker {worker}, web {web}");
-    // Observing is one call.
-    assert_eq!(seqs(&sb, "GET", "/v2/groups").len(), 3, "one GET /v2/groups per plan or apply");
+    // Observing is one call: one per plan or apply, and one more for the apply's read-back of
+    // what it changed (`engine::verify`).
+    assert_eq!(seqs(&sb, "GET", "/v2/groups").len(), 4, "one GET /v2/groups per plan or apply, and the read-back");
 }
 
 #[test]
@@ -329,4 +330,68 @@ fn a_deployment_that_outlasts_its_timeout_fails_its_step_with_one_line() {
     let out = w.capstan(&["plan", "."]);
     out.code(1);
     assert!(out.stderr.contains("job"), "{}", out.stderr);
+}
+
+#[test]
+fn a_dependency_on_what_the_plan_prunes_is_an_error_at_its_place() {
+    // Issue 12, item 1, on Marathon: a dependency declared nowhere orders nothing (Marathon
+    // accepts one on nothing), but pruning what it names would break what is declared.
+    let (sb, w) = example(&[]);
+    w.capstan(&["apply", ".", "--yes"]).ok();
+    // The backend group depends on ../database; without database.json, the group is pruned.
+    let database = w.read("database.json");
+    w.remove("database.json");
+    sb.clear_requests();
+    let out = w.capstan(&["apply", ".", "--yes", "--prune"]);
+    out.code(1);
+    let expect = "backend.yaml:3:16: error: group /shop/backend points at group /shop/database, which this plan deletes (pruned: no longer declared)";
+    assert!(out.stderr.contains(expect), "expected {expect:?} in:\n{}", out.stderr);
+    w.write("database.json", &database);
+    // The worker app depends on the api app; without it, the api app is pruned.
+    let backend = w.read("backend.yaml");
+    let (head, worker) = backend.split_once("  - id: api").unwrap();
+    let worker = &worker[worker.find("  - id: worker").unwrap()..];
+    w.write("backend.yaml", &format!("{head}{worker}"));
+    let out = w.capstan(&["plan", ".", "--prune"]);
+    out.code(1);
+    assert!(
+        out.stderr.contains("app /shop/backend/worker points at app /shop/backend/api, which this plan deletes"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(sb.mutating_requests(), Vec::<Value>::new());
+    // Without --prune nothing is deleted: the same manifests plan fine.
+    w.capstan(&["plan", "."]).ok();
+}
+
+#[test]
+fn an_app_another_owner_marks_is_taken_over_only_with_take_ownership() {
+    // Issue 12, item 5, on Marathon.
+    let (sb, w) = example(&[]);
+    w.capstan(&["apply", ".", "--yes"]).ok();
+    w.write("capstan.yaml", &w.read("capstan.yaml").replace("owner: shop", "owner: team-b"));
+    sb.clear_requests();
+    let out = w.capstan(&["apply", ".", "--yes"]);
+    out.code(1);
+    assert!(
+        out.stderr.contains("error: app /shop/frontend/web is marked as owner \"shop\"'s (capstan-owner), and this configuration's owner is \"team-b\""),
+        "{}",
+        out.stderr
+    );
+    assert!(sb.mutating_requests().is_empty());
+    let plan = w.capstan(&["plan", ".", "--take-ownership", "-o", "json"]);
+    plan.ok();
+    let plan = plan.json();
+    let changed = changed(&plan);
+    assert_eq!(changed.len(), 4, "{changed:?}");
+    assert!(
+        changed.iter().all(|(action, address)| action == "update" && address.starts_with("app /shop/")),
+        "{changed:?}"
+    );
+    for c in plan["resource_changes"].as_array().unwrap().iter().filter(|c| c["action"] == "update") {
+        assert_eq!(c["changes"], json!([{ "path": "capstan-owner", "before": "shop", "after": "team-b" }]), "{c}");
+    }
+    w.capstan(&["apply", ".", "--yes", "--take-ownership"]).ok();
+    assert_eq!(app(&sb, "/shop/frontend/web")["labels"]["capstan-owner"], "team-b");
+    w.capstan(&["plan", ".", "--detailed-exitcode"]).code(0);
 }

@@ -197,3 +197,119 @@ fn handlebars_templates_render_before_they_are_parsed_and_name_missing_values() 
     out.code(1);
     assert!(out.stderr.contains("api.yaml.hbs:3:12") && out.stderr.contains("REPLICAS"), "{}", out.stderr);
 }
+
+#[test]
+fn keys_that_collide_once_expanded_are_errors_naming_both_places() {
+    // Issue 12, item 3: each pair passed validation and the last silently won.
+    let w = Workdir::new();
+    w.write("capstan.yaml", "default_namespace: /dev/shop\nvariables: {N: dv, K: app}\n");
+    w.write("ns.yaml", "jobs:\n  job::/dev/shop::dn: {num_instances: 1}\n  job::::dn: {num_instances: 2}\n");
+    w.write("var.yaml", "jobs:\n  job::::dv: {num_instances: 1}\n  job::::${N}: {num_instances: 2}\n");
+    w.write("tags.yaml", "jobs:\n  job::::t:\n    tags:\n      app: one\n      ${K}: two\n");
+    let out = w.capstan(&["validate", "."]);
+    out.code(1);
+    for (at, key, other) in [
+        ("ns.yaml:3:3", "job::/dev/shop::dn", "ns.yaml:2:3"),
+        ("var.yaml:3:3", "job::/dev/shop::dv", "var.yaml:2:3"),
+        ("tags.yaml:5:7", "app", "tags.yaml:4:7"),
+    ] {
+        let error = format!("{at}: error: this key expands to {key:?}, as another key of the same mapping does");
+        assert!(out.stderr.contains(&error), "expected {error:?} in:\n{}", out.stderr);
+        let note = format!("{other}: note: the other key that expands to {key:?}");
+        assert!(out.stderr.contains(&note), "expected {note:?} in:\n{}", out.stderr);
+    }
+    // The same through --var, and render refuses too.
+    let w = Workdir::new();
+    w.write("m.yaml", "jobs:\n  job::/d::a: {}\n  job::/d::${X}: {}\n");
+    let out = w.capstan(&["render", ".", "--var", "X=a"]);
+    out.code(1);
+    assert!(out.stderr.contains("m.yaml:3:3: error: this key expands to \"job::/d::a\""), "{}", out.stderr);
+    w.capstan(&["render", ".", "--var", "X=b"]).ok();
+}
+
+/// Validate a repository's working tree (directory mode) and its HEAD commit (git mode); both
+/// must fail, and each expected line must be in both outputs.
+fn refused_in_both_modes(repo: &common::git::Repo, expect: &[&str]) {
+    let dir = repo.path().to_str().unwrap();
+    for (mode, args) in [("directory", vec!["validate", "."]), ("git", vec!["validate", "--repo", dir])] {
+        let out = run_in(repo.path(), &args);
+        out.code(1);
+        for line in expect {
+            assert!(out.stderr.contains(line), "{mode} mode: expected {line:?} in:\n{}", out.stderr);
+        }
+        assert!(!out.stdout.contains("valid:"), "{mode} mode: {}", out.stdout);
+    }
+}
+
+#[test]
+fn links_foreign_names_and_submodules_are_refused_alike_in_directory_and_git_mode() {
+    // Issue 12, item 2: a symlinked directory was skipped without a word, a file link was
+    // followed out of the tree, a name that is not UTF-8 was skipped (and read, lossily, from
+    // git), and a submodule's manifests were read from a checkout but not from the commit.
+    use common::git::{Repo, git};
+    use std::os::unix::ffi::OsStrExt;
+    let outside = tempfile::tempdir().unwrap();
+    std::fs::write(outside.path().join("far.yaml"), "jobs:\n  job::/x::far: {}\n").unwrap();
+
+    let repo = Repo::new();
+    repo.write("ok.yaml", "jobs:\n  job::/x::ok: {}\n");
+    repo.write("shared/a.yaml", "jobs:\n  job::/x::a: {}\n");
+    std::os::unix::fs::symlink("shared", repo.path().join("linked")).unwrap();
+    std::os::unix::fs::symlink(outside.path().join("far.yaml"), repo.path().join("far.yaml")).unwrap();
+    repo.commit("links");
+    let far = format!("far.yaml is a symbolic link (to {}/far.yaml)", outside.path().display());
+    refused_in_both_modes(&repo, &["linked is a symbolic link (to shared): links are not followed", &far]);
+
+    let repo = Repo::new();
+    repo.write("ok.yaml", "jobs:\n  job::/x::ok: {}\n");
+    let name = std::ffi::OsStr::from_bytes(b"caf\xe9.yaml");
+    std::fs::write(repo.path().join(name), "jobs:\n  job::/x::cafe: {}\n").unwrap();
+    repo.commit("a Latin-1 name");
+    refused_in_both_modes(&repo, &["caf\u{fffd}.yaml: the name is not UTF-8"]);
+
+    let inner = Repo::new();
+    inner.write("inner.yaml", "jobs:\n  job::/x::inner: {}\n");
+    inner.commit("inner manifests");
+    let repo = Repo::new();
+    repo.write("ok.yaml", "jobs:\n  job::/x::ok: {}\n");
+    repo.commit("outer");
+    let inner_path = inner.path().to_str().unwrap();
+    git(repo.path(), &["-c", "protocol.file.allow=always", "submodule", "add", "-q", inner_path, "sub"]);
+    repo.commit("a submodule");
+    assert!(repo.path().join("sub/inner.yaml").exists(), "the checkout has the submodule's files");
+    refused_in_both_modes(&repo, &["sub is a git submodule (or a repository inside this one)"]);
+
+    // capstan.yaml itself: a link would be followed out of the tree on disk and skipped in git.
+    let repo = Repo::new();
+    repo.write("ok.yaml", "jobs:\n  job::/x::ok: {}\n");
+    std::fs::write(outside.path().join("capstan.yaml"), "owner: elsewhere\nprune: true\n").unwrap();
+    std::os::unix::fs::symlink(outside.path().join("capstan.yaml"), repo.path().join("capstan.yaml")).unwrap();
+    repo.commit("a linked configuration");
+    refused_in_both_modes(&repo, &["capstan.yaml is a symbolic link"]);
+
+    // Hidden entries stay outside the rules, in both modes.
+    let repo = Repo::new();
+    repo.write("ok.yaml", "jobs:\n  job::/x::ok: {}\n");
+    std::os::unix::fs::symlink("ok.yaml", repo.path().join(".hidden.yaml")).unwrap();
+    repo.commit("hidden");
+    run_in(repo.path(), &["validate", "."]).ok();
+    run_in(repo.path(), &["validate", "--repo", repo.path().to_str().unwrap()]).ok();
+}
+
+#[test]
+fn validate_names_where_each_undeclared_reference_is_and_warns_when_pruning_would_refuse_it() {
+    // Issue 12, item 1, offline: the example minus jobs/worker.yaml, whose network still lists
+    // job::::worker, said "valid" and nothing more.
+    let w = Workdir::from_example("examples/manifests/apcera");
+    w.remove("jobs/worker.yaml");
+    let out = w.capstan(&["validate", "."]);
+    out.ok();
+    assert!(out.stdout.contains("  job::/dev/shop::worker (network.yaml:8:9)"), "{}", out.stdout);
+    assert!(!out.stderr.contains("warning"), "{}", out.stderr);
+    w.write("capstan.yaml", &format!("{}prune: true\n", w.read("capstan.yaml")));
+    let out = w.capstan(&["validate", "."]);
+    out.ok();
+    let expect = "network.yaml:8:9: warning: job::/dev/shop::worker is not declared here and capstan.yaml prunes: if owner \"shop\" made it, plan refuses to delete it while this points at it";
+    assert!(out.stderr.contains(expect), "expected {expect:?} in:\n{}", out.stderr);
+    assert!(!out.stderr.contains("package::"), "packages are not capstan's to prune: {}", out.stderr);
+}

@@ -231,8 +231,12 @@ fn networks_membership_and_their_rules() {
     };
     let (code, echo) = join("network::/d::one");
     assert_eq!((code, &echo), (200, &json!({"job_fqn": "job::/d::app", "network_fqn": "network::/d::one"})));
-    assert_eq!(join("network::/d::one").0, 200, "joining the same network again changes nothing");
+    assert_eq!(sb.job("job::/d::app").unwrap()["version_id"], 2, "a join changes the job's network_ref");
+    // Item 9 of issue 12: a second join of the same network was a no-op; the job already has a
+    // network_ref, so it is refused like a join of another one.
+    assert_eq!(join("network::/d::one").0, 409, "a second join of the same network is refused");
     assert_eq!(join("network::/d::two").0, 409, "a job is on one network at most");
+    assert_eq!(sb.job("job::/d::app").unwrap()["version_id"], 2, "refused joins change nothing");
     let nets = sb.get("/v1/networks");
     let one = nets.as_array().unwrap().iter().find(|n| n["fqn"] == "network::/d::one").unwrap();
     assert_eq!(one["network_end_points"][0]["job_fqn"], "job::/d::app");
@@ -244,6 +248,7 @@ fn networks_membership_and_their_rules() {
     assert_eq!(sb.send("DELETE", &format!("/v1/networks/{nuuid}"), None).0, 409, "a network with members");
     let (code, body) = sb.send("DELETE", &format!("/v1/jobs/{juuid}/networks/{nuuid}"), None);
     assert_eq!((code, body), (200, Value::Null));
+    assert_eq!(sb.job("job::/d::app").unwrap()["version_id"], 3, "leaving is a change of the job");
     assert_eq!(sb.send("DELETE", &format!("/v1/jobs/{juuid}/networks/{nuuid}"), None).0, 404);
     assert_eq!(sb.send("DELETE", &format!("/v1/networks/{nuuid}"), None).0, 200);
 }
@@ -413,4 +418,75 @@ fn fault_knobs_fail_and_drop_requests_and_change_at_run_time() {
         created_anyway > 0 && created_anyway < 20,
         "about half the resets happen after the change: {created_anyway}"
     );
+}
+
+#[test]
+fn bindings_and_links_change_the_job_share_a_name_space_and_unbind_takes_services_only() {
+    let sb = SandboxProc::start(&[]);
+    sb.send("POST", "/v1/jobs", Some(&json!({"fqn": "job::/d::web"})));
+    sb.send("POST", "/v1/jobs", Some(&json!({"fqn": "job::/d::api"})));
+    sb.send("POST", "/v1/jobs", Some(&json!({"fqn": "job::/d::pg"})));
+    sb.send(
+        "POST",
+        "/v1/providers",
+        Some(&json!({"fqn": "provider::/d::pg", "type": "postgres", "backing_job_fqn": "job::/d::pg", "backing_job_port": 5432})),
+    );
+    let version = || sb.job("job::/d::web").unwrap()["version_id"].as_u64().unwrap();
+    let bind = |body: Value| sb.send("POST", "/v1/bindings", Some(&body));
+    assert_eq!(version(), 1);
+    assert_eq!(bind(json!({"job_fqn": "job::/d::web", "name": "db", "provider_fqn": "provider::/d::pg"})).0, 200);
+    assert_eq!(
+        bind(json!({"job_fqn": "job::/d::web", "name": "http", "service_fqn": "service::/apcera::http"})).0,
+        200
+    );
+    assert_eq!(version(), 3, "two bindings: version 3, as the seed's job with two bindings (L636-749)");
+
+    // One name space for bindings and links of a job.
+    let (code, err) =
+        bind(json!({"job_fqn": "job::/d::web", "name": "db", "target_job_fqn": "job::/d::api", "target_job_port": 80}));
+    assert_eq!(code, 409, "a link named like a binding: {err}");
+    assert!(err["message"].as_str().unwrap().contains("already has a binding or link named \"db\""), "{err}");
+    let (code, _) =
+        bind(json!({"job_fqn": "job::/d::web", "name": "http", "service_fqn": "service::/apcera::outside-http"}));
+    assert_eq!(code, 409, "a binding named like another binding");
+    assert_eq!(
+        bind(
+            json!({"job_fqn": "job::/d::web", "name": "API", "target_job_fqn": "job::/d::api", "target_job_port": 80})
+        )
+        .0,
+        200
+    );
+    assert_eq!(version(), 4, "refused creates change nothing; a link is a change");
+
+    // unbind is for services (seed L4151-4170): a provider binding is not found by it.
+    let (code, err) =
+        sb.send("POST", "/v1/unbind", Some(&json!({"job": "job::/d::web", "service": "provider::/d::pg"})));
+    assert_eq!(code, 404, "{err}");
+    assert!(err["message"].as_str().unwrap().contains("binding to a provider"), "{err}");
+    assert_eq!(sb.job("job::/d::web").unwrap()["bindings"].as_object().unwrap().len(), 3, "the provider binding stays");
+    assert_eq!(version(), 4);
+    let (code, _) =
+        sb.send("POST", "/v1/unbind", Some(&json!({"job": "job::/d::web", "service": "service::/apcera::http"})));
+    assert_eq!(code, 200);
+    assert_eq!(version(), 5, "an unbind is a change of the job");
+    let unlink = json!({"from_job": "job::/d::web", "to_job": "job::/d::api", "port": 80});
+    assert_eq!(sb.send("POST", "/v1/unlink", Some(&unlink)).0, 200);
+    assert_eq!(version(), 6, "an unlink is a change of the job");
+
+    // A PUT read before a binding change is stale.
+    let mut web = sb.job("job::/d::web").unwrap();
+    assert_eq!(
+        bind(
+            json!({"job_fqn": "job::/d::web", "name": "API", "target_job_fqn": "job::/d::api", "target_job_port": 80})
+        )
+        .0,
+        200
+    );
+    web["num_instances"] = json!(2);
+    let uuid = web["uuid"].as_str().unwrap().to_string();
+    assert_eq!(sb.send("PUT", &format!("/v1/jobs/{uuid}"), Some(&web)).0, 409, "the bind made the read stale");
+    // Deleting the linked job takes the link and changes the linking job.
+    let api = sb.job("job::/d::api").unwrap();
+    assert_eq!(sb.send("DELETE", &format!("/v1/jobs/{}", api["uuid"].as_str().unwrap()), None).0, 200);
+    assert_eq!(version(), 8);
 }

@@ -155,18 +155,33 @@ async fn render(input: &InputArgs, format: RenderFormat, color: super::ColorChoi
 }
 
 async fn validate(input: &InputArgs, color: super::ColorChoice) -> anyhow::Result<u8> {
-    let (rendered, _) = render_offline(input, &read_input(input)?, false)?;
-    print_warnings(&rendered.warnings, color);
+    let read = read_input(input)?;
+    let (rendered, provider) = render_offline(input, &read, false)?;
     // References to what is not declared here (a system service, a package) can only be
-    // checked against a target: plan and apply do.
-    let external: std::collections::BTreeSet<String> = rendered
-        .desired
-        .resources
-        .values()
-        .flat_map(|r| &r.references)
-        .filter(|x| !rendered.desired.resources.contains_key(&x.target))
-        .map(|x| x.target.to_string())
-        .collect();
+    // checked against a target: plan and apply do, each with the first place it is written.
+    let mut external: std::collections::BTreeMap<String, &crate::model::Reference> = Default::default();
+    for x in rendered.desired.resources.values().flat_map(|r| &r.references) {
+        if !rendered.desired.resources.contains_key(&x.target) {
+            external.entry(x.target.to_string()).or_insert(x);
+        }
+    }
+    // With pruning configured, a reference to an undeclared resource of a kind capstan manages
+    // is one plan refuses if this owner made it (it would be deleted while referenced).
+    let mut warnings = rendered.warnings.clone();
+    if read.config.prune {
+        for (name, x) in &external {
+            if provider.kind_info(&x.target.kind).managed {
+                warnings.push(crate::diagnostic::Diagnostic::warning(
+                    Some(x.at.clone()),
+                    format!(
+                        "{name} is not declared here and capstan.yaml prunes: if owner {:?} made it, plan refuses to delete it while this points at it",
+                        read.config.owner()
+                    ),
+                ));
+            }
+        }
+    }
+    print_warnings(&warnings, color);
     println!(
         "{} valid: {} resources in {} documents.",
         input.dir.display(),
@@ -175,8 +190,8 @@ async fn validate(input: &InputArgs, color: super::ColorChoice) -> anyhow::Resul
     );
     if !external.is_empty() {
         println!("{} referenced resources are not declared here; plan checks them on the target:", external.len());
-        for x in &external {
-            println!("  {x}");
+        for (name, x) in &external {
+            println!("  {name} ({})", x.at);
         }
     }
     Ok(EXIT_OK)
@@ -211,9 +226,9 @@ async fn plan(
     }
     let Input { snapshot, config, state_dir, .. } = head;
     let connected = engine::connect(&config, target.target.as_deref(), &state_dir, target.force).await?;
-    let prune = target.prune || config.prune;
+    let flags = target.plan_flags(&config);
     let result =
-        engine::plan(connected.provider.as_ref(), &snapshot, &config, &render_options(&input), prune, None).await;
+        engine::plan(connected.provider.as_ref(), &snapshot, &config, &render_options(&input), flags, None).await;
     let platform = connected.provider.platform();
     let description = connected.description.clone();
     connected.close().await?;
@@ -493,9 +508,9 @@ async fn apply(
         for earlier in crate::journal::Journal::take_unfinished(&state_dir, &connected.key)? {
             note(Level::WARN, &Style::stderr(color).yellow(&format!("Resuming: {}.", earlier.describe())));
         }
-        let prune = target.prune || config.prune;
+        let flags = target.plan_flags(&config);
         let planned =
-            engine::plan(connected.provider.as_ref(), &snapshot, &config, &render_options(input), prune, None)
+            engine::plan(connected.provider.as_ref(), &snapshot, &config, &render_options(input), flags, None)
                 .await
                 .map_err(plan_error)?;
         note(Level::INFO, &Style::stderr(color).dim(&format!("Applying to {}.", connected.description)));
@@ -534,8 +549,20 @@ async fn apply(
             apply_ms = started.elapsed().as_secs_f64() * 1e3,
             "applied"
         );
-        journal.end(if outcome.converged() { "done" } else { "failed" })?;
-        print!("{}", output::outcome_text(&planned.plan, &planned.rendered.desired, &outcome, style, redactor));
+        // A step that said done and was not is caught by planning again what was touched.
+        let verified = match outcome.converged() {
+            true => engine::verify(connected.provider.as_ref(), &planned).await,
+            false => Ok(()),
+        };
+        journal.end(if outcome.converged() && verified.is_ok() { "done" } else { "failed" })?;
+        let text = output::outcome_text(&planned.plan, &planned.rendered.desired, &outcome, style, redactor);
+        match &verified {
+            Ok(()) => print!("{text}"),
+            Err(_) => print!("{}", text.replacen("Apply complete:", "Apply not converged:", 1)),
+        }
+        if let Err(why) = verified {
+            anyhow::bail!("{}", redactor.text(&why));
+        }
         anyhow::Ok(if outcome.converged() { EXIT_OK } else { EXIT_ERROR })
     }
     .await;
@@ -607,6 +634,7 @@ async fn daemon(args: DaemonArgs) -> anyhow::Result<u8> {
         parallelism: args.parallelism,
         force: args.force,
         allow_mass_delete: args.allow_mass_delete,
+        take_ownership: args.take_ownership,
     };
     crate::daemon::serve(opts).await?;
     Ok(EXIT_OK)

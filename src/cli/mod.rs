@@ -206,6 +206,10 @@ pub struct DaemonArgs {
     /// lets just it through).
     #[arg(long)]
     pub allow_mass_delete: bool,
+    /// Take over declared resources that another owner's mark claims (otherwise a commit that
+    /// declares one is invalid).
+    #[arg(long)]
+    pub take_ownership: bool,
     #[command(flatten)]
     pub variables: VarArgs,
 }
@@ -331,6 +335,16 @@ pub struct TargetArgs {
     /// Override a platform's deployment lock (Marathon: force=true) instead of waiting for it.
     #[arg(long)]
     pub force: bool,
+    /// Take over declared resources that another owner's mark claims (otherwise such a plan
+    /// is refused); the plan shows each mark changing hands.
+    #[arg(long)]
+    pub take_ownership: bool,
+}
+
+impl TargetArgs {
+    pub fn plan_flags(&self, config: &crate::config::Config) -> crate::engine::PlanFlags {
+        crate::engine::PlanFlags { prune: self.prune || config.prune, take_ownership: self.take_ownership }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

@@ -16,21 +16,77 @@ use tokio::sync::broadcast;
 #[derive(Clone, Debug, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Event {
-    CommitSeen { sha: String, superseded: Vec<String> },
-    RenderFailed { sha: String, errors: Vec<serde_json::Value> },
-    PlanStarted { sha: String, reason: String, steps: usize, summary: String },
-    StepStarted { sha: String, step: String, name: String },
-    StepFinished { sha: String, step: String, name: String, duration_ms: u64 },
-    StepFailed { sha: String, step: String, name: String, message: String },
-    PlanInterrupted { sha: String },
-    PlanContinued { sha: String },
-    DriftFound { sha: String, resources: Vec<String>, repairing: bool },
-    Converged { sha: String },
-    ApplyFailed { sha: String, failed: usize, not_started: usize },
-    ObserveFailed { sha: String, message: String },
-    PlanRefused { sha: String, reason: String, deletes: usize, message: String },
-    TargetLocked { sha: String, message: String },
-    FetchFailed { message: String },
+    CommitSeen {
+        sha: String,
+        superseded: Vec<String>,
+    },
+    RenderFailed {
+        sha: String,
+        errors: Vec<serde_json::Value>,
+    },
+    PlanStarted {
+        sha: String,
+        reason: String,
+        steps: usize,
+        summary: String,
+    },
+    StepStarted {
+        sha: String,
+        step: String,
+        name: String,
+    },
+    StepFinished {
+        sha: String,
+        step: String,
+        name: String,
+        duration_ms: u64,
+    },
+    StepFailed {
+        sha: String,
+        step: String,
+        name: String,
+        message: String,
+    },
+    PlanInterrupted {
+        sha: String,
+    },
+    PlanContinued {
+        sha: String,
+    },
+    DriftFound {
+        sha: String,
+        resources: Vec<String>,
+        repairing: bool,
+    },
+    Converged {
+        sha: String,
+    },
+    /// `message` says why when no step failed: the platform read back after every step reported
+    /// success did not match (see `engine::verify`).
+    ApplyFailed {
+        sha: String,
+        failed: usize,
+        not_started: usize,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        message: Option<String>,
+    },
+    ObserveFailed {
+        sha: String,
+        message: String,
+    },
+    PlanRefused {
+        sha: String,
+        reason: String,
+        deletes: usize,
+        message: String,
+    },
+    TargetLocked {
+        sha: String,
+        message: String,
+    },
+    FetchFailed {
+        message: String,
+    },
 }
 
 impl Event {

@@ -61,6 +61,8 @@ pub struct DaemonOptions {
     pub force: bool,
     /// Apply plans that delete more than the mass-delete guard allows.
     pub allow_mass_delete: bool,
+    /// Take over declared resources another owner's mark claims.
+    pub take_ownership: bool,
 }
 
 /// Why a reconcile runs.
@@ -389,8 +391,9 @@ impl Daemon {
         }
         let known = self.store.status(&sha).ok().flatten();
         let drift_check = match (reason, known) {
-            // An invalid commit stays invalid; nothing to do until the next commit.
-            (_, Some(CommitStatus::Invalid)) if reason != Reason::Sync => return "invalid",
+            // An invalid commit stays invalid until the next commit, unless asked again (a sync,
+            // or a restart: perhaps with --take-ownership, or other --var values).
+            (_, Some(CommitStatus::Invalid)) if !matches!(reason, Reason::Sync | Reason::Startup) => return "invalid",
             // A refused plan stays refused, unless asked again (a sync, or a restart, perhaps
             // with --allow-mass-delete).
             (_, Some(CommitStatus::Refused)) if !matches!(reason, Reason::Sync | Reason::Startup) => return "refused",
@@ -428,13 +431,13 @@ impl Daemon {
             None => Config::default(),
         };
         let provider = self.connected.provider.as_ref();
-        let prune = config.prune;
+        let flags = engine::PlanFlags { prune: config.prune, take_ownership: self.opts.take_ownership };
         let planned = match engine::plan(
             provider,
             &snapshot,
             &config,
             &self.opts.render,
-            prune,
+            flags,
             Some(&self.render_cache),
         )
         .await
@@ -561,7 +564,7 @@ impl Daemon {
         if self.shutting_down.load(Ordering::SeqCst) {
             return "stopped";
         }
-        let Planned { rendered, live, changes, plan, .. } = planned;
+        let Planned { rendered, live, changes, plan, .. } = &planned;
         let pending = StepOutcome { status: Status::Pending, message: String::new(), duration: Duration::ZERO };
         *self.current.lock().unwrap() = Some(CurrentPlan {
             sha: sha.to_string(),
@@ -578,7 +581,7 @@ impl Daemon {
             sha: sha.to_string(),
             reason: serde_json::to_value(reason).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default(),
             steps: plan.steps.len(),
-            summary: output::summary_line(&changes),
+            summary: output::summary_line(changes),
         });
         let observer = Steps { daemon: self, sha, redactor: &rendered.redactor };
         // A run that a killed daemon left is settled by this plan, made from live state.
@@ -586,7 +589,7 @@ impl Daemon {
             Ok(runs) => runs.iter().for_each(|r| tracing::warn!("resuming: {}", r.describe())),
             Err(e) => tracing::error!("cannot read the journal: {e:#}"),
         }
-        let journal = match crate::journal::Journal::begin(&self.opts.state_dir, &self.connected.key, &plan) {
+        let journal = match crate::journal::Journal::begin(&self.opts.state_dir, &self.connected.key, plan) {
             Ok(j) => Some(Arc::new(j)),
             Err(e) => {
                 tracing::error!("cannot open the journal: {e:#}");
@@ -599,7 +602,7 @@ impl Daemon {
             journal: journal.clone(),
         };
         let provider = self.connected.provider.as_ref();
-        let mut outcome = apply::apply(provider, &plan, &rendered.desired, &live, &opts, &observer).await;
+        let mut outcome = apply::apply(provider, plan, &rendered.desired, live, &opts, &observer).await;
         // Interrupted: wait for continue (or shutdown), then carry on with the same plan.
         while outcome.steps.iter().any(|s| s.status == Status::Waiting) {
             self.record_outcome(sha, &outcome);
@@ -619,13 +622,30 @@ impl Daemon {
             }
             self.events.publish(Event::PlanContinued { sha: sha.to_string() });
             self.set_phase("applying");
-            outcome = apply::resume(provider, &plan, &rendered.desired, &live, &opts, &observer, &outcome).await;
+            outcome = apply::resume(provider, plan, &rendered.desired, live, &opts, &observer, &outcome).await;
         }
         self.record_outcome(sha, &outcome);
+        // A step that said done and was not is caught by planning again what was touched.
+        let verified = match outcome.converged() {
+            true => engine::verify(provider, &planned).await,
+            false => Ok(()),
+        };
         if let Some(j) = &journal {
-            let _ = j.end(if outcome.converged() { "done" } else { "failed" });
+            let _ = j.end(if outcome.converged() && verified.is_ok() { "done" } else { "failed" });
         }
-        if outcome.converged() {
+        if let Err(why) = verified {
+            let message = rendered.redactor.text(&why);
+            tracing::warn!("{} did not converge: {message}", short(sha));
+            let _ = self.store.set_status(sha, CommitStatus::Failed);
+            let _ = self.store.set_errors(sha, &[json!({ "step": "verify", "message": message })]);
+            self.events.publish(Event::ApplyFailed {
+                sha: sha.to_string(),
+                failed: 0,
+                not_started: 0,
+                message: Some(message),
+            });
+            "apply_failed"
+        } else if outcome.converged() {
             self.converged(sha, &outcome)
         } else {
             let failed = outcome.count(Status::Error);
@@ -642,6 +662,7 @@ impl Daemon {
                 sha: sha.to_string(),
                 failed,
                 not_started: outcome.steps.len() - failed - outcome.count(Status::Complete),
+                message: None,
             });
             "apply_failed"
         }

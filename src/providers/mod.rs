@@ -116,6 +116,9 @@ pub trait Provider: Send + Sync {
     /// The platform's name as written in capstan.yaml (`apcera`).
     fn platform(&self) -> &'static str;
 
+    /// The owner whose mark this provider writes and recognises (capstan.yaml's `owner`).
+    fn owner(&self) -> &str;
+
     /// The kinds this platform knows, in the order they are shown.
     fn kinds(&self) -> &'static [(&'static str, KindInfo)];
 
@@ -160,6 +163,14 @@ pub trait Provider: Send + Sync {
     /// resources declared in different files, and what only the whole can show (a cycle).
     fn link(&self, desired: &mut DesiredState, diags: &mut Diagnostics) {
         let _ = (desired, diags);
+    }
+
+    /// Whether a reference to `target` names the live resource `id`: the same identity, unless
+    /// the platform writes references before their kind is known (Marathon: a dependency
+    /// declared nowhere names an app or a group by its path). A plan that deletes what a
+    /// declaration names is refused.
+    fn names(&self, target: &ResourceId, id: &ResourceId) -> bool {
+        target == id
     }
 
     /// Merge expanded documents into the one manifest `capstan render` prints.

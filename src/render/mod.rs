@@ -109,6 +109,8 @@ pub fn render(
         }
     }
     desired.resources.reserve(outputs.iter().map(|o| o.resources.len()).sum());
+    // Resources that cannot coexist (a job on two networks) can never both be applied.
+    let mut exclusive: HashMap<String, (crate::model::ResourceId, crate::diagnostic::Location)> = HashMap::new();
     let document_count = outputs.iter().map(|o| o.document_count).sum();
     for out in outputs {
         // Without a cache the output is ours alone: move its values instead of copying them.
@@ -124,6 +126,19 @@ pub fn render(
                         .with_related(first.origin.clone(), "first declared here"),
                 );
                 continue;
+            }
+            if let Some(key) = &r.exclusive {
+                if let Some((other, at)) = exclusive.get(key) {
+                    diags.push(
+                        Diagnostic::error_at(
+                            r.origin.clone(),
+                            format!("{} cannot be declared with {other}: both take {key}", r.id),
+                        )
+                        .with_related(at.clone(), format!("{other} is declared here")),
+                    );
+                    continue;
+                }
+                exclusive.insert(key.clone(), (r.id.clone(), r.origin.clone()));
             }
             desired.resources.insert(r.id.clone(), r);
         }
@@ -238,6 +253,7 @@ impl Inputs<'_> {
             }
             .expand(&mut doc, &mut diags);
             self.provider.apply_default_namespace(&mut doc, namespace.as_deref(), &mut diags);
+            keys_distinct_after_expansion(&doc, &mut diags);
             for part in &parts {
                 if let Some(node) = doc.root.find_mut(&part.pointer) {
                     type_substitutions(node, String::new(), part.schema);
@@ -259,6 +275,39 @@ impl Inputs<'_> {
             out.diagnostics.extend(diags.0);
         }
         out
+    }
+}
+
+/// Two keys of one mapping that differ as written can be one key once expanded (`job::::dn` and
+/// `job::/dev/shop::dn` under the default namespace `/dev/shop`; `app` and `${K}` with K=app):
+/// the parser's duplicate check cannot see it, and the JSON value would keep only the last.
+/// Both places are reported. Iterative, so a deep document costs no stack.
+fn keys_distinct_after_expansion(doc: &yaml::Document, diags: &mut Diagnostics) {
+    let mut stack = vec![&doc.root];
+    while let Some(node) = stack.pop() {
+        match &node.value {
+            yaml::NodeValue::Map(entries) => {
+                let mut seen: HashMap<&str, yaml::Pos> = HashMap::with_capacity(entries.len());
+                for e in entries {
+                    if let Some(first) = seen.insert(e.key.as_str(), e.key_pos) {
+                        diags.push(
+                            Diagnostic::error_at(
+                                doc.location(e.key_pos),
+                                format!(
+                                    "this key expands to {:?}, as another key of the same mapping does: expected distinct keys once variables and the default namespace are expanded",
+                                    e.key
+                                ),
+                            )
+                            .with_related(doc.location(first), format!("the other key that expands to {:?}", e.key)),
+                        );
+                        seen.insert(e.key.as_str(), first);
+                    }
+                    stack.push(&e.value);
+                }
+            }
+            yaml::NodeValue::Seq(items) => stack.extend(items),
+            _ => {}
+        }
     }
 }
 

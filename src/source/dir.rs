@@ -1,11 +1,12 @@
 //! A snapshot of a manifest directory on disk.
 
-use super::{Origin, Snapshot, SourceFile, is_manifest_path};
+use super::{Origin, Refused, Snapshot, SourceFile, check_refused, is_manifest_path};
 use anyhow::Context;
 use std::path::{Path, PathBuf};
 
-/// Read every manifest file under `root`, recursively, skipping hidden directories (`.git`,
-/// `.capstan`) and `capstan.yaml` at the root.
+/// Read every manifest file under `root`, recursively, skipping hidden entries (`.git`,
+/// `.capstan`) and `capstan.yaml` at the root. Links, names that are not UTF-8, submodules and
+/// special files are refused ([`Refused`]), as a commit's are.
 pub fn snapshot(root: &Path) -> anyhow::Result<Snapshot> {
     // A mistyped directory must never read as "nothing is declared", which would plan to
     // delete everything.
@@ -18,7 +19,10 @@ pub fn snapshot(root: &Path) -> anyhow::Result<Snapshot> {
     };
     anyhow::ensure!(meta.is_dir(), "{} is not a directory", root.display());
     let mut paths = Vec::new();
-    walk(root, root, &mut paths)?;
+    let mut refused = Vec::new();
+    walk(root, root, &mut paths, &mut refused)?;
+    refused.sort_by(|a, b| a.0.cmp(&b.0));
+    check_refused(&refused)?;
     paths.sort();
     let mut files = Vec::with_capacity(paths.len());
     for rel in paths {
@@ -43,21 +47,36 @@ fn display_path(root: &Path, rel: &Path) -> PathBuf {
     if root == Path::new(".") { rel.to_path_buf() } else { root.join(rel) }
 }
 
-fn walk(root: &Path, dir: &Path, out: &mut Vec<PathBuf>) -> anyhow::Result<()> {
+fn walk(root: &Path, dir: &Path, out: &mut Vec<PathBuf>, refused: &mut Vec<(PathBuf, Refused)>) -> anyhow::Result<()> {
     for entry in std::fs::read_dir(dir).with_context(|| format!("cannot list {}", dir.display()))? {
         let entry = entry?;
-        let name = entry.file_name();
-        let Some(name) = name.to_str() else { continue };
-        let ty = entry.file_type()?;
         let path = entry.path();
-        if ty.is_dir() {
-            if !name.starts_with('.') {
-                walk(root, &path, out)?;
+        let shown = display_path(root, path.strip_prefix(root).unwrap_or(&path));
+        let name = entry.file_name();
+        if name.as_encoded_bytes().starts_with(b".") {
+            continue;
+        }
+        if name.to_str().is_none() {
+            refused.push((shown, Refused::NotUtf8));
+            continue;
+        }
+        // Not followed: the entry itself, as a commit records it.
+        let ty = entry.file_type()?;
+        let rel = path.strip_prefix(root).unwrap_or(&path).to_path_buf();
+        if ty.is_symlink() {
+            let to = std::fs::read_link(&path).map(|t| t.display().to_string()).unwrap_or_else(|e| e.to_string());
+            refused.push((shown, Refused::Link(to)));
+        } else if ty.is_dir() {
+            if path.join(".git").symlink_metadata().is_ok() {
+                refused.push((shown, Refused::Submodule));
+            } else {
+                walk(root, &path, out, refused)?;
             }
-        } else if ty.is_file() || ty.is_symlink() {
-            let rel = path.strip_prefix(root).unwrap_or(&path).to_path_buf();
-            if is_manifest_path(&rel) {
+        } else if is_manifest_path(&rel) {
+            if ty.is_file() {
                 out.push(rel);
+            } else {
+                refused.push((shown, Refused::Special));
             }
         }
     }

@@ -7,7 +7,7 @@
 //! fetch every branch and tag into the same cache. All of it is blocking I/O: async callers run
 //! it on the blocking thread pool.
 
-use super::{Origin, Snapshot, SourceFile, is_manifest_path};
+use super::{Origin, Refused, Snapshot, SourceFile, check_refused, is_manifest_path};
 use anyhow::{Context, bail};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
@@ -135,6 +135,8 @@ impl GitSource {
     }
 
     /// Every manifest file under the spec's path at `commit`, and capstan.yaml if there is one.
+    /// Links, names that are not UTF-8 and submodules are refused ([`Refused`]), as in a
+    /// directory.
     pub fn snapshot(&self, commit: &str) -> anyhow::Result<Snapshot> {
         let repo = self.repo()?;
         let id =
@@ -153,27 +155,43 @@ impl GitSource {
         }
         let mut files = Vec::new();
         let mut config = None;
+        let mut refused = Vec::new();
+        let shown = |rel: &Path| if base.is_empty() { rel.to_path_buf() } else { Path::new(base).join(rel) };
         for entry in tree.traverse().breadthfirst.files()? {
-            if !entry.mode.is_blob() {
+            let hidden = entry.filepath.split(|b| *b == b'/').any(|c| c.starts_with(b"."));
+            if hidden {
                 continue;
             }
-            let rel = PathBuf::from(entry.filepath.to_string());
-            let hidden = rel.components().any(|c| c.as_os_str().to_string_lossy().starts_with('.'));
+            let Ok(text_path) = std::str::from_utf8(&entry.filepath) else {
+                refused.push((shown(Path::new(&entry.filepath.to_string())), Refused::NotUtf8));
+                continue;
+            };
+            let rel = PathBuf::from(text_path);
+            if entry.mode.is_link() {
+                let to = repo.find_blob(entry.oid).map(|b| String::from_utf8_lossy(&b.data).into_owned())?;
+                refused.push((shown(&rel), Refused::Link(to)));
+                continue;
+            }
+            if entry.mode.is_commit() {
+                refused.push((shown(&rel), Refused::Submodule));
+                continue;
+            }
             let is_config = rel == Path::new(crate::config::CONFIG_FILE);
-            if hidden || !(is_config || is_manifest_path(&rel)) {
+            if !entry.mode.is_blob() || !(is_config || is_manifest_path(&rel)) {
                 continue;
             }
             let blob = repo.find_blob(entry.oid)?;
             let text = String::from_utf8(blob.data.clone())
                 .map_err(|_| anyhow::anyhow!("{}: not UTF-8 text", rel.display()))?;
-            let shown = if base.is_empty() { rel.clone() } else { Path::new(base).join(&rel) };
-            let file = SourceFile { path: shown, text: text.into() };
+            let file = SourceFile { path: shown(&rel), text: text.into() };
             if is_config {
                 config = Some(file);
             } else {
                 files.push(file);
             }
         }
+        refused.sort_by(|a, b| a.0.cmp(&b.0));
+        check_refused(&refused)?;
         files.sort_by(|a, b| a.path.cmp(&b.path));
         Ok(Snapshot {
             origin: Origin::Git {

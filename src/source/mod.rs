@@ -47,6 +47,50 @@ pub fn is_manifest_path(rel: &std::path::Path) -> bool {
         && rel != std::path::Path::new(crate::config::CONFIG_FILE)
 }
 
+/// What the manifest directory holds that capstan will not read, and will not skip without a
+/// word either: the same rules in directory and git mode, so CI (reading a checkout) and the
+/// daemon (reading the commit) always read the same files. Hidden entries are outside the rules
+/// (they are never read).
+pub enum Refused {
+    /// A symbolic link, with where it points. A commit stores only the link's text, which a
+    /// checkout resolves on the disk it is on (out of the tree, even): followed in one mode and
+    /// not in the other, it would make the two disagree, so it is refused in both.
+    Link(String),
+    /// A name that is not UTF-8 (it can be neither shown nor matched reliably).
+    NotUtf8,
+    /// A git submodule (a directory holding its own `.git`): its files are another
+    /// repository's, absent from this commit's objects, present in a checkout.
+    Submodule,
+    /// Neither a file, a directory nor a link (a FIFO, a socket, a device) with a manifest's name.
+    Special,
+}
+
+impl Refused {
+    /// One line naming the path and what was expected.
+    pub fn describe(&self, path: &std::path::Path) -> String {
+        let path = path.display();
+        match self {
+            Refused::Link(to) => format!(
+                "{path} is a symbolic link (to {to}): links are not followed, since a commit and a checkout resolve them differently; expected the files themselves"
+            ),
+            Refused::NotUtf8 => format!("{path}: the name is not UTF-8: expected UTF-8 file and directory names"),
+            Refused::Submodule => format!(
+                "{path} is a git submodule (or a repository inside this one): its files are not in this commit; expected the manifests in this repository"
+            ),
+            Refused::Special => format!("{path} is not a regular file: expected a file"),
+        }
+    }
+}
+
+/// Fail with every refused entry, one per line, or carry on when there is none.
+pub fn check_refused(refused: &[(std::path::PathBuf, Refused)]) -> anyhow::Result<()> {
+    if refused.is_empty() {
+        return Ok(());
+    }
+    let lines: Vec<String> = refused.iter().map(|(p, r)| format!("  {}", r.describe(p))).collect();
+    anyhow::bail!("the manifest directory holds what capstan does not read (nothing was read):\n{}", lines.join("\n"))
+}
+
 /// Whether a manifest file is a handlebars template, rendered before it is parsed.
 pub fn is_template(path: &std::path::Path) -> bool {
     path.extension().is_some_and(|e| e == "hbs")

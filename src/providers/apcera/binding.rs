@@ -26,6 +26,12 @@ pub fn link_id(job: &str, target: &str, port: u64) -> ResourceId {
     ResourceId::new(LINK, format!("{job} -> {target}:{port}"))
 }
 
+/// The bindings and links of a job share one name space: two with one name exclude each other
+/// (declared together they are an error; a live one is removed before another takes its name).
+fn exclusive(job: &str, name: &str) -> Option<String> {
+    Some(format!("the name {name:?} among the bindings and links of {job} (they share one name space)"))
+}
+
 /// The `bindings` and `links` a job entry declares.
 pub fn decode_for_job(
     doc: &Document,
@@ -56,7 +62,7 @@ pub fn decode_for_job(
                     Reference { target: job_id.clone(), at: doc.locate_key(&base, name) },
                     Reference { target: ResourceId::new(kind, target), at: doc.locate(&at) },
                 ],
-                exclusive: None,
+                exclusive: exclusive(job, name),
             });
         }
     }
@@ -79,7 +85,7 @@ pub fn decode_for_job(
                     Reference { target: job_id.clone(), at: doc.locate_key(&base, name) },
                     Reference { target: ResourceId::new(super::job::KIND, target), at: doc.locate(&at) },
                 ],
-                exclusive: None,
+                exclusive: exclusive(job, name),
             });
         }
     }
@@ -124,9 +130,10 @@ pub fn from_live_job(job: &Value, owned: bool) -> Vec<LiveResource> {
             id,
             spec,
             owned,
+            owner: None,
             parent: Some(parent.clone()),
             depends_on: vec![parent.clone(), target],
-            exclusive: None,
+            exclusive: exclusive(job_fqn, name),
         });
     }
     out
@@ -149,12 +156,16 @@ pub async fn execute(
                 attempts += 1;
                 match client.bind(spec).await {
                     Ok(_) => return Ok(()),
-                    // Already there: an earlier attempt whose answer was lost made it.
-                    Err(e) if e.is_conflict() => return Ok(()),
+                    // A conflict is "already there" only when the job has exactly this one (an
+                    // earlier attempt whose answer was lost made it); a name taken by another
+                    // binding or link of the job is the failure it says it is.
+                    Err(e) if e.is_conflict() => {
+                        return if exists(client, &job, spec, true).await? { Ok(()) } else { Err(e) };
+                    }
                     // Transient: the binding may or may not exist. Look before binding again,
                     // so a lost answer never makes a second binding.
                     Err(e) if e.transient && attempts < 6 => {
-                        if exists(client, &job, spec).await? {
+                        if exists(client, &job, spec, true).await? {
                             return Ok(());
                         }
                         tokio::time::sleep(std::time::Duration::from_millis(50 * attempts)).await;
@@ -164,26 +175,46 @@ pub async fn execute(
             }
         }
         Verb::Delete => {
-            if let Some(target) = spec.get("target_job_fqn").and_then(Value::as_str) {
+            let sent = if let Some(target) = spec.get("target_job_fqn").and_then(Value::as_str) {
                 let port = spec.get("target_job_port").and_then(Value::as_u64).unwrap_or(0);
                 client.unlink(&job, target, port).await
             } else {
                 let service =
                     spec.get("service_fqn").or(spec.get("provider_fqn")).and_then(Value::as_str).unwrap_or_default();
                 client.unbind(&job, service).await
+            };
+            match sent {
+                // "Not there" is success only if the job indeed no longer has it (Apcera's unbind
+                // takes services: a binding to a provider answers 404 and stays).
+                Err(e) if e.is_not_found() => match exists(client, &job, spec, false).await? {
+                    false => Ok(()),
+                    true => Err(ApiError {
+                        message: format!("{}; read back, {job} still has it, so it was not removed", e.message),
+                        ..e
+                    }),
+                },
+                other => other,
             }
         }
         Verb::Update => unreachable!("bindings and links are replaced, never updated"),
     }
 }
 
-/// Whether the job already has this binding or link (read from the job's `bindings`).
-async fn exists(client: &Client, job: &str, spec: &Value) -> Result<bool, ApiError> {
+/// Whether the job has this binding or link (read from the job's `bindings`): the same target,
+/// and with `same_name` also the same name.
+async fn exists(client: &Client, job: &str, spec: &Value, same_name: bool) -> Result<bool, ApiError> {
     let Some(live) = client.find_job(job).await? else { return Ok(false) };
     let found = live.get("bindings").and_then(Value::as_object).is_some_and(|m| {
-        m.values().any(|b| match spec.get("target_job_fqn") {
-            Some(t) => b.get("target_job_fqn") == Some(t) && b.get("target_job_port") == spec.get("target_job_port"),
-            None => ["service_fqn", "provider_fqn"].iter().any(|k| spec.get(*k).is_some() && b.get(*k) == spec.get(*k)),
+        m.values().any(|b| {
+            let target = match spec.get("target_job_fqn") {
+                Some(t) => {
+                    b.get("target_job_fqn") == Some(t) && b.get("target_job_port") == spec.get("target_job_port")
+                }
+                None => {
+                    ["service_fqn", "provider_fqn"].iter().any(|k| spec.get(*k).is_some() && b.get(*k) == spec.get(*k))
+                }
+            };
+            target && (!same_name || b.get("name") == spec.get("name"))
         })
     });
     Ok(found)

@@ -115,16 +115,19 @@ impl Client {
         }
     }
 
-    /// Join a job to a network (`POST /v1/jobs/{uuid}/networks`).
+    /// Join a job to a network (`POST /v1/jobs/{uuid}/networks`). Sent again after a lost
+    /// answer: a second join is refused (409), and the caller reads back whether the first
+    /// one took.
     pub async fn join_network(&self, job_uuid: &str, job_fqn: &str, network_fqn: &str) -> Result<(), ApiError> {
         let body = json!({ "job_fqn": job_fqn, "network_fqn": network_fqn });
-        // Joining twice is harmless (the platform answers the same), so a retry is safe.
         self.http.call(Method::POST, &format!("/v1/jobs/{job_uuid}/networks"), Some(&body), Idempotent::Yes).await?;
         Ok(())
     }
 
+    /// Leave a network; a 404 is the caller's to settle by reading back.
     pub async fn leave_network(&self, job_uuid: &str, network_uuid: &str) -> Result<(), ApiError> {
-        self.delete(&format!("/v1/jobs/{job_uuid}/networks/{network_uuid}")).await
+        let path = format!("/v1/jobs/{job_uuid}/networks/{network_uuid}");
+        self.http.call(Method::DELETE, &path, None, Idempotent::Yes).await.map(|_| ())
     }
 
     /// `POST /v1/bindings`, for a service binding or a job link.
@@ -132,21 +135,16 @@ impl Client {
         self.http.call(Method::POST, "/v1/bindings", Some(body), Idempotent::No).await
     }
 
+    /// `POST /v1/unbind`. A 404 ("not bound") is not taken for success here: the caller reads
+    /// the job back to see whether the binding is really gone.
     pub async fn unbind(&self, job: &str, service: &str) -> Result<(), ApiError> {
         let body = json!({ "job": job, "service": service });
-        match self.http.call(Method::POST, "/v1/unbind", Some(&body), Idempotent::Yes).await {
-            Ok(_) => Ok(()),
-            Err(e) if e.is_not_found() => Ok(()),
-            Err(e) => Err(e),
-        }
+        self.http.call(Method::POST, "/v1/unbind", Some(&body), Idempotent::Yes).await.map(|_| ())
     }
 
+    /// `POST /v1/unlink`; a 404 is settled by the caller, as for unbind.
     pub async fn unlink(&self, from_job: &str, to_job: &str, port: u64) -> Result<(), ApiError> {
         let body = json!({ "from_job": from_job, "to_job": to_job, "port": port });
-        match self.http.call(Method::POST, "/v1/unlink", Some(&body), Idempotent::Yes).await {
-            Ok(_) => Ok(()),
-            Err(e) if e.is_not_found() => Ok(()),
-            Err(e) => Err(e),
-        }
+        self.http.call(Method::POST, "/v1/unlink", Some(&body), Idempotent::Yes).await.map(|_| ())
     }
 }

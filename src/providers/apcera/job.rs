@@ -232,18 +232,20 @@ pub fn from_live(job: &Value, owner: &str) -> Option<(LiveResource, String)> {
             spec.insert(field.to_string(), v.clone());
         }
     }
-    let mut owned = false;
+    let mut mark = None;
     if let Some(labels) = spec.get_mut("labels").and_then(Value::as_object_mut)
-        && let Some(mark) = labels.remove(OWNER_LABEL)
+        && let Some(m) = labels.remove(OWNER_LABEL)
     {
-        owned = mark.as_str() == Some(owner);
+        mark = Some(m.as_str().map_or_else(|| m.to_string(), str::to_string));
     }
+    let owned = mark.as_deref() == Some(owner);
     let spec = normalize(Value::Object(spec), false);
     Some((
         LiveResource {
             id: ResourceId::new(KIND, &fqn),
             spec,
             owned,
+            owner: mark,
             parent: None,
             depends_on: Vec::new(),
             exclusive: None,
@@ -416,7 +418,9 @@ async fn create(provider: &Apcera, client: &Client, fqn: &str, desired: &Desired
     let wants = body.remove("state");
     resolve_packages(provider, &mut body)?;
     let body = Value::Object(body);
-    let created = super::settle_create(|| client.create_job(&body), || client.find_job(fqn)).await?;
+    let mine =
+        |j: &Value| j.get("labels").and_then(|l| l.get(OWNER_LABEL)).and_then(Value::as_str) == Some(&provider.owner);
+    let created = super::settle_create(|| client.create_job(&body), || client.find_job(fqn), mine).await?;
     let uuid = created.get("uuid").and_then(Value::as_str).unwrap_or_default().to_string();
     provider.remember(KIND, fqn, &uuid);
     let job = match wants {

@@ -169,15 +169,15 @@ fn mark(description: &str, owner: &str) -> String {
     }
 }
 
-/// Remove the ownership mark from a description; says whether it was `owner`'s.
-fn unmark(description: &str, owner: &str) -> (String, bool) {
+/// Remove the ownership mark from a description; says whose it was, if it had one.
+fn unmark(description: &str) -> (String, Option<String>) {
     if let Some(idx) = description.rfind(MARK_PREFIX)
         && description.ends_with(']')
     {
         let mark_owner = &description[idx + MARK_PREFIX.len()..description.len() - 1];
-        return (description[..idx].trim_end().to_string(), mark_owner == owner);
+        return (description[..idx].trim_end().to_string(), Some(mark_owner.to_string()));
     }
-    (description.to_string(), false)
+    (description.to_string(), None)
 }
 
 /// A declaration's `name` and `fqn` fields, when written, must agree with its key.
@@ -203,34 +203,56 @@ fn check_name_fields(doc: &Document, pointer: &str, key: &str, entry: &Value, di
     }
 }
 
-/// `POST` a new object. If the answer is lost, or the platform says it exists already, look it
-/// up instead of creating it twice.
-async fn create_once<F, Fut>(client: &Client, collection: &str, body: &Value, find: F) -> Result<Value, ApiError>
+/// `POST` a new object marked in its description. If the answer is lost, or the platform says
+/// it exists already, look it up instead of creating it twice.
+async fn create_once<F, Fut>(
+    client: &Client,
+    collection: &str,
+    body: &Value,
+    owner: &str,
+    find: F,
+) -> Result<Value, ApiError>
 where
     F: Fn() -> Fut,
     Fut: Future<Output = Result<Option<Value>, ApiError>>,
 {
-    settle_create(|| client.create(collection, body), find).await
+    let mine = |v: &Value| {
+        unmark(v.get("description").and_then(Value::as_str).unwrap_or_default()).1.as_deref() == Some(owner)
+    };
+    settle_create(|| client.create(collection, body), find, mine).await
 }
 
 /// Create something once, whatever the network does: a transient failure may or may not have
-/// created it, so look before trying again; a conflict means an earlier attempt made it.
-async fn settle_create<C, CFut, F, FFut>(create: C, find: F) -> Result<Value, ApiError>
+/// created it, so look before trying again; a conflict means an earlier attempt made it — but
+/// only if what is found there carries this owner's mark (`mine`), or it is someone else's.
+async fn settle_create<C, CFut, F, FFut>(create: C, find: F, mine: impl Fn(&Value) -> bool) -> Result<Value, ApiError>
 where
     C: Fn() -> CFut,
     CFut: Future<Output = Result<Value, ApiError>>,
     F: Fn() -> FFut,
     FFut: Future<Output = Result<Option<Value>, ApiError>>,
 {
+    let not_mine = |e: ApiError| ApiError {
+        message: format!("{}; read back, it exists without this owner's mark: someone else made it", e.message),
+        ..e
+    };
     let mut attempts = 0u64;
     loop {
         attempts += 1;
         match create().await {
             Ok(v) => return Ok(v),
-            Err(e) if e.is_conflict() => return find().await?.ok_or(e),
+            Err(e) if e.is_conflict() => {
+                return match find().await? {
+                    Some(v) if mine(&v) => Ok(v),
+                    Some(_) => Err(not_mine(e)),
+                    None => Err(e),
+                };
+            }
             Err(e) if e.transient && attempts < 6 => {
-                if let Some(v) = find().await? {
-                    return Ok(v);
+                match find().await? {
+                    Some(v) if mine(&v) => return Ok(v),
+                    Some(_) => return Err(not_mine(e)),
+                    None => {}
                 }
                 tokio::time::sleep(std::time::Duration::from_millis(50 * attempts)).await;
             }
@@ -252,6 +274,10 @@ impl Provider for Apcera {
 
     fn platform(&self) -> &'static str {
         "apcera"
+    }
+
+    fn owner(&self) -> &str {
+        &self.owner
     }
 
     fn kinds(&self) -> &'static [(&'static str, KindInfo)] {
@@ -408,6 +434,7 @@ impl Provider for Apcera {
                     id: ResourceId::new("package", f),
                     spec: json!({ "uuid": u }),
                     owned: false,
+                    owner: None,
                     parent: None,
                     depends_on: Vec::new(),
                     exclusive: None,
@@ -450,12 +477,13 @@ mod tests {
 
     #[test]
     fn ownership_mark_round_trips_through_descriptions() {
+        let team_a = Some("team-a".to_string());
         assert_eq!(
-            unmark(&mark("Network for developers.", "team-a"), "team-a"),
-            ("Network for developers.".into(), true)
+            unmark(&mark("Network for developers.", "team-a")),
+            ("Network for developers.".into(), team_a.clone())
         );
-        assert_eq!(unmark(&mark("", "team-a"), "team-a"), (String::new(), true));
-        assert_eq!(unmark(&mark("x", "team-b"), "team-a"), ("x".into(), false));
-        assert_eq!(unmark("plain", "team-a"), ("plain".into(), false));
+        assert_eq!(unmark(&mark("", "team-a")), (String::new(), team_a));
+        assert_eq!(unmark(&mark("x", "team-b")), ("x".into(), Some("team-b".into())));
+        assert_eq!(unmark("plain"), ("plain".into(), None));
     }
 }

@@ -23,8 +23,10 @@ pub fn membership_id(job: &str, network: &str) -> ResourceId {
     ResourceId::new(MEMBERSHIP, format!("{job} -> {network}"))
 }
 
+/// A job is on one network at most (`network_ref` is singular): its memberships exclude each
+/// other.
 fn exclusive(job: &str) -> Option<String> {
-    Some(format!("network-of {job}"))
+    Some(format!("the network of {job} (a job is on one network at most)"))
 }
 
 pub fn decode(doc: &Document, key: &str, entry: &Value, diags: &mut Diagnostics) -> Vec<DesiredResource> {
@@ -68,12 +70,14 @@ pub fn decode(doc: &Document, key: &str, entry: &Value, diags: &mut Diagnostics)
 pub fn from_live(net: &Value, owner: &str) -> Option<(Vec<LiveResource>, String)> {
     let fqn = net.get("fqn")?.as_str()?;
     let uuid = net.get("uuid").and_then(Value::as_str).unwrap_or_default().to_string();
-    let (description, owned) = super::unmark(net.get("description").and_then(Value::as_str).unwrap_or_default(), owner);
+    let (description, mark) = super::unmark(net.get("description").and_then(Value::as_str).unwrap_or_default());
+    let owned = mark.as_deref() == Some(owner);
     let id = ResourceId::new(KIND, fqn);
     let mut out = vec![LiveResource {
         id: id.clone(),
         spec: json!({ "description": description }),
         owned,
+        owner: mark,
         parent: None,
         depends_on: Vec::new(),
         exclusive: None,
@@ -87,6 +91,7 @@ pub fn from_live(net: &Value, owner: &str) -> Option<(Vec<LiveResource>, String)
                 id: membership_id(job, fqn),
                 spec: json!({ "job_fqn": job, "network_fqn": fqn }),
                 owned,
+                owner: None,
                 parent: Some(id.clone()),
                 depends_on: vec![ResourceId::new(super::job::KIND, job), id.clone()],
                 exclusive: exclusive(job),
@@ -110,7 +115,7 @@ pub async fn execute(
             let local = fqn::split(fqn).map(|f| f.local).unwrap_or(fqn);
             let description = spec.get("description").and_then(Value::as_str).unwrap_or_default();
             let body = json!({ "fqn": fqn, "name": local, "description": super::mark(description, &provider.owner) });
-            let created = super::create_once(client, "/v1/networks", &body, || async {
+            let created = super::create_once(client, "/v1/networks", &body, &provider.owner, || async {
                 Ok(client
                     .list_networks()
                     .await?
@@ -147,15 +152,39 @@ pub async fn execute_membership(
     match verb {
         Verb::Create => {
             let job_uuid = job_uuid.ok_or_else(|| missing(job))?;
-            client.join_network(&job_uuid, job, network).await
+            match client.join_network(&job_uuid, job, network).await {
+                // Refused as a second join: success only if the job is on this network (a join
+                // whose answer was lost), not on another one.
+                Err(e) if e.is_conflict() => settled(client, job, network, true, e).await,
+                other => other,
+            }
         }
         Verb::Delete => {
             // A job or network already gone took its membership with it.
             let (Some(job_uuid), Some(net_uuid)) = (job_uuid, provider.uuid(KIND, network, client).await?) else {
                 return Ok(());
             };
-            client.leave_network(&job_uuid, &net_uuid).await
+            match client.leave_network(&job_uuid, &net_uuid).await {
+                Err(e) if e.is_not_found() => settled(client, job, network, false, e).await,
+                other => other,
+            }
         }
         Verb::Update => unreachable!("memberships are replaced, never updated"),
     }
+}
+
+/// A join or leave the platform refused as already done: read the networks back, and count it
+/// done only if the job's membership of `network` is what was wanted.
+async fn settled(client: &Client, job: &str, network: &str, member: bool, e: ApiError) -> Result<(), ApiError> {
+    let is_member = client.list_networks().await?.iter().any(|n| {
+        n.get("fqn").and_then(Value::as_str) == Some(network)
+            && n.get("network_end_points")
+                .and_then(Value::as_array)
+                .is_some_and(|ps| ps.iter().any(|p| p.get("job_fqn").and_then(Value::as_str) == Some(job)))
+    });
+    if is_member == member {
+        return Ok(());
+    }
+    let state = if is_member { "still is" } else { "is not" };
+    Err(ApiError { message: format!("{}; read back, {job} {state} a member of {network}", e.message), ..e })
 }

@@ -50,7 +50,8 @@ pub fn decode(doc: &Document, key: &str, entry: &Value, diags: &mut Diagnostics)
 pub fn from_live(svc: &Value, owner: &str) -> Option<(LiveResource, String)> {
     let fqn = svc.get("fqn")?.as_str()?;
     let uuid = svc.get("uuid").and_then(Value::as_str).unwrap_or_default().to_string();
-    let (description, owned) = super::unmark(svc.get("description").and_then(Value::as_str).unwrap_or_default(), owner);
+    let (description, mark) = super::unmark(svc.get("description").and_then(Value::as_str).unwrap_or_default());
+    let owned = mark.as_deref() == Some(owner);
     let depends_on = svc
         .get("provider_fqn")
         .and_then(Value::as_str)
@@ -61,6 +62,7 @@ pub fn from_live(svc: &Value, owner: &str) -> Option<(LiveResource, String)> {
             id: ResourceId::new(KIND, fqn),
             spec: spec_of(svc, &description),
             owned,
+            owner: mark,
             parent: None,
             depends_on,
             exclusive: None,
@@ -92,7 +94,7 @@ pub async fn execute(
             if !spec["provider_fqn"].is_null() {
                 body["provider_fqn"] = spec["provider_fqn"].clone();
             }
-            let created = super::create_once(client, "/v1/services", &body, || async {
+            let created = super::create_once(client, "/v1/services", &body, &provider.owner, || async {
                 Ok(client
                     .list_services()
                     .await?

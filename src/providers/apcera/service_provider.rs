@@ -56,7 +56,8 @@ pub fn decode(doc: &Document, key: &str, entry: &Value, diags: &mut Diagnostics)
 pub fn from_live(p: &Value, owner: &str) -> Option<(LiveResource, String)> {
     let fqn = p.get("fqn")?.as_str()?;
     let uuid = p.get("uuid").and_then(Value::as_str).unwrap_or_default().to_string();
-    let (description, owned) = super::unmark(p.get("description").and_then(Value::as_str).unwrap_or_default(), owner);
+    let (description, mark) = super::unmark(p.get("description").and_then(Value::as_str).unwrap_or_default());
+    let owned = mark.as_deref() == Some(owner);
     let backing = p.get("backing_job_fqn").cloned().unwrap_or(Value::Null);
     let depends_on = backing.as_str().map(|j| vec![ResourceId::new(super::job::KIND, j)]).unwrap_or_default();
     Some((
@@ -69,6 +70,7 @@ pub fn from_live(p: &Value, owner: &str) -> Option<(LiveResource, String)> {
                 "backing_job_port": port_string(p.get("backing_job_port")),
             }),
             owned,
+            owner: mark,
             parent: None,
             depends_on,
             exclusive: None,
@@ -93,7 +95,7 @@ pub async fn execute(
             body["fqn"] = json!(fqn);
             body["name"] = json!(local);
             body["description"] = json!(super::mark(spec["description"].as_str().unwrap_or_default(), &provider.owner));
-            let created = super::create_once(client, "/v1/providers", &body, || async {
+            let created = super::create_once(client, "/v1/providers", &body, &provider.owner, || async {
                 Ok(client
                     .list_providers()
                     .await?

@@ -172,10 +172,13 @@ pub fn from_live(app: &Value, owner: &str) -> Option<(LiveResource, Vec<String>)
     let id = obj.get("id")?.as_str()?.to_string();
     let mut spec: Map<String, Value> =
         obj.iter().filter(|(k, _)| !SERVER_FIELDS.contains(&k.as_str())).map(|(k, v)| (k.clone(), v.clone())).collect();
-    let mut owned = false;
-    if let Some(Value::Object(labels)) = spec.get_mut("labels") {
-        owned = labels.remove(OWNER_LABEL).is_some_and(|v| v == owner);
+    let mut mark = None;
+    if let Some(Value::Object(labels)) = spec.get_mut("labels")
+        && let Some(m) = labels.remove(OWNER_LABEL)
+    {
+        mark = Some(m.as_str().map_or_else(|| m.to_string(), str::to_string));
     }
+    let owned = mark.as_deref() == Some(owner);
     let mut deps: Vec<String> = spec
         .get("dependencies")
         .and_then(Value::as_array)
@@ -190,6 +193,7 @@ pub fn from_live(app: &Value, owner: &str) -> Option<(LiveResource, Vec<String>)
         id: ResourceId::new(KIND, id),
         spec,
         owned,
+        owner: mark,
         parent: None,
         depends_on: Vec::new(),
         exclusive: None,

@@ -99,6 +99,7 @@ pub fn from_live(group: &Value) -> Option<(LiveResource, Vec<String>)> {
         id: ResourceId::new(KIND, id.clone()),
         spec: json!({ "id": id, "dependencies": deps }),
         owned: false,
+        owner: None,
         parent: None,
         depends_on: Vec::new(),
         exclusive: None,

@@ -49,6 +49,11 @@ const KINDS: &[(&str, KindInfo)] = &[
     (app::KIND, KindInfo { managed: true, updatable: true }),
 ];
 
+/// The kind of a reference to a dependency declared nowhere: an app or a group, live or not
+/// (Marathon accepts a dependency on nothing). It orders nothing and is never observed, but a
+/// plan that deletes what it names is refused (see `Provider::names`).
+const DEPENDENCY: &str = "dependency";
+
 const APP_SCHEMA: &str = "marathon/app.schema.json";
 const GROUP_SCHEMA: &str = "marathon/group.schema.json";
 
@@ -171,6 +176,14 @@ fn is_task_variable(name: &str) -> bool {
 impl Provider for Marathon {
     fn platform(&self) -> &'static str {
         "marathon"
+    }
+
+    fn owner(&self) -> &str {
+        &self.owner
+    }
+
+    fn names(&self, target: &ResourceId, id: &ResourceId) -> bool {
+        target == id || (target.kind == DEPENDENCY && target.name == id.name)
     }
 
     fn kinds(&self) -> &'static [(&'static str, KindInfo)] {
@@ -356,9 +369,9 @@ fn live_state(root: &Value, owner: &str) -> LiveState {
 }
 
 /// Across files: what each dependency names (an app or a group; one declared nowhere orders
-/// nothing, as Marathon accepts it), every app and group waits for what its enclosing groups
-/// depend on, a group's own step waits for what it holds, and a cycle is an error naming its
-/// dependencies' places.
+/// nothing, as Marathon accepts it, and is kept as a [`DEPENDENCY`] so the plan cannot delete
+/// it), every app and group waits for what its enclosing groups depend on, a group's own step
+/// waits for what it holds, and a cycle is an error naming its dependencies' places.
 fn link(desired: &mut DesiredState, diags: &mut Diagnostics) {
     let has = |kind: &str, id: &str, d: &DesiredState| d.resources.contains_key(&ResourceId::new(kind, id));
     // What each declaration depends on itself, with the kind now known.
@@ -367,16 +380,16 @@ fn link(desired: &mut DesiredState, diags: &mut Diagnostics) {
         let refs = r
             .references
             .iter()
-            .filter_map(|x| {
+            .map(|x| {
                 let id = &x.target.name;
                 let kind = if has(group::KIND, id, desired) {
                     group::KIND
                 } else if has(app::KIND, id, desired) {
                     app::KIND
                 } else {
-                    return None;
+                    DEPENDENCY
                 };
-                Some(Reference { target: ResourceId::new(kind, id.clone()), at: x.at.clone() })
+                Reference { target: ResourceId::new(kind, id.clone()), at: x.at.clone() }
             })
             .collect();
         own.insert(r.id.clone(), refs);

@@ -27,6 +27,20 @@ fn env_var(text: &str) -> String {
     format!("{s}_URI")
 }
 
+/// A job's bindings and links share one name space: a second of either with a name the job
+/// already uses is refused.
+fn name_taken(job: &super::Job, name: &str) -> Option<Response> {
+    job.bindings.values().any(|b| b["name"] == name).then(|| {
+        api_error(
+            StatusCode::CONFLICT,
+            &format!(
+                "{} already has a binding or link named {name:?}: bindings and links of a job share one name space",
+                job.fqn
+            ),
+        )
+    })
+}
+
 fn local(fqn: &str) -> &str {
     fqn.rsplit("::").next().unwrap_or(fqn)
 }
@@ -56,6 +70,9 @@ pub async fn create(State(api): State<Api>, body: Bytes) -> Response {
                 b["target_job_fqn"] == req.target_job_fqn.as_str() && b["target_job_port"] == req.target_job_port
             }) {
                 return api_error(StatusCode::CONFLICT, "the link already exists");
+            }
+            if let Some(r) = name_taken(job, &name) {
+                return r;
             }
             let stored = json!({
                 "fqn": fqn,
@@ -89,6 +106,9 @@ pub async fn create(State(api): State<Api>, body: Bytes) -> Response {
             if job.bindings.values().any(|b| b[field] == target.as_str() && b["name"] == name.as_str()) {
                 return api_error(StatusCode::CONFLICT, "the binding already exists");
             }
+            if let Some(r) = name_taken(job, &name) {
+                return r;
+            }
             let kind = found["type"].as_str().unwrap_or("service");
             let mut stored = json!({
                 "uuid": new_uuid(),
@@ -105,7 +125,9 @@ pub async fn create(State(api): State<Api>, body: Bytes) -> Response {
             answer.as_object_mut().map(|o| o.remove("parameters"));
             (stored, answer)
         };
-    data.jobs.get_mut(&job_uuid).expect("found above").bindings.insert(fqn, stored);
+    let job = data.jobs.get_mut(&job_uuid).expect("found above");
+    job.bindings.insert(fqn, stored);
+    job.touched(&api.shared.principal);
     drop(data);
     api.changed();
     axum::Json(answer).into_response()
@@ -129,10 +151,19 @@ pub async fn unbind(State(api): State<Api>, body: Bytes) -> Response {
     };
     let job = data.jobs.get_mut(&uuid).expect("indexed");
     let before = job.bindings.len();
-    job.bindings.retain(|_, b| b["service_fqn"] != req.service.as_str() && b["provider_fqn"] != req.service.as_str());
+    // The seed documents unbind for a job and a service (L4151-4170): a binding to a provider
+    // is not one it removes.
+    job.bindings.retain(|_, b| b["service_fqn"] != req.service.as_str());
     if job.bindings.len() == before {
-        return api_error(StatusCode::NOT_FOUND, &format!("{} is not bound to {}", req.job, req.service));
+        let provider = job.bindings.values().any(|b| b["provider_fqn"] == req.service.as_str());
+        let why =
+            if provider { ": unbind removes a binding to a service, and this is a binding to a provider" } else { "" };
+        return api_error(
+            StatusCode::NOT_FOUND,
+            &format!("{} is not bound to a service {}{why}", req.job, req.service),
+        );
     }
+    job.touched(&api.shared.principal);
     drop(data);
     api.changed();
     empty_body()
@@ -164,6 +195,7 @@ pub async fn unlink(State(api): State<Api>, body: Bytes) -> Response {
             &format!("no link from {} to {} port {}", req.from_job, req.to_job, req.port),
         );
     }
+    job.touched(&api.shared.principal);
     drop(data);
     api.changed();
     empty_body()

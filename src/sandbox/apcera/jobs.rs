@@ -45,6 +45,18 @@ pub struct Job {
     pub drains: Vec<Value>,
 }
 
+impl Job {
+    /// Record a change the server made to the job itself: a binding or link made or removed, a
+    /// network joined or left. The seed shows a job with two bindings at `version_id` 3
+    /// (L636-749) and a join as a change of the job's `network_ref` (L166-205), so each of these
+    /// is a new version, and a full-object `PUT` read before it is stale.
+    pub fn touched(&mut self, by: &str) {
+        self.version_id += 1;
+        self.updated_at = now();
+        self.updated_by = by.to_string();
+    }
+}
+
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Port {
@@ -408,8 +420,13 @@ pub async fn remove(State(api): State<Api>, Path(uuid): Path<String>) -> Respons
     // Cascades (A10): its bindings and links go with it, links to it too, and its membership.
     data.jobs.shift_remove(&uuid);
     data.instances.remove(&uuid);
+    let principal = api.shared.principal.clone();
     for other in data.jobs.values_mut() {
+        let before = other.bindings.len();
         other.bindings.retain(|_, b| b["target_job_fqn"] != job.fqn.as_str());
+        if other.bindings.len() != before {
+            other.touched(&principal);
+        }
     }
     for net in data.networks.values_mut() {
         net.members.retain(|m| m.job_fqn != job.fqn);

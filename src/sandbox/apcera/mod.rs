@@ -27,12 +27,20 @@
 //!   examples; a job's user package gets `state: unknown, source: user` and a `system` copy.
 //! * **Bindings and links** (A7): stored in the binding job's `bindings` map under the FQN the
 //!   create answered with (`binding::/::<UPPER-CASE UUID>`); a link entry carries
-//!   `target_job_fqn` and `target_job_port`. `unbind` removes every binding of the pair,
-//!   `unlink` the matching link; either answers 404 when there is none.
+//!   `target_job_fqn` and `target_job_port`. A job's bindings and links share one name space:
+//!   a second of either with a name the job already uses is 409. `unbind` removes every
+//!   binding of the pair to a *service* (the seed documents unbind for a job and a service,
+//!   L4151-4170), so a binding to a provider is not found by it (404); `unlink` removes the
+//!   matching link; either answers 404 when there is none.
+//! * **Job versions**: making or removing a binding or link, and joining or leaving a network,
+//!   are changes of the job (the seed shows a job with two bindings at `version_id` 3,
+//!   L636-749, and a join as a change of the job's `network_ref`, L166-205): each raises its
+//!   `version_id` and `updated_at`, so a full-object `PUT` read before it is refused as stale.
+//!   So does removing a link because the job it pointed at was deleted.
 //! * **Networks** (A8, A11): `network_end_points` is `null` when empty; an end point has an
 //!   `end_point_interface` only while its job is started; subnets are allocated uniquely
-//!   (`192.168.N.0/24`); a job is on one network at most (joining another is 409, joining the
-//!   same again is a no-op); networks stay at `version_id` 0.
+//!   (`192.168.N.0/24`); a job is on one network at most (`network_ref` is singular): joining
+//!   while it has one is 409, the same network included; networks stay at `version_id` 0.
 //! * **Deletes in use** (A10): deleting a job removes its bindings, links in both directions
 //!   and its membership; a service with bindings, a provider backing services, a network with
 //!   members, or a job backing a provider answers 409. A service naming a provider that does

@@ -165,11 +165,9 @@ pub async fn join(State(api): State<Api>, Path(job_uuid): Path<String>, body: By
         return api_error(StatusCode::NOT_FOUND, &format!("no network {}", req.network_fqn));
     };
     if let Some(current) = &job.network_ref {
-        if current.uuid == net_uuid {
-            // Joining the same network again changes nothing.
-            return axum::Json(json!({ "job_fqn": job.fqn, "network_fqn": req.network_fqn })).into_response();
-        }
-        return api_error(StatusCode::CONFLICT, &format!("{} is already on another network; leave it first", job.fqn));
+        // A second join is refused like any other: the job already has a network_ref.
+        let which = if current.uuid == net_uuid { "this" } else { "another" };
+        return api_error(StatusCode::CONFLICT, &format!("{} is already on {which} network; leave it first", job.fqn));
     }
     let net = data.networks.get_mut(&net_uuid).expect("found above");
     let host = net.members.iter().map(|m| m.host).max().unwrap_or(0) + 1;
@@ -177,6 +175,7 @@ pub async fn join(State(api): State<Api>, Path(job_uuid): Path<String>, body: By
     net.updated_at = now();
     if let Some(j) = data.jobs.get_mut(&job_uuid) {
         j.network_ref = Some(super::jobs::NetworkRef { uuid: net_uuid });
+        j.touched(&api.shared.principal);
     }
     drop(data);
     api.changed();
@@ -199,6 +198,7 @@ pub async fn leave(State(api): State<Api>, Path((job_uuid, net_uuid)): Path<(Str
     net.updated_at = now();
     if let Some(j) = data.jobs.get_mut(&job_uuid) {
         j.network_ref = None;
+        j.touched(&api.shared.principal);
     }
     drop(data);
     api.changed();
