@@ -5,7 +5,10 @@
 //! is live are known: a reference to nothing is an error at the place it is written. What is
 //! live but no longer declared is deleted only when it is capstan's to delete: an attachment
 //! (binding, membership) whose declaring parent is still declared, or a resource marked with
-//! this owner when pruning. Everything else is left alone.
+//! this owner when pruning. Everything else is left alone. Pruning is a set difference over what
+//! capstan owns and declares: a resource whose deletion removes others with it (a Marathon
+//! group) is deleted only when every one of those could be pruned itself, and one a person
+//! marked to be kept never is.
 
 use crate::diagnostic::{Diagnostic, Diagnostics, Location};
 use crate::model::{DesiredState, LiveState, ResourceId};
@@ -79,6 +82,15 @@ pub struct ChangeSet {
     pub changes: Vec<ResourceChange>,
     /// Resources marked with this owner that are no longer declared, kept because pruning is off.
     pub orphans: Vec<ResourceId>,
+    /// Resources marked with this owner, no longer declared, that pruning leaves, and why.
+    pub kept: Vec<Kept>,
+}
+
+/// A resource pruning leaves although it is capstan's and no longer declared.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Kept {
+    pub id: ResourceId,
+    pub reason: String,
 }
 
 impl ChangeSet {
@@ -120,6 +132,7 @@ pub fn check_references(desired: &DesiredState, live: &LiveState) -> Diagnostics
 pub fn diff(provider: &dyn Provider, desired: &DesiredState, live: &LiveState, prune: bool) -> ChangeSet {
     let mut changes: BTreeMap<ResourceId, ResourceChange> = BTreeMap::new();
     let mut orphans = Vec::new();
+    let mut kept = Vec::new();
 
     for d in desired.resources.values() {
         let info = provider.kind_info(&d.id.kind);
@@ -158,17 +171,43 @@ pub fn diff(provider: &dyn Provider, desired: &DesiredState, live: &LiveState, p
         );
     }
 
+    let declared = |id: &ResourceId| desired.resources.contains_key(id);
+    // What deleting `l` would remove with it that capstan may not: something declared, kept,
+    // or not its own.
+    fn blocked<'l>(
+        l: &'l crate::model::LiveResource,
+        desired: &DesiredState,
+        live: &LiveState,
+    ) -> Option<&'l ResourceId> {
+        let may = |r: &ResourceId| live.get(r).is_some_and(|x| x.owned && x.keep.is_none());
+        l.removes.iter().find(|r| desired.resources.contains_key(*r) || !may(r))
+    }
     for l in live.resources.values() {
-        if desired.resources.contains_key(&l.id) || !provider.kind_info(&l.id.kind).managed {
+        if declared(&l.id) || !provider.kind_info(&l.id.kind).managed {
             continue;
         }
         let parent_declared = l.parent.as_ref().is_some_and(|p| desired.resources.contains_key(p));
+        let holds_declared = l.removes.iter().any(declared);
         let reason = if parent_declared {
             Some(format!("no longer declared by {}", l.parent.as_ref().unwrap()))
-        } else if l.owned && prune {
-            Some("pruned: no longer declared".to_string())
+        } else if l.owned
+            && let Some(mark) = &l.keep
+        {
+            kept.push(Kept { id: l.id.clone(), reason: format!("marked to be kept ({mark})") });
+            continue;
+        } else if l.owned && prune && !holds_declared {
+            match blocked(l, desired, live) {
+                None if l.removes.is_empty() => Some("pruned: no longer declared".to_string()),
+                None => Some(format!("pruned: no longer declared (with the {} resources under it)", l.removes.len())),
+                Some(other) => {
+                    let reason = format!("deleting it would also delete {other}, which is kept or not capstan's");
+                    kept.push(Kept { id: l.id.clone(), reason });
+                    continue;
+                }
+            }
         } else {
-            if l.owned && l.parent.is_none() {
+            // What holds declared resources (a group above them) is never an orphan.
+            if l.owned && l.parent.is_none() && !holds_declared {
                 orphans.push(l.id.clone());
             }
             continue;
@@ -189,12 +228,21 @@ pub fn diff(provider: &dyn Provider, desired: &DesiredState, live: &LiveState, p
         );
     }
 
+    // What another deletion removes with it needs no deletion of its own.
+    let covered: HashSet<ResourceId> = changes
+        .values()
+        .filter(|c| c.action == Action::Delete)
+        .filter_map(|c| live.get(&c.id))
+        .flat_map(|l| l.removes.iter().cloned())
+        .collect();
+    changes.retain(|id, c| c.action != Action::Delete || !covered.contains(id));
+
     propagate_replacements(provider, desired, live, &mut changes);
 
     let order = |id: &ResourceId| provider.kinds().iter().position(|(k, _)| *k == id.kind).unwrap_or(usize::MAX);
     let mut list: Vec<ResourceChange> = changes.into_values().collect();
     list.sort_by(|a, b| (order(&a.id), &a.id).cmp(&(order(&b.id), &b.id)));
-    ChangeSet { changes: list, orphans }
+    ChangeSet { changes: list, orphans, kept }
 }
 
 /// A resource that is deleted or replaced takes with it the live resources attached to it
@@ -276,7 +324,7 @@ pub fn diff_declared(provider: &dyn Provider, base: &DesiredState, head: &Desire
     }
     let order = |id: &ResourceId| provider.kinds().iter().position(|(k, _)| *k == id.kind).unwrap_or(usize::MAX);
     changes.sort_by(|a, b| (order(&a.id), &a.id).cmp(&(order(&b.id), &b.id)));
-    ChangeSet { changes, orphans: Vec::new() }
+    ChangeSet { changes, ..ChangeSet::default() }
 }
 
 /// The leaves that differ between two values, with dotted paths.

@@ -127,6 +127,8 @@ pub fn from_live_job(job: &Value, owned: bool) -> Vec<LiveResource> {
             parent: Some(parent.clone()),
             depends_on: vec![parent.clone(), target],
             exclusive: None,
+            removes: Vec::new(),
+            keep: None,
         });
     }
     out
