@@ -242,6 +242,7 @@ pub fn diff(provider: &dyn Provider, desired: &DesiredState, live: &LiveState, p
     let order = |id: &ResourceId| provider.kinds().iter().position(|(k, _)| *k == id.kind).unwrap_or(usize::MAX);
     let mut list: Vec<ResourceChange> = changes.into_values().collect();
     list.sort_by(|a, b| (order(&a.id), &a.id).cmp(&(order(&b.id), &b.id)));
+    kept.sort_by(|a, b| (order(&a.id), &a.id).cmp(&(order(&b.id), &b.id)));
     ChangeSet { changes: list, orphans, kept }
 }
 
