@@ -295,7 +295,7 @@ fn tally(sb: &SandboxProc) -> BTreeMap<String, usize> {
 #[test]
 fn a_group_documents_apps_go_in_one_deployment_where_marathon_runs_them_together() {
     // Marathon 1.x runs independent apps of one deployment in one step: each group's ten apps
-    // are one PUT /v2/apps, after a dry run of the group says so.
+    // are one PUT /v2/apps, once the first group's dry run has shown it.
     let sb = SandboxProc::start_platform("marathon", &["--grouped-steps", "--rollout-ms", "20"]);
     let w = workload(&sb, Form::Groups, 2, 10);
     w.capstan(&["apply", ".", "--yes"]).ok();
@@ -303,6 +303,7 @@ fn a_group_documents_apps_go_in_one_deployment_where_marathon_runs_them_together
     assert_eq!(t.get("PUT /v2/apps"), Some(&2), "{t:?}");
     assert_eq!(t.get("PUT /v2/apps/*"), None, "{t:?}");
     assert_eq!(t.get("PUT /v2/groups/bench/g00?dryRun"), Some(&1), "{t:?}");
+    assert_eq!(t.get("PUT /v2/groups/bench/g01?dryRun"), None, "{t:?}");
     assert_eq!(app_ids(&sb).len(), 20);
     w.capstan(&["plan", ".", "--detailed-exitcode"]).code(0);
     // A change to every app of one group: one request again.

@@ -352,11 +352,12 @@ pub async fn put(provider: &Marathon, id: &str, spec: &Value, live: Option<&Valu
 }
 
 /// Create or update the apps of one group (`(id, declared spec, live spec)`) in one request,
-/// `PUT /v2/apps` with all of them: one deployment. Only when Marathon would carry them out as
-/// capstan's plan does, which a dry run of the group with the apps so changed says first:
-/// Marathon acts on no other app, and runs these in one step (they are independent: they
-/// became ready together). Otherwise None, and the caller sends them one by one; when the dry
-/// run shows Marathon taking independent apps one step each, the provider stops trying.
+/// `PUT /v2/apps` with all of them: one deployment (it names only these apps, so unlike a
+/// group `PUT` it cannot remove one that someone adds meanwhile). Only when Marathon would
+/// carry them out as capstan's plan does, in one step (they are independent: they became ready
+/// together), which a dry run of the group with the apps so changed says the first time:
+/// Marathon acts on no other app and runs these together. Otherwise None, and the caller sends
+/// them one by one. What the dry run shows of how this Marathon plans is remembered.
 pub async fn put_together(
     provider: &Marathon,
     group: &str,
@@ -364,6 +365,9 @@ pub async fn put_together(
 ) -> Option<Result<(), ApiError>> {
     let client = provider.client().ok()?;
     let bodies: Vec<Value> = apps.iter().map(|(_, spec, live)| write_body(provider, spec, *live)).collect();
+    if provider.steps.load(Ordering::SeqCst) == super::STEPS_TOGETHER {
+        return Some(provider.until_unlocked(KIND, group, || client.put_apps(&bodies, provider.force)).await);
+    }
     let ours: BTreeMap<&str, &Value> = apps.iter().map(|(id, ..)| *id).zip(&bodies).collect();
     let read = match client.group(group).await {
         Ok(g) => g,
@@ -390,6 +394,7 @@ pub async fn put_together(
         }
     };
     let mut steps_of_ours: HashSet<usize> = HashSet::new();
+    let mut deployed: HashSet<String> = HashSet::new();
     for (i, step) in plan.get("steps").and_then(Value::as_array).into_iter().flatten().enumerate() {
         for a in step.get("actions").and_then(Value::as_array).into_iter().flatten() {
             let kind = a.get("type").or_else(|| a.get("action")).and_then(Value::as_str).unwrap_or_default();
@@ -402,13 +407,17 @@ pub async fn put_together(
             }
             if matches!(kind, "ScaleApplication" | "RestartApplication") {
                 steps_of_ours.insert(i);
+                deployed.insert(id);
             }
         }
     }
     if steps_of_ours.len() > 1 {
         tracing::debug!(%group, "Marathon runs independent apps one step each; apps go one by one");
-        provider.serializes.store(true, Ordering::SeqCst);
+        provider.steps.store(super::STEPS_ONE_EACH, Ordering::SeqCst);
         return None;
+    }
+    if deployed.len() > 1 {
+        provider.steps.store(super::STEPS_TOGETHER, Ordering::SeqCst);
     }
     Some(provider.until_unlocked(KIND, group, || client.put_apps(&bodies, provider.force)).await)
 }

@@ -48,7 +48,7 @@ use std::borrow::Cow;
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::future::Future;
 use std::ops::Range;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 
 /// The app label that marks what capstan wrote, with the owner as value.
@@ -56,6 +56,11 @@ pub const OWNER_LABEL: &str = "capstan-owner";
 
 /// The app label by which a person keeps an app from being pruned (with the value "false").
 pub const PRUNE_LABEL: &str = "capstan-prune";
+
+/// What `Marathon::steps` knows: nothing yet, one step per app, independent apps together.
+const STEPS_UNKNOWN: u8 = 0;
+const STEPS_ONE_EACH: u8 = 1;
+const STEPS_TOGETHER: u8 = 2;
 
 /// What a dependency names when no declaration lies at or under its path: an app or a group
 /// that must be live. Observed only to check such dependencies; never changed.
@@ -80,10 +85,10 @@ pub struct Marathon {
     force: bool,
     /// Deployment timeouts by kind.
     timeouts: HashMap<&'static str, Duration>,
-    /// A dry run showed that this Marathon runs a deployment's independent apps one step each
-    /// (as seed 004's example does): several apps in one deployment would take turns, so they
-    /// are sent one by one.
-    serializes: AtomicBool,
+    /// How this Marathon runs a deployment's independent apps, once a dry run has shown it:
+    /// one step each (as seed 004's example does: several apps in one deployment would take
+    /// turns, so they are sent one by one), or together.
+    steps: AtomicU8,
 }
 
 impl Marathon {
@@ -99,7 +104,7 @@ impl Marathon {
             client: connection.as_ref().map(Client::new).transpose()?,
             owner: owner.to_string(),
             timeouts,
-            serializes: AtomicBool::new(false),
+            steps: AtomicU8::new(STEPS_UNKNOWN),
         })
     }
 
@@ -357,7 +362,7 @@ impl Provider for Marathon {
             .iter()
             .filter_map(|op| Some((op.id.name.as_str(), &op.desired?.spec, op.live.map(|l| &l.spec))))
             .collect();
-        if ops.len() > 1 && apps.len() == ops.len() && !self.serializes.load(Ordering::SeqCst) {
+        if ops.len() > 1 && apps.len() == ops.len() && self.steps.load(Ordering::SeqCst) != STEPS_ONE_EACH {
             let group = path::parent(apps[0].0);
             if let Some(done) = app::put_together(self, group, &apps).await {
                 return vec![done; ops.len()];
