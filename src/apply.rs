@@ -252,19 +252,27 @@ pub async fn resume(
     Outcome { steps: outcomes }
 }
 
-/// Err when a plan deletes something declared (other than to create it again: a replace) or
-/// something a deletion removes with it is declared. Diff never makes such a plan; an executor
-/// that met one would lose what the manifests say, so it refuses the whole plan.
+/// Err when a plan deletes something declared or marked to be kept (other than to create it
+/// again: a replace), or something a deletion removes with it is. Diff never makes such a plan;
+/// an executor that met one would lose what the manifests or a person say, so it refuses the
+/// whole plan.
 pub fn check_deletions(plan: &Plan, desired: &DesiredState, live: &LiveState) -> Result<(), String> {
     let recreated: std::collections::HashSet<&crate::model::ResourceId> =
         plan.steps.iter().filter(|s| s.verb == Verb::Create).map(|s| &s.resource).collect();
     for s in plan.steps.iter().filter(|s| s.verb == Verb::Delete) {
-        if desired.resources.contains_key(&s.resource) && !recreated.contains(&s.resource) {
-            return Err(format!("the plan deletes {}, which is declared", s.resource));
+        if recreated.contains(&s.resource) {
+            continue;
+        }
+        let kept = |r: &crate::model::ResourceId| live.get(r).is_some_and(|l| l.keep.is_some());
+        if desired.resources.contains_key(&s.resource) || kept(&s.resource) {
+            return Err(format!("the plan deletes {}, which is declared or marked to be kept", s.resource));
         }
         let removed = live.get(&s.resource).into_iter().flat_map(|l| &l.removes);
-        if let Some(r) = removed.into_iter().find(|r| desired.resources.contains_key(*r)) {
-            return Err(format!("the plan deletes {}, and with it {r}, which is declared", s.resource));
+        if let Some(r) = removed.into_iter().find(|r| desired.resources.contains_key(*r) || kept(r)) {
+            return Err(format!(
+                "the plan deletes {}, and with it {r}, which is declared or marked to be kept",
+                s.resource
+            ));
         }
     }
     Ok(())
@@ -353,5 +361,9 @@ mod tests {
         assert_eq!(check_deletions(&replace, &desired, &state), Ok(()));
         let prune = Plan { steps: vec![step(Verb::Delete, &other)], phases: Vec::new() };
         assert_eq!(check_deletions(&prune, &desired, &state), Ok(()));
+        let mut marked = live(&other, Vec::new());
+        marked.keep = Some("label capstan-prune: \"false\"".into());
+        state.insert(marked);
+        assert!(check_deletions(&prune, &desired, &state).unwrap_err().contains("/other"));
     }
 }
