@@ -7,38 +7,11 @@
 
 mod common;
 use common::*;
-use serde_json::Value;
-use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 const GROUPS: usize = 50;
 const APPS: usize = 10;
 const ROLLOUT_MS: u64 = 100;
-
-fn requests(url: &str) -> Vec<Value> {
-    let r = reqwest::blocking::get(format!("{url}/_sandbox/requests")).unwrap();
-    r.json::<Vec<Value>>().unwrap()
-}
-
-fn clear(url: &str) {
-    reqwest::blocking::Client::new().delete(format!("{url}/_sandbox/requests")).send().unwrap();
-}
-
-/// Requests by method and path shape (ids folded), e.g. `PUT /v2/apps/*`.
-fn tally(reqs: &[Value]) -> String {
-    let mut by: BTreeMap<String, usize> = BTreeMap::new();
-    for r in reqs {
-        let path = r["path"].as_str().unwrap_or_default();
-        let shape = ["/v2/apps/", "/v2/groups/"]
-            .iter()
-            .find(|p| path.starts_with(**p))
-            .map(|p| format!("{p}*"))
-            .unwrap_or_else(|| path.to_string());
-        let q = if r["query"].as_str().is_some_and(|q| q.contains("dryRun")) { "?dryRun" } else { "" };
-        *by.entry(format!("{} {shape}{q}", r["method"].as_str().unwrap_or_default())).or_default() += 1;
-    }
-    by.iter().map(|(k, v)| format!("{v} {k}")).collect::<Vec<_>>().join(", ")
-}
 
 fn main() {
     let sandbox = Sandbox::start(&["--platform", "marathon", "--rollout-ms", &ROLLOUT_MS.to_string()]);

@@ -1,15 +1,18 @@
 //! Apply: run a plan's steps against the platform.
 //!
 //! A step starts as soon as every step it depends on is complete (no waiting for the rest of
-//! its phase, no fixed sleeps), up to `parallelism` steps at a time. Steps that become ready
-//! together start as one wave, journalled with one durable write. A failed step stops the
-//! steps that depend on it, directly or not; independent steps still run to the end. Every step
-//! ends in the outcome with its status, so a partial apply says exactly what happened.
+//! its phase, no fixed sleeps), up to `parallelism` requests at a time. Steps that become ready
+//! together start as one wave, journalled with one durable write; those of one batch (the
+//! provider's `batch`) go to the provider together and take one place among the `parallelism`.
+//! A failed step stops the steps that depend on it, directly or not; independent steps still run
+//! to the end. Every step ends in the outcome with its status, so a partial apply says exactly
+//! what happened. A plan that would delete something declared is never started (an internal
+//! error: diff never makes one).
 
 use crate::journal::Journal;
 use crate::model::{DesiredState, LiveState};
 use crate::plan::Plan;
-use crate::providers::{Operation, Provider};
+use crate::providers::{Operation, Provider, Verb};
 use futures::stream::FuturesUnordered;
 use futures::{FutureExt, StreamExt};
 use serde::Serialize;
@@ -61,6 +64,12 @@ pub trait Observer: Send + Sync {
 pub struct NoObserver;
 impl Observer for NoObserver {}
 
+/// How many requests run at once unless told otherwise: more than the widest level of the
+/// plans capstan is measured on (a Marathon group document's apps go as one request; ten
+/// to twenty-five apps of a group declared one by one each take one), so a level does not
+/// wait in waves behind itself, and few enough not to swamp a platform's API.
+pub const DEFAULT_PARALLELISM: usize = 32;
+
 #[derive(Clone)]
 pub struct ApplyOptions {
     pub parallelism: usize,
@@ -72,7 +81,7 @@ pub struct ApplyOptions {
 
 impl Default for ApplyOptions {
     fn default() -> Self {
-        ApplyOptions { parallelism: 8, interrupt: Arc::new(AtomicBool::new(false)), journal: None }
+        ApplyOptions { parallelism: DEFAULT_PARALLELISM, interrupt: Arc::new(AtomicBool::new(false)), journal: None }
     }
 }
 
@@ -100,7 +109,26 @@ pub async fn resume(
     previous: &Outcome,
 ) -> Outcome {
     let n = plan.steps.len();
+    if let Err(why) = check_deletions(plan, desired, live) {
+        tracing::error!("internal error, nothing applied: {why}");
+        let refused = StepOutcome {
+            status: Status::Error,
+            message: format!("not started: internal error: {why}"),
+            duration: Duration::ZERO,
+        };
+        return Outcome { steps: vec![refused; n] };
+    }
     let dependents = plan.dependents();
+    let op = |i: usize| {
+        let step = &plan.steps[i];
+        Operation {
+            verb: step.verb,
+            id: &step.resource,
+            desired: desired.resources.get(&step.resource),
+            live: live.get(&step.resource),
+        }
+    };
+    let batch: Vec<Option<String>> = (0..n).map(|i| provider.batch(&op(i), desired)).collect();
     let mut outcomes: Vec<StepOutcome> = previous
         .steps
         .iter()
@@ -120,11 +148,23 @@ pub async fn resume(
     // Outcomes not yet in the journal: written with the next wave's intents, or at the end.
     let mut unjournalled: Vec<(usize, bool, String)> = Vec::new();
     loop {
-        let mut wave = Vec::new();
-        while running.len() + wave.len() < parallelism && !opts.interrupt.load(Ordering::SeqCst) {
+        // Each unit is one request: a step, or the ready steps of one batch.
+        let mut units: Vec<Vec<usize>> = Vec::new();
+        while running.len() + units.len() < parallelism && !opts.interrupt.load(Ordering::SeqCst) {
             let Some(i) = ready.pop_front() else { break };
-            wave.push(i);
+            let mut unit = vec![i];
+            if let Some(key) = &batch[i] {
+                ready.retain(|&j| {
+                    let mate = batch[j].as_ref() == Some(key);
+                    if mate {
+                        unit.push(j);
+                    }
+                    !mate
+                });
+            }
+            units.push(unit);
         }
+        let mut wave: Vec<usize> = units.iter().flatten().copied().collect();
         // Nothing is sent that the journal does not know about first.
         if let Some(j) = &opts.journal
             && !wave.is_empty()
@@ -140,32 +180,38 @@ pub async fn resume(
                         block_dependents(plan, &dependents, i, &mut outcomes);
                         observer.step_finished(plan, i, &outcomes[i]);
                     }
+                    units.clear();
                 }
             }
         }
-        for i in wave {
-            let step = &plan.steps[i];
-            outcomes[i].status = Status::InProgress;
-            observer.step_started(plan, i);
-            let op = Operation {
-                verb: step.verb,
-                id: &step.resource,
-                desired: desired.resources.get(&step.resource),
-                live: live.get(&step.resource),
-            };
+        for unit in units {
+            for &i in &unit {
+                outcomes[i].status = Status::InProgress;
+                observer.step_started(plan, i);
+            }
+            let ops: Vec<Operation> = unit.iter().map(|&i| op(i)).collect();
             running.push(async move {
                 let started = Instant::now();
-                let result = provider.execute(op, live).await;
-                (i, result, started.elapsed())
+                let results = if ops.len() == 1 {
+                    let one = ops.into_iter().next().map(|o| provider.execute(o, live));
+                    match one {
+                        Some(f) => vec![f.await],
+                        None => Vec::new(),
+                    }
+                } else {
+                    provider.execute_batch(ops, live).await
+                };
+                let took = started.elapsed();
+                unit.into_iter().zip(results).map(move |(i, r)| (i, r, took)).collect::<Vec<_>>()
             });
         }
         let Some(first) = running.next().await else {
             break;
         };
         // Every step that has ended by now, so the next wave is as wide as it can be.
-        let mut ended = vec![first];
+        let mut ended = first;
         while let Some(Some(more)) = running.next().now_or_never() {
-            ended.push(more);
+            ended.extend(more);
         }
         for (i, result, duration) in ended {
             outcomes[i].duration = duration;
@@ -206,6 +252,32 @@ pub async fn resume(
     Outcome { steps: outcomes }
 }
 
+/// Err when a plan deletes something declared or marked to be kept (other than to create it
+/// again: a replace), or something a deletion removes with it is. Diff never makes such a plan;
+/// an executor that met one would lose what the manifests or a person say, so it refuses the
+/// whole plan.
+pub fn check_deletions(plan: &Plan, desired: &DesiredState, live: &LiveState) -> Result<(), String> {
+    let recreated: std::collections::HashSet<&crate::model::ResourceId> =
+        plan.steps.iter().filter(|s| s.verb == Verb::Create).map(|s| &s.resource).collect();
+    for s in plan.steps.iter().filter(|s| s.verb == Verb::Delete) {
+        if recreated.contains(&s.resource) {
+            continue;
+        }
+        let kept = |r: &crate::model::ResourceId| live.get(r).is_some_and(|l| l.keep.is_some());
+        if desired.resources.contains_key(&s.resource) || kept(&s.resource) {
+            return Err(format!("the plan deletes {}, which is declared or marked to be kept", s.resource));
+        }
+        let removed = live.get(&s.resource).into_iter().flat_map(|l| &l.removes);
+        if let Some(r) = removed.into_iter().find(|r| desired.resources.contains_key(*r) || kept(r)) {
+            return Err(format!(
+                "the plan deletes {}, and with it {r}, which is declared or marked to be kept",
+                s.resource
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Mark every step that depends on a failed one, transitively, as not to be started.
 fn block_dependents(plan: &Plan, dependents: &[Vec<usize>], failed: usize, outcomes: &mut [StepOutcome]) {
     let mut stack = dependents[failed].clone();
@@ -214,5 +286,85 @@ fn block_dependents(plan: &Plan, dependents: &[Vec<usize>], failed: usize, outco
             outcomes[j].message = format!("not started: {} failed", plan.steps[failed].name);
             stack.extend(dependents[j].iter().copied());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::diagnostic::Location;
+    use crate::model::{DesiredResource, LiveResource, ResourceId};
+    use crate::plan::Step;
+
+    fn step(verb: Verb, id: &ResourceId) -> Step {
+        Step {
+            id: String::new(),
+            name: format!("{verb:?} {id}"),
+            verb,
+            resource: id.clone(),
+            deps: Vec::new(),
+            phase: 0,
+        }
+    }
+
+    fn declared(id: &ResourceId) -> DesiredResource {
+        DesiredResource {
+            id: id.clone(),
+            spec: serde_json::Value::Null,
+            origin: Location::new("m.json", 1, 1),
+            references: Vec::new(),
+            exclusive: None,
+        }
+    }
+
+    fn live(id: &ResourceId, removes: Vec<ResourceId>) -> LiveResource {
+        LiveResource {
+            id: id.clone(),
+            spec: serde_json::Value::Null,
+            owned: true,
+            owner: None,
+            parent: None,
+            depends_on: Vec::new(),
+            exclusive: None,
+            removes,
+            keep: None,
+        }
+    }
+
+    /// The executor never starts a plan that deletes something declared, directly or as part
+    /// of what a deletion removes, and sends nothing of it; a replace (delete, then create) is
+    /// not such a deletion.
+    #[tokio::test]
+    async fn a_plan_that_deletes_something_declared_is_an_internal_error_and_nothing_runs() {
+        let group = ResourceId::new("group", "/bench");
+        let app = ResourceId::new("app", "/bench/g00/a0");
+        let other = ResourceId::new("app", "/other");
+        let mut desired = DesiredState::default();
+        desired.resources.insert(app.clone(), declared(&app));
+        let mut state = LiveState::default();
+        state.insert(live(&group, vec![app.clone()]));
+        state.insert(live(&app, Vec::new()));
+        state.insert(live(&other, Vec::new()));
+        // An offline provider: any step it were asked to run would fail with "offline".
+        let provider = crate::providers::provider_for("marathon", None, "me").unwrap();
+        let opts = ApplyOptions::default();
+        for doomed in [&group, &app] {
+            let plan = Plan { steps: vec![step(Verb::Delete, &other), step(Verb::Delete, doomed)], phases: Vec::new() };
+            let err = check_deletions(&plan, &desired, &state).unwrap_err();
+            assert!(err.contains("/bench/g00/a0"), "{err}");
+            let outcome = apply(provider.as_ref(), &plan, &desired, &state, &opts, &NoObserver).await;
+            for s in &outcome.steps {
+                assert_eq!(s.status, Status::Error);
+                assert!(s.message.starts_with("not started: internal error"), "{}", s.message);
+            }
+        }
+        let replace = Plan { steps: vec![step(Verb::Delete, &app), step(Verb::Create, &app)], phases: Vec::new() };
+        assert_eq!(check_deletions(&replace, &desired, &state), Ok(()));
+        let prune = Plan { steps: vec![step(Verb::Delete, &other)], phases: Vec::new() };
+        assert_eq!(check_deletions(&prune, &desired, &state), Ok(()));
+        let mut marked = live(&other, Vec::new());
+        marked.keep = Some("label capstan-prune: \"false\"".into());
+        state.insert(marked);
+        assert!(check_deletions(&prune, &desired, &state).unwrap_err().contains("/other"));
     }
 }

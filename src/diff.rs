@@ -9,6 +9,9 @@
 //! another owner's mark is a takeover: its change shows the mark changing hands, and the plan
 //! is refused unless that was asked for ([`check_owners`]). A declaration that points at what
 //! the plan deletes is refused too ([`check_deletions`]).
+//! Pruning is a set difference over what capstan owns and declares: a resource whose deletion
+//! removes others with it (a Marathon group) is deleted only when every one of those could be
+//! pruned itself, and one a person marked to be kept never is.
 
 use crate::diagnostic::{Diagnostic, Diagnostics, Location};
 use crate::model::{DesiredState, LiveResource, LiveState, ResourceId};
@@ -82,6 +85,15 @@ pub struct ChangeSet {
     pub changes: Vec<ResourceChange>,
     /// Resources marked with this owner that are no longer declared, kept because pruning is off.
     pub orphans: Vec<ResourceId>,
+    /// Resources marked with this owner, no longer declared, that pruning leaves, and why.
+    pub kept: Vec<Kept>,
+}
+
+/// A resource pruning leaves although it is capstan's and no longer declared.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Kept {
+    pub id: ResourceId,
+    pub reason: String,
 }
 
 impl ChangeSet {
@@ -102,26 +114,41 @@ impl ChangeSet {
 pub const OWNER_FIELD: &str = "capstan-owner";
 
 /// Check that no declaration points at something this plan deletes (a job it prunes that a
-/// network still lists, a service a binding names, a Marathon app another depends on): applying
-/// it would delete what is still needed, then fail or leave the declaration unmet.
-pub fn check_deletions(provider: &dyn Provider, desired: &DesiredState, changes: &ChangeSet) -> Diagnostics {
+/// network still lists, a service a binding names, a Marathon app another depends on), directly
+/// or along with another deletion (an app under a group the plan deletes): applying it would
+/// delete what is still needed, then fail or leave the declaration unmet.
+pub fn check_deletions(
+    provider: &dyn Provider,
+    desired: &DesiredState,
+    live: &LiveState,
+    changes: &ChangeSet,
+) -> Diagnostics {
     let mut diags = Diagnostics::default();
-    let deleted: Vec<&ResourceChange> = changes.changes.iter().filter(|c| c.action == Action::Delete).collect();
-    if deleted.is_empty() {
+    // Everything gone once the plan has run: (what goes, the deletion that takes it, why).
+    let mut gone: Vec<(&ResourceId, &ResourceChange, &str)> = Vec::new();
+    for c in changes.changes.iter().filter(|c| c.action == Action::Delete) {
+        let why = c.reason.as_deref().unwrap_or("deleted");
+        gone.push((&c.id, c, why));
+        for removed in live.get(&c.id).into_iter().flat_map(|l| &l.removes) {
+            gone.push((removed, c, why));
+        }
+    }
+    if gone.is_empty() {
         return diags;
     }
     for r in desired.resources.values() {
         for reference in &r.references {
-            let Some(gone) = deleted.iter().find(|c| provider.names(&reference.target, &c.id)) else {
+            let Some((id, by, why)) = gone.iter().find(|(id, _, _)| provider.names(&reference.target, id)) else {
                 continue;
             };
-            let why = gone.reason.as_deref().unwrap_or("deleted");
+            let what = if *id == &by.id {
+                format!("{id}, which this plan deletes ({why})")
+            } else {
+                format!("{id}, which this plan deletes with {} ({why})", by.id)
+            };
             diags.push(Diagnostic::error_at(
                 reference.at.clone(),
-                format!(
-                    "{} points at {}, which this plan deletes ({why}): expected it declared, or no reference to it",
-                    r.id, gone.id
-                ),
+                format!("{} points at {what}: expected it declared, or no reference to it", r.id),
             ));
         }
     }
@@ -220,6 +247,7 @@ pub fn check_references(desired: &DesiredState, live: &LiveState) -> Diagnostics
 pub fn diff(provider: &dyn Provider, desired: &DesiredState, live: &LiveState, prune: bool) -> ChangeSet {
     let mut changes: BTreeMap<ResourceId, ResourceChange> = BTreeMap::new();
     let mut orphans = Vec::new();
+    let mut kept = Vec::new();
 
     for d in desired.resources.values() {
         let info = provider.kind_info(&d.id.kind);
@@ -269,17 +297,46 @@ pub fn diff(provider: &dyn Provider, desired: &DesiredState, live: &LiveState, p
         );
     }
 
+    let declared = |id: &ResourceId| desired.resources.contains_key(id);
+    // What deleting `l` would remove with it that capstan may not: something declared, kept,
+    // or not its own.
+    fn blocked<'l>(
+        l: &'l crate::model::LiveResource,
+        desired: &DesiredState,
+        live: &LiveState,
+    ) -> Option<&'l ResourceId> {
+        let may = |r: &ResourceId| live.get(r).is_some_and(|x| x.owned && x.keep.is_none());
+        l.removes.iter().find(|r| desired.resources.contains_key(*r) || !may(r))
+    }
     for l in live.resources.values() {
-        if desired.resources.contains_key(&l.id) || !provider.kind_info(&l.id.kind).managed {
+        if declared(&l.id) || !provider.kind_info(&l.id.kind).managed {
             continue;
         }
         let parent_declared = l.parent.as_ref().is_some_and(|p| desired.resources.contains_key(p));
+        let holds_declared = l.removes.iter().any(declared);
         let reason = if parent_declared {
             Some(format!("no longer declared by {}", l.parent.as_ref().unwrap()))
-        } else if l.owned && prune {
-            Some("pruned: no longer declared".to_string())
+        } else if l.owned
+            && let Some(mark) = &l.keep
+        {
+            kept.push(Kept { id: l.id.clone(), reason: format!("marked to be kept ({mark})") });
+            continue;
+        } else if l.owned && prune && !holds_declared {
+            match blocked(l, desired, live) {
+                None if l.removes.is_empty() => Some("pruned: no longer declared".to_string()),
+                None => Some(match l.removes.len() {
+                    1 => "pruned: no longer declared, with the 1 resource under it".to_string(),
+                    n => format!("pruned: no longer declared, with the {n} resources under it"),
+                }),
+                Some(other) => {
+                    let reason = format!("deleting it would also delete {other}, which is kept or not capstan's");
+                    kept.push(Kept { id: l.id.clone(), reason });
+                    continue;
+                }
+            }
         } else {
-            if l.owned && l.parent.is_none() {
+            // What holds declared resources (a group above them) is never an orphan.
+            if l.owned && l.parent.is_none() && !holds_declared {
                 orphans.push(l.id.clone());
             }
             continue;
@@ -300,12 +357,22 @@ pub fn diff(provider: &dyn Provider, desired: &DesiredState, live: &LiveState, p
         );
     }
 
+    // What another deletion removes with it needs no deletion of its own.
+    let covered: HashSet<ResourceId> = changes
+        .values()
+        .filter(|c| c.action == Action::Delete)
+        .filter_map(|c| live.get(&c.id))
+        .flat_map(|l| l.removes.iter().cloned())
+        .collect();
+    changes.retain(|id, c| c.action != Action::Delete || !covered.contains(id));
+
     propagate_replacements(provider, desired, live, &mut changes);
 
     let order = |id: &ResourceId| provider.kinds().iter().position(|(k, _)| *k == id.kind).unwrap_or(usize::MAX);
     let mut list: Vec<ResourceChange> = changes.into_values().collect();
     list.sort_by(|a, b| (order(&a.id), &a.id).cmp(&(order(&b.id), &b.id)));
-    ChangeSet { changes: list, orphans }
+    kept.sort_by(|a, b| (order(&a.id), &a.id).cmp(&(order(&b.id), &b.id)));
+    ChangeSet { changes: list, orphans, kept }
 }
 
 /// A resource that is deleted or replaced takes with it the live resources attached to it
@@ -387,7 +454,7 @@ pub fn diff_declared(provider: &dyn Provider, base: &DesiredState, head: &Desire
     }
     let order = |id: &ResourceId| provider.kinds().iter().position(|(k, _)| *k == id.kind).unwrap_or(usize::MAX);
     changes.sort_by(|a, b| (order(&a.id), &a.id).cmp(&(order(&b.id), &b.id)));
-    ChangeSet { changes, orphans: Vec::new() }
+    ChangeSet { changes, ..ChangeSet::default() }
 }
 
 /// The leaves that differ between two values, with dotted paths.
@@ -438,5 +505,58 @@ mod tests {
     fn equal_values_have_no_changes() {
         let v = json!({"a": [1, {"b": null}]});
         assert!(field_changes(Some(&v), Some(&v)).is_empty());
+    }
+}
+
+#[cfg(test)]
+mod deletion_tests {
+    use super::*;
+    use crate::model::{DesiredResource, LiveResource, Reference};
+
+    #[test]
+    fn a_reference_to_what_another_deletion_removes_is_an_error_at_its_place() {
+        let provider = crate::providers::marathon::Marathon::new(None, "o").unwrap();
+        let at = Location::new("web.json", 4, 20);
+        let app = |n: &str| ResourceId::new("app", n);
+        let mut desired = DesiredState::default();
+        let web = DesiredResource {
+            id: app("/shop/web"),
+            spec: Value::Null,
+            origin: Location::new("web.json", 1, 1),
+            references: vec![Reference { target: app("/old/api"), at: at.clone() }],
+            exclusive: None,
+        };
+        desired.resources.insert(web.id.clone(), web);
+        let group = ResourceId::new("group", "/old");
+        let mut live = LiveState::default();
+        live.insert(LiveResource {
+            id: group.clone(),
+            spec: Value::Null,
+            owned: true,
+            owner: None,
+            parent: None,
+            depends_on: Vec::new(),
+            exclusive: None,
+            removes: vec![app("/old/api")],
+            keep: None,
+        });
+        let delete = ResourceChange {
+            id: group,
+            action: Action::Delete,
+            origin: None,
+            before: None,
+            after: None,
+            changes: Vec::new(),
+            reason: Some("pruned".into()),
+        };
+        let changes = ChangeSet { changes: vec![delete], ..ChangeSet::default() };
+        let diags = check_deletions(&provider, &desired, &live, &changes);
+        let text: Vec<String> = diags.0.iter().map(|d| d.to_string()).collect();
+        assert_eq!(
+            text,
+            [
+                "web.json:4:20: error: app /shop/web points at app /old/api, which this plan deletes with group /old (pruned): expected it declared, or no reference to it"
+            ]
+        );
     }
 }

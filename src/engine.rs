@@ -241,7 +241,7 @@ pub async fn plan(
         return Err(InvalidInput(problems).into());
     }
     let changes = diff::diff(provider, &rendered.desired, &live, prune);
-    let mut problems = diff::check_deletions(provider, &rendered.desired, &changes);
+    let mut problems = diff::check_deletions(provider, &rendered.desired, &live, &changes);
     problems.extend(diff::check_exclusive(&rendered.desired, &live, &changes).0);
     if problems.has_errors() {
         return Err(InvalidInput(problems).into());
@@ -302,27 +302,27 @@ pub async fn verify(provider: &dyn Provider, planned: &Planned) -> Result<(), St
     Err(format!("every step reported success, but reading the platform back there is still to {}", left.join("; ")))
 }
 
-/// The mass-delete guard: Err with the reason when a plan deletes too much.
+/// The mass-delete guard: Err with the reason when a plan deletes too much. A deletion counts
+/// everything it removes (a Marathon group and every app and group under it), as a share of
+/// the resources this owner manages.
 pub fn check_mass_delete(planned: &Planned, limits: &crate::config::MassDelete) -> Result<(), String> {
-    let deletes: Vec<String> = planned
+    let removed: usize = planned
         .changes
         .changes
         .iter()
         .filter(|c| c.action == crate::diff::Action::Delete)
-        .map(|c| c.id.to_string())
-        .collect();
-    if deletes.is_empty() {
+        .map(|c| 1 + planned.live.get(&c.id).map_or(0, |l| l.removes.len()))
+        .sum();
+    if removed == 0 {
         return Ok(());
     }
-    let managed = planned.live.resources.values().filter(|l| l.owned).count().max(deletes.len());
-    let percent = deletes.len() as f64 * 100.0 / managed as f64;
-    if deletes.len() > limits.max_deletes || percent > limits.max_percent {
+    let managed = planned.live.resources.values().filter(|l| l.owned).count().max(removed);
+    let percent = removed as f64 * 100.0 / managed as f64;
+    if removed > limits.max_deletes || percent > limits.max_percent {
         let empty = if planned.rendered.desired.resources.is_empty() { " (nothing is declared at all)" } else { "" };
         return Err(format!(
-            "refusing to delete {} of the {managed} resources this owner manages ({percent:.0}%){empty}: the limits are {} resources or {}% (mass_delete in capstan.yaml); pass --allow-mass-delete if this is intended",
-            deletes.len(),
-            limits.max_deletes,
-            limits.max_percent
+            "refusing to delete {removed} of the {managed} resources this owner manages ({percent:.0}%){empty}: the limits are {} resources or {}% (mass_delete in capstan.yaml); pass --allow-mass-delete if this is intended",
+            limits.max_deletes, limits.max_percent
         ));
     }
     Ok(())

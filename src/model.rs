@@ -80,6 +80,14 @@ pub struct LiveResource {
     pub depends_on: Vec<ResourceId>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub exclusive: Option<String>,
+    /// What deleting this removes with it (a Marathon group: every app and group under it). The
+    /// mass-delete guard counts them, and it is deleted only when every one of them may be.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub removes: Vec<ResourceId>,
+    /// The mark a person put on it to keep it from being pruned, as the provider found it
+    /// (`label capstan-prune: "false"`): such a resource is never deleted by pruning.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub keep: Option<String>,
 }
 
 /// Everything the manifests of one commit declare.

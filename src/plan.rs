@@ -277,7 +277,7 @@ mod tests {
         }
         let changes = ChangeSet {
             changes: vec![change("a", Action::Update), change("b", Action::NoOp), change("c", Action::Update)],
-            orphans: Vec::new(),
+            ..ChangeSet::default()
         };
         let plan = build(&changes, &desired, &LiveState::default()).unwrap();
         let step = |n: &str| plan.steps.iter().position(|s| s.resource.name == n).unwrap();

@@ -624,3 +624,48 @@ fn a_create_that_something_live_excludes_is_an_error_at_its_place() {
     assert!(out.stderr.contains(expect), "expected {expect:?} in:\n{}", out.stderr);
     assert_eq!(sb.mutating_requests(), Vec::<Value>::new());
 }
+
+#[test]
+fn what_a_person_marks_capstan_prune_false_is_never_pruned() {
+    let (sb, w) = example();
+    // A mark written in the manifest: the description of a kind without labels.
+    let services = w.read("services.yaml");
+    w.write(
+        "services.yaml",
+        &format!("{services}  service::::archive:\n    type: postgres\n    provider_fqn: provider::/apcera/providers::postgres\n    description: Old orders [capstan-prune=false] kept for audits.\n"),
+    );
+    w.capstan(&["apply", ".", "--yes"]).ok();
+    w.capstan(&["plan", ".", "--detailed-exitcode"]).code(0);
+    // A mark put on by hand: the label of a live job. Not drift, and kept by capstan's writes.
+    let mut scheduler = sb.job("job::/dev/shop::scheduler").unwrap();
+    scheduler["labels"]["capstan-prune"] = json!("false");
+    let (status, _) = sb.send("PUT", &format!("/v1/jobs/{}", scheduler["uuid"].as_str().unwrap()), Some(&scheduler));
+    assert!(status < 300, "{status}");
+    w.capstan(&["plan", ".", "--detailed-exitcode"]).code(0);
+    w.write("jobs/worker.yaml", &w.read("jobs/worker.yaml").replace("--every ${EVERY}", "--every ${EVERY} --quiet"));
+    w.capstan(&["apply", ".", "--yes"]).ok();
+    assert_eq!(sb.job("job::/dev/shop::scheduler").unwrap()["labels"]["capstan-prune"], "false");
+
+    // Neither declared any more: pruning leaves both, and the plan says why.
+    let worker = w.read("jobs/worker.yaml");
+    w.write("jobs/worker.yaml", worker.split("\n---\n").next().unwrap());
+    w.write("services.yaml", &services);
+    let plan = plan_json(&w, &["--prune"]);
+    assert!(changed(&plan).is_empty(), "{:?}", changed(&plan));
+    assert_eq!(
+        plan["kept"],
+        json!([
+            {"address": "service::/dev/shop::archive", "reason": "marked to be kept (its description carries [capstan-prune=false])"},
+            {"address": "job::/dev/shop::scheduler", "reason": "marked to be kept (label capstan-prune: \"false\")"}
+        ])
+    );
+    let out = w.capstan(&["apply", ".", "--yes", "--prune"]);
+    out.ok();
+    assert!(
+        out.stdout.contains("2 resource(s) created by this owner are no longer declared, and pruning leaves them"),
+        "{}",
+        out.stdout
+    );
+    assert!(sb.job("job::/dev/shop::scheduler").is_some());
+    assert!(sb.get("/v1/services").as_array().unwrap().iter().any(|s| s["fqn"] == "service::/dev/shop::archive"));
+}

@@ -344,7 +344,7 @@ fn a_dependency_on_what_the_plan_prunes_is_an_error_at_its_place() {
     sb.clear_requests();
     let out = w.capstan(&["apply", ".", "--yes", "--prune"]);
     out.code(1);
-    let expect = "backend.yaml:3:16: error: group /shop/backend points at group /shop/database, which this plan deletes (pruned: no longer declared)";
+    let expect = "backend.yaml:3:16: error: group /shop/backend points at group /shop/database, which this plan deletes (pruned: no longer declared, with the 1 resource under it)";
     assert!(out.stderr.contains(expect), "expected {expect:?} in:\n{}", out.stderr);
     w.write("database.json", &database);
     // The worker app depends on the api app; without it, the api app is pruned.

@@ -958,3 +958,105 @@ fn an_unknown_platform_is_refused_naming_both() {
     assert_ne!(out.code, 0);
     assert!(out.stderr.contains("apcera or marathon"), "{}", out.stderr);
 }
+
+#[test]
+fn a_group_delete_answers_its_version_alone_and_stops_take_the_rollout() {
+    let sb = marathon(&["--rollout-ms", "300"]);
+    let apps = json!([{"id": "a", "cmd": "x"}, {"id": "b", "cmd": "x"}]);
+    let (code, _) = sb.send("PUT", "/v2/groups/gone", Some(&json!({ "apps": apps })));
+    assert_eq!(code, 200);
+    until(Duration::from_secs(5), "the group to run", || deployments(&sb).is_empty());
+    let stream = client().get(format!("{}/v2/events?event_type=group_change_success", sb.url)).send().unwrap();
+    let reader = std::thread::spawn(move || read_events(stream, "group_change_success", Duration::from_secs(5)));
+    std::thread::sleep(Duration::from_millis(100));
+    let (code, answer) = sb.send("DELETE", "/v2/groups/gone", None);
+    assert_eq!(code, 200);
+    let version = answer["version"].as_str().unwrap().to_string();
+    assert_eq!(answer, json!({ "version": version }), "the seed's answer (L1106-1110)");
+    // The apps are gone from the tree at once; their tasks are stopped over the rollout, by a
+    // deployment of that version.
+    assert_eq!(sb.get("/v2/apps"), json!({"apps": []}));
+    let running = deployments(&sb);
+    assert_eq!(running.len(), 1, "{running:?}");
+    assert_eq!(
+        (running[0]["version"].as_str(), running[0]["steps"][0]["actions"][0]["action"].as_str()),
+        (Some(version.as_str()), Some("StopApplication"))
+    );
+    let tasks = sb.get("/v2/tasks")["tasks"].as_array().cloned().unwrap();
+    assert!(tasks.is_empty(), "tasks of apps no longer there are not listed: {tasks:?}");
+    let events = reader.join().unwrap();
+    let change = events.last().unwrap();
+    assert_eq!((change["groupId"].as_str(), change["version"].as_str()), (Some("/gone"), Some(version.as_str())));
+    assert!(unix_ms_of(change["timestamp"].as_str().unwrap()) >= unix_ms_of(&version) + 300, "{change}");
+    assert_eq!(deployments(&sb), Vec::<Value>::new());
+    // An app's delete takes the rollout too.
+    sb.send("PUT", "/v2/apps/one", Some(&json!({"cmd": "x"})));
+    until(Duration::from_secs(5), "the app to run", || deployments(&sb).is_empty());
+    let (_, deleted) = sb.send("DELETE", "/v2/apps/one", None);
+    assert_eq!(deployments(&sb)[0]["id"], deleted["deploymentId"]);
+    until(Duration::from_secs(5), "the stop to end", || deployments(&sb).is_empty());
+}
+
+#[test]
+fn ping_answers_json_to_a_client_that_asks_for_json() {
+    let sb = marathon(&[]);
+    let json = client().get(format!("{}/ping", sb.url)).header("Accept", "application/json").send().unwrap();
+    assert_eq!(json.status(), 200);
+    assert_eq!(json.headers()["content-type"], "application/json");
+    assert_eq!(json.json::<Value>().unwrap(), json!("pong"));
+    let any = client().get(format!("{}/ping", sb.url)).header("Accept", "*/*").send().unwrap();
+    assert_eq!(any.headers()["content-type"], "text/plain;charset=ISO-8859-1");
+    assert_eq!(any.text().unwrap(), "pong\n");
+}
+
+#[test]
+fn with_grouped_steps_independent_apps_share_a_step() {
+    let body = json!({
+        "apps": [
+            {"id": "db", "cmd": "db"},
+            {"id": "api", "cmd": "api", "dependencies": ["db"]},
+            {"id": "worker", "cmd": "worker", "dependencies": ["db"]},
+            {"id": "cache", "cmd": "cache"}
+        ]
+    });
+    let steps = |sb: &SandboxProc| -> Vec<Vec<String>> {
+        let (_, dry) = sb.send("PUT", "/v2/groups/shop?dryRun=true", Some(&body));
+        dry["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| {
+                let mut step: Vec<String> = s["actions"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|a| format!("{} {}", a["type"].as_str().unwrap(), a["app"].as_str().unwrap()))
+                    .collect();
+                step.sort();
+                step
+            })
+            .collect()
+    };
+    let seed = steps(&marathon(&[]));
+    assert_eq!(seed.len(), 5, "one app per step: {seed:?}");
+    let sb = marathon(&["--grouped-steps", "--rollout-ms", "200"]);
+    let grouped = steps(&sb);
+    assert_eq!(
+        grouped,
+        vec![
+            vec![
+                "StartApplication /shop/api",
+                "StartApplication /shop/cache",
+                "StartApplication /shop/db",
+                "StartApplication /shop/worker"
+            ],
+            vec!["ScaleApplication /shop/cache", "ScaleApplication /shop/db"],
+            vec!["ScaleApplication /shop/api", "ScaleApplication /shop/worker"],
+        ]
+    );
+    // Two scale steps: two rollouts, not four.
+    let started = Instant::now();
+    sb.send("PUT", "/v2/groups/shop", Some(&body));
+    until(Duration::from_secs(5), "the deployment", || deployments(&sb).is_empty());
+    assert!(started.elapsed() >= Duration::from_millis(400), "{:?}", started.elapsed());
+}

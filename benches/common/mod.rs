@@ -2,6 +2,8 @@
 //! a sandbox process for it to talk to. Everything listens on 127.0.0.1 only.
 #![allow(dead_code)]
 
+use serde_json::Value;
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -89,4 +91,31 @@ pub fn log_field(stderr: &str, key: &str) -> Option<f64> {
 pub fn median(mut xs: Vec<f64>) -> f64 {
     xs.sort_by(|a, b| a.partial_cmp(b).unwrap());
     xs[xs.len() / 2]
+}
+
+/// The sandbox's request log.
+pub fn requests(url: &str) -> Vec<Value> {
+    let r = reqwest::blocking::get(format!("{url}/_sandbox/requests")).unwrap();
+    r.json::<Vec<Value>>().unwrap()
+}
+
+/// Empty the sandbox's request log.
+pub fn clear(url: &str) {
+    reqwest::blocking::Client::new().delete(format!("{url}/_sandbox/requests")).send().unwrap();
+}
+
+/// Requests by method and path shape (ids folded), e.g. `PUT /v2/apps/*`.
+pub fn tally(reqs: &[Value]) -> String {
+    let mut by: BTreeMap<String, usize> = BTreeMap::new();
+    for r in reqs {
+        let path = r["path"].as_str().unwrap_or_default();
+        let shape = ["/v2/apps/", "/v2/groups/"]
+            .iter()
+            .find(|p| path.starts_with(**p))
+            .map(|p| format!("{p}*"))
+            .unwrap_or_else(|| path.to_string());
+        let q = if r["query"].as_str().is_some_and(|q| q.contains("dryRun")) { "?dryRun" } else { "" };
+        *by.entry(format!("{} {shape}{q}", r["method"].as_str().unwrap_or_default())).or_default() += 1;
+    }
+    by.iter().map(|(k, v)| format!("{v} {k}")).collect::<Vec<_>>().join(", ")
 }

@@ -602,6 +602,7 @@ async fn serve(args: SandboxArgs) -> anyhow::Result<u8> {
         latency_jitter_ms: args.latency_jitter_ms,
         rollout_ms: args.rollout_ms,
         methods: Vec::new(),
+        grouped_steps: args.grouped_steps,
     };
     let sandbox = Sandbox::start(opts).await?;
     println!("capstan sandbox ({}) listening on {}", args.platform, sandbox.url());

@@ -76,8 +76,8 @@ pub enum Command {
         /// Apply without asking for confirmation.
         #[arg(long, short = 'y')]
         yes: bool,
-        /// How many steps may run at once.
-        #[arg(long, default_value_t = 8)]
+        /// How many requests may run at once (a batch of steps the platform takes together is one).
+        #[arg(long, default_value_t = crate::apply::DEFAULT_PARALLELISM)]
         parallelism: usize,
         /// Apply even when the plan deletes more than the mass-delete guard allows.
         #[arg(long)]
@@ -145,8 +145,8 @@ pub struct RollbackArgs {
     /// Apply without asking for confirmation.
     #[arg(long, short = 'y')]
     pub yes: bool,
-    /// How many steps may run at once.
-    #[arg(long, default_value_t = 8)]
+    /// How many requests may run at once (a batch of steps the platform takes together is one).
+    #[arg(long, default_value_t = crate::apply::DEFAULT_PARALLELISM)]
     pub parallelism: usize,
     /// Apply even when the plan deletes more than the mass-delete guard allows.
     #[arg(long)]
@@ -195,8 +195,8 @@ pub struct DaemonArgs {
     /// Environment variable holding the secret that signs webhooks.
     #[arg(long)]
     pub webhook_secret_env: Option<String>,
-    /// How many steps may run at once.
-    #[arg(long, default_value_t = 8)]
+    /// How many requests may run at once (a batch of steps the platform takes together is one).
+    #[arg(long, default_value_t = crate::apply::DEFAULT_PARALLELISM)]
     pub parallelism: usize,
     /// Override a platform's deployment lock (Marathon: force=true) instead of waiting for it.
     #[arg(long)]
@@ -269,6 +269,10 @@ pub struct SandboxArgs {
     /// Require this bearer token on every API request.
     #[arg(long)]
     pub token: Option<String>,
+    /// Marathon: plan deployments as Marathon 1.x does, the apps at one dependency depth in
+    /// one step (default: one app per step, as the API reference's dry-run example shows).
+    #[arg(long)]
+    pub grouped_steps: bool,
 }
 
 /// Where the manifests are and how to render them.

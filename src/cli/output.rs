@@ -236,6 +236,19 @@ pub fn plan_text(
             let _ = writeln!(out, "  {o}");
         }
     }
+    if !changes.kept.is_empty() {
+        let _ = writeln!(
+            out,
+            "\n{}",
+            style.yellow(&format!(
+                "{} resource(s) created by this owner are no longer declared, and pruning leaves them:",
+                changes.kept.len()
+            ))
+        );
+        for k in &changes.kept {
+            let _ = writeln!(out, "  {}: {}", k.id, k.reason);
+        }
+    }
     out
 }
 
@@ -262,6 +275,10 @@ pub fn plan_json(
             v
         }).collect::<Vec<_>>(),
     });
+    if !changes.kept.is_empty() {
+        json["kept"] =
+            changes.kept.iter().map(|k| json!({ "address": k.id.to_string(), "reason": k.reason })).collect();
+    }
     if let Some(p) = preview {
         json["platform_preview"] = preview_json(p, redactor);
     }

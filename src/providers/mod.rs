@@ -204,6 +204,19 @@ pub trait Provider: Send + Sync {
     /// Carry out one step and wait until the platform reports it done.
     async fn execute(&self, op: Operation<'_>, live_state: &LiveState) -> Result<(), ApiError>;
 
+    /// Steps whose operations share a key here and become ready together may be carried out in
+    /// one request, through [`Provider::execute_batch`] (a Marathon group document's apps).
+    fn batch(&self, op: &Operation<'_>, desired: &DesiredState) -> Option<String> {
+        let _ = (op, desired);
+        None
+    }
+
+    /// Carry out the steps of one batch and wait until they are done: one result per step, in
+    /// order. By default each on its own, all at once.
+    async fn execute_batch(&self, ops: Vec<Operation<'_>>, live_state: &LiveState) -> Vec<Result<(), ApiError>> {
+        futures::future::join_all(ops.into_iter().map(|op| self.execute(op, live_state))).await
+    }
+
     /// The platform's own preview of these changes, for platforms that have one. Reads only;
     /// must be deterministic for the same inputs (it is part of the plan).
     async fn preview(&self, changes: &ChangeSet, desired: &DesiredState, live: &LiveState) -> Option<PlatformPreview> {

@@ -8,8 +8,9 @@
 //! rollout time), settable at start and at run time through `/_sandbox/faults`.
 //!
 //! Admin endpoints live under `/_sandbox` (never delayed, faulted, recorded or token-checked):
-//! `GET/DELETE /_sandbox/requests`, `GET /_sandbox/requests/count`, `GET/PUT /_sandbox/faults`,
-//! `GET /_sandbox/info`.
+//! `GET/DELETE /_sandbox/requests` (each request with its method, path, query, status, body and
+//! `at_ms`, when the platform took it), `GET /_sandbox/requests/count`, `GET/PUT
+//! /_sandbox/faults`, `GET /_sandbox/info`.
 //!
 //! Each platform is one directory (`apcera/`, `marathon/`) with its router and state; the platform code
 //! never imports capstan's providers, so sandbox and provider are two independent readings of
@@ -91,6 +92,9 @@ pub struct Faults {
     pub rollout_ms: u64,
     /// The methods `fail_rate` and `reset_rate` apply to (`["PUT"]`); empty: every method.
     pub methods: Vec<String>,
+    /// Marathon: plan deployments as Marathon 1.x does, the apps at one dependency depth in one
+    /// step (default: one app per step, as seed 004's dry-run example shows).
+    pub grouped_steps: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -136,6 +140,9 @@ pub struct Recorded {
     pub query: String,
     pub status: u16,
     pub body: Value,
+    /// When the platform took it (after any injected latency), in Unix milliseconds: the clock
+    /// of the platform's own times (Marathon's versions, a task's `startedAt`).
+    pub at_ms: u64,
 }
 
 const LOG_LIMIT: usize = 100_000;
@@ -441,6 +448,8 @@ async fn platform_layer(State(shared): State<Arc<Shared>>, req: Request, next: N
     if delay > 0 {
         tokio::time::sleep(Duration::from_millis(delay)).await;
     }
+    let at_ms =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
     let record = |status: u16| {
         let mut log = shared.log.lock().unwrap();
         log.push_back(Recorded {
@@ -450,6 +459,7 @@ async fn platform_layer(State(shared): State<Arc<Shared>>, req: Request, next: N
             query: query.clone(),
             status,
             body: logged_body.clone(),
+            at_ms,
         });
         if log.len() > LOG_LIMIT {
             log.pop_front();

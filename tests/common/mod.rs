@@ -154,10 +154,15 @@ impl Workdir {
 
     /// Point capstan.yaml's default target at a sandbox (keeping what else it says).
     pub fn target(&self, url: &str) {
+        self.target_platform("apcera", url);
+    }
+
+    /// Point capstan.yaml's default target at a sandbox of `platform`.
+    pub fn target_platform(&self, platform: &str, url: &str) {
         let path = self.path().join("capstan.yaml");
         let mut text = std::fs::read_to_string(&path).unwrap_or_default();
         text.push_str(&format!(
-            "\ntargets:\n  sandbox:\n    platform: apcera\n    url: {url}\ndefault_target: sandbox\n"
+            "\ntargets:\n  sandbox:\n    platform: {platform}\n    url: {url}\ndefault_target: sandbox\n"
         ));
         std::fs::write(path, text).unwrap();
     }

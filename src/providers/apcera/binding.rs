@@ -134,6 +134,8 @@ pub fn from_live_job(job: &Value, owned: bool) -> Vec<LiveResource> {
             parent: Some(parent.clone()),
             depends_on: vec![parent.clone(), target],
             exclusive: exclusive(job_fqn, name),
+            removes: Vec::new(),
+            keep: None,
         });
     }
     out

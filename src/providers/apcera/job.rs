@@ -14,7 +14,7 @@
 
 use super::client::Client;
 use super::fqn;
-use super::{Apcera, OWNER_LABEL};
+use super::{Apcera, OWNER_LABEL, PRUNE_LABEL};
 use crate::diagnostic::{Diagnostic, Diagnostics};
 use crate::model::{DesiredResource, LiveResource, Reference, ResourceId};
 use crate::providers::{ApiError, Verb};
@@ -239,6 +239,8 @@ pub fn from_live(job: &Value, owner: &str) -> Option<(LiveResource, String)> {
         mark = Some(m.as_str().map_or_else(|| m.to_string(), str::to_string));
     }
     let owned = mark.as_deref() == Some(owner);
+    let keep = (spec.get("labels").and_then(|l| l.get(PRUNE_LABEL)).and_then(Value::as_str) == Some("false"))
+        .then(|| format!("label {PRUNE_LABEL}: \"false\""));
     let spec = normalize(Value::Object(spec), false);
     Some((
         LiveResource {
@@ -249,6 +251,8 @@ pub fn from_live(job: &Value, owner: &str) -> Option<(LiveResource, String)> {
             parent: None,
             depends_on: Vec::new(),
             exclusive: None,
+            removes: Vec::new(),
+            keep,
         },
         uuid,
     ))
@@ -280,6 +284,12 @@ pub fn project_onto(desired: &Value, live: &Value) -> Value {
             lv.clone()
         };
         projected.insert(k.clone(), v);
+    }
+    // A person's keep label is theirs, not drift, unless the manifest writes it too.
+    if d.get("labels").is_some_and(|dl| dl.get(PRUNE_LABEL).is_none())
+        && let Some(Value::Object(labels)) = projected.get_mut("labels")
+    {
+        labels.remove(PRUNE_LABEL);
     }
     Value::Object(projected)
 }
@@ -322,6 +332,7 @@ fn project_processes(desired: &Value, live: &Value) -> Value {
 /// full-object update). Struct-like fields and processes merge by sub-field; the rest replace.
 fn merge_into(target: &mut Map<String, Value>, desired: &Value, owner: &str) {
     let Some(d) = desired.as_object() else { return };
+    let keep = target.get("labels").and_then(|l| l.get(PRUNE_LABEL)).cloned();
     for (k, dv) in d {
         let merged = match (k.as_str(), target.get(k)) {
             (f, Some(tv)) if STRUCT_FIELDS.contains(&f) => merge_object(tv, dv),
@@ -347,6 +358,10 @@ fn merge_into(target: &mut Map<String, Value>, desired: &Value, owner: &str) {
     let labels = target.entry("labels").or_insert_with(|| json!({}));
     if let Some(l) = labels.as_object_mut() {
         l.insert(OWNER_LABEL.into(), json!(owner));
+        // A person's keep label survives capstan's writes.
+        if let Some(k) = keep {
+            l.entry(PRUNE_LABEL).or_insert(k);
+        }
     }
 }
 

@@ -7,6 +7,10 @@
 //! (the way other tools write "Managed by ..." into descriptions). The mark is removed before
 //! comparing. Bindings, links and memberships belong to the job or network that declares them.
 //!
+//! Keeping. A person keeps a resource from ever being pruned with the job label
+//! `capstan-prune: "false"`, or ` [capstan-prune=false]` anywhere in a description. The mark is
+//! left out of comparisons (unless the manifest writes it too) and kept when capstan writes.
+//!
 //! Observing costs one list call per kind: `GET /v1/jobs` (which also carries every job's
 //! bindings and links), `/v1/networks` (with membership), `/v1/services`, `/v1/providers` and
 //! `/v1/packages` (to resolve package FQNs), only for the kinds a plan touches.
@@ -35,6 +39,10 @@ use std::sync::Mutex;
 /// The job label that marks what capstan created, with the owner as value.
 pub const OWNER_LABEL: &str = "capstan-owner";
 const MARK_PREFIX: &str = "[capstan-owner=";
+/// The job label by which a person keeps a job from being pruned (with the value "false").
+pub const PRUNE_LABEL: &str = "capstan-prune";
+/// The same mark in a description, for the kinds without labels.
+const KEEP_MARK: &str = "[capstan-prune=false]";
 
 const KINDS: &[(&str, KindInfo)] = &[
     ("provider", KindInfo { managed: true, updatable: false }),
@@ -169,8 +177,36 @@ fn mark(description: &str, owner: &str) -> String {
     }
 }
 
-/// Remove the ownership mark from a description; says whose it was, if it had one.
+/// Why a description keeps its resource from being pruned, if it does.
+fn keep_mark(description: &str) -> Option<String> {
+    description.contains(KEEP_MARK).then(|| format!("its description carries {KEEP_MARK}"))
+}
+
+/// A description without the keep mark (and the spaces around it).
+fn without_keep_mark(description: &str) -> String {
+    let parts: Vec<&str> = description.split(KEEP_MARK).map(str::trim).filter(|p| !p.is_empty()).collect();
+    parts.join(" ")
+}
+
+/// A declaration as compared: a keep mark it writes in its description is not compared, as
+/// the live side's is not.
+fn declared_without_keep_mark(spec: &Value) -> Cow<'_, Value> {
+    match spec.get("description").and_then(Value::as_str) {
+        Some(d) if d.contains(KEEP_MARK) => {
+            let mut s = spec.clone();
+            s["description"] = json!(without_keep_mark(d));
+            Cow::Owned(s)
+        }
+        _ => Cow::Borrowed(spec),
+    }
+}
+
+/// Remove the ownership mark (and a keep mark) from a description; says whose it was, if it
+/// had one.
 fn unmark(description: &str) -> (String, Option<String>) {
+    let description =
+        if description.contains(KEEP_MARK) { without_keep_mark(description) } else { description.to_string() };
+    let description = description.as_str();
     if let Some(idx) = description.rfind(MARK_PREFIX)
         && description.ends_with(']')
     {
@@ -354,13 +390,13 @@ impl Provider for Apcera {
             }
             (Some(service_provider::KIND), d, l) => (
                 d.map(|d| {
-                    let mut s = d.spec.clone();
+                    let mut s = declared_without_keep_mark(&d.spec).into_owned();
                     s.as_object_mut().map(|o| o.remove(service_provider::WRITE_ONLY));
                     Cow::Owned(s)
                 }),
                 l.map(|l| Cow::Borrowed(&l.spec)),
             ),
-            (_, d, l) => (d.map(|d| Cow::Borrowed(&d.spec)), l.map(|l| Cow::Borrowed(&l.spec))),
+            (_, d, l) => (d.map(|d| declared_without_keep_mark(&d.spec)), l.map(|l| Cow::Borrowed(&l.spec))),
         }
     }
 
@@ -438,6 +474,8 @@ impl Provider for Apcera {
                     parent: None,
                     depends_on: Vec::new(),
                     exclusive: None,
+                    removes: Vec::new(),
+                    keep: None,
                 });
             }
         }

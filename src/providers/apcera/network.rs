@@ -70,7 +70,8 @@ pub fn decode(doc: &Document, key: &str, entry: &Value, diags: &mut Diagnostics)
 pub fn from_live(net: &Value, owner: &str) -> Option<(Vec<LiveResource>, String)> {
     let fqn = net.get("fqn")?.as_str()?;
     let uuid = net.get("uuid").and_then(Value::as_str).unwrap_or_default().to_string();
-    let (description, mark) = super::unmark(net.get("description").and_then(Value::as_str).unwrap_or_default());
+    let written = net.get("description").and_then(Value::as_str).unwrap_or_default();
+    let (description, mark) = super::unmark(written);
     let owned = mark.as_deref() == Some(owner);
     let id = ResourceId::new(KIND, fqn);
     let mut out = vec![LiveResource {
@@ -81,6 +82,8 @@ pub fn from_live(net: &Value, owner: &str) -> Option<(Vec<LiveResource>, String)
         parent: None,
         depends_on: Vec::new(),
         exclusive: None,
+        removes: Vec::new(),
+        keep: super::keep_mark(written),
     }];
     if let Some(points) = net.get("network_end_points").and_then(Value::as_array) {
         for p in points {
@@ -95,6 +98,8 @@ pub fn from_live(net: &Value, owner: &str) -> Option<(Vec<LiveResource>, String)
                 parent: Some(id.clone()),
                 depends_on: vec![ResourceId::new(super::job::KIND, job), id.clone()],
                 exclusive: exclusive(job),
+                removes: Vec::new(),
+                keep: None,
             });
         }
     }

@@ -50,7 +50,8 @@ pub fn decode(doc: &Document, key: &str, entry: &Value, diags: &mut Diagnostics)
 pub fn from_live(svc: &Value, owner: &str) -> Option<(LiveResource, String)> {
     let fqn = svc.get("fqn")?.as_str()?;
     let uuid = svc.get("uuid").and_then(Value::as_str).unwrap_or_default().to_string();
-    let (description, mark) = super::unmark(svc.get("description").and_then(Value::as_str).unwrap_or_default());
+    let written = svc.get("description").and_then(Value::as_str).unwrap_or_default();
+    let (description, mark) = super::unmark(written);
     let owned = mark.as_deref() == Some(owner);
     let depends_on = svc
         .get("provider_fqn")
@@ -66,6 +67,8 @@ pub fn from_live(svc: &Value, owner: &str) -> Option<(LiveResource, String)> {
             parent: None,
             depends_on,
             exclusive: None,
+            removes: Vec::new(),
+            keep: super::keep_mark(written),
         },
         uuid,
     ))

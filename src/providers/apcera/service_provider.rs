@@ -56,7 +56,8 @@ pub fn decode(doc: &Document, key: &str, entry: &Value, diags: &mut Diagnostics)
 pub fn from_live(p: &Value, owner: &str) -> Option<(LiveResource, String)> {
     let fqn = p.get("fqn")?.as_str()?;
     let uuid = p.get("uuid").and_then(Value::as_str).unwrap_or_default().to_string();
-    let (description, mark) = super::unmark(p.get("description").and_then(Value::as_str).unwrap_or_default());
+    let written = p.get("description").and_then(Value::as_str).unwrap_or_default();
+    let (description, mark) = super::unmark(written);
     let owned = mark.as_deref() == Some(owner);
     let backing = p.get("backing_job_fqn").cloned().unwrap_or(Value::Null);
     let depends_on = backing.as_str().map(|j| vec![ResourceId::new(super::job::KIND, j)]).unwrap_or_default();
@@ -74,6 +75,8 @@ pub fn from_live(p: &Value, owner: &str) -> Option<(LiveResource, String)> {
             parent: None,
             depends_on,
             exclusive: None,
+            removes: Vec::new(),
+            keep: super::keep_mark(written),
         },
         uuid,
     ))

@@ -8,14 +8,20 @@
 //! back. Fields Marathon derives or assigns when they are not written (ports, `fetch` from
 //! `uris`, `container` defaults) are left to it: the live app is projected onto the fields the
 //! declaration writes, and a port written as 0 ("any") matches the port Marathon assigned.
-//! Maps of user data (`env`, `labels`) are compared whole, so a variable added by hand is drift.
+//! Maps of user data (`env`, `labels`) are compared whole, so a variable added by hand is drift
+//! (but not a person's `capstan-prune` label, which capstan keeps when it writes).
+//!
+//! The apps of one group document that become ready together are sent together when Marathon
+//! would run them as capstan's plan does (`put_together`).
 
-use super::{Marathon, OWNER_LABEL, path};
+use super::{Marathon, OWNER_LABEL, PRUNE_LABEL, path};
 use crate::diagnostic::{Diagnostic, Diagnostics};
 use crate::model::{DesiredResource, LiveResource, Reference, ResourceId};
 use crate::providers::ApiError;
 use crate::render::yaml::Document;
 use serde_json::{Map, Number, Value, json};
+use std::collections::{BTreeMap, HashSet};
+use std::sync::atomic::Ordering;
 
 pub const KIND: &str = "app";
 
@@ -179,6 +185,8 @@ pub fn from_live(app: &Value, owner: &str) -> Option<(LiveResource, Vec<String>)
         mark = Some(m.as_str().map_or_else(|| m.to_string(), str::to_string));
     }
     let owned = mark.as_deref() == Some(owner);
+    let keep = (spec.get("labels").and_then(|l| l.get(PRUNE_LABEL)).and_then(Value::as_str) == Some("false"))
+        .then(|| format!("label {PRUNE_LABEL}: \"false\""));
     let mut deps: Vec<String> = spec
         .get("dependencies")
         .and_then(Value::as_array)
@@ -197,6 +205,8 @@ pub fn from_live(app: &Value, owner: &str) -> Option<(LiveResource, Vec<String>)
         parent: None,
         depends_on: Vec::new(),
         exclusive: None,
+        removes: Vec::new(),
+        keep,
     };
     Some((live, deps))
 }
@@ -206,7 +216,13 @@ pub fn from_live(app: &Value, owner: &str) -> Option<(LiveResource, Vec<String>)
 pub fn comparable(desired: &Value, live: &Value) -> (Value, Value) {
     let mut d = desired.clone();
     fill_assigned_ports(&mut d, live);
-    let l = project(live, &d, false);
+    let mut l = project(live, &d, false);
+    // A person's keep label is theirs, not drift, unless the manifest writes it too.
+    if d.get("labels").is_some_and(|dl| dl.get(PRUNE_LABEL).is_none())
+        && let Some(Value::Object(labels)) = l.get_mut("labels")
+    {
+        labels.remove(PRUNE_LABEL);
+    }
     (d, l)
 }
 
@@ -293,16 +309,121 @@ pub fn body(provider: &Marathon, spec: &Value) -> Value {
     body
 }
 
-/// Create or update an app (`PUT /v2/apps/{id}` creates an app it does not know), then wait
-/// for the deployment the change started. Ports written as 0 are sent as the ports Marathon
-/// assigned, so an update does not trade them for new ones.
-pub async fn put(provider: &Marathon, id: &str, spec: &Value, live: Option<&Value>) -> Result<(), ApiError> {
-    let body = match live {
+/// What capstan writes for a declared app: the declaration, with ports written as 0 sent as
+/// the ports Marathon assigned (so an update does not trade them for new ones), the owner's
+/// mark, and a person's keep label carried over from the live app.
+pub fn write_body(provider: &Marathon, spec: &Value, live: Option<&Value>) -> Value {
+    let mut b = match live {
         Some(l) => body(provider, &comparable(spec, l).0),
         None => body(provider, spec),
     };
+    if let Some(k) = live.and_then(|l| l.get("labels")).and_then(|l| l.get(PRUNE_LABEL))
+        && let Some(labels) = b.get_mut("labels").and_then(Value::as_object_mut)
+    {
+        labels.entry(PRUNE_LABEL).or_insert_with(|| k.clone());
+    }
+    b
+}
+
+/// An app as Marathon answered it, without what Marathon fills in: what a group body sends for
+/// an app capstan leaves alone, so Marathon sees no change to it.
+pub fn as_read(app: &Value) -> Value {
+    let mut a = app.clone();
+    if let Some(obj) = a.as_object_mut() {
+        obj.retain(|k, _| !SERVER_FIELDS.contains(&k.as_str()));
+    }
+    a
+}
+
+/// The app as an update of `body` leaves it: the app as read, with the fields the body writes
+/// in place of its own (Marathon's partial update).
+pub fn updated(read: Option<&Value>, body: &Value) -> Value {
+    let mut a = read.map(as_read).unwrap_or_else(|| json!({}));
+    if let (Some(obj), Some(b)) = (a.as_object_mut(), body.as_object()) {
+        for (k, v) in b {
+            obj.insert(k.clone(), v.clone());
+        }
+    }
+    a
+}
+
+/// Create or update an app (`PUT /v2/apps/{id}` creates an app it does not know), then wait
+/// for the deployment the change started.
+pub async fn put(provider: &Marathon, id: &str, spec: &Value, live: Option<&Value>) -> Result<(), ApiError> {
+    let body = write_body(provider, spec, live);
     let client = provider.client()?;
     provider.until_unlocked(KIND, id, || client.put("apps", id, &body, provider.force)).await
+}
+
+/// Create or update the apps of one group (`(id, declared spec, live spec)`) in one request,
+/// `PUT /v2/apps` with all of them: one deployment (it names only these apps, so unlike a
+/// group `PUT` it cannot remove one that someone adds meanwhile). Only when Marathon would
+/// carry them out as capstan's plan does, in one step (they are independent: they became ready
+/// together), which a dry run of the group with the apps so changed says the first time:
+/// Marathon acts on no other app and runs these together. Otherwise None, and the caller sends
+/// them one by one. What the dry run shows of how this Marathon plans is remembered.
+pub async fn put_together(
+    provider: &Marathon,
+    group: &str,
+    apps: &[(&str, &Value, Option<&Value>)],
+) -> Option<Result<(), ApiError>> {
+    let client = provider.client().ok()?;
+    let bodies: Vec<Value> = apps.iter().map(|(_, spec, live)| write_body(provider, spec, *live)).collect();
+    if provider.steps.load(Ordering::SeqCst) == super::STEPS_TOGETHER {
+        return Some(provider.until_unlocked(KIND, group, || client.put_apps(&bodies, provider.force)).await);
+    }
+    let ours: BTreeMap<&str, &Value> = apps.iter().map(|(id, ..)| *id).zip(&bodies).collect();
+    let read = match client.group(group).await {
+        Ok(g) => g,
+        Err(e) => return Some(Err(e)),
+    };
+    let mut listed: Vec<Value> = Vec::new();
+    let mut seen: HashSet<&str> = HashSet::new();
+    for a in read.as_ref().and_then(|g| g.get("apps")).and_then(Value::as_array).into_iter().flatten() {
+        let Some(id) = a.get("id").and_then(Value::as_str) else { continue };
+        match ours.get_key_value(id) {
+            Some((k, body)) => {
+                seen.insert(*k);
+                listed.push(updated(Some(a), body));
+            }
+            None => listed.push(as_read(a)),
+        }
+    }
+    listed.extend(ours.iter().filter(|(id, _)| !seen.contains(**id)).map(|(_, b)| (*b).clone()));
+    let plan = match client.dry_run(group, &json!({ "id": group, "apps": listed })).await {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::debug!(%group, %e, "no dry run of the group; its apps go one by one");
+            return None;
+        }
+    };
+    let mut steps_of_ours: HashSet<usize> = HashSet::new();
+    let mut deployed: HashSet<String> = HashSet::new();
+    for (i, step) in plan.get("steps").and_then(Value::as_array).into_iter().flatten().enumerate() {
+        for a in step.get("actions").and_then(Value::as_array).into_iter().flatten() {
+            let kind = a.get("type").or_else(|| a.get("action")).and_then(Value::as_str).unwrap_or_default();
+            let Some(name) = a.get("app").and_then(Value::as_str) else { continue };
+            // Marathon names an app absolutely, or relative to the group.
+            let id = path::resolve(group, name).unwrap_or_else(|_| name.to_string());
+            if !ours.contains_key(id.as_str()) {
+                tracing::debug!(%group, %id, kind, "the group's dry run acts on another app; its apps go one by one");
+                return None;
+            }
+            if matches!(kind, "ScaleApplication" | "RestartApplication") {
+                steps_of_ours.insert(i);
+                deployed.insert(id);
+            }
+        }
+    }
+    if steps_of_ours.len() > 1 {
+        tracing::debug!(%group, "Marathon runs independent apps one step each; apps go one by one");
+        provider.steps.store(super::STEPS_ONE_EACH, Ordering::SeqCst);
+        return None;
+    }
+    if deployed.len() > 1 {
+        provider.steps.store(super::STEPS_TOGETHER, Ordering::SeqCst);
+    }
+    Some(provider.until_unlocked(KIND, group, || client.put_apps(&bodies, provider.force)).await)
 }
 
 pub async fn delete(provider: &Marathon, id: &str) -> Result<(), ApiError> {

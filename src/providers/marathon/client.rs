@@ -1,10 +1,13 @@
 //! Typed calls to the Marathon REST API (seed 004), and the wait for deployments.
 //!
-//! Every change Marathon accepts answers `{"deploymentId", "version"}` and is carried out by
-//! that deployment; the change is done when the deployment leaves `GET /v2/deployments`. capstan
-//! follows `GET /v2/events` (server-sent events, one connection per process) for
+//! Every change Marathon accepts answers its new `version`, and most a `deploymentId` too; the
+//! change is carried out by a deployment and is done when that deployment leaves
+//! `GET /v2/deployments`. A group delete answers only `{"version"}` (seed 004 L1085-1110): its
+//! end is signalled by `group_change_success` or `group_change_failed` for that version. capstan
+//! follows `GET /v2/events` (server-sent events, one connection per process) for those and for
 //! `deployment_success` and `deployment_failed`, so a step ends the moment Marathon says so,
-//! and polls `/v2/deployments` slowly besides, in case the stream misses something.
+//! and polls `/v2/deployments` slowly besides (by id, or by version), in case the stream misses
+//! something.
 
 use crate::providers::http::{HttpClient, Idempotent};
 use crate::providers::{ApiError, Connection};
@@ -31,7 +34,8 @@ impl Drop for Client {
     }
 }
 
-/// Deployments Marathon has reported finished, and a wake-up for whoever waits on one.
+/// Deployments and group changes Marathon has reported finished, and a wake-up for whoever
+/// waits on one.
 #[derive(Default)]
 struct Events {
     finished: Mutex<Finished>,
@@ -43,8 +47,43 @@ struct Events {
 
 #[derive(Default)]
 struct Finished {
+    /// `deployment <id>` or `version <version>` → whether it succeeded.
     ok: HashMap<String, bool>,
     order: VecDeque<String>,
+}
+
+impl Finished {
+    fn of(&self, ticket: &Ticket) -> Option<bool> {
+        let by_id = ticket.deployment.as_ref().and_then(|d| self.ok.get(&format!("deployment {d}")));
+        let by_version = ticket.version.as_ref().and_then(|v| self.ok.get(&format!("version {v}")));
+        by_id.or(by_version).copied()
+    }
+}
+
+/// What a change Marathon accepted can be followed by: the deployment it started, and the
+/// version it made.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Ticket {
+    pub deployment: Option<String>,
+    pub version: Option<String>,
+}
+
+impl Ticket {
+    /// The ticket an answer carries, if it carries one.
+    fn of(answer: Option<Value>) -> Option<Ticket> {
+        let field = |k: &str| answer.as_ref().and_then(|v| v.get(k)).and_then(Value::as_str).map(str::to_string);
+        let t = Ticket { deployment: field("deploymentId"), version: field("version") };
+        (t.deployment.is_some() || t.version.is_some()).then_some(t)
+    }
+
+    /// How messages name it.
+    pub fn describe(&self) -> String {
+        match (&self.deployment, &self.version) {
+            (Some(d), _) => format!("deployment {d}"),
+            (None, Some(v)) => format!("the deployment of version {v}"),
+            (None, None) => "the deployment".to_string(),
+        }
+    }
 }
 
 /// At most this many finished deployments are remembered (others' deployments arrive too).
@@ -63,11 +102,6 @@ fn with_force(path: &str, force: bool) -> String {
     if force { format!("{path}?force=true") } else { path.to_string() }
 }
 
-/// The deployment a change answered with, if any.
-fn deployment_of(answer: Option<Value>) -> Option<String> {
-    answer.and_then(|v| v.get("deploymentId").and_then(Value::as_str).map(str::to_string))
-}
-
 impl Client {
     pub fn new(conn: &Connection) -> anyhow::Result<Self> {
         Ok(Client { http: HttpClient::new(conn)?, events: Arc::default(), reader: Mutex::new(None) })
@@ -84,16 +118,34 @@ impl Client {
 
     /// `PUT /v2/{apps|groups}/{id}`: creates the app or group, or changes it (fields not in the
     /// body keep their values). Sending it twice does no harm, so it is retried like a read.
-    pub async fn put(&self, collection: &str, id: &str, body: &Value, force: bool) -> Result<Option<String>, ApiError> {
+    pub async fn put(&self, collection: &str, id: &str, body: &Value, force: bool) -> Result<Option<Ticket>, ApiError> {
         let path = with_force(&format!("/v2/{collection}{id}"), force);
-        Ok(deployment_of(self.http.call(Method::PUT, &path, Some(body), Idempotent::Yes).await?))
+        Ok(Ticket::of(self.http.call(Method::PUT, &path, Some(body), Idempotent::Yes).await?))
+    }
+
+    /// `PUT /v2/apps` with a list of apps: creates or changes them all in one deployment
+    /// (fields not in a body keep their values); sending it twice does no harm.
+    pub async fn put_apps(&self, bodies: &[Value], force: bool) -> Result<Option<Ticket>, ApiError> {
+        let path = with_force("/v2/apps", force);
+        let body = Value::Array(bodies.to_vec());
+        Ok(Ticket::of(self.http.call(Method::PUT, &path, Some(&body), Idempotent::Yes).await?))
+    }
+
+    /// `GET /v2/groups/{id}` with its apps and subgroups; None when there is no such group.
+    pub async fn group(&self, id: &str) -> Result<Option<Value>, ApiError> {
+        let path = format!("/v2/groups{}?embed=group.groups&embed=group.apps", if id == "/" { "" } else { id });
+        match self.http.call(Method::GET, &path, None, Idempotent::Yes).await {
+            Ok(v) => Ok(v),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     /// `DELETE /v2/{apps|groups}/{id}`; one that is not there is already deleted.
-    pub async fn delete(&self, collection: &str, id: &str, force: bool) -> Result<Option<String>, ApiError> {
+    pub async fn delete(&self, collection: &str, id: &str, force: bool) -> Result<Option<Ticket>, ApiError> {
         let path = with_force(&format!("/v2/{collection}{id}"), force);
         match self.http.call(Method::DELETE, &path, None, Idempotent::Yes).await {
-            Ok(v) => Ok(deployment_of(v)),
+            Ok(v) => Ok(Ticket::of(v)),
             Err(e) if e.is_not_found() => Ok(None),
             Err(e) => Err(e),
         }
@@ -128,7 +180,10 @@ impl Client {
         {
             let mut reader = self.reader.lock().unwrap();
             if reader.as_ref().is_none_or(|t| t.is_finished()) {
-                let stream = self.http.stream("/v2/events?event_type=deployment_success&event_type=deployment_failed");
+                let stream = self.http.stream(
+                    "/v2/events?event_type=deployment_success&event_type=deployment_failed\
+                     &event_type=group_change_success&event_type=group_change_failed",
+                );
                 let events = self.events.clone();
                 *reader = Some(tokio::spawn(read_events(stream, events)));
             }
@@ -141,23 +196,38 @@ impl Client {
 
     /// Wait until deployment `id` ends; None when `deadline` passes first.
     pub async fn wait_deployment(&self, id: &str, deadline: Instant) -> Result<Option<Ended>, ApiError> {
+        self.wait(&Ticket { deployment: Some(id.to_string()), version: None }, deadline).await
+    }
+
+    /// Wait until the change a ticket follows ends: its deployment's event, or the group change
+    /// event of its version, or (the slow poll) neither its deployment nor one of its version
+    /// left in `/v2/deployments`. None when `deadline` passes first.
+    pub async fn wait(&self, ticket: &Ticket, deadline: Instant) -> Result<Option<Ended>, ApiError> {
         let mut poll = Duration::from_millis(if self.events.attached.load(Ordering::SeqCst) { 1000 } else { 20 });
         let mut next_poll = Instant::now() + poll;
+        let field = |d: &Value, k: &str, want: &Option<String>| {
+            want.is_some() && d.get(k).and_then(Value::as_str) == want.as_deref()
+        };
         loop {
             let woken = self.events.notify.notified();
             tokio::pin!(woken);
             woken.as_mut().enable();
-            if let Some(ok) = self.events.finished.lock().unwrap().ok.get(id) {
-                return Ok(Some(if *ok { Ended::Succeeded } else { Ended::Failed }));
+            if let Some(ok) = self.events.finished.lock().unwrap().of(ticket) {
+                return Ok(Some(if ok { Ended::Succeeded } else { Ended::Failed }));
             }
             let now = Instant::now();
             if now >= deadline {
                 return Ok(None);
             }
             if now >= next_poll {
-                if !self.deployments().await?.iter().any(|d| d.get("id").and_then(Value::as_str) == Some(id)) {
+                let running = self
+                    .deployments()
+                    .await?
+                    .iter()
+                    .any(|d| field(d, "id", &ticket.deployment) || field(d, "version", &ticket.version));
+                if !running {
                     // Gone from the list: ended. An event may say how.
-                    return Ok(Some(match self.events.finished.lock().unwrap().ok.get(id) {
+                    return Ok(Some(match self.events.finished.lock().unwrap().of(ticket) {
                         Some(false) => Ended::Failed,
                         _ => Ended::Gone,
                     }));
@@ -208,15 +278,18 @@ async fn read_events(stream: crate::providers::http::Stream, events: Arc<Events>
 
 fn record(events: &Events, data: &[u8]) {
     let Ok(event) = serde_json::from_slice::<Value>(data) else { return };
-    let ok = match event.get("eventType").and_then(Value::as_str) {
-        Some("deployment_success") => true,
-        Some("deployment_failed") => false,
+    let (ok, key) = match event.get("eventType").and_then(Value::as_str) {
+        Some("deployment_success") => (true, "id"),
+        Some("deployment_failed") => (false, "id"),
+        Some("group_change_success") => (true, "version"),
+        Some("group_change_failed") => (false, "version"),
         _ => return,
     };
-    let Some(id) = event.get("id").and_then(Value::as_str) else { return };
+    let Some(value) = event.get(key).and_then(Value::as_str) else { return };
+    let name = if key == "id" { format!("deployment {value}") } else { format!("version {value}") };
     let mut f = events.finished.lock().unwrap();
-    if f.ok.insert(id.to_string(), ok).is_none() {
-        f.order.push_back(id.to_string());
+    if f.ok.insert(name.clone(), ok).is_none() {
+        f.order.push_back(name);
         if f.order.len() > FINISHED_LIMIT
             && let Some(old) = f.order.pop_front()
         {

@@ -11,6 +11,11 @@
 //! Marathon keeps a group's children when an update body has no `apps` or `groups` (its
 //! scale example, L953, sends only `scaleBy`), so capstan changes a group's dependencies with
 //! `PUT /v2/groups/{id}` and a body of just `id` and `dependencies`.
+//!
+//! `DELETE /v2/groups/{id}` removes everything under the group at the moment Marathon gets it,
+//! so capstan reads the group again first and deletes it only if nothing has appeared under it
+//! since the plan was made. Marathon answers only `{"version"}` (L1085-1110); the wait follows
+//! that version.
 
 use super::{Marathon, app, path};
 use crate::diagnostic::{Diagnostic, Diagnostics};
@@ -18,6 +23,7 @@ use crate::model::{DesiredResource, LiveResource, Reference, ResourceId};
 use crate::providers::ApiError;
 use crate::render::yaml::Document;
 use serde_json::{Value, json};
+use std::collections::BTreeSet;
 
 pub const KIND: &str = "group";
 
@@ -103,6 +109,8 @@ pub fn from_live(group: &Value) -> Option<(LiveResource, Vec<String>)> {
         parent: None,
         depends_on: Vec::new(),
         exclusive: None,
+        removes: Vec::new(),
+        keep: None,
     };
     Some((live, deps))
 }
@@ -114,7 +122,29 @@ pub async fn put(provider: &Marathon, id: &str, spec: &Value) -> Result<(), ApiE
     provider.until_unlocked(KIND, id, || client.put("groups", id, &body, provider.force)).await
 }
 
-pub async fn delete(provider: &Marathon, id: &str) -> Result<(), ApiError> {
+/// Delete a group and what it holds, unless something the plan did not see has appeared under
+/// it (`live` is the group as the plan saw it).
+pub async fn delete(provider: &Marathon, id: &str, live: Option<&LiveResource>) -> Result<(), ApiError> {
     let client = provider.client()?;
+    let Some(now) = client.group(id).await? else { return Ok(()) };
+    let planned: BTreeSet<&str> = live.into_iter().flat_map(|l| &l.removes).map(|r| r.name.as_str()).collect();
+    let mut found: Vec<String> = Vec::new();
+    let mut stack = vec![&now];
+    while let Some(g) = stack.pop() {
+        for a in g.get("apps").and_then(Value::as_array).into_iter().flatten() {
+            found.extend(a.get("id").and_then(Value::as_str).map(str::to_string));
+        }
+        for sub in g.get("groups").and_then(Value::as_array).into_iter().flatten() {
+            found.extend(sub.get("id").and_then(Value::as_str).map(str::to_string));
+            stack.push(sub);
+        }
+    }
+    if let Some(new) = found.iter().find(|f| !planned.contains(f.as_str())) {
+        return Err(ApiError::other(
+            "GET",
+            &format!("/v2/groups{id}"),
+            format!("not deleted: {new} has appeared under {id} since the plan was made; plan again"),
+        ));
+    }
     provider.until_unlocked(KIND, id, || client.delete("groups", id, provider.force)).await
 }

@@ -10,12 +10,24 @@
 //! Marathon's own, expanded on the agent, and are left as written.
 //!
 //! Ownership. capstan marks the apps it writes with the label `capstan-owner: <owner>`; a
-//! group has no labels, so it counts as capstan's when it holds apps and all of them are.
+//! group has no labels, so it counts as capstan's when it holds apps of its own and every app
+//! under it is capstan's. A group that only holds other groups (`/bench` above `/bench/g01`)
+//! is never capstan's to delete. Deleting a group removes everything under it, so the core
+//! prunes one only when nothing under it is declared or kept (`LiveResource::removes`). A
+//! person keeps an app from ever being pruned with the label `capstan-prune: "false"`, which
+//! capstan leaves out of comparisons (unless the manifest writes it) and keeps when it writes.
+//!
+//! Dependencies (`../backend`, `/shop/db`, of apps and groups alike) name every declared app
+//! at or under that path, whether a document declares the group or app ids only imply it; one
+//! naming nothing declared must name something live (checked with the live state).
 //!
 //! Observing is one call, `GET /v2/groups?embed=group.groups&embed=group.apps`, for any plan.
 //! A change is a `PUT` (idempotent, so a lost answer is simply sent again) followed by a wait
-//! for its deployment. A change refused because a deployment holds the app (409) waits for
-//! that deployment and is sent again, or with `--force` is sent with `force=true` at once.
+//! for its deployment (by id, or by the version it made, see `client.rs`). A change refused
+//! because a deployment holds the app (409) waits for that deployment and is sent again, or
+//! with `--force` is sent with `force=true` at once. The apps of one group document that are
+//! ready together go in one `PUT /v2/apps` (one deployment) when Marathon would run them in one
+//! step, as capstan's plan does (see `app::put_together`).
 
 mod app;
 mod client;
@@ -29,16 +41,30 @@ use crate::model::{DesiredResource, DesiredState, KindInfo, LiveResource, LiveSt
 use crate::providers::{ApiError, Connection, DocumentPart, Operation, PlatformPreview, Provider, Verb};
 use crate::render::yaml::{Document, Node, NodeValue};
 use async_trait::async_trait;
+use client::Ticket;
 use client::{Client, Ended};
 use serde_json::Value;
 use std::borrow::Cow;
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::future::Future;
 use std::ops::Range;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 
 /// The app label that marks what capstan wrote, with the owner as value.
 pub const OWNER_LABEL: &str = "capstan-owner";
+
+/// The app label by which a person keeps an app from being pruned (with the value "false").
+pub const PRUNE_LABEL: &str = "capstan-prune";
+
+/// What `Marathon::steps` knows: nothing yet, one step per app, independent apps together.
+const STEPS_UNKNOWN: u8 = 0;
+const STEPS_ONE_EACH: u8 = 1;
+const STEPS_TOGETHER: u8 = 2;
+
+/// What a dependency names when no declaration lies at or under its path: an app or a group
+/// that must be live. Observed only to check such dependencies; never changed.
+const DEPENDENCY: &str = "app or group";
 
 /// How long one change's deployment may take before its step fails, unless capstan.yaml's
 /// `timeouts` says otherwise for the kind (`app`, `group`).
@@ -47,12 +73,8 @@ pub const DEPLOYMENT_TIMEOUT: Duration = Duration::from_secs(600);
 const KINDS: &[(&str, KindInfo)] = &[
     (group::KIND, KindInfo { managed: true, updatable: true }),
     (app::KIND, KindInfo { managed: true, updatable: true }),
+    (DEPENDENCY, KindInfo { managed: false, updatable: false }),
 ];
-
-/// The kind of a reference to a dependency declared nowhere: an app or a group, live or not
-/// (Marathon accepts a dependency on nothing). It orders nothing and is never observed, but a
-/// plan that deletes what it names is refused (see `Provider::names`).
-const DEPENDENCY: &str = "dependency";
 
 const APP_SCHEMA: &str = "marathon/app.schema.json";
 const GROUP_SCHEMA: &str = "marathon/group.schema.json";
@@ -63,6 +85,10 @@ pub struct Marathon {
     force: bool,
     /// Deployment timeouts by kind.
     timeouts: HashMap<&'static str, Duration>,
+    /// How this Marathon runs a deployment's independent apps, once a dry run has shown it:
+    /// one step each (as seed 004's example does: several apps in one deployment would take
+    /// turns, so they are sent one by one), or together.
+    steps: AtomicU8,
 }
 
 impl Marathon {
@@ -78,6 +104,7 @@ impl Marathon {
             client: connection.as_ref().map(Client::new).transpose()?,
             owner: owner.to_string(),
             timeouts,
+            steps: AtomicU8::new(STEPS_UNKNOWN),
         })
     }
 
@@ -85,12 +112,13 @@ impl Marathon {
         self.client.as_ref().ok_or_else(|| ApiError::other("-", "-", "no target to talk to (offline)"))
     }
 
-    /// Send a change to `id` and wait for the deployment it starts. While another deployment
-    /// holds `id` (409), wait for that one and send the change again.
+    /// Send a change to `id` and wait for the deployment it starts (followed by its id, or by
+    /// the version it made when Marathon answers only that). While another deployment holds
+    /// `id` (409), wait for that one and send the change again.
     async fn until_unlocked<F, Fut>(&self, kind: &str, id: &str, send: F) -> Result<(), ApiError>
     where
         F: Fn() -> Fut,
-        Fut: Future<Output = Result<Option<String>, ApiError>>,
+        Fut: Future<Output = Result<Option<Ticket>, ApiError>>,
     {
         let client = self.client()?;
         let timeout = self.timeouts.get(kind).copied().unwrap_or(DEPLOYMENT_TIMEOUT);
@@ -99,15 +127,15 @@ impl Marathon {
             client.follow_events().await;
             let err = match send().await {
                 Ok(None) => return Ok(()),
-                Ok(Some(deployment)) => {
-                    return match client.wait_deployment(&deployment, deadline).await? {
+                Ok(Some(ticket)) => {
+                    return match client.wait(&ticket, deadline).await? {
                         Some(Ended::Succeeded | Ended::Gone) => Ok(()),
                         Some(Ended::Failed) => Err(ApiError::other(
                             "GET",
                             "/v2/deployments",
-                            format!("Marathon reports that deployment {deployment} of {id} failed"),
+                            format!("Marathon reports that {} of {id} failed", ticket.describe()),
                         )),
-                        None => Err(timed_out(&deployment, id, timeout)),
+                        None => Err(timed_out(&ticket.describe(), id, timeout)),
                     };
                 }
                 Err(e) if e.is_conflict() && !self.force => e,
@@ -128,7 +156,7 @@ impl Marathon {
             tracing::debug!(%id, ?holding, "locked by a deployment; waiting for it");
             for d in &holding {
                 if client.wait_deployment(d, deadline).await?.is_none() {
-                    return Err(timed_out(d, id, timeout));
+                    return Err(timed_out(&format!("deployment {d}"), id, timeout));
                 }
             }
             if Instant::now() >= deadline {
@@ -146,7 +174,7 @@ fn timed_out(deployment: &str, id: &str, timeout: Duration) -> ApiError {
         "GET",
         "/v2/deployments",
         format!(
-            "deployment {deployment} of {id} is still running after {}s (capstan.yaml `timeouts`): see GET /v2/deployments, or pass --force to override it",
+            "{deployment} of {id} is still running after {}s (capstan.yaml `timeouts`): see GET /v2/deployments, or pass --force to override it",
             timeout.as_secs()
         ),
     )
@@ -282,9 +310,34 @@ impl Provider for Marathon {
         }
     }
 
-    async fn observe(&self, _kinds: &BTreeSet<String>, _desired: &DesiredState) -> Result<LiveState, ApiError> {
+    async fn observe(&self, _kinds: &BTreeSet<String>, desired: &DesiredState) -> Result<LiveState, ApiError> {
         let root = self.client()?.root_group().await?;
-        Ok(live_state(&root, &self.owner))
+        let mut state = live_state(&root, &self.owner);
+        // A dependency that names nothing declared must name something live.
+        let named: BTreeSet<&str> = desired
+            .resources
+            .values()
+            .flat_map(|r| &r.references)
+            .filter(|x| x.target.kind == DEPENDENCY)
+            .map(|x| x.target.name.as_str())
+            .collect();
+        for name in named {
+            let live = |kind: &str| state.get(&ResourceId::new(kind, name)).is_some();
+            if live(group::KIND) || live(app::KIND) {
+                state.insert(LiveResource {
+                    id: ResourceId::new(DEPENDENCY, name),
+                    spec: Value::Null,
+                    owned: false,
+                    owner: None,
+                    parent: None,
+                    depends_on: Vec::new(),
+                    exclusive: None,
+                    removes: Vec::new(),
+                    keep: None,
+                });
+            }
+        }
+        Ok(state)
     }
 
     async fn execute(&self, op: Operation<'_>, _live_state: &LiveState) -> Result<(), ApiError> {
@@ -296,9 +349,35 @@ impl Provider for Marathon {
             }
             (app::KIND, Verb::Delete, _) => app::delete(self, id).await,
             (group::KIND, Verb::Create | Verb::Update, Some(spec)) => group::put(self, id, spec).await,
-            (group::KIND, Verb::Delete, _) => group::delete(self, id).await,
+            (group::KIND, Verb::Delete, _) => group::delete(self, id, op.live).await,
             (kind, verb, _) => Err(ApiError::other("-", "-", format!("capstan cannot {verb:?} Marathon {kind} {id}"))),
         }
+    }
+
+    /// The apps a group document declares (the group is declared in the same file) go
+    /// together.
+    fn batch(&self, op: &Operation<'_>, desired: &DesiredState) -> Option<String> {
+        if op.id.kind != app::KIND || !matches!(op.verb, Verb::Create | Verb::Update) {
+            return None;
+        }
+        let app = op.desired?;
+        let group = path::parent(&op.id.name);
+        let declared = desired.resources.get(&ResourceId::new(group::KIND, group))?;
+        (declared.origin.file == app.origin.file).then(|| format!("{} {group}", group::KIND))
+    }
+
+    async fn execute_batch(&self, ops: Vec<Operation<'_>>, live_state: &LiveState) -> Vec<Result<(), ApiError>> {
+        let apps: Vec<(&str, &Value, Option<&Value>)> = ops
+            .iter()
+            .filter_map(|op| Some((op.id.name.as_str(), &op.desired?.spec, op.live.map(|l| &l.spec))))
+            .collect();
+        if ops.len() > 1 && apps.len() == ops.len() && self.steps.load(Ordering::SeqCst) != STEPS_ONE_EACH {
+            let group = path::parent(apps[0].0);
+            if let Some(done) = app::put_together(self, group, &apps).await {
+                return vec![done; ops.len()];
+            }
+        }
+        futures::future::join_all(ops.into_iter().map(|op| self.execute(op, live_state))).await
     }
 
     async fn preview(&self, changes: &ChangeSet, desired: &DesiredState, live: &LiveState) -> Option<PlatformPreview> {
@@ -309,6 +388,8 @@ impl Provider for Marathon {
 
 /// Everything one `GET /v2/groups` answer says, in comparable form. Deletions run in the
 /// reverse of Marathon's order: an app before its group, a dependent before what it depends on.
+/// A group is capstan's when it holds apps of its own and every app under it is capstan's; what
+/// deleting it removes is everything under it.
 fn live_state(root: &Value, owner: &str) -> LiveState {
     let mut apps: Vec<(LiveResource, Vec<String>)> = Vec::new();
     let mut groups: Vec<(LiveResource, Vec<String>)> = Vec::new();
@@ -324,13 +405,22 @@ fn live_state(root: &Value, owner: &str) -> LiveState {
         }
         stack.extend(g.get("groups").and_then(Value::as_array).into_iter().flatten());
     }
-    // A group is capstan's when it holds apps and every one of them is.
-    let mut holds: HashMap<String, (usize, usize)> = HashMap::new();
+    // Per group: the apps under it, how many of them are capstan's, how many it holds itself;
+    // and everything a delete of it removes.
+    let mut holds: HashMap<String, (usize, usize, usize)> = HashMap::new();
+    let mut removes: HashMap<String, Vec<ResourceId>> = HashMap::new();
     for (a, _) in &apps {
-        for g in path::ancestors(&a.id.name) {
+        for (i, g) in path::ancestors(&a.id.name).enumerate() {
             let e = holds.entry(g.to_string()).or_default();
             e.0 += 1;
             e.1 += usize::from(a.owned);
+            e.2 += usize::from(i == 0);
+            removes.entry(g.to_string()).or_default().push(a.id.clone());
+        }
+    }
+    for (g, _) in &groups {
+        for above in path::ancestors(&g.id.name) {
+            removes.entry(above.to_string()).or_default().push(g.id.clone());
         }
     }
     let group_ids: HashSet<String> = groups.iter().map(|(g, _)| g.id.name.clone()).collect();
@@ -355,8 +445,10 @@ fn live_state(root: &Value, owner: &str) -> LiveState {
     };
     let mut state = LiveState::default();
     for (mut g, deps) in std::mem::take(&mut groups) {
-        g.owned = holds.get(&g.id.name).is_some_and(|(all, mine)| *all > 0 && all == mine);
+        g.owned = holds.get(&g.id.name).is_some_and(|(all, mine, own)| *own > 0 && all == mine);
         g.depends_on = depends(&g.id.name, &deps);
+        g.removes = removes.remove(&g.id.name).unwrap_or_default();
+        g.removes.sort();
         state.insert(g);
     }
     let app_deps: Vec<Vec<ResourceId>> = apps.iter().map(|(a, deps)| depends(&a.id.name, deps)).collect();
@@ -368,51 +460,46 @@ fn live_state(root: &Value, owner: &str) -> LiveState {
     state
 }
 
-/// Across files: what each dependency names (an app or a group; one declared nowhere orders
-/// nothing, as Marathon accepts it, and is kept as a [`DEPENDENCY`] so the plan cannot delete
-/// it), every app and group waits for what its enclosing groups depend on, a group's own step
-/// waits for what it holds, and a cycle is an error naming its dependencies' places.
+/// Across files: a dependency (of an app, or of a group and so of everything under it) names
+/// every declared app at or under its path, whether a document declares that group or only app
+/// ids imply it; one naming nothing declared must name something live (a reference of kind
+/// `app or group`, checked against the live state). A dependency on what holds the resource
+/// itself orders nothing, as in Marathon. A cycle is an error naming its dependencies' places.
 fn link(desired: &mut DesiredState, diags: &mut Diagnostics) {
-    let has = |kind: &str, id: &str, d: &DesiredState| d.resources.contains_key(&ResourceId::new(kind, id));
-    // What each declaration depends on itself, with the kind now known.
-    let mut own: HashMap<ResourceId, Vec<Reference>> = HashMap::new();
-    for r in desired.resources.values() {
-        let refs = r
-            .references
-            .iter()
-            .map(|x| {
-                let id = &x.target.name;
-                let kind = if has(group::KIND, id, desired) {
-                    group::KIND
-                } else if has(app::KIND, id, desired) {
-                    app::KIND
-                } else {
-                    DEPENDENCY
-                };
-                Reference { target: ResourceId::new(kind, id.clone()), at: x.at.clone() }
-            })
-            .collect();
-        own.insert(r.id.clone(), refs);
-    }
-    let mut members: HashMap<String, Vec<Reference>> = HashMap::new();
-    for r in desired.resources.values() {
-        let parent = path::parent(&r.id.name);
-        if parent != "/" && has(group::KIND, parent, desired) {
-            members
-                .entry(parent.to_string())
-                .or_default()
-                .push(Reference { target: r.id.clone(), at: r.origin.clone() });
-        }
-    }
+    // What each declaration depends on itself, as written: paths (in `target.name`), places.
+    let own: HashMap<ResourceId, Vec<Reference>> =
+        desired.resources.values().map(|r| (r.id.clone(), r.references.clone())).collect();
+    let apps: BTreeSet<String> =
+        desired.resources.keys().filter(|id| id.kind == app::KIND).map(|id| id.name.clone()).collect();
+    let groups: HashSet<String> =
+        desired.resources.keys().filter(|id| id.kind == group::KIND).map(|id| id.name.clone()).collect();
+    let apps_at = |p: &str| -> Vec<ResourceId> {
+        let prefix = if p == "/" { "/".to_string() } else { format!("{p}/") };
+        let below = apps.range(prefix.clone()..).take_while(|a| a.starts_with(&prefix));
+        apps.get(p).into_iter().chain(below).map(|a| ResourceId::new(app::KIND, a.clone())).collect()
+    };
     for r in desired.resources.values_mut() {
-        let mut refs = own.get(&r.id).cloned().unwrap_or_default();
-        for ancestor in path::ancestors(&r.id.name) {
-            if let Some(inherited) = own.get(&ResourceId::new(group::KIND, ancestor)) {
-                refs.extend(inherited.iter().cloned());
+        let written = std::iter::once(r.id.clone())
+            .chain(path::ancestors(&r.id.name).map(|g| ResourceId::new(group::KIND, g)))
+            .filter_map(|k| own.get(&k))
+            .flatten();
+        let mut refs: Vec<Reference> = Vec::new();
+        let mut seen: HashSet<ResourceId> = HashSet::new();
+        for dep in written {
+            let p = dep.target.name.as_str();
+            if path::within(&r.id.name, p) {
+                continue;
             }
-        }
-        if r.id.kind == group::KIND {
-            refs.extend(members.remove(&r.id.name).unwrap_or_default());
+            let mut targets = apps_at(p);
+            if targets.is_empty() {
+                let kind = if groups.contains(p) { group::KIND } else { DEPENDENCY };
+                targets.push(ResourceId::new(kind, p));
+            }
+            for t in targets {
+                if seen.insert(t.clone()) {
+                    refs.push(Reference { target: t, at: dep.at.clone() });
+                }
+            }
         }
         r.references = refs;
     }

@@ -8,7 +8,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
-use std::collections::{BTreeSet, BinaryHeap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, HashSet};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Kind {
@@ -150,7 +150,7 @@ pub fn plan(data: &Data, change: &Change) -> Result<Plan, Fail> {
             Class::Unchanged => {}
         }
     }
-    let order = dependency_order(data, change, &ordered)?;
+    let (order, depth) = dependency_order(data, change, &ordered)?;
     let mut affected: Vec<String> = Vec::new();
     let mut seen = HashSet::new();
     for a in stops.iter().chain(starts.iter()) {
@@ -170,6 +170,26 @@ pub fn plan(data: &Data, change: &Change) -> Result<Plan, Fail> {
     if !starts.is_empty() {
         steps.push(starts);
     }
+    if data.grouped_steps {
+        // Marathon 1.x: the apps at one dependency depth in one step, the old tasks of those it
+        // restarted killed in the step after.
+        let mut by_depth: BTreeMap<usize, (Vec<Action>, Vec<Action>)> = BTreeMap::new();
+        for i in order {
+            let (id, kind) = ordered[i];
+            let (step, kills) = by_depth.entry(depth[i]).or_default();
+            step.push(Action { kind, app: id.to_string() });
+            if kind == Kind::RestartApplication {
+                kills.push(Action { kind: Kind::KillAllOldTasksOf, app: id.to_string() });
+            }
+        }
+        for (step, kills) in by_depth.into_values() {
+            steps.push(step);
+            if !kills.is_empty() {
+                steps.push(kills);
+            }
+        }
+        return Ok(Plan { steps, affected });
+    }
     for i in order {
         let (id, kind) = ordered[i];
         steps.push(vec![Action { kind, app: id.to_string() }]);
@@ -181,8 +201,10 @@ pub fn plan(data: &Data, change: &Change) -> Result<Plan, Fail> {
 }
 
 /// The order of `ordered` with dependencies first (an app's own and its groups'), otherwise
-/// as given. A dependency on a path means every planned app at or below it.
-fn dependency_order(data: &Data, change: &Change, ordered: &[(&str, Kind)]) -> Result<Vec<usize>, Fail> {
+/// as given, and each one's depth (0 for an app that waits for no other planned app, else one
+/// more than the deepest it waits for). A dependency on a path means every planned app at or
+/// below it.
+fn dependency_order(data: &Data, change: &Change, ordered: &[(&str, Kind)]) -> Result<(Vec<usize>, Vec<usize>), Fail> {
     let n = ordered.len();
     let overlay: HashMap<&str, &Vec<String>> =
         change.groups_put.iter().filter_map(|(g, d)| d.as_ref().map(|d| (g.as_str(), d))).collect();
@@ -212,7 +234,7 @@ fn dependency_order(data: &Data, change: &Change, ordered: &[(&str, Kind)]) -> R
         targets.push(t);
     }
     if !any {
-        return Ok((0..n).collect());
+        return Ok(((0..n).collect(), vec![0; n]));
     }
     let mut successors: Vec<Vec<usize>> = vec![Vec::new(); n];
     let mut indegree = vec![0usize; n];
@@ -227,9 +249,11 @@ fn dependency_order(data: &Data, change: &Change, ordered: &[(&str, Kind)]) -> R
     let mut ready: BinaryHeap<std::cmp::Reverse<usize>> =
         (0..n).filter(|i| indegree[*i] == 0).map(std::cmp::Reverse).collect();
     let mut out = Vec::with_capacity(n);
+    let mut depth = vec![0usize; n];
     while let Some(std::cmp::Reverse(i)) = ready.pop() {
         out.push(i);
         for &s in &successors[i] {
+            depth[s] = depth[s].max(depth[i] + 1);
             indegree[s] -= 1;
             if indegree[s] == 0 {
                 ready.push(std::cmp::Reverse(s));
@@ -239,7 +263,7 @@ fn dependency_order(data: &Data, change: &Change, ordered: &[(&str, Kind)]) -> R
     if out.len() != n {
         return Err(Fail::invalid("/", "Dependency graph has cyclic dependencies."));
     }
-    Ok(out)
+    Ok((out, depth))
 }
 
 /// The steps as JSON, each action's kind under `key` (`type` in a dry run, `action` in a
@@ -467,14 +491,15 @@ fn finish(ctx: &Ctx, d: &Deployment, at: u64, ok: bool) {
         }
         m
     });
-    if ok {
-        emit(ctx, at, "group_change_success", || {
-            let mut m = Map::new();
-            m.insert("groupId".into(), json!(d.group_id));
-            m.insert("version".into(), json!(d.version));
-            m
-        });
-    }
+    emit(ctx, at, if ok { "group_change_success" } else { "group_change_failed" }, || {
+        let mut m = Map::new();
+        m.insert("groupId".into(), json!(d.group_id));
+        m.insert("version".into(), json!(d.version));
+        if !ok {
+            m.insert("reason".into(), json!("the deployment was cancelled"));
+        }
+        m
+    });
 }
 
 fn begin_step(data: &mut Data, ctx: &Ctx, id: &str, at: u64, loud: bool) {
@@ -502,13 +527,13 @@ fn apply(data: &mut Data, ctx: &Ctx, deployment: &str, a: &Action, at: u64) -> b
     match a.kind {
         Kind::StartApplication => false,
         Kind::StopApplication => {
-            tasks::kill_where(data, ctx, &a.app, |_| true, at);
             emit(ctx, at, "app_terminated_event", || {
                 let mut m = Map::new();
                 m.insert("appId".into(), json!(a.app));
                 m
             });
-            false
+            // Its tasks are killed as the step ends: stopping takes the rollout too.
+            data.tasks.get(&a.app).is_some_and(|t| !t.is_empty())
         }
         Kind::ScaleApplication => {
             let Some(want) = data.apps.get(&a.app).map(|x| instances(&x.def) as usize) else { return false };
@@ -537,10 +562,14 @@ fn apply(data: &mut Data, ctx: &Ctx, deployment: &str, a: &Action, at: u64) -> b
     }
 }
 
-/// The step in progress is done at `at`: its tasks run.
+/// The step in progress is done at `at`: its tasks run, those of apps it stops are killed.
 fn finish_step(data: &mut Data, ctx: &Ctx, id: &str, at: u64, loud: bool) {
     let Some(actions) = data.deployments.get(id).map(|d| d.steps[d.current].clone()) else { return };
     for a in &actions {
+        if a.kind == Kind::StopApplication {
+            tasks::kill_where(data, ctx, &a.app, |_| true, at);
+            continue;
+        }
         let Some(list) = data.tasks.get_mut(&a.app) else { continue };
         for t in list.iter_mut().filter(|t| t.launched_by.as_deref() == Some(id) && t.running_at.is_none()) {
             t.running_at = Some(at);

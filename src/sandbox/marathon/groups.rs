@@ -542,7 +542,8 @@ fn rollback(api: &Api, req: &Req, raw: &str, version: &str) -> Result<Response, 
     Ok(deployed(StatusCode::OK, &deployment, &version, None))
 }
 
-/// `DELETE /v2/groups/{id}`: the group, its groups and all their apps.
+/// `DELETE /v2/groups/{id}`: the group, its groups and all their apps, in one deployment whose
+/// stops take the rollout.
 pub fn delete(api: &Api, req: &Req, raw: &str) -> Result<Response, Fail> {
     let gid = group_id(raw)?;
     let force = req.flag("force")?;
@@ -560,8 +561,10 @@ pub fn delete(api: &Api, req: &Req, raw: &str) -> Result<Response, Fail> {
     };
     let plan = deployments::plan(&data, &change)?;
     let ctx = api.ctx();
-    let (deployment, version) = deployments::commit(&mut data, &ctx, change, plan, force)?;
+    let (_, version) = deployments::commit(&mut data, &ctx, change, plan, force)?;
     drop(data);
     api.changed();
-    Ok(reply(StatusCode::OK, &json!({"version": version, "deploymentId": deployment})))
+    // As the seed answers it (L1106-1110): the version alone; its end is signalled by
+    // `group_change_success` (or `_failed`) for that version.
+    Ok(reply(StatusCode::OK, &json!({ "version": version })))
 }

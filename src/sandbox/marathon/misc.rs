@@ -59,7 +59,13 @@ pub fn abdicate() -> Result<Response, Fail> {
     Ok(reply(StatusCode::OK, &json!({"message": "Leadership abdicated"})))
 }
 
-pub fn ping() -> Result<Response, Fail> {
+/// `GET /ping`: `pong` as text (seed L1728-1751), or the JSON string `"pong"` to a client
+/// that asks for JSON, as Marathon 1.x's SystemResource answers.
+pub fn ping(req: &super::Req) -> Result<Response, Fail> {
+    let accept = req.headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("");
+    if accept.contains("application/json") && !accept.contains("text/plain") {
+        return Ok(super::raw_json(StatusCode::OK, b"\"pong\"".to_vec()));
+    }
     Ok((
         StatusCode::OK,
         [

@@ -61,8 +61,9 @@
 //! * **Groups** [2, 7, 8, 9, 21, 24, 25]: `GET /v2/groups` is the root group; embeds
 //!   `group.groups` and `group.apps` (both when none is given; a key not embedded is left out),
 //!   and `group.apps.counts|deployments|tasks` add those to the apps. Mixed apps and groups are
-//!   allowed. POST and DELETE answer `{"version", "deploymentId"}` (POST 201 + `Location`, 409
-//!   if the group exists). `PUT /v2/groups/{id}` creates or updates, group by group down the
+//!   allowed. POST answers `{"version", "deploymentId"}` (201 + `Location`, 409 if the group
+//!   exists); DELETE answers `{"version"}` alone, as the seed does (L1106-1110), its end
+//!   signalled by `group_change_success` (or `group_change_failed`) for that version. `PUT /v2/groups/{id}` creates or updates, group by group down the
 //!   body: where a group's body lists `apps` (or `groups`, or `dependencies`) the group gets
 //!   exactly those (apps and subgroups it does not list are removed); where it does not, the
 //!   group keeps its own — Marathon's group update does, and the seed's scale body (L953) is
@@ -82,14 +83,18 @@
 //!   apps (`StartApplication`, all in one step), then one step per app in dependency order
 //!   (dependencies first, else the order of the request): `ScaleApplication` for a new app
 //!   with instances or a scale-only change, `RestartApplication` followed by a step
-//!   `KillAllOldTasksOf` for a changed or restarted app. Empty steps are left out. A dry run
+//!   `KillAllOldTasksOf` for a changed or restarted app. Empty steps are left out. With the
+//!   `grouped_steps` knob (`--grouped-steps`) the apps at one dependency depth (among those
+//!   the deployment changes) share one step, as Marathon 1.x's `DeploymentPlan` groups them by
+//!   longest dependency path, with one `KillAllOldTasksOf` step after each step that restarts
+//!   apps. A dry run
 //!   answers `{"steps": [{"actions": [{"app", "type"}]}]}` as the seed (L1048-1079) but with
 //!   **absolute** app ids (the seed's `app1` is ambiguous; deployments use absolute ids);
 //!   deployments list actions as `{"action", "app"}`.
 //! * **Deployments** [10, 11]: a step that launches tasks (a scale up, a restart with
-//!   instances) takes the sandbox's `rollout_ms` (read while it runs, so a change through
-//!   `/_sandbox/faults` applies to the step in progress); other steps and deployments without
-//!   steps complete at once. Steps advance on each request and in a background task that
+//!   instances) or stops an app that has tasks (killed as the step ends) takes the sandbox's
+//!   `rollout_ms` (read while it runs, so a change through `/_sandbox/faults` applies to the
+//!   step in progress); other steps and deployments without steps complete at once. Steps advance on each request and in a background task that
 //!   sleeps until the next step is due, so a finished deployment disappears within a
 //!   millisecond or so. While a deployment runs, a write that would deploy one of its apps
 //!   (app PUT/DELETE/restart, group PUT/DELETE, task kills with `scale`) is 409 with the lock
@@ -110,8 +115,8 @@
 //! * **Events**: `GET /v2/events` streams `data: <json>` lines: `event_stream_attached` first,
 //!   then `api_post_event` for app writes, and per deployment `deployment_info` as each step
 //!   starts, `deployment_step_success` as it ends, `deployment_success` (or
-//!   `deployment_failed` when cancelled), then `group_change_success` with the changed group
-//!   (an app's parent for app writes) and the version; `app_terminated_event` when an app is
+//!   `deployment_failed` when cancelled), then `group_change_success` (or `group_change_failed`
+//!   with a `reason`) with the changed group (an app's parent for app writes) and the version; `app_terminated_event` when an app is
 //!   stopped, `status_update_event` as tasks run or are killed, `subscribe_event` and
 //!   `unsubscribe_event`. Only event types marathon-python knows are sent. An event's `plan`
 //!   carries the deployment's steps and, in `original` and `target`, the affected apps before
@@ -121,8 +126,10 @@
 //! * **Misc** [23]: the sandbox is always the leader (`host:port` of its URL) and stays so
 //!   after `DELETE /v2/leader`. `/v2/info` has the seed's shape with the key
 //!   `zk_max_versions` (the seed's `zk_max_version` would make marathon-python fail) and
-//!   `elected: true`. `/ping` is `pong\n` (`Content-Length: 5`, L1746). Every route is also
-//!   served under `/service/marathon/` (DC/OS base URLs).
+//!   `elected: true`. `/ping` is `pong\n` (`Content-Length: 5`, L1746), or the JSON string
+//!   `"pong"` (`application/json`) to a client whose `Accept` asks for JSON and not text, as
+//!   Marathon 1.x answers it (marathon-python asks so). Every route is also served under
+//!   `/service/marathon/` (DC/OS base URLs).
 //! * **State**: apps with their versions, groups with theirs, deployments in flight (with the
 //!   time their step started) and tasks are in the state file; a deployment whose time passed
 //!   while the sandbox was down completes when it starts again.
@@ -172,6 +179,9 @@ pub struct Data {
     pub next_host_port: u32,
     #[serde(skip)]
     pub used_service_ports: HashSet<u32>,
+    /// Plan deployments as Marathon 1.x does (the `grouped_steps` knob, as of this request).
+    #[serde(skip)]
+    pub grouped_steps: bool,
 }
 
 impl Data {
@@ -209,6 +219,7 @@ impl Marathon {
     /// Call `changed` after a mutation so the state file is rewritten.
     pub fn lock(&self) -> std::sync::MutexGuard<'_, Data> {
         let mut data = self.data.lock().unwrap();
+        data.grouped_steps = self.shared.faults.lock().unwrap().grouped_steps;
         if !data.deployments.is_empty() && deployments::advance(&mut data, &self.ctx()) {
             self.shared.changed();
         }
@@ -481,7 +492,7 @@ fn route(api: &Api, req: &Req) -> Result<Response, Fail> {
         ("/v2/info", &Method::GET) => misc::info(api),
         ("/v2/leader", &Method::GET) => misc::leader(api),
         ("/v2/leader", &Method::DELETE) => misc::abdicate(),
-        ("/ping", &Method::GET) => misc::ping(),
+        ("/ping", &Method::GET) => misc::ping(req),
         ("/metrics", &Method::GET) => misc::metrics(api),
         ("/help", &Method::GET) => misc::help(),
         ("/logging", &Method::GET) => misc::logging(),
