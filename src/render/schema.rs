@@ -125,6 +125,13 @@ pub fn validate(name: &'static str, doc: &Document, prefix: &str, value: &Value,
                     format!("invalid value for {field}: expected a string matching {pattern}"),
                 ));
             }
+            ValidationErrorKind::Maximum { limit } | ValidationErrorKind::Minimum { limit } => {
+                let bound = if matches!(err.kind(), ValidationErrorKind::Maximum { .. }) { "most" } else { "least" };
+                diags.push(Diagnostic::error_at(
+                    doc.locate(&pointer),
+                    format!("out of range for {field}: expected at {bound} {limit}"),
+                ));
+            }
             ValidationErrorKind::PropertyNames { .. } => {
                 // Identity keys are checked, with a precise message, by the provider.
             }

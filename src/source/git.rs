@@ -153,6 +153,7 @@ impl GitSource {
         }
         let mut files = Vec::new();
         let mut config = None;
+        let mut budget = super::Budget::default();
         for entry in tree.traverse().breadthfirst.files()? {
             if !entry.mode.is_blob() {
                 continue;
@@ -163,10 +164,12 @@ impl GitSource {
             if hidden || !(is_config || is_manifest_path(&rel)) {
                 continue;
             }
+            let shown = if base.is_empty() { rel.clone() } else { Path::new(base).join(&rel) };
+            // The size from the object's header, before a byte of it is inflated.
+            budget.take(&shown, repo.find_header(entry.oid)?.size())?;
             let blob = repo.find_blob(entry.oid)?;
             let text = String::from_utf8(blob.data.clone())
                 .map_err(|_| anyhow::anyhow!("{}: not UTF-8 text", rel.display()))?;
-            let shown = if base.is_empty() { rel.clone() } else { Path::new(base).join(&rel) };
             let file = SourceFile { path: shown, text: text.into() };
             if is_config {
                 config = Some(file);
