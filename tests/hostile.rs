@@ -408,7 +408,7 @@ fn the_daemon_stores_and_serves_no_rotated_secret() {
     for secret in ["old-sauce-1", "new-sauce-2"] {
         assert!(!plan.contains(secret) && !events.contains(secret), "{secret} served");
         // Every file the daemon keeps (the database, its WAL, the journal).
-        for entry in walk(state.path()) {
+        for entry in files_under(state.path()) {
             if entry.components().any(|c| c.as_os_str() == "repos" || c.as_os_str() == "objects") {
                 continue;
             }
@@ -416,17 +416,4 @@ fn the_daemon_stores_and_serves_no_rotated_secret() {
             assert!(!bytes.windows(secret.len()).any(|w| w == secret.as_bytes()), "{secret} in {}", entry.display());
         }
     }
-}
-
-fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).unwrap().flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            out.extend(walk(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out
 }
