@@ -196,6 +196,27 @@ fn a_mapping_of_many_keys_is_checked_in_linear_time() {
 }
 
 #[test]
+fn many_unknown_fields_are_reported_in_linear_time() {
+    // Each problem was placed by a walk of the mapping: 50,000 unknown fields took 17 s of a
+    // debug build, and the count grew as its square.
+    let w = Workdir::new();
+    let mut text = String::from("jobs:\n  job::/dev::a:\n");
+    for i in 0..100_000 {
+        text.push_str(&format!("    k{i}: 1\n"));
+    }
+    w.write("a.yaml", &text);
+    let (out, _) = run_bounded(w.path(), &["validate", "."], 30);
+    ended_cleanly(&out, 1);
+    assert!(
+        out.stderr.contains("a.yaml:3:5: error: unknown field `k0`"),
+        "{}",
+        &out.stderr[..out.stderr.len().min(2000)]
+    );
+    assert!(out.stderr.contains("the first 100 are shown"), "{}", &out.stderr[..out.stderr.len().min(2000)]);
+    assert!(out.stderr.lines().count() < 200, "{} lines", out.stderr.lines().count());
+}
+
+#[test]
 fn a_file_over_the_size_limit_is_one_error_naming_it() {
     let w = Workdir::new();
     w.write("a.yaml", &job("a", "{a: b}"));
