@@ -143,8 +143,9 @@ impl Config {
     /// Read `capstan.yaml` from `path`, or the defaults when `path` does not exist and was not
     /// named explicitly.
     pub fn load(path: &Path, explicit: bool) -> anyhow::Result<(Config, Option<PathBuf>)> {
-        let text = match std::fs::read_to_string(path) {
-            Ok(t) => t,
+        let text = match crate::source::Budget::default().read(path, path) {
+            Ok(Some(t)) => t,
+            Ok(None) => anyhow::bail!("{}: not UTF-8 text", path.display()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => {
                 return Ok((Config::default(), None));
             }

@@ -246,6 +246,8 @@ pub async fn plan(
     if problems.has_errors() {
         return Err(InvalidInput(problems).into());
     }
+    // A field a secret variable fills holds the old secret on the live side: masked too.
+    rendered.redactor.learn_changes(&changes);
     let plan = plan::build(&changes, &rendered.desired, &live)
         .map_err(|d| PlanError::Invalid(InvalidInput(Diagnostics(vec![d]))))?;
     let preview = if plan.is_empty() { None } else { provider.preview(&changes, &rendered.desired, &live).await };

@@ -7,24 +7,49 @@
 //! any string is replaced too. A changed secret shows as changed — `(sensitive, changed)` —
 //! without a byte of either value.
 
+use aho_corasick::{AhoCorasick, MatchKind};
 use serde_json::{Map, Value};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, OnceLock};
 
 pub const MASK: &str = "(sensitive)";
 pub const MASK_CHANGED: &str = "(sensitive, changed)";
 
 /// Secret values shorter than this are not searched for inside strings (a one-letter password
-/// would mask every such letter everywhere); their fields are still masked.
+/// would mask every such letter everywhere); their fields are still masked, and so are the
+/// strings they were substituted into.
 const MIN_SECRET_LEN: usize = 3;
 
-#[derive(Clone, Debug, Default)]
+/// Keys of one mapping that a secret was substituted into, compared with the live keys beside
+/// them (more would make a mapping of many such keys quadratic; they are masked all the same).
+const SECRET_KEYS_CHECKED: usize = 64;
+
+#[derive(Clone, Default)]
 pub struct Redactor {
     /// Names listed under `sensitive`, lowercased.
     listed: HashSet<String>,
-    /// Secret values, longest first so a longer secret is masked before a part of it.
-    values: Vec<String>,
+    /// Secret values.
+    values: HashSet<String>,
+    /// Strings secret variables were substituted into, with the literal parts around the
+    /// secrets: the same field on the live side holds the old secret in the same place.
+    templates: HashMap<String, Arc<[String]>>,
+    /// Finds every value in one pass, longest first (a longer secret is masked before a part of
+    /// it); built when first needed after the values change.
+    matcher: OnceLock<Option<AhoCorasick>>,
 }
 
+/// Names only: a redactor's values are what it keeps out of every output.
+impl std::fmt::Debug for Redactor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut listed: Vec<&String> = self.listed.iter().collect();
+        listed.sort();
+        f.debug_struct("Redactor")
+            .field("listed", &listed)
+            .field("values", &self.values.len())
+            .field("templates", &self.templates.len())
+            .finish()
+    }
+}
 /// Whether a field or variable name says it holds a secret.
 pub fn name_says_secret(name: &str) -> bool {
     // Most names contain none of the words at all: say so without allocating.
@@ -72,7 +97,7 @@ fn words(name: &str) -> Vec<String> {
 
 impl Redactor {
     pub fn new(listed: &[String]) -> Self {
-        Redactor { listed: listed.iter().map(|s| s.to_lowercase()).collect(), values: Vec::new() }
+        Redactor { listed: listed.iter().map(|s| s.to_lowercase()).collect(), ..Redactor::default() }
     }
 
     pub fn is_sensitive(&self, name: &str) -> bool {
@@ -81,9 +106,18 @@ impl Redactor {
 
     /// Remember a secret value, to mask wherever it appears.
     pub fn add_value(&mut self, v: &str) {
-        if v.len() >= MIN_SECRET_LEN && !self.values.iter().any(|x| x == v) {
-            self.values.push(v.to_string());
-            self.values.sort_by_key(|s| std::cmp::Reverse(s.len()));
+        if v.len() >= MIN_SECRET_LEN && !self.values.contains(v) {
+            self.values.insert(v.to_string());
+            self.matcher = OnceLock::new();
+        }
+    }
+
+    /// Remember a string that secrets were substituted into, with the literal parts around them
+    /// (`run --key ${SECRET}`: `["run --key ", ""]`): it is shown with each secret masked, and
+    /// so is the same field on the other side of a change.
+    pub fn add_template(&mut self, text: &str, parts: Vec<String>) {
+        if !self.templates.contains_key(text) {
+            self.templates.insert(text.to_string(), parts.into());
         }
     }
 
@@ -113,32 +147,122 @@ impl Redactor {
         }
     }
 
+    /// Learn the old secrets a change's live side holds: where the declaration has a string a
+    /// secret was substituted into, the live string in the same place (or a live key beside
+    /// such a key) holds the secret it had then, between the same literal parts.
+    pub fn learn_change(&mut self, before: &Value, after: &Value) {
+        if self.templates.is_empty() {
+            return;
+        }
+        match (before, after) {
+            (Value::Object(bm), Value::Object(am)) => {
+                // A key that is nothing but a secret would match every live key: not learnt from.
+                let keys: Vec<Arc<[String]>> = am
+                    .keys()
+                    .filter_map(|k| self.templates.get(k).cloned())
+                    .filter(|parts| parts.iter().any(|p| !p.is_empty()))
+                    .take(SECRET_KEYS_CHECKED)
+                    .collect();
+                for (k, bv) in bm {
+                    match am.get(k) {
+                        Some(av) => self.learn_change(bv, av),
+                        None => {
+                            if let Some(gaps) = keys.iter().find_map(|parts| secrets_between(parts, k)) {
+                                gaps.iter().for_each(|g| self.add_value(g));
+                            }
+                        }
+                    }
+                }
+            }
+            (Value::Array(ba), Value::Array(aa)) if ba.len() == aa.len() => {
+                ba.iter().zip(aa).for_each(|(b, a)| self.learn_change(b, a));
+            }
+            (Value::String(bs), Value::String(as_)) if bs != as_ => {
+                if let Some(parts) = self.templates.get(as_).cloned()
+                    && let Some(gaps) = secrets_between(&parts, bs)
+                {
+                    gaps.iter().for_each(|g| self.add_value(g));
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// [`Redactor::learn_change`] for every change of a set that has both sides.
+    pub fn learn_changes(&mut self, changes: &crate::diff::ChangeSet) {
+        for c in &changes.changes {
+            if let (Some(before), Some(after)) = (&c.before, &c.after) {
+                self.learn_change(before, after);
+            }
+        }
+    }
+
     pub fn merge(&mut self, other: &Redactor) {
         self.listed.extend(other.listed.iter().cloned());
         for v in &other.values {
             self.add_value(v);
         }
+        for (t, parts) in &other.templates {
+            self.templates.entry(t.clone()).or_insert_with(|| parts.clone());
+        }
+    }
+
+    fn matcher(&self) -> Option<&AhoCorasick> {
+        self.matcher
+            .get_or_init(|| {
+                if self.values.is_empty() {
+                    return None;
+                }
+                AhoCorasick::builder().match_kind(MatchKind::LeftmostLongest).build(&self.values).ok()
+            })
+            .as_ref()
     }
 
     /// Mask secret values inside free text.
     pub fn text(&self, s: &str) -> String {
-        let mut out = s.to_string();
-        for v in &self.values {
-            if out.contains(v.as_str()) {
-                out = out.replace(v.as_str(), MASK);
-            }
+        match self.templates.get(s) {
+            Some(parts) => self.join_masked(parts),
+            None => self.values_masked(s),
         }
-        out
     }
 
-    /// A value tree with every secret masked.
+    fn values_masked(&self, s: &str) -> String {
+        match self.matcher() {
+            Some(m) if m.is_match(s) => {
+                let mut out = String::with_capacity(s.len());
+                m.replace_all_with(s, &mut out, |_, _, out| {
+                    out.push_str(MASK);
+                    true
+                });
+                out
+            }
+            _ => s.to_string(),
+        }
+    }
+
+    /// A template's literal parts with every secret masked.
+    fn join_masked(&self, parts: &[String]) -> String {
+        parts.iter().map(|p| self.values_masked(p)).collect::<Vec<_>>().join(MASK)
+    }
+
+    /// A diagnostic's message and note, masked.
+    pub fn diagnostic(&self, d: &mut crate::diagnostic::Diagnostic) {
+        d.message = self.text(&d.message);
+        if let Some(related) = d.related.as_mut() {
+            related.1 = self.text(&related.1);
+        }
+    }
+
+    /// A value tree with every secret masked, in keys too.
     pub fn value(&self, v: &Value) -> Value {
         match v {
-            Value::Object(m) => Value::Object(
-                m.iter()
-                    .map(|(k, x)| (k.clone(), if self.is_sensitive(k) { mask(x) } else { self.value(x) }))
-                    .collect(),
-            ),
+            Value::Object(m) => {
+                let mut out = Map::with_capacity(m.len());
+                for (k, x) in m {
+                    insert_unique(&mut out, self.text(k), if self.is_sensitive(k) { mask(x) } else { self.value(x) });
+                }
+                Value::Object(out)
+            }
             Value::Array(a) => Value::Array(a.iter().map(|x| self.value(x)).collect()),
             Value::String(s) => Value::String(self.text(s)),
             other => other.clone(),
@@ -161,25 +285,33 @@ impl Redactor {
             (Value::Object(bm), Value::Object(am)) => {
                 let mut bo = Map::new();
                 let mut ao = Map::new();
+                // Keys a secret was substituted into: a live key beside them may hold an old one.
+                let secret_keys: Vec<&Arc<[String]>> =
+                    am.keys().filter_map(|k| self.templates.get(k)).take(SECRET_KEYS_CHECKED).collect();
                 for (k, bv) in bm {
                     match am.get(k) {
                         Some(av) if self.is_sensitive(k) => {
-                            bo.insert(k.clone(), mask(bv));
+                            insert_unique(&mut bo, self.text(k), mask(bv));
                             let changed = fingerprint(bv) != fingerprint(av);
-                            ao.insert(k.clone(), if changed { Value::String(MASK_CHANGED.into()) } else { mask(av) });
+                            let av = if changed { Value::String(MASK_CHANGED.into()) } else { mask(av) };
+                            insert_unique(&mut ao, self.text(k), av);
                         }
                         Some(av) => {
                             let (x, y) = self.pair_values(bv, av);
-                            bo.insert(k.clone(), x);
-                            ao.insert(k.clone(), y);
+                            insert_unique(&mut bo, self.text(k), x);
+                            insert_unique(&mut ao, self.text(k), y);
                         }
                         None => {
-                            bo.insert(k.clone(), if self.is_sensitive(k) { mask(bv) } else { self.value(bv) });
+                            let key = match secret_keys.iter().find(|parts| secrets_between(parts, k).is_some()) {
+                                Some(parts) => self.join_masked(parts),
+                                None => self.text(k),
+                            };
+                            insert_unique(&mut bo, key, if self.is_sensitive(k) { mask(bv) } else { self.value(bv) });
                         }
                     }
                 }
                 for (k, av) in am.iter().filter(|(k, _)| !bm.contains_key(*k)) {
-                    ao.insert(k.clone(), if self.is_sensitive(k) { mask(av) } else { self.value(av) });
+                    insert_unique(&mut ao, self.text(k), if self.is_sensitive(k) { mask(av) } else { self.value(av) });
                 }
                 (Value::Object(bo), Value::Object(ao))
             }
@@ -188,7 +320,14 @@ impl Redactor {
                 (Value::Array(x), Value::Array(y))
             }
             (Value::String(bs), Value::String(as_)) => {
-                let (bt, at) = (self.text(bs), self.text(as_));
+                let at = self.text(as_);
+                let bt = match self.templates.get(as_) {
+                    // The declared string carries a secret: the live one in its place carries the
+                    // old one, between the same parts (or, when those changed too, anywhere).
+                    Some(parts) if secrets_between(parts, bs).is_some() => self.join_masked(parts),
+                    Some(_) => MASK.to_string(),
+                    None => self.text(bs),
+                };
                 // Both masked to the same text but different underneath: say so.
                 if bt == at && bs != as_ {
                     (Value::String(bt), Value::String(MASK_CHANGED.into()))
@@ -199,6 +338,38 @@ impl Redactor {
             (b, a) => (self.value(b), self.value(a)),
         }
     }
+}
+
+/// The secrets in `s` if it is made of `parts` with something between each two of them: what
+/// lies between (`["run --key ", ""]` and `run --key abc` give `["abc"]`).
+fn secrets_between<'s>(parts: &[String], s: &'s str) -> Option<Vec<&'s str>> {
+    let (first, last) = (parts.first()?, parts.last()?);
+    if parts.len() < 2
+        || s.len() < first.len() + last.len()
+        || !s.starts_with(first.as_str())
+        || !s.ends_with(last.as_str())
+    {
+        return None;
+    }
+    let mut rest = &s[first.len()..s.len() - last.len()];
+    let mut gaps = Vec::with_capacity(parts.len() - 1);
+    for part in &parts[1..parts.len() - 1] {
+        let at = rest.find(part.as_str())?;
+        gaps.push(&rest[..at]);
+        rest = &rest[at + part.len()..];
+    }
+    gaps.push(rest);
+    Some(gaps)
+}
+
+/// Insert under `key`, or under `key #2`, `#3`... when masking made two keys the same.
+fn insert_unique(map: &mut Map<String, Value>, key: String, v: Value) {
+    if !map.contains_key(&key) {
+        map.insert(key, v);
+        return;
+    }
+    let free = (2..).map(|n| format!("{key} #{n}")).find(|k| !map.contains_key(k)).expect("a free name");
+    map.insert(free, v);
 }
 
 /// A keyed hash of a secret value: what is compared to tell that a secret changed, so the
@@ -274,5 +445,41 @@ mod tests {
         assert_eq!(a.unwrap(), json!({"api_token": "(sensitive, changed)", "n": 2}));
         let (b, a) = r.pair(Some(&json!({"api_token": "same"})), Some(&json!({"api_token": "same"})));
         assert_eq!(b, a);
+    }
+
+    #[test]
+    fn a_field_a_secret_was_substituted_into_is_masked_on_both_sides() {
+        let mut r = Redactor::new(&[]);
+        r.add_template("run --key k2 --fast", vec!["run --key ".into(), " --fast".into()]);
+        let (b, a) = r.pair(Some(&json!({"CMD": "run --key k1 --fast"})), Some(&json!({"CMD": "run --key k2 --fast"})));
+        assert_eq!(b.unwrap(), json!({"CMD": "run --key (sensitive) --fast"}));
+        assert_eq!(a.unwrap(), json!({"CMD": "(sensitive, changed)"}));
+        // Other parts changed too: the old string is hidden whole.
+        let (b, _) = r.pair(Some(&json!({"CMD": "go k1"})), Some(&json!({"CMD": "run --key k2 --fast"})));
+        assert_eq!(b.unwrap(), json!({"CMD": "(sensitive)"}));
+    }
+
+    #[test]
+    fn old_secrets_are_learnt_from_the_live_side_and_masked_everywhere() {
+        let mut r = Redactor::new(&[]);
+        r.add_template("run --key new-1", vec!["run --key ".into(), String::new()]);
+        r.add_template("t-new-1", vec!["t-".into(), String::new()]);
+        r.learn_change(
+            &json!({"CMD": "run --key old-1", "tags": {"t-old-1": "v"}}),
+            &json!({"CMD": "run --key new-1", "tags": {"t-new-1": "v"}}),
+        );
+        assert_eq!(r.text("a message about old-1"), "a message about (sensitive)");
+        let masked = r.value(&json!({"tags": {"t-old-1": "v", "t-new-1": "w"}}));
+        assert_eq!(masked, json!({"tags": {"t-(sensitive)": "v", "t-(sensitive) #2": "w"}}));
+    }
+
+    #[test]
+    fn many_secrets_are_added_and_searched_in_one_pass() {
+        let mut r = Redactor::new(&[]);
+        for i in 0..20_000 {
+            r.add_value(&format!("secret-{i:05}"));
+        }
+        r.add_value("secret-00001-longer");
+        assert_eq!(r.text("a secret-00001-longer b secret-19999"), "a (sensitive) b (sensitive)");
     }
 }

@@ -341,7 +341,7 @@ fn a_secret_is_in_no_output_log_event_or_stored_record() {
             }
         }
         seen.push((format!("the daemon's stderr (--log-format {format}, RUST_LOG=debug)"), logged));
-        for entry in walk(state.path()) {
+        for entry in files_under(state.path()) {
             let bytes = std::fs::read(&entry).unwrap_or_default();
             if entry.to_string_lossy().contains("sandbox-") || entry.to_string_lossy().contains("repos") {
                 continue; // the platform's own state, not capstan's record
@@ -350,7 +350,7 @@ fn a_secret_is_in_no_output_log_event_or_stored_record() {
         }
         (current, first) = (rotated, second);
     }
-    for entry in walk(&repo.path().join(".capstan")) {
+    for entry in files_under(&repo.path().join(".capstan")) {
         let bytes = std::fs::read(&entry).unwrap_or_default();
         if entry.to_string_lossy().contains("sandbox-") || entry.to_string_lossy().contains("repos") {
             continue;
@@ -363,19 +363,4 @@ fn a_secret_is_in_no_output_log_event_or_stored_record() {
         }
     }
     assert!(seen.iter().any(|(_, t)| t.contains("(sensitive)")), "secrets were masked, not dropped");
-}
-
-fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    if let Ok(rd) = std::fs::read_dir(dir) {
-        for e in rd.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                out.extend(walk(&p));
-            } else {
-                out.push(p);
-            }
-        }
-    }
-    out
 }

@@ -3,7 +3,7 @@
 use super::output::{self, Style};
 use super::{
     Cli, Command, DaemonArgs, InputArgs, PlanAction, PlanFormat, PreviewArgs, RenderFormat, RollbackArgs, SandboxArgs,
-    SandboxCommand, TargetArgs, markdown, note, shutdown_signal,
+    SandboxCommand, TargetArgs, markdown, note, out, outln, shutdown_signal,
 };
 use crate::apply::{self, ApplyOptions, Observer, Status, StepOutcome};
 use crate::config::Config;
@@ -16,7 +16,7 @@ use crate::sandbox::{Sandbox, SandboxOptions};
 use crate::source::git::{GitSource, RepoSpec};
 use crate::source::{self, Snapshot};
 use anyhow::Context;
-use std::io::{BufRead, IsTerminal, Write};
+use std::io::{BufRead, IsTerminal};
 use std::path::PathBuf;
 use tracing::Level;
 
@@ -41,20 +41,23 @@ pub async fn run(cli: Cli) -> u8 {
         Command::Sandbox(SandboxCommand::Serve(args)) => serve(args).await,
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
-            clap_complete::generate(shell, &mut cmd, "capstan", &mut std::io::stdout());
-            Ok(EXIT_OK)
+            // Into memory first: the generator panics when its writer fails (a closed pipe).
+            let mut text = Vec::new();
+            clap_complete::generate(shell, &mut cmd, "capstan", &mut text);
+            out(&String::from_utf8_lossy(&text)).map(|()| EXIT_OK).map_err(Into::into)
         }
         Command::Man => {
             let cmd = <Cli as clap::CommandFactory>::command();
-            clap_mangen::Man::new(cmd).render(&mut std::io::stdout()).map(|()| EXIT_OK).map_err(Into::into)
+            let mut text = Vec::new();
+            clap_mangen::Man::new(cmd)
+                .render(&mut text)
+                .and_then(|()| out(&String::from_utf8_lossy(&text)))
+                .map(|()| EXIT_OK)
+                .map_err(Into::into)
         }
     };
     match result {
         Ok(code) => code,
-        // A reader that went away (`capstan man | head`) is not an error worth a message.
-        Err(e) if e.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe) => {
-            EXIT_OK
-        }
         Err(e) => {
             if let Some(InvalidInput(diags)) = e.downcast_ref::<InvalidInput>() {
                 print_diagnostics(diags, err_style);
@@ -150,7 +153,7 @@ async fn render(input: &InputArgs, format: RenderFormat, color: super::ColorChoi
         RenderFormat::Json => serde_json::to_string_pretty(&merged)? + "\n",
         RenderFormat::Yaml => serde_yaml::to_string(&merged)?,
     };
-    std::io::stdout().write_all(text.as_bytes())?;
+    out(&text)?;
     Ok(EXIT_OK)
 }
 
@@ -182,16 +185,19 @@ async fn validate(input: &InputArgs, color: super::ColorChoice) -> anyhow::Resul
         }
     }
     print_warnings(&warnings, color);
-    println!(
+    outln(&format!(
         "{} valid: {} resources in {} documents.",
         input.dir.display(),
         rendered.desired.resources.len(),
         rendered.document_count
-    );
+    ))?;
     if !external.is_empty() {
-        println!("{} referenced resources are not declared here; plan checks them on the target:", external.len());
+        outln(&format!(
+            "{} referenced resources are not declared here; plan checks them on the target:",
+            external.len()
+        ))?;
         for (name, x) in &external {
-            println!("  {name} ({})", x.at);
+            outln(&format!("  {name} ({})", x.at))?;
         }
     }
     Ok(EXIT_OK)
@@ -244,7 +250,7 @@ async fn plan(
         json
     };
     match format {
-        PlanFormat::Json => println!("{}", serde_json::to_string_pretty(&json())?),
+        PlanFormat::Json => outln(&serde_json::to_string_pretty(&json())?)?,
         PlanFormat::Markdown => {
             let report = markdown::Report {
                 title: preview.title.clone(),
@@ -256,16 +262,16 @@ async fn plan(
                 declared: declared.as_ref().map(|d| d.markdown()),
                 live: true,
             };
-            print!("{}", markdown::render(&report, template.as_deref())?);
+            out(&markdown::render(&report, template.as_deref())?)?;
         }
         PlanFormat::Text => {
             note(Level::INFO, &Style::stderr(color).dim(&format!("Planning against {description}.")));
             if let Some(d) = &declared {
-                print!("{}", d.text(Style::stdout(color)));
+                out(&d.text(Style::stdout(color)))?;
             }
-            print!("{}", output::plan_text(changes, &planned.plan, warnings, Style::stdout(color), redactor));
+            out(&output::plan_text(changes, &planned.plan, warnings, Style::stdout(color), redactor))?;
             if let Some(p) = &planned.preview {
-                print!("{}", output::preview_text(p, Style::stdout(color), redactor));
+                out(&output::preview_text(p, Style::stdout(color), redactor))?;
             }
         }
     }
@@ -359,11 +365,13 @@ fn declared_change(input: &InputArgs, head: &Input, base: &str) -> anyhow::Resul
     let head_rendered = engine::render(&head.snapshot, &head.config, &opts, provider.as_ref(), None)?;
     let mut redactor = head_rendered.redactor.clone();
     redactor.merge(&base_rendered.redactor);
+    let changes = crate::diff::diff_declared(provider.as_ref(), &base_rendered.desired, &head_rendered.desired);
+    redactor.learn_changes(&changes);
     Ok(Declared {
         base: base_sha,
         head: head.commit.clone().unwrap_or_default(),
         platform: provider.platform(),
-        changes: crate::diff::diff_declared(provider.as_ref(), &base_rendered.desired, &head_rendered.desired),
+        changes,
         redactor,
         warnings: head_rendered.warnings,
     })
@@ -384,7 +392,7 @@ fn print_declared_only(
                 "platform": d.platform,
                 "declared_changes": d.json(&d.redactor),
             });
-            println!("{}", serde_json::to_string_pretty(&v)?);
+            outln(&serde_json::to_string_pretty(&v)?)?;
         }
         PlanFormat::Markdown => {
             let report = markdown::Report {
@@ -397,9 +405,9 @@ fn print_declared_only(
                 declared: Some(d.markdown()),
                 live: false,
             };
-            print!("{}", markdown::render(&report, template)?);
+            out(&markdown::render(&report, template)?)?;
         }
-        PlanFormat::Text => print!("{}", d.text(Style::stdout(color))),
+        PlanFormat::Text => out(&d.text(Style::stdout(color)))?,
     }
     Ok(if detailed && d.changes.has_changes() { EXIT_CHANGES } else { EXIT_OK })
 }
@@ -485,7 +493,9 @@ impl Observer for Progress<'_> {
                 bar.inc(1);
                 self.show_running();
             }
-            None => println!("{line}"),
+            None => {
+                let _ = outln(&line);
+            }
         }
     }
 }
@@ -515,9 +525,9 @@ async fn apply(
                 .map_err(plan_error)?;
         note(Level::INFO, &Style::stderr(color).dim(&format!("Applying to {}.", connected.description)));
         let redactor = &planned.rendered.redactor;
-        print!("{}", output::plan_text(&planned.changes, &planned.plan, &planned.rendered.warnings, style, redactor));
+        out(&output::plan_text(&planned.changes, &planned.plan, &planned.rendered.warnings, style, redactor))?;
         if let Some(p) = &planned.preview {
-            print!("{}", output::preview_text(p, style, redactor));
+            out(&output::preview_text(p, style, redactor))?;
         }
         if planned.plan.is_empty() {
             return Ok(EXIT_OK);
@@ -526,7 +536,7 @@ async fn apply(
             anyhow::bail!("{why}");
         }
         if !yes && !confirm()? {
-            println!("Apply cancelled; nothing was changed.");
+            outln("Apply cancelled; nothing was changed.")?;
             return Ok(EXIT_ERROR);
         }
         let journal = std::sync::Arc::new(crate::journal::Journal::begin(&state_dir, &connected.key, &planned.plan)?);
@@ -557,8 +567,8 @@ async fn apply(
         journal.end(if outcome.converged() && verified.is_ok() { "done" } else { "failed" })?;
         let text = output::outcome_text(&planned.plan, &planned.rendered.desired, &outcome, style, redactor);
         match &verified {
-            Ok(()) => print!("{text}"),
-            Err(_) => print!("{}", text.replacen("Apply complete:", "Apply not converged:", 1)),
+            Ok(()) => out(&text)?,
+            Err(_) => out(&text.replacen("Apply complete:", "Apply not converged:", 1))?,
         }
         if let Err(why) = verified {
             anyhow::bail!("{}", redactor.text(&why));
@@ -575,8 +585,7 @@ fn confirm() -> anyhow::Result<bool> {
     if !std::io::stdin().is_terminal() {
         anyhow::bail!("refusing to apply without --yes: standard input is not a terminal, so nobody can confirm");
     }
-    print!("\nDo you want to apply these changes? Only 'yes' will be accepted: ");
-    std::io::stdout().flush()?;
+    out("\nDo you want to apply these changes? Only 'yes' will be accepted: ")?;
     let mut answer = String::new();
     std::io::stdin().lock().read_line(&mut answer)?;
     Ok(answer.trim() == "yes")
@@ -605,8 +614,7 @@ async fn serve(args: SandboxArgs) -> anyhow::Result<u8> {
         grouped_steps: args.grouped_steps,
     };
     let sandbox = Sandbox::start(opts).await?;
-    println!("capstan sandbox ({}) listening on {}", args.platform, sandbox.url());
-    std::io::stdout().flush()?;
+    outln(&format!("capstan sandbox ({}) listening on {}", args.platform, sandbox.url()))?;
     shutdown_signal().await;
     sandbox.shutdown().await?;
     Ok(EXIT_OK)
@@ -647,7 +655,7 @@ async fn rollback(args: RollbackArgs, color: super::ColorChoice) -> anyhow::Resu
         let body = serde_json::json!({ "to": args.to });
         let answer =
             ask_daemon(daemon, reqwest::Method::POST, "/v1/rollback", args.token_env.as_deref(), Some(&body)).await?;
-        println!("{}", answer.get("message").and_then(|m| m.as_str()).unwrap_or(""));
+        outln(answer.get("message").and_then(|m| m.as_str()).unwrap_or(""))?;
         return Ok(EXIT_OK);
     }
     let input = InputArgs {
@@ -704,9 +712,9 @@ async fn drive_daemon(action: PlanAction, color: super::ColorChoice) -> anyhow::
     };
     let body = ask_daemon(&r.daemon, method, path, r.token_env.as_deref(), None).await?;
     match (&action, r.output) {
-        (_, PlanFormat::Json) => println!("{}", serde_json::to_string_pretty(&body)?),
-        (PlanAction::Status(_), _) => print!("{}", output::daemon_plan_text(&body, Style::stdout(color))),
-        (_, _) => println!("{}", body.get("message").and_then(|m| m.as_str()).unwrap_or("ok")),
+        (_, PlanFormat::Json) => outln(&serde_json::to_string_pretty(&body)?)?,
+        (PlanAction::Status(_), _) => out(&output::daemon_plan_text(&body, Style::stdout(color)))?,
+        (_, _) => outln(body.get("message").and_then(|m| m.as_str()).unwrap_or("ok"))?,
     }
     Ok(EXIT_OK)
 }

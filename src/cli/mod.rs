@@ -76,8 +76,8 @@ pub enum Command {
         /// Apply without asking for confirmation.
         #[arg(long, short = 'y')]
         yes: bool,
-        /// How many requests may run at once (a batch of steps the platform takes together is one).
-        #[arg(long, default_value_t = crate::apply::DEFAULT_PARALLELISM)]
+        /// How many requests may run at once (a batch of steps the platform takes together is one; 1 to 1024).
+        #[arg(long, default_value_t = crate::apply::DEFAULT_PARALLELISM, value_parser = parse_parallelism)]
         parallelism: usize,
         /// Apply even when the plan deletes more than the mass-delete guard allows.
         #[arg(long)]
@@ -145,8 +145,8 @@ pub struct RollbackArgs {
     /// Apply without asking for confirmation.
     #[arg(long, short = 'y')]
     pub yes: bool,
-    /// How many requests may run at once (a batch of steps the platform takes together is one).
-    #[arg(long, default_value_t = crate::apply::DEFAULT_PARALLELISM)]
+    /// How many requests may run at once (a batch of steps the platform takes together is one; 1 to 1024).
+    #[arg(long, default_value_t = crate::apply::DEFAULT_PARALLELISM, value_parser = parse_parallelism)]
     pub parallelism: usize,
     /// Apply even when the plan deletes more than the mass-delete guard allows.
     #[arg(long)]
@@ -195,8 +195,8 @@ pub struct DaemonArgs {
     /// Environment variable holding the secret that signs webhooks.
     #[arg(long)]
     pub webhook_secret_env: Option<String>,
-    /// How many requests may run at once (a batch of steps the platform takes together is one).
-    #[arg(long, default_value_t = crate::apply::DEFAULT_PARALLELISM)]
+    /// How many requests may run at once (a batch of steps the platform takes together is one; 1 to 1024).
+    #[arg(long, default_value_t = crate::apply::DEFAULT_PARALLELISM, value_parser = parse_parallelism)]
     pub parallelism: usize,
     /// Override a platform's deployment lock (Marathon: force=true) instead of waiting for it.
     #[arg(long)]
@@ -214,7 +214,10 @@ pub struct DaemonArgs {
     pub variables: VarArgs,
 }
 
-/// `250ms`, `30s`, `5m`, `1h`, or a bare number of seconds.
+/// The longest duration a flag takes: a year (anything longer overflows a clock somewhere).
+const MAX_DURATION_SECS: f64 = 365.0 * 24.0 * 3600.0;
+
+/// `250ms`, `30s`, `5m`, `1h`, or a bare number of seconds: from 1 ms to a year.
 pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len());
@@ -227,7 +230,34 @@ pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
         "h" => n * 3600.0,
         _ => return Err(format!("unknown unit {unit:?} in {s:?}: expected ms, s, m or h")),
     };
+    if !(0.001..=MAX_DURATION_SECS).contains(&secs) {
+        return Err(format!("{s:?} is out of range: expected from 1ms to 365 days"));
+    }
     Ok(std::time::Duration::from_secs_f64(secs))
+}
+
+/// How many steps may run at once: 1 to 1024.
+fn parse_parallelism(s: &str) -> Result<usize, String> {
+    match s.trim().parse::<usize>() {
+        Ok(n @ 1..=1024) => Ok(n),
+        _ => Err(format!("expected a number of steps from 1 to 1024, got {s:?}")),
+    }
+}
+
+/// Milliseconds of a sandbox delay: 0 to an hour.
+fn parse_millis(s: &str) -> Result<u64, String> {
+    match s.trim().parse::<u64>() {
+        Ok(n @ 0..=3_600_000) => Ok(n),
+        _ => Err(format!("expected milliseconds from 0 to 3600000 (an hour), got {s:?}")),
+    }
+}
+
+/// A share of requests: 0 to 1.
+fn parse_rate(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(p) if (0.0..=1.0).contains(&p) => Ok(p),
+        _ => Err(format!("expected a share from 0 to 1, got {s:?}")),
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -248,20 +278,20 @@ pub struct SandboxArgs {
     #[arg(long)]
     pub state: Option<PathBuf>,
     /// Milliseconds added to every API response.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, value_parser = parse_millis)]
     pub latency_ms: u64,
     /// Up to this many more milliseconds, at random.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, value_parser = parse_millis)]
     pub latency_jitter_ms: u64,
     /// Milliseconds asynchronous work takes (job starts, tasks; each Marathon deployment step
     /// that launches tasks).
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, value_parser = parse_millis)]
     pub rollout_ms: u64,
     /// Share of API requests answered 500, 502, 503 or 504 (0 to 1).
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.0, value_parser = parse_rate)]
     pub fail_rate: f64,
     /// Share of API requests whose connection is dropped, before or after the change is made.
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.0, value_parser = parse_rate)]
     pub reset_rate: f64,
     /// Seed of the faults' randomness, so a run can be repeated.
     #[arg(long)]
@@ -401,6 +431,39 @@ pub(crate) fn json_stderr() -> bool {
     JSON_STDERR.load(std::sync::atomic::Ordering::Relaxed)
 }
 
+/// Whether stdout's reader has gone away (`capstan validate | head -1`).
+static STDOUT_GONE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Write to stdout. A reader that went away is not an error: the rest of the output is
+/// dropped and the command carries on to its own exit code (a plan still says whether there
+/// are changes, an apply keeps applying). Other failures (a full disk) are errors.
+pub(crate) fn out(text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::sync::atomic::Ordering::Relaxed;
+    if STDOUT_GONE.load(Relaxed) {
+        return Ok(());
+    }
+    let mut stdout = std::io::stdout().lock();
+    match stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+            STDOUT_GONE.store(true, Relaxed);
+            Ok(())
+        }
+        other => other,
+    }
+}
+
+/// `out` of a line.
+pub(crate) fn outln(text: &str) -> std::io::Result<()> {
+    out(&format!("{text}\n"))
+}
+
+/// Write to stderr; nothing is left to tell when that fails (a closed pipe), so it is ignored.
+fn err(text: &str) {
+    use std::io::Write;
+    let _ = std::io::stderr().lock().write_all(text.as_bytes());
+}
+
 /// A message for people on stderr (what is being used, errors, warnings). With
 /// `--log-format json` it is one JSON object shaped as the log lines are, so that every line
 /// of stderr is one object; it is shown whatever `RUST_LOG` says.
@@ -413,11 +476,11 @@ pub(crate) fn note(level: tracing::Level, text: &str) {
             "fields": { "message": text.trim_end() },
             "target": "capstan",
         });
-        eprintln!("{line}");
+        err(&format!("{line}\n"));
     } else if text.ends_with('\n') {
-        eprint!("{text}");
+        err(text);
     } else {
-        eprintln!("{text}");
+        err(&format!("{text}\n"));
     }
 }
 
@@ -438,7 +501,7 @@ pub fn main() -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("capstan: cannot start the async runtime: {e}");
+            err(&format!("capstan: cannot start the async runtime: {e}\n"));
             return ExitCode::from(1);
         }
     };

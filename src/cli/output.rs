@@ -397,7 +397,7 @@ pub fn resource_changes_json(changes: &ChangeSet, redactor: &Redactor) -> Vec<Va
                     } else {
                         redactor.pair(f.before.as_ref(), f.after.as_ref())
                     };
-                    let mut v = json!({ "path": f.path });
+                    let mut v = json!({ "path": redactor.text(&f.path) });
                     if let Some(b) = b {
                         v["before"] = b;
                     }

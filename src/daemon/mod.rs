@@ -782,14 +782,13 @@ pub async fn serve(opts: DaemonOptions) -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
     let app = api::router(daemon.clone());
     let server = tokio::spawn(axum::serve(listener, app).with_graceful_shutdown(daemon.closed()).into_future());
-    println!(
-        "capstan daemon listening on http://{addr}, applying {} ({}) to {}",
+    // A closed stdout is no reason to stop (nor to panic, as println! would).
+    let _ = crate::cli::out(&format!(
+        "capstan daemon listening on http://{addr}, applying {} ({}) to {}\n",
         daemon.opts.repo.location,
         daemon.opts.repo.reference.as_deref().unwrap_or("default branch"),
         daemon.target_description()
-    );
-    use std::io::Write;
-    let _ = std::io::stdout().flush();
+    ));
     let runner = tokio::spawn(daemon.clone().run());
     crate::cli::shutdown_signal().await;
     tracing::info!("shutting down: finishing the running step");

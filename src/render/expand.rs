@@ -9,11 +9,31 @@
 //! given. `$${` writes a literal `${`. A plain (unquoted) YAML scalar that is exactly one
 //! reference is typed after substitution where the schema expects a number or boolean there,
 //! so `num_instances: ${N}` becomes a number while `tags: {build: ${N}}` stays a string.
+//!
+//! Substitution may add at most [`MAX_GROWTH`] bytes to one document (a 1 MB variable used a
+//! thousand times is an error, not a gigabyte), and every string a secret variable was
+//! substituted into is reported ([`Secretive`]), so that its value is masked on both sides of a
+//! change — the live side holds the old secret, which no list of current values knows.
 
 use super::yaml::{Document, Node, NodeValue, Pos, Style};
 use crate::diagnostic::{Diagnostic, Diagnostics, Location};
 use indexmap::IndexMap;
+use std::collections::HashSet;
 use std::ops::Range;
+
+/// The most that substituting variables may add to one document.
+pub const MAX_GROWTH: usize = 16 << 20;
+
+/// A string a secret variable was substituted into: its text after expansion, and where in it
+/// each secret went.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Secretive {
+    pub text: String,
+    pub secrets: Vec<Range<usize>>,
+    /// Where the string is written, and whether it is a mapping key.
+    pub at: Location,
+    pub key: bool,
+}
 
 /// Tells whether a byte range of a string lies in the namespace part of an identity, where an
 /// empty expansion is filled by the default namespace instead of being an error.
@@ -27,6 +47,8 @@ pub struct Expander<'a> {
     /// Names the platform expands itself at run time (Marathon's `${PORT0}`): an unresolved
     /// reference to one is left as written, with neither error nor warning.
     pub runtime_variable: &'a dyn Fn(&str) -> bool,
+    /// Whether a variable's value is secret (its name says so, or `sensitive` lists it).
+    pub secret: &'a dyn Fn(&str) -> bool,
 }
 
 /// The top-level keys that configure expansion and are never expanded themselves.
@@ -35,15 +57,38 @@ pub const CONTROL_KEYS: [&str; 2] = ["variables", "default_namespace"];
 struct Pass<'a, 'b> {
     ex: &'b Expander<'a>,
     doc_file: &'b Document,
-    missing_seen: Vec<String>,
+    missing_seen: HashSet<String>,
     diags: &'b mut Diagnostics,
+    /// Bytes substitution has added to the document so far.
+    growth: usize,
+    secretive: Vec<Secretive>,
+}
+
+impl Secretive {
+    /// The literal parts around the secrets (`run --key ${SECRET}` gives `["run --key ", ""]`).
+    pub fn parts(&self) -> Vec<String> {
+        let mut parts = Vec::with_capacity(self.secrets.len() + 1);
+        let mut from = 0;
+        for r in &self.secrets {
+            parts.push(self.text[from..r.start].to_string());
+            from = r.end;
+        }
+        parts.push(self.text[from..].to_string());
+        parts
+    }
+
+    pub fn values(&self) -> impl Iterator<Item = &str> {
+        self.secrets.iter().map(|r| &self.text[r.clone()])
+    }
 }
 
 impl Expander<'_> {
-    /// Expand one document in place; problems go to `diags`.
-    pub fn expand(&self, doc: &mut Document, diags: &mut Diagnostics) {
+    /// Expand one document in place; problems go to `diags`. Returns the strings that secret
+    /// variables were substituted into.
+    pub fn expand(&self, doc: &mut Document, diags: &mut Diagnostics) -> Vec<Secretive> {
         let mut root = std::mem::replace(&mut doc.root, Node { pos: Pos::default(), value: NodeValue::Null });
-        let mut pass = Pass { ex: self, doc_file: doc, missing_seen: Vec::new(), diags };
+        let mut pass =
+            Pass { ex: self, doc_file: doc, missing_seen: HashSet::new(), diags, growth: 0, secretive: Vec::new() };
         if let NodeValue::Map(entries) = &mut root.value {
             for e in entries.iter_mut() {
                 if CONTROL_KEYS.contains(&e.key.as_str()) {
@@ -54,13 +99,15 @@ impl Expander<'_> {
         } else {
             pass.node(&mut root);
         }
+        let secretive = pass.secretive;
         doc.root = root;
+        secretive
     }
 }
 
 impl Pass<'_, '_> {
     fn entry(&mut self, e: &mut super::yaml::Entry) {
-        if let Some(s) = self.string(&e.key, e.key_pos, e.key_style) {
+        if let Some(s) = self.string(&e.key, e.key_pos, e.key_style, true) {
             e.key = s;
         }
         self.node(&mut e.value);
@@ -71,7 +118,7 @@ impl Pass<'_, '_> {
             NodeValue::Str(text, style) => {
                 let style = *style;
                 let whole_reference = style == Style::Plain && is_single_reference(text);
-                if let Some(expanded) = self.string(text, node.pos, style) {
+                if let Some(expanded) = self.string(text, node.pos, style, false) {
                     let style = if whole_reference { Style::Substituted } else { style };
                     node.value = NodeValue::Str(expanded, style);
                 }
@@ -83,11 +130,12 @@ impl Pass<'_, '_> {
     }
 
     /// The expanded text, or None when it contains no reference (nothing to rewrite).
-    fn string(&mut self, text: &str, pos: Pos, style: Style) -> Option<String> {
-        if !text.contains('$') {
+    fn string(&mut self, text: &str, pos: Pos, style: Style, key: bool) -> Option<String> {
+        if !text.contains('$') || self.growth > MAX_GROWTH {
             return None;
         }
         let mut out = String::with_capacity(text.len());
+        let mut secrets: Vec<Range<usize>> = Vec::new();
         let mut rest = 0;
         let bytes = text.as_bytes();
         let mut i = 0;
@@ -129,7 +177,23 @@ impl Pass<'_, '_> {
             let end = i + 3 + close;
             out.push_str(&text[rest..i]);
             match self.ex.vars.get(name) {
-                Some(value) => out.push_str(value),
+                Some(value) => {
+                    self.growth = self.growth.saturating_add(value.len().saturating_sub(end - i));
+                    if self.growth > MAX_GROWTH {
+                        self.diags.push(Diagnostic::error_at(
+                            self.place(pos, style, i),
+                            format!(
+                                "variables make this document too large here: expected substitution to add at most {MAX_GROWTH} bytes (16 MiB) to one document"
+                            ),
+                        ));
+                        return None;
+                    }
+                    let start = out.len();
+                    out.push_str(value);
+                    if (self.ex.secret)(name) {
+                        secrets.push(start..out.len());
+                    }
+                }
                 None if (self.ex.runtime_variable)(name) => out.push_str(&text[i..end]),
                 None => self.missing(name, text, i..end, pos, style),
             }
@@ -141,6 +205,10 @@ impl Pass<'_, '_> {
             return None;
         }
         out.push_str(&text[rest..]);
+        if !secrets.is_empty() {
+            let at = self.doc_file.location(pos);
+            self.secretive.push(Secretive { text: out.clone(), secrets, at, key });
+        }
         Some(out)
     }
 
@@ -155,8 +223,7 @@ impl Pass<'_, '_> {
             ));
             return;
         }
-        if !self.missing_seen.iter().any(|n| n == name) {
-            self.missing_seen.push(name.to_string());
+        if self.missing_seen.insert(name.to_string()) {
             self.diags.push(Diagnostic::warning(Some(at), format!("no value found for variable {name}")));
         }
     }
@@ -234,8 +301,14 @@ mod tests {
         let mut docs = parse_documents(&Arc::from(Path::new("m.yaml")), text).unwrap();
         let vars: IndexMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         let mut diags = Diagnostics::default();
-        Expander { vars: &vars, strict, namespace_slot: &apcera_ns_slot, runtime_variable: &|_| false }
-            .expand(&mut docs[0], &mut diags);
+        Expander {
+            vars: &vars,
+            strict,
+            namespace_slot: &apcera_ns_slot,
+            runtime_variable: &|_| false,
+            secret: &crate::redact::name_says_secret,
+        }
+        .expand(&mut docs[0], &mut diags);
         (docs[0].root.to_json(), diags)
     }
 
@@ -272,8 +345,14 @@ mod tests {
         let mut docs = parse_documents(&Arc::from(Path::new("m.yaml")), "n: ${N}\ns: \"${N}\"\n").unwrap();
         let vars: IndexMap<String, String> = [("N".to_string(), "3".to_string())].into_iter().collect();
         let mut diags = Diagnostics::default();
-        Expander { vars: &vars, strict: true, namespace_slot: &apcera_ns_slot, runtime_variable: &|_| false }
-            .expand(&mut docs[0], &mut diags);
+        Expander {
+            vars: &vars,
+            strict: true,
+            namespace_slot: &apcera_ns_slot,
+            runtime_variable: &|_| false,
+            secret: &|_| false,
+        }
+        .expand(&mut docs[0], &mut diags);
         assert_eq!(docs[0].root.get("n").unwrap().value, NodeValue::Str("3".into(), Style::Substituted));
         assert_eq!(docs[0].root.get("s").unwrap().value, NodeValue::Str("3".into(), Style::Quoted));
     }
@@ -290,5 +369,45 @@ mod tests {
     fn malformed_references_are_errors() {
         let (_, d) = run("a: ${oops\nb: ${1x}\n", &[], true);
         assert_eq!(d.errors().count(), 2);
+    }
+
+    #[test]
+    fn strings_a_secret_is_substituted_into_are_reported_with_their_literal_parts() {
+        let mut docs = parse_documents(
+            &Arc::from(Path::new("m.yaml")),
+            "a: run --key ${API_KEY} --host ${HOST}\nb: ${HOST}\n\"t-${API_KEY}\": v\n",
+        )
+        .unwrap();
+        let vars: IndexMap<String, String> =
+            [("API_KEY", "k1"), ("HOST", "h")].iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let mut diags = Diagnostics::default();
+        let found = Expander {
+            vars: &vars,
+            strict: true,
+            namespace_slot: &apcera_ns_slot,
+            runtime_variable: &|_| false,
+            secret: &crate::redact::name_says_secret,
+        }
+        .expand(&mut docs[0], &mut diags);
+        let got: Vec<_> = found.iter().map(|s| (s.text.as_str(), s.parts(), s.key, s.at.line)).collect();
+        assert_eq!(
+            got,
+            vec![
+                ("run --key k1 --host h", vec!["run --key ".to_string(), " --host h".to_string()], false, 1),
+                ("t-k1", vec!["t-".to_string(), String::new()], true, 3),
+            ]
+        );
+    }
+
+    #[test]
+    fn substitution_is_bounded_by_what_it_adds_to_a_document() {
+        let big = "x".repeat(1 << 20);
+        let refs: String = (0..20).map(|i| format!("a{i}: ${{BIG}}\n")).collect();
+        let (_, d) = run(&refs, &[("BIG", &big)], true);
+        let e = d.errors().next().expect("an error");
+        assert!(e.message.contains("too large"), "{}", e.message);
+        assert_eq!(d.errors().count(), 1, "one error, then no more substitution");
+        let refs: String = (0..15).map(|i| format!("a{i}: ${{BIG}}\n")).collect();
+        assert!(!run(&refs, &[("BIG", &big)], true).1.has_errors());
     }
 }

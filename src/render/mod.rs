@@ -62,6 +62,8 @@ struct FileOutput {
     diagnostics: Vec<Diagnostic>,
     /// Values of variables whose names mark them secret.
     secrets: Vec<String>,
+    /// Strings those values were substituted into.
+    secretive: Vec<expand::Secretive>,
     document_count: usize,
 }
 
@@ -118,6 +120,7 @@ pub fn render(
         diags.extend(out.diagnostics);
         documents.extend(out.documents);
         out.secrets.iter().for_each(|v| redactor.add_value(v));
+        out.secretive.iter().for_each(|s| redactor.add_template(&s.text, s.parts()));
         for r in out.resources {
             redactor.learn(&r.spec);
             if let Some(first) = desired.resources.get(&r.id) {
@@ -147,6 +150,8 @@ pub fn render(
         provider.link(&mut desired, &mut diags);
     }
     diags.sort();
+    // A message may quote what a secret was substituted into (an unknown field's name).
+    diags.0.iter_mut().for_each(|d| redactor.diagnostic(d));
     if diags.has_errors() {
         return Err(InvalidInput(diags));
     }
@@ -245,11 +250,13 @@ impl Inputs<'_> {
                 .or_else(|| self.config_namespace.clone());
             let slot = |text: &str, range: std::ops::Range<usize>| self.provider.namespace_slot(text, range);
             let runtime = |name: &str| self.provider.runtime_variable(name);
-            Expander {
+            let secret = |name: &str| self.redactor.is_sensitive(name);
+            let secretive = Expander {
                 vars: &vars,
                 strict: !self.opts.allow_missing_vars,
                 namespace_slot: &slot,
                 runtime_variable: &runtime,
+                secret: &secret,
             }
             .expand(&mut doc, &mut diags);
             self.provider.apply_default_namespace(&mut doc, namespace.as_deref(), &mut diags);
@@ -267,8 +274,11 @@ impl Inputs<'_> {
                 }
             }
             if !diags.has_errors() {
-                out.resources.extend(self.provider.decode(&doc, &value, &mut diags));
+                let resources = self.provider.decode(&doc, &value, &mut diags);
+                secret_identities(&resources, &secretive, &mut diags);
+                out.resources.extend(resources);
             }
+            out.secretive.extend(secretive);
             if self.opts.keep_documents {
                 out.documents.push(value);
             }
@@ -307,6 +317,27 @@ fn keys_distinct_after_expansion(doc: &yaml::Document, diags: &mut Diagnostics) 
             }
             yaml::NodeValue::Seq(items) => stack.extend(items),
             _ => {}
+        }
+    }
+}
+
+/// A resource is named in every output, so its identity may not hold a secret: one whose key a
+/// secret variable was substituted into (or whose name contains such a value) is an error.
+fn secret_identities(resources: &[DesiredResource], secretive: &[expand::Secretive], diags: &mut Diagnostics) {
+    if secretive.is_empty() {
+        return;
+    }
+    let keys: std::collections::HashSet<&crate::diagnostic::Location> =
+        secretive.iter().filter(|s| s.key).map(|s| &s.at).collect();
+    let mut values = Redactor::default();
+    secretive.iter().flat_map(|s| s.values()).for_each(|v| values.add_value(v));
+    for r in resources {
+        let id = r.id.to_string();
+        if keys.contains(&r.origin) || values.text(&id) != id {
+            diags.push(Diagnostic::error_at(
+                r.origin.clone(),
+                "a secret variable is part of this identity: expected no secret in a resource's name or namespace, which every plan, log and event shows",
+            ));
         }
     }
 }

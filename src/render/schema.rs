@@ -71,6 +71,10 @@ pub fn validator(name: &'static str) -> Arc<Validator> {
     v
 }
 
+/// Schema problems reported for one document at most: placing each costs a walk of the
+/// document, so fifty thousand unknown fields must not cost fifty thousand walks.
+pub const MAX_ERRORS: usize = 100;
+
 /// Check the part of a document at `prefix` (a JSON pointer, "" for the whole) against a
 /// schema; each violation becomes an error at its place.
 pub fn validate(name: &'static str, doc: &Document, prefix: &str, value: &Value, diags: &mut Diagnostics) {
@@ -78,7 +82,13 @@ pub fn validate(name: &'static str, doc: &Document, prefix: &str, value: &Value,
     if v.is_valid(value) {
         return;
     }
+    let before = diags.0.len();
+    let mut truncated = false;
     for err in v.iter_errors(value) {
+        if diags.0.len() - before >= MAX_ERRORS {
+            truncated = true;
+            break;
+        }
         let relative = err.instance_path().to_string();
         let pointer = format!("{prefix}{relative}");
         let field = field_name(&pointer);
@@ -86,7 +96,8 @@ pub fn validate(name: &'static str, doc: &Document, prefix: &str, value: &Value,
             ValidationErrorKind::AdditionalProperties { unexpected }
             | ValidationErrorKind::UnevaluatedProperties { unexpected } => {
                 let allowed = allowed_properties(name, &relative);
-                for prop in unexpected {
+                truncated |= unexpected.len() > MAX_ERRORS;
+                for prop in unexpected.iter().take(MAX_ERRORS) {
                     let mut msg = format!("unknown field `{prop}`{}", context(&pointer));
                     if !allowed.is_empty() {
                         if let Some(s) = suggestion(prop, &allowed) {
@@ -125,6 +136,13 @@ pub fn validate(name: &'static str, doc: &Document, prefix: &str, value: &Value,
                     format!("invalid value for {field}: expected a string matching {pattern}"),
                 ));
             }
+            ValidationErrorKind::Maximum { limit } | ValidationErrorKind::Minimum { limit } => {
+                let bound = if matches!(err.kind(), ValidationErrorKind::Maximum { .. }) { "most" } else { "least" };
+                diags.push(Diagnostic::error_at(
+                    doc.locate(&pointer),
+                    format!("out of range for {field}: expected at {bound} {limit}"),
+                ));
+            }
             ValidationErrorKind::PropertyNames { .. } => {
                 // Identity keys are checked, with a precise message, by the provider.
             }
@@ -135,6 +153,13 @@ pub fn validate(name: &'static str, doc: &Document, prefix: &str, value: &Value,
                 ));
             }
         }
+    }
+    if truncated {
+        diags.0.truncate(before + MAX_ERRORS);
+        diags.push(Diagnostic::error_at(
+            doc.location(doc.root.pos),
+            format!("more schema problems in this document: the first {MAX_ERRORS} are shown"),
+        ));
     }
 }
 

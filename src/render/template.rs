@@ -24,7 +24,16 @@ pub fn render(file: &Path, text: &str, context: &Value) -> Result<String, Diagno
         Diagnostic::error_at(at(line, column), format!("invalid template: {}", e.reason()))
     })?;
     hb.register_template("manifest", template);
-    hb.render("manifest", context).map_err(|e| {
+    // Into a bounded buffer: `{{BIG}}` a million times must not take terabytes first.
+    let mut out = Bounded(Vec::new());
+    let rendered = hb.render_to_write("manifest", context, &mut out);
+    if out.0.len() > super::yaml::MAX_FILE_BYTES {
+        return Err(Diagnostic::error_at(
+            Location::file_start(file),
+            format!("the template renders to more than {} bytes: expected at most 16 MiB", super::yaml::MAX_FILE_BYTES),
+        ));
+    }
+    rendered.map(|()| String::from_utf8_lossy(&out.0).into_owned()).map_err(|e| {
         let message = match e.reason() {
             handlebars::RenderErrorReason::MissingVariable(Some(name)) => format!(
                 "no value found for {name:?} in the template: expected it in `variables` (capstan.yaml) or from `--var {name}=VALUE`"
@@ -33,6 +42,24 @@ pub fn render(file: &Path, text: &str, context: &Value) -> Result<String, Diagno
         };
         Diagnostic::error_at(at(e.line_no, e.column_no), message)
     })
+}
+
+/// A buffer that refuses to grow past the size of one manifest file.
+struct Bounded(Vec<u8>);
+
+impl std::io::Write for Bounded {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.0.len() + buf.len() > super::yaml::MAX_FILE_BYTES {
+            self.0.resize(super::yaml::MAX_FILE_BYTES + 1, 0);
+            return Err(std::io::Error::other("the template renders to more than 16 MiB"));
+        }
+        self.0.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -55,5 +82,12 @@ mod tests {
         assert!(e.message.contains("NOPE"), "{}", e.message);
         let e = render(Path::new("a.yaml.hbs"), "a: {{#if x}}\n", &json!({})).unwrap_err();
         assert!(e.message.starts_with("invalid template"), "{}", e.message);
+    }
+
+    #[test]
+    fn a_template_that_renders_too_large_is_an_error_not_a_huge_string() {
+        let big = "x".repeat(1 << 20);
+        let e = render(Path::new("a.yaml.hbs"), &"{{BIG}}".repeat(20), &json!({"BIG": big})).unwrap_err();
+        assert!(e.message.contains("more than 16777216 bytes"), "{}", e.message);
     }
 }

@@ -88,9 +88,28 @@ impl Document {
     }
 }
 
+/// The most one manifest file (or capstan.yaml, or a template's output) may hold.
+pub const MAX_FILE_BYTES: usize = 16 << 20;
+
+/// How deep mappings and sequences may nest: far beyond any manifest, and shallow enough that
+/// every recursive walk over a document (expansion, schema validation, JSON, redaction, diffs,
+/// a plan's JSON read back by serde_json, whose own limit is 128) is safe on any thread's stack.
+pub const MAX_DEPTH: usize = 64;
+
+/// What aliases may copy into one file: nodes, and bytes of keys and scalars, so that neither
+/// a "billion laughs" of small nodes nor a few copies of one huge string can exhaust memory.
+pub const MAX_ALIAS_NODES: usize = 100_000;
+pub const MAX_ALIAS_BYTES: usize = 16 << 20;
+
 /// Parse every document in a YAML or JSON file. A syntax error is one diagnostic at its place.
 pub fn parse_documents(file: &Arc<Path>, text: &str) -> Result<Vec<Document>, Diagnostic> {
     let at = |line: usize, col: usize| Location::new(file.to_path_buf(), line, col);
+    if text.len() > MAX_FILE_BYTES {
+        return Err(Diagnostic::error_at(
+            at(1, 1),
+            format!("holds {} bytes: expected at most {MAX_FILE_BYTES} bytes (16 MiB) in one file", text.len()),
+        ));
+    }
     let mut parser = Parser::new_from_str(text);
     let mut builder = Builder::default();
     while let Some(event) = parser.next_event() {
@@ -116,70 +135,130 @@ pub fn parse_documents(file: &Arc<Path>, text: &str) -> Result<Vec<Document>, Di
         .collect())
 }
 
-/// Bound on nodes copied by aliases, so a "billion laughs" document cannot exhaust memory.
-const ALIAS_NODE_LIMIT: usize = 100_000;
-
 type BuildError = (Pos, String, Option<(Pos, String)>);
 
-enum Frame {
-    Seq { pos: Pos, anchor: usize, items: Vec<Node> },
-    Map { pos: Pos, anchor: usize, entries: Vec<Entry>, key: Option<(String, Pos, Style)> },
+/// The size of a node and everything under it: nodes, and bytes of keys and scalars.
+#[derive(Clone, Copy, Debug, Default)]
+struct Weight {
+    nodes: usize,
+    bytes: usize,
 }
+
+impl Weight {
+    fn add(&mut self, other: Weight) {
+        self.nodes = self.nodes.saturating_add(other.nodes);
+        self.bytes = self.bytes.saturating_add(other.bytes);
+    }
+}
+
+/// From this many keys on, a mapping looks for duplicates through a set of key hashes instead of
+/// scanning its entries, so that a mapping of N keys is checked in O(N), not O(N²).
+const KEY_INDEX_FROM: usize = 8;
+
+enum Frame {
+    Seq {
+        pos: Pos,
+        anchor: usize,
+        items: Vec<Node>,
+        weight: Weight,
+    },
+    Map {
+        pos: Pos,
+        anchor: usize,
+        entries: Vec<Entry>,
+        key: Option<(String, Pos, Style)>,
+        weight: Weight,
+        keys: KeyIndex,
+    },
+}
+
+/// Hashes of a large mapping's keys. The hasher is keyed at random per process, so no input
+/// can be made to collide on purpose; a hash found is confirmed by comparing the keys.
+#[derive(Default)]
+struct KeyIndex(Option<std::collections::HashSet<u64>>);
 
 /// Builds [`Node`] trees from the parser's events.
 #[derive(Default)]
 struct Builder {
     stack: Vec<Frame>,
     documents: Vec<Node>,
-    anchors: std::collections::HashMap<usize, Node>,
-    alias_nodes: usize,
+    /// Anchored nodes and their weights (cloned only while they fit what aliases may copy).
+    anchors: std::collections::HashMap<usize, Option<(Node, Weight)>>,
+    /// What aliases copied so far, and what anchors hold.
+    aliased: Weight,
+    anchored: Weight,
+    hasher: std::hash::RandomState,
 }
 
 impl Builder {
     fn event(&mut self, event: Event<'_>, pos: Pos) -> Result<(), BuildError> {
         match event {
             Event::Scalar(text, style, anchor, tag) => {
-                if let Some(Frame::Map { key: key @ None, .. }) = self.stack.last_mut() {
+                if let Some(Frame::Map { key: key @ None, weight, .. }) = self.stack.last_mut() {
+                    weight.bytes = weight.bytes.saturating_add(text.len());
                     *key = Some((text.to_string(), pos, style_of(style)));
                     return Ok(());
                 }
                 let value = scalar_value(&text, style, tag.as_deref()).map_err(|m| (pos, m, None))?;
-                self.finish(Node { pos, value }, anchor)
+                self.finish(Node { pos, value }, anchor, Weight { nodes: 1, bytes: text.len() })
             }
             Event::SequenceStart(anchor, _) => {
-                self.expect_value(pos)?;
-                self.stack.push(Frame::Seq { pos, anchor, items: Vec::new() });
+                self.open(pos)?;
+                self.stack.push(Frame::Seq { pos, anchor, items: Vec::new(), weight: Weight::default() });
                 Ok(())
             }
             Event::MappingStart(anchor, _) => {
-                self.expect_value(pos)?;
-                self.stack.push(Frame::Map { pos, anchor, entries: Vec::new(), key: None });
+                self.open(pos)?;
+                self.stack.push(Frame::Map {
+                    pos,
+                    anchor,
+                    entries: Vec::new(),
+                    key: None,
+                    weight: Weight::default(),
+                    keys: KeyIndex::default(),
+                });
                 Ok(())
             }
             Event::SequenceEnd | Event::MappingEnd => {
-                let (node, anchor) = match self.stack.pop() {
-                    Some(Frame::Seq { pos, anchor, items }) => (Node { pos, value: NodeValue::Seq(items) }, anchor),
-                    Some(Frame::Map { pos, anchor, entries, .. }) => {
-                        (Node { pos, value: NodeValue::Map(entries) }, anchor)
+                let (node, anchor, mut weight) = match self.stack.pop() {
+                    Some(Frame::Seq { pos, anchor, items, weight }) => {
+                        (Node { pos, value: NodeValue::Seq(items) }, anchor, weight)
+                    }
+                    Some(Frame::Map { pos, anchor, entries, weight, .. }) => {
+                        (Node { pos, value: NodeValue::Map(entries) }, anchor, weight)
                     }
                     None => return Err((pos, "unbalanced YAML collection".into(), None)),
                 };
-                self.finish(node, anchor)
+                weight.nodes = weight.nodes.saturating_add(1);
+                self.finish(node, anchor, weight)
             }
             Event::Alias(id) => {
-                let node = self.anchors.get(&id).cloned().ok_or((pos, "alias to an unknown anchor".into(), None))?;
-                self.alias_nodes += count_nodes(&node);
-                if self.alias_nodes > ALIAS_NODE_LIMIT {
-                    return Err((pos, format!("aliases expand to more than {ALIAS_NODE_LIMIT} nodes"), None));
+                let Some(anchored) = self.anchors.get(&id) else {
+                    return Err((pos, "alias to an unknown anchor".into(), None));
+                };
+                let weight =
+                    anchored.as_ref().map(|(_, w)| *w).unwrap_or(Weight { nodes: usize::MAX, bytes: usize::MAX });
+                self.aliased.add(weight);
+                if self.aliased.nodes > MAX_ALIAS_NODES || self.aliased.bytes > MAX_ALIAS_BYTES {
+                    return Err((
+                        pos,
+                        format!(
+                            "aliases copy too much: expected at most {MAX_ALIAS_NODES} nodes and {MAX_ALIAS_BYTES} bytes (16 MiB) copied by aliases in one file"
+                        ),
+                        None,
+                    ));
                 }
-                if let Some(Frame::Map { key: key @ None, .. }) = self.stack.last_mut() {
+                let node =
+                    anchored.as_ref().map(|(n, _)| n.clone()).expect("a copy too large to keep fails the limit above");
+                if let Some(Frame::Map { key: key @ None, weight: parent, .. }) = self.stack.last_mut() {
                     let NodeValue::Str(text, style) = node.value else {
                         return Err((pos, "a mapping key must be a string, found a collection".into(), None));
                     };
+                    parent.bytes = parent.bytes.saturating_add(text.len());
                     *key = Some((text, pos, style));
                     return Ok(());
                 }
-                self.finish(Node { pos, ..node }, 0)
+                self.finish(Node { pos, ..node }, 0, weight)
             }
             Event::DocumentEnd => {
                 // A document with no content at all is an empty one.
@@ -193,28 +272,46 @@ impl Builder {
         }
     }
 
-    /// A collection cannot be a mapping key.
-    fn expect_value(&self, pos: Pos) -> Result<(), BuildError> {
+    /// A collection starts: it cannot be a mapping key, and it may not nest too deep.
+    fn open(&self, pos: Pos) -> Result<(), BuildError> {
         if let Some(Frame::Map { key: None, .. }) = self.stack.last() {
             return Err((pos, "a mapping key must be a string, found a collection".into(), None));
+        }
+        if self.stack.len() >= MAX_DEPTH {
+            return Err((
+                pos,
+                format!("mappings and sequences nest too deep here: expected at most {MAX_DEPTH} levels"),
+                None,
+            ));
         }
         Ok(())
     }
 
     /// Put a complete node where it belongs: in its parent, or as the document's root.
-    fn finish(&mut self, node: Node, anchor: usize) -> Result<(), BuildError> {
+    fn finish(&mut self, node: Node, anchor: usize, weight: Weight) -> Result<(), BuildError> {
         if anchor != 0 {
-            self.anchors.insert(anchor, node.clone());
+            // An anchor keeps a copy for its aliases; what no alias could ever copy is not kept,
+            // so that nested anchors cannot multiply a file's size in memory.
+            self.anchored.add(weight);
+            let fits = self.anchored.nodes <= MAX_ALIAS_NODES.saturating_mul(2)
+                && self.anchored.bytes <= MAX_ALIAS_BYTES.saturating_mul(2)
+                && weight.nodes <= MAX_ALIAS_NODES
+                && weight.bytes <= MAX_ALIAS_BYTES;
+            self.anchors.insert(anchor, fits.then(|| (node.clone(), weight)));
         }
         match self.stack.last_mut() {
-            Some(Frame::Seq { items, .. }) => items.push(node),
-            Some(Frame::Map { entries, key, .. }) => {
+            Some(Frame::Seq { items, weight: parent, .. }) => {
+                parent.add(weight);
+                items.push(node);
+            }
+            Some(Frame::Map { entries, key, weight: parent, keys, .. }) => {
+                parent.add(weight);
                 let (k, key_pos, key_style) = key.take().expect("a value follows its key");
-                if let Some(first) = entries.iter().find(|e| e.key == k) {
+                if let Some(first) = find_duplicate(entries, keys, &self.hasher, &k) {
                     return Err((
                         key_pos,
                         format!("duplicate key {k:?} in one mapping"),
-                        Some((first.key_pos, "first written here".into())),
+                        Some((first, "first written here".into())),
                     ));
                 }
                 entries.push(Entry { key: k, key_pos, key_style, value: node });
@@ -228,12 +325,19 @@ impl Builder {
     }
 }
 
-fn count_nodes(n: &Node) -> usize {
-    1 + match &n.value {
-        NodeValue::Seq(items) => items.iter().map(count_nodes).sum(),
-        NodeValue::Map(entries) => entries.iter().map(|e| count_nodes(&e.value)).sum(),
-        _ => 0,
+/// Where `key` is already written in a mapping's `entries`, if it is; records `key` as written.
+fn find_duplicate(
+    entries: &[Entry],
+    keys: &mut KeyIndex,
+    hasher: &impl std::hash::BuildHasher,
+    key: &str,
+) -> Option<Pos> {
+    let scan = || entries.iter().find(|e| e.key == key).map(|e| e.key_pos);
+    if entries.len() < KEY_INDEX_FROM {
+        return scan();
     }
+    let index = keys.0.get_or_insert_with(|| entries.iter().map(|e| hasher.hash_one(e.key.as_str())).collect());
+    if index.insert(hasher.hash_one(key)) { None } else { scan() }
 }
 
 fn style_of(style: ScalarStyle) -> Style {
@@ -425,5 +529,56 @@ mod tests {
         let docs = parse("---\na: 1\n---\n---\nb: 2\n").unwrap();
         assert_eq!(docs.len(), 2);
         assert_eq!(docs[1].index, 2);
+    }
+
+    #[test]
+    fn nesting_is_bounded_in_block_and_flow_style() {
+        let deep_block = format!("{}a\n", "- ".repeat(MAX_DEPTH + 1));
+        let deep_flow = format!("{}{}", "[".repeat(MAX_DEPTH + 1), "]".repeat(MAX_DEPTH + 1));
+        for text in [deep_block, deep_flow] {
+            let e = parse(&text).unwrap_err();
+            assert!(e.message.contains("nest too deep"), "{}", e.message);
+            assert_eq!(e.location.unwrap().line, 1);
+        }
+        let ok = format!("{}a\n", "- ".repeat(MAX_DEPTH));
+        parse(&ok).unwrap();
+    }
+
+    #[test]
+    fn aliases_are_bounded_by_the_bytes_they_copy() {
+        let big = "x".repeat(1 << 20);
+        let text = format!("a: &s {big}\nb: [{}]\n", vec!["*s"; 17].join(", "));
+        let e = parse(&text).unwrap_err();
+        assert!(e.message.contains("aliases copy too much"), "{}", e.message);
+        let text = format!("a: &s {big}\nb: [{}]\n", vec!["*s"; 15].join(", "));
+        assert_eq!(parse(&text).unwrap()[0].root.get("b").unwrap().to_json().as_array().unwrap().len(), 15);
+    }
+
+    #[test]
+    fn nested_anchors_keep_no_copy_that_no_alias_could_use() {
+        // Every level anchored: copies of each would hold the file many times over.
+        let mut text = String::new();
+        for i in 0..40 {
+            text.push_str(&format!("{}k{i}: &a{i}\n", "  ".repeat(i)));
+        }
+        text.push_str(&format!("{}leaf: {}\n", "  ".repeat(40), "y".repeat(1 << 20)));
+        parse(&text).unwrap();
+    }
+
+    #[test]
+    fn many_keys_are_checked_for_duplicates_in_linear_time() {
+        let mut text: String = (0..50_000).map(|i| format!("k{i}: {i}\n")).collect();
+        assert_eq!(parse(&text).unwrap()[0].root.entries().len(), 50_000);
+        text.push_str("k7: again\n");
+        let e = parse(&text).unwrap_err();
+        assert_eq!((e.location.unwrap().line, e.related.unwrap().0.line), (50_001, 8));
+    }
+
+    #[test]
+    fn a_file_over_the_size_limit_is_one_error_naming_it() {
+        let text = "#".repeat(MAX_FILE_BYTES + 1);
+        let e = parse(&text).unwrap_err();
+        assert!(e.message.contains("16 MiB"), "{}", e.message);
+        assert_eq!(e.location.unwrap().to_string(), "m.yaml:1:1");
     }
 }

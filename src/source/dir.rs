@@ -25,17 +25,19 @@ pub fn snapshot(root: &Path) -> anyhow::Result<Snapshot> {
     check_refused(&refused)?;
     paths.sort();
     let mut files = Vec::with_capacity(paths.len());
+    let mut budget = super::Budget::default();
     for rel in paths {
         let path = root.join(&rel);
-        let bytes = std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
-        let text = String::from_utf8(bytes).map_err(|_| anyhow::anyhow!("{}: not UTF-8 text", path.display()))?;
+        let text = budget.read(&path, &path).with_context(|| format!("cannot read {}", path.display()))?;
+        let text = text.ok_or_else(|| anyhow::anyhow!("{}: not UTF-8 text", path.display()))?;
         files.push(SourceFile { path: display_path(root, &rel), text: text.into() });
     }
     let config_path = root.join(crate::config::CONFIG_FILE);
-    let config = match std::fs::read_to_string(&config_path) {
-        Ok(text) => {
+    let config = match budget.read(&config_path, &config_path) {
+        Ok(Some(text)) => {
             Some(SourceFile { path: display_path(root, Path::new(crate::config::CONFIG_FILE)), text: text.into() })
         }
+        Ok(None) => anyhow::bail!("{}: not UTF-8 text", config_path.display()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
         Err(e) => return Err(e).with_context(|| format!("cannot read {}", config_path.display())),
     };

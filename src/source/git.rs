@@ -157,6 +157,7 @@ impl GitSource {
         let mut config = None;
         let mut refused = Vec::new();
         let shown = |rel: &Path| if base.is_empty() { rel.to_path_buf() } else { Path::new(base).join(rel) };
+        let mut budget = super::Budget::default();
         for entry in tree.traverse().breadthfirst.files()? {
             let hidden = entry.filepath.split(|b| *b == b'/').any(|c| c.starts_with(b"."));
             if hidden {
@@ -180,10 +181,13 @@ impl GitSource {
             if !entry.mode.is_blob() || !(is_config || is_manifest_path(&rel)) {
                 continue;
             }
+            let path = shown(&rel);
+            // The size from the object's header, before a byte of it is inflated.
+            budget.take(&path, repo.find_header(entry.oid)?.size())?;
             let blob = repo.find_blob(entry.oid)?;
             let text = String::from_utf8(blob.data.clone())
                 .map_err(|_| anyhow::anyhow!("{}: not UTF-8 text", rel.display()))?;
-            let file = SourceFile { path: shown(&rel), text: text.into() };
+            let file = SourceFile { path, text: text.into() };
             if is_config {
                 config = Some(file);
             } else {

@@ -34,6 +34,45 @@ pub struct Snapshot {
     pub config: Option<SourceFile>,
 }
 
+/// The most all of one snapshot's files may hold together (one file may hold
+/// [`crate::render::yaml::MAX_FILE_BYTES`]).
+pub const MAX_SNAPSHOT_BYTES: usize = 64 << 20;
+
+/// Counts what a snapshot has read, so that no file and no snapshot grows past its limit
+/// before it is read (a 10 GB file, a symlink to `/dev/zero`).
+#[derive(Default)]
+pub struct Budget {
+    used: usize,
+}
+
+impl Budget {
+    /// Take `len` bytes of `shown` out of the budget, or say which limit it is over.
+    pub fn take(&mut self, shown: &std::path::Path, len: u64) -> anyhow::Result<()> {
+        let max = crate::render::yaml::MAX_FILE_BYTES;
+        if len > max as u64 {
+            anyhow::bail!("{}: holds {len} bytes: expected at most {max} bytes (16 MiB) in one file", shown.display());
+        }
+        self.used += len as usize;
+        if self.used > MAX_SNAPSHOT_BYTES {
+            anyhow::bail!(
+                "{}: the manifests hold more than {MAX_SNAPSHOT_BYTES} bytes together: expected at most 64 MiB in one snapshot",
+                shown.display()
+            );
+        }
+        Ok(())
+    }
+
+    /// Read a file as UTF-8 text within the budget, reading no more than the limit allows.
+    pub fn read(&mut self, path: &std::path::Path, shown: &std::path::Path) -> std::io::Result<Option<String>> {
+        use std::io::Read;
+        let file = std::fs::File::open(path)?;
+        let mut bytes = Vec::new();
+        file.take(crate::render::yaml::MAX_FILE_BYTES as u64 + 1).read_to_end(&mut bytes)?;
+        self.take(shown, bytes.len() as u64).map_err(std::io::Error::other)?;
+        Ok(String::from_utf8(bytes).ok())
+    }
+}
+
 /// Whether a path inside the manifest directory is a manifest: `*.yaml`, `*.yml` or `*.json`,
 /// or one of those rendered from a handlebars template (`*.yaml.hbs`, ...), not hidden, and not
 /// the root's `capstan.yaml` (which is configuration).

@@ -10,8 +10,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
+/// The binary under test; `CAPSTAN_TEST_BIN` names another (an older build, to see a
+/// regression test fail on the code before a fix).
 pub fn capstan_bin() -> &'static str {
-    env!("CARGO_BIN_EXE_capstan")
+    static BIN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| std::env::var("CAPSTAN_TEST_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_capstan").to_string()))
 }
 
 pub fn repo_root() -> PathBuf {
@@ -247,4 +250,18 @@ pub fn copy_dir(from: &Path, to: &Path) {
             std::fs::copy(entry.path(), target).unwrap();
         }
     }
+}
+
+/// Every file under `dir`, recursively (none when it cannot be read).
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(files_under(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
 }
