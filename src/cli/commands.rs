@@ -84,12 +84,11 @@ fn read_input(input: &InputArgs) -> anyhow::Result<Input> {
     let (snapshot, state_dir, git, commit) = match &input.repo {
         Some(location) => {
             let state_dir = input.state_dir.clone().unwrap_or_else(|| PathBuf::from(".capstan"));
-            let spec =
-                RepoSpec { location: location.clone(), reference: input.git_ref.clone(), path: input.path.clone() };
+            let spec = RepoSpec::new(location, input.git_ref.clone(), input.path.clone());
             let git = GitSource::open(spec, &state_dir)?;
             git.fetch()?;
             let commit = git.resolve()?;
-            note(Level::INFO, &format!("Using commit {commit} of {location}."));
+            note(Level::INFO, &format!("Using commit {commit} of {}.", git.spec.location));
             (git.snapshot(&commit)?, state_dir, Some(git), Some(commit))
         }
         None => {
@@ -97,11 +96,21 @@ fn read_input(input: &InputArgs) -> anyhow::Result<Input> {
             (source::dir::snapshot(&input.dir)?, state_dir, None, None)
         }
     };
-    let config = match (&input.config, &snapshot.config) {
-        (Some(path), _) => Config::load(path, true)?.0,
-        (None, Some(file)) => Config::parse(&file.path, &file.text).map_err(InvalidInput)?,
-        (None, None) => Config::default(),
+    let (mut config, config_path) = match (&input.config, &snapshot.config) {
+        (Some(path), _) => (Config::load(path, true)?.0, Some((path.clone(), false))),
+        (None, Some(file)) => {
+            (Config::parse(&file.path, &file.text).map_err(InvalidInput)?, Some((file.path.clone(), git.is_some())))
+        }
+        (None, None) => (Config::default(), None),
     };
+    // A relative ca_cert is next to capstan.yaml: on disk, or in the commit it came from.
+    if let Some((path, from_git)) = config_path {
+        let dir = path.parent().unwrap_or(std::path::Path::new(""));
+        match (from_git, &git, &commit) {
+            (true, Some(g), Some(c)) => config.read_ca_certs(dir, g.reader_at(c))?,
+            _ => config.read_ca_certs(dir, |p| Ok(std::fs::read(p)?))?,
+        }
+    }
     Ok(Input { snapshot, config, state_dir, git, commit })
 }
 
@@ -594,7 +603,7 @@ async fn daemon(args: DaemonArgs) -> anyhow::Result<u8> {
         }
     };
     let opts = crate::daemon::DaemonOptions {
-        repo: RepoSpec { location: args.repo, reference: args.git_ref, path: args.path },
+        repo: RepoSpec::new(&args.repo, args.git_ref, args.path),
         target: args.target,
         listen: args.listen,
         state_dir: args.state_dir,

@@ -180,8 +180,7 @@ pub struct Daemon {
 
 impl Daemon {
     pub async fn start(opts: DaemonOptions) -> anyhow::Result<Arc<Daemon>> {
-        std::fs::create_dir_all(&opts.state_dir)
-            .with_context(|| format!("cannot create the state directory {}", opts.state_dir.display()))?;
+        crate::state::create_dir(&opts.state_dir)?;
         let state_dir = opts.state_dir.clone();
         let spec = opts.repo.clone();
         let source = tokio::task::spawn_blocking(move || GitSource::open(spec, &state_dir)).await??;
@@ -189,10 +188,13 @@ impl Daemon {
         // The target comes from the newest commit's capstan.yaml (or --target).
         let config = {
             let head = source.resolve().ok();
-            head.and_then(|c| source.snapshot(&c).ok())
-                .and_then(|s| s.config)
-                .and_then(|f| Config::parse(&f.path, &f.text).ok())
-                .unwrap_or_default()
+            let file = head.as_ref().and_then(|c| source.snapshot(c).ok()).and_then(|s| s.config);
+            let mut config = file.as_ref().and_then(|f| Config::parse(&f.path, &f.text).ok()).unwrap_or_default();
+            // A relative ca_cert is read from the same commit, next to capstan.yaml.
+            if let (Some(c), Some(f)) = (&head, &file) {
+                config.read_ca_certs(f.path.parent().unwrap_or(std::path::Path::new("")), source.reader_at(c))?;
+            }
+            config
         };
         let connected = engine::connect(&config, opts.target.as_deref(), &opts.state_dir, opts.force).await?;
         let last_applied = store.get_value("last_applied")?;
