@@ -207,7 +207,7 @@ fn a_relative_ca_cert_is_found_next_to_capstan_yaml_wherever_capstan_runs() {
     let sb = SandboxProc::start(&[]);
     let w = Workdir::new();
     target_with_ca(&w, &sb.url, "certs/ca.pem");
-    let pem = std::fs::read_to_string(repo_root().join("tests/fixtures/ca.pem")).unwrap();
+    let pem = std::fs::read_to_string(repo_root().join("tests/fixtures/tls/ca.pem")).unwrap();
     w.write("certs/ca.pem", &pem);
     w.write("a.yaml", &jobs("a", 1));
     // From another directory, naming the manifest directory.
@@ -229,4 +229,160 @@ fn a_relative_ca_cert_is_found_next_to_capstan_yaml_wherever_capstan_runs() {
     let out = run_in(elsewhere.path(), &["plan", "--repo", repo_arg, "--path", "deploy"]);
     out.code(1);
     assert!(out.stderr.contains("ca_cert deploy/certs/ca.pem is not a PEM certificate"), "{}", out.stderr);
+}
+
+/// Every file under `dir` whose bytes contain `needle`.
+fn files_containing(dir: &Path, needle: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if std::fs::read(&p).is_ok_and(|b| b.windows(needle.len()).any(|w| w == needle.as_bytes())) {
+                found.push(p.display().to_string());
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn credentials_in_a_repository_url_are_used_and_never_shown_or_stored() {
+    const SECRET: &str = "s3cr3t-pw";
+    let sb = SandboxProc::start(&[]);
+    let root = tempfile::tempdir().unwrap();
+    git(root.path(), &["init", "-q", "--bare", "-b", "main", "shop.git"]);
+    // Over HTTPS: git sends no credentials in clear text.
+    let server = GitHttp::serve_tls(root.path(), Some(("bot", SECRET)));
+    let ca = repo_root().join("tests/fixtures/tls/ca.pem");
+    let ca = ca.to_str().unwrap();
+    let repo = Repo::new();
+    git(repo.path(), &["remote", "add", "origin", root.path().join("shop.git").to_str().unwrap()]);
+    repo.write("capstan.yaml", &config_for(&sb, ""));
+    repo.write("a.yaml", &jobs("a", 1));
+    let sha = repo.commit("a");
+    repo.push("origin");
+    let plain = format!("{}/shop.git", server.url);
+    let with_secret = plain.replacen("https://", &format!("https://bot:{SECRET}@"), 1);
+    let cwd = tempfile::tempdir().unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let render = |url: &str, state: &Path, env: &[(&str, Option<&str>)]| {
+        let args = ["render", "--repo", url, "--state-dir", state.to_str().unwrap()];
+        let mut env = env.to_vec();
+        env.extend([("SSL_CERT_FILE", Some(ca)), ("GIT_TERMINAL_PROMPT", Some("0"))]);
+        run_with_env(cwd.path(), &args, &env)
+    };
+
+    // A failure names the repository without its credentials.
+    let out = render(&with_secret.replace("shop.git", "missing.git"), state.path(), &[]);
+    out.code(1);
+    assert!(!out.stderr.contains(SECRET) && !out.stdout.contains(SECRET), "{}", out.stderr);
+    assert!(out.stderr.contains(&plain.replace("shop.git", "missing.git")), "{}", out.stderr);
+
+    // They are used, and neither printed nor kept in the fetched repository.
+    let out = render(&with_secret, state.path(), &[]);
+    out.ok();
+    assert!(out.stderr.contains(&format!("Using commit {sha} of {plain}.")), "{}", out.stderr);
+    assert!(!out.stderr.contains(SECRET), "{}", out.stderr);
+    assert_eq!(files_containing(state.path(), SECRET), Vec::<String>::new());
+
+    // Without them in the URL: from the environment, or a git credential helper; else refused.
+    let fresh = || tempfile::tempdir().unwrap();
+    render(&plain, fresh().path(), &[("CAPSTAN_GIT_USERNAME", Some("bot")), ("CAPSTAN_GIT_PASSWORD", Some(SECRET))])
+        .ok();
+    let helper = format!("!f() {{ echo username=bot; echo password={SECRET}; }}; f");
+    let helper_env = [
+        ("GIT_CONFIG_COUNT", Some("1")),
+        ("GIT_CONFIG_KEY_0", Some("credential.helper")),
+        ("GIT_CONFIG_VALUE_0", Some(&*helper)),
+    ];
+    render(&plain, fresh().path(), &helper_env).ok();
+    let out = render(&plain, fresh().path(), &[("CAPSTAN_GIT_PASSWORD", Some("wrong"))]);
+    out.code(1);
+    assert!(out.stderr.contains(&plain) && !out.stderr.contains("wrong"), "{}", out.stderr);
+
+    // The daemon: its first line, its status, its history and its log show the URL without them.
+    let log = state.path().join("daemon.log");
+    let env = [("SSL_CERT_FILE", ca)];
+    let d = DaemonProc::start_logged(&with_secret, &state.path().join("d"), &["--interval", "1h"], &env, &log);
+    d.wait_for("the commit to apply", WAIT, |d| d.status_of(&sha).as_deref() == Some("applied"));
+    assert!(d.first_line.contains(&plain) && !d.first_line.contains(SECRET), "{}", d.first_line);
+    let (_, status) = d.get("/v1/status");
+    assert_eq!(status["repository"]["location"], plain.as_str());
+    assert!(!d.text("/v1/configurations?all=true").contains(SECRET));
+    d.stop();
+    assert_eq!(files_containing(state.path(), SECRET), Vec::<String>::new(), "logs, history and caches");
+}
+
+fn reconciles(d: &DaemonProc) -> u64 {
+    d.text("/metrics")
+        .lines()
+        .filter(|l| l.starts_with("capstan_reconciles_total{"))
+        .map(|l| l.rsplit_once(' ').unwrap().1.parse::<u64>().unwrap())
+        .sum()
+}
+
+#[test]
+fn with_a_token_and_no_webhook_secret_a_webhook_needs_the_token() {
+    let sb = SandboxProc::start(&[]);
+    let repo = Repo::new();
+    repo.write("capstan.yaml", &config_for(&sb, ""));
+    repo.write("a.yaml", &jobs("a", 1));
+    let sha = repo.commit("a");
+    let state = tempfile::tempdir().unwrap();
+    let extra = ["--token-env", "CAPSTAN_TOKEN", "--interval", "1h", "--resync", "1h"];
+    let d = DaemonProc::start(repo.path().to_str().unwrap(), state.path(), &extra, &[("CAPSTAN_TOKEN", "t0k3n")]);
+    d.wait_for("the commit", WAIT, |d| d.status_of(&sha).as_deref() == Some("applied"));
+    let before = reconciles(&d);
+    let push = r#"{"ref": "refs/heads/main"}"#;
+    for _ in 0..20 {
+        assert_eq!(d.post("/v1/webhook", None, Some((push, &[]))).0, 401, "an unauthenticated webhook");
+        assert_eq!(d.post("/v1/webhook", Some("Bearer wrong"), Some((push, &[]))).0, 401);
+    }
+    assert_eq!(d.post("/v1/webhook", Some("Bearer t0k3n"), Some((push, &[]))).0, 202);
+    d.wait_for("the one authenticated webhook's reconcile", WAIT, |d| reconciles(d) > before);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(reconciles(&d), before + 1, "only the authenticated webhook reconciled");
+}
+
+#[test]
+fn metrics_can_be_made_to_need_the_token_too() {
+    let repo = Repo::new();
+    repo.write("a.yaml", &jobs("a", 1));
+    repo.commit("a");
+    let state = tempfile::tempdir().unwrap();
+    let extra = ["--token-env", "T", "--metrics-need-token"];
+    let d = DaemonProc::start(repo.path().to_str().unwrap(), state.path(), &extra, &[("T", "t0k3n")]);
+    let bare = reqwest::blocking::Client::new();
+    assert_eq!(bare.get(format!("{}/metrics", d.url)).send().unwrap().status().as_u16(), 401);
+    assert_eq!(bare.get(format!("{}/health/live", d.url)).send().unwrap().status().as_u16(), 200);
+    assert!(d.text("/metrics").ends_with("# EOF\n"));
+}
+
+#[test]
+fn listening_beyond_loopback_needs_a_token_or_an_explicit_flag_and_an_empty_token_is_refused() {
+    let repo = Repo::new();
+    repo.write("a.yaml", &jobs("a", 1));
+    repo.commit("a");
+    let state = tempfile::tempdir().unwrap();
+    let daemon = |repo_arg: &str, extra: &[&str], env: &[(&str, Option<&str>)]| {
+        let mut args = vec!["daemon", "--repo", repo_arg, "--state-dir", state.path().to_str().unwrap()];
+        args.extend_from_slice(extra);
+        run_with_env(repo.path(), &args, env)
+    };
+    for listen in ["0.0.0.0:0", "[::]:0", "192.0.2.1:0"] {
+        let out = daemon(".", &["--listen", listen], &[]);
+        out.code(1);
+        assert!(out.stderr.contains(&format!("refusing to listen on {listen} with no token")), "{}", out.stderr);
+        assert!(out.stderr.contains("--insecure-listen"), "{}", out.stderr);
+    }
+    // Past that check (a repository that is not there stops it before it listens).
+    let out = daemon("/nonexistent/repo", &["--listen", "0.0.0.0:0", "--insecure-listen"], &[]);
+    out.code(1);
+    assert!(!out.stderr.contains("refusing to listen"), "{}", out.stderr);
+    let out = daemon(".", &["--token-env", "T"], &[("T", Some(" "))]);
+    out.code(1);
+    assert!(out.stderr.contains("the API token is read from $T, which is empty"), "{}", out.stderr);
 }

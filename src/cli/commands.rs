@@ -63,12 +63,16 @@ pub async fn run(cli: Cli) -> u8 {
                     &format!("capstan: {} error(s) in the manifests; nothing was applied.", diags.errors().count()),
                 );
             } else {
-                note(Level::ERROR, &format!("{}: {e:#}", err_style.red("capstan: error")));
+                // Whatever failed, a URL in the message is shown without its credentials.
+                note(Level::ERROR, &crate::redact::url(&format!("{}: {e:#}", err_style.red("capstan: error"))));
             }
             EXIT_ERROR
         }
     }
 }
+
+/// Said when a repository URL carries credentials (they are used, never shown or stored).
+const CREDENTIALS_IN_URL: &str = "warning: the credentials in the repository URL are visible to other users of this machine (ps, shell history); prefer CAPSTAN_GIT_USERNAME/CAPSTAN_GIT_PASSWORD or a git credential helper";
 
 /// The manifests to work on, the configuration that goes with them, and where state lives.
 struct Input {
@@ -85,6 +89,9 @@ fn read_input(input: &InputArgs) -> anyhow::Result<Input> {
         Some(location) => {
             let state_dir = input.state_dir.clone().unwrap_or_else(|| PathBuf::from(".capstan"));
             let spec = RepoSpec::new(location, input.git_ref.clone(), input.path.clone());
+            if spec.credentials.is_some() {
+                note(Level::WARN, CREDENTIALS_IN_URL);
+            }
             let git = GitSource::open(spec, &state_dir)?;
             git.fetch()?;
             let commit = git.resolve()?;
@@ -596,21 +603,35 @@ async fn serve(args: SandboxArgs) -> anyhow::Result<u8> {
 async fn daemon(args: DaemonArgs) -> anyhow::Result<u8> {
     let read_env = |name: &Option<String>, what: &str| -> anyhow::Result<Option<String>> {
         match name {
-            Some(var) => Ok(Some(
-                std::env::var(var).map_err(|_| anyhow::anyhow!("{what} is read from ${var}, which is not set"))?,
-            )),
+            Some(var) => match std::env::var(var) {
+                Ok(v) if v.trim().is_empty() => anyhow::bail!("{what} is read from ${var}, which is empty"),
+                Ok(v) => Ok(Some(v)),
+                Err(_) => anyhow::bail!("{what} is read from ${var}, which is not set"),
+            },
             None => Ok(None),
         }
     };
+    let token = read_env(&args.token_env, "the API token")?;
+    if token.is_none() && !args.listen.ip().is_loopback() && !args.insecure_listen {
+        anyhow::bail!(
+            "refusing to listen on {} with no token: anyone who can reach it could read the daemon's history and trigger syncs and rollbacks; set --token-env (and put TLS in front), or pass --insecure-listen",
+            args.listen
+        );
+    }
+    let repo = RepoSpec::new(&args.repo, args.git_ref, args.path);
+    if repo.credentials.is_some() {
+        note(Level::WARN, CREDENTIALS_IN_URL);
+    }
     let opts = crate::daemon::DaemonOptions {
-        repo: RepoSpec::new(&args.repo, args.git_ref, args.path),
+        repo,
         target: args.target,
         listen: args.listen,
         state_dir: args.state_dir,
         interval: args.interval,
         resync: args.resync,
         self_heal: args.self_heal,
-        token: read_env(&args.token_env, "the API token")?,
+        token,
+        metrics_need_token: args.metrics_need_token,
         webhook_secret: read_env(&args.webhook_secret_env, "the webhook secret")?,
         render: args.variables.render_options(true),
         parallelism: args.parallelism,

@@ -189,12 +189,20 @@ pub struct DaemonArgs {
     /// Repair drift found at a resync (false: only report it).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub self_heal: bool,
-    /// Environment variable holding the token that mutating API calls must carry.
+    /// Environment variable holding the token every API call but /health/* and /metrics must
+    /// carry (and webhooks, unless they are signed with --webhook-secret-env).
     #[arg(long)]
     pub token_env: Option<String>,
     /// Environment variable holding the secret that signs webhooks.
     #[arg(long)]
     pub webhook_secret_env: Option<String>,
+    /// Require the token on /metrics as well.
+    #[arg(long)]
+    pub metrics_need_token: bool,
+    /// Listen beyond loopback with no --token-env, letting anyone who can reach the port read
+    /// the daemon's history and trigger syncs and rollbacks.
+    #[arg(long)]
+    pub insecure_listen: bool,
     /// How many steps may run at once.
     #[arg(long, default_value_t = 8)]
     pub parallelism: usize,

@@ -51,8 +51,10 @@ pub struct DaemonOptions {
     /// How often live state is compared with the applied commit.
     pub resync: Duration,
     pub self_heal: bool,
-    /// Bearer token required on mutating endpoints (none: not required).
+    /// The token every endpoint but `/health/*` and `/metrics` requires (none: not required).
     pub token: Option<String>,
+    /// `/metrics` requires the token too.
+    pub metrics_need_token: bool,
     /// Secret for webhook signatures (none: webhooks are not verified).
     pub webhook_secret: Option<String>,
     pub render: RenderOptions,
