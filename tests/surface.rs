@@ -386,3 +386,64 @@ fn listening_beyond_loopback_needs_a_token_or_an_explicit_flag_and_an_empty_toke
     out.code(1);
     assert!(out.stderr.contains("the API token is read from $T, which is empty"), "{}", out.stderr);
 }
+
+/// Raise this process's soft limit on open files to its hard limit; returns the limit now.
+fn raise_own_fd_limit() -> u64 {
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    unsafe {
+        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim), 0);
+        lim.rlim_cur = lim.rlim_max;
+        assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &lim), 0);
+    }
+    lim.rlim_cur
+}
+
+#[test]
+fn under_thousands_of_half_sent_requests_the_daemon_stays_live_and_applies_a_commit_made_meanwhile() {
+    use std::io::Write;
+    const ATTACK: usize = 3000;
+    let own = raise_own_fd_limit();
+    assert!(own > ATTACK as u64 + 500, "this test holds {ATTACK} connections open; its limit is {own} files");
+    let sb = SandboxProc::start(&[]);
+    let repo = Repo::new();
+    repo.write("capstan.yaml", &config_for(&sb, ""));
+    repo.write("a.yaml", &jobs("a", 1));
+    let first = repo.commit("one job");
+    let state = tempfile::tempdir().unwrap();
+    // The daemon may have 1024 files open (256 until it raises its soft limit to the hard one):
+    // far fewer than the connections coming.
+    let d = DaemonProc::start_with_fd_limit(repo.path().to_str().unwrap(), state.path(), &[], 256, 1024);
+    d.wait_for("the first commit", WAIT, |d| d.status_of(&first).as_deref() == Some("applied"));
+
+    // Thousands of connections, each sending half a request's head and then nothing.
+    let addr: std::net::SocketAddr = d.url.trim_start_matches("http://").parse().unwrap();
+    let mut held = Vec::new();
+    for i in 0..ATTACK {
+        match std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(3)) {
+            Ok(mut s) => {
+                let _ = s.write_all(b"GET /v1/status HTTP/1.1\r\nHost: capstan\r\n");
+                held.push(s);
+            }
+            // The daemon no longer accepts: the attack has done what it can.
+            Err(e) => {
+                eprintln!("connection {i}: {e}");
+                break;
+            }
+        }
+    }
+    eprintln!("{} half-sent requests held open", held.len());
+
+    let client = reqwest::blocking::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
+    let live = || {
+        let r = client.get(format!("{}/health/live", d.url)).send().expect("/health/live answers during the attack");
+        (r.status().as_u16(), r.text().unwrap())
+    };
+    assert_eq!(live(), (200, "ok\n".to_string()));
+    repo.write("a.yaml", &jobs("a", 2));
+    let second = repo.commit("two jobs, during the attack");
+    d.wait_for("the commit made during the attack", WAIT, |d| d.status_of(&second).as_deref() == Some("applied"));
+    assert!(sb.job("job::/a::j1").is_some());
+    assert_eq!(live(), (200, "ok\n".to_string()));
+    drop(held);
+    assert_eq!(d.stop(), 0, "and it stops cleanly");
+}

@@ -15,6 +15,7 @@
 pub mod api;
 pub mod events;
 pub mod metrics;
+mod server;
 pub mod store;
 mod watch;
 
@@ -101,8 +102,8 @@ impl Reason {
     }
 }
 
-/// How soon a reconcile that found the target locked is tried again: doubling from the first to
-/// the last (and never later than the resync interval).
+/// How soon a reconcile that found the target locked, or could not fetch, is tried again:
+/// doubling from the first to the last (and never later than the resync interval).
 const LOCK_RETRY_FIRST: Duration = Duration::from_millis(500);
 const LOCK_RETRY_MAX: Duration = Duration::from_secs(8);
 
@@ -310,6 +311,7 @@ impl Daemon {
         // A reconcile the target's lock kept from running: when to try again, and for what.
         let mut retry: Option<(Instant, Reason)> = None;
         let mut retry_delay = LOCK_RETRY_FIRST;
+        let mut waiting = "waiting_for_lock";
         loop {
             if self.shutting_down.load(Ordering::SeqCst) {
                 break;
@@ -318,7 +320,7 @@ impl Daemon {
             let reason = match Reason::strongest(pending) {
                 Some(r) => r,
                 None => {
-                    self.set_phase(if retry.is_some() { "waiting_for_lock" } else { "idle" });
+                    self.set_phase(if retry.is_some() { waiting } else { "idle" });
                     let resync_in = next_resync.saturating_duration_since(Instant::now());
                     let retry_in = retry.map(|(at, _)| at.saturating_duration_since(Instant::now()));
                     tokio::select! {
@@ -340,7 +342,11 @@ impl Daemon {
             // A reconcile of ten thousand resources builds a few hundred MB it has now dropped:
             // hand it back, so an idle daemon is as small as what it keeps.
             crate::release_free_memory();
-            if result == "target_locked" {
+            // Locked by an apply, or the repository could not be read (a network, a server, or
+            // this process short of file descriptors): try again soon rather than at the next
+            // commit, which a local repository's watcher has already reported.
+            if result == "target_locked" || result == "fetch_failed" {
+                waiting = if result == "fetch_failed" { "waiting_to_fetch" } else { "waiting_for_lock" };
                 retry = Some((Instant::now() + retry_delay, reason));
                 retry_delay = (retry_delay * 2).min(LOCK_RETRY_MAX).min(self.opts.resync.max(LOCK_RETRY_FIRST));
             } else {
@@ -361,13 +367,10 @@ impl Daemon {
     async fn reconcile(&self, reason: Reason) -> &'static str {
         self.set_phase("fetching");
         let source = self.source.clone();
-        let fetched = tokio::task::spawn_blocking(move || {
-            source.fetch()?;
-            source.resolve()
-        })
-        .await
-        .map_err(anyhow::Error::from)
-        .and_then(|r| r);
+        let fetched = tokio::task::spawn_blocking(move || source.fetch_and_resolve())
+            .await
+            .map_err(anyhow::Error::from)
+            .and_then(|r| r);
         let sha = match fetched {
             Ok(head) => self.converge_to(head),
             Err(e) => {
@@ -758,13 +761,15 @@ pub fn now_rfc3339() -> String {
 
 /// Run the daemon until SIGINT or SIGTERM: finish the running step, record state, return.
 pub async fn serve(opts: DaemonOptions) -> anyhow::Result<()> {
+    // Room for many clients, and for git and the store besides them (see `server`).
+    let limits = server::Limits::for_fd_limit(crate::fds::raise_limit());
     let daemon = Daemon::start(opts).await?;
     let listener = tokio::net::TcpListener::bind(daemon.opts.listen)
         .await
         .with_context(|| format!("cannot listen on {}", daemon.opts.listen))?;
     let addr = listener.local_addr()?;
     let app = api::router(daemon.clone());
-    let server = tokio::spawn(axum::serve(listener, app).with_graceful_shutdown(daemon.closed()).into_future());
+    let server = tokio::spawn(server::serve(listener, app, limits, daemon.closed()));
     println!(
         "capstan daemon listening on http://{addr}, applying {} ({}) to {}",
         daemon.opts.repo.location,

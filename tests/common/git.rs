@@ -271,17 +271,22 @@ pub struct DaemonProc {
 impl DaemonProc {
     /// Logs go to the test's stderr (`RUST_LOG=capstan=info`, unless `env` says otherwise).
     pub fn start(repo: &str, state_dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Self {
-        Self::spawn(None, repo, state_dir, extra, env, Stdio::inherit())
+        Self::spawn(None, repo, state_dir, extra, env, Stdio::inherit(), None)
+    }
+
+    /// As `start`, with the daemon's limit on open files set to `soft` (and `hard`).
+    pub fn start_with_fd_limit(repo: &str, state_dir: &Path, extra: &[&str], soft: u64, hard: u64) -> Self {
+        Self::spawn(None, repo, state_dir, extra, &[], Stdio::inherit(), Some((soft, hard)))
     }
 
     /// As `start`, with the daemon's stderr written to `log`.
     pub fn start_logged(repo: &str, state_dir: &Path, extra: &[&str], env: &[(&str, &str)], log: &Path) -> Self {
-        Self::spawn(None, repo, state_dir, extra, env, std::fs::File::create(log).unwrap().into())
+        Self::spawn(None, repo, state_dir, extra, env, std::fs::File::create(log).unwrap().into(), None)
     }
 
     /// As `start`, in the working directory `cwd` (for a relative `repo`).
     pub fn start_in(cwd: &Path, repo: &str, state_dir: &Path, extra: &[&str]) -> Self {
-        Self::spawn(Some(cwd), repo, state_dir, extra, &[], Stdio::inherit())
+        Self::spawn(Some(cwd), repo, state_dir, extra, &[], Stdio::inherit(), None)
     }
 
     fn spawn(
@@ -291,10 +296,22 @@ impl DaemonProc {
         extra: &[&str],
         env: &[(&str, &str)],
         stderr: Stdio,
+        fd_limit: Option<(u64, u64)>,
     ) -> Self {
         let mut cmd = Command::new(capstan_bin());
         if let Some(dir) = cwd {
             cmd.current_dir(dir);
+        }
+        if let Some((soft, hard)) = fd_limit {
+            use std::os::unix::process::CommandExt;
+            let lim = libc::rlimit { rlim_cur: soft, rlim_max: hard };
+            // SAFETY: setrlimit is async-signal-safe; nothing else runs between fork and exec.
+            unsafe {
+                cmd.pre_exec(move || match libc::setrlimit(libc::RLIMIT_NOFILE, &lim) {
+                    0 => Ok(()),
+                    _ => Err(std::io::Error::last_os_error()),
+                });
+            }
         }
         let mut child = cmd
             .args(["daemon", "--repo", repo, "--listen", "127.0.0.1:0", "--state-dir"])
