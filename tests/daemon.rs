@@ -1016,14 +1016,6 @@ fn a_burst_of_commits_during_an_apply_coalesces_into_the_newest_and_the_others_a
 }
 
 /// Reconciles so far, from `/metrics`.
-fn reconciles(d: &DaemonProc) -> u64 {
-    d.text("/metrics")
-        .lines()
-        .filter(|l| l.starts_with("capstan_reconciles_total{"))
-        .map(|l| l.rsplit_once(' ').unwrap().1.parse::<u64>().unwrap())
-        .sum()
-}
-
 #[test]
 fn an_idle_daemon_does_not_wake_itself_by_reading_its_repository() {
     let sb = SandboxProc::start(&[]);
@@ -1036,9 +1028,9 @@ fn an_idle_daemon_does_not_wake_itself_by_reading_its_repository() {
     d.wait_for("the commit", WAIT, |d| applied(d, &sha));
     d.wait_for("the daemon to be idle", WAIT, |d| d.get("/v1/status").1["phase"] == "idle");
     // Every reconcile reads HEAD and the refs; those reads are no reason for another.
-    let before = reconciles(&d);
+    let before = d.reconciles();
     std::thread::sleep(Duration::from_millis(1000));
-    assert_eq!(reconciles(&d), before, "the daemon reconciled with nothing new");
+    assert_eq!(d.reconciles(), before, "the daemon reconciled with nothing new");
     assert_eq!(d.get("/v1/status").1["phase"], "idle");
 }
 

@@ -20,6 +20,14 @@ fn jobs(prefix: &str, n: usize) -> String {
     s
 }
 
+/// A manifest directory declaring one job (`job::/a::j0`), applied to `sb`.
+fn one_job_for(sb: &SandboxProc) -> Workdir {
+    let w = Workdir::new();
+    w.target(&sb.url);
+    w.write("a.yaml", &jobs("a", 1));
+    w
+}
+
 /// A `capstan apply --yes` in `dir`, running in the background.
 fn spawn_apply(dir: &Path, env: &[(&str, &str)]) -> std::process::Child {
     Command::new(capstan_bin())
@@ -80,9 +88,7 @@ fn with_tmp(w: &Workdir, tmp: &Path, args: &[&str]) -> Run {
 #[test]
 fn a_symlink_planted_where_a_lock_lives_is_refused_and_what_it_points_to_is_left_whole() {
     let sb = SandboxProc::start(&[]);
-    let w = Workdir::new();
-    w.target(&sb.url);
-    w.write("a.yaml", &jobs("a", 1));
+    let w = one_job_for(&sb);
     let tmp = tempfile::tempdir().unwrap();
     with_tmp(&w, tmp.path(), &["apply", ".", "--yes"]).ok();
     let locks = tmp.path().join(format!("capstan-{}/locks", uid()));
@@ -107,9 +113,7 @@ fn a_symlink_planted_where_a_lock_lives_is_refused_and_what_it_points_to_is_left
 #[test]
 fn a_lock_directory_others_can_write_in_or_that_is_a_symlink_is_refused() {
     let sb = SandboxProc::start(&[]);
-    let w = Workdir::new();
-    w.target(&sb.url);
-    w.write("a.yaml", &jobs("a", 1));
+    let w = one_job_for(&sb);
     let tmp = tempfile::tempdir().unwrap();
     let base = tmp.path().join(format!("capstan-{}", uid()));
     std::fs::create_dir(&base).unwrap();
@@ -141,9 +145,7 @@ fn a_lock_directory_others_can_write_in_or_that_is_a_symlink_is_refused() {
 #[test]
 fn a_damaged_journal_is_named_with_what_to_do_and_the_state_directory_is_git_ignored() {
     let sb = SandboxProc::start(&[]);
-    let w = Workdir::new();
-    w.target(&sb.url);
-    w.write("a.yaml", &jobs("a", 1));
+    let w = one_job_for(&sb);
     w.capstan(&["apply", ".", "--yes"]).ok();
     assert_eq!(w.read(".capstan/.gitignore"), "*\n", "the journal's directory is never committed");
 
@@ -316,14 +318,6 @@ fn credentials_in_a_repository_url_are_used_and_never_shown_or_stored() {
     assert_eq!(files_containing(state.path(), SECRET), Vec::<String>::new(), "logs, history and caches");
 }
 
-fn reconciles(d: &DaemonProc) -> u64 {
-    d.text("/metrics")
-        .lines()
-        .filter(|l| l.starts_with("capstan_reconciles_total{"))
-        .map(|l| l.rsplit_once(' ').unwrap().1.parse::<u64>().unwrap())
-        .sum()
-}
-
 #[test]
 fn with_a_token_and_no_webhook_secret_a_webhook_needs_the_token() {
     let sb = SandboxProc::start(&[]);
@@ -335,16 +329,16 @@ fn with_a_token_and_no_webhook_secret_a_webhook_needs_the_token() {
     let extra = ["--token-env", "CAPSTAN_TOKEN", "--interval", "1h", "--resync", "1h"];
     let d = DaemonProc::start(repo.path().to_str().unwrap(), state.path(), &extra, &[("CAPSTAN_TOKEN", "t0k3n")]);
     d.wait_for("the commit", WAIT, |d| d.status_of(&sha).as_deref() == Some("applied"));
-    let before = reconciles(&d);
+    let before = d.reconciles();
     let push = r#"{"ref": "refs/heads/main"}"#;
     for _ in 0..20 {
         assert_eq!(d.post("/v1/webhook", None, Some((push, &[]))).0, 401, "an unauthenticated webhook");
         assert_eq!(d.post("/v1/webhook", Some("Bearer wrong"), Some((push, &[]))).0, 401);
     }
     assert_eq!(d.post("/v1/webhook", Some("Bearer t0k3n"), Some((push, &[]))).0, 202);
-    d.wait_for("the one authenticated webhook's reconcile", WAIT, |d| reconciles(d) > before);
+    d.wait_for("the one authenticated webhook's reconcile", WAIT, |d| d.reconciles() > before);
     std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(reconciles(&d), before + 1, "only the authenticated webhook reconciled");
+    assert_eq!(d.reconciles(), before + 1, "only the authenticated webhook reconciled");
 }
 
 #[test]
@@ -458,9 +452,7 @@ fn the_sandbox_writes_its_state_through_no_symlink_left_beside_it() {
     std::fs::write(&victim, "keep me\n").unwrap();
     std::os::unix::fs::symlink(&victim, dir.path().join("sandbox.tmp")).unwrap();
     let sb = SandboxProc::start(&["--state", state.to_str().unwrap()]);
-    let w = Workdir::new();
-    w.target(&sb.url);
-    w.write("a.yaml", &jobs("a", 1));
+    let w = one_job_for(&sb);
     w.capstan(&["apply", ".", "--yes"]).ok();
     sb.stop();
     assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep me\n");

@@ -385,6 +385,15 @@ impl DaemonProc {
         }
     }
 
+    /// Reconciles run so far, by `/metrics`.
+    pub fn reconciles(&self) -> u64 {
+        self.text("/metrics")
+            .lines()
+            .filter(|l| l.starts_with("capstan_reconciles_total{"))
+            .map(|l| l.rsplit_once(' ').unwrap().1.parse::<u64>().unwrap())
+            .sum()
+    }
+
     pub fn configuration(&self, sha: &str) -> Option<Value> {
         let (code, v) = self.get(&format!("/v1/configurations/{sha}"));
         (code == 200).then_some(v)
