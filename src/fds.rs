@@ -20,11 +20,6 @@ pub fn raise_limit() -> u64 {
     lim.rlim_cur
 }
 
-/// How many files this process has open (None where /proc cannot say).
-pub fn open_count() -> Option<usize> {
-    std::fs::read_dir("/proc/self/fd").ok().map(|d| d.count().saturating_sub(1))
-}
-
 /// Whether `e` is the process (EMFILE) or the system (ENFILE) running out of file descriptors.
 pub fn is_exhaustion(e: &std::io::Error) -> bool {
     matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE))

@@ -410,6 +410,10 @@ fn under_thousands_of_half_sent_requests_the_daemon_stays_live_and_applies_a_com
     // far fewer than the connections coming.
     let d = DaemonProc::start_with_fd_limit(repo.path().to_str().unwrap(), state.path(), &[], 256, 1024);
     d.wait_for("the first commit", WAIT, |d| d.status_of(&first).as_deref() == Some("applied"));
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", d.pid())).unwrap();
+    let open_files: Vec<&str> =
+        limits.lines().find(|l| l.starts_with("Max open files")).unwrap().split_whitespace().skip(3).take(2).collect();
+    assert_eq!(open_files, ["1024", "1024"], "the soft limit raised to the hard one");
 
     // Thousands of connections, each sending half a request's head and then nothing.
     let addr: std::net::SocketAddr = d.url.trim_start_matches("http://").parse().unwrap();
