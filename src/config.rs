@@ -105,8 +105,13 @@ pub struct Target {
     pub url: String,
     #[serde(default)]
     pub token_env: Option<String>,
+    /// A CA certificate (PEM) to trust besides the system's: a path relative to capstan.yaml's
+    /// directory, or absolute.
     #[serde(default)]
     pub ca_cert: Option<PathBuf>,
+    /// What `ca_cert` holds, once `Config::read_ca_certs` has read it.
+    #[serde(skip)]
+    pub ca_pem: Option<Vec<u8>>,
     /// Seconds one API request may take.
     #[serde(default)]
     pub timeout: Option<u64>,
@@ -153,6 +158,23 @@ impl Config {
         };
         let config = Self::parse(path, &text).map_err(InvalidInput)?;
         Ok((config, Some(path.to_path_buf())))
+    }
+
+    /// Read and check each target's `ca_cert` (a relative path is relative to `dir`,
+    /// capstan.yaml's directory) through `read`: the file system, or the commit capstan.yaml
+    /// came from. A file that cannot be read or holds no certificate is an error naming it.
+    pub fn read_ca_certs(&mut self, dir: &Path, read: impl Fn(&Path) -> anyhow::Result<Vec<u8>>) -> anyhow::Result<()> {
+        for (name, t) in &mut self.targets {
+            let Some(p) = &t.ca_cert else { continue };
+            let path = if p.is_absolute() { p.clone() } else { dir.join(p) };
+            let pem = read(&path)
+                .map_err(|e| anyhow::anyhow!("target {name}: cannot read ca_cert {}: {e:#}", path.display()))?;
+            crate::providers::http::ca_certificates(&path, &pem)
+                .map_err(|e| anyhow::anyhow!("target {name}: {e:#}"))?;
+            t.ca_cert = Some(path);
+            t.ca_pem = Some(pem);
+        }
+        Ok(())
     }
 
     pub fn parse(path: &Path, text: &str) -> Result<Config, Diagnostics> {

@@ -21,9 +21,9 @@ pub struct Connected {
     pub provider: Box<dyn Provider>,
     /// What to call the target in messages.
     pub description: String,
-    /// What identifies the target for locking and journalling: its URL, or the embedded
-    /// sandbox's state file.
-    pub key: String,
+    /// What identifies the target for locking and journalling: its normalised URL and
+    /// addresses, or the embedded sandbox's state file.
+    pub key: crate::lock::TargetKey,
     /// The embedded sandbox, kept running for as long as the target is used.
     pub embedded: Option<Sandbox>,
 }
@@ -87,6 +87,7 @@ pub async fn connect(
         let connection = Connection {
             token,
             ca_cert: t.ca_cert.clone(),
+            ca_pem: t.ca_pem.clone(),
             timeout: Duration::from_secs(t.timeout.unwrap_or(30)),
             ..connection(config, &t.url, force)
         };
@@ -94,8 +95,8 @@ pub async fn connect(
         let provider = providers::provider_for(&t.platform, Some(connection), owner)?;
         return Ok(Connected {
             provider,
-            description: format!("target {name} ({})", t.url),
-            key: t.url.clone(),
+            description: format!("target {name} ({})", crate::redact::url(&t.url)),
+            key: crate::lock::TargetKey::for_url(&t.url).await?,
             embedded: None,
         });
     }
@@ -103,15 +104,15 @@ pub async fn connect(
     let platform: Platform = platform_name.parse()?;
     check_timeouts(config, &platform_name)?;
     let dir = state_dir;
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    // The sandbox's state is local scratch, never something to commit.
-    let ignore = dir.join(".gitignore");
-    if !ignore.exists() {
-        std::fs::write(&ignore, "*\n").with_context(|| format!("cannot write {}", ignore.display()))?;
-    }
+    crate::state::create_dir(dir)?;
     let mut opts = SandboxOptions::new(platform);
     let state_file = dir.join(format!("sandbox-{platform_name}.json"));
-    let key = format!("sandbox:{}", std::path::absolute(&state_file).unwrap_or(state_file.clone()).display());
+    // One sandbox, one key, however the state directory was named (a symlink, `..`).
+    let real = std::fs::canonicalize(dir).map(|d| d.join(state_file.file_name().unwrap_or_default()));
+    let key = crate::lock::TargetKey::named(format!(
+        "sandbox:{}",
+        real.unwrap_or_else(|_| std::path::absolute(&state_file).unwrap_or(state_file.clone())).display()
+    ));
     opts.state_file = Some(state_file);
     let sandbox = Sandbox::start(opts).await.context("cannot start the embedded sandbox")?;
     let provider = providers::provider_for(&platform_name, Some(connection(config, sandbox.url(), force)), owner)?;

@@ -4,8 +4,8 @@
 //! settles the in-flight steps by observing the platform again (a fresh plan is made from live
 //! state, so a done step is not redone and a step whose answer was lost is found done or not).
 
+use crate::lock::TargetKey;
 use crate::plan::Plan;
-use anyhow::Context;
 use rusqlite::{Connection, OptionalExtension, params};
 use std::path::Path;
 use std::sync::Mutex;
@@ -77,26 +77,30 @@ fn format_time(t: i64) -> String {
 }
 
 fn open(dir: &Path) -> anyhow::Result<Connection> {
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let path = dir.join("journal.db");
-    let db = Connection::open(&path).with_context(|| format!("cannot open the journal {}", path.display()))?;
+    crate::state::create_dir(dir)?;
     // FULL: an intent is on disk before the step's request is sent.
-    db.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;")?;
-    db.execute_batch(SCHEMA)?;
-    Ok(db)
+    crate::state::open_db(
+        &dir.join("journal.db"),
+        "the apply journal",
+        &format!("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; {SCHEMA}"),
+        "it only records applies in progress, so it is safe to delete when no apply runs against this state directory (the next apply plans from the live state)",
+    )
 }
 
 impl Journal {
-    /// Runs for `target` that never finished, oldest first; they are marked settled, since
-    /// the caller is about to re-plan from live state.
-    pub fn take_unfinished(dir: &Path, target: &str) -> anyhow::Result<Vec<Unfinished>> {
+    /// Runs for `target` that never finished, oldest first (recorded under its name, or by
+    /// earlier versions under its URL as written); they are marked settled, since the caller is
+    /// about to re-plan from live state.
+    pub fn take_unfinished(dir: &Path, target: &TargetKey) -> anyhow::Result<Vec<Unfinished>> {
         let db = open(dir)?;
+        let keys = target.journal_keys();
+        let (name, written) = (keys[0], keys.get(1).copied().unwrap_or(keys[0]));
         let mut runs = Vec::new();
         {
             let mut stmt = db.prepare(
-                "SELECT id, started_at, pid, steps FROM runs WHERE target = ?1 AND status = 'running' ORDER BY id",
+                "SELECT id, started_at, pid, steps FROM runs WHERE target IN (?1, ?2) AND status = 'running' ORDER BY id",
             )?;
-            let rows = stmt.query_map(params![target], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?;
+            let rows = stmt.query_map(params![name, written], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?;
             for row in rows {
                 let (run, started_at, pid, steps): (i64, i64, i64, i64) = row?;
                 let mut u = Unfinished { run, started_at, pid, steps, done: vec![], in_flight: vec![], failed: vec![] };
@@ -113,18 +117,18 @@ impl Journal {
             }
         }
         db.execute(
-            "UPDATE runs SET status = 'settled', finished_at = ?2 WHERE target = ?1 AND status = 'running'",
-            params![target, now()],
+            "UPDATE runs SET status = 'settled', finished_at = ?3 WHERE target IN (?1, ?2) AND status = 'running'",
+            params![name, written, now()],
         )?;
         Ok(runs)
     }
 
     /// Start journalling a run of `plan` against `target`.
-    pub fn begin(dir: &Path, target: &str, plan: &Plan) -> anyhow::Result<Journal> {
+    pub fn begin(dir: &Path, target: &TargetKey, plan: &Plan) -> anyhow::Result<Journal> {
         let db = open(dir)?;
         db.execute(
             "INSERT INTO runs (target, pid, started_at, status, steps) VALUES (?1, ?2, ?3, 'running', ?4)",
-            params![target, std::process::id() as i64, now(), plan.steps.len() as i64],
+            params![target.name, std::process::id() as i64, now(), plan.steps.len() as i64],
         )?;
         let run = db.last_insert_rowid();
         Ok(Journal { db: Mutex::new(db), run })
@@ -188,17 +192,18 @@ mod tests {
     fn a_run_that_stops_leaves_its_done_in_flight_and_failed_steps() {
         let dir = tempfile::tempdir().unwrap();
         let plan = Plan::default();
-        let j = Journal::begin(dir.path(), "t", &plan).unwrap();
+        let t = TargetKey::named("t");
+        let j = Journal::begin(dir.path(), &t, &plan).unwrap();
         j.record(&[], &[(0, "s0", "create a"), (1, "s1", "create b"), (2, "s2", "create c")]).unwrap();
         j.record(&[(0, true, String::new()), (1, false, "boom".into())], &[(3, "s3", "create d")]).unwrap();
         assert_eq!(j.step_state(0).as_deref(), Some("done"));
         assert_eq!(j.step_state(3).as_deref(), Some("intent"));
         drop(j); // as if the process died here
-        let left = Journal::take_unfinished(dir.path(), "t").unwrap();
+        let left = Journal::take_unfinished(dir.path(), &t).unwrap();
         assert_eq!(left.len(), 1);
         assert_eq!(left[0].done, ["create a"]);
         assert_eq!(left[0].failed, ["create b"]);
         assert_eq!(left[0].in_flight, ["create c", "create d"]);
-        assert!(Journal::take_unfinished(dir.path(), "t").unwrap().is_empty(), "settled once read");
+        assert!(Journal::take_unfinished(dir.path(), &t).unwrap().is_empty(), "settled once read");
     }
 }

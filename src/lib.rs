@@ -11,6 +11,7 @@ pub mod daemon;
 pub mod diagnostic;
 pub mod diff;
 pub mod engine;
+pub mod fds;
 pub mod journal;
 pub mod lock;
 pub mod model;
@@ -20,6 +21,7 @@ pub mod redact;
 pub mod render;
 pub mod sandbox;
 pub mod source;
+pub mod state;
 
 /// Return memory the allocator holds but no longer uses to the operating system (capstan's
 /// binary allocates with mimalloc; see `main.rs`).

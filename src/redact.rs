@@ -393,6 +393,23 @@ fn mask(v: &Value) -> Value {
     }
 }
 
+/// `text` with the credentials of every URL in it taken out (`https://u:p@host/x` becomes
+/// `https://host/x`), so that a URL can be shown wherever it came from.
+pub fn url(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = rest.find("://") {
+        let (head, tail) = rest.split_at(i + 3);
+        out.push_str(head);
+        let end = tail.find(|c: char| matches!(c, '/' | '?' | '#' | '"' | '<' | '>' | '`' | '\\') || c.is_whitespace());
+        let authority = &tail[..end.unwrap_or(tail.len())];
+        out.push_str(authority.rfind('@').map_or(authority, |at| &authority[at + 1..]));
+        rest = &tail[authority.len()..];
+    }
+    out.push_str(rest);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -481,5 +498,16 @@ mod tests {
         }
         r.add_value("secret-00001-longer");
         assert_eq!(r.text("a secret-00001-longer b secret-19999"), "a (sensitive) b (sensitive)");
+    }
+
+    #[test]
+    fn credentials_in_urls_are_taken_out_of_any_text() {
+        assert_eq!(
+            url("cannot clone https://bot:s3cr%40t@git.example.com/a.git: 401"),
+            "cannot clone https://git.example.com/a.git: 401"
+        );
+        assert_eq!(url("a http://t@h:1 and http://u:p@h2?x=y@z"), "a http://h:1 and http://h2?x=y@z");
+        assert_eq!(url("no url, mail@example.com"), "no url, mail@example.com");
+        assert_eq!(url("file:///srv/a@b"), "file:///srv/a@b");
     }
 }

@@ -292,7 +292,7 @@ fn a_restarted_daemon_keeps_its_history_and_applies_nothing_twice() {
 }
 
 #[test]
-fn mutating_calls_need_the_token_in_either_header_form() {
+fn every_call_but_health_and_metrics_needs_the_token_in_either_header_form() {
     let sb = SandboxProc::start(&[]);
     let repo = Repo::new();
     repo.write("capstan.yaml", &config_for(&sb, ""));
@@ -310,8 +310,22 @@ fn mutating_calls_need_the_token_in_either_header_form() {
         assert_eq!(d.post(path, Some("Bearer nope"), None).0, 401, "{path} with a wrong token");
         assert!(matches!(d.post(path, Some("Bearer t0k3n"), None).0, 200 | 202), "{path} with Bearer");
         assert!(matches!(d.post(path, Some("token=t0k3n"), None).0, 200 | 202), "{path} with token=");
+        assert!(matches!(d.post(path, Some("bearer t0k3n"), None).0, 200 | 202), "{path}: the scheme in any case");
+        assert!(matches!(d.post(path, Some("TOKEN=t0k3n"), None).0, 200 | 202), "{path}: the scheme in any case");
     }
-    // Reading needs no token.
+    // Reading needs it too (history and plans say what runs where); health and metrics do not.
+    let bare = reqwest::blocking::Client::new();
+    for path in
+        ["/v1/status", "/v1/plans", "/v1/plans/deploy", "/v1/configurations", "/v1/configurations/target", "/v1/events"]
+    {
+        let r = bare.get(format!("{}{path}", d.url)).send().unwrap();
+        assert_eq!(r.status().as_u16(), 401, "{path} without a token");
+        let r = bare.get(format!("{}{path}", d.url)).header("Authorization", "BEARER t0k3n").send().unwrap();
+        assert_ne!(r.status().as_u16(), 401, "{path} with the token");
+    }
+    for path in ["/health/live", "/health/ready", "/metrics"] {
+        assert_ne!(bare.get(format!("{}{path}", d.url)).send().unwrap().status().as_u16(), 401, "{path}");
+    }
     assert_eq!(d.get("/v1/status").0, 200);
 }
 
@@ -1002,14 +1016,6 @@ fn a_burst_of_commits_during_an_apply_coalesces_into_the_newest_and_the_others_a
 }
 
 /// Reconciles so far, from `/metrics`.
-fn reconciles(d: &DaemonProc) -> u64 {
-    d.text("/metrics")
-        .lines()
-        .filter(|l| l.starts_with("capstan_reconciles_total{"))
-        .map(|l| l.rsplit_once(' ').unwrap().1.parse::<u64>().unwrap())
-        .sum()
-}
-
 #[test]
 fn an_idle_daemon_does_not_wake_itself_by_reading_its_repository() {
     let sb = SandboxProc::start(&[]);
@@ -1022,9 +1028,9 @@ fn an_idle_daemon_does_not_wake_itself_by_reading_its_repository() {
     d.wait_for("the commit", WAIT, |d| applied(d, &sha));
     d.wait_for("the daemon to be idle", WAIT, |d| d.get("/v1/status").1["phase"] == "idle");
     // Every reconcile reads HEAD and the refs; those reads are no reason for another.
-    let before = reconciles(&d);
+    let before = d.reconciles();
     std::thread::sleep(Duration::from_millis(1000));
-    assert_eq!(reconciles(&d), before, "the daemon reconciled with nothing new");
+    assert_eq!(d.reconciles(), before, "the daemon reconciled with nothing new");
     assert_eq!(d.get("/v1/status").1["phase"], "idle");
 }
 

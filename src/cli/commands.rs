@@ -66,12 +66,16 @@ pub async fn run(cli: Cli) -> u8 {
                     &format!("capstan: {} error(s) in the manifests; nothing was applied.", diags.errors().count()),
                 );
             } else {
-                note(Level::ERROR, &format!("{}: {e:#}", err_style.red("capstan: error")));
+                // Whatever failed, a URL in the message is shown without its credentials.
+                note(Level::ERROR, &crate::redact::url(&format!("{}: {e:#}", err_style.red("capstan: error"))));
             }
             EXIT_ERROR
         }
     }
 }
+
+/// Said when a repository URL carries credentials (they are used, never shown or stored).
+const CREDENTIALS_IN_URL: &str = "warning: the credentials in the repository URL are visible to other users of this machine (ps, shell history); prefer CAPSTAN_GIT_USERNAME/CAPSTAN_GIT_PASSWORD or a git credential helper";
 
 /// The manifests to work on, the configuration that goes with them, and where state lives.
 struct Input {
@@ -87,12 +91,14 @@ fn read_input(input: &InputArgs) -> anyhow::Result<Input> {
     let (snapshot, state_dir, git, commit) = match &input.repo {
         Some(location) => {
             let state_dir = input.state_dir.clone().unwrap_or_else(|| PathBuf::from(".capstan"));
-            let spec =
-                RepoSpec { location: location.clone(), reference: input.git_ref.clone(), path: input.path.clone() };
+            let spec = RepoSpec::new(location, input.git_ref.clone(), input.path.clone());
+            if spec.credentials.is_some() {
+                note(Level::WARN, CREDENTIALS_IN_URL);
+            }
             let git = GitSource::open(spec, &state_dir)?;
             git.fetch()?;
             let commit = git.resolve()?;
-            note(Level::INFO, &format!("Using commit {commit} of {location}."));
+            note(Level::INFO, &format!("Using commit {commit} of {}.", git.spec.location));
             (git.snapshot(&commit)?, state_dir, Some(git), Some(commit))
         }
         None => {
@@ -100,11 +106,21 @@ fn read_input(input: &InputArgs) -> anyhow::Result<Input> {
             (source::dir::snapshot(&input.dir)?, state_dir, None, None)
         }
     };
-    let config = match (&input.config, &snapshot.config) {
-        (Some(path), _) => Config::load(path, true)?.0,
-        (None, Some(file)) => Config::parse(&file.path, &file.text).map_err(InvalidInput)?,
-        (None, None) => Config::default(),
+    let (mut config, config_path) = match (&input.config, &snapshot.config) {
+        (Some(path), _) => (Config::load(path, true)?.0, Some((path.clone(), false))),
+        (None, Some(file)) => {
+            (Config::parse(&file.path, &file.text).map_err(InvalidInput)?, Some((file.path.clone(), git.is_some())))
+        }
+        (None, None) => (Config::default(), None),
     };
+    // A relative ca_cert is next to capstan.yaml: on disk, or in the commit it came from.
+    if let Some((path, from_git)) = config_path {
+        let dir = path.parent().unwrap_or(std::path::Path::new(""));
+        match (from_git, &git, &commit) {
+            (true, Some(g), Some(c)) => config.read_ca_certs(dir, g.reader_at(c))?,
+            _ => config.read_ca_certs(dir, |p| Ok(std::fs::read(p)?))?,
+        }
+    }
     Ok(Input { snapshot, config, state_dir, git, commit })
 }
 
@@ -623,21 +639,35 @@ async fn serve(args: SandboxArgs) -> anyhow::Result<u8> {
 async fn daemon(args: DaemonArgs) -> anyhow::Result<u8> {
     let read_env = |name: &Option<String>, what: &str| -> anyhow::Result<Option<String>> {
         match name {
-            Some(var) => Ok(Some(
-                std::env::var(var).map_err(|_| anyhow::anyhow!("{what} is read from ${var}, which is not set"))?,
-            )),
+            Some(var) => match std::env::var(var) {
+                Ok(v) if v.trim().is_empty() => anyhow::bail!("{what} is read from ${var}, which is empty"),
+                Ok(v) => Ok(Some(v)),
+                Err(_) => anyhow::bail!("{what} is read from ${var}, which is not set"),
+            },
             None => Ok(None),
         }
     };
+    let token = read_env(&args.token_env, "the API token")?;
+    if token.is_none() && !args.listen.ip().is_loopback() && !args.insecure_listen {
+        anyhow::bail!(
+            "refusing to listen on {} with no token: anyone who can reach it could read the daemon's history and trigger syncs and rollbacks; set --token-env (and put TLS in front), or pass --insecure-listen",
+            args.listen
+        );
+    }
+    let repo = RepoSpec::new(&args.repo, args.git_ref, args.path);
+    if repo.credentials.is_some() {
+        note(Level::WARN, CREDENTIALS_IN_URL);
+    }
     let opts = crate::daemon::DaemonOptions {
-        repo: RepoSpec { location: args.repo, reference: args.git_ref, path: args.path },
+        repo,
         target: args.target,
         listen: args.listen,
         state_dir: args.state_dir,
         interval: args.interval,
         resync: args.resync,
         self_heal: args.self_heal,
-        token: read_env(&args.token_env, "the API token")?,
+        token,
+        metrics_need_token: args.metrics_need_token,
         webhook_secret: read_env(&args.webhook_secret_env, "the webhook secret")?,
         render: args.variables.render_options(true),
         parallelism: args.parallelism,

@@ -189,12 +189,20 @@ pub struct DaemonArgs {
     /// Repair drift found at a resync (false: only report it).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub self_heal: bool,
-    /// Environment variable holding the token that mutating API calls must carry.
+    /// Environment variable holding the token every API call but /health/* and /metrics must
+    /// carry (and webhooks, unless they are signed with --webhook-secret-env).
     #[arg(long)]
     pub token_env: Option<String>,
     /// Environment variable holding the secret that signs webhooks.
     #[arg(long)]
     pub webhook_secret_env: Option<String>,
+    /// Require the token on /metrics as well.
+    #[arg(long)]
+    pub metrics_need_token: bool,
+    /// Listen beyond loopback with no --token-env, letting anyone who can reach the port read
+    /// the daemon's history and trigger syncs and rollbacks.
+    #[arg(long)]
+    pub insecure_listen: bool,
     /// How many requests may run at once (a batch of steps the platform takes together is one; 1 to 1024).
     #[arg(long, default_value_t = crate::apply::DEFAULT_PARALLELISM, value_parser = parse_parallelism)]
     pub parallelism: usize,

@@ -2,10 +2,12 @@
 //! plans with interrupt and continue, configurations (commits), plus status, a sync trigger, a
 //! git webhook, server-sent events, Prometheus metrics and health.
 //!
-//! Mutating endpoints (interrupt, continue, sync, rollback) need the token when one is configured, sent as
-//! `Authorization: Bearer <token>` or as seed 000's `Authorization: token=<token>`; 401 otherwise.
-//! Webhooks are authenticated by their signature instead (`X-Hub-Signature-256`,
-//! `X-Gitea-Signature`, or GitLab's `X-Gitlab-Token`) when a webhook secret is configured.
+//! With a token configured, every endpoint but `/health/*` and `/metrics` (that one too with
+//! `--metrics-need-token`) needs it — reads as well, since history and plans say what runs
+//! where — sent as `Authorization: Bearer <token>` or as seed 000's `Authorization:
+//! token=<token>` (the scheme in any case); 401 otherwise, before a body is read. Webhooks are
+//! authenticated by their signature (`X-Hub-Signature-256`, `X-Gitea-Signature`, or GitLab's
+//! `X-Gitlab-Token`) when a webhook secret is configured, else by the token like the rest.
 
 use super::events::Envelope;
 use super::{Daemon, Reason};
@@ -27,6 +29,16 @@ use tokio_stream::StreamExt;
 type Shared = State<Arc<Daemon>>;
 
 pub fn router(daemon: Arc<Daemon>) -> Router {
+    let token = || axum::middleware::from_fn_with_state(daemon.clone(), require_token);
+    // A signed webhook is its own proof; an unsigned one needs the token like the rest.
+    let mut webhook_route = Router::new().route("/v1/webhook", post(webhook));
+    if daemon.opts.webhook_secret.is_none() {
+        webhook_route = webhook_route.route_layer(token());
+    }
+    let mut metrics_route = Router::new().route("/metrics", get(metrics));
+    if daemon.opts.metrics_need_token {
+        metrics_route = metrics_route.route_layer(token());
+    }
     Router::new()
         .route("/v1/plans", get(plans))
         .route("/v1/plans/deploy", get(plan))
@@ -40,32 +52,52 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
         .route("/v1/rollback", post(rollback))
         .route("/v1/status", get(status))
         .route("/v1/events", get(events))
-        .route("/v1/webhook", post(webhook))
-        .route("/metrics", get(metrics))
+        .route_layer(token())
+        .merge(webhook_route)
+        .merge(metrics_route)
         .route("/health/live", get(|| async { "ok\n" }))
         .route("/health/ready", get(ready))
         .with_state(daemon)
+}
+
+/// The token check, before the request's body is read or its handler runs.
+async fn require_token(State(d): Shared, req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    match refused(&d, req.headers()) {
+        Some(r) => r,
+        None => next.run(req).await,
+    }
 }
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
     (status, axum::Json(json!({ "message": message.into() }))).into_response()
 }
 
-/// The token check of mutating endpoints; both header forms of the seeds are accepted.
+/// The token check; both header forms of the seeds are accepted, the scheme in any case.
 /// Returns the refusal, if any.
 fn refused(daemon: &Daemon, headers: &HeaderMap) -> Option<Response> {
     let Some(token) = &daemon.opts.token else { return None };
-    let given = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .map(str::trim)
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("token=")).map(str::trim));
+    let given = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(presented_token);
     match given {
         Some(g) if constant_time_eq(g.as_bytes(), token.as_bytes()) => None,
         _ => Some(error(
             StatusCode::UNAUTHORIZED,
             "a token is required: send Authorization: Bearer <token> or Authorization: token=<token>",
         )),
+    }
+}
+
+/// The token in an `Authorization` value: `Bearer <token>` or `token=<token>`, the scheme's
+/// letters in any case.
+fn presented_token(value: &str) -> Option<&str> {
+    let v = value.trim();
+    if let Some((scheme, rest)) = v.split_once(char::is_whitespace)
+        && scheme.eq_ignore_ascii_case("bearer")
+    {
+        return Some(rest.trim());
+    }
+    match v.get(..6) {
+        Some(scheme) if scheme.eq_ignore_ascii_case("token=") => Some(v[6..].trim()),
+        _ => None,
     }
 }
 
@@ -251,7 +283,8 @@ async fn events(State(d): Shared, headers: HeaderMap) -> Sse<impl Stream<Item = 
     Sse::new(replay.chain(live)).keep_alive(KeepAlive::default())
 }
 
-/// GitHub-, GitLab- and Gitea-style push webhooks: verify, then fetch at once.
+/// GitHub-, GitLab- and Gitea-style push webhooks: verify, then fetch at once (an unsigned
+/// webhook's token is checked before this runs).
 async fn webhook(State(d): Shared, headers: HeaderMap, body: Bytes) -> Response {
     if let Some(secret) = &d.opts.webhook_secret
         && let Err(msg) = verify_webhook(secret, &headers, &body)
@@ -300,4 +333,19 @@ fn verify_webhook(secret: &str, headers: &HeaderMap, body: &[u8]) -> Result<(), 
         };
     }
     Err("the webhook is not signed: expected X-Hub-Signature-256, X-Gitea-Signature or X-Gitlab-Token")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::presented_token;
+
+    #[test]
+    fn both_header_forms_are_read_with_the_scheme_in_any_case() {
+        for v in ["Bearer t0k", "bearer t0k", "BEARER  t0k ", "token=t0k", "Token=t0k", "TOKEN= t0k"] {
+            assert_eq!(presented_token(v), Some("t0k"), "{v:?}");
+        }
+        for v in ["Basic t0k", "t0k", "Bearer", "tokens=t0k", "", "é"] {
+            assert_eq!(presented_token(v), None, "{v:?}");
+        }
+    }
 }

@@ -15,6 +15,7 @@
 pub mod api;
 pub mod events;
 pub mod metrics;
+mod server;
 pub mod store;
 mod watch;
 
@@ -51,8 +52,10 @@ pub struct DaemonOptions {
     /// How often live state is compared with the applied commit.
     pub resync: Duration,
     pub self_heal: bool,
-    /// Bearer token required on mutating endpoints (none: not required).
+    /// The token every endpoint but `/health/*` and `/metrics` requires (none: not required).
     pub token: Option<String>,
+    /// `/metrics` requires the token too.
+    pub metrics_need_token: bool,
     /// Secret for webhook signatures (none: webhooks are not verified).
     pub webhook_secret: Option<String>,
     pub render: RenderOptions,
@@ -101,8 +104,8 @@ impl Reason {
     }
 }
 
-/// How soon a reconcile that found the target locked is tried again: doubling from the first to
-/// the last (and never later than the resync interval).
+/// How soon a reconcile that found the target locked, or could not fetch, is tried again:
+/// doubling from the first to the last (and never later than the resync interval).
 const LOCK_RETRY_FIRST: Duration = Duration::from_millis(500);
 const LOCK_RETRY_MAX: Duration = Duration::from_secs(8);
 
@@ -182,8 +185,7 @@ pub struct Daemon {
 
 impl Daemon {
     pub async fn start(opts: DaemonOptions) -> anyhow::Result<Arc<Daemon>> {
-        std::fs::create_dir_all(&opts.state_dir)
-            .with_context(|| format!("cannot create the state directory {}", opts.state_dir.display()))?;
+        crate::state::create_dir(&opts.state_dir)?;
         let state_dir = opts.state_dir.clone();
         let spec = opts.repo.clone();
         let source = tokio::task::spawn_blocking(move || GitSource::open(spec, &state_dir)).await??;
@@ -191,10 +193,13 @@ impl Daemon {
         // The target comes from the newest commit's capstan.yaml (or --target).
         let config = {
             let head = source.resolve().ok();
-            head.and_then(|c| source.snapshot(&c).ok())
-                .and_then(|s| s.config)
-                .and_then(|f| Config::parse(&f.path, &f.text).ok())
-                .unwrap_or_default()
+            let file = head.as_ref().and_then(|c| source.snapshot(c).ok()).and_then(|s| s.config);
+            let mut config = file.as_ref().and_then(|f| Config::parse(&f.path, &f.text).ok()).unwrap_or_default();
+            // A relative ca_cert is read from the same commit, next to capstan.yaml.
+            if let (Some(c), Some(f)) = (&head, &file) {
+                config.read_ca_certs(f.path.parent().unwrap_or(std::path::Path::new("")), source.reader_at(c))?;
+            }
+            config
         };
         let connected = engine::connect(&config, opts.target.as_deref(), &opts.state_dir, opts.force).await?;
         let last_applied = store.get_value("last_applied")?;
@@ -308,6 +313,7 @@ impl Daemon {
         // A reconcile the target's lock kept from running: when to try again, and for what.
         let mut retry: Option<(Instant, Reason)> = None;
         let mut retry_delay = LOCK_RETRY_FIRST;
+        let mut waiting = "waiting_for_lock";
         loop {
             if self.shutting_down.load(Ordering::SeqCst) {
                 break;
@@ -316,7 +322,7 @@ impl Daemon {
             let reason = match Reason::strongest(pending) {
                 Some(r) => r,
                 None => {
-                    self.set_phase(if retry.is_some() { "waiting_for_lock" } else { "idle" });
+                    self.set_phase(if retry.is_some() { waiting } else { "idle" });
                     let resync_in = next_resync.saturating_duration_since(Instant::now());
                     let retry_in = retry.map(|(at, _)| at.saturating_duration_since(Instant::now()));
                     tokio::select! {
@@ -338,7 +344,11 @@ impl Daemon {
             // A reconcile of ten thousand resources builds a few hundred MB it has now dropped:
             // hand it back, so an idle daemon is as small as what it keeps.
             crate::release_free_memory();
-            if result == "target_locked" {
+            // Locked by an apply, or the repository could not be read (a network, a server, or
+            // this process short of file descriptors): try again soon rather than at the next
+            // commit, which a local repository's watcher has already reported.
+            if result == "target_locked" || result == "fetch_failed" {
+                waiting = if result == "fetch_failed" { "waiting_to_fetch" } else { "waiting_for_lock" };
                 retry = Some((Instant::now() + retry_delay, reason));
                 retry_delay = (retry_delay * 2).min(LOCK_RETRY_MAX).min(self.opts.resync.max(LOCK_RETRY_FIRST));
             } else {
@@ -359,13 +369,10 @@ impl Daemon {
     async fn reconcile(&self, reason: Reason) -> &'static str {
         self.set_phase("fetching");
         let source = self.source.clone();
-        let fetched = tokio::task::spawn_blocking(move || {
-            source.fetch()?;
-            source.resolve()
-        })
-        .await
-        .map_err(anyhow::Error::from)
-        .and_then(|r| r);
+        let fetched = tokio::task::spawn_blocking(move || source.fetch_and_resolve())
+            .await
+            .map_err(anyhow::Error::from)
+            .and_then(|r| r);
         let sha = match fetched {
             Ok(head) => self.converge_to(head),
             Err(e) => {
@@ -775,13 +782,15 @@ pub fn now_rfc3339() -> String {
 
 /// Run the daemon until SIGINT or SIGTERM: finish the running step, record state, return.
 pub async fn serve(opts: DaemonOptions) -> anyhow::Result<()> {
+    // Room for many clients, and for git and the store besides them (see `server`).
+    let limits = server::Limits::for_fd_limit(crate::fds::raise_limit());
     let daemon = Daemon::start(opts).await?;
     let listener = tokio::net::TcpListener::bind(daemon.opts.listen)
         .await
         .with_context(|| format!("cannot listen on {}", daemon.opts.listen))?;
     let addr = listener.local_addr()?;
     let app = api::router(daemon.clone());
-    let server = tokio::spawn(axum::serve(listener, app).with_graceful_shutdown(daemon.closed()).into_future());
+    let server = tokio::spawn(server::serve(listener, app, limits, daemon.closed()));
     // A closed stdout is no reason to stop (nor to panic, as println! would).
     let _ = crate::cli::out(&format!(
         "capstan daemon listening on http://{addr}, applying {} ({}) to {}\n",

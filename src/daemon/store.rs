@@ -2,7 +2,6 @@
 //! it has seen with its outcome, the plans it ran with their step statuses, and small keyed
 //! values (the last good commit). A daemon restarted on the same directory carries on from it.
 
-use anyhow::Context;
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 use serde_json::Value;
@@ -114,12 +113,14 @@ pub fn now() -> i64 {
 
 impl Store {
     pub fn open(dir: &Path) -> anyhow::Result<Self> {
-        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-        let path = dir.join("capstan.db");
-        let db = Connection::open(&path).with_context(|| format!("cannot open {}", path.display()))?;
+        crate::state::create_dir(dir)?;
         // WAL with synchronous=NORMAL: a committed write survives a crash of the process.
-        db.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;")?;
-        db.execute_batch(SCHEMA)?;
+        let db = crate::state::open_db(
+            &dir.join("capstan.db"),
+            "the daemon's history",
+            &format!("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; {SCHEMA}"),
+            "the daemon then starts with no history: it applies the branch's newest commit again, as on a first start",
+        )?;
         // Databases from before these columns get them (an error here means it is there).
         let _ = db.execute_batch("ALTER TABLE configurations ADD COLUMN plan TEXT");
         let _ = db.execute_batch("ALTER TABLE configurations ADD COLUMN superseded_by TEXT");

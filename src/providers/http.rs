@@ -119,6 +119,23 @@ pub struct HttpClient {
     pub retry: RetryPolicy,
 }
 
+/// The certificates of a `ca_cert` file: at least one, each one a certificate a TLS client
+/// accepts; anything else is an error naming `path` (reqwest alone takes a file with no
+/// certificate in it as an empty bundle, and so would trust nothing it says).
+pub fn ca_certificates(path: &std::path::Path, pem: &[u8]) -> anyhow::Result<Vec<reqwest::Certificate>> {
+    let not = |why: String| anyhow::anyhow!("ca_cert {} is not a PEM certificate: {why}", path.display());
+    let certs = reqwest::Certificate::from_pem_bundle(pem).map_err(|e| not(root_cause(&e)))?;
+    if certs.is_empty() {
+        return Err(not("it holds no -----BEGIN CERTIFICATE----- block".into()));
+    }
+    let mut builder = reqwest::Client::builder();
+    for c in &certs {
+        builder = builder.add_root_certificate(c.clone());
+    }
+    builder.build().map_err(|e| not(root_cause(&e)))?;
+    Ok(certs)
+}
+
 /// A long-lived GET that can be opened again after it breaks (an event stream).
 #[derive(Clone)]
 pub struct Stream {
@@ -156,16 +173,14 @@ impl Stream {
 
 impl HttpClient {
     pub fn new(conn: &Connection) -> anyhow::Result<Self> {
-        let cert = match &conn.ca_cert {
-            Some(path) => {
+        let certs = match (&conn.ca_cert, &conn.ca_pem) {
+            (Some(path), Some(pem)) => ca_certificates(path, pem)?,
+            (Some(path), None) => {
                 let pem =
                     std::fs::read(path).map_err(|e| anyhow::anyhow!("cannot read ca_cert {}: {e}", path.display()))?;
-                Some(
-                    reqwest::Certificate::from_pem(&pem)
-                        .map_err(|e| anyhow::anyhow!("ca_cert {} is not a PEM certificate: {e}", path.display()))?,
-                )
+                ca_certificates(path, &pem)?
             }
-            None => None,
+            _ => Vec::new(),
         };
         let build = |timeout: Option<Duration>| {
             let mut builder = reqwest::Client::builder()
@@ -175,7 +190,7 @@ impl HttpClient {
             if let Some(t) = timeout {
                 builder = builder.timeout(t);
             }
-            if let Some(c) = &cert {
+            for c in &certs {
                 builder = builder.add_root_certificate(c.clone());
             }
             builder.build()

@@ -31,7 +31,9 @@ pub struct Connection {
     pub url: String,
     /// The bearer token, already read from the environment variable the target names.
     pub token: Option<String>,
+    /// A CA certificate to trust: its path, and its content when it has been read already.
     pub ca_cert: Option<PathBuf>,
+    pub ca_pem: Option<Vec<u8>>,
     pub timeout: Duration,
     /// Override the platform's own locks instead of waiting for them (Marathon's `force=true`
     /// on a change to an app a deployment holds).
@@ -50,6 +52,7 @@ impl Connection {
             url: url.into(),
             token: None,
             ca_cert: None,
+            ca_pem: None,
             timeout: Duration::from_secs(30),
             force: false,
             retry: http::RetryPolicy::default(),

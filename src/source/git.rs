@@ -6,25 +6,81 @@
 //! fetched into a bare cache under the state directory. The first fetch clones; later ones
 //! fetch every branch and tag into the same cache. All of it is blocking I/O: async callers run
 //! it on the blocking thread pool.
+//!
+//! Credentials never leave memory: a URL's `user:password@` is taken out of it when the spec is
+//! made, so messages, status, history and the cache's own configuration only ever see the URL
+//! without them; they are handed to the transport when the server asks for them. Without any,
+//! the server's challenge is answered from `CAPSTAN_GIT_USERNAME`/`CAPSTAN_GIT_PASSWORD`, else by
+//! the git credential helpers configured for the URL (`credential.helper`), as `git fetch` does.
 
 use super::{Origin, Refused, Snapshot, SourceFile, check_refused, is_manifest_path};
 use anyhow::{Context, bail};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
+use std::time::Duration;
 
 /// Which repository, which revision, which directory inside it.
 #[derive(Clone, Debug)]
 pub struct RepoSpec {
-    /// A local path, or a `file://`, `http://` or `https://` URL.
+    /// A local path, or a `file://`, `http://` or `https://` URL, without credentials.
     pub location: String,
     /// A branch, tag or commit; None means HEAD (a local repository) or the remote's default
     /// branch (a remote one).
     pub reference: Option<String>,
     /// The manifest directory inside the repository ("" for its root).
     pub path: String,
+    /// What was in the URL's userinfo, sent only when the server asks.
+    pub credentials: Option<Credentials>,
+}
+
+/// A user name and password (or token) for a git server; `Debug` does not show them.
+#[derive(Clone)]
+pub struct Credentials {
+    pub username: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Credentials(..)")
+    }
+}
+
+impl Credentials {
+    /// `CAPSTAN_GIT_PASSWORD` (and `CAPSTAN_GIT_USERNAME`, default `git`), if set.
+    fn from_env() -> Option<Credentials> {
+        let password = std::env::var("CAPSTAN_GIT_PASSWORD").ok().filter(|p| !p.is_empty())?;
+        let username = std::env::var("CAPSTAN_GIT_USERNAME").ok().filter(|u| !u.is_empty());
+        Some(Credentials { username: username.unwrap_or_else(|| "git".into()), password })
+    }
+
+    /// The answer to a transport's request for credentials.
+    fn answer(
+        &self,
+        action: gix::credentials::helper::Action,
+    ) -> gix::Result<Option<gix::credentials::protocol::Outcome>> {
+        match action {
+            gix::credentials::helper::Action::Get(ctx) => Ok(Some(gix::credentials::protocol::Outcome {
+                identity: gix::sec::identity::Account {
+                    username: self.username.clone(),
+                    password: self.password.clone(),
+                    oauth_refresh_token: None,
+                },
+                next: ctx.into(),
+            })),
+            _ => Ok(None),
+        }
+    }
 }
 
 impl RepoSpec {
+    /// A spec for `location` as given (a path or URL): credentials written into a URL are
+    /// taken out of it and kept apart.
+    pub fn new(location: &str, reference: Option<String>, path: String) -> RepoSpec {
+        let (location, credentials) = split_credentials(location);
+        RepoSpec { location, reference, path, credentials }
+    }
+
     pub fn is_remote(&self) -> bool {
         self.location.contains("://")
     }
@@ -47,9 +103,10 @@ impl GitSource {
     /// Open a local repository, or a remote's cache (cloning it on first use).
     pub fn open(spec: RepoSpec, state_dir: &Path) -> anyhow::Result<Self> {
         let repo_dir = if spec.is_remote() {
+            crate::state::create_dir(state_dir)?;
             let dir = spec.cache_dir(state_dir);
             if !dir.join("HEAD").exists() {
-                clone_bare(&spec.location, &dir)?;
+                clone_bare(&spec, &dir)?;
             }
             dir
         } else {
@@ -79,14 +136,42 @@ impl GitSource {
         }
         let repo = self.repo()?;
         let remote = repo.find_remote("origin").context("the cache has no origin remote")?;
-        remote
+        let mut connection = remote
             .connect(gix::remote::Direction::Fetch)
-            .with_context(|| format!("cannot connect to {}", self.spec.location))?
+            .with_context(|| format!("cannot connect to {}", self.spec.location))?;
+        if let Some(c) = self.spec.credentials.clone().or_else(Credentials::from_env) {
+            connection.set_credentials(move |action| c.answer(action));
+        }
+        connection
             .prepare_fetch(gix::progress::Discard, Default::default())
-            .context("cannot prepare the fetch")?
+            .with_context(|| format!("cannot fetch from {}", self.spec.location))?
             .receive(gix::progress::Discard, &AtomicBool::new(false))
             .with_context(|| format!("cannot fetch from {}", self.spec.location))?;
         Ok(())
+    }
+
+    /// Fetch, then resolve the configured reference; a failure is tried again twice (after
+    /// 0.5 s and 2 s), and one for want of file descriptors says so.
+    pub fn fetch_and_resolve(&self) -> anyhow::Result<String> {
+        let mut delays = [Duration::from_millis(500), Duration::from_secs(2)].into_iter();
+        loop {
+            match self.fetch().and_then(|()| self.resolve()) {
+                Ok(sha) => return Ok(sha),
+                Err(e) => {
+                    let e = match crate::fds::exhausted() {
+                        Some(why) => e.context(format!("cannot read {}: this process is {why}", self.spec.location)),
+                        None => e,
+                    };
+                    match delays.next() {
+                        Some(d) => {
+                            tracing::warn!("{e:#}; trying again in {d:?}");
+                            std::thread::sleep(d);
+                        }
+                        None => return Err(e),
+                    }
+                }
+            }
+        }
     }
 
     /// The commit the configured reference points at now.
@@ -132,6 +217,38 @@ impl GitSource {
         }
         out.reverse();
         Ok(out)
+    }
+
+    /// The content of the file at `path` (relative to the repository's root; `..` may not leave
+    /// it) at `commit`.
+    pub fn read_file(&self, commit: &str, path: &Path) -> anyhow::Result<Vec<u8>> {
+        let mut parts: Vec<&std::ffi::OsStr> = Vec::new();
+        for c in path.components() {
+            match c {
+                std::path::Component::Normal(p) => parts.push(p),
+                std::path::Component::CurDir => {}
+                std::path::Component::ParentDir if parts.pop().is_some() => {}
+                _ => bail!("{} is outside the repository", path.display()),
+            }
+        }
+        let rel: PathBuf = parts.iter().collect();
+        let repo = self.repo()?;
+        let id =
+            gix::ObjectId::from_hex(commit.as_bytes()).with_context(|| format!("{commit:?} is not a commit id"))?;
+        let tree = repo.find_commit(id).with_context(|| format!("no commit {commit}"))?.tree()?;
+        let entry = tree
+            .lookup_entry_by_path(&rel)?
+            .with_context(|| format!("commit {} has no file {}", short(commit), rel.display()))?;
+        if !entry.mode().is_blob() {
+            bail!("{} is not a file at commit {}", rel.display(), short(commit));
+        }
+        Ok(entry.object()?.detach().data)
+    }
+
+    /// Reads files as capstan.yaml at `commit` names them: a relative path from the commit,
+    /// an absolute one from this machine.
+    pub fn reader_at<'a>(&'a self, commit: &'a str) -> impl Fn(&Path) -> anyhow::Result<Vec<u8>> + 'a {
+        move |p| if p.is_absolute() { Ok(std::fs::read(p)?) } else { self.read_file(commit, p) }
     }
 
     /// Every manifest file under the spec's path at `commit`, and capstan.yaml if there is one.
@@ -209,7 +326,8 @@ impl GitSource {
     }
 }
 
-fn clone_bare(url: &str, dir: &Path) -> anyhow::Result<()> {
+fn clone_bare(spec: &RepoSpec, dir: &Path) -> anyhow::Result<()> {
+    let url = spec.location.as_str();
     std::fs::create_dir_all(dir.parent().unwrap_or(dir))?;
     let tmp = dir.with_extension("partial");
     let _ = std::fs::remove_dir_all(&tmp);
@@ -219,6 +337,13 @@ fn clone_bare(url: &str, dir: &Path) -> anyhow::Result<()> {
         .configure_remote(|r| {
             r.with_refspecs(["+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*"], gix::remote::Direction::Fetch)
         });
+    if let Some(c) = spec.credentials.clone().or_else(Credentials::from_env) {
+        prepare = prepare.configure_connection(move |conn| {
+            let c = c.clone();
+            conn.set_credentials(move |action| c.answer(action));
+            Ok(())
+        });
+    }
     prepare
         .fetch_only(gix::progress::Discard, &AtomicBool::new(false))
         .with_context(|| format!("cannot clone {url}"))?;
@@ -227,6 +352,64 @@ fn clone_bare(url: &str, dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `location` without the `user:password@` of a URL, and what that said.
+fn split_credentials(location: &str) -> (String, Option<Credentials>) {
+    let Some(scheme_end) = location.find("://").map(|i| i + 3) else {
+        return (location.to_string(), None);
+    };
+    let authority_end = location[scheme_end..].find(['/', '?', '#']).map_or(location.len(), |i| i + scheme_end);
+    let Some(at) = location[scheme_end..authority_end].rfind('@').map(|i| i + scheme_end) else {
+        return (location.to_string(), None);
+    };
+    let userinfo = &location[scheme_end..at];
+    let (user, password) = userinfo.split_once(':').unwrap_or((userinfo, ""));
+    let clean = format!("{}{}", &location[..scheme_end], &location[at + 1..]);
+    let credentials = Credentials { username: percent_decode(user), password: percent_decode(password) };
+    (clean, Some(credentials))
+}
+
+/// `%XX` escapes decoded (as URL userinfo is written); anything else kept as it is.
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        match (bytes[i], bytes.get(i + 1).copied().and_then(hex), bytes.get(i + 2).copied().and_then(hex)) {
+            (b'%', Some(h), Some(l)) => {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+            }
+            (b, _, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 pub fn short(commit: &str) -> &str {
     &commit[..commit.len().min(12)]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_are_taken_out_of_a_url_and_decoded() {
+        let s = RepoSpec::new("https://bot:p%40ss:w@git.example.com/shop.git", None, String::new());
+        assert_eq!(s.location, "https://git.example.com/shop.git");
+        let c = s.credentials.unwrap();
+        assert_eq!((c.username.as_str(), c.password.as_str()), ("bot", "p@ss:w"));
+        assert_eq!(format!("{c:?}"), "Credentials(..)");
+        let s = RepoSpec::new("http://tok@127.0.0.1:9/a@b", None, String::new());
+        assert_eq!(s.location, "http://127.0.0.1:9/a@b");
+        assert_eq!(s.credentials.unwrap().username, "tok");
+        for plain in ["/srv/repo@2", "file:///srv/r.git", "https://h/x?u=a@b"] {
+            let s = RepoSpec::new(plain, None, String::new());
+            assert_eq!((s.location.as_str(), s.credentials.is_none()), (plain, true));
+        }
+    }
 }

@@ -5,7 +5,7 @@
 use super::{SandboxProc, capstan_bin, copy_dir, repo_root};
 use serde_json::Value;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -87,8 +87,24 @@ pub struct GitHttp {
 
 impl GitHttp {
     pub fn serve(root: &Path) -> Self {
+        Self::serve_with(root, None, false)
+    }
+
+    /// Over HTTPS (`tests/fixtures/tls/server.pem`, for 127.0.0.1, signed by
+    /// `tests/fixtures/tls/ca.pem`: a client must trust that, with `SSL_CERT_FILE`), answering
+    /// 401 (Basic) to requests without `user_password` when it is given.
+    pub fn serve_tls(root: &Path, user_password: Option<(&str, &str)>) -> Self {
+        Self::serve_with(root, user_password, true)
+    }
+
+    fn serve_with(root: &Path, user_password: Option<(&str, &str)>, tls: bool) -> Self {
+        use base64::Engine;
+        let expected = user_password
+            .map(|(u, p)| format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}"))));
+        let tls = tls.then(tls_config);
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let url = format!("{scheme}://{}", listener.local_addr().unwrap());
         let root = root.to_path_buf();
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let stopped = stop.clone();
@@ -97,8 +113,16 @@ impl GitHttp {
             while !stopped.load(std::sync::atomic::Ordering::SeqCst) {
                 match listener.accept() {
                     Ok((stream, _)) => {
-                        let root = root.clone();
-                        std::thread::spawn(move || serve_connection(stream, &root));
+                        let (root, expected, tls) = (root.clone(), expected.clone(), tls.clone());
+                        stream.set_nonblocking(false).unwrap();
+                        stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+                        std::thread::spawn(move || match tls {
+                            Some(config) => {
+                                let conn = rustls::ServerConnection::new(config).unwrap();
+                                serve_connection(rustls::StreamOwned::new(conn, stream), &root, expected.as_deref())
+                            }
+                            None => serve_connection(stream, &root, expected.as_deref()),
+                        });
                     }
                     Err(_) => std::thread::sleep(Duration::from_millis(5)),
                 }
@@ -108,6 +132,22 @@ impl GitHttp {
     }
 }
 
+fn tls_config() -> std::sync::Arc<rustls::ServerConfig> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let dir = repo_root().join("tests/fixtures/tls");
+    let certs = CertificateDer::pem_file_iter(dir.join("server.pem")).unwrap().map(Result::unwrap).collect();
+    let key = PrivateKeyDer::from_pem_file(dir.join("server.key")).unwrap();
+    let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .unwrap();
+    std::sync::Arc::new(config)
+}
+
 impl Drop for GitHttp {
     fn drop(&mut self) {
         self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
@@ -115,11 +155,8 @@ impl Drop for GitHttp {
 }
 
 /// One keep-alive connection: requests in, `git http-backend` (CGI) answers out.
-fn serve_connection(stream: TcpStream, root: &Path) {
-    stream.set_nonblocking(false).unwrap();
-    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let mut reader = BufReader::new(stream.try_clone().unwrap());
-    let mut writer = stream;
+fn serve_connection(stream: impl Read + Write, root: &Path, auth: Option<&str>) {
+    let mut reader = BufReader::new(stream);
     loop {
         let mut request_line = String::new();
         if reader.read_line(&mut request_line).unwrap_or(0) == 0 {
@@ -156,6 +193,16 @@ fn serve_connection(stream: TcpStream, root: &Path) {
                     break;
                 }
             }
+        }
+        if let Some(expected) = auth
+            && header("authorization").as_deref() != Some(expected)
+        {
+            let refusal =
+                "HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Basic realm=\"git\"\r\nContent-Length: 0\r\n\r\n";
+            if reader.get_mut().write_all(refusal.as_bytes()).and_then(|()| reader.get_mut().flush()).is_err() {
+                return;
+            }
+            continue;
         }
         let (path, query) = target.split_once('?').unwrap_or((&target, ""));
         let mut cgi = Command::new("git")
@@ -202,7 +249,7 @@ fn serve_connection(stream: TcpStream, root: &Path) {
         }
         write!(response, "HTTP/1.1 {status}\r\n{extra}Content-Length: {}\r\n\r\n", payload.len()).unwrap();
         response.extend_from_slice(payload);
-        if writer.write_all(&response).is_err() {
+        if reader.get_mut().write_all(&response).and_then(|()| reader.get_mut().flush()).is_err() {
             return;
         }
     }
@@ -212,6 +259,11 @@ fn serve_connection(stream: TcpStream, root: &Path) {
 pub struct DaemonProc {
     child: Option<Child>,
     pub url: String,
+    /// What it printed first (`capstan daemon listening on ...`).
+    pub first_line: String,
+    /// The API token it was started with (`--token-env` and that variable in `env`), which
+    /// `get` and `text` send, as a client that knows it does.
+    pub token: Option<String>,
     http: reqwest::blocking::Client,
     pub state_dir: PathBuf,
 }
@@ -219,17 +271,22 @@ pub struct DaemonProc {
 impl DaemonProc {
     /// Logs go to the test's stderr (`RUST_LOG=capstan=info`, unless `env` says otherwise).
     pub fn start(repo: &str, state_dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Self {
-        Self::spawn(None, repo, state_dir, extra, env, Stdio::inherit())
+        Self::spawn(None, repo, state_dir, extra, env, Stdio::inherit(), None)
+    }
+
+    /// As `start`, with the daemon's limit on open files set to `soft` (and `hard`).
+    pub fn start_with_fd_limit(repo: &str, state_dir: &Path, extra: &[&str], soft: u64, hard: u64) -> Self {
+        Self::spawn(None, repo, state_dir, extra, &[], Stdio::inherit(), Some((soft, hard)))
     }
 
     /// As `start`, with the daemon's stderr written to `log`.
     pub fn start_logged(repo: &str, state_dir: &Path, extra: &[&str], env: &[(&str, &str)], log: &Path) -> Self {
-        Self::spawn(None, repo, state_dir, extra, env, std::fs::File::create(log).unwrap().into())
+        Self::spawn(None, repo, state_dir, extra, env, std::fs::File::create(log).unwrap().into(), None)
     }
 
     /// As `start`, in the working directory `cwd` (for a relative `repo`).
     pub fn start_in(cwd: &Path, repo: &str, state_dir: &Path, extra: &[&str]) -> Self {
-        Self::spawn(Some(cwd), repo, state_dir, extra, &[], Stdio::inherit())
+        Self::spawn(Some(cwd), repo, state_dir, extra, &[], Stdio::inherit(), None)
     }
 
     fn spawn(
@@ -239,10 +296,22 @@ impl DaemonProc {
         extra: &[&str],
         env: &[(&str, &str)],
         stderr: Stdio,
+        fd_limit: Option<(u64, u64)>,
     ) -> Self {
         let mut cmd = Command::new(capstan_bin());
         if let Some(dir) = cwd {
             cmd.current_dir(dir);
+        }
+        if let Some((soft, hard)) = fd_limit {
+            use std::os::unix::process::CommandExt;
+            let lim = libc::rlimit { rlim_cur: soft, rlim_max: hard };
+            // SAFETY: setrlimit is async-signal-safe; nothing else runs between fork and exec.
+            unsafe {
+                cmd.pre_exec(move || match libc::setrlimit(libc::RLIMIT_NOFILE, &lim) {
+                    0 => Ok(()),
+                    _ => Err(std::io::Error::last_os_error()),
+                });
+            }
         }
         let mut child = cmd
             .args(["daemon", "--repo", repo, "--listen", "127.0.0.1:0", "--state-dir"])
@@ -263,11 +332,22 @@ impl DaemonProc {
             .trim_end_matches(',')
             .to_string();
         let http = reqwest::blocking::Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
-        DaemonProc { child: Some(child), url, http, state_dir: state_dir.to_path_buf() }
+        let token_env = extra.iter().position(|a| *a == "--token-env").and_then(|i| extra.get(i + 1));
+        let token = token_env.and_then(|var| env.iter().find(|(k, _)| k == var)).map(|(_, v)| v.to_string());
+        DaemonProc { child: Some(child), url, first_line: line, token, http, state_dir: state_dir.to_path_buf() }
+    }
+
+    /// A GET with the daemon's token, if it has one.
+    fn read(&self, path: &str) -> reqwest::blocking::Response {
+        let mut req = self.http.get(format!("{}{path}", self.url));
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
+        req.send().unwrap()
     }
 
     pub fn get(&self, path: &str) -> (u16, Value) {
-        let r = self.http.get(format!("{}{path}", self.url)).send().unwrap();
+        let r = self.read(path);
         let code = r.status().as_u16();
         (code, r.json().unwrap_or(Value::Null))
     }
@@ -277,7 +357,7 @@ impl DaemonProc {
     }
 
     pub fn text(&self, path: &str) -> String {
-        self.http.get(format!("{}{path}", self.url)).send().unwrap().text().unwrap()
+        self.read(path).text().unwrap()
     }
 
     pub fn post(&self, path: &str, auth: Option<&str>, body: Option<(&str, &[(&str, &str)])>) -> (u16, Value) {
@@ -303,6 +383,15 @@ impl DaemonProc {
             assert!(start.elapsed() < timeout, "timed out after {timeout:?} waiting for {what}");
             std::thread::sleep(Duration::from_millis(25));
         }
+    }
+
+    /// Reconciles run so far, by `/metrics`.
+    pub fn reconciles(&self) -> u64 {
+        self.text("/metrics")
+            .lines()
+            .filter(|l| l.starts_with("capstan_reconciles_total{"))
+            .map(|l| l.rsplit_once(' ').unwrap().1.parse::<u64>().unwrap())
+            .sum()
     }
 
     pub fn configuration(&self, sha: &str) -> Option<Value> {
