@@ -200,14 +200,22 @@ async fn plan(
         None => None,
     };
     let template = match &preview.template {
-        Some(p) => {
-            Some(std::fs::read_to_string(p).with_context(|| format!("cannot read the template {}", p.display()))?)
-        }
+        Some(p) => Some((
+            p.as_path(),
+            std::fs::read_to_string(p).with_context(|| format!("cannot read the template {}", p.display()))?,
+        )),
         None => None,
     };
     if preview.no_live {
         let d = declared.expect("--no-live requires --base");
-        return print_declared_only(&d, format, template.as_deref(), preview, detailed, color);
+        return print_declared_only(
+            &d,
+            format,
+            template.as_ref().map(|(p, t)| (*p, t.as_str())),
+            preview,
+            detailed,
+            color,
+        );
     }
     let Input { snapshot, config, state_dir, .. } = head;
     let connected = engine::connect(&config, target.target.as_deref(), &state_dir, target.force).await?;
@@ -240,8 +248,9 @@ async fn plan(
                 plan_json: json(),
                 declared: declared.as_ref().map(|d| d.markdown()),
                 live: true,
+                max_bytes: preview.max_bytes,
             };
-            print!("{}", markdown::render(&report, template.as_deref())?);
+            print!("{}", markdown::render(&report, template.as_ref().map(|(p, t)| (*p, t.as_str())))?);
         }
         PlanFormat::Text => {
             note(Level::INFO, &Style::stderr(color).dim(&format!("Planning against {description}.")));
@@ -286,12 +295,9 @@ impl Declared {
             .iter()
             .filter(|c| c.action != crate::diff::Action::NoOp)
             .map(|c| {
-                serde_json::json!({
-                    "symbol": c.action.symbol(),
-                    "address": c.id.to_string().replace('|', "\\|"),
-                    "action": serde_json::to_value(c.action).unwrap_or_default(),
-                    "origin": c.origin.as_ref().map(|o| o.to_string()),
-                })
+                let action = serde_json::to_value(c.action).unwrap_or_default();
+                let origin = c.origin.as_ref().map(|o| o.to_string());
+                markdown::row(c.action.symbol(), &c.id.to_string(), action.as_str().unwrap_or_default(), origin)
             })
             .collect();
         serde_json::json!({
@@ -357,7 +363,7 @@ fn declared_change(input: &InputArgs, head: &Input, base: &str) -> anyhow::Resul
 fn print_declared_only(
     d: &Declared,
     format: PlanFormat,
-    template: Option<&str>,
+    template: Option<markdown::Template<'_>>,
     preview: &PreviewArgs,
     detailed: bool,
     color: super::ColorChoice,
@@ -381,6 +387,7 @@ fn print_declared_only(
                 plan_json: d.json(&d.redactor),
                 declared: Some(d.markdown()),
                 live: false,
+                max_bytes: preview.max_bytes,
             };
             print!("{}", markdown::render(&report, template)?);
         }
