@@ -622,7 +622,7 @@ async fn daemon(args: DaemonArgs) -> anyhow::Result<u8> {
 /// `rollback --to REV`: apply that commit's configuration from here, or have a daemon do it.
 async fn rollback(args: RollbackArgs, color: super::ColorChoice) -> anyhow::Result<u8> {
     if let Some(daemon) = &args.daemon {
-        let body = serde_json::json!({ "to": args.to });
+        let body = serde_json::json!({ "to": args.to, "force": args.any_commit });
         let answer =
             ask_daemon(daemon, reqwest::Method::POST, "/v1/rollback", args.token_env.as_deref(), Some(&body)).await?;
         println!("{}", answer.get("message").and_then(|m| m.as_str()).unwrap_or(""));

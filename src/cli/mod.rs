@@ -140,6 +140,10 @@ pub struct RollbackArgs {
     /// Environment variable holding the daemon's token.
     #[arg(long, requires = "daemon")]
     pub token_env: Option<String>,
+    /// With --daemon: roll back even to a commit outside the followed branch's first-parent
+    /// history, or one the daemon never applied (it refuses those otherwise).
+    #[arg(long, requires = "daemon")]
+    pub any_commit: bool,
     #[command(flatten)]
     pub target: TargetArgs,
     /// Apply without asking for confirmation.

@@ -16,21 +16,81 @@ use tokio::sync::broadcast;
 #[derive(Clone, Debug, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Event {
-    CommitSeen { sha: String, superseded: Vec<String> },
-    RenderFailed { sha: String, errors: Vec<serde_json::Value> },
-    PlanStarted { sha: String, reason: String, steps: usize, summary: String },
-    StepStarted { sha: String, step: String, name: String },
-    StepFinished { sha: String, step: String, name: String, duration_ms: u64 },
-    StepFailed { sha: String, step: String, name: String, message: String },
-    PlanInterrupted { sha: String },
-    PlanContinued { sha: String },
-    DriftFound { sha: String, resources: Vec<String>, repairing: bool },
-    Converged { sha: String },
-    ApplyFailed { sha: String, failed: usize, not_started: usize },
-    ObserveFailed { sha: String, message: String },
-    PlanRefused { sha: String, reason: String, deletes: usize, message: String },
-    TargetLocked { sha: String, message: String },
-    FetchFailed { message: String },
+    /// `deferred`: seen while a plan is interrupted; planned on `continue`.
+    CommitSeen {
+        sha: String,
+        superseded: Vec<String>,
+        deferred: bool,
+    },
+    RenderFailed {
+        sha: String,
+        errors: Vec<serde_json::Value>,
+    },
+    PlanStarted {
+        sha: String,
+        reason: String,
+        steps: usize,
+        summary: String,
+    },
+    StepStarted {
+        sha: String,
+        step: String,
+        name: String,
+    },
+    StepFinished {
+        sha: String,
+        step: String,
+        name: String,
+        duration_ms: u64,
+    },
+    StepFailed {
+        sha: String,
+        step: String,
+        name: String,
+        message: String,
+    },
+    PlanInterrupted {
+        sha: String,
+    },
+    PlanContinued {
+        sha: String,
+    },
+    /// On `continue`, the interrupted plan (of `from`) was replaced by a new one for `sha`.
+    PlanReplanned {
+        sha: String,
+        from: String,
+        steps: usize,
+    },
+    DriftFound {
+        sha: String,
+        resources: Vec<String>,
+        repairing: bool,
+    },
+    Converged {
+        sha: String,
+    },
+    ApplyFailed {
+        sha: String,
+        failed: usize,
+        not_started: usize,
+    },
+    ObserveFailed {
+        sha: String,
+        message: String,
+    },
+    PlanRefused {
+        sha: String,
+        reason: String,
+        deletes: usize,
+        message: String,
+    },
+    TargetLocked {
+        sha: String,
+        message: String,
+    },
+    FetchFailed {
+        message: String,
+    },
 }
 
 impl Event {
@@ -44,6 +104,7 @@ impl Event {
             Event::StepFailed { .. } => "step_failed",
             Event::PlanInterrupted { .. } => "plan_interrupted",
             Event::PlanContinued { .. } => "plan_continued",
+            Event::PlanReplanned { .. } => "plan_replanned",
             Event::DriftFound { .. } => "drift_found",
             Event::Converged { .. } => "converged",
             Event::ApplyFailed { .. } => "apply_failed",
