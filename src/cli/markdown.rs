@@ -227,12 +227,13 @@ fn context(r: &Report<'_>, cut: Cut) -> Value {
         if let Some(e) = p.get("error").and_then(Value::as_str) {
             p["error_text"] = json!(text(e));
         }
-        let md_list = |v: &Value, f: &dyn Fn(&str) -> String| -> Value {
-            v.as_array()
-                .map(|a| a.iter().map(|s| json!(f(s.as_str().unwrap_or_default()))).collect())
-                .unwrap_or_default()
-        };
-        p["disagreements_md"] = md_list(&p["disagreements"], &|s| code(s, false));
+        let disagreements: Vec<String> = p["disagreements"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|d| code(d.as_str().unwrap_or_default(), false))
+            .collect();
+        p["disagreements_md"] = json!(disagreements);
         if let Some(steps) = p.get_mut("steps").and_then(Value::as_array_mut) {
             for step in steps.iter_mut().flat_map(|s| s.as_array_mut().into_iter().flatten()) {
                 step["action_text"] = json!(text(step["action"].as_str().unwrap_or_default()));
