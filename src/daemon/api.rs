@@ -102,13 +102,7 @@ async fn interrupt(State(d): Shared, headers: HeaderMap) -> Response {
     if !d.interrupt_plan() {
         return already_reported("the plan is already interrupted");
     }
-    let effect = match d.current.lock().unwrap().as_ref() {
-        Some(c) if c.outcome.steps.iter().any(|s| s.status == crate::apply::Status::InProgress) => {
-            "the running steps finish; no other starts until continue"
-        }
-        _ => "no plan is running: the next one starts interrupted, with every step WAITING until continue",
-    };
-    axum::Json(json!({ "message": "Received cmd: interrupt", "effect": effect })).into_response()
+    axum::Json(json!({ "message": "Received cmd: interrupt" })).into_response()
 }
 
 /// Plan again against the newest commit and carry on. 208 when nothing is interrupted.
@@ -119,8 +113,7 @@ async fn continue_(State(d): Shared, headers: HeaderMap) -> Response {
     if !d.continue_plan() {
         return already_reported("nothing is interrupted");
     }
-    let effect = "the plan is made again against the newest commit from what is live, then applied";
-    axum::Json(json!({ "message": "Received cmd: continue", "effect": effect })).into_response()
+    axum::Json(json!({ "message": "Received cmd: continue" })).into_response()
 }
 
 async fn sync(State(d): Shared, headers: HeaderMap) -> Response {

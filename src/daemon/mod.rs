@@ -517,8 +517,8 @@ impl Daemon {
             // with --allow-mass-delete).
             (_, Some(CommitStatus::Refused)) if !matches!(reason, Reason::Sync | Reason::Startup) => return "refused",
             // A rollback applies a commit that was applied before, on purpose; a continue
-            // carries on with what was interrupted.
-            (Reason::Rollback | Reason::Continue, _) => false,
+            // carries on with what was interrupted; a retry tries again what failed.
+            (Reason::Rollback | Reason::Continue | Reason::Retry, _) => false,
             // Applied and live: only a resync or an explicit sync looks again, for drift.
             (Reason::Resync | Reason::Sync, Some(CommitStatus::Applied)) if is_live => true,
             (_, Some(CommitStatus::Applied)) if is_live => return "unchanged",
@@ -734,8 +734,6 @@ impl Daemon {
         }
         let trigger = reason.trigger();
         let _ = self.store.record(sha, trigger, "applying", (start.count(Status::Complete), total), &Value::Null);
-        // From the first step on, the platform is this commit's, whatever happens next.
-        let _ = self.store.set_value("live", sha);
         self.set_phase("applying");
         self.events.publish(Event::PlanStarted {
             sha: sha.to_string(),
@@ -743,7 +741,7 @@ impl Daemon {
             steps: plan.steps.len(),
             summary: output::summary_line(&changes),
         });
-        let observer = Steps { daemon: self, sha, redactor: &rendered.redactor };
+        let observer = Steps { daemon: self, sha, redactor: &rendered.redactor, started: AtomicBool::new(false) };
         // A run that a killed daemon left is settled by this plan, made from live state.
         match crate::journal::Journal::take_unfinished(&self.opts.state_dir, &self.connected.key) {
             Ok(runs) => runs.iter().for_each(|r| tracing::warn!("resuming: {}", r.describe())),
@@ -851,10 +849,15 @@ struct Steps<'a> {
     daemon: &'a Daemon,
     sha: &'a str,
     redactor: &'a Redactor,
+    /// Whether a step has started: from then on the platform is this commit's (`live`).
+    started: AtomicBool,
 }
 
 impl Observer for Steps<'_> {
     fn step_started(&self, plan: &Plan, step: usize) {
+        if !self.started.swap(true, Ordering::SeqCst) {
+            let _ = self.daemon.store.set_value("live", self.sha);
+        }
         if let Some(c) = self.daemon.current.lock().unwrap().as_mut() {
             c.outcome.steps[step].status = Status::InProgress;
         }
