@@ -219,13 +219,7 @@ fn without_self_heal_drift_is_reported_and_left() {
 }
 
 fn step_statuses(d: &DaemonProc) -> Vec<String> {
-    let (_, plan) = d.get("/v1/plans/deploy");
-    plan["phases"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .flat_map(|p| p["steps"].as_array().unwrap().iter().map(|s| s["status"].as_str().unwrap().to_string()))
-        .collect()
+    d.step_statuses()
 }
 
 #[test]

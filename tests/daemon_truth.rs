@@ -66,16 +66,6 @@ fn post_json(d: &DaemonProc, path: &str, body: &Value) -> (u16, Value) {
     d.post(path, None, Some((&body.to_string(), &[("Content-Type", "application/json")])))
 }
 
-fn step_statuses(d: &DaemonProc) -> Vec<String> {
-    let (_, plan) = d.get("/v1/plans/deploy");
-    plan["phases"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .flat_map(|p| p["steps"].as_array().unwrap().iter().map(|s| s["status"].as_str().unwrap().to_string()))
-        .collect()
-}
-
 // ---- 12.4: the branch is the truth ----------------------------------------------------------
 
 #[test]
@@ -338,13 +328,13 @@ fn while_interrupted_commits_are_recorded_and_continue_plans_again_against_the_n
     let x = repo.commit("five jobs");
     let state = tempfile::tempdir().unwrap();
     let d = DaemonProc::start(repo.path().to_str().unwrap(), state.path(), &["--parallelism", "1"], &[]);
-    d.wait_for("a step to run", WAIT, |d| step_statuses(d).iter().any(|s| s == "IN_PROGRESS"));
+    d.wait_for("a step to run", WAIT, |d| d.step_statuses().iter().any(|s| s == "IN_PROGRESS"));
     let (code, body) = d.post("/v1/plans/deploy/interrupt", None, None);
     assert_eq!((code, &body["message"]), (200, &json!("Received cmd: interrupt")), "{body}");
     let (code, body) = d.post("/v1/plans/deploy/interrupt", None, None);
     assert_eq!(code, 208, "already interrupted: {body}");
     d.wait_for("the plan to stop", WAIT, |d| d.get("/v1/plans/deploy").1["status"] == "WAITING");
-    let done = step_statuses(&d).iter().filter(|s| *s == "COMPLETE").count();
+    let done = d.step_statuses().iter().filter(|s| *s == "COMPLETE").count();
     assert!(done < 5);
 
     // A new commit while interrupted is recorded, and nothing more runs.
@@ -357,7 +347,7 @@ fn while_interrupted_commits_are_recorded_and_continue_plans_again_against_the_n
     assert_eq!(code, 202);
     assert!(body["message"].as_str().unwrap().contains("on continue"), "{body}");
     std::thread::sleep(Duration::from_millis(800));
-    assert_eq!(step_statuses(&d).iter().filter(|s| *s == "COMPLETE").count(), done, "a step ran while interrupted");
+    assert_eq!(d.step_statuses().iter().filter(|s| *s == "COMPLETE").count(), done, "a step ran while interrupted");
     assert_eq!(d.get("/v1/status").1["interrupted"], true);
 
     // Continue: planned again against y before any other step.
@@ -366,9 +356,9 @@ fn while_interrupted_commits_are_recorded_and_continue_plans_again_against_the_n
     let replanned = wait_event(&d, "plan_replanned", |e| e["type"] == "plan_replanned");
     assert_eq!((&replanned["from"], &replanned["sha"]), (&json!(x), &json!(y)), "{replanned}");
     d.wait_for("a step of the new plan to run", WAIT, |d| {
-        d.get("/v1/plans/deploy").1["commit"] == y && step_statuses(d).iter().any(|s| s == "IN_PROGRESS")
+        d.get("/v1/plans/deploy").1["commit"] == y && d.step_statuses().iter().any(|s| s == "IN_PROGRESS")
     });
-    let statuses = step_statuses(&d);
+    let statuses = d.step_statuses();
     assert!(!statuses.iter().any(|s| s == "WAITING"), "steps about to run show WAITING: {statuses:?}");
     d.wait_for("y to apply", WAIT, |d| applied(d, &y));
     assert_eq!(version(&sb, "job::/dev::job-0").as_deref(), Some("2"));
@@ -397,7 +387,7 @@ fn an_interrupt_while_idle_holds_the_next_plan_waiting_across_a_restart() {
         let (_, p) = d.get("/v1/plans/deploy");
         p["commit"] == second && p["status"] == "WAITING"
     });
-    assert!(step_statuses(&d).iter().all(|s| s == "WAITING"));
+    assert!(d.step_statuses().iter().all(|s| s == "WAITING"));
     // A rollback while interrupted says what it will do.
     let (code, body) = post_json(&d, "/v1/rollback", &json!({ "to": first }));
     assert_eq!(code, 202);

@@ -361,8 +361,30 @@ impl Daemon {
         }
         self.interrupt.store(true, Ordering::SeqCst);
         let _ = self.store.set_value("interrupted", "1");
-        self.status.lock().unwrap().interrupted = true;
+        let applying = {
+            let mut st = self.status.lock().unwrap();
+            st.interrupted = true;
+            st.phase == "applying"
+        };
+        // What has not started will not, until continue: shown so at once.
+        if applying {
+            self.show_not_started(Status::Pending, Status::Waiting);
+        }
         true
+    }
+
+    /// Show the running plan's steps that have not started with another status.
+    fn show_not_started(&self, from: Status, to: Status) {
+        if let Some(c) = self.current.lock().unwrap().as_mut() {
+            for o in c
+                .outcome
+                .steps
+                .iter_mut()
+                .filter(|o| o.status == from && (o.message.is_empty() || from == Status::Waiting))
+            {
+                o.status = to;
+            }
+        }
     }
 
     /// Carry on: plan again against the newest commit, then apply. False when nothing is
@@ -376,6 +398,8 @@ impl Daemon {
         }
         let _ = self.store.set_value("interrupted", "");
         self.status.lock().unwrap().interrupted = false;
+        // About to run (after planning again): no longer waiting.
+        self.show_not_started(Status::Waiting, Status::Pending);
         self.trigger(Reason::Continue);
         true
     }
@@ -767,13 +791,14 @@ impl Daemon {
             if let Some(j) = &journal {
                 let _ = j.end(if self.is_interrupted() { "interrupted" } else { "stopped" });
             }
-            if !self.is_interrupted() {
+            if self.shutting_down.load(Ordering::SeqCst) && !self.is_interrupted() {
                 // Stopped part way by a shutdown: the rest is for the next start.
                 let _ = self.store.record(sha, trigger, "stopped", applied, &Value::Null);
                 return "stopped";
             }
-            // Interrupted: the rest waits for `continue`, which plans again first. The lock is
-            // kept meanwhile, so no apply changes the target under the plan.
+            // Interrupted: the rest waits for `continue`, which plans again first (and may already
+            // have come: then it is queued). The lock is kept meanwhile, so no apply changes the
+            // target under the plan.
             let _ = self.store.record(sha, trigger, "interrupted", applied, &Value::Null);
             *self.paused.lock().unwrap() = Some((sha.to_string(), lock));
             self.events.publish(Event::PlanInterrupted { sha: sha.to_string() });
