@@ -237,14 +237,22 @@ async fn plan(
         None => None,
     };
     let template = match &preview.template {
-        Some(p) => {
-            Some(std::fs::read_to_string(p).with_context(|| format!("cannot read the template {}", p.display()))?)
-        }
+        Some(p) => Some((
+            p.as_path(),
+            std::fs::read_to_string(p).with_context(|| format!("cannot read the template {}", p.display()))?,
+        )),
         None => None,
     };
     if preview.no_live {
         let d = declared.expect("--no-live requires --base");
-        return print_declared_only(&d, format, template.as_deref(), preview, detailed, color);
+        return print_declared_only(
+            &d,
+            format,
+            template.as_ref().map(|(p, t)| (*p, t.as_str())),
+            preview,
+            detailed,
+            color,
+        );
     }
     let Input { snapshot, config, state_dir, .. } = head;
     let connected = engine::connect(&config, target.target.as_deref(), &state_dir, target.force).await?;
@@ -277,8 +285,9 @@ async fn plan(
                 plan_json: json(),
                 declared: declared.as_ref().map(|d| d.markdown()),
                 live: true,
+                max_bytes: preview.max_bytes,
             };
-            out(&markdown::render(&report, template.as_deref())?)?;
+            out(&markdown::render(&report, template.as_ref().map(|(p, t)| (*p, t.as_str())))?)?;
         }
         PlanFormat::Text => {
             note(Level::INFO, &Style::stderr(color).dim(&format!("Planning against {description}.")));
@@ -323,12 +332,9 @@ impl Declared {
             .iter()
             .filter(|c| c.action != crate::diff::Action::NoOp)
             .map(|c| {
-                serde_json::json!({
-                    "symbol": c.action.symbol(),
-                    "address": c.id.to_string().replace('|', "\\|"),
-                    "action": serde_json::to_value(c.action).unwrap_or_default(),
-                    "origin": c.origin.as_ref().map(|o| o.to_string()),
-                })
+                let action = serde_json::to_value(c.action).unwrap_or_default();
+                let origin = c.origin.as_ref().map(|o| o.to_string());
+                markdown::row(c.action.symbol(), &c.id.to_string(), action.as_str().unwrap_or_default(), origin)
             })
             .collect();
         serde_json::json!({
@@ -396,7 +402,7 @@ fn declared_change(input: &InputArgs, head: &Input, base: &str) -> anyhow::Resul
 fn print_declared_only(
     d: &Declared,
     format: PlanFormat,
-    template: Option<&str>,
+    template: Option<markdown::Template<'_>>,
     preview: &PreviewArgs,
     detailed: bool,
     color: super::ColorChoice,
@@ -420,6 +426,7 @@ fn print_declared_only(
                 plan_json: d.json(&d.redactor),
                 declared: Some(d.markdown()),
                 live: false,
+                max_bytes: preview.max_bytes,
             };
             out(&markdown::render(&report, template)?)?;
         }
@@ -682,7 +689,7 @@ async fn daemon(args: DaemonArgs) -> anyhow::Result<u8> {
 /// `rollback --to REV`: apply that commit's configuration from here, or have a daemon do it.
 async fn rollback(args: RollbackArgs, color: super::ColorChoice) -> anyhow::Result<u8> {
     if let Some(daemon) = &args.daemon {
-        let body = serde_json::json!({ "to": args.to });
+        let body = serde_json::json!({ "to": args.to, "force": args.any_commit });
         let answer =
             ask_daemon(daemon, reqwest::Method::POST, "/v1/rollback", args.token_env.as_deref(), Some(&body)).await?;
         outln(answer.get("message").and_then(|m| m.as_str()).unwrap_or(""))?;

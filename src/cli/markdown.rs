@@ -8,19 +8,39 @@
 //! `warnings`, and with `--base/--head` `declared` (the change to the declared state: `base`,
 //! `head`, `summary_line`, `resources`) and `live` (false with `--no-live`). The JSON plan is
 //! there too, as `plan`.
+//!
+//! Names and file names come from the manifests, that is from whoever opened the pull request,
+//! and GitHub renders the comment: a backtick in a name would end its code span, and what
+//! follows would be a live link, a mention or HTML. So every string from a manifest or the
+//! platform is also in the context escaped for the place the built-in template puts it: `*_md`
+//! is a complete code span (its fence longer than any run of backticks in it, `|` escaped for
+//! a table cell), `*_html` is HTML-escaped text for inside `<code>`, `*_text` is markdown text
+//! in which nothing is a link, mention or HTML, and `diff_fence` is a fence longer than any
+//! run of backticks in its `diff`. The plain fields are as they were, for user templates that
+//! print them elsewhere than in markdown.
+//!
+//! Size: GitHub refuses a comment over 65,536 characters. The report is kept within
+//! `--max-bytes` (60,000 by default): the summary and every changed address are kept, diffs
+//! are cut first (with a note saying so), then the address table becomes a compact list, and
+//! only a plan with more addresses than fit even so lists the first ones and says how many
+//! more there are.
 
 use super::output::{diff_lines, summary_line};
 use crate::diagnostic::Diagnostics;
-use crate::diff::{Action, ChangeSet};
+use crate::diff::{Action, ChangeSet, ResourceChange};
 use crate::redact::Redactor;
+use crate::render::template::{Limits, render_guarded};
 use serde_json::{Value, json};
 
 pub const BUILTIN: &str = include_str!("templates/plan.md.hbs");
 
+/// The default of `--max-bytes`: under GitHub's 65,536 characters, with room for a header.
+pub const MAX_BYTES: usize = 60_000;
 /// Lines of one resource's diff shown before the rest is cut.
 const DIFF_LINES: usize = 120;
-/// Resources listed in the table, and shown with their diff.
-const TABLE_ROWS: usize = 500;
+/// Characters of one diff line shown before the rest of it is cut.
+const LINE_CHARS: usize = 500;
+/// Resources shown with their diff.
 const DETAILS: usize = 50;
 
 fn action_word(a: Action) -> &'static str {
@@ -38,6 +58,62 @@ fn cell(s: &str) -> String {
     s.replace('|', "\\|")
 }
 
+/// The longest run of backticks in `s`.
+fn longest_backtick_run(s: &str) -> usize {
+    s.split(|c| c != '`').map(str::len).max().unwrap_or(0)
+}
+
+/// `s` as one inline code span that nothing in it can end: its fence is longer than any run of
+/// backticks inside, line breaks become spaces, and in a table cell `|` is escaped (GFM
+/// removes the backslash before it reads the span).
+pub fn code(s: &str, in_table: bool) -> String {
+    let mut inner = s.replace(['\n', '\r'], " ");
+    if in_table {
+        inner = cell(&inner);
+    }
+    let fence = "`".repeat(longest_backtick_run(&inner) + 1);
+    // A span that starts or ends with a backtick or a space needs a space of padding, which
+    // CommonMark strips again.
+    let pad = if inner.starts_with(['`', ' ']) || inner.ends_with(['`', ' ']) { " " } else { "" };
+    format!("{fence}{pad}{inner}{pad}{fence}")
+}
+
+/// Text for inside an HTML element (`<code>`): no tag, entity or attribute can start in it.
+pub fn html(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('"', "&quot;")
+}
+
+/// Markdown text that renders as exactly `s`: every ASCII punctuation character is escaped
+/// (no emphasis, link, image, autolink, HTML or entity can start), and a zero-width space
+/// breaks what GitHub would turn into a mention (`@name`, `#1`) or an autolink (`www.`,
+/// `http://`), which escapes cannot prevent.
+pub fn text(s: &str) -> String {
+    let chars: Vec<char> = s.replace(['\n', '\r'], " ").chars().collect();
+    let mut out = String::with_capacity(s.len() + 8);
+    for (i, &c) in chars.iter().enumerate() {
+        if c.is_ascii_punctuation() {
+            out.push('\\');
+        }
+        out.push(c);
+        let next = |k: usize| chars.get(i + k).copied().unwrap_or(' ');
+        let breaks = matches!(c, '@' | '#')
+            || (c == ':' && next(1) == '/' && next(2) == '/')
+            || (c.eq_ignore_ascii_case(&'w')
+                && i > 0
+                && chars[i - 1].eq_ignore_ascii_case(&'w')
+                && next(1).eq_ignore_ascii_case(&'w'));
+        if breaks {
+            out.push('\u{200b}');
+        }
+    }
+    out
+}
+
+/// A fenced code block's fence for `body`: longer than any run of backticks in it.
+fn fence_for(body: &str) -> String {
+    "`".repeat((longest_backtick_run(body) + 1).max(3))
+}
+
 pub struct Report<'a> {
     pub title: Option<String>,
     pub target: String,
@@ -49,42 +125,130 @@ pub struct Report<'a> {
     pub declared: Option<Value>,
     /// Whether `changes` is a plan against the live platform.
     pub live: bool,
+    /// The most bytes the report may have (`--max-bytes`).
+    pub max_bytes: usize,
 }
 
-pub fn context(r: &Report<'_>) -> Value {
-    let changed: Vec<_> = r.changes.changes.iter().filter(|c| c.action != Action::NoOp).collect();
-    let table: Vec<Value> = changed
+/// How much of the report is shown: what [`render`] cuts to stay within `max_bytes`.
+#[derive(Clone, Copy, Debug)]
+struct Cut {
+    /// Resources shown with their diff.
+    details: usize,
+    /// Lines of each diff; of the last one shown, perhaps fewer (`last_lines`).
+    lines: usize,
+    last_lines: usize,
+    /// Addresses listed in a table, or (compact) one per line.
+    compact: bool,
+    /// Addresses listed (the rest are counted).
+    rows: usize,
+}
+
+/// One row of an address table, with its escaped forms.
+pub fn row(symbol: &str, address: &str, action: &str, origin: Option<String>) -> Value {
+    json!({
+        "symbol": symbol,
+        "address": cell(address),
+        "address_md": code(address, true),
+        "action": action,
+        "origin": origin.as_deref().map(cell),
+        "origin_md": origin.as_deref().map(|o| code(o, true)),
+    })
+}
+
+/// Addresses one per line in a fenced block (symbol, address, action), the compact form.
+fn compact_block(rows: &[Value]) -> String {
+    let body: String = rows
         .iter()
-        .take(TABLE_ROWS)
-        .map(|c| {
-            json!({
-                "symbol": c.action.symbol(),
-                "address": cell(&c.id.to_string()),
-                "action": action_word(c.action),
-                "origin": c.origin.as_ref().map(|o| cell(&o.to_string())),
-            })
+        .map(|r| {
+            let address = r["address"].as_str().unwrap_or_default().replace("\\|", "|");
+            format!("{} {address}\n", r["symbol"].as_str().unwrap_or_default())
         })
         .collect();
+    let fence = fence_for(&body);
+    format!("{fence}\n{body}{fence}")
+}
+
+fn detail(c: &ResourceChange, r: &Report<'_>, lines: usize) -> Value {
+    let all: Vec<String> = diff_lines(c, r.redactor)
+        .iter()
+        .map(|l| {
+            let l = l.plain();
+            match l.char_indices().nth(LINE_CHARS) {
+                Some((i, _)) => format!("{}… ({} more characters)", &l[..i], l[i..].chars().count()),
+                None => l,
+            }
+        })
+        .collect();
+    let cut = all.len().saturating_sub(lines);
+    let diff = all.into_iter().take(lines).collect::<Vec<_>>().join("\n");
+    let address = c.id.to_string();
+    json!({
+        "symbol": c.action.symbol(),
+        "address": address.replace('<', "&lt;"),
+        "address_html": html(&address),
+        "describe": c.action.describe(),
+        "reason": c.reason,
+        "reason_html": c.reason.as_deref().map(html),
+        "diff_fence": fence_for(&diff),
+        "diff": diff,
+        "cut": if cut > 0 { json!(cut) } else { Value::Null },
+    })
+}
+
+fn context(r: &Report<'_>, cut: Cut) -> Value {
+    let changed: Vec<_> = r.changes.changes.iter().filter(|c| c.action != Action::NoOp).collect();
+    let all_rows: Vec<Value> = changed
+        .iter()
+        .map(|c| {
+            row(c.action.symbol(), &c.id.to_string(), action_word(c.action), c.origin.as_ref().map(|o| o.to_string()))
+        })
+        .collect();
+    let table: Vec<Value> = all_rows.iter().take(cut.rows).cloned().collect();
     let details: Vec<Value> = changed
         .iter()
-        .take(DETAILS)
-        .map(|c| {
-            let lines: Vec<String> = diff_lines(c, r.redactor).iter().map(|l| l.plain()).collect();
-            let cut = lines.len().saturating_sub(DIFF_LINES);
-            json!({
-                "symbol": c.action.symbol(),
-                "address": c.id.to_string().replace('<', "&lt;"),
-                "describe": c.action.describe(),
-                "reason": c.reason,
-                "diff": lines.into_iter().take(DIFF_LINES).collect::<Vec<_>>().join("\n").replace("```", "`\u{200b}``"),
-                "cut": if cut > 0 { json!(cut) } else { Value::Null },
-            })
-        })
+        .take(cut.details)
+        .enumerate()
+        .map(|(i, c)| detail(c, r, if i + 1 == cut.details { cut.last_lines } else { cut.lines }))
         .collect();
+    let declared = r.declared.clone().map(|mut d| {
+        let rows: Vec<Value> = d["resources"].as_array().cloned().unwrap_or_default();
+        d["resources_cut"] = json!(rows.len().saturating_sub(cut.rows));
+        let rows: Vec<Value> = rows.into_iter().take(cut.rows).collect();
+        d["compact"] = json!(cut.compact && !rows.is_empty());
+        d["compact_block"] = json!(compact_block(&rows));
+        d["resources"] = json!(rows);
+        d
+    });
     let count = |a| r.changes.count(a);
+    let preview = r.plan_json.get("platform_preview").cloned().map(|mut p| {
+        if let Some(req) = p.get("request").and_then(Value::as_str) {
+            p["request_html"] = json!(html(req));
+        }
+        if let Some(e) = p.get("error").and_then(Value::as_str) {
+            p["error_text"] = json!(text(e));
+        }
+        let disagreements: Vec<String> = p["disagreements"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|d| code(d.as_str().unwrap_or_default(), false))
+            .collect();
+        p["disagreements_md"] = json!(disagreements);
+        if let Some(steps) = p.get_mut("steps").and_then(Value::as_array_mut) {
+            for step in steps.iter_mut().flat_map(|s| s.as_array_mut().into_iter().flatten()) {
+                step["action_text"] = json!(text(step["action"].as_str().unwrap_or_default()));
+                step["resource_md"] = json!(code(step["resource"].as_str().unwrap_or_default(), false));
+            }
+        }
+        p
+    });
+    let warnings: Vec<String> = r.warnings.0.iter().map(|w| r.redactor.text(&w.to_string())).collect();
+    let orphans: Vec<String> = r.changes.orphans.iter().map(|o| o.to_string()).collect();
     json!({
         "title": r.title,
+        "title_text": r.title.as_deref().map(text),
         "target": r.target,
+        "target_text": text(&r.target),
         "summary_line": summary_line(r.changes),
         "summary": {
             "create": count(Action::Create),
@@ -93,32 +257,40 @@ pub fn context(r: &Report<'_>) -> Value {
             "delete": count(Action::Delete),
         },
         "has_changes": !changed.is_empty(),
+        "compact": cut.compact && !table.is_empty(),
+        "compact_block": compact_block(&table),
         "table": table,
-        "table_cut": changed.len().saturating_sub(TABLE_ROWS),
+        "table_cut": changed.len().saturating_sub(cut.rows),
         "details": details,
-        "details_cut": changed.len().saturating_sub(DETAILS),
-        "orphans": r.changes.orphans.iter().map(|o| o.to_string()).collect::<Vec<_>>(),
+        "details_cut": changed.len().saturating_sub(cut.details),
+        "size_cut": cut.details < changed.len().min(DETAILS) || cut.last_lines < cut.lines,
+        "max_bytes": r.max_bytes,
+        "orphans_md": orphans.iter().map(|o| code(o, false)).collect::<Vec<_>>(),
+        "orphans": orphans,
         "orphan_count": r.changes.orphans.len(),
-        "warnings": r.warnings.0.iter().map(|w| r.redactor.text(&w.to_string())).collect::<Vec<_>>(),
+        "warnings_md": warnings.iter().map(|w| code(w, false)).collect::<Vec<_>>(),
+        "warnings": warnings,
         "warning_count": r.warnings.0.len(),
-        "declared": r.declared,
+        "declared": declared,
         "live": r.live,
-        "platform_preview": r.plan_json.get("platform_preview").cloned().unwrap_or(Value::Null),
+        "platform_preview": preview.unwrap_or(Value::Null),
         "plan": r.plan_json,
     })
 }
 
-/// Render the report with the built-in template or `template` (handlebars, strict: a name
-/// the context does not have is an error rather than an empty string).
-pub fn render(r: &Report<'_>, template: Option<&str>) -> anyhow::Result<String> {
-    let mut hb = handlebars::Handlebars::new();
-    hb.set_strict_mode(true);
-    // Markdown, not HTML: values are escaped where they are put (table cells), not by the engine.
-    hb.register_escape_fn(handlebars::no_escape);
-    hb.register_template_string("plan", template.unwrap_or(BUILTIN))
-        .map_err(|e| anyhow::anyhow!("the markdown template is not valid: {e}"))?;
-    let text =
-        hb.render("plan", &context(r)).map_err(|e| anyhow::anyhow!("cannot render the markdown template: {e}"))?;
+/// Template limits: a user's template is checked as manifest templates are; its output may be
+/// larger than the report (it is cut to `max_bytes` afterwards).
+const TEMPLATE_LIMITS: Limits = Limits { depth: 64, output: 64 * 1024 * 1024 };
+
+/// A user's template: its file (for errors) and text.
+pub type Template<'a> = (&'a std::path::Path, &'a str);
+
+fn render_once(r: &Report<'_>, template: Option<Template<'_>>, cut: Cut) -> anyhow::Result<String> {
+    let text = render_guarded(template.map_or(BUILTIN, |t| t.1), &context(r, cut), &TEMPLATE_LIMITS).map_err(|p| {
+        let file = template.map_or("the built-in template".into(), |t| t.0.display().to_string());
+        let at = p.at.map(|(l, c)| format!(":{l}:{c}")).unwrap_or_default();
+        anyhow::anyhow!("cannot render the markdown template {file}{at}: {}", p.message)
+    })?;
     // Collapse the blank lines template control lines leave behind.
     let mut out = String::with_capacity(text.len());
     let mut blank = 0;
@@ -135,4 +307,90 @@ pub fn render(r: &Report<'_>, template: Option<&str>) -> anyhow::Result<String> 
         out.push('\n');
     }
     Ok(out.trim_start_matches('\n').to_string())
+}
+
+/// Render the report with the built-in template or `template` (handlebars, strict: a name
+/// the context does not have is an error rather than an empty string), within `max_bytes`.
+pub fn render(r: &Report<'_>, template: Option<Template<'_>>) -> anyhow::Result<String> {
+    let changed: Vec<_> = r.changes.changes.iter().filter(|c| c.action != Action::NoOp).collect();
+    let rows = changed.len().max(r.declared.as_ref().and_then(|d| d["resources"].as_array()).map_or(0, Vec::len));
+    let shown = changed.len().min(DETAILS);
+    let full = Cut { details: shown, lines: DIFF_LINES, last_lines: DIFF_LINES, compact: false, rows };
+    let out = render_once(r, template, full)?;
+    if out.len() <= r.max_bytes {
+        return Ok(out);
+    }
+    // Too big. First the addresses alone, in a table, else one per line, else as many as fit.
+    let mut cut = Cut { details: 0, ..full };
+    let mut base = render_once(r, template, cut)?;
+    if base.len() > r.max_bytes {
+        cut.compact = true;
+        base = render_once(r, template, cut)?;
+    }
+    // At most a few dozen tries: each keeps a share of the rows in proportion to the excess.
+    let mut tries = 0;
+    while base.len() > r.max_bytes && cut.rows > 0 && tries < 40 {
+        let keep = (cut.rows as f64 * r.max_bytes as f64 / base.len() as f64 * 0.95) as usize;
+        cut.rows = keep.min(cut.rows - 1);
+        base = render_once(r, template, cut)?;
+        tries += 1;
+    }
+    if base.len() > r.max_bytes {
+        // Nothing left to cut but what the template itself writes.
+        return Ok(truncate(&base, r.max_bytes));
+    }
+    // Then diffs, in plan order, while they fit: whole ones, then as many lines of the next as fit.
+    let mut best = base;
+    for n in 1..=shown {
+        let whole = Cut { details: n, ..cut };
+        let out = render_once(r, template, whole)?;
+        if out.len() <= r.max_bytes {
+            best = out;
+            continue;
+        }
+        let (mut lo, mut hi) = (0usize, DIFF_LINES.min(diff_lines(changed[n - 1], r.redactor).len()));
+        // Binary search for the most lines of this diff that fit.
+        while lo < hi {
+            let mid = (lo + hi).div_ceil(2);
+            let out = render_once(r, template, Cut { last_lines: mid, ..whole })?;
+            if out.len() <= r.max_bytes { lo = mid } else { hi = mid - 1 }
+        }
+        if lo > 0 {
+            best = render_once(r, template, Cut { last_lines: lo, ..whole })?;
+        }
+        break;
+    }
+    Ok(best)
+}
+
+/// The first `max` bytes of `text` (at a line boundary where there is one), and a note.
+fn truncate(text: &str, max: usize) -> String {
+    let note = "\n_The report is cut here: it is longer than `--max-bytes` allows._\n";
+    let mut end = max.saturating_sub(note.len()).min(text.len());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    let end = text[..end].rfind('\n').map_or(end, |i| i + 1);
+    format!("{}{note}", &text[..end])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn code_spans_cannot_be_ended_by_what_they_hold() {
+        assert_eq!(code("job::/g::web", true), "`job::/g::web`");
+        assert_eq!(code("a`b", false), "``a`b``");
+        assert_eq!(code("`a``", false), "``` `a`` ```");
+        assert_eq!(code("x|y", true), "`x\\|y`");
+        assert_eq!(code("x|y\nz", false), "`x|y z`");
+        assert_eq!(html("<img src=\"x\">&"), "&lt;img src=&quot;x&quot;>&amp;");
+        assert_eq!(text("a*b"), "a\\*b");
+        assert_eq!(text("@octocat"), "\\@\u{200b}octocat");
+        assert_eq!(text("see www.x.io or http://x.io"), "see ww\u{200b}w\\.x\\.io or http\\:\u{200b}\\/\\/x\\.io");
+        assert_eq!(text("capstan: plan"), "capstan\\: plan");
+        assert_eq!(fence_for("a ```` b"), "`````");
+        assert_eq!(fence_for("plain"), "```");
+    }
 }

@@ -140,6 +140,10 @@ pub struct RollbackArgs {
     /// Environment variable holding the daemon's token.
     #[arg(long, requires = "daemon")]
     pub token_env: Option<String>,
+    /// With --daemon: roll back even to a commit outside the followed branch's first-parent
+    /// history, or one the daemon never applied (it refuses those otherwise).
+    #[arg(long, requires = "daemon")]
+    pub any_commit: bool,
     #[command(flatten)]
     pub target: TargetArgs,
     /// Apply without asking for confirmation.
@@ -404,7 +408,7 @@ pub enum PlanFormat {
 }
 
 /// For previews in CI.
-#[derive(Args, Debug, Clone, Default)]
+#[derive(Args, Debug, Clone)]
 pub struct PreviewArgs {
     /// With --repo: also show what the change from this commit to --head (or --ref) does to
     /// the declared state.
@@ -422,6 +426,10 @@ pub struct PreviewArgs {
     /// Heading of the markdown report.
     #[arg(long)]
     pub title: Option<String>,
+    /// The most bytes the markdown report may have: diffs are cut first, never the summary or
+    /// a changed address unless those alone are over it (GitHub refuses comments over 65,536).
+    #[arg(long, default_value_t = markdown::MAX_BYTES)]
+    pub max_bytes: usize,
 }
 
 fn parse_var(s: &str) -> Result<(String, String), String> {

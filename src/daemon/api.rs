@@ -50,6 +50,7 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
         .route("/v1/configurations/{sha}/plan", get(configuration_plan))
         .route("/v1/sync", post(sync))
         .route("/v1/rollback", post(rollback))
+        .route("/v1/history", get(history))
         .route("/v1/status", get(status))
         .route("/v1/events", get(events))
         .route_layer(token())
@@ -116,19 +117,34 @@ async fn plan(State(d): Shared) -> Response {
     }
 }
 
+/// Seed 000's answer to a plan command with nothing to do.
+fn already_reported(why: &str) -> Response {
+    (
+        StatusCode::ALREADY_REPORTED,
+        axum::Json(json!({ "message": "Command has already been reported or completed", "reason": why })),
+    )
+        .into_response()
+}
+
+/// No new step starts; while idle, the next plan starts interrupted. 208 when already so.
 async fn interrupt(State(d): Shared, headers: HeaderMap) -> Response {
     if let Some(r) = refused(&d, &headers) {
         return r;
     }
-    d.interrupt_plan();
+    if !d.interrupt_plan() {
+        return already_reported("the plan is already interrupted");
+    }
     axum::Json(json!({ "message": "Received cmd: interrupt" })).into_response()
 }
 
+/// Plan again against the newest commit and carry on. 208 when nothing is interrupted.
 async fn continue_(State(d): Shared, headers: HeaderMap) -> Response {
     if let Some(r) = refused(&d, &headers) {
         return r;
     }
-    d.continue_plan();
+    if !d.continue_plan() {
+        return already_reported("nothing is interrupted");
+    }
     axum::Json(json!({ "message": "Received cmd: continue" })).into_response()
 }
 
@@ -137,13 +153,20 @@ async fn sync(State(d): Shared, headers: HeaderMap) -> Response {
         return r;
     }
     d.trigger(Reason::Sync);
+    if d.is_interrupted() {
+        let message = "the plan is interrupted: the newest commit is fetched and recorded now, and planned and applied on continue";
+        return (StatusCode::ACCEPTED, axum::Json(json!({ "message": message, "interrupted": true }))).into_response();
+    }
     (StatusCode::ACCEPTED, axum::Json(json!({ "message": "sync started" }))).into_response()
 }
 
 #[derive(serde::Deserialize)]
 struct RollbackRequest {
-    /// A commit, tag, branch or revision (`HEAD~1`).
+    /// A commit, tag, branch or revision (`HEAD~1`), resolved against the followed branch.
     to: String,
+    /// Also a commit outside the followed branch's first-parent history, or never applied.
+    #[serde(default)]
+    force: bool,
 }
 
 /// Apply an earlier commit's configuration again; the daemon keeps to it until the next commit.
@@ -153,15 +176,21 @@ async fn rollback(State(d): Shared, headers: HeaderMap, body: Bytes) -> Response
     }
     let req: RollbackRequest = match serde_json::from_slice(&body) {
         Ok(r) => r,
-        Err(e) => return error(StatusCode::BAD_REQUEST, format!("expected {{\"to\": \"<commit>\"}}: {e}")),
+        Err(e) => {
+            return error(StatusCode::BAD_REQUEST, format!("expected {{\"to\": \"<commit>\", \"force\": false}}: {e}"));
+        }
     };
-    match d.rollback(&req.to).await {
-        Ok(sha) => (
-            StatusCode::ACCEPTED,
-            axum::Json(json!({ "message": format!("rolling back to {sha}; kept until the next commit"), "sha": sha })),
-        )
-            .into_response(),
-        Err(e) => error(StatusCode::NOT_FOUND, format!("{e:#}")),
+    match d.rollback(&req.to, req.force).await {
+        Ok(sha) => {
+            let message = if d.is_interrupted() {
+                format!("rolling back to {sha} when the interrupted plan is continued; kept until the next commit")
+            } else {
+                format!("rolling back to {sha}; kept until the next commit")
+            };
+            let body = json!({ "message": message, "sha": sha, "interrupted": d.is_interrupted() });
+            (StatusCode::ACCEPTED, axum::Json(body)).into_response()
+        }
+        Err((code, message)) => error(StatusCode::from_u16(code).unwrap_or(StatusCode::BAD_REQUEST), message),
     }
 }
 
@@ -224,9 +253,41 @@ async fn configuration_plan(State(d): Shared, Path(sha): Path<String>) -> Respon
     }
 }
 
+#[derive(serde::Deserialize)]
+struct HistoryQuery {
+    sha: Option<String>,
+    limit: Option<usize>,
+}
+
+/// The append-only history, newest first (`?sha=` of one commit, `?limit=`, 1000 by default).
+async fn history(State(d): Shared, Query(q): Query<HistoryQuery>) -> Response {
+    match d.store.history(q.sha.as_deref(), q.limit.unwrap_or(1000).min(100_000)) {
+        Ok(entries) => axum::Json(entries).into_response(),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}")),
+    }
+}
+
 async fn status(State(d): Shared) -> axum::Json<Value> {
     let st = d.status.lock().unwrap().clone();
+    // What the platform was last made equal to, and why that commit.
+    let live_sha = d.store.get_value("live").ok().flatten().filter(|s| !s.is_empty()).or(st.last_applied.clone());
+    let pinned = d.pinned();
+    let live = live_sha.map(|sha| {
+        let why = if pinned.as_deref() == Some(sha.as_str()) {
+            "pinned by rollback: kept until the branch moves on"
+        } else if st.branch_head.as_deref() == Some(sha.as_str()) {
+            "converged to the branch head"
+        } else {
+            "an earlier commit: the daemon has not (yet) converged to the branch head"
+        };
+        let converged = st.last_applied.as_deref() == Some(sha.as_str());
+        json!({ "sha": sha, "why": why, "converged": converged, "status": d.store.status(&sha).ok().flatten() })
+    });
     axum::Json(json!({
+        "live": live,
+        "branch_head": st.branch_head,
+        "pinned": pinned,
+        "paused_commit": d.paused_commit(),
         "phase": st.phase,
         "target": st.target,
         "last_applied": st.last_applied,

@@ -16,9 +16,11 @@ use tokio::sync::broadcast;
 #[derive(Clone, Debug, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Event {
+    /// `deferred`: seen while a plan is interrupted; planned on `continue`.
     CommitSeen {
         sha: String,
         superseded: Vec<String>,
+        deferred: bool,
     },
     RenderFailed {
         sha: String,
@@ -52,6 +54,12 @@ pub enum Event {
     },
     PlanContinued {
         sha: String,
+    },
+    /// On `continue`, the interrupted plan (of `from`) was replaced by a new one for `sha`.
+    PlanReplanned {
+        sha: String,
+        from: String,
+        steps: usize,
     },
     DriftFound {
         sha: String,
@@ -100,6 +108,7 @@ impl Event {
             Event::StepFailed { .. } => "step_failed",
             Event::PlanInterrupted { .. } => "plan_interrupted",
             Event::PlanContinued { .. } => "plan_continued",
+            Event::PlanReplanned { .. } => "plan_replanned",
             Event::DriftFound { .. } => "drift_found",
             Event::Converged { .. } => "converged",
             Event::ApplyFailed { .. } => "apply_failed",

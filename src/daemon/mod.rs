@@ -80,6 +80,11 @@ pub enum Reason {
     Resync,
     /// Asked to apply an earlier commit again (`POST /v1/rollback`).
     Rollback,
+    /// Once after a failed apply: observe afresh and plan again (a resource changed or deleted
+    /// behind the daemon's back makes a request fail; the next plan sees it as it is).
+    Retry,
+    /// `continue` after an interrupt: plan again against the newest commit, then apply.
+    Continue,
 }
 
 impl Reason {
@@ -88,11 +93,24 @@ impl Reason {
     /// covers a resync.
     fn rank(self) -> u8 {
         match self {
-            Reason::Rollback => 4,
+            Reason::Rollback => 5,
+            Reason::Continue => 4,
             Reason::Sync => 3,
-            Reason::Startup => 2,
+            Reason::Startup | Reason::Retry => 2,
             Reason::Change | Reason::Poll | Reason::Webhook => 1,
             Reason::Resync => 0,
+        }
+    }
+
+    /// What the history says set a reconcile off.
+    fn trigger(self) -> &'static str {
+        match self {
+            Reason::Startup | Reason::Change | Reason::Poll | Reason::Webhook => "commit",
+            Reason::Sync => "sync",
+            Reason::Resync => "resync",
+            Reason::Rollback => "rollback",
+            Reason::Retry => "retry",
+            Reason::Continue => "continue",
         }
     }
 
@@ -133,6 +151,8 @@ pub struct DaemonStatus {
     pub phase: String,
     /// The commit being converged to.
     pub target: Option<String>,
+    /// The commit the followed branch is at.
+    pub branch_head: Option<String>,
     /// The last commit applied completely.
     pub last_applied: Option<String>,
     pub last_result: Option<String>,
@@ -176,8 +196,12 @@ pub struct Daemon {
     /// Wakes the reconcile loop; permits coalesce, so a burst of wake-ups is one reconcile.
     wake: Notify,
     reasons: Mutex<Vec<Reason>>,
+    /// Stops apply from starting steps: set by an interrupt, and by a shutdown.
     pub interrupt: Arc<AtomicBool>,
-    continued: Notify,
+    /// Set by `interrupt`, cleared by `continue`; kept in the store across restarts.
+    interrupted: AtomicBool,
+    /// The commit of a plan stopped by an interrupt, whose lock is held until it is continued.
+    paused: Mutex<Option<(String, crate::lock::TargetLock)>>,
     shutting_down: AtomicBool,
     /// Set once the reconcile loop has stopped: the API server and event streams then end.
     closed: tokio::sync::watch::Sender<bool>,
@@ -204,20 +228,27 @@ impl Daemon {
         let connected = engine::connect(&config, opts.target.as_deref(), &opts.state_dir, opts.force).await?;
         let last_applied = store.get_value("last_applied")?;
         let pin = Mutex::new(Pin::load(&store));
+        let interrupted = store.get_value("interrupted")?.as_deref() == Some("1");
         let daemon = Arc::new(Daemon {
             source: Arc::new(source),
             store,
             events: EventBus::default(),
             metrics: Metrics::default(),
-            status: Mutex::new(DaemonStatus { phase: "starting".into(), last_applied, ..DaemonStatus::default() }),
+            status: Mutex::new(DaemonStatus {
+                phase: "starting".into(),
+                last_applied,
+                interrupted,
+                ..DaemonStatus::default()
+            }),
             current: Mutex::new(None),
             pin,
             connected,
             render_cache: RenderCache::default(),
             wake: Notify::new(),
             reasons: Mutex::new(vec![Reason::Startup]),
-            interrupt: Arc::new(AtomicBool::new(false)),
-            continued: Notify::new(),
+            interrupt: Arc::new(AtomicBool::new(interrupted)),
+            interrupted: AtomicBool::new(interrupted),
+            paused: Mutex::new(None),
             shutting_down: AtomicBool::new(false),
             closed: tokio::sync::watch::channel(false).0,
             opts,
@@ -238,19 +269,74 @@ impl Daemon {
     }
 
     /// Apply the configuration of an earlier commit again, and keep to it until a new commit
-    /// arrives. Returns the commit `rev` names.
-    pub async fn rollback(&self, rev: &str) -> anyhow::Result<String> {
+    /// arrives. `rev` is resolved against the followed branch (`HEAD~1` is its `~1`), and must
+    /// be a commit of its first-parent history that this daemon has applied before, unless
+    /// `force`. Returns the commit, or why not (an HTTP status and a message).
+    pub async fn rollback(&self, rev: &str, force: bool) -> Result<String, (u16, String)> {
         let source = self.source.clone();
-        let rev = rev.to_string();
-        let (sha, head) = tokio::task::spawn_blocking(move || {
+        let rev = rev.trim().to_string();
+        if rev.contains("@{") {
+            return Err((
+                400,
+                format!(
+                    "{rev:?} names a commit through a reflog, which the daemon does not follow: expected a commit id, tag, branch or HEAD~N"
+                ),
+            ));
+        }
+        let resolved = tokio::task::spawn_blocking(move || {
             source.fetch()?;
-            anyhow::Ok((source.resolve_rev(&rev)?, source.resolve()?))
+            let head = source.resolve()?;
+            // HEAD is the followed branch, not the repository's HEAD.
+            let rev = match rev.strip_prefix("HEAD").or_else(|| rev.strip_prefix('@')) {
+                Some(rest) if rest.is_empty() || rest.starts_with(['~', '^']) => format!("{head}{rest}"),
+                _ => rev,
+            };
+            let sha = source.resolve_rev(&rev);
+            let on_branch = match &sha {
+                Ok(sha) => source.is_first_parent_ancestor(&head, sha, FIRST_PARENT_LIMIT)?,
+                Err(_) => false,
+            };
+            anyhow::Ok((sha, head, on_branch))
         })
-        .await??;
-        self.store.set_value("rollback", &format!("{sha} {head}"))?;
+        .await
+        .map_err(|e| (500, e.to_string()))?
+        .map_err(|e| (502, format!("{e:#}")))?;
+        let (sha, head, on_branch) = resolved;
+        let sha = sha.map_err(|e| (404, format!("{e:#}")))?;
+        let branch = self.opts.repo.reference.clone().unwrap_or_else(|| "HEAD".into());
+        if !force && !on_branch {
+            return Err((
+                422,
+                format!(
+                    "{} is not in the first-parent history of {branch} (at {}): expected a commit {branch} has been at; {{\"force\": true}} (--any-commit) rolls back to it anyway",
+                    short(&sha),
+                    short(&head)
+                ),
+            ));
+        }
+        if !force && !self.store.applied_before(&sha).unwrap_or(false) {
+            return Err((
+                422,
+                format!(
+                    "{} was never applied by this daemon: expected a commit it applied before; {{\"force\": true}} (--any-commit) rolls back to it anyway",
+                    short(&sha)
+                ),
+            ));
+        }
+        self.store.set_value("rollback", &format!("{sha} {head}")).map_err(|e| (500, format!("{e:#}")))?;
         *self.pin.lock().unwrap() = Some(Pin { sha: sha.clone(), head });
         self.trigger(Reason::Rollback);
         Ok(sha)
+    }
+
+    /// The commit a rollback keeps to, if any.
+    pub fn pinned(&self) -> Option<String> {
+        self.pin.lock().unwrap().as_ref().map(|p| p.sha.clone())
+    }
+
+    /// Whether a plan is interrupted (or the next one will start so).
+    pub fn is_interrupted(&self) -> bool {
+        self.interrupted.load(Ordering::SeqCst)
     }
 
     /// The commit to converge to when the branch is at `head`: a rollback's, until the branch
@@ -274,16 +360,60 @@ impl Daemon {
         self.wake.notify_one();
     }
 
-    pub fn interrupt_plan(&self) {
+    /// No new step starts until `continue`; while idle, the next plan starts interrupted (as
+    /// seed 000's plans do). Kept across restarts. False when already interrupted (208).
+    pub fn interrupt_plan(&self) -> bool {
+        if self.interrupted.swap(true, Ordering::SeqCst) {
+            return false;
+        }
         self.interrupt.store(true, Ordering::SeqCst);
-        self.status.lock().unwrap().interrupted = true;
+        let _ = self.store.set_value("interrupted", "1");
+        let applying = {
+            let mut st = self.status.lock().unwrap();
+            st.interrupted = true;
+            st.phase == "applying"
+        };
+        // What has not started will not, until continue: shown so at once.
+        if applying {
+            self.show_not_started(Status::Pending, Status::Waiting);
+        }
+        true
     }
 
-    pub fn continue_plan(&self) {
-        self.interrupt.store(false, Ordering::SeqCst);
+    /// Show the running plan's steps that have not started with another status.
+    fn show_not_started(&self, from: Status, to: Status) {
+        if let Some(c) = self.current.lock().unwrap().as_mut() {
+            for o in c
+                .outcome
+                .steps
+                .iter_mut()
+                .filter(|o| o.status == from && (o.message.is_empty() || from == Status::Waiting))
+            {
+                o.status = to;
+            }
+        }
+    }
+
+    /// Carry on: plan again against the newest commit, then apply. False when nothing is
+    /// interrupted (208).
+    pub fn continue_plan(&self) -> bool {
+        if !self.interrupted.swap(false, Ordering::SeqCst) {
+            return false;
+        }
+        if !self.shutting_down.load(Ordering::SeqCst) {
+            self.interrupt.store(false, Ordering::SeqCst);
+        }
+        let _ = self.store.set_value("interrupted", "");
         self.status.lock().unwrap().interrupted = false;
-        self.continued.notify_waiters();
-        self.continued.notify_one();
+        // About to run (after planning again): no longer waiting.
+        self.show_not_started(Status::Waiting, Status::Pending);
+        self.trigger(Reason::Continue);
+        true
+    }
+
+    /// The commit of the plan an interrupt stopped part way, if any.
+    pub fn paused_commit(&self) -> Option<String> {
+        self.paused.lock().unwrap().as_ref().map(|(sha, _)| sha.clone())
     }
 
     /// Stop after the running step, recording state.
@@ -291,7 +421,6 @@ impl Daemon {
         self.shutting_down.store(true, Ordering::SeqCst);
         self.interrupt.store(true, Ordering::SeqCst);
         self.wake.notify_one();
-        self.continued.notify_one();
     }
 
     /// Resolves once the daemon has stopped reconciling (for the server and event streams).
@@ -344,6 +473,10 @@ impl Daemon {
             // A reconcile of ten thousand resources builds a few hundred MB it has now dropped:
             // hand it back, so an idle daemon is as small as what it keeps.
             crate::release_free_memory();
+            // A failed apply is planned again once, from what is live now.
+            if result == "apply_failed" && reason != Reason::Retry {
+                self.reasons.lock().unwrap().push(Reason::Retry);
+            }
             // Locked by an apply, or the repository could not be read (a network, a server, or
             // this process short of file descriptors): try again soon rather than at the next
             // commit, which a local repository's watcher has already reported.
@@ -374,7 +507,10 @@ impl Daemon {
             .map_err(anyhow::Error::from)
             .and_then(|r| r);
         let sha = match fetched {
-            Ok(head) => self.converge_to(head),
+            Ok(head) => {
+                self.status.lock().unwrap().branch_head = Some(head.clone());
+                self.converge_to(head)
+            }
             Err(e) => {
                 self.events.publish(Event::FetchFailed { message: format!("{e:#}") });
                 return "fetch_failed";
@@ -394,9 +530,19 @@ impl Daemon {
                 tracing::error!("cannot record commit {sha}: {e:#}");
             }
             self.status.lock().unwrap().target = Some(sha.clone());
-            self.events.publish(Event::CommitSeen { sha: sha.clone(), superseded });
+            let deferred = self.paused_commit().is_some() && self.is_interrupted();
+            self.events.publish(Event::CommitSeen { sha: sha.clone(), superseded, deferred });
+        }
+        // Interrupted part way: commits are recorded, nothing is planned until `continue`.
+        if self.is_interrupted() && self.paused_commit().is_some() {
+            return "interrupted";
         }
         let known = self.store.status(&sha).ok().flatten();
+        // What the platform was last made equal to: an applied commit is applied again when
+        // the branch (or a rollback) comes back to it after another.
+        let live = self.store.get_value("live").ok().flatten().filter(|l| !l.is_empty());
+        let is_live =
+            live.or_else(|| self.status.lock().unwrap().last_applied.clone()).as_deref() == Some(sha.as_str());
         let drift_check = match (reason, known) {
             // An invalid commit stays invalid until the next commit, unless asked again (a sync,
             // or a restart: perhaps with --take-ownership, or other --var values).
@@ -404,17 +550,20 @@ impl Daemon {
             // A refused plan stays refused, unless asked again (a sync, or a restart, perhaps
             // with --allow-mass-delete).
             (_, Some(CommitStatus::Refused)) if !matches!(reason, Reason::Sync | Reason::Startup) => return "refused",
-            // A rollback applies a commit that was applied before, on purpose.
-            (Reason::Rollback, _) => false,
-            // Applied already: only a resync or an explicit sync looks again, for drift.
-            (Reason::Resync | Reason::Sync, Some(CommitStatus::Applied)) => true,
-            (_, Some(CommitStatus::Applied)) => return "unchanged",
+            // A rollback applies a commit that was applied before, on purpose; a continue
+            // carries on with what was interrupted; a retry tries again what failed.
+            (Reason::Rollback | Reason::Continue | Reason::Retry, _) => false,
+            // Applied and live: only a resync or an explicit sync looks again, for drift.
+            (Reason::Resync | Reason::Sync, Some(CommitStatus::Applied)) if is_live => true,
+            (_, Some(CommitStatus::Applied)) if is_live => return "unchanged",
             _ => false,
         };
 
         // Plan and apply under the target's lock, so that no `capstan apply` changes the target
         // between the two; held by an apply, it is tried again shortly (see `run`).
-        let _lock = match crate::lock::TargetLock::acquire(&self.connected.key) {
+        // An interrupted plan kept it.
+        let held = self.paused.lock().unwrap().take().map(|(_, lock)| lock);
+        let lock = match held.map(Ok).unwrap_or_else(|| crate::lock::TargetLock::acquire(&self.connected.key)) {
             Ok(lock) => {
                 self.status.lock().unwrap().locked_by = None;
                 lock
@@ -427,13 +576,13 @@ impl Daemon {
         let commit = sha.clone();
         let snapshot = match tokio::task::spawn_blocking(move || source.snapshot(&commit)).await {
             Ok(Ok(s)) => s,
-            Ok(Err(e)) => return self.invalid(&sha, vec![json!({ "message": format!("{e:#}") })]),
-            Err(e) => return self.invalid(&sha, vec![json!({ "message": e.to_string() })]),
+            Ok(Err(e)) => return self.invalid(&sha, reason, vec![json!({ "message": format!("{e:#}") })]),
+            Err(e) => return self.invalid(&sha, reason, vec![json!({ "message": e.to_string() })]),
         };
         let config = match &snapshot.config {
             Some(f) => match Config::parse(&f.path, &f.text) {
                 Ok(c) => c,
-                Err(d) => return self.invalid(&sha, diagnostics_json(&d)),
+                Err(d) => return self.invalid(&sha, reason, diagnostics_json(&d)),
             },
             None => Config::default(),
         };
@@ -450,7 +599,7 @@ impl Daemon {
         .await
         {
             Ok(p) => p,
-            Err(PlanError::Invalid(i)) => return self.invalid(&sha, diagnostics_json(&i.0)),
+            Err(PlanError::Invalid(i)) => return self.invalid(&sha, reason, diagnostics_json(&i.0)),
             Err(PlanError::Observe(e)) => {
                 self.events.publish(Event::ObserveFailed { sha: sha.clone(), message: e.to_string() });
                 return "observe_failed";
@@ -480,9 +629,13 @@ impl Daemon {
                 .map(|c| c.id.to_string())
                 .collect();
             self.metrics.drifted.set(drifted.len() as i64);
-            self.status.lock().unwrap().drifted = drifted.clone();
+            let changed = std::mem::replace(&mut self.status.lock().unwrap().drifted, drifted.clone()) != drifted;
             if drifted.is_empty() {
                 return "in_sync";
+            }
+            if changed {
+                let detail = json!({ "resources": drifted, "repairing": self.opts.self_heal });
+                let _ = self.store.record(&sha, reason.trigger(), "drift_found", (0, 0), &detail);
             }
             self.events.publish(Event::DriftFound {
                 sha: sha.clone(),
@@ -498,9 +651,9 @@ impl Daemon {
         {
             let deletes = planned.changes.changes.iter().filter(|c| c.action == crate::diff::Action::Delete).count();
             // An applied commit whose drift repair would delete this much stays applied.
-            return self.refuse(&sha, deletes, why, !drift_check);
+            return self.refuse(&sha, reason, deletes, why, !drift_check);
         }
-        self.apply(&sha, reason, planned).await
+        self.apply(&sha, reason, planned, lock).await
     }
 
     /// Record commits skipped over between `from` and `to` as superseded by `to`.
@@ -544,10 +697,10 @@ impl Daemon {
 
     /// A plan that is not to be applied: nothing is changed; the commit is recorded as refused
     /// (when `record`), and the world is told why.
-    fn refuse(&self, sha: &str, deletes: usize, why: String, record: bool) -> &'static str {
+    fn refuse(&self, sha: &str, reason: Reason, deletes: usize, why: String, record: bool) -> &'static str {
         if record {
-            let _ = self.store.set_errors(sha, &[json!({ "reason": "mass_delete", "message": why })]);
-            let _ = self.store.set_status(sha, CommitStatus::Refused);
+            let detail = json!({ "errors": [{ "reason": "mass_delete", "message": why }] });
+            let _ = self.store.record(sha, reason.trigger(), "refused", (0, 0), &detail);
         }
         tracing::warn!("not applying {}: {why}", short(sha));
         self.events.publish(Event::PlanRefused {
@@ -560,29 +713,61 @@ impl Daemon {
     }
 
     /// Record a commit that cannot be applied, and tell the world why.
-    fn invalid(&self, sha: &str, errors: Vec<Value>) -> &'static str {
-        let _ = self.store.set_errors(sha, &errors);
-        let _ = self.store.set_status(sha, CommitStatus::Invalid);
+    fn invalid(&self, sha: &str, reason: Reason, errors: Vec<Value>) -> &'static str {
+        let _ = self.store.record(sha, reason.trigger(), "invalid", (0, 0), &json!({ "errors": errors }));
         self.events.publish(Event::RenderFailed { sha: sha.to_string(), errors });
         "invalid"
     }
 
-    async fn apply(&self, sha: &str, reason: Reason, planned: Planned) -> &'static str {
+    async fn apply(&self, sha: &str, reason: Reason, planned: Planned, lock: crate::lock::TargetLock) -> &'static str {
         if self.shutting_down.load(Ordering::SeqCst) {
             return "stopped";
         }
-        let Planned { rendered, live, changes, plan, .. } = &planned;
+        let Planned { rendered, live, changes, plan: fresh, .. } = &planned;
         let pending = StepOutcome { status: Status::Pending, message: String::new(), duration: Duration::ZERO };
+        // After `continue` the plan was made again against the newest commit. When it is what
+        // was left of the interrupted one (same commit, same steps), that one carries on, so its
+        // completed steps stay shown; otherwise the new plan replaces it, and the events say so.
+        let previous = self.current.lock().unwrap().take();
+        let (plan, start) = match previous {
+            Some(prev) if reason == Reason::Continue && prev.sha == sha && same_rest(&prev, fresh) => {
+                let steps = prev
+                    .outcome
+                    .steps
+                    .iter()
+                    .map(|o| if o.status == Status::Complete { o.clone() } else { pending.clone() })
+                    .collect();
+                (prev.plan, Outcome { steps })
+            }
+            prev => {
+                if reason == Reason::Continue
+                    && let Some(p) = &prev
+                {
+                    self.events.publish(Event::PlanReplanned {
+                        sha: sha.to_string(),
+                        from: p.sha.clone(),
+                        steps: fresh.steps.len(),
+                    });
+                }
+                let n = fresh.steps.len();
+                (fresh.clone(), Outcome { steps: vec![pending.clone(); n] })
+            }
+        };
+        if reason == Reason::Continue {
+            self.events.publish(Event::PlanContinued { sha: sha.to_string() });
+        }
+        let total = plan.steps.len();
         *self.current.lock().unwrap() = Some(CurrentPlan {
             sha: sha.to_string(),
             plan: plan.clone(),
             redactor: rendered.redactor.clone(),
-            outcome: Outcome { steps: vec![pending; plan.steps.len()] },
+            outcome: start.clone(),
         });
-        if plan.is_empty() {
-            return self.converged(sha, &Outcome { steps: Vec::new() });
+        if start.converged() {
+            return self.converged(sha, reason, &start);
         }
-        let _ = self.store.set_status(sha, CommitStatus::Applying);
+        let trigger = reason.trigger();
+        let _ = self.store.record(sha, trigger, "applying", (start.count(Status::Complete), total), &Value::Null);
         self.set_phase("applying");
         self.events.publish(Event::PlanStarted {
             sha: sha.to_string(),
@@ -590,13 +775,13 @@ impl Daemon {
             steps: plan.steps.len(),
             summary: output::summary_line(changes),
         });
-        let observer = Steps { daemon: self, sha, redactor: &rendered.redactor };
+        let observer = Steps { daemon: self, sha, redactor: &rendered.redactor, started: AtomicBool::new(false) };
         // A run that a killed daemon left is settled by this plan, made from live state.
         match crate::journal::Journal::take_unfinished(&self.opts.state_dir, &self.connected.key) {
             Ok(runs) => runs.iter().for_each(|r| tracing::warn!("resuming: {}", r.describe())),
             Err(e) => tracing::error!("cannot read the journal: {e:#}"),
         }
-        let journal = match crate::journal::Journal::begin(&self.opts.state_dir, &self.connected.key, plan) {
+        let journal = match crate::journal::Journal::begin(&self.opts.state_dir, &self.connected.key, &plan) {
             Ok(j) => Some(Arc::new(j)),
             Err(e) => {
                 tracing::error!("cannot open the journal: {e:#}");
@@ -609,27 +794,26 @@ impl Daemon {
             journal: journal.clone(),
         };
         let provider = self.connected.provider.as_ref();
-        let mut outcome = apply::apply(provider, plan, &rendered.desired, live, &opts, &observer).await;
-        // Interrupted: wait for continue (or shutdown), then carry on with the same plan.
-        while outcome.steps.iter().any(|s| s.status == Status::Waiting) {
+        let outcome = apply::resume(provider, &plan, &rendered.desired, live, &opts, &observer, &start).await;
+        let applied = (outcome.count(Status::Complete), total);
+        if outcome.steps.iter().any(|s| s.status == Status::Waiting) {
             self.record_outcome(sha, &outcome);
-            if self.shutting_down.load(Ordering::SeqCst) {
-                return self.stopped(sha, journal.as_deref());
+            if let Some(j) = &journal {
+                let _ = j.end(if self.is_interrupted() { "interrupted" } else { "stopped" });
             }
+            if self.shutting_down.load(Ordering::SeqCst) && !self.is_interrupted() {
+                // Stopped part way by a shutdown: the rest is for the next start.
+                let _ = self.store.record(sha, trigger, "stopped", applied, &Value::Null);
+                return "stopped";
+            }
+            // Interrupted: the rest waits for `continue`, which plans again first (and may already
+            // have come: then it is queued). The lock is kept meanwhile, so no apply changes the
+            // target under the plan.
+            let _ = self.store.record(sha, trigger, "interrupted", applied, &Value::Null);
+            *self.paused.lock().unwrap() = Some((sha.to_string(), lock));
             self.events.publish(Event::PlanInterrupted { sha: sha.to_string() });
             self.set_phase("interrupted");
-            while self.interrupt.load(Ordering::SeqCst) && !self.shutting_down.load(Ordering::SeqCst) {
-                tokio::select! {
-                    _ = self.continued.notified() => {}
-                    _ = tokio::time::sleep(Duration::from_millis(200)) => {}
-                }
-            }
-            if self.shutting_down.load(Ordering::SeqCst) {
-                return self.stopped(sha, journal.as_deref());
-            }
-            self.events.publish(Event::PlanContinued { sha: sha.to_string() });
-            self.set_phase("applying");
-            outcome = apply::resume(provider, plan, &rendered.desired, live, &opts, &observer, &outcome).await;
+            return "interrupted";
         }
         self.record_outcome(sha, &outcome);
         // A step that said done and was not is caught by planning again what was touched.
@@ -643,8 +827,8 @@ impl Daemon {
         if let Err(why) = verified {
             let message = rendered.redactor.text(&why);
             tracing::warn!("{} did not converge: {message}", short(sha));
-            let _ = self.store.set_status(sha, CommitStatus::Failed);
-            let _ = self.store.set_errors(sha, &[json!({ "step": "verify", "message": message })]);
+            let errors = json!({ "errors": [{ "step": "verify", "message": message }] });
+            let _ = self.store.record(sha, trigger, "failed", applied, &errors);
             self.events.publish(Event::ApplyFailed {
                 sha: sha.to_string(),
                 failed: 0,
@@ -653,10 +837,9 @@ impl Daemon {
             });
             "apply_failed"
         } else if outcome.converged() {
-            self.converged(sha, &outcome)
+            self.converged(sha, reason, &outcome)
         } else {
             let failed = outcome.count(Status::Error);
-            let _ = self.store.set_status(sha, CommitStatus::Failed);
             let errors: Vec<Value> = outcome
                 .steps
                 .iter()
@@ -664,7 +847,7 @@ impl Daemon {
                 .filter(|(o, _)| o.status == Status::Error)
                 .map(|(o, s)| json!({ "step": s.name, "message": rendered.redactor.text(&o.message) }))
                 .collect();
-            let _ = self.store.set_errors(sha, &errors);
+            let _ = self.store.record(sha, trigger, "failed", applied, &json!({ "errors": errors }));
             self.events.publish(Event::ApplyFailed {
                 sha: sha.to_string(),
                 failed,
@@ -673,15 +856,6 @@ impl Daemon {
             });
             "apply_failed"
         }
-    }
-
-    /// Stopped part way by a shutdown, with no step running: the rest is for the next start.
-    fn stopped(&self, sha: &str, journal: Option<&crate::journal::Journal>) -> &'static str {
-        let _ = self.store.set_status(sha, CommitStatus::Pending);
-        if let Some(j) = journal {
-            let _ = j.end("stopped");
-        }
-        "stopped"
     }
 
     fn record_outcome(&self, sha: &str, outcome: &Outcome) {
@@ -694,10 +868,12 @@ impl Daemon {
         }
     }
 
-    fn converged(&self, sha: &str, outcome: &Outcome) -> &'static str {
+    fn converged(&self, sha: &str, reason: Reason, outcome: &Outcome) -> &'static str {
         self.record_outcome(sha, outcome);
-        let _ = self.store.set_status(sha, CommitStatus::Applied);
+        let steps = (outcome.count(Status::Complete), outcome.steps.len());
+        let _ = self.store.record(sha, reason.trigger(), "applied", steps, &Value::Null);
         let _ = self.store.set_value("last_applied", sha);
+        let _ = self.store.set_value("live", sha);
         self.metrics.last_applied_commit_time.set(store::now() as f64);
         self.metrics.drifted.set(0);
         {
@@ -726,10 +902,15 @@ struct Steps<'a> {
     daemon: &'a Daemon,
     sha: &'a str,
     redactor: &'a Redactor,
+    /// Whether a step has started: from then on the platform is this commit's (`live`).
+    started: AtomicBool,
 }
 
 impl Observer for Steps<'_> {
     fn step_started(&self, plan: &Plan, step: usize) {
+        if !self.started.swap(true, Ordering::SeqCst) {
+            let _ = self.daemon.store.set_value("live", self.sha);
+        }
         if let Some(c) = self.daemon.current.lock().unwrap().as_mut() {
             c.outcome.steps[step].status = Status::InProgress;
         }
@@ -765,6 +946,24 @@ impl Observer for Steps<'_> {
         }
     }
 }
+
+/// Whether a new plan's steps are exactly the steps an interrupted plan had left to do (step
+/// ids are hashes of their content).
+fn same_rest(prev: &CurrentPlan, fresh: &Plan) -> bool {
+    let left: std::collections::BTreeSet<&str> = prev
+        .plan
+        .steps
+        .iter()
+        .zip(&prev.outcome.steps)
+        .filter(|(_, o)| o.status != Status::Complete)
+        .map(|(s, _)| s.id.as_str())
+        .collect();
+    let fresh_ids: std::collections::BTreeSet<&str> = fresh.steps.iter().map(|s| s.id.as_str()).collect();
+    !left.is_empty() && left == fresh_ids
+}
+
+/// How far back a rollback target is looked for along the followed branch's first parents.
+const FIRST_PARENT_LIMIT: usize = 100_000;
 
 fn diagnostics_json(d: &Diagnostics) -> Vec<Value> {
     d.0.iter()

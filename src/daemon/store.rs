@@ -1,6 +1,16 @@
 //! The daemon's durable state, in one SQLite database under the state directory: every commit
-//! it has seen with its outcome, the plans it ran with their step statuses, and small keyed
-//! values (the last good commit). A daemon restarted on the same directory carries on from it.
+//! it has seen with its outcome, the plans it ran with their step statuses, the history, and
+//! small keyed values (the last good commit). A daemon restarted on the same directory carries
+//! on from it.
+//!
+//! The history is append-only: one entry per thing that happened to a commit (seen, applying,
+//! applied, failed, invalid, refused, interrupted, stopped, superseded, drift found), with what
+//! triggered it (`commit`, `sync`, `resync`, `rollback`, `retry`, `continue`) and how many of
+//! its plan's steps were applied. A commit's `status` is derived from its entries by
+//! [`Store::record`], and never rewrites the past: once applied, a commit stays `applied`
+//! whatever a later attempt at it does (the attempt is in the history); only a commit that
+//! never had a step applied becomes `superseded` (one that had is `partial`); `superseded_by`
+//! is there only for those.
 
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
@@ -27,6 +37,8 @@ pub enum CommitStatus {
     /// Its plan was refused (it deleted more than the mass-delete guard allows): nothing from
     /// it was applied.
     Refused,
+    /// Some of its steps were applied, then a newer commit was applied instead.
+    Partial,
 }
 
 impl CommitStatus {
@@ -39,6 +51,7 @@ impl CommitStatus {
             CommitStatus::Failed => "failed",
             CommitStatus::Superseded => "superseded",
             CommitStatus::Refused => "refused",
+            CommitStatus::Partial => "partial",
         }
     }
 
@@ -50,6 +63,7 @@ impl CommitStatus {
             "failed" => CommitStatus::Failed,
             "superseded" => CommitStatus::Superseded,
             "refused" => CommitStatus::Refused,
+            "partial" => CommitStatus::Partial,
             _ => CommitStatus::Pending,
         }
     }
@@ -72,6 +86,28 @@ pub struct Configuration {
     /// For a superseded commit: the newer commit applied instead of it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub superseded_by: Option<String>,
+    /// What happened to it, oldest first.
+    pub history: Vec<Entry>,
+}
+
+/// One entry of the append-only history.
+#[derive(Clone, Debug, Serialize)]
+pub struct Entry {
+    /// Increasing: the order things happened in.
+    pub seq: i64,
+    /// Unix seconds.
+    pub at: i64,
+    pub sha: String,
+    /// What set it off: `commit`, `sync`, `resync`, `rollback`, `retry`, `continue`.
+    pub trigger: String,
+    /// `seen`, `applying`, `applied`, `failed`, `invalid`, `refused`, `interrupted`,
+    /// `stopped`, `superseded`, `drift_found`.
+    pub outcome: String,
+    pub steps_applied: usize,
+    pub steps_total: usize,
+    /// More about it (the errors, the drifted resources, the commit that superseded it).
+    #[serde(skip_serializing_if = "Value::is_null")]
+    pub detail: Value,
 }
 
 /// A commit without its (possibly large) rendered manifest, outcome and errors.
@@ -83,6 +119,10 @@ pub struct Summary {
     pub applied_at: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub superseded_by: Option<String>,
+    /// The outcome of the last thing that happened to it (`applied`, or the `failed` of a later
+    /// rollback to it), and what set that off.
+    pub last_outcome: Option<String>,
+    pub last_trigger: Option<String>,
 }
 
 pub struct Store {
@@ -101,6 +141,17 @@ CREATE TABLE IF NOT EXISTS configurations (
     plan       TEXT,
     seq        INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS history (
+    seq           INTEGER PRIMARY KEY,
+    at            INTEGER NOT NULL,
+    sha           TEXT NOT NULL,
+    trigger       TEXT NOT NULL,
+    outcome       TEXT NOT NULL,
+    steps_applied INTEGER NOT NULL DEFAULT 0,
+    steps_total   INTEGER NOT NULL DEFAULT 0,
+    detail        TEXT
+);
+CREATE INDEX IF NOT EXISTS history_sha ON history (sha);
 CREATE TABLE IF NOT EXISTS kv (
     key   TEXT PRIMARY KEY,
     value TEXT NOT NULL
@@ -127,49 +178,150 @@ impl Store {
         Ok(Store { db: Mutex::new(db) })
     }
 
+    /// Append to the history, and derive the commit's status from it (see the module docs).
+    /// A commit not seen before is recorded.
+    pub fn record(
+        &self,
+        sha: &str,
+        trigger: &str,
+        outcome: &str,
+        steps: (usize, usize),
+        detail: &Value,
+    ) -> anyhow::Result<()> {
+        let mut db = self.db.lock().unwrap();
+        let tx = db.transaction()?;
+        // One sequence for commits and entries: the configurations list newest activity first.
+        let seq: i64 = tx.query_row(
+            "SELECT MAX(COALESCE((SELECT MAX(seq) FROM configurations), 0), COALESCE((SELECT MAX(seq) FROM history), 0)) + 1",
+            [],
+            |r| r.get(0),
+        )?;
+        let detail_text = (!detail.is_null()).then(|| detail.to_string());
+        tx.execute(
+            "INSERT INTO history (seq, at, sha, trigger, outcome, steps_applied, steps_total, detail) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            params![seq, now(), sha, trigger, outcome, steps.0 as i64, steps.1 as i64, detail_text],
+        )?;
+        // A commit moves up the list by what happens to it, not by being superseded (that is
+        // the newer commit's doing).
+        tx.execute(
+            "INSERT INTO configurations (sha, status, seen_at, seq) VALUES (?1, 'pending', ?2, ?3)
+             ON CONFLICT(sha) DO UPDATE SET seq = CASE WHEN ?4 THEN seq ELSE excluded.seq END",
+            params![sha, now(), seq, outcome == "superseded"],
+        )?;
+        let status: String =
+            tx.query_row("SELECT status FROM configurations WHERE sha = ?1", params![sha], |r| r.get(0))?;
+        let applied = status == "applied";
+        let errors = detail.get("errors").map(|e| e.to_string());
+        match outcome {
+            "applied" => {
+                tx.execute(
+                    "UPDATE configurations SET status = 'applied', applied_at = ?2, superseded_by = NULL, errors = '[]' WHERE sha = ?1",
+                    params![sha, now()],
+                )?;
+            }
+            "applying" | "failed" | "invalid" | "refused" if !applied => {
+                // Errors are the attempt's: given with it, or set by `set_errors`.
+                let errors = if outcome == "applying" { Some("[]".to_string()) } else { errors };
+                tx.execute(
+                    "UPDATE configurations SET status = ?2, errors = COALESCE(?3, errors), superseded_by = NULL WHERE sha = ?1",
+                    params![sha, outcome, errors],
+                )?;
+            }
+            "interrupted" | "stopped" if !applied => {
+                tx.execute("UPDATE configurations SET status = 'pending' WHERE sha = ?1", params![sha])?;
+            }
+            "superseded" if status == "pending" || status == "applying" => {
+                let touched: i64 = tx.query_row(
+                    "SELECT COALESCE(MAX(steps_applied), 0) FROM history WHERE sha = ?1",
+                    params![sha],
+                    |r| r.get(0),
+                )?;
+                tx.execute(
+                    "UPDATE configurations SET status = ?2, superseded_by = ?3 WHERE sha = ?1",
+                    params![
+                        sha,
+                        if touched > 0 { "partial" } else { "superseded" },
+                        detail.get("superseded_by").and_then(Value::as_str)
+                    ],
+                )?;
+            }
+            _ => {}
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
     /// Record a commit as seen (keeping what is already known about it).
     pub fn seen(&self, sha: &str) -> anyhow::Result<()> {
-        let db = self.db.lock().unwrap();
-        let seq: i64 = db.query_row("SELECT COALESCE(MAX(seq), 0) + 1 FROM configurations", [], |r| r.get(0))?;
-        db.execute(
-            "INSERT OR IGNORE INTO configurations (sha, status, seen_at, seq) VALUES (?1, 'pending', ?2, ?3)",
-            params![sha, now(), seq],
-        )?;
+        if self.status(sha)?.is_none() {
+            self.record(sha, "commit", "seen", (0, 0), &Value::Null)?;
+        }
         Ok(())
     }
 
     /// Record that `sha` will not be applied because `by` is applied instead: a commit not seen
     /// before is recorded so (coalesced in a burst), one pending or being applied changes to it.
     pub fn supersede(&self, sha: &str, by: &str) -> anyhow::Result<()> {
-        let db = self.db.lock().unwrap();
-        let seq: i64 = db.query_row("SELECT COALESCE(MAX(seq), 0) + 1 FROM configurations", [], |r| r.get(0))?;
-        db.execute(
-            "INSERT INTO configurations (sha, status, seen_at, seq, superseded_by) VALUES (?1, 'superseded', ?2, ?3, ?4)
-             ON CONFLICT(sha) DO UPDATE SET status = 'superseded', superseded_by = excluded.superseded_by
-             WHERE status IN ('pending', 'applying')",
-            params![sha, now(), seq, by],
-        )?;
+        if self.status(sha)?.is_none_or(|s| matches!(s, CommitStatus::Pending | CommitStatus::Applying)) {
+            self.record(sha, "commit", "superseded", (0, 0), &serde_json::json!({ "superseded_by": by }))?;
+        }
         Ok(())
     }
 
     /// Every commit pending or being applied but `except` is superseded by `by`.
     pub fn supersede_pending(&self, except: &str, by: &str) -> anyhow::Result<()> {
-        self.db.lock().unwrap().execute(
-            "UPDATE configurations SET status = 'superseded', superseded_by = ?2
-             WHERE sha != ?1 AND status IN ('pending', 'applying')",
-            params![except, by],
-        )?;
+        let open: Vec<String> = {
+            let db = self.db.lock().unwrap();
+            let mut stmt = db.prepare(
+                "SELECT sha FROM configurations WHERE sha != ?1 AND status IN ('pending', 'applying') ORDER BY seq",
+            )?;
+            stmt.query_map(params![except], |r| r.get(0))?.collect::<Result<_, _>>()?
+        };
+        for sha in open {
+            self.supersede(&sha, by)?;
+        }
         Ok(())
     }
 
+    /// Record an outcome for a commit (as [`Store::record`] does, triggered by a commit).
     pub fn set_status(&self, sha: &str, status: CommitStatus) -> anyhow::Result<()> {
+        self.record(sha, "commit", status.as_str(), (0, 0), &Value::Null)
+    }
+
+    /// Whether this daemon has ever applied `sha` completely.
+    pub fn applied_before(&self, sha: &str) -> anyhow::Result<bool> {
         let db = self.db.lock().unwrap();
-        let applied_at = (status == CommitStatus::Applied).then(now);
-        db.execute(
-            "UPDATE configurations SET status = ?2, applied_at = COALESCE(?3, applied_at) WHERE sha = ?1",
-            params![sha, status.as_str(), applied_at],
+        let n: i64 = db.query_row(
+            "SELECT (SELECT COUNT(*) FROM history WHERE sha = ?1 AND outcome = 'applied') + (SELECT COUNT(*) FROM configurations WHERE sha = ?1 AND status = 'applied')",
+            params![sha],
+            |r| r.get(0),
         )?;
-        Ok(())
+        Ok(n > 0)
+    }
+
+    /// The history, newest first: of one commit, or of all; at most `limit` entries.
+    pub fn history(&self, sha: Option<&str>, limit: usize) -> anyhow::Result<Vec<Entry>> {
+        let db = self.db.lock().unwrap();
+        let mut stmt = db.prepare(
+            "SELECT seq, at, sha, trigger, outcome, steps_applied, steps_total, detail FROM history
+             WHERE ?1 IS NULL OR sha = ?1 ORDER BY seq DESC LIMIT ?2",
+        )?;
+        let rows = stmt.query_map(params![sha, limit as i64], |r| {
+            Ok(Entry {
+                seq: r.get(0)?,
+                at: r.get(1)?,
+                sha: r.get(2)?,
+                trigger: r.get(3)?,
+                outcome: r.get(4)?,
+                steps_applied: r.get::<_, i64>(5)? as usize,
+                steps_total: r.get::<_, i64>(6)? as usize,
+                detail: r
+                    .get::<_, Option<String>>(7)?
+                    .and_then(|t| serde_json::from_str(&t).ok())
+                    .unwrap_or(Value::Null),
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     pub fn set_rendered(&self, sha: &str, rendered: &Value) -> anyhow::Result<()> {
@@ -215,14 +367,19 @@ impl Store {
     }
 
     pub fn get(&self, sha: &str) -> anyhow::Result<Option<Configuration>> {
-        let db = self.db.lock().unwrap();
-        db.query_row(
-            "SELECT sha, status, seen_at, applied_at, rendered, errors, outcome, superseded_by FROM configurations WHERE sha = ?1",
-            params![sha],
-            row,
-        )
-        .optional()
-        .map_err(Into::into)
+        let found = {
+            let db = self.db.lock().unwrap();
+            db.query_row(
+                "SELECT sha, status, seen_at, applied_at, rendered, errors, outcome, superseded_by FROM configurations WHERE sha = ?1",
+                params![sha],
+                row,
+            )
+            .optional()?
+        };
+        let Some(mut c) = found else { return Ok(None) };
+        c.history = self.history(Some(sha), 1000)?;
+        c.history.reverse();
+        Ok(Some(c))
     }
 
     /// What became of a commit, without reading its records.
@@ -237,8 +394,11 @@ impl Store {
     /// of resources stores megabytes per commit).
     pub fn summaries(&self) -> anyhow::Result<Vec<Summary>> {
         let db = self.db.lock().unwrap();
-        let mut stmt =
-            db.prepare("SELECT sha, status, seen_at, applied_at, superseded_by FROM configurations ORDER BY seq DESC")?;
+        let mut stmt = db.prepare(
+            "SELECT c.sha, c.status, c.seen_at, c.applied_at, c.superseded_by, h.outcome, h.trigger FROM configurations c
+             LEFT JOIN history h ON h.seq = (SELECT MAX(seq) FROM history WHERE sha = c.sha AND outcome != 'seen')
+             ORDER BY c.seq DESC",
+        )?;
         let rows = stmt.query_map([], |r| {
             Ok(Summary {
                 sha: r.get(0)?,
@@ -246,6 +406,8 @@ impl Store {
                 seen_at: r.get(2)?,
                 applied_at: r.get(3)?,
                 superseded_by: r.get(4)?,
+                last_outcome: r.get(5)?,
+                last_trigger: r.get(6)?,
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
@@ -286,6 +448,7 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Configuration> {
         errors: parse(r.get(5)?).and_then(|v| v.as_array().cloned()).unwrap_or_default(),
         outcome: parse(r.get(6)?),
         superseded_by: r.get(7)?,
+        history: Vec::new(),
     })
 }
 

@@ -251,6 +251,26 @@ impl GitSource {
         move |p| if p.is_absolute() { Ok(std::fs::read(p)?) } else { self.read_file(commit, p) }
     }
 
+    /// Whether `commit` is `head` or one of its first parents, at most `limit` back (the
+    /// commits a branch has been at, merged branches' own commits excluded).
+    pub fn is_first_parent_ancestor(&self, head: &str, commit: &str, limit: usize) -> anyhow::Result<bool> {
+        let repo = self.repo()?;
+        let want =
+            gix::ObjectId::from_hex(commit.as_bytes()).with_context(|| format!("{commit:?} is not a commit id"))?;
+        let mut at =
+            gix::ObjectId::from_hex(head.as_bytes()).with_context(|| format!("{head:?} is not a commit id"))?;
+        for _ in 0..limit {
+            if at == want {
+                return Ok(true);
+            }
+            match repo.find_commit(at)?.parent_ids().next() {
+                Some(p) => at = p.detach(),
+                None => return Ok(false),
+            }
+        }
+        Ok(false)
+    }
+
     /// Every manifest file under the spec's path at `commit`, and capstan.yaml if there is one.
     /// Links, names that are not UTF-8 and submodules are refused ([`Refused`]), as in a
     /// directory.

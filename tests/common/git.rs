@@ -399,6 +399,17 @@ impl DaemonProc {
         (code == 200).then_some(v)
     }
 
+    /// The statuses of the steps of the running or last plan, in order.
+    pub fn step_statuses(&self) -> Vec<String> {
+        let (_, plan) = self.get("/v1/plans/deploy");
+        plan["phases"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|p| p["steps"].as_array().unwrap().iter().map(|s| s["status"].as_str().unwrap().to_string()))
+            .collect()
+    }
+
     pub fn status_of(&self, sha: &str) -> Option<String> {
         self.configuration(sha).and_then(|c| c["status"].as_str().map(str::to_string))
     }

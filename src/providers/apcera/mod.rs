@@ -61,7 +61,8 @@ pub struct Apcera {
     connection: Option<Connection>,
     owner: String,
     /// Platform ids by (kind, FQN): filled by observing, kept current by creates and deletes,
-    /// so steps never look a resource up one by one.
+    /// so steps never look a resource up one by one. Each observation replaces the ids of the
+    /// kinds it lists: a resource deleted behind capstan's back is forgotten, never used again.
     uuids: Mutex<HashMap<(&'static str, String), String>>,
     packages: Mutex<Packages>,
 }
@@ -434,6 +435,14 @@ impl Provider for Apcera {
         let mut state = LiveState::default();
         let mut uuids = self.uuids.lock().unwrap();
         let jobs_listed = jobs.is_some();
+        // What was known of the kinds listed now is replaced by what the lists say.
+        uuids.retain(|(kind, _), _| match *kind {
+            job::KIND => !jobs_listed,
+            network::KIND => networks.is_none(),
+            service::KIND => services.is_none(),
+            service_provider::KIND => providers.is_none(),
+            _ => true,
+        });
         for (live, uuid, attachments) in jobs.into_iter().flatten() {
             uuids.insert((job::KIND, live.id.name.clone()), uuid);
             attachments.into_iter().for_each(|a| state.insert(a));
@@ -459,6 +468,7 @@ impl Provider for Apcera {
         }
         if let Some(packages) = &packages {
             let mut pk = self.packages.lock().unwrap();
+            *pk = Packages::default();
             for p in packages {
                 let (Some(f), Some(u)) = (p.get("fqn").and_then(Value::as_str), p.get("uuid").and_then(Value::as_str))
                 else {
