@@ -292,7 +292,7 @@ fn block_dependents(plan: &Plan, dependents: &[Vec<usize>], failed: usize, outco
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::diagnostic::Location;
+    use crate::base::diagnostic::Location;
     use crate::model::{DesiredResource, LiveResource, ResourceId};
     use crate::plan::Step;
 

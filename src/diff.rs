@@ -13,7 +13,7 @@
 //! removes others with it (a Marathon group) is deleted only when every one of those could be
 //! pruned itself, and one a person marked to be kept never is.
 
-use crate::diagnostic::{Diagnostic, Diagnostics, Location};
+use crate::base::diagnostic::{Diagnostic, Diagnostics, Location};
 use crate::model::{DesiredState, LiveResource, LiveState, ResourceId};
 use crate::providers::Provider;
 use serde::Serialize;

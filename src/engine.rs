@@ -2,8 +2,8 @@
 //! one-shot commands and the daemon) goes through these functions, so a plan is made the same
 //! way wherever it is made.
 
+use crate::base::diagnostic::{Diagnostics, InvalidInput};
 use crate::config::{Config, Target};
-use crate::diagnostic::{Diagnostics, InvalidInput};
 use crate::diff::{self, ChangeSet};
 use crate::model::LiveState;
 use crate::plan::{self, Plan};

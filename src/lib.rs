@@ -5,13 +5,14 @@
 //! See ARCHITECTURE.md for the bird's-eye view and the code map.
 
 pub mod apply;
+pub mod base;
 pub mod cli;
 pub mod config;
 pub mod daemon;
-pub mod diagnostic;
 pub mod diff;
 pub mod engine;
 pub mod fds;
+pub mod http;
 pub mod journal;
 pub mod lock;
 pub mod model;

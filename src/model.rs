@@ -5,7 +5,7 @@
 //! equal exactly when nothing needs doing. The core never looks inside that value except to
 //! diff and display it.
 
-use crate::diagnostic::Location;
+use crate::base::diagnostic::Location;
 use indexmap::IndexMap;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;

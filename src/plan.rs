@@ -12,7 +12,7 @@
 //! Nothing in a plan depends on the time or the run: the same change set gives the same plan,
 //! byte for byte, wherever it is made.
 
-use crate::diagnostic::{Diagnostic, Location};
+use crate::base::diagnostic::{Diagnostic, Location};
 use crate::diff::{Action, ChangeSet};
 use crate::model::{DesiredState, LiveState, ResourceId};
 use crate::providers::Verb;

@@ -6,8 +6,8 @@ use super::{
     SandboxCommand, TargetArgs, markdown, note, out, outln, shutdown_signal,
 };
 use crate::apply::{self, ApplyOptions, Observer, Status, StepOutcome};
+use crate::base::diagnostic::{Diagnostics, InvalidInput};
 use crate::config::Config;
-use crate::diagnostic::{Diagnostics, InvalidInput};
 use crate::engine::{self, PlanError};
 use crate::plan::Plan;
 use crate::providers;
@@ -154,8 +154,8 @@ fn print_diagnostics(diags: &Diagnostics, style: Style) {
     }
     for d in &diags.0 {
         let level = match d.severity {
-            crate::diagnostic::Severity::Error => Level::ERROR,
-            crate::diagnostic::Severity::Warning => Level::WARN,
+            crate::base::diagnostic::Severity::Error => Level::ERROR,
+            crate::base::diagnostic::Severity::Warning => Level::WARN,
         };
         note(level, &output::diagnostic_text(d, style));
     }
@@ -190,7 +190,7 @@ async fn validate(input: &InputArgs, color: super::ColorChoice) -> anyhow::Resul
     if read.config.prune {
         for (name, x) in &external {
             if provider.kind_info(&x.target.kind).managed {
-                warnings.push(crate::diagnostic::Diagnostic::warning(
+                warnings.push(crate::base::diagnostic::Diagnostic::warning(
                     Some(x.at.clone()),
                     format!(
                         "{name} is not declared here and capstan.yaml prunes: if owner {:?} made it, plan refuses to delete it while this points at it",

@@ -20,9 +20,9 @@ pub mod store;
 mod watch;
 
 use crate::apply::{self, ApplyOptions, Observer, Outcome, Status, StepOutcome};
+use crate::base::diagnostic::Diagnostics;
 use crate::cli::output;
 use crate::config::Config;
-use crate::diagnostic::Diagnostics;
 use crate::engine::{self, Connected, PlanError, Planned};
 use crate::plan::Plan;
 use crate::redact::Redactor;

@@ -8,12 +8,11 @@
 //! rendering inputs are unchanged is not processed again when a [`RenderCache`] is kept.
 
 pub mod expand;
-pub mod schema;
 pub mod template;
-pub mod yaml;
 
+use crate::base::diagnostic::{Diagnostic, Diagnostics, InvalidInput};
+use crate::base::{schema, yaml};
 use crate::config::Config;
-use crate::diagnostic::{Diagnostic, Diagnostics, InvalidInput};
 use crate::model::{DesiredResource, DesiredState};
 use crate::providers::Provider;
 use crate::redact::Redactor;
@@ -112,7 +111,7 @@ pub fn render(
     }
     desired.resources.reserve(outputs.iter().map(|o| o.resources.len()).sum());
     // Resources that cannot coexist (a job on two networks) can never both be applied.
-    let mut exclusive: HashMap<String, (crate::model::ResourceId, crate::diagnostic::Location)> = HashMap::new();
+    let mut exclusive: HashMap<String, (crate::model::ResourceId, crate::base::diagnostic::Location)> = HashMap::new();
     let document_count = outputs.iter().map(|o| o.document_count).sum();
     for out in outputs {
         // Without a cache the output is ours alone: move its values instead of copying them.
@@ -327,7 +326,7 @@ fn secret_identities(resources: &[DesiredResource], secretive: &[expand::Secreti
     if secretive.is_empty() {
         return;
     }
-    let keys: std::collections::HashSet<&crate::diagnostic::Location> =
+    let keys: std::collections::HashSet<&crate::base::diagnostic::Location> =
         secretive.iter().filter(|s| s.key).map(|s| &s.at).collect();
     let mut values = Redactor::default();
     secretive.iter().flat_map(|s| s.values()).for_each(|v| values.add_value(v));

@@ -23,10 +23,10 @@ mod network;
 mod service;
 mod service_provider;
 
-use crate::diagnostic::{Diagnostic, Diagnostics};
+use crate::base::diagnostic::{Diagnostic, Diagnostics};
+use crate::base::yaml::{Document, Node, NodeValue};
 use crate::model::{DesiredResource, DesiredState, KindInfo, LiveResource, LiveState, ResourceId};
 use crate::providers::{ApiError, Connection, DocumentPart, Operation, Provider};
-use crate::render::yaml::{Document, Node, NodeValue};
 use async_trait::async_trait;
 use client::Client;
 use serde_json::{Map, Value, json};

@@ -35,11 +35,11 @@ mod dry_run;
 mod group;
 pub mod path;
 
-use crate::diagnostic::{Diagnostic, Diagnostics, Location};
+use crate::base::diagnostic::{Diagnostic, Diagnostics, Location};
+use crate::base::yaml::{Document, Node, NodeValue};
 use crate::diff::ChangeSet;
 use crate::model::{DesiredResource, DesiredState, KindInfo, LiveResource, LiveState, Reference, ResourceId};
 use crate::providers::{ApiError, Connection, DocumentPart, Operation, PlatformPreview, Provider, Verb};
-use crate::render::yaml::{Document, Node, NodeValue};
 use async_trait::async_trait;
 use client::Ticket;
 use client::{Client, Ended};

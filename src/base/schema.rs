@@ -4,7 +4,7 @@
 //! into the binary and their relative `$ref`s are resolved from memory, never from the network.
 
 use super::yaml::{Document, pointer_escape};
-use crate::diagnostic::{Diagnostic, Diagnostics};
+use crate::base::diagnostic::{Diagnostic, Diagnostics};
 use jsonschema::error::{TypeKind, ValidationErrorKind};
 use jsonschema::{Retrieve, Uri, Validator};
 use serde_json::Value;
