@@ -197,13 +197,13 @@ impl Config {
             Diagnostics(vec![Diagnostic::error_at(Location::file_start(path), format!("invalid capstan.yaml: {e}"))])
         })?;
         for (name, t) in &config.targets {
-            if !crate::providers::PLATFORMS.contains(&t.platform.as_str()) {
+            if !crate::providers::platform_names().contains(&t.platform.as_str()) {
                 diags.push(Diagnostic::error_at(
                     doc.locate(&format!("/targets/{}/platform", crate::base::yaml::pointer_escape(name))),
                     format!(
                         "unknown platform {:?}: expected one of {}",
                         t.platform,
-                        crate::providers::PLATFORMS.join(", ")
+                        crate::providers::platform_names().join(", ")
                     ),
                 ));
             }

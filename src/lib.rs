@@ -23,6 +23,7 @@ pub mod render;
 pub mod sandbox;
 pub mod source;
 pub mod state;
+pub mod target;
 
 /// Return memory the allocator holds but no longer uses to the operating system (capstan's
 /// binary allocates with mimalloc; see `main.rs`).

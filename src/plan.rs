@@ -14,8 +14,8 @@
 
 use crate::base::diagnostic::{Diagnostic, Location};
 use crate::diff::{Action, ChangeSet};
+use crate::model::Verb;
 use crate::model::{DesiredState, LiveState, ResourceId};
-use crate::providers::Verb;
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap, HashSet};
 
