@@ -18,6 +18,7 @@ pub mod metrics;
 mod server;
 pub mod store;
 mod watch;
+mod web;
 
 use crate::apply::{self, ApplyOptions, Observer, Outcome, Status, StepOutcome};
 use crate::cli::output;
@@ -992,7 +993,7 @@ pub async fn serve(opts: DaemonOptions) -> anyhow::Result<()> {
     let server = tokio::spawn(server::serve(listener, app, limits, daemon.closed()));
     // A closed stdout is no reason to stop (nor to panic, as println! would).
     let _ = crate::cli::out(&format!(
-        "capstan daemon listening on http://{addr}, applying {} ({}) to {}\n",
+        "capstan daemon listening on http://{addr}, applying {} ({}) to {}; status page: http://{addr}/\n",
         daemon.opts.repo.location,
         daemon.opts.repo.reference.as_deref().unwrap_or("default branch"),
         daemon.target_description()
