@@ -15,6 +15,7 @@ pub mod fds;
 pub mod journal;
 pub mod lock;
 pub mod model;
+pub mod notify;
 pub mod plan;
 pub mod providers;
 pub mod redact;

@@ -99,3 +99,143 @@ fn a_commit_shows_up_live_and_its_step_reaches_complete_without_a_reload() {
     b.resize(390, 844);
     b.screenshot("3-phone");
 }
+
+#[test]
+fn interrupt_on_the_page_stops_the_next_step_and_continue_finishes_the_plan() {
+    if browser::skipped() {
+        return;
+    }
+    let _one = ONE_BROWSER.lock().unwrap_or_else(|e| e.into_inner());
+    // Each job takes 400 ms to have its instances running, one step at a time.
+    let sb = SandboxProc::start(&["--rollout-ms", "400"]);
+    let repo = Repo::new();
+    repo.write("capstan.yaml", &config_for(&sb, ""));
+    for i in 0..6 {
+        repo.write(&format!("j{i}.yaml"), &job_yaml(&format!("job-{i}"), "1"));
+    }
+    let sha = repo.commit("six jobs");
+    let state = tempfile::tempdir().unwrap();
+    let d = daemon(&repo, state.path(), &["--parallelism", "1"]);
+    let b = Browser::start(1200, 1400);
+    open_with_token(&b, &d);
+    b.wait_for(
+        "a step to run on the page",
+        WAIT,
+        "return [...document.querySelectorAll('li[data-step]')].some(li => li.dataset.status === 'IN_PROGRESS');",
+        json!([]),
+    );
+    b.click("#interrupt");
+    // The daemon says the plan stopped (after the running step ended): from then on no step
+    // starts, and the page shows the rest waiting.
+    d.wait_for("the plan to be interrupted", WAIT, |d| d.get("/v1/status").1["paused_commit"] == json!(sha));
+    b.wait_for(
+        "the page to show the plan waiting",
+        WAIT,
+        "const s = [...document.querySelectorAll('li[data-step]')].map(li => li.dataset.status);
+         return s.length === 6 && !s.includes('IN_PROGRESS') && s.includes('WAITING') && document.querySelector('#plan-summary .st').textContent === 'WAITING';",
+        json!([]),
+    );
+    let shown = b.js(STEPS, json!([]));
+    let complete = shown.as_array().unwrap().iter().filter(|s| s[1] == "COMPLETE").count();
+    assert!(complete < 6, "the plan went on despite the interrupt: {shown}");
+    // What the page shows is what the daemon says.
+    let api: Vec<String> = d.step_statuses();
+    let page: Vec<String> = shown.as_array().unwrap().iter().map(|s| s[1].as_str().unwrap().to_string()).collect();
+    assert_eq!(page, api);
+    assert!(d.status_of(&sha).as_deref() != Some("applied"));
+    b.screenshot("4-interrupted");
+
+    b.click("#continue");
+    b.wait_for(
+        "every step COMPLETE on the page",
+        WAIT,
+        "const s = [...document.querySelectorAll('li[data-step]')].map(li => li.dataset.status);
+         return s.length === 6 && s.every(x => x === 'COMPLETE');",
+        json!([]),
+    );
+    b.wait_for("the commit applied in the history", WAIT, &history_is(&sha, "applied"), json!([]));
+    assert_eq!(sb.jobs().iter().filter(|j| j["fqn"].as_str().unwrap().starts_with("job::/dev::job-")).count(), 6);
+    b.screenshot("5-continued");
+}
+
+#[test]
+fn rollback_from_the_history_applies_the_older_commit() {
+    if browser::skipped() {
+        return;
+    }
+    let _one = ONE_BROWSER.lock().unwrap_or_else(|e| e.into_inner());
+    let sb = SandboxProc::start(&[]);
+    let repo = Repo::new();
+    repo.write("capstan.yaml", &config_for(&sb, ""));
+    repo.write("web.yaml", &job_yaml("web", "1"));
+    let first = repo.commit("web v1");
+    let state = tempfile::tempdir().unwrap();
+    let d = daemon(&repo, state.path(), &[]);
+    let b = Browser::start(1200, 1000);
+    open_with_token(&b, &d);
+    b.wait_for("v1 applied", WAIT, &history_is(&first, "applied"), json!([]));
+    repo.write("web.yaml", &job_yaml("web", "2"));
+    let second = repo.commit("web v2");
+    b.wait_for("v2 applied", WAIT, &history_is(&second, "applied"), json!([]));
+    let version = |sb: &SandboxProc| sb.job("job::/dev::web").map(|j| j["tags"]["version"].clone());
+    assert_eq!(version(&sb), Some(json!("2")));
+
+    b.click(&format!("button.rollback[data-sha=\"{first}\"]"));
+    b.accept_alert();
+    d.wait_for("the rollback to apply v1", WAIT, |d| {
+        let st = d.get("/v1/status").1;
+        st["pinned"] == json!(first) && st["live"]["sha"] == json!(first) && st["live"]["converged"] == json!(true)
+    });
+    assert_eq!(version(&sb), Some(json!("1")), "the older commit's configuration is live again");
+    b.wait_for(
+        "the page to show v1 live",
+        WAIT,
+        "const c = document.querySelector('#target-rows code'); return !!c && c.title === arguments[0];",
+        json!([first]),
+    );
+    let result = b.js("return document.getElementById('action-result').textContent;", json!([]));
+    assert!(result.as_str().unwrap().starts_with("202: rolling back to"), "{result}");
+    b.screenshot("6-rolled-back");
+}
+
+#[test]
+fn without_a_token_the_page_is_read_only_and_says_so() {
+    if browser::skipped() {
+        return;
+    }
+    let _one = ONE_BROWSER.lock().unwrap_or_else(|e| e.into_inner());
+    let sb = SandboxProc::start(&[]);
+    let repo = Repo::new();
+    repo.write("capstan.yaml", &config_for(&sb, ""));
+    repo.write("web.yaml", &job_yaml("web", "1"));
+    repo.commit("web v1");
+    let state = tempfile::tempdir().unwrap();
+    let d = daemon(&repo, state.path(), &[]);
+    let b = Browser::start(1200, 900);
+    b.open(&format!("{}/", d.url));
+    let disabled =
+        "const bs = [...document.querySelectorAll('button.act')]; return bs.length >= 3 && bs.every(b => b.disabled);";
+    b.wait_for(
+        "the page to say it is read-only",
+        WAIT,
+        "return document.getElementById('mode').textContent.startsWith('Read-only: no token');",
+        json!([]),
+    );
+    assert_eq!(b.js(disabled, json!([])), json!(true), "buttons are disabled without a token");
+    b.screenshot("7-no-token");
+
+    // A wrong token is no better, and the page says why.
+    b.type_into("#token", "not-the-token");
+    b.click("#token-save");
+    b.wait_for(
+        "the page to say the token was refused",
+        WAIT,
+        "return document.getElementById('mode').textContent.includes('refused this token');",
+        json!([]),
+    );
+    assert_eq!(b.js(disabled, json!([])), json!(true));
+    // The token is kept for the tab only: in sessionStorage, never in localStorage.
+    let stored = b.js("return [sessionStorage.getItem('capstan-token'), localStorage.length];", json!([]));
+    assert_eq!(stored, json!(["not-the-token", 0]));
+    b.screenshot("8-wrong-token");
+}

@@ -303,6 +303,7 @@ async fn status(State(d): Shared) -> axum::Json<Value> {
         "platform": d.platform(),
         "destination": d.target_description(),
         "self_heal": d.opts.self_heal,
+        "notifications": d.notifier.health(),
     }))
 }
 

@@ -82,6 +82,9 @@ function showMode() {
     text = 'This daemon asks for no token: the buttons act on it.';
   }
   mode.textContent = text;
+  if (!canRead && !status) {
+    $('target-rows').replaceChildren(el('tr', {}, el('td', { colspan: '5' }, 'Not shown without the token.')));
+  }
   mode.className = canRead ? '' : 'readonly';
   for (const b of document.querySelectorAll('button.act')) {
     b.disabled = !canRead;
