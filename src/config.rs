@@ -46,6 +46,9 @@ pub struct Config {
     /// Seconds a change of each kind may take to become ready (`job: 600`).
     #[serde(default)]
     pub timeouts: IndexMap<String, u64>,
+    /// Where the daemon tells what became of each commit (see `notify`).
+    #[serde(default)]
+    pub notifications: Vec<crate::notify::Receiver>,
 }
 
 /// Retries of transient failures (5xx answers the platform marks as retryable, 429, 502-504,

@@ -16,6 +16,7 @@ pub mod http;
 pub mod journal;
 pub mod lock;
 pub mod model;
+pub mod notify;
 pub mod plan;
 pub mod providers;
 pub mod redact;

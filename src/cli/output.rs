@@ -133,8 +133,13 @@ impl DiffLine {
 /// everything removed for a delete, hunks with two lines of context otherwise.
 pub fn diff_lines(c: &ResourceChange, redactor: &Redactor) -> Vec<DiffLine> {
     let (before, after) = redactor.pair(c.before.as_ref(), c.after.as_ref());
-    let before = before.as_ref().map(yaml).unwrap_or_default();
-    let after = after.as_ref().map(yaml).unwrap_or_default();
+    redacted_diff_lines(before.as_ref(), after.as_ref())
+}
+
+/// As [`diff_lines`], of values already redacted (a stored JSON plan's `before` and `after`).
+pub fn redacted_diff_lines(before: Option<&Value>, after: Option<&Value>) -> Vec<DiffLine> {
+    let before = before.filter(|v| !v.is_null()).map(yaml).unwrap_or_default();
+    let after = after.filter(|v| !v.is_null()).map(yaml).unwrap_or_default();
     if before.is_empty() || after.is_empty() {
         let added = before.is_empty();
         let text = if added { &after } else { &before };

@@ -53,11 +53,13 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
         .route("/v1/history", get(history))
         .route("/v1/status", get(status))
         .route("/v1/events", get(events))
+        .merge(super::web::api())
         .route_layer(token())
         .merge(webhook_route)
         .merge(metrics_route)
         .route("/health/live", get(|| async { "ok\n" }))
         .route("/health/ready", get(ready))
+        .merge(super::web::page())
         .with_state(daemon)
 }
 
@@ -301,6 +303,7 @@ async fn status(State(d): Shared) -> axum::Json<Value> {
         "platform": d.platform(),
         "destination": d.target_description(),
         "self_heal": d.opts.self_heal,
+        "notifications": d.notifier.health(),
     }))
 }
 

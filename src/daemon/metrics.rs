@@ -19,6 +19,8 @@ pub struct Metrics {
     pub drifted: Gauge,
     pub api_requests: Family<Vec<(String, String)>, Counter>,
     pub reconciles: Family<Vec<(String, String)>, Counter>,
+    pub notifications: Family<Vec<(String, String)>, Counter>,
+    pub notification_failing: Family<Vec<(String, String)>, Gauge>,
 }
 
 impl Default for Metrics {
@@ -48,7 +50,29 @@ impl Default for Metrics {
         registry.register("api_requests", "Requests to the platform API, by status code", api_requests.clone());
         let reconciles = Family::<Vec<(String, String)>, Counter>::default();
         registry.register("reconciles", "Reconciles, by result", reconciles.clone());
-        Metrics { registry, reconcile_seconds, last_applied_commit_time, steps, drifted, api_requests, reconciles }
+        let notifications = Family::<Vec<(String, String)>, Counter>::default();
+        registry.register(
+            "notifications",
+            "Notification sends, by receiver and result (delivered, retried, given_up, dropped)",
+            notifications.clone(),
+        );
+        let notification_failing = Family::<Vec<(String, String)>, Gauge>::default();
+        registry.register(
+            "notification_receiver_failing",
+            "1 while a receiver's last notification was given up on",
+            notification_failing.clone(),
+        );
+        Metrics {
+            registry,
+            reconcile_seconds,
+            last_applied_commit_time,
+            steps,
+            drifted,
+            api_requests,
+            reconciles,
+            notifications,
+            notification_failing,
+        }
     }
 }
 

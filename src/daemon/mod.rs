@@ -18,6 +18,7 @@ pub mod metrics;
 mod server;
 pub mod store;
 mod watch;
+mod web;
 
 use crate::apply::{self, ApplyOptions, Observer, Outcome, Status, StepOutcome};
 use crate::base::diagnostic::Diagnostics;
@@ -206,6 +207,8 @@ pub struct Daemon {
     shutting_down: AtomicBool,
     /// Set once the reconcile loop has stopped: the API server and event streams then end.
     closed: tokio::sync::watch::Sender<bool>,
+    /// capstan.yaml's notification receivers (of the commit the daemon started at).
+    pub notifier: Arc<crate::notify::Notifier>,
 }
 
 impl Daemon {
@@ -249,11 +252,17 @@ impl Daemon {
         let last_applied = store.get_value("last_applied")?;
         let pin = Mutex::new(Pin::load(&store));
         let interrupted = store.get_value("interrupted")?.as_deref() == Some("1");
+        let metrics = Metrics::default();
+        let notifier = crate::notify::Notifier::new(
+            &config.notifications,
+            metrics.notifications.clone(),
+            metrics.notification_failing.clone(),
+        )?;
         let daemon = Arc::new(Daemon {
             source: Arc::new(source),
             store,
             events: EventBus::default(),
-            metrics: Metrics::default(),
+            metrics,
             status: Mutex::new(DaemonStatus {
                 phase: "starting".into(),
                 last_applied,
@@ -271,6 +280,7 @@ impl Daemon {
             paused: Mutex::new(None),
             shutting_down: AtomicBool::new(false),
             closed: tokio::sync::watch::channel(false).0,
+            notifier: Arc::new(notifier),
             opts,
         });
         Ok(daemon)
@@ -1009,10 +1019,11 @@ pub async fn serve(opts: DaemonOptions) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {}", daemon.opts.listen))?;
     let addr = listener.local_addr()?;
     let app = api::router(daemon.clone());
+    daemon.notifier.start(daemon.events.subscribe(None).1, format!("http://{addr}/"));
     let server = tokio::spawn(server::serve(listener, app, limits, daemon.closed()));
     // A closed stdout is no reason to stop (nor to panic, as println! would).
     let _ = crate::cli::out(&format!(
-        "capstan daemon listening on http://{addr}, applying {} ({}) to {}\n",
+        "capstan daemon listening on http://{addr}, applying {} ({}) to {}; status page: http://{addr}/\n",
         daemon.opts.repo.location,
         daemon.opts.repo.reference.as_deref().unwrap_or("default branch"),
         daemon.target_description()

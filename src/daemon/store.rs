@@ -74,8 +74,10 @@ impl CommitStatus {
 pub struct Configuration {
     pub sha: String,
     pub status: CommitStatus,
-    /// Unix seconds.
+    /// Unix seconds, served as RFC 3339.
+    #[serde(serialize_with = "rfc3339")]
     pub seen_at: i64,
+    #[serde(serialize_with = "rfc3339_opt")]
     pub applied_at: Option<i64>,
     /// The merged, expanded manifest (redacted), when it rendered.
     pub rendered: Option<Value>,
@@ -95,7 +97,8 @@ pub struct Configuration {
 pub struct Entry {
     /// Increasing: the order things happened in.
     pub seq: i64,
-    /// Unix seconds.
+    /// Unix seconds, served as RFC 3339.
+    #[serde(serialize_with = "rfc3339")]
     pub at: i64,
     pub sha: String,
     /// What set it off: `commit`, `sync`, `resync`, `rollback`, `retry`, `continue`.
@@ -115,7 +118,9 @@ pub struct Entry {
 pub struct Summary {
     pub sha: String,
     pub status: CommitStatus,
+    #[serde(serialize_with = "rfc3339")]
     pub seen_at: i64,
+    #[serde(serialize_with = "rfc3339_opt")]
     pub applied_at: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub superseded_by: Option<String>,
@@ -157,6 +162,26 @@ CREATE TABLE IF NOT EXISTS kv (
     value TEXT NOT NULL
 );
 ";
+
+/// Unix seconds as RFC 3339 in UTC (`2026-12-05T13:30:00Z`), as the rest of the ecosystem
+/// writes times.
+pub fn rfc3339_text(t: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(t)
+        .ok()
+        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .unwrap_or_default()
+}
+
+fn rfc3339<S: serde::Serializer>(t: &i64, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&rfc3339_text(*t))
+}
+
+fn rfc3339_opt<S: serde::Serializer>(t: &Option<i64>, s: S) -> Result<S::Ok, S::Error> {
+    match t {
+        Some(t) => s.serialize_str(&rfc3339_text(*t)),
+        None => s.serialize_none(),
+    }
+}
 
 pub fn now() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
@@ -380,6 +405,14 @@ impl Store {
         c.history = self.history(Some(sha), 1000)?;
         c.history.reverse();
         Ok(Some(c))
+    }
+
+    /// The errors that made a commit invalid, refused or failed, without its other records.
+    pub fn errors(&self, sha: &str) -> anyhow::Result<Vec<Value>> {
+        let db = self.db.lock().unwrap();
+        let text: Option<String> =
+            db.query_row("SELECT errors FROM configurations WHERE sha = ?1", params![sha], |r| r.get(0)).optional()?;
+        Ok(text.and_then(|t| serde_json::from_str(&t).ok()).unwrap_or_default())
     }
 
     /// What became of a commit, without reading its records.

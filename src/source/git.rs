@@ -219,6 +219,17 @@ impl GitSource {
         Ok(out)
     }
 
+    /// A commit's author (name) and the first line of its message, for people to recognise it.
+    pub fn commit_info(&self, commit: &str) -> anyhow::Result<(String, String)> {
+        let repo = self.repo()?;
+        let id =
+            gix::ObjectId::from_hex(commit.as_bytes()).with_context(|| format!("{commit:?} is not a commit id"))?;
+        let c = repo.find_commit(id).with_context(|| format!("no commit {commit}"))?;
+        let author = c.author()?.name.to_string();
+        let message = c.message_raw_sloppy().to_string();
+        Ok((author, message.lines().next().unwrap_or_default().to_string()))
+    }
+
     /// The content of the file at `path` (relative to the repository's root; `..` may not leave
     /// it) at `commit`.
     pub fn read_file(&self, commit: &str, path: &Path) -> anyhow::Result<Vec<u8>> {
