@@ -280,7 +280,7 @@ pub enum SandboxCommand {
 
 #[derive(Args, Debug)]
 pub struct SandboxArgs {
-    /// The platform to emulate: apcera or marathon.
+    /// The platform to emulate: apcera, marathon or tsuru.
     #[arg(long, default_value = "apcera")]
     pub platform: String,
     /// Address to listen on (loopback; port 0 picks a free port).

@@ -12,12 +12,13 @@
 //! `at_ms`, when the platform took it), `GET /_sandbox/requests/count`, `GET/PUT
 //! /_sandbox/faults`, `GET /_sandbox/info`.
 //!
-//! Each platform is one directory (`apcera/`, `marathon/`) with its router and state; the platform code
+//! Each platform is one directory (`apcera/`, `marathon/`, `tsuru/`) with its router and state; the platform code
 //! never imports capstan's providers, so sandbox and provider are two independent readings of
 //! the platform's API reference.
 
 pub mod apcera;
 pub mod marathon;
+pub mod tsuru;
 
 use anyhow::Context;
 use axum::Router;
@@ -43,6 +44,7 @@ use tokio::sync::{Notify, oneshot};
 pub enum Platform {
     Apcera,
     Marathon,
+    Tsuru,
 }
 
 impl std::str::FromStr for Platform {
@@ -51,7 +53,8 @@ impl std::str::FromStr for Platform {
         match s {
             "apcera" => Ok(Platform::Apcera),
             "marathon" => Ok(Platform::Marathon),
-            other => anyhow::bail!("the sandbox does not serve {other:?}: expected apcera or marathon"),
+            "tsuru" => Ok(Platform::Tsuru),
+            other => anyhow::bail!("the sandbox does not serve {other:?}: expected apcera, marathon or tsuru"),
         }
     }
 }
@@ -61,6 +64,7 @@ impl Platform {
         match self {
             Platform::Apcera => "apcera",
             Platform::Marathon => "marathon",
+            Platform::Tsuru => "tsuru",
         }
     }
 
@@ -71,6 +75,15 @@ impl Platform {
             Platform::Apcera if retry => apcera::api_error_retry(status, message),
             Platform::Apcera => apcera::api_error(status, message),
             Platform::Marathon => marathon::error(status, message),
+            Platform::Tsuru => tsuru::error(status, message),
+        }
+    }
+
+    /// Whether the request carries the token, as the platform reads `Authorization`.
+    fn token_ok(&self, headers: &HeaderMap, token: &str) -> bool {
+        match self {
+            Platform::Tsuru => tsuru::token_ok(headers, token),
+            _ => token_ok(headers, token),
         }
     }
 }
@@ -95,6 +108,9 @@ pub struct Faults {
     /// Marathon: plan deployments as Marathon 1.x does, the apps at one dependency depth in one
     /// step (default: one app per step, as seed 004's dry-run example shows).
     pub grouped_steps: bool,
+    /// tsuru: make streamed answers end with an `Error` line (see `tsuru::StreamFault`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stream_error: Option<tsuru::StreamFault>,
 }
 
 #[derive(Clone, Debug)]
@@ -240,6 +256,10 @@ impl Sandbox {
             Platform::Marathon => {
                 let state = marathon::load(opts.state_file.as_deref(), shared.clone())?;
                 (marathon::router(state.clone()), state)
+            }
+            Platform::Tsuru => {
+                let state = tsuru::load(opts.state_file.as_deref(), shared.clone())?;
+                (tsuru::router(state.clone()), state)
             }
         };
         let platform_name = opts.platform.name();
@@ -475,7 +495,7 @@ async fn platform_layer(State(shared): State<Arc<Shared>>, req: Request, next: N
         }
     };
     if let Some(token) = &shared.token
-        && !token_ok(&parts.headers, token)
+        && !shared.platform.token_ok(&parts.headers, token)
     {
         record(401);
         return shared.platform.error(StatusCode::UNAUTHORIZED, "missing or invalid Authorization header", false);
