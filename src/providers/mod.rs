@@ -10,6 +10,7 @@
 pub mod apcera;
 pub mod http;
 pub mod marathon;
+pub mod tsuru;
 
 use crate::diagnostic::Diagnostics;
 use crate::diff::ChangeSet;
@@ -229,13 +230,14 @@ pub trait Provider: Send + Sync {
 }
 
 /// The platforms capstan can manage, by name.
-pub const PLATFORMS: &[&str] = &["apcera", "marathon"];
+pub const PLATFORMS: &[&str] = &["apcera", "marathon", "tsuru"];
 
 /// Build the provider for a platform; `connection` is None for offline work (render, validate).
 pub fn provider_for(platform: &str, connection: Option<Connection>, owner: &str) -> anyhow::Result<Box<dyn Provider>> {
     match platform {
         "apcera" => Ok(Box::new(apcera::Apcera::new(connection, owner)?)),
         "marathon" => Ok(Box::new(marathon::Marathon::new(connection, owner)?)),
+        "tsuru" => Ok(Box::new(tsuru::Tsuru::new(connection, owner)?)),
         other => anyhow::bail!("unknown platform {other:?}: expected one of {}", PLATFORMS.join(", ")),
     }
 }

@@ -26,6 +26,11 @@ pub const FILES: &[(&str, &str)] = &[
     ("marathon/manifest.schema.json", include_str!("../../schemas/marathon/manifest.schema.json")),
     ("marathon/app.schema.json", include_str!("../../schemas/marathon/app.schema.json")),
     ("marathon/group.schema.json", include_str!("../../schemas/marathon/group.schema.json")),
+    ("tsuru/manifest.schema.json", include_str!("../../schemas/tsuru/manifest.schema.json")),
+    ("tsuru/app.schema.json", include_str!("../../schemas/tsuru/app.schema.json")),
+    ("tsuru/env.schema.json", include_str!("../../schemas/tsuru/env.schema.json")),
+    ("tsuru/service_instance.schema.json", include_str!("../../schemas/tsuru/service_instance.schema.json")),
+    ("tsuru/job.schema.json", include_str!("../../schemas/tsuru/job.schema.json")),
 ];
 
 const BASE: &str = "file:///capstan/schemas/";
