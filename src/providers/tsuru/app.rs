@@ -252,7 +252,8 @@ async fn converge(tsuru: &Tsuru, name: &str, spec: &Value, live: Option<&Value>)
 pub async fn unbind(client: &Client, service: &str, instance: &str, app: &str) -> Result<(), ApiError> {
     let path = format!("/1.0/services/{}/instances/{}/{}?noRestart=true", enc(service), enc(instance), enc(app));
     match client.streamed(Method::DELETE, &path, None, Idempotent::Yes).await {
-        Err(e) if e.message.contains("not bound") => Ok(()),
+        // Unbound already, or the instance is gone (its delete unbinds first).
+        Err(e) if e.message.contains("not bound") || e.is_not_found() => Ok(()),
         other => other,
     }
 }

@@ -194,7 +194,8 @@ async fn binds(client: &Client, name: &str, spec: &Value, live: Option<&Value>) 
 pub async fn unbind(client: &Client, service: &str, instance: &str, job: &str) -> Result<(), ApiError> {
     let path = format!("/1.13/services/{}/instances/{}/jobs/{}", enc(service), enc(instance), enc(job));
     match client.streamed(Method::DELETE, &path, None, Idempotent::Yes).await {
-        Err(e) if e.message.contains("not bound") => Ok(()),
+        // Unbound already, or the instance is gone (its delete unbinds first).
+        Err(e) if e.message.contains("not bound") || e.is_not_found() => Ok(()),
         other => other,
     }
 }
