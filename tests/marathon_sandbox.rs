@@ -957,6 +957,7 @@ fn an_unknown_platform_is_refused_naming_both() {
     let out = run_in(&repo_root(), &["sandbox", "serve", "--platform", "nope"]);
     assert_ne!(out.code, 0);
     assert!(out.stderr.contains("apcera or marathon"), "{}", out.stderr);
+    assert!(out.stderr.contains("tsuru"), "{}", out.stderr);
 }
 
 #[test]

@@ -54,7 +54,7 @@ impl std::str::FromStr for Platform {
             "apcera" => Ok(Platform::Apcera),
             "marathon" => Ok(Platform::Marathon),
             "tsuru" => Ok(Platform::Tsuru),
-            other => anyhow::bail!("the sandbox does not serve {other:?}: expected apcera, marathon or tsuru"),
+            other => anyhow::bail!("the sandbox does not serve {other:?}: expected apcera or marathon or tsuru"),
         }
     }
 }
