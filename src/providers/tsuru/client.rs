@@ -4,7 +4,7 @@
 //! list answers 404 `Not founds.` when there is none (seed L2257): both are read as empty.
 
 use super::stream;
-use crate::providers::http::{HttpClient, Idempotent};
+use crate::http::{HttpClient, Idempotent};
 use crate::providers::{ApiError, Connection};
 use reqwest::Method;
 use serde_json::Value;

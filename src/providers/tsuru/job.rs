@@ -6,11 +6,11 @@
 
 use super::client::{Client, enc};
 use super::{Tsuru, app};
-use crate::diagnostic::Diagnostics;
+use crate::base::diagnostic::Diagnostics;
 use crate::model::{DesiredResource, LiveResource, Reference, ResourceId};
 use crate::providers::ApiError;
-use crate::providers::http::Idempotent;
-use crate::render::yaml::{Document, pointer_escape};
+use crate::http::Idempotent;
+use crate::base::yaml::{Document, pointer_escape};
 use reqwest::Method;
 use serde_json::{Map, Value, json};
 use std::collections::BTreeSet;

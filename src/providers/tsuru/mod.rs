@@ -29,11 +29,11 @@ mod service_instance;
 mod stream;
 mod units;
 
-use crate::diagnostic::{Diagnostic, Diagnostics};
+use crate::base::diagnostic::{Diagnostic, Diagnostics};
 use crate::model::{DesiredResource, DesiredState, KindInfo, LiveResource, LiveState, ResourceId};
-use crate::providers::http::Idempotent;
-use crate::providers::{ApiError, Connection, DocumentPart, Operation, Provider, Verb};
-use crate::render::yaml::{Document, Node, NodeValue};
+use crate::http::Idempotent;
+use crate::providers::{ApiError, Compare, Connection, Decode, DocumentPart, Drive, Operation, Verb};
+use crate::base::yaml::{Document, Node, NodeValue};
 use async_trait::async_trait;
 use client::{Client, enc};
 use reqwest::Method;
@@ -94,6 +94,19 @@ pub fn marked(tags: Option<&Value>, owner: &str, keep: Option<&str>) -> Vec<Stri
     out
 }
 
+/// This platform's entry in the registry (`crate::providers::PLATFORMS`).
+pub static PLATFORM: super::PlatformDef = super::PlatformDef {
+    name: "tsuru",
+    schemas: &[
+        ("tsuru/manifest.schema.json", include_str!("../../../schemas/tsuru/manifest.schema.json")),
+        ("tsuru/app.schema.json", include_str!("../../../schemas/tsuru/app.schema.json")),
+        ("tsuru/env.schema.json", include_str!("../../../schemas/tsuru/env.schema.json")),
+        ("tsuru/service_instance.schema.json", include_str!("../../../schemas/tsuru/service_instance.schema.json")),
+        ("tsuru/job.schema.json", include_str!("../../../schemas/tsuru/job.schema.json")),
+    ],
+    new: |connection, owner| Ok(Box::new(Tsuru::new(connection, owner)?)),
+};
+
 impl Tsuru {
     pub fn new(connection: Option<Connection>, owner: &str) -> anyhow::Result<Self> {
         Ok(Tsuru {
@@ -136,18 +149,9 @@ impl Tsuru {
     }
 }
 
-#[async_trait]
-impl Provider for Tsuru {
+impl Decode for Tsuru {
     fn platform(&self) -> &'static str {
         "tsuru"
-    }
-
-    fn owner(&self) -> &str {
-        &self.owner
-    }
-
-    fn kinds(&self) -> &'static [(&'static str, KindInfo)] {
-        KINDS
     }
 
     fn document_parts(&self, root: &Node) -> Result<Vec<DocumentPart>, String> {
@@ -222,6 +226,17 @@ impl Provider for Tsuru {
         Value::Object(merged)
     }
 
+}
+
+impl Compare for Tsuru {
+    fn owner(&self) -> &str {
+        &self.owner
+    }
+
+    fn kinds(&self) -> &'static [(&'static str, KindInfo)] {
+        KINDS
+    }
+
     fn comparable<'a>(
         &self,
         desired: Option<&'a DesiredResource>,
@@ -245,6 +260,10 @@ impl Provider for Tsuru {
         }
     }
 
+}
+
+#[async_trait]
+impl Drive for Tsuru {
     async fn observe(&self, _kinds: &BTreeSet<String>, desired: &DesiredState) -> Result<LiveState, ApiError> {
         let client = self.client()?;
         let (apps, services, jobs) = tokio::try_join!(

@@ -6,11 +6,11 @@
 
 use super::client::enc;
 use super::{Tsuru, app, job};
-use crate::diagnostic::Diagnostics;
+use crate::base::diagnostic::Diagnostics;
 use crate::model::{DesiredResource, LiveResource, LiveState, ResourceId};
 use crate::providers::ApiError;
-use crate::providers::http::Idempotent;
-use crate::render::yaml::Document;
+use crate::http::Idempotent;
+use crate::base::yaml::Document;
 use reqwest::Method;
 use serde_json::{Map, Value, json};
 

@@ -3,7 +3,7 @@
 
 use super::client::{Client, enc};
 use crate::providers::ApiError;
-use crate::providers::http::Idempotent;
+use crate::http::Idempotent;
 use reqwest::Method;
 use serde_json::{Map, Value, json};
 

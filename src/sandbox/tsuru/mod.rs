@@ -288,6 +288,18 @@ pub fn load(state_file: Option<&Path>, shared: Arc<Shared>) -> anyhow::Result<Ap
     Ok(Arc::new(Tsuru { data: Mutex::new(data), shared }))
 }
 
+/// This platform's entry in the sandbox registry (`crate::sandbox::EMULATORS`).
+pub static EMULATOR: super::Emulator = super::Emulator {
+    name: "tsuru",
+    principal: "admin@tsuru.example",
+    error: |status, message, _retry| error(status, message),
+    token_ok,
+    start: |state_file, shared| {
+        let api = load(state_file, shared)?;
+        Ok((router(api.clone()), api))
+    },
+};
+
 pub fn router(api: Api) -> Router {
     Router::new().fallback(dispatch).with_state(api)
 }

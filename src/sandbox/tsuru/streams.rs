@@ -7,26 +7,11 @@ use super::{Api, Data, Fail, Req, rfc3339, unix_ms};
 use axum::body::{Body, Bytes};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde::{Deserialize, Serialize};
 use serde_json::json;
 use std::convert::Infallible;
 use std::time::Duration;
 
-/// Make streams end with an `Error` line (`/_sandbox/faults`: `{"stream_error": {...}}`).
-#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
-#[serde(default, deny_unknown_fields)]
-pub struct StreamFault {
-    /// Only streams whose path (without its version prefix) contains this; all when empty.
-    pub path_contains: String,
-    /// Only streams of this method (`POST`, `PUT`, `DELETE`); any when absent.
-    pub method: Option<String>,
-    /// The `Error` line's text.
-    pub message: String,
-    /// Carry the operation out before failing (default: change nothing).
-    pub changed: bool,
-    /// Fail this many streams, then clear the fault; every matching stream when absent.
-    pub count: Option<u64>,
-}
+pub use crate::sandbox::StreamFault;
 
 /// What a stream writes, in order: progress messages, waits, and maybe an error.
 #[derive(Default)]
