@@ -247,3 +247,57 @@ fn default_namespace_is_an_error_for_tsuru() {
     assert_ne!(out.code, 0);
     assert!(out.stderr.contains("default_namespace") && out.stderr.contains("tsuru"), "{}", out.stderr);
 }
+
+/// The daemon against tsuru: an app's fields, units and env changed or removed behind its
+/// back, and the app deleted, are each put back by the next resync.
+#[test]
+fn the_daemon_heals_an_app_and_its_env_changed_or_deleted_out_of_band() {
+    use common::git::{DaemonProc, Repo};
+    let wait = std::time::Duration::from_secs(60);
+    let sb = SandboxProc::start_platform("tsuru", &[]);
+    let repo = Repo::new();
+    repo.write(
+        "capstan.yaml",
+        &format!("owner: daemon-test\ntargets:\n  t:\n    platform: tsuru\n    url: {}\ndefault_target: t\n", sb.url),
+    );
+    repo.write(
+        "apps.yaml",
+        "apps:\n  web:\n    platform: python\n    teamOwner: shop\n    description: front\n    units: {web: 2}\n    env: {LOG_LEVEL: info}\n",
+    );
+    let sha = repo.commit("web");
+    let state = tempfile::tempdir().unwrap();
+    let d = DaemonProc::start(repo.path().to_str().unwrap(), state.path(), &["--resync", "1s"], &[]);
+    d.wait_for("the commit", wait, |d| d.status_of(&sha).as_deref() == Some("applied"));
+    let healthy = |sb: &SandboxProc| {
+        let (code, app) = sb.send("GET", "/1.0/apps/web", None);
+        code == 200
+            && app["description"] == "front"
+            && units(sb, "web") == ["web", "web"]
+            && var(sb, "web", "LOG_LEVEL").is_some_and(|v| v["value"] == "info" && v["managedBy"] == "daemon-test")
+    };
+    assert!(healthy(&sb));
+    // Each repair is waited for to its end (no drift left) before the next change, or that
+    // change would land between the repair's step and its read-back.
+    let repaired = |what: &str| {
+        d.wait_for(what, wait, |_| healthy(&sb));
+        d.wait_for("no drift left", wait, |d| d.get("/v1/status").1["drifted"] == json!([]));
+    };
+    let ok = |(code, body): (u16, Value)| assert_eq!(code, 200, "{body}");
+    ok(sb.send("PUT", "/1.0/apps/web", Some(&json!({"description": "by hand"}))));
+    repaired("the description to be put back");
+    ok(sb.send("PUT", "/1.0/apps/web/units?process=web&units=3", None));
+    repaired("the units to be put back");
+    set_env(
+        &sb,
+        "web",
+        json!({"envs": [{"name": "LOG_LEVEL", "value": "debug"}], "managedBy": "daemon-test", "noRestart": true}),
+    );
+    repaired("the env value to be put back");
+    ok(sb.send("DELETE", "/1.0/apps/web/env?env=LOG_LEVEL&noRestart=true", None));
+    repaired("the env var to be set again");
+    ok(sb.send("DELETE", "/1.0/apps/web", None));
+    repaired("the app to be created again");
+    let (_, h) = d.get(&format!("/v1/history?sha={sha}"));
+    let failed: Vec<&Value> = h.as_array().unwrap().iter().filter(|e| e["outcome"] == "failed").collect();
+    assert!(failed.is_empty(), "{failed:?}");
+}
