@@ -253,16 +253,20 @@ fn default_namespace_is_an_error_for_tsuru() {
 #[test]
 fn the_daemon_heals_an_app_and_its_env_changed_or_deleted_out_of_band() {
     use common::git::{DaemonProc, Repo};
+    const SECRET: &str = "pw-daemon-5e1c9a";
     let wait = std::time::Duration::from_secs(60);
     let sb = SandboxProc::start_platform("tsuru", &[]);
     let repo = Repo::new();
     repo.write(
         "capstan.yaml",
-        &format!("owner: daemon-test\ntargets:\n  t:\n    platform: tsuru\n    url: {}\ndefault_target: t\n", sb.url),
+        &format!(
+            "owner: daemon-test\nvariables: {{DB_PASSWORD: {SECRET}}}\ntargets:\n  t:\n    platform: tsuru\n    url: {}\ndefault_target: t\n",
+            sb.url
+        ),
     );
     repo.write(
         "apps.yaml",
-        "apps:\n  web:\n    platform: python\n    teamOwner: shop\n    description: front\n    units: {web: 2}\n    env: {LOG_LEVEL: info}\n",
+        "apps:\n  web:\n    platform: python\n    teamOwner: shop\n    description: front\n    units: {web: 2}\n    env:\n      LOG_LEVEL: info\n      DB_PASSWORD: {value: \"${DB_PASSWORD}\", private: true}\n",
     );
     let sha = repo.commit("web");
     let state = tempfile::tempdir().unwrap();
@@ -274,6 +278,7 @@ fn the_daemon_heals_an_app_and_its_env_changed_or_deleted_out_of_band() {
             && app["description"] == "front"
             && units(sb, "web") == ["web", "web"]
             && var(sb, "web", "LOG_LEVEL").is_some_and(|v| v["value"] == "info" && v["managedBy"] == "daemon-test")
+            && var(sb, "web", "DB_PASSWORD").is_some_and(|v| v["public"] == false)
     };
     assert!(healthy(&sb));
     // Each repair is waited for to its end (no drift left) before the next change, or that
@@ -300,4 +305,15 @@ fn the_daemon_heals_an_app_and_its_env_changed_or_deleted_out_of_band() {
     let (_, h) = d.get(&format!("/v1/history?sha={sha}"));
     let failed: Vec<&Value> = h.as_array().unwrap().iter().filter(|e| e["outcome"] == "failed").collect();
     assert!(failed.is_empty(), "{failed:?}");
+    // The private value was applied again after the delete, and the daemon never shows or
+    // stores it: not in its API's answers, not in any file of its state directory.
+    for path in ["/v1/status", &format!("/v1/history?sha={sha}")] {
+        assert!(!d.get(path).1.to_string().contains(SECRET), "{path} shows the secret");
+    }
+    let stored = files_under(state.path());
+    assert!(!stored.is_empty(), "the daemon keeps its state under its state directory");
+    for f in stored {
+        let text = String::from_utf8_lossy(&std::fs::read(&f).unwrap()).into_owned();
+        assert!(!text.contains(SECRET), "the secret is stored in {}", f.display());
+    }
 }
