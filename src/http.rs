@@ -290,8 +290,9 @@ impl HttpClient {
             .map_err(|e| ApiError::other("GET", path, format!("answer is not a JSON array: {e}")))
     }
 
-    /// The body of a successful answer, retrying transient failures as `call` does.
-    async fn call_raw(
+    /// The body of a successful answer, retrying transient failures as `call` does (for
+    /// answers that are not one JSON value, such as a JSON stream).
+    pub async fn call_raw(
         &self,
         method: Method,
         path: &str,

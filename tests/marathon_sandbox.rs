@@ -957,6 +957,9 @@ fn an_unknown_platform_is_refused_naming_both() {
     let out = run_in(&repo_root(), &["sandbox", "serve", "--platform", "nope"]);
     assert_ne!(out.code, 0);
     assert!(out.stderr.contains("apcera or marathon"), "{}", out.stderr);
+    // The list comes from the registry: every emulator is named, in registry order.
+    let names: Vec<&str> = capstan::sandbox::EMULATORS.iter().map(|e| e.name).collect();
+    assert!(out.stderr.contains(&names.join(" or ")), "{}", out.stderr);
 }
 
 #[test]

@@ -17,7 +17,7 @@ macro_rules! platforms {
     };
 }
 
-platforms!(apcera, marathon);
+platforms!(apcera, marathon, tsuru);
 
 pub use crate::apply::{Drive, Operation};
 pub use crate::diff::Compare;

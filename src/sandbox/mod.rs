@@ -26,7 +26,7 @@ macro_rules! emulators {
     };
 }
 
-emulators!(apcera, marathon);
+emulators!(apcera, marathon, tsuru);
 
 use anyhow::Context;
 use axum::Router;
@@ -60,6 +60,9 @@ pub struct Emulator {
     /// An error answer in the platform's own shape (the token check and injected faults are
     /// answered with it, before the platform's handlers); `retry` says the client may retry.
     pub error: fn(StatusCode, &str, bool) -> Response,
+    /// Whether a request's headers carry the token, as the platform reads `Authorization`
+    /// ([`bearer_token_ok`] unless the platform reads it its own way).
+    pub token_ok: fn(&HeaderMap, &str) -> bool,
     /// Load the platform's state (from the state file, when there is one) and build the router
     /// of its API. A platform that embeds another's API mounts that one's router itself.
     pub start: StartEmulator,
@@ -104,6 +107,10 @@ impl Platform {
     fn error(&self, status: StatusCode, message: &str, retry: bool) -> Response {
         (self.0.error)(status, message, retry)
     }
+
+    fn token_ok(&self, headers: &HeaderMap, token: &str) -> bool {
+        (self.0.token_ok)(headers, token)
+    }
 }
 
 /// Faults and delays, changeable while the sandbox runs.
@@ -126,6 +133,26 @@ pub struct Faults {
     /// Marathon: plan deployments as Marathon 1.x does, the apps at one dependency depth in one
     /// step (default: one app per step, as seed 004's dry-run example shows).
     pub grouped_steps: bool,
+    /// Platforms that answer with JSON streams: end matching streams with an error line.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stream_error: Option<StreamFault>,
+}
+
+/// Make streamed answers end with an error line after their 200 (`/_sandbox/faults`:
+/// `{"stream_error": {...}}`), for the platforms whose answers are JSON streams.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct StreamFault {
+    /// Only streams whose path (without its version prefix) contains this; all when empty.
+    pub path_contains: String,
+    /// Only streams of this method (`POST`, `PUT`, `DELETE`); any when absent.
+    pub method: Option<String>,
+    /// The error line's text.
+    pub message: String,
+    /// Carry the operation out before failing (default: change nothing).
+    pub changed: bool,
+    /// Fail this many streams, then clear the fault; every matching stream when absent.
+    pub count: Option<u64>,
 }
 
 #[derive(Clone, Debug)]
@@ -497,7 +524,7 @@ async fn platform_layer(State(shared): State<Arc<Shared>>, req: Request, next: N
         }
     };
     if let Some(token) = &shared.token
-        && !token_ok(&parts.headers, token)
+        && !shared.platform.token_ok(&parts.headers, token)
     {
         record(401);
         return shared.platform.error(StatusCode::UNAUTHORIZED, "missing or invalid Authorization header", false);
@@ -525,7 +552,8 @@ async fn platform_layer(State(shared): State<Arc<Shared>>, req: Request, next: N
     response
 }
 
-fn token_ok(headers: &HeaderMap, token: &str) -> bool {
+/// `Authorization: Bearer <token>` or `Authorization: token=<token>`: most platforms' reading.
+pub fn bearer_token_ok(headers: &HeaderMap, token: &str) -> bool {
     headers
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())

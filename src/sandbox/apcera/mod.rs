@@ -164,6 +164,7 @@ pub static EMULATOR: super::Emulator = super::Emulator {
     name: "apcera",
     principal: "admin@apcera.me",
     error: |status, message, retry| error_body(status, message, retry, None),
+    token_ok: super::bearer_token_ok,
     start: |state_file, shared| {
         let api = load(state_file, shared)?;
         Ok((router(api.clone()), api))

@@ -243,6 +243,7 @@ pub static EMULATOR: super::Emulator = super::Emulator {
     name: "marathon",
     principal: "admin@apcera.me",
     error: |status, message, _retry| error(status, message),
+    token_ok: super::bearer_token_ok,
     start: |state_file, shared| {
         let api = load(state_file, shared)?;
         Ok((router(api.clone()), api))
