@@ -280,7 +280,7 @@ pub enum SandboxCommand {
 
 #[derive(Args, Debug)]
 pub struct SandboxArgs {
-    /// The platform to emulate: apcera or marathon.
+    /// The platform to emulate: apcera, marathon or dcos.
     #[arg(long, default_value = "apcera")]
     pub platform: String,
     /// Address to listen on (loopback; port 0 picks a free port).
@@ -315,6 +315,9 @@ pub struct SandboxArgs {
     /// one step (default: one app per step, as the API reference's dry-run example shows).
     #[arg(long)]
     pub grouped_steps: bool,
+    /// DC/OS: milliseconds one step of a service's plan takes (default 5).
+    #[arg(long, value_parser = parse_millis)]
+    pub step_ms: Option<u64>,
 }
 
 /// Where the manifests are and how to render them.

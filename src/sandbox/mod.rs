@@ -12,11 +12,12 @@
 //! `at_ms`, when the platform took it), `GET /_sandbox/requests/count`, `GET/PUT
 //! /_sandbox/faults`, `GET /_sandbox/info`.
 //!
-//! Each platform is one directory (`apcera/`, `marathon/`) with its router and state; the platform code
+//! Each platform is one directory (`apcera/`, `marathon/`, `dcos/`) with its router and state; the platform code
 //! never imports capstan's providers, so sandbox and provider are two independent readings of
 //! the platform's API reference.
 
 pub mod apcera;
+pub mod dcos;
 pub mod marathon;
 
 use anyhow::Context;
@@ -43,6 +44,7 @@ use tokio::sync::{Notify, oneshot};
 pub enum Platform {
     Apcera,
     Marathon,
+    Dcos,
 }
 
 impl std::str::FromStr for Platform {
@@ -51,7 +53,8 @@ impl std::str::FromStr for Platform {
         match s {
             "apcera" => Ok(Platform::Apcera),
             "marathon" => Ok(Platform::Marathon),
-            other => anyhow::bail!("the sandbox does not serve {other:?}: expected apcera or marathon"),
+            "dcos" => Ok(Platform::Dcos),
+            other => anyhow::bail!("the sandbox does not serve {other:?}: expected apcera, marathon or dcos"),
         }
     }
 }
@@ -61,6 +64,7 @@ impl Platform {
         match self {
             Platform::Apcera => "apcera",
             Platform::Marathon => "marathon",
+            Platform::Dcos => "dcos",
         }
     }
 
@@ -71,6 +75,7 @@ impl Platform {
             Platform::Apcera if retry => apcera::api_error_retry(status, message),
             Platform::Apcera => apcera::api_error(status, message),
             Platform::Marathon => marathon::error(status, message),
+            Platform::Dcos => dcos::error(status, message),
         }
     }
 }
@@ -95,6 +100,10 @@ pub struct Faults {
     /// Marathon: plan deployments as Marathon 1.x does, the apps at one dependency depth in one
     /// step (default: one app per step, as seed 004's dry-run example shows).
     pub grouped_steps: bool,
+    /// DC/OS: how long one step of a service's plan takes (default 5 ms).
+    pub step_ms: Option<u64>,
+    /// DC/OS: the step of a service's plan that fails when it starts, with this message.
+    pub fail_step: Option<dcos::FailStep>,
 }
 
 #[derive(Clone, Debug)]
@@ -240,6 +249,10 @@ impl Sandbox {
             Platform::Marathon => {
                 let state = marathon::load(opts.state_file.as_deref(), shared.clone())?;
                 (marathon::router(state.clone()), state)
+            }
+            Platform::Dcos => {
+                let state = dcos::load(opts.state_file.as_deref(), shared.clone())?;
+                (dcos::router(state.clone()), state)
             }
         };
         let platform_name = opts.platform.name();
