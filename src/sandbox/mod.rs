@@ -54,7 +54,7 @@ impl std::str::FromStr for Platform {
             "apcera" => Ok(Platform::Apcera),
             "marathon" => Ok(Platform::Marathon),
             "dcos" => Ok(Platform::Dcos),
-            other => anyhow::bail!("the sandbox does not serve {other:?}: expected apcera, marathon or dcos"),
+            other => anyhow::bail!("the sandbox does not serve {other:?}: expected dcos, apcera or marathon"),
         }
     }
 }
