@@ -5,7 +5,7 @@
 //! equal exactly when nothing needs doing. The core never looks inside that value except to
 //! diff and display it.
 
-use crate::diagnostic::Location;
+use crate::base::diagnostic::Location;
 use indexmap::IndexMap;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -139,4 +139,35 @@ pub struct KindInfo {
     pub managed: bool,
     /// The platform can change a resource of this kind in place; otherwise a change is a replace.
     pub updatable: bool,
+}
+
+/// What one plan step asks the platform to do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Verb {
+    Create,
+    Update,
+    Delete,
+}
+
+/// The platform's own preview of a change, shown beside capstan's plan (Marathon's `dryRun`).
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
+pub struct PlatformPreview {
+    /// The request that asked for it (`PUT /v2/groups/product?dryRun=true`).
+    pub request: String,
+    /// The platform's steps in order, each a list of actions.
+    pub steps: Vec<Vec<PreviewAction>>,
+    /// Where the platform's preview and capstan's plan do not say the same thing.
+    pub disagreements: Vec<String>,
+    /// Why there is no preview (the request failed), when there is none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct PreviewAction {
+    /// The platform's name for the action (`StartApplication`).
+    pub action: String,
+    /// What it acts on, as capstan names it.
+    pub resource: ResourceId,
 }

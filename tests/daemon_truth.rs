@@ -211,15 +211,21 @@ fn marathon_apps_deleted_modified_or_relabelled_out_of_band_are_healed_within_a_
         let (code, body) = sb.send("PUT", "/v2/apps/shop/web?force=true", Some(&patch));
         assert!(code == 200 || code == 201, "{code} {body}");
     };
+    // Each repair is waited for to its end (converged: no drift left) before the next change,
+    // or that change would land between the repair's step and its read-back.
+    let repaired = |what: &str| {
+        d.wait_for(what, WAIT, |_| healthy(&sb));
+        d.wait_for("no drift left", WAIT, |d| d.get("/v1/status").1["drifted"] == json!([]));
+    };
     change(json!({ "instances": 5 }));
-    d.wait_for("the instances to be put back", WAIT, |_| healthy(&sb));
+    repaired("the instances to be put back");
     let mut labels = marathon_app(&sb).unwrap()["labels"].clone();
     labels["tier"] = json!("hijacked");
     change(json!({ "labels": labels }));
-    d.wait_for("the label to be put back", WAIT, |_| healthy(&sb));
+    repaired("the label to be put back");
     let (code, body) = sb.send("DELETE", "/v2/apps/shop/web?force=true", None);
     assert_eq!(code, 200, "{body}");
-    d.wait_for("the app to be created again", WAIT, |_| healthy(&sb));
+    repaired("the app to be created again");
     let failures: Vec<_> = history(&d, &sha).into_iter().filter(|(_, o)| o == "failed").collect();
     assert!(failures.is_empty(), "{failures:?}");
 }

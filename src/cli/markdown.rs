@@ -26,7 +26,7 @@
 //! more there are.
 
 use super::output::{diff_lines, summary_line};
-use crate::diagnostic::Diagnostics;
+use crate::base::diagnostic::Diagnostics;
 use crate::diff::{Action, ChangeSet, ResourceChange};
 use crate::redact::Redactor;
 use crate::render::template::{Limits, render_guarded};

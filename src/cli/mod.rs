@@ -280,8 +280,8 @@ pub enum SandboxCommand {
 
 #[derive(Args, Debug)]
 pub struct SandboxArgs {
-    /// The platform to emulate: apcera, marathon or dcos.
-    #[arg(long, default_value = "apcera")]
+    /// The platform to emulate (one of the sandbox registry's).
+    #[arg(long, default_value_t = crate::sandbox::EMULATORS[0].name.to_string())]
     pub platform: String,
     /// Address to listen on (loopback; port 0 picks a free port).
     #[arg(long, default_value = "127.0.0.1:0")]

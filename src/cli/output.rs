@@ -2,7 +2,7 @@
 //! JSON for programs (`--output json`, described by `schemas/plan.schema.json`).
 
 use crate::apply::{Outcome, Status};
-use crate::diagnostic::{Diagnostic, Diagnostics, Severity};
+use crate::base::diagnostic::{Diagnostic, Diagnostics, Severity};
 use crate::diff::{Action, ChangeSet, ResourceChange};
 use crate::model::DesiredState;
 use crate::plan::Plan;

@@ -62,7 +62,7 @@ use axum::Router;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use plan::Clock;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::{Value, json};
 use service::Data;
 use std::path::Path;
@@ -73,26 +73,7 @@ use tokio::sync::{Notify, broadcast};
 /// How long one step takes when `--step-ms` does not say.
 pub const DEFAULT_STEP_MS: u64 = 5;
 
-/// The `fail_step` fault: the step of that service (any of its plans) named so fails with
-/// `message` whenever it starts, until the fault is cleared.
-#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct FailStep {
-    pub service: String,
-    pub step: String,
-    #[serde(default)]
-    pub message: String,
-}
-
-impl FailStep {
-    pub fn message(&self) -> String {
-        if self.message.is_empty() {
-            format!("injected fault: step {} failed", self.step)
-        } else {
-            self.message.clone()
-        }
-    }
-}
+pub use super::FailStep;
 
 pub struct Dcos {
     data: Mutex<Data>,
@@ -175,6 +156,17 @@ impl PlatformState for Dcos {
         Ok(out)
     }
 }
+
+/// This platform's entry in the sandbox registry (`crate::sandbox::EMULATORS`).
+pub static EMULATOR: super::Emulator = super::Emulator {
+    name: "dcos",
+    principal: "admin@apcera.me",
+    error: |status, message, _retry| error(status, message),
+    start: |state_file, shared| {
+        let api = load(state_file, shared)?;
+        Ok((router(api.clone()), api))
+    },
+};
 
 #[derive(Default, Deserialize)]
 #[serde(default)]
