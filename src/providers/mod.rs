@@ -17,7 +17,7 @@ macro_rules! platforms {
     };
 }
 
-platforms!(apcera, marathon);
+platforms!(apcera, marathon, dcos);
 
 pub use crate::apply::{Drive, Operation};
 pub use crate::diff::Compare;

@@ -1,0 +1,81 @@
+//! The DC/OS provider through the real binary, against a real DC/OS sandbox process
+//! (`capstan sandbox serve --platform dcos`) over HTTP: an SDK service's scheduler is deployed
+//! through Marathon behind the admin router, and its step is done when the service's own deploy
+//! plan is COMPLETE; a failing plan step fails capstan's step with the service's message.
+
+mod common;
+use common::*;
+use serde_json::{Value, json};
+
+fn example(extra: &[&str]) -> (SandboxProc, Workdir) {
+    let sb = SandboxProc::start_platform("dcos", extra);
+    let w = Workdir::from_example("examples/manifests/dcos");
+    w.target_platform("dcos", &sb.url);
+    (sb, w)
+}
+
+/// Sequence numbers of the sandbox's requests matching a method and path.
+fn seqs(sb: &SandboxProc, method: &str, path: &str) -> Vec<u64> {
+    sb.requests()
+        .iter()
+        .filter(|r| r["method"] == method && r["path"] == path)
+        .map(|r| r["seq"].as_u64().unwrap())
+        .collect()
+}
+
+#[test]
+fn apply_follows_the_services_deploy_plan_to_complete_before_its_dependent_starts() {
+    // Steps slow enough that a plan nobody waited for would still be running when apply ends.
+    let (sb, w) = example(&["--step-ms", "150"]);
+    w.capstan(&["apply", ".", "--yes"]).ok();
+
+    let (code, plan) = sb.send("GET", "/service/cassandra/v1/plans/deploy", None);
+    assert_eq!((code, plan["status"].as_str()), (200, Some("COMPLETE")), "{plan}");
+    let steps = plan["phases"][0]["steps"].as_array().unwrap();
+    assert_eq!(steps.len(), 3, "three nodes: {plan}");
+    // The dependent app was sent only after capstan had read the plan COMPLETE.
+    let reads = seqs(&sb, "GET", "/service/cassandra/v1/plans/deploy");
+    let put_reports = seqs(&sb, "PUT", "/service/marathon/v2/apps/reports");
+    assert!(!reads.is_empty(), "capstan read the service's plan");
+    assert!(!put_reports.is_empty(), "the dependent app was deployed");
+    assert!(reads.iter().any(|&r| r < put_reports[0]), "plan reads {reads:?}, PUT /reports {put_reports:?}");
+    w.capstan(&["plan", ".", "--detailed-exitcode"]).code(0);
+}
+
+#[test]
+fn a_failing_plan_step_fails_the_step_with_the_services_message_and_nothing_after_it_runs() {
+    let (sb, w) = example(&["--step-ms", "20"]);
+    let faults =
+        json!({"fail_step": {"service": "cassandra", "step": "node-1:[server]", "message": "disk full on agent 3"}});
+    assert_eq!(sb.send("PUT", "/_sandbox/faults", Some(&faults)).0, 200);
+
+    let out = w.capstan(&["apply", ".", "--yes"]);
+    out.code(1);
+    let all = format!("{}{}", out.stdout, out.stderr);
+    assert!(all.contains("disk full on agent 3"), "the service's message\n{all}");
+    assert!(all.contains("node-1:[server]"), "the failing step is named\n{all}");
+    assert!(seqs(&sb, "PUT", "/service/marathon/v2/apps/reports").is_empty(), "the dependent was not started");
+    let reports = sb.send("GET", "/service/marathon/v2/apps/reports", None);
+    assert_eq!(reports.0, 404, "{}", reports.1);
+}
+
+#[test]
+fn a_legacy_cassandra_is_followed_through_its_v1_plan() {
+    let sb = SandboxProc::start_platform("dcos", &["--step-ms", "100"]);
+    let w = Workdir::new();
+    w.write("capstan.yaml", "platform: dcos\nowner: data\n");
+    w.write(
+        "cassandra.json",
+        &json!({
+            "id": "/cassandra", "cmd": "./scheduler", "instances": 1, "cpus": 1, "mem": 1024,
+            "labels": {"DCOS_PACKAGE_FRAMEWORK_NAME": "cassandra"},
+            "env": {"NODES": "3"},
+        })
+        .to_string(),
+    );
+    w.target_platform("dcos", &sb.url);
+    w.capstan(&["apply", ".", "--yes"]).ok();
+    let (code, plan): (u16, Value) = sb.send("GET", "/service/cassandra/v1/plan", None);
+    assert_eq!((code, plan["status"].as_str()), (200, Some("COMPLETE")), "{plan}");
+    assert!(!seqs(&sb, "GET", "/service/cassandra/v1/plan").is_empty());
+}
