@@ -14,15 +14,6 @@ fn example(extra: &[&str]) -> (SandboxProc, Workdir) {
     (sb, w)
 }
 
-/// Sequence numbers of the sandbox's requests matching a method and path.
-fn seqs(sb: &SandboxProc, method: &str, path: &str) -> Vec<u64> {
-    sb.requests()
-        .iter()
-        .filter(|r| r["method"] == method && r["path"] == path)
-        .map(|r| r["seq"].as_u64().unwrap())
-        .collect()
-}
-
 #[test]
 fn apply_follows_the_services_deploy_plan_to_complete_before_its_dependent_starts() {
     // Steps slow enough that a plan nobody waited for would still be running when apply ends.
@@ -34,8 +25,8 @@ fn apply_follows_the_services_deploy_plan_to_complete_before_its_dependent_start
     let steps = plan["phases"][0]["steps"].as_array().unwrap();
     assert_eq!(steps.len(), 3, "three nodes: {plan}");
     // The dependent app was sent only after capstan had read the plan COMPLETE.
-    let reads = seqs(&sb, "GET", "/service/cassandra/v1/plans/deploy");
-    let put_reports = seqs(&sb, "PUT", "/service/marathon/v2/apps/reports");
+    let reads = sb.seqs("GET", "/service/cassandra/v1/plans/deploy");
+    let put_reports = sb.seqs("PUT", "/service/marathon/v2/apps/reports");
     assert!(!reads.is_empty(), "capstan read the service's plan");
     assert!(!put_reports.is_empty(), "the dependent app was deployed");
     assert!(reads.iter().any(|&r| r < put_reports[0]), "plan reads {reads:?}, PUT /reports {put_reports:?}");
@@ -54,7 +45,7 @@ fn a_failing_plan_step_fails_the_step_with_the_services_message_and_nothing_afte
     let all = format!("{}{}", out.stdout, out.stderr);
     assert!(all.contains("disk full on agent 3"), "the service's message\n{all}");
     assert!(all.contains("node-1:[server]"), "the failing step is named\n{all}");
-    assert!(seqs(&sb, "PUT", "/service/marathon/v2/apps/reports").is_empty(), "the dependent was not started");
+    assert!(sb.seqs("PUT", "/service/marathon/v2/apps/reports").is_empty(), "the dependent was not started");
     let reports = sb.send("GET", "/service/marathon/v2/apps/reports", None);
     assert_eq!(reports.0, 404, "{}", reports.1);
 }
@@ -77,5 +68,5 @@ fn a_legacy_cassandra_is_followed_through_its_v1_plan() {
     w.capstan(&["apply", ".", "--yes"]).ok();
     let (code, plan): (u16, Value) = sb.send("GET", "/service/cassandra/v1/plan", None);
     assert_eq!((code, plan["status"].as_str()), (200, Some("COMPLETE")), "{plan}");
-    assert!(!seqs(&sb, "GET", "/service/cassandra/v1/plan").is_empty());
+    assert!(!sb.seqs("GET", "/service/cassandra/v1/plan").is_empty());
 }

@@ -59,6 +59,15 @@ impl SandboxProc {
         self.http.delete(format!("{}/_sandbox/requests", self.url)).send().unwrap();
     }
 
+    /// Sequence numbers of the requests matching a method and path.
+    pub fn seqs(&self, method: &str, path: &str) -> Vec<u64> {
+        self.requests()
+            .iter()
+            .filter(|r| r["method"] == method && r["path"] == path)
+            .filter_map(|r| r["seq"].as_u64())
+            .collect()
+    }
+
     /// Requests that could change something (anything but GET).
     pub fn mutating_requests(&self) -> Vec<Value> {
         self.requests().into_iter().filter(|r| r["method"] != "GET").collect()
