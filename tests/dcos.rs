@@ -70,3 +70,64 @@ fn a_legacy_cassandra_is_followed_through_its_v1_plan() {
     assert_eq!((code, plan["status"].as_str()), (200, Some("COMPLETE")), "{plan}");
     assert!(!sb.seqs("GET", "/service/cassandra/v1/plan").is_empty());
 }
+
+/// The statuses of the steps of a service's deploy plan, as the sandbox shows them.
+fn service_steps(sb: &SandboxProc, service: &str) -> Vec<String> {
+    let plan = sb.send("GET", &format!("/service/{service}/v1/plans/deploy",), None).1;
+    plan["phases"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|p| p["steps"].as_array().cloned().unwrap_or_default())
+        .map(|s| s["status"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+#[test]
+fn interrupt_and_continue_through_the_daemon_reach_the_services_plan() {
+    use common::git::*;
+    use std::time::Duration;
+    const WAIT: Duration = Duration::from_secs(60);
+    let sb = SandboxProc::start_platform("dcos", &["--step-ms", "400"]);
+    let repo = Repo::new();
+    repo.write(
+        "capstan.yaml",
+        &format!("owner: data\ntargets:\n  sb:\n    platform: dcos\n    url: {}\ndefault_target: sb\n", sb.url),
+    );
+    repo.write(
+        "cassandra.json",
+        &std::fs::read_to_string(repo_root().join("examples/manifests/dcos/cassandra.json")).unwrap(),
+    );
+    let sha = repo.commit("a three-node service");
+    let state = tempfile::tempdir().unwrap();
+    let d = DaemonProc::start(
+        repo.path().to_str().unwrap(),
+        state.path(),
+        &["--token-env", "CAPSTAN_TOKEN"],
+        &[("CAPSTAN_TOKEN", "t0k3n")],
+    );
+    until(WAIT, "the service's first step to run", || {
+        service_steps(&sb, "cassandra").first().is_some_and(|s| s != "PENDING")
+    });
+    let (code, body) = d.post("/v1/plans/deploy/interrupt", Some("Bearer t0k3n"), None);
+    assert_eq!(code, 200, "{body}");
+    // The service's plan is interrupted: its current step finishes and no other starts.
+    until(WAIT, "the service's plan to be interrupted", || {
+        sb.send("GET", "/service/cassandra/v1/plans/deploy", None).1["status"] == "WAITING"
+    });
+    // The step that was running finishes; the others stay PENDING.
+    until(WAIT, "the running step to finish", || {
+        service_steps(&sb, "cassandra").iter().all(|s| s == "COMPLETE" || s == "PENDING")
+    });
+    let held = service_steps(&sb, "cassandra");
+    assert!(held.iter().any(|s| s == "PENDING"), "steps left to run: {held:?}");
+    std::thread::sleep(Duration::from_millis(1200));
+    assert_eq!(service_steps(&sb, "cassandra"), held, "no step of the service started while interrupted");
+    assert_ne!(d.status_of(&sha).as_deref(), Some("applied"));
+
+    let (code, _) = d.post("/v1/plans/deploy/continue", Some("token=t0k3n"), None);
+    assert_eq!(code, 200);
+    d.wait_for("the commit applied", WAIT, |d| d.status_of(&sha).as_deref() == Some("applied"));
+    assert_eq!(sb.send("GET", "/service/cassandra/v1/plans/deploy", None).1["status"], "COMPLETE");
+    assert!(service_steps(&sb, "cassandra").iter().all(|s| s == "COMPLETE"));
+}

@@ -4,7 +4,7 @@
 mod common;
 use common::*;
 use serde_json::{Value, json};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 fn dcos(extra: &[&str]) -> SandboxProc {
     SandboxProc::start_platform("dcos", extra)
@@ -37,15 +37,6 @@ fn raw(sb: &SandboxProc, method: &str, path: &str, body: Option<&Value>, token: 
 fn call(sb: &SandboxProc, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
     let (code, text) = raw(sb, method, path, body, None);
     (code, serde_json::from_str(&text).unwrap_or(Value::String(text)))
-}
-
-/// Poll `f` until it is true; fails after `limit`.
-fn until(limit: Duration, what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
 }
 
 const LONG: Duration = Duration::from_secs(60);

@@ -213,6 +213,15 @@ impl Run {
     }
 }
 
+/// Poll `f` until it is true; fails after `limit`.
+pub fn until(limit: Duration, what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + limit;
+    while !f() {
+        assert!(std::time::Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 pub fn run_in(dir: &Path, args: &[&str]) -> Run {
     run_with_env(dir, args, &[])
 }

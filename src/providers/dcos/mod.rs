@@ -65,7 +65,7 @@ impl Dcos {
             return Ok(());
         };
         let http = self.cluster.as_ref().ok_or_else(|| ApiError::other("-", "-", "no target to talk to (offline)"))?;
-        plan::follow(http, &service, api, self.plan_timeout).await
+        plan::follow(http, &service, api, self.plan_timeout, op.paused).await
     }
 }
 
@@ -130,7 +130,7 @@ impl Drive for Dcos {
     }
 
     async fn execute(&self, op: Operation<'_>, live_state: &LiveState) -> Result<(), ApiError> {
-        let follow = Operation { verb: op.verb, id: op.id, desired: op.desired, live: op.live };
+        let follow = Operation { verb: op.verb, id: op.id, desired: op.desired, live: op.live, paused: op.paused };
         self.marathon.execute(op, live_state).await?;
         self.ready(&follow).await
     }
@@ -141,7 +141,7 @@ impl Drive for Dcos {
 
     async fn execute_batch(&self, ops: Vec<Operation<'_>>, live_state: &LiveState) -> Vec<Result<(), ApiError>> {
         let follow: Vec<Operation<'_>> =
-            ops.iter().map(|op| Operation { verb: op.verb, id: op.id, desired: op.desired, live: op.live }).collect();
+            ops.iter().map(|op| Operation { verb: op.verb, id: op.id, desired: op.desired, live: op.live, paused: op.paused }).collect();
         let done = self.marathon.execute_batch(ops, live_state).await;
         let ready = follow.iter().zip(done).map(|(op, done)| async move {
             done?;

@@ -6,6 +6,7 @@ use crate::http::{HttpClient, Idempotent};
 use crate::providers::ApiError;
 use reqwest::Method;
 use serde_json::Value;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 /// How often a running plan is read again.
@@ -41,16 +42,57 @@ impl Api {
             Api::LegacyCassandra => format!("/service/{service}/v1/plan"),
         }
     }
+
+    /// Interrupt (`true`) or continue the plan: seed 000's `POST …/interrupt|continue`, seed
+    /// 001's `POST ?cmd=interrupt` and `PUT ?cmd=proceed`. A 208 (nothing to do) is a success.
+    async fn command(self, http: &HttpClient, service: &str, interrupt: bool) -> Result<(), ApiError> {
+        let plan = self.path(service);
+        let (method, path) = match (self, interrupt) {
+            (Api::Sdk, true) => (Method::POST, format!("{plan}/interrupt")),
+            (Api::Sdk, false) => (Method::POST, format!("{plan}/continue")),
+            (Api::LegacyCassandra, true) => (Method::POST, format!("{plan}?cmd=interrupt")),
+            (Api::LegacyCassandra, false) => (Method::PUT, format!("{plan}?cmd=proceed")),
+        };
+        // A 208's body is text, not JSON: only the status matters.
+        match http.call(method, &path, None, Idempotent::Yes).await {
+            Ok(_) => Ok(()),
+            Err(e) if e.status.is_some_and(|s| (200..300).contains(&s)) || e.message.contains("not JSON") => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
 }
 
 /// Read the service's plan until it is COMPLETE (Ok), in ERROR (the failing step's message,
-/// and the plan's errors), or `timeout` passes. A scheduler not serving yet (404, 503 without
-/// a plan) is a scheduler still starting.
-pub async fn follow(http: &HttpClient, service: &str, api: Api, timeout: Duration) -> Result<(), ApiError> {
+/// and the plan's errors), or `timeout` passes (time spent interrupted does not count). A
+/// scheduler not serving yet (404, 503 without a plan) is a scheduler still starting. While
+/// `paused` is set, the service's plan is interrupted; when it is cleared, continued.
+pub async fn follow(
+    http: &HttpClient,
+    service: &str,
+    api: Api,
+    timeout: Duration,
+    paused: Option<&AtomicBool>,
+) -> Result<(), ApiError> {
     let path = api.path(service);
-    let deadline = Instant::now() + timeout;
+    let mut deadline = Instant::now() + timeout;
     let mut last = String::from("the scheduler has not answered yet");
+    let mut interrupted = false;
     loop {
+        let want = paused.is_some_and(|p| p.load(Ordering::SeqCst));
+        if want != interrupted {
+            match api.command(http, service, want).await {
+                Ok(()) => {
+                    interrupted = want;
+                    tracing::info!(%service, interrupted, "passed on to the service's plan");
+                    if !want {
+                        deadline = Instant::now() + timeout;
+                    }
+                }
+                // A scheduler that is not serving yet is told on the next round.
+                Err(e) if matches!(e.status, Some(404 | 502 | 503)) || e.status.is_none() => {}
+                Err(e) => return Err(e),
+            }
+        }
         let plan = match http.call(Method::GET, &path, None, Idempotent::Yes).await {
             Ok(v) => v.unwrap_or_default(),
             // 417 (and legacy's 503) carry the plan as their body: the error's text is its JSON.
@@ -64,7 +106,7 @@ pub async fn follow(http: &HttpClient, service: &str, api: Api, timeout: Duratio
             Some(status) => last = progress(status, &plan),
             None => {}
         }
-        if Instant::now() >= deadline {
+        if !interrupted && Instant::now() >= deadline {
             return Err(ApiError::other(
                 "GET",
                 &path,
