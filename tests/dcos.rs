@@ -131,3 +131,33 @@ fn interrupt_and_continue_through_the_daemon_reach_the_services_plan() {
     assert_eq!(sb.send("GET", "/service/cassandra/v1/plans/deploy", None).1["status"], "COMPLETE");
     assert!(service_steps(&sb, "cassandra").iter().all(|s| s == "COMPLETE"));
 }
+
+#[test]
+fn after_a_kill_mid_plan_the_next_apply_follows_the_running_plan_without_deploying_again() {
+    use std::time::Duration;
+    const WAIT: Duration = Duration::from_secs(60);
+    let (sb, w) = example(&["--step-ms", "400"]);
+    let mut child = std::process::Command::new(capstan_bin())
+        .args(["apply", ".", "--yes"])
+        .current_dir(w.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    until(WAIT, "the service's plan to run", || {
+        service_steps(&sb, "cassandra").iter().any(|s| s != "PENDING" && s != "COMPLETE")
+    });
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let puts = sb.seqs("PUT", "/service/marathon/v2/apps/cassandra");
+    assert_eq!(puts.len(), 1, "one Marathon deployment of the scheduler");
+    assert_ne!(sb.send("GET", "/service/cassandra/v1/plans/deploy", None).1["status"], "COMPLETE");
+
+    let out = w.capstan(&["apply", ".", "--yes"]);
+    out.ok();
+    assert_eq!(sb.seqs("PUT", "/service/marathon/v2/apps/cassandra"), puts, "no second deployment\n{}", out.stdout);
+    let (code, plan) = sb.send("GET", "/service/cassandra/v1/plans/deploy", None);
+    assert_eq!((code, plan["status"].as_str()), (200, Some("COMPLETE")), "{plan}");
+    assert_eq!(sb.send("GET", "/service/marathon/v2/apps/reports", None).0, 200, "the dependent followed");
+    w.capstan(&["plan", ".", "--detailed-exitcode"]).code(0);
+}

@@ -36,6 +36,10 @@ pub static PLATFORM: super::PlatformDef = super::PlatformDef {
     new: |connection, owner| Ok(Box::new(Dcos::new(connection, owner)?)),
 };
 
+/// The key under which observing notes a service's plan that is not COMPLETE, in a scheduler
+/// app's live state (and its comparable form: `COMPLETE` is what the declaration wants).
+const PLAN_KEY: &str = "servicePlan";
+
 pub struct Dcos {
     marathon: Marathon,
     /// The admin router, for the services' own APIs.
@@ -66,6 +70,22 @@ impl Dcos {
         };
         let http = self.cluster.as_ref().ok_or_else(|| ApiError::other("-", "-", "no target to talk to (offline)"))?;
         plan::follow(http, &service, api, self.plan_timeout, op.paused).await
+    }
+}
+
+impl Dcos {
+    /// An update whose only difference is a service plan still running: nothing to send to
+    /// Marathon (a second deployment would restart the plan), only the plan to follow.
+    fn only_following(&self, op: &Operation<'_>, live_state: &LiveState) -> bool {
+        let Some(live) = op.live.filter(|l| op.verb == Verb::Update && l.spec.get(PLAN_KEY).is_some()) else {
+            return false;
+        };
+        let mut plain = live.clone();
+        if let Value::Object(o) = &mut plain.spec {
+            o.remove(PLAN_KEY);
+        }
+        let (d, l) = self.marathon.comparable(op.desired, Some(&plain), live_state);
+        d.is_some() && d == l
     }
 }
 
@@ -109,13 +129,32 @@ impl Compare for Dcos {
     fn kinds(&self) -> &'static [(&'static str, KindInfo)] {
         self.marathon.kinds()
     }
+    /// Marathon's comparison, plus the service's plan where observing found it not COMPLETE:
+    /// that is a difference to carry out (by following the plan, see [`Dcos::execute`]).
     fn comparable<'a>(
         &self,
         desired: Option<&'a DesiredResource>,
         live: Option<&'a LiveResource>,
         live_state: &LiveState,
     ) -> (Option<Cow<'a, Value>>, Option<Cow<'a, Value>>) {
-        self.marathon.comparable(desired, live, live_state)
+        let Some(running) = live.and_then(|l| l.spec.get(PLAN_KEY)).cloned() else {
+            return self.marathon.comparable(desired, live, live_state);
+        };
+        let mut plain = live.cloned().expect("a live resource");
+        if let Value::Object(o) = &mut plain.spec {
+            o.remove(PLAN_KEY);
+        }
+        let (d, l) = self.marathon.comparable(desired, Some(&plain), live_state);
+        let with = |v: Option<Cow<'_, Value>>, status: Value| {
+            v.map(|v| {
+                let mut v = v.into_owned();
+                if let Value::Object(o) = &mut v {
+                    o.insert(PLAN_KEY.into(), status);
+                }
+                Cow::Owned(v)
+            })
+        };
+        (with(d, Value::from("COMPLETE")), with(l, running))
     }
 }
 
@@ -125,13 +164,34 @@ impl Drive for Dcos {
         self.marathon.timed_kinds()
     }
 
+    /// Marathon's live state; and for each declared service whose scheduler is live, its
+    /// deploy plan's status when that is not COMPLETE (a plan a killed run left running), so
+    /// the plan is followed rather than the app deployed again.
     async fn observe(&self, kinds: &BTreeSet<String>, desired: &DesiredState) -> Result<LiveState, ApiError> {
-        self.marathon.observe(kinds, desired).await
+        let mut state = self.marathon.observe(kinds, desired).await?;
+        let Some(http) = self.cluster.as_ref() else { return Ok(state) };
+        for d in desired.resources.values() {
+            let (Some((service, api)), Some(live)) = (plan::service_of(&d.spec), state.get(&d.id)) else {
+                continue;
+            };
+            if let Some(status) = plan::status(http, &service, api).await?
+                && status != "COMPLETE"
+            {
+                let mut live = live.clone();
+                if let Value::Object(o) = &mut live.spec {
+                    o.insert(PLAN_KEY.into(), Value::from(status));
+                }
+                state.insert(live);
+            }
+        }
+        Ok(state)
     }
 
     async fn execute(&self, op: Operation<'_>, live_state: &LiveState) -> Result<(), ApiError> {
         let follow = Operation { verb: op.verb, id: op.id, desired: op.desired, live: op.live, paused: op.paused };
-        self.marathon.execute(op, live_state).await?;
+        if !self.only_following(&op, live_state) {
+            self.marathon.execute(op, live_state).await?;
+        }
         self.ready(&follow).await
     }
 
@@ -140,8 +200,13 @@ impl Drive for Dcos {
     }
 
     async fn execute_batch(&self, ops: Vec<Operation<'_>>, live_state: &LiveState) -> Vec<Result<(), ApiError>> {
-        let follow: Vec<Operation<'_>> =
-            ops.iter().map(|op| Operation { verb: op.verb, id: op.id, desired: op.desired, live: op.live, paused: op.paused }).collect();
+        if ops.iter().any(|op| self.only_following(op, live_state)) {
+            return futures::future::join_all(ops.into_iter().map(|op| self.execute(op, live_state))).await;
+        }
+        let follow: Vec<Operation<'_>> = ops
+            .iter()
+            .map(|op| Operation { verb: op.verb, id: op.id, desired: op.desired, live: op.live, paused: op.paused })
+            .collect();
         let done = self.marathon.execute_batch(ops, live_state).await;
         let ready = follow.iter().zip(done).map(|(op, done)| async move {
             done?;

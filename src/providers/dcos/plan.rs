@@ -62,6 +62,17 @@ impl Api {
     }
 }
 
+/// The status of the service's plan, or None while its scheduler does not serve one.
+pub async fn status(http: &HttpClient, service: &str, api: Api) -> Result<Option<String>, ApiError> {
+    let plan = match http.call(Method::GET, &api.path(service), None, Idempotent::Yes).await {
+        Ok(v) => v.unwrap_or_default(),
+        Err(e) if matches!(e.status, Some(417 | 503)) => serde_json::from_str(&e.message).unwrap_or_default(),
+        Err(e) if matches!(e.status, Some(404 | 502 | 503)) => Value::Null,
+        Err(e) => return Err(e),
+    };
+    Ok(plan.get("status").and_then(Value::as_str).map(String::from))
+}
+
 /// Read the service's plan until it is COMPLETE (Ok), in ERROR (the failing step's message,
 /// and the plan's errors), or `timeout` passes (time spent interrupted does not count). A
 /// scheduler not serving yet (404, 503 without a plan) is a scheduler still starting. While
