@@ -29,6 +29,9 @@ pub struct Operation<'a> {
     pub id: &'a ResourceId,
     pub desired: Option<&'a DesiredResource>,
     pub live: Option<&'a LiveResource>,
+    /// [`ApplyOptions::paused`]: a step that follows a plan of the platform's own passes an
+    /// interrupt and a continue on to it.
+    pub paused: Option<&'a AtomicBool>,
 }
 
 /// What observing and applying need of a platform: the live state, and carrying out steps
@@ -129,11 +132,19 @@ pub struct ApplyOptions {
     pub interrupt: Arc<AtomicBool>,
     /// Where each step's intent is written before it is sent, and its outcome after.
     pub journal: Option<Arc<Journal>>,
+    /// Set while a person has interrupted the plan, cleared by their continue (`interrupt` is
+    /// set by a shutdown too, which must not reach the platform).
+    pub paused: Option<Arc<AtomicBool>>,
 }
 
 impl Default for ApplyOptions {
     fn default() -> Self {
-        ApplyOptions { parallelism: DEFAULT_PARALLELISM, interrupt: Arc::new(AtomicBool::new(false)), journal: None }
+        ApplyOptions {
+            parallelism: DEFAULT_PARALLELISM,
+            interrupt: Arc::new(AtomicBool::new(false)),
+            journal: None,
+            paused: None,
+        }
     }
 }
 
@@ -178,6 +189,7 @@ pub async fn resume(
             id: &step.resource,
             desired: desired.resources.get(&step.resource),
             live: live.get(&step.resource),
+            paused: opts.paused.as_deref(),
         }
     };
     let batch: Vec<Option<String>> = (0..n).map(|i| provider.batch(&op(i), desired)).collect();

@@ -635,6 +635,7 @@ async fn serve(args: SandboxArgs) -> anyhow::Result<u8> {
         rollout_ms: args.rollout_ms,
         methods: Vec::new(),
         grouped_steps: args.grouped_steps,
+        step_ms: args.step_ms,
         ..Default::default()
     };
     let sandbox = Sandbox::start(opts).await?;

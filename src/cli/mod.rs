@@ -315,6 +315,9 @@ pub struct SandboxArgs {
     /// one step (default: one app per step, as the API reference's dry-run example shows).
     #[arg(long)]
     pub grouped_steps: bool,
+    /// DC/OS: milliseconds one step of a service's plan takes (default 5).
+    #[arg(long, value_parser = parse_millis)]
+    pub step_ms: Option<u64>,
 }
 
 /// Where the manifests are and how to render them.

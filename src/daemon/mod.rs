@@ -201,7 +201,7 @@ pub struct Daemon {
     /// Stops apply from starting steps: set by an interrupt, and by a shutdown.
     pub interrupt: Arc<AtomicBool>,
     /// Set by `interrupt`, cleared by `continue`; kept in the store across restarts.
-    interrupted: AtomicBool,
+    interrupted: Arc<AtomicBool>,
     /// The commit of a plan stopped by an interrupt, whose lock is held until it is continued.
     paused: Mutex<Option<(String, crate::lock::TargetLock)>>,
     shutting_down: AtomicBool,
@@ -276,7 +276,7 @@ impl Daemon {
             wake: Notify::new(),
             reasons: Mutex::new(vec![Reason::Startup]),
             interrupt: Arc::new(AtomicBool::new(interrupted)),
-            interrupted: AtomicBool::new(interrupted),
+            interrupted: Arc::new(AtomicBool::new(interrupted)),
             paused: Mutex::new(None),
             shutting_down: AtomicBool::new(false),
             closed: tokio::sync::watch::channel(false).0,
@@ -822,6 +822,7 @@ impl Daemon {
             parallelism: self.opts.parallelism,
             interrupt: self.interrupt.clone(),
             journal: journal.clone(),
+            paused: Some(self.interrupted.clone()),
         };
         let provider = self.connected.provider.as_ref();
         let outcome = apply::resume(provider, &plan, &rendered.desired, live, &opts, &observer, &start).await;

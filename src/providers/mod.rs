@@ -17,7 +17,7 @@ macro_rules! platforms {
     };
 }
 
-platforms!(apcera, marathon, tsuru);
+platforms!(apcera, marathon, tsuru, dcos);
 
 pub use crate::apply::{Drive, Operation};
 pub use crate::diff::Compare;

@@ -26,7 +26,7 @@ macro_rules! emulators {
     };
 }
 
-emulators!(apcera, marathon, tsuru);
+emulators!(apcera, marathon, tsuru, dcos);
 
 use anyhow::Context;
 use axum::Router;
@@ -136,6 +136,10 @@ pub struct Faults {
     /// Platforms that answer with JSON streams: end matching streams with an error line.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stream_error: Option<StreamFault>,
+    /// Platforms whose services run plans: how long one step of a service's plan takes (default 5 ms).
+    pub step_ms: Option<u64>,
+    /// Platforms whose services run plans: the step of a service's plan that fails when it starts, with this message.
+    pub fail_step: Option<FailStep>,
 }
 
 /// Make streamed answers end with an error line after their 200 (`/_sandbox/faults`:
@@ -153,6 +157,28 @@ pub struct StreamFault {
     pub changed: bool,
     /// Fail this many streams, then clear the fault; every matching stream when absent.
     pub count: Option<u64>,
+}
+
+/// The `fail_step` fault, for platforms whose services run plans of named steps: the step of
+/// that service (any of its plans) named so fails with `message` whenever it starts, until the
+/// fault is cleared.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FailStep {
+    pub service: String,
+    pub step: String,
+    #[serde(default)]
+    pub message: String,
+}
+
+impl FailStep {
+    pub fn message(&self) -> String {
+        if self.message.is_empty() {
+            format!("injected fault: step {} failed", self.step)
+        } else {
+            self.message.clone()
+        }
+    }
 }
 
 #[derive(Clone, Debug)]

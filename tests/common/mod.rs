@@ -59,6 +59,15 @@ impl SandboxProc {
         self.http.delete(format!("{}/_sandbox/requests", self.url)).send().unwrap();
     }
 
+    /// Sequence numbers of the requests matching a method and path.
+    pub fn seqs(&self, method: &str, path: &str) -> Vec<u64> {
+        self.requests()
+            .iter()
+            .filter(|r| r["method"] == method && r["path"] == path)
+            .filter_map(|r| r["seq"].as_u64())
+            .collect()
+    }
+
     /// Requests that could change something (anything but GET).
     pub fn mutating_requests(&self) -> Vec<Value> {
         self.requests().into_iter().filter(|r| r["method"] != "GET").collect()
@@ -201,6 +210,15 @@ impl Run {
 
     pub fn json(&self) -> Value {
         serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("not JSON ({e}):\n{}", self.stdout))
+    }
+}
+
+/// Poll `f` until it is true; fails after `limit`.
+pub fn until(limit: Duration, what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + limit;
+    while !f() {
+        assert!(std::time::Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(10));
     }
 }
 

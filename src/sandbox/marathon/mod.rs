@@ -252,7 +252,12 @@ pub static EMULATOR: super::Emulator = super::Emulator {
 
 /// Load the state file (or start empty) and start the task that moves deployments on.
 pub fn load(state_file: Option<&Path>, shared: Arc<Shared>) -> anyhow::Result<Api> {
-    let mut data: Data = super::read_state(state_file)?;
+    Ok(start(super::read_state(state_file)?, shared))
+}
+
+/// Serve `data` (as a state file held it), starting the task that moves deployments on: how a
+/// platform that embeds Marathon (DC/OS) starts it from its own state file.
+pub fn start(mut data: Data, shared: Arc<Shared>) -> Api {
     if !data.groups.contains_key("/") {
         let v = data.next_version(unix_ms());
         data.groups.insert("/".into(), groups::Group { version: v, ..Default::default() });
@@ -262,7 +267,48 @@ pub fn load(state_file: Option<&Path>, shared: Arc<Shared>) -> anyhow::Result<Ap
     let (events, _) = broadcast::channel(4096);
     let api = Arc::new(Marathon { data: Mutex::new(data), shared, events, wake: Arc::new(Notify::new()) });
     tokio::spawn(background(Arc::downgrade(&api), api.wake.clone(), api.shared.clone()));
-    Ok(api)
+    api
+}
+
+/// An app as a platform built on Marathon sees it (DC/OS's admin router finds schedulers by
+/// their labels).
+#[derive(Clone, Debug)]
+pub struct AppView {
+    pub id: String,
+    pub labels: Map<String, Value>,
+    pub env: Map<String, Value>,
+    /// When its configuration last changed (`versionInfo.lastConfigChangeAt`): a restart too.
+    pub config_changed_at: String,
+    /// A task launched at or after that change is running.
+    pub running_current: bool,
+    /// Any task of it is running.
+    pub running_any: bool,
+}
+
+impl Marathon {
+    /// The apps whose labels `wanted` accepts, in id order.
+    pub fn apps_labelled(&self, wanted: impl Fn(&Map<String, Value>) -> bool) -> Vec<AppView> {
+        let data = self.lock();
+        let now = unix_ms();
+        let empty = Map::new();
+        let object = |def: &Map<String, Value>, key: &str| def.get(key).and_then(Value::as_object).cloned();
+        data.apps
+            .iter()
+            .filter(|(_, app)| wanted(app.def.get("labels").and_then(Value::as_object).unwrap_or(&empty)))
+            .map(|(id, app)| {
+                let tasks = data.tasks.get(id).map(Vec::as_slice).unwrap_or_default();
+                let running = || tasks.iter().filter(|t| t.running(now));
+                AppView {
+                    id: id.clone(),
+                    labels: object(&app.def, "labels").unwrap_or_default(),
+                    env: object(&app.def, "env").unwrap_or_default(),
+                    config_changed_at: app.last_config_change_at.clone(),
+                    running_current: running().any(|t| t.version >= app.last_config_change_at),
+                    running_any: running().next().is_some(),
+                }
+            })
+            .collect()
+    }
 }
 
 /// Moves deployments on when nobody asks: sleeps until the step in progress is due, or until

@@ -1,0 +1,163 @@
+//! The DC/OS provider through the real binary, against a real DC/OS sandbox process
+//! (`capstan sandbox serve --platform dcos`) over HTTP: an SDK service's scheduler is deployed
+//! through Marathon behind the admin router, and its step is done when the service's own deploy
+//! plan is COMPLETE; a failing plan step fails capstan's step with the service's message.
+
+mod common;
+use common::*;
+use serde_json::{Value, json};
+
+fn example(extra: &[&str]) -> (SandboxProc, Workdir) {
+    let sb = SandboxProc::start_platform("dcos", extra);
+    let w = Workdir::from_example("examples/manifests/dcos");
+    w.target_platform("dcos", &sb.url);
+    (sb, w)
+}
+
+#[test]
+fn apply_follows_the_services_deploy_plan_to_complete_before_its_dependent_starts() {
+    // Steps slow enough that a plan nobody waited for would still be running when apply ends.
+    let (sb, w) = example(&["--step-ms", "150"]);
+    w.capstan(&["apply", ".", "--yes"]).ok();
+
+    let (code, plan) = sb.send("GET", "/service/cassandra/v1/plans/deploy", None);
+    assert_eq!((code, plan["status"].as_str()), (200, Some("COMPLETE")), "{plan}");
+    let steps = plan["phases"][0]["steps"].as_array().unwrap();
+    assert_eq!(steps.len(), 3, "three nodes: {plan}");
+    // The dependent app was sent only after capstan had read the plan COMPLETE.
+    let reads = sb.seqs("GET", "/service/cassandra/v1/plans/deploy");
+    let put_reports = sb.seqs("PUT", "/service/marathon/v2/apps/reports");
+    assert!(!reads.is_empty(), "capstan read the service's plan");
+    assert!(!put_reports.is_empty(), "the dependent app was deployed");
+    assert!(reads.iter().any(|&r| r < put_reports[0]), "plan reads {reads:?}, PUT /reports {put_reports:?}");
+    w.capstan(&["plan", ".", "--detailed-exitcode"]).code(0);
+}
+
+#[test]
+fn a_failing_plan_step_fails_the_step_with_the_services_message_and_nothing_after_it_runs() {
+    let (sb, w) = example(&["--step-ms", "20"]);
+    let faults =
+        json!({"fail_step": {"service": "cassandra", "step": "node-1:[server]", "message": "disk full on agent 3"}});
+    assert_eq!(sb.send("PUT", "/_sandbox/faults", Some(&faults)).0, 200);
+
+    let out = w.capstan(&["apply", ".", "--yes"]);
+    out.code(1);
+    let all = format!("{}{}", out.stdout, out.stderr);
+    assert!(all.contains("disk full on agent 3"), "the service's message\n{all}");
+    assert!(all.contains("node-1:[server]"), "the failing step is named\n{all}");
+    assert!(sb.seqs("PUT", "/service/marathon/v2/apps/reports").is_empty(), "the dependent was not started");
+    let reports = sb.send("GET", "/service/marathon/v2/apps/reports", None);
+    assert_eq!(reports.0, 404, "{}", reports.1);
+}
+
+#[test]
+fn a_legacy_cassandra_is_followed_through_its_v1_plan() {
+    let sb = SandboxProc::start_platform("dcos", &["--step-ms", "100"]);
+    let w = Workdir::new();
+    w.write("capstan.yaml", "platform: dcos\nowner: data\n");
+    w.write(
+        "cassandra.json",
+        &json!({
+            "id": "/cassandra", "cmd": "./scheduler", "instances": 1, "cpus": 1, "mem": 1024,
+            "labels": {"DCOS_PACKAGE_FRAMEWORK_NAME": "cassandra"},
+            "env": {"NODES": "3"},
+        })
+        .to_string(),
+    );
+    w.target_platform("dcos", &sb.url);
+    w.capstan(&["apply", ".", "--yes"]).ok();
+    let (code, plan): (u16, Value) = sb.send("GET", "/service/cassandra/v1/plan", None);
+    assert_eq!((code, plan["status"].as_str()), (200, Some("COMPLETE")), "{plan}");
+    assert!(!sb.seqs("GET", "/service/cassandra/v1/plan").is_empty());
+}
+
+/// The statuses of the steps of a service's deploy plan, as the sandbox shows them.
+fn service_steps(sb: &SandboxProc, service: &str) -> Vec<String> {
+    let plan = sb.send("GET", &format!("/service/{service}/v1/plans/deploy",), None).1;
+    plan["phases"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|p| p["steps"].as_array().cloned().unwrap_or_default())
+        .map(|s| s["status"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+#[test]
+fn interrupt_and_continue_through_the_daemon_reach_the_services_plan() {
+    use common::git::*;
+    use std::time::Duration;
+    const WAIT: Duration = Duration::from_secs(60);
+    let sb = SandboxProc::start_platform("dcos", &["--step-ms", "400"]);
+    let repo = Repo::new();
+    repo.write(
+        "capstan.yaml",
+        &format!("owner: data\ntargets:\n  sb:\n    platform: dcos\n    url: {}\ndefault_target: sb\n", sb.url),
+    );
+    repo.write(
+        "cassandra.json",
+        &std::fs::read_to_string(repo_root().join("examples/manifests/dcos/cassandra.json")).unwrap(),
+    );
+    let sha = repo.commit("a three-node service");
+    let state = tempfile::tempdir().unwrap();
+    let d = DaemonProc::start(
+        repo.path().to_str().unwrap(),
+        state.path(),
+        &["--token-env", "CAPSTAN_TOKEN"],
+        &[("CAPSTAN_TOKEN", "t0k3n")],
+    );
+    until(WAIT, "the service's first step to run", || {
+        service_steps(&sb, "cassandra").first().is_some_and(|s| s != "PENDING")
+    });
+    let (code, body) = d.post("/v1/plans/deploy/interrupt", Some("Bearer t0k3n"), None);
+    assert_eq!(code, 200, "{body}");
+    // The service's plan is interrupted: its current step finishes and no other starts.
+    until(WAIT, "the service's plan to be interrupted", || {
+        sb.send("GET", "/service/cassandra/v1/plans/deploy", None).1["status"] == "WAITING"
+    });
+    // The step that was running finishes; the others stay PENDING.
+    until(WAIT, "the running step to finish", || {
+        service_steps(&sb, "cassandra").iter().all(|s| s == "COMPLETE" || s == "PENDING")
+    });
+    let held = service_steps(&sb, "cassandra");
+    assert!(held.iter().any(|s| s == "PENDING"), "steps left to run: {held:?}");
+    std::thread::sleep(Duration::from_millis(1200));
+    assert_eq!(service_steps(&sb, "cassandra"), held, "no step of the service started while interrupted");
+    assert_ne!(d.status_of(&sha).as_deref(), Some("applied"));
+
+    let (code, _) = d.post("/v1/plans/deploy/continue", Some("token=t0k3n"), None);
+    assert_eq!(code, 200);
+    d.wait_for("the commit applied", WAIT, |d| d.status_of(&sha).as_deref() == Some("applied"));
+    assert_eq!(sb.send("GET", "/service/cassandra/v1/plans/deploy", None).1["status"], "COMPLETE");
+    assert!(service_steps(&sb, "cassandra").iter().all(|s| s == "COMPLETE"));
+}
+
+#[test]
+fn after_a_kill_mid_plan_the_next_apply_follows_the_running_plan_without_deploying_again() {
+    use std::time::Duration;
+    const WAIT: Duration = Duration::from_secs(60);
+    let (sb, w) = example(&["--step-ms", "400"]);
+    let mut child = std::process::Command::new(capstan_bin())
+        .args(["apply", ".", "--yes"])
+        .current_dir(w.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    until(WAIT, "the service's plan to run", || {
+        service_steps(&sb, "cassandra").iter().any(|s| s != "PENDING" && s != "COMPLETE")
+    });
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let puts = sb.seqs("PUT", "/service/marathon/v2/apps/cassandra");
+    assert_eq!(puts.len(), 1, "one Marathon deployment of the scheduler");
+    assert_ne!(sb.send("GET", "/service/cassandra/v1/plans/deploy", None).1["status"], "COMPLETE");
+
+    let out = w.capstan(&["apply", ".", "--yes"]);
+    out.ok();
+    assert_eq!(sb.seqs("PUT", "/service/marathon/v2/apps/cassandra"), puts, "no second deployment\n{}", out.stdout);
+    let (code, plan) = sb.send("GET", "/service/cassandra/v1/plans/deploy", None);
+    assert_eq!((code, plan["status"].as_str()), (200, Some("COMPLETE")), "{plan}");
+    assert_eq!(sb.send("GET", "/service/marathon/v2/apps/reports", None).0, 200, "the dependent followed");
+    w.capstan(&["plan", ".", "--detailed-exitcode"]).code(0);
+}
