@@ -88,6 +88,7 @@ pub async fn connect(
             token,
             ca_cert: t.ca_cert.clone(),
             ca_pem: t.ca_pem.clone(),
+            auth_url: t.auth_url.clone(),
             timeout: Duration::from_secs(t.timeout.unwrap_or(30)),
             ..connection(config, &t.url, force)
         };
@@ -180,6 +181,8 @@ pub struct Planned {
     pub plan: Plan,
     /// The platform's own preview of the same changes, where it has one and there are changes.
     pub preview: Option<PlatformPreview>,
+    /// Declared policy checks and the simulation of changed policy, where the platform has one.
+    pub policy: Option<crate::providers::PolicyReport>,
     /// What the plan was made with, so it can be made again the same way ([`verify`]).
     pub flags: PlanFlags,
 }
@@ -252,6 +255,7 @@ pub async fn plan(
     let plan = plan::build(&changes, &rendered.desired, &live)
         .map_err(|d| PlanError::Invalid(InvalidInput(Diagnostics(vec![d]))))?;
     let preview = if plan.is_empty() { None } else { provider.preview(&changes, &rendered.desired, &live).await };
+    let policy = provider.policy_checks(&changes, &rendered.desired, &live).await;
     tracing::info!(
         files = snapshot.files.len(),
         desired = rendered.desired.resources.len(),
@@ -262,7 +266,7 @@ pub async fn plan(
         diff_and_plan_ms = t.elapsed().as_secs_f64() * 1e3,
         "planned"
     );
-    Ok(Planned { rendered, live, changes, plan, preview, flags })
+    Ok(Planned { rendered, live, changes, plan, preview, policy, flags })
 }
 
 /// After an apply whose every step reported success: observe again and plan what it touched.
@@ -303,6 +307,15 @@ pub async fn verify(provider: &dyn Provider, planned: &Planned) -> Result<(), St
         return Ok(());
     }
     Err(format!("every step reported success, but reading the platform back there is still to {}", left.join("; ")))
+}
+
+/// The policy guard: Err with the reason when a declared policy check fails after the plan
+/// (or could not be run).
+pub fn check_policy(planned: &Planned) -> Result<(), String> {
+    match planned.policy.as_ref().and_then(|p| p.failure()) {
+        Some(why) => Err(why),
+        None => Ok(()),
+    }
 }
 
 /// The mass-delete guard: Err with the reason when a plan deletes too much. A deletion counts

@@ -271,6 +271,9 @@ async fn plan(
         if let Some(d) = &declared {
             json["declared_changes"] = d.json(redactor);
         }
+        if let Some(p) = &planned.policy {
+            json["policy_checks"] = output::policy_json(p, redactor);
+        }
         json
     };
     match format {
@@ -298,7 +301,23 @@ async fn plan(
             if let Some(p) = &planned.preview {
                 out(&output::preview_text(p, Style::stdout(color), redactor))?;
             }
+            if let Some(p) = &planned.policy {
+                out(&output::policy_text(p, Style::stdout(color), redactor))?;
+            }
         }
+    }
+    if !target.allow_policy_failures
+        && let Err(why) = engine::check_policy(&planned)
+    {
+        let why = redactor.text(&why);
+        note(
+            Level::ERROR,
+            &format!(
+                "{}: {why}; pass --allow-policy-failures if this is intended",
+                Style::stderr(color).red("capstan: error")
+            ),
+        );
+        return Ok(EXIT_ERROR);
     }
     Ok(if detailed && changes.has_changes() { EXIT_CHANGES } else { EXIT_OK })
 }
@@ -552,6 +571,14 @@ async fn apply(
         if let Some(p) = &planned.preview {
             out(&output::preview_text(p, style, redactor))?;
         }
+        if let Some(p) = &planned.policy {
+            out(&output::policy_text(p, style, redactor))?;
+        }
+        if !target.allow_policy_failures
+            && let Err(why) = engine::check_policy(&planned)
+        {
+            anyhow::bail!("{}; pass --allow-policy-failures if this is intended", redactor.text(&why));
+        }
         if planned.plan.is_empty() {
             return Ok(EXIT_OK);
         }
@@ -635,6 +662,7 @@ async fn serve(args: SandboxArgs) -> anyhow::Result<u8> {
         rollout_ms: args.rollout_ms,
         methods: Vec::new(),
         grouped_steps: args.grouped_steps,
+        hold: Vec::new(),
     };
     let sandbox = Sandbox::start(opts).await?;
     outln(&format!("capstan sandbox ({}) listening on {}", args.platform, sandbox.url()))?;

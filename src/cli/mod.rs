@@ -385,6 +385,10 @@ pub struct TargetArgs {
     /// is refused); the plan shows each mark changing hands.
     #[arg(long)]
     pub take_ownership: bool,
+    /// Plan and apply even when a declared policy check fails after the plan (Apcera's
+    /// `policy_checks`, simulated with `/v1/sim`).
+    #[arg(long)]
+    pub allow_policy_failures: bool,
 }
 
 impl TargetArgs {

@@ -285,6 +285,47 @@ pub fn plan_json(
     json
 }
 
+/// Policy checks and the simulation of changed policy, as they go into the JSON plan.
+pub fn policy_json(p: &crate::providers::PolicyReport, redactor: &Redactor) -> Value {
+    let mut v = serde_json::to_value(p).unwrap_or(Value::Null);
+    v["failed"] = json!(p.checks.iter().filter(|c| c.failed).count());
+    if let Some(e) = &p.error {
+        v["error"] = json!(redactor.text(e));
+    }
+    redactor.value(&v)
+}
+
+/// Policy checks as text: the checks whose answer changes or that fail, and the simulation of
+/// changed policy when nothing is checked.
+pub fn policy_text(p: &crate::providers::PolicyReport, style: Style, redactor: &Redactor) -> String {
+    let mut out = format!("\n{}\n", style.bold("Policy checks (simulated):"));
+    if let Some(e) = &p.error {
+        out.push_str(&format!("  {}\n", style.red(&format!("could not be run: {}", redactor.text(e)))));
+        return out;
+    }
+    let shown: Vec<_> = p.checks.iter().filter(|c| c.failed || c.changed).collect();
+    if !p.checks.is_empty() && shown.is_empty() {
+        out.push_str(&format!("  {}\n", style.green(&format!("all {} hold, none changes", p.checks.len()))));
+    }
+    for c in shown {
+        let line = redactor.text(&c.describe());
+        out.push_str(&format!("  {}\n", if c.failed { style.red(&format!("✗ {line}")) } else { format!("~ {line}") }));
+    }
+    if p.checks.is_empty() && p.realms.is_empty() {
+        out.push_str("  no checks declared, and the changed documents name no realm\n");
+    }
+    for r in &p.realms {
+        out.push_str(&format!("  realm {}:\n", r.realm));
+        for (when, lines) in [("now", &r.before), ("after this plan", &r.after)] {
+            out.push_str(&format!("    {when}:{}\n", if lines.is_empty() { " nothing permitted" } else { "" }));
+            for l in lines {
+                out.push_str(&format!("      {}\n", redactor.text(l)));
+            }
+        }
+    }
+    out
+}
+
 /// The platform's own preview, as it goes into the JSON plan.
 pub fn preview_json(p: &PlatformPreview, redactor: &Redactor) -> Value {
     json!({

@@ -29,6 +29,8 @@ pub use http::ApiError;
 #[derive(Clone, Debug)]
 pub struct Connection {
     pub url: String,
+    /// Apcera's auth host, which serves the policy API; None: the same as `url`.
+    pub auth_url: Option<String>,
     /// The bearer token, already read from the environment variable the target names.
     pub token: Option<String>,
     /// A CA certificate to trust: its path, and its content when it has been read already.
@@ -50,6 +52,7 @@ impl Connection {
     pub fn new(url: impl Into<String>) -> Self {
         Connection {
             url: url.into(),
+            auth_url: None,
             token: None,
             ca_cert: None,
             ca_pem: None,
@@ -95,6 +98,71 @@ pub struct PreviewAction {
     pub action: String,
     /// What it acts on, as capstan names it.
     pub resource: ResourceId,
+}
+
+/// Declared expectations of access policy, simulated against the live policy and against the
+/// policy as the plan would leave it (Apcera's `/v1/sim`).
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
+pub struct PolicyReport {
+    /// Every declared check, with both answers.
+    pub checks: Vec<PolicyCheck>,
+    /// For changed policy: what the simulation says of each realm it touches, before and after.
+    pub realms: Vec<RealmSummary>,
+    /// Why the simulation could not be run, when it could not (the plan is then refused).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl PolicyReport {
+    /// Why the plan must not be applied as it is, if it must not.
+    pub fn failure(&self) -> Option<String> {
+        if let Some(e) = &self.error {
+            return Some(format!("the policy checks could not be run: {e}"));
+        }
+        let failed: Vec<String> = self.checks.iter().filter(|c| c.failed).map(PolicyCheck::describe).collect();
+        (!failed.is_empty()).then(|| format!("{} policy check(s) fail: {}", failed.len(), failed.join("; ")))
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct PolicyCheck {
+    /// Where the check is declared (`file:line:column`).
+    pub at: String,
+    pub fqn: String,
+    pub input: Vec<String>,
+    pub claim: String,
+    /// `permit` or `deny`.
+    pub expect: String,
+    /// The answers: `permit`, `deny` or `unknown` (the simulation cannot tell).
+    pub before: String,
+    pub after: String,
+    pub changed: bool,
+    /// The answer after the plan is not the one expected.
+    pub failed: bool,
+}
+
+impl PolicyCheck {
+    pub fn describe(&self) -> String {
+        format!(
+            "{} {} for {} [{}]: expected {}, {} now, {} after this plan ({})",
+            self.claim,
+            self.fqn,
+            if self.input.is_empty() { "anyone".to_string() } else { self.input.join(" ") },
+            self.at,
+            self.expect,
+            self.before,
+            self.after,
+            if self.failed { "FAILS" } else { "holds" }
+        )
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct RealmSummary {
+    pub realm: String,
+    /// The simulation's claim lines, as `context: value`.
+    pub before: Vec<String>,
+    pub after: Vec<String>,
 }
 
 /// What one plan step asks the platform to do.
@@ -218,6 +286,18 @@ pub trait Provider: Send + Sync {
     /// order. By default each on its own, all at once.
     async fn execute_batch(&self, ops: Vec<Operation<'_>>, live_state: &LiveState) -> Vec<Result<(), ApiError>> {
         futures::future::join_all(ops.into_iter().map(|op| self.execute(op, live_state))).await
+    }
+
+    /// Declared policy checks and the simulation of changed policy, for platforms that have
+    /// one; None when nothing is declared or changed that it concerns. Reads only.
+    async fn policy_checks(
+        &self,
+        changes: &ChangeSet,
+        desired: &DesiredState,
+        live: &LiveState,
+    ) -> Option<PolicyReport> {
+        let _ = (changes, desired, live);
+        None
     }
 
     /// The platform's own preview of these changes, for platforms that have one. Reads only;

@@ -23,6 +23,8 @@ pub const FILES: &[(&str, &str)] = &[
     ("apcera/service.schema.json", include_str!("../../schemas/apcera/service.schema.json")),
     ("apcera/network.schema.json", include_str!("../../schemas/apcera/network.schema.json")),
     ("apcera/provider.schema.json", include_str!("../../schemas/apcera/provider.schema.json")),
+    ("apcera/policy.schema.json", include_str!("../../schemas/apcera/policy.schema.json")),
+    ("apcera/policy_check.schema.json", include_str!("../../schemas/apcera/policy_check.schema.json")),
     ("marathon/manifest.schema.json", include_str!("../../schemas/marathon/manifest.schema.json")),
     ("marathon/app.schema.json", include_str!("../../schemas/marathon/app.schema.json")),
     ("marathon/group.schema.json", include_str!("../../schemas/marathon/group.schema.json")),

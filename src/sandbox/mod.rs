@@ -5,7 +5,8 @@
 //! loop of its own so a request can have its connection dropped on purpose), the state file
 //! and its background writer, the request log tests read, latency, the token check, and the
 //! fault knobs (5xx answers, dropped connections before or after a change, latency with jitter,
-//! rollout time), settable at start and at run time through `/_sandbox/faults`.
+//! rollout time, requests held until released), settable at start and at run time through
+//! `/_sandbox/faults`.
 //!
 //! Admin endpoints live under `/_sandbox` (never delayed, faulted, recorded or token-checked):
 //! `GET/DELETE /_sandbox/requests` (each request with its method, path, query, status, body and
@@ -95,6 +96,10 @@ pub struct Faults {
     /// Marathon: plan deployments as Marathon 1.x does, the apps at one dependency depth in one
     /// step (default: one app per step, as seed 004's dry-run example shows).
     pub grouped_steps: bool,
+    /// Requests (`"PUT /v1/sim"`: method and path) held before they are carried out, until a
+    /// change of the knobs no longer names them: a test can act between two of a client's
+    /// requests. `/_sandbox/requests/count` says how many are held.
+    pub hold: Vec<String>,
 }
 
 #[derive(Clone, Debug)]
@@ -160,6 +165,9 @@ pub struct Shared {
     pub base_url: String,
     log: Mutex<VecDeque<Recorded>>,
     seq: AtomicU64,
+    /// Requests waiting on `Faults::hold`, and the wake-up for them when the knobs change.
+    held: AtomicU64,
+    hold_changed: Notify,
     persist: Persister,
 }
 
@@ -230,6 +238,8 @@ impl Sandbox {
             base_url: url.clone(),
             log: Mutex::new(VecDeque::new()),
             seq: AtomicU64::new(1),
+            held: AtomicU64::new(0),
+            hold_changed: Notify::new(),
             persist: Persister { dirty: AtomicBool::new(false), wake: Notify::new() },
         });
         let (platform_router, state): (Router, Arc<dyn PlatformState>) = match opts.platform {
@@ -457,6 +467,20 @@ async fn platform_layer(State(shared): State<Arc<Shared>>, req: Request, next: N
     if delay > 0 {
         tokio::time::sleep(Duration::from_millis(delay)).await;
     }
+    let key = format!("{method} {path}");
+    if shared.faults.lock().unwrap().hold.contains(&key) {
+        shared.held.fetch_add(1, Ordering::SeqCst);
+        loop {
+            let released = shared.hold_changed.notified();
+            tokio::pin!(released);
+            released.as_mut().enable();
+            if !shared.faults.lock().unwrap().hold.contains(&key) {
+                break;
+            }
+            released.await;
+        }
+        shared.held.fetch_sub(1, Ordering::SeqCst);
+    }
     let at_ms =
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
     let record = |status: u16| {
@@ -521,7 +545,8 @@ async fn get_requests(State(shared): State<Arc<Shared>>) -> axum::Json<Vec<Recor
 async fn count_requests(State(shared): State<Arc<Shared>>) -> axum::Json<Value> {
     let log = shared.log.lock().unwrap();
     let mutating = log.iter().filter(|r| r.method != "GET").count();
-    axum::Json(json!({ "requests": log.len(), "mutating": mutating }))
+    let held = shared.held.load(Ordering::SeqCst);
+    axum::Json(json!({ "requests": log.len(), "mutating": mutating, "held": held }))
 }
 
 async fn clear_requests(State(shared): State<Arc<Shared>>) -> StatusCode {
@@ -538,6 +563,7 @@ async fn put_faults(State(shared): State<Arc<Shared>>, body: Bytes) -> Response 
         Ok(f) => {
             *shared.faults.lock().unwrap() = f.clone();
             shared.faults_changed.notify_one();
+            shared.hold_changed.notify_waiters();
             axum::Json(f).into_response()
         }
         Err(e) => (StatusCode::BAD_REQUEST, axum::Json(json!({ "message": e.to_string() }))).into_response(),

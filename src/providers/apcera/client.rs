@@ -8,6 +8,8 @@ use serde_json::{Value, json};
 
 pub struct Client {
     http: HttpClient,
+    /// The auth host, which serves the policy API (the API host unless `auth_url` says).
+    auth: HttpClient,
 }
 
 fn enc(s: &str) -> String {
@@ -31,7 +33,11 @@ fn array(v: Option<Value>) -> Vec<Value> {
 
 impl Client {
     pub fn new(conn: &Connection) -> anyhow::Result<Self> {
-        Ok(Client { http: HttpClient::new(conn)? })
+        let auth = match &conn.auth_url {
+            Some(url) => HttpClient::new(&Connection { url: url.clone(), ..conn.clone() })?,
+            None => HttpClient::new(conn)?,
+        };
+        Ok(Client { http: HttpClient::new(conn)?, auth })
     }
 
     async fn get(&self, path: &str) -> Result<Option<Value>, ApiError> {
@@ -128,6 +134,49 @@ impl Client {
     pub async fn leave_network(&self, job_uuid: &str, network_uuid: &str) -> Result<(), ApiError> {
         let path = format!("/v1/jobs/{job_uuid}/networks/{network_uuid}");
         self.http.call(Method::DELETE, &path, None, Idempotent::Yes).await.map(|_| ())
+    }
+
+    /// Every policy document's name and version (`GET /v1/policy` on the auth host).
+    pub async fn list_policy(&self) -> Result<Vec<Value>, ApiError> {
+        let v = self.auth.call(Method::GET, "/v1/policy", None, Idempotent::Yes).await?;
+        Ok(array(v.and_then(|mut v| v.get_mut("docs").map(Value::take))))
+    }
+
+    /// One policy document with its text and version; None when there is none of that name.
+    pub async fn get_policy(&self, name: &str) -> Result<Option<Value>, ApiError> {
+        match self.auth.call(Method::GET, &format!("/v1/policy/{}", enc(name)), None, Idempotent::Yes).await {
+            Err(e) if e.is_not_found() => Ok(None),
+            other => other,
+        }
+    }
+
+    /// `PUT /v1/policy`: every document at once, or none. Not sent again after a lost answer
+    /// (a second PUT with the same `for_version` would be refused): the caller reads back.
+    pub async fn put_policy(&self, docs: &[Value]) -> Result<(), ApiError> {
+        let body = json!({ "docs": docs });
+        self.auth.call(Method::PUT, "/v1/policy", Some(&body), Idempotent::No).await.map(|_| ())
+    }
+
+    /// `DELETE /v1/policy?doc=a&doc=b`.
+    pub async fn delete_policy(&self, names: &[&str]) -> Result<(), ApiError> {
+        let query: Vec<String> = names.iter().map(|n| format!("doc={}", enc(n))).collect();
+        let path = format!("/v1/policy?{}", query.join("&"));
+        self.auth.call(Method::DELETE, &path, None, Idempotent::Yes).await.map(|_| ())
+    }
+
+    /// A policy simulation (`GET /v1/sim`, or `PUT /v1/sim` with documents that replace or join
+    /// the cluster's for this answer only).
+    pub async fn simulate(&self, query: &[(&str, &str)], docs: Option<&[Value]>) -> Result<Value, ApiError> {
+        let q: Vec<String> = query.iter().map(|(k, v)| format!("{k}={}", enc(v))).collect();
+        let path = format!("/v1/sim?{}", q.join("&"));
+        let answer = match docs {
+            Some(d) => {
+                let body = json!({ "docs": d });
+                self.auth.call(Method::PUT, &path, Some(&body), Idempotent::Yes).await?
+            }
+            None => self.auth.call(Method::GET, &path, None, Idempotent::Yes).await?,
+        };
+        Ok(answer.unwrap_or(Value::Null))
     }
 
     /// `POST /v1/bindings`, for a service binding or a job link.

@@ -20,12 +20,14 @@ mod client;
 mod fqn;
 mod job;
 mod network;
+mod policy;
+mod policy_check;
 mod service;
 mod service_provider;
 
 use crate::diagnostic::{Diagnostic, Diagnostics};
 use crate::model::{DesiredResource, DesiredState, KindInfo, LiveResource, LiveState, ResourceId};
-use crate::providers::{ApiError, Connection, DocumentPart, Operation, Provider};
+use crate::providers::{ApiError, Connection, DocumentPart, Operation, Provider, Verb};
 use crate::render::yaml::{Document, Node, NodeValue};
 use async_trait::async_trait;
 use client::Client;
@@ -53,6 +55,9 @@ const KINDS: &[(&str, KindInfo)] = &[
     ("binding", KindInfo { managed: true, updatable: false }),
     ("link", KindInfo { managed: true, updatable: false }),
     ("package", KindInfo { managed: false, updatable: false }),
+    (policy::KIND, KindInfo { managed: true, updatable: true }),
+    // Declared expectations of the policy, simulated in previews; nothing on the platform.
+    (policy_check::KIND, KindInfo { managed: false, updatable: false }),
 ];
 
 pub struct Apcera {
@@ -353,6 +358,12 @@ impl Provider for Apcera {
         for (key, entry) in section("jobs") {
             out.extend(job::decode(doc, key, entry, diags));
         }
+        for (key, entry) in section("policies") {
+            out.extend(policy::decode(doc, key, entry, diags));
+        }
+        if let Some(checks) = value.get("policy_checks").and_then(Value::as_array) {
+            out.extend(policy_check::decode(doc, checks, diags));
+        }
         out
     }
 
@@ -385,6 +396,9 @@ impl Provider for Apcera {
             (Some(job::KIND), Some(d), Some(l)) => {
                 let (d, l) = job::comparable(self, &d.spec, &l.spec);
                 (Some(d), Some(Cow::Owned(l)))
+            }
+            (Some(policy::KIND), d, l) => {
+                (d.map(|d| Cow::Owned(policy::comparable(&d.spec))), l.map(|l| Cow::Owned(policy::comparable(&l.spec))))
             }
             (Some(job::KIND), d, l) => {
                 (d.map(|d| self.named_packages(&d.spec)), l.map(|l| self.named_packages(&l.spec)))
@@ -425,12 +439,13 @@ impl Provider for Apcera {
                 .await?;
             Ok(Some(out))
         };
-        let (jobs, networks, services, providers, packages) = tokio::try_join!(
+        let (jobs, networks, services, providers, packages, policies) = tokio::try_join!(
             jobs,
             maybe(want(&[network::KIND, network::MEMBERSHIP]), client.list_networks()),
             maybe(want(&[service::KIND]), client.list_services()),
             maybe(want(&[service_provider::KIND]), client.list_providers()),
             maybe(want(&["package"]), client.list_packages()),
+            maybe(want(&[policy::KIND]), policy::observe(client, owner)),
         )?;
         let mut state = LiveState::default();
         let mut uuids = self.uuids.lock().unwrap();
@@ -489,6 +504,8 @@ impl Provider for Apcera {
                 });
             }
         }
+        let policies_listed = policies.is_some();
+        policies.into_iter().flatten().for_each(|p| state.insert(p));
         let mut observed: Vec<String> = Vec::new();
         for (on, ks) in [
             (jobs_listed, &[job::KIND, binding::BINDING, binding::LINK][..]),
@@ -496,6 +513,7 @@ impl Provider for Apcera {
             (services.is_some(), &[service::KIND][..]),
             (providers.is_some(), &[service_provider::KIND][..]),
             (packages.is_some(), &["package"][..]),
+            (policies_listed, &[policy::KIND][..]),
         ] {
             if on {
                 observed.extend(ks.iter().map(|k| k.to_string()));
@@ -503,6 +521,32 @@ impl Provider for Apcera {
         }
         state.observed_kinds = observed;
         Ok(state)
+    }
+
+    async fn policy_checks(
+        &self,
+        changes: &crate::diff::ChangeSet,
+        desired: &DesiredState,
+        _live: &LiveState,
+    ) -> Option<crate::providers::PolicyReport> {
+        policy_check::run(self, changes, desired).await
+    }
+
+    /// A plan's policy documents are written in one request (a `PUT`, or a `DELETE` of many).
+    fn batch(&self, op: &Operation<'_>, _desired: &DesiredState) -> Option<String> {
+        (op.id.kind == policy::KIND).then(|| format!("{} {}", policy::KIND, op.verb == Verb::Delete))
+    }
+
+    async fn execute_batch(&self, ops: Vec<Operation<'_>>, live_state: &LiveState) -> Vec<Result<(), ApiError>> {
+        if ops.first().is_some_and(|o| o.id.kind == policy::KIND) {
+            let n = ops.len();
+            let done = match self.client() {
+                Ok(client) => policy::execute_all(self, client, &ops).await,
+                Err(e) => Err(e),
+            };
+            return vec![done; n];
+        }
+        futures::future::join_all(ops.into_iter().map(|op| self.execute(op, live_state))).await
     }
 
     async fn execute(&self, op: Operation<'_>, _live_state: &LiveState) -> Result<(), ApiError> {
@@ -514,6 +558,7 @@ impl Provider for Apcera {
             network::KIND => network::execute(self, client, op.verb, op.desired, op.id).await,
             network::MEMBERSHIP => network::execute_membership(self, client, op.verb, op.desired, op.live).await,
             binding::BINDING | binding::LINK => binding::execute(self, client, op.verb, op.desired, op.live).await,
+            policy::KIND => policy::execute_all(self, client, &[op]).await,
             other => Err(ApiError::other("-", "-", format!("capstan does not manage {other} resources"))),
         }
     }
