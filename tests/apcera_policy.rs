@@ -203,3 +203,17 @@ fn the_daemon_refuses_a_commit_whose_policy_checks_fail() {
     assert!(message.contains("expected deny, deny now, permit after this plan"), "{message}");
     assert!(sb.get("/v1/policy/deployers")["text"].as_str().unwrap().contains("if (name == \"ci\")"));
 }
+
+#[test]
+fn the_policy_example_applies_with_its_checks_holding() {
+    let sb = SandboxProc::start(&[]);
+    let w = Workdir::from_example("examples/manifests/apcera-policy");
+    w.target(&sb.url);
+    let plan = w.capstan(&["plan", ".", "-o", "json"]);
+    plan.ok();
+    let checks = &plan.json()["policy_checks"];
+    assert_eq!(checks["failed"], 0, "{checks}");
+    assert_eq!(checks["checks"].as_array().unwrap().len(), 3);
+    w.capstan(&["apply", ".", "--yes"]).ok();
+    w.capstan(&["plan", ".", "--detailed-exitcode"]).code(0);
+}
