@@ -9,16 +9,78 @@
 //! what happened. A plan that would delete something declared is never started (an internal
 //! error: diff never makes one).
 
+use crate::diff::ChangeSet;
+use crate::http::ApiError;
 use crate::journal::Journal;
-use crate::model::{DesiredState, LiveState};
+use crate::model::{
+    CheckReport, DesiredResource, DesiredState, LiveResource, LiveState, PlatformPreview, ResourceId, Verb,
+};
 use crate::plan::Plan;
-use crate::providers::{Operation, Provider, Verb};
+use async_trait::async_trait;
 use futures::stream::FuturesUnordered;
 use futures::{FutureExt, StreamExt};
 use serde::Serialize;
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
+
+/// One step to carry out, with everything known about its resource.
+pub struct Operation<'a> {
+    pub verb: Verb,
+    pub id: &'a ResourceId,
+    pub desired: Option<&'a DesiredResource>,
+    pub live: Option<&'a LiveResource>,
+}
+
+/// What observing and applying need of a platform: the live state, and carrying out steps
+/// until the platform says they are done. The platform's folder under `src/providers/`
+/// implements it.
+#[async_trait]
+pub trait Drive: Send + Sync {
+    /// The kinds whose changes this provider waits for within `Connection::ready_timeout`:
+    /// the only keys capstan.yaml's `timeouts` may name for this platform.
+    fn timed_kinds(&self) -> &'static [&'static str] {
+        &[]
+    }
+
+    /// List the live resources of these kinds (and of whatever they are derived from).
+    /// `desired` is what the manifests declare: a provider may keep of a declared resource only
+    /// what [`Provider::comparable`] will look at, so ten thousand live objects do not have to
+    /// be held whole.
+    async fn observe(&self, kinds: &BTreeSet<String>, desired: &DesiredState) -> Result<LiveState, ApiError>;
+
+    /// Carry out one step and wait until the platform reports it done.
+    async fn execute(&self, op: Operation<'_>, live_state: &LiveState) -> Result<(), ApiError>;
+
+    /// Steps whose operations share a key here and become ready together may be carried out in
+    /// one request, through [`Provider::execute_batch`] (a Marathon group document's apps).
+    fn batch(&self, op: &Operation<'_>, desired: &DesiredState) -> Option<String> {
+        let _ = (op, desired);
+        None
+    }
+
+    /// Carry out the steps of one batch and wait until they are done: one result per step, in
+    /// order. By default each on its own, all at once.
+    async fn execute_batch(&self, ops: Vec<Operation<'_>>, live_state: &LiveState) -> Vec<Result<(), ApiError>> {
+        futures::future::join_all(ops.into_iter().map(|op| self.execute(op, live_state))).await
+    }
+
+    /// The platform's checks of these changes before they are applied (declared expectations
+    /// it can answer now and as the plan would leave things); None when nothing is declared or
+    /// changed that they concern. Reads only.
+    async fn checks(&self, changes: &ChangeSet, desired: &DesiredState, live: &LiveState) -> Option<CheckReport> {
+        let _ = (changes, desired, live);
+        None
+    }
+
+    /// The platform's own preview of these changes, for platforms that have one. Reads only;
+    /// must be deterministic for the same inputs (it is part of the plan).
+    async fn preview(&self, changes: &ChangeSet, desired: &DesiredState, live: &LiveState) -> Option<PlatformPreview> {
+        let _ = (changes, desired, live);
+        None
+    }
+}
 
 /// A step's status, with the names of seed 000's plan API.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -86,7 +148,7 @@ impl Default for ApplyOptions {
 }
 
 pub async fn apply(
-    provider: &dyn Provider,
+    provider: &dyn Drive,
     plan: &Plan,
     desired: &DesiredState,
     live: &LiveState,
@@ -100,7 +162,7 @@ pub async fn apply(
 /// Carry on with a plan: steps complete in `previous` are not run again, every other step runs
 /// once its dependencies are complete.
 pub async fn resume(
-    provider: &dyn Provider,
+    provider: &dyn Drive,
     plan: &Plan,
     desired: &DesiredState,
     live: &LiveState,
@@ -292,7 +354,7 @@ fn block_dependents(plan: &Plan, dependents: &[Vec<usize>], failed: usize, outco
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::diagnostic::Location;
+    use crate::base::diagnostic::Location;
     use crate::model::{DesiredResource, LiveResource, ResourceId};
     use crate::plan::Step;
 
@@ -345,8 +407,8 @@ mod tests {
         state.insert(live(&group, vec![app.clone()]));
         state.insert(live(&app, Vec::new()));
         state.insert(live(&other, Vec::new()));
-        // An offline provider: any step it were asked to run would fail with "offline".
-        let provider = crate::providers::provider_for("marathon", None, "me").unwrap();
+        // An offline provider (any platform's): any step it were asked to run would fail.
+        let provider = crate::providers::provider_for(crate::providers::default_platform(), None, "me").unwrap();
         let opts = ApplyOptions::default();
         for doomed in [&group, &app] {
             let plan = Plan { steps: vec![step(Verb::Delete, &other), step(Verb::Delete, doomed)], phases: Vec::new() };

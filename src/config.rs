@@ -3,15 +3,15 @@
 //! It sits at the manifest directory's root (or is named with `--config`). Unknown keys are
 //! errors with their file:line:column, checked against `schemas/capstan.schema.json`.
 
-use crate::diagnostic::{Diagnostic, Diagnostics, InvalidInput, Location};
-use crate::render::schema;
-use crate::render::yaml::parse_documents;
+use crate::base::diagnostic::{Diagnostic, Diagnostics, InvalidInput, Location};
+use crate::base::schema;
+use crate::base::yaml::parse_documents;
 use indexmap::IndexMap;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-pub const CONFIG_FILE: &str = "capstan.yaml";
+pub use crate::source::CONFIG_FILE;
 
 /// The owner capstan marks its resources with when capstan.yaml names none.
 pub const DEFAULT_OWNER: &str = "capstan";
@@ -61,8 +61,8 @@ pub struct Retry {
 }
 
 impl Retry {
-    pub fn policy(&self) -> crate::providers::http::RetryPolicy {
-        let mut p = crate::providers::http::RetryPolicy::default();
+    pub fn policy(&self) -> crate::http::RetryPolicy {
+        let mut p = crate::http::RetryPolicy::default();
         if let Some(n) = self.max_attempts {
             p.max_attempts = n.max(1);
         }
@@ -103,7 +103,7 @@ impl Default for MassDelete {
 pub struct Target {
     pub platform: String,
     pub url: String,
-    /// Apcera: the auth host that serves the policy API (default: `url`).
+    /// A second host of the platform's API where it has one (an auth host; default: `url`).
     #[serde(default)]
     pub auth_url: Option<String>,
     #[serde(default)]
@@ -172,8 +172,7 @@ impl Config {
             let path = if p.is_absolute() { p.clone() } else { dir.join(p) };
             let pem = read(&path)
                 .map_err(|e| anyhow::anyhow!("target {name}: cannot read ca_cert {}: {e:#}", path.display()))?;
-            crate::providers::http::ca_certificates(&path, &pem)
-                .map_err(|e| anyhow::anyhow!("target {name}: {e:#}"))?;
+            crate::http::ca_certificates(&path, &pem).map_err(|e| anyhow::anyhow!("target {name}: {e:#}"))?;
             t.ca_cert = Some(path);
             t.ca_pem = Some(pem);
         }
@@ -201,13 +200,13 @@ impl Config {
             Diagnostics(vec![Diagnostic::error_at(Location::file_start(path), format!("invalid capstan.yaml: {e}"))])
         })?;
         for (name, t) in &config.targets {
-            if !crate::providers::PLATFORMS.contains(&t.platform.as_str()) {
+            if !crate::providers::platform_names().contains(&t.platform.as_str()) {
                 diags.push(Diagnostic::error_at(
-                    doc.locate(&format!("/targets/{}/platform", crate::render::yaml::pointer_escape(name))),
+                    doc.locate(&format!("/targets/{}/platform", crate::base::yaml::pointer_escape(name))),
                     format!(
                         "unknown platform {:?}: expected one of {}",
                         t.platform,
-                        crate::providers::PLATFORMS.join(", ")
+                        crate::providers::platform_names().join(", ")
                     ),
                 ));
             }
@@ -244,7 +243,7 @@ mod tests {
         assert_eq!(c.timeouts.get("job"), Some(&9));
         let p = parse("retry: {max_elapsed: 5}\n").unwrap().retry.policy();
         assert_eq!((p.max_attempts, p.max_elapsed), (8, Duration::from_secs(5)));
-        assert_eq!(Config::default().retry.policy(), crate::providers::http::RetryPolicy::default());
+        assert_eq!(Config::default().retry.policy(), crate::http::RetryPolicy::default());
     }
 
     #[test]

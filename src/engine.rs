@@ -1,159 +1,18 @@
-//! The pipeline end to end: choose the target, render, observe, diff, plan. Every mode (the
-//! one-shot commands and the daemon) goes through these functions, so a plan is made the same
-//! way wherever it is made.
+//! The pipeline end to end: render, observe, diff, plan (the target is chosen in
+//! [`crate::target`]). Every mode (the one-shot commands and the daemon) goes through these
+//! functions, so a plan is made the same way wherever it is made.
 
-use crate::config::{Config, Target};
-use crate::diagnostic::{Diagnostics, InvalidInput};
+use crate::base::diagnostic::{Diagnostics, InvalidInput};
+use crate::config::Config;
 use crate::diff::{self, ChangeSet};
+use crate::model::CheckReport;
 use crate::model::LiveState;
 use crate::plan::{self, Plan};
-use crate::providers::{self, ApiError, Connection, PlatformPreview, Provider};
+use crate::providers::{ApiError, PlatformPreview, Provider};
 use crate::render::{self, RenderCache, RenderOptions, Rendered};
-use crate::sandbox::{Platform, Sandbox, SandboxOptions};
 use crate::source::Snapshot;
-use anyhow::Context;
 use std::collections::BTreeSet;
-use std::path::Path;
-use std::time::{Duration, Instant};
-
-/// Where changes go: a configured target, or the embedded sandbox.
-pub struct Connected {
-    pub provider: Box<dyn Provider>,
-    /// What to call the target in messages.
-    pub description: String,
-    /// What identifies the target for locking and journalling: its normalised URL and
-    /// addresses, or the embedded sandbox's state file.
-    pub key: crate::lock::TargetKey,
-    /// The embedded sandbox, kept running for as long as the target is used.
-    pub embedded: Option<Sandbox>,
-}
-
-impl Connected {
-    /// Stop the embedded sandbox (writing its state) if there is one.
-    pub async fn close(self) -> anyhow::Result<()> {
-        let Connected { provider, embedded, .. } = self;
-        // The provider's own connections (an event stream) end first, so the sandbox does not
-        // wait for them to finish.
-        drop(provider);
-        if let Some(s) = embedded {
-            tokio::task::yield_now().await;
-            s.shutdown().await?;
-        }
-        Ok(())
-    }
-}
-
-/// The platform the manifests are written for.
-pub fn platform_of(config: &Config, target: Option<&str>) -> anyhow::Result<String> {
-    Ok(match resolve_target(config, target)? {
-        Some((_, t)) => t.platform.clone(),
-        None => config.platform.clone().unwrap_or_else(|| "apcera".to_string()),
-    })
-}
-
-fn resolve_target<'a>(config: &'a Config, name: Option<&str>) -> anyhow::Result<Option<(String, &'a Target)>> {
-    let name = name.map(str::to_string).or_else(|| config.default_target.clone());
-    let Some(name) = name else { return Ok(None) };
-    let t = config.targets.get(&name).with_context(|| {
-        let known: Vec<&str> = config.targets.keys().map(String::as_str).collect();
-        format!(
-            "no target named {name:?} in capstan.yaml (known: {})",
-            if known.is_empty() { "none".to_string() } else { known.join(", ") }
-        )
-    })?;
-    Ok(Some((name, t)))
-}
-
-/// Connect to the named target, the default target, or else the embedded sandbox, whose state
-/// lives in `state_dir`. `force` overrides the platform's locks instead of waiting for them.
-pub async fn connect(
-    config: &Config,
-    target: Option<&str>,
-    state_dir: &Path,
-    force: bool,
-) -> anyhow::Result<Connected> {
-    let owner = config.owner();
-    if let Some((name, t)) = resolve_target(config, target)? {
-        let token = match &t.token_env {
-            Some(var) => Some(std::env::var(var).map_err(|e| {
-                let why = match e {
-                    std::env::VarError::NotPresent => "which is not set",
-                    std::env::VarError::NotUnicode(_) => "which is not valid Unicode",
-                };
-                anyhow::anyhow!("target {name:?} reads its token from ${var}, {why}")
-            })?),
-            None => None,
-        };
-        let connection = Connection {
-            token,
-            ca_cert: t.ca_cert.clone(),
-            ca_pem: t.ca_pem.clone(),
-            auth_url: t.auth_url.clone(),
-            timeout: Duration::from_secs(t.timeout.unwrap_or(30)),
-            ..connection(config, &t.url, force)
-        };
-        check_timeouts(config, &t.platform)?;
-        let provider = providers::provider_for(&t.platform, Some(connection), owner)?;
-        return Ok(Connected {
-            provider,
-            description: format!("target {name} ({})", crate::redact::url(&t.url)),
-            key: crate::lock::TargetKey::for_url(&t.url).await?,
-            embedded: None,
-        });
-    }
-    let platform_name = platform_of(config, None)?;
-    let platform: Platform = platform_name.parse()?;
-    check_timeouts(config, &platform_name)?;
-    let dir = state_dir;
-    crate::state::create_dir(dir)?;
-    let mut opts = SandboxOptions::new(platform);
-    let state_file = dir.join(format!("sandbox-{platform_name}.json"));
-    // One sandbox, one key, however the state directory was named (a symlink, `..`).
-    let real = std::fs::canonicalize(dir).map(|d| d.join(state_file.file_name().unwrap_or_default()));
-    let key = crate::lock::TargetKey::named(format!(
-        "sandbox:{}",
-        real.unwrap_or_else(|_| std::path::absolute(&state_file).unwrap_or(state_file.clone())).display()
-    ));
-    opts.state_file = Some(state_file);
-    let sandbox = Sandbox::start(opts).await.context("cannot start the embedded sandbox")?;
-    let provider = providers::provider_for(&platform_name, Some(connection(config, sandbox.url(), force)), owner)?;
-    Ok(Connected {
-        provider,
-        description: format!("the embedded {platform_name} sandbox ({})", sandbox.url()),
-        key,
-        embedded: Some(sandbox),
-    })
-}
-
-/// A connection to `url` with capstan.yaml's retries and readiness timeouts.
-fn connection(config: &Config, url: &str, force: bool) -> Connection {
-    Connection {
-        force,
-        retry: config.retry.policy(),
-        ready_timeouts: config.timeouts.iter().map(|(k, v)| (k.clone(), Duration::from_secs(*v))).collect(),
-        ..Connection::new(url)
-    }
-}
-
-/// `timeouts` may only name kinds the platform's provider waits for, so a typo (or a kind
-/// nothing waits for) is not silently ignored.
-fn check_timeouts(config: &Config, platform: &str) -> anyhow::Result<()> {
-    let provider = providers::provider_for(platform, None, config.owner())?;
-    let kinds = provider.timed_kinds();
-    for kind in config.timeouts.keys() {
-        if !kinds.contains(&kind.as_str()) {
-            anyhow::bail!(
-                "capstan.yaml: timeouts names {kind:?}, which is not a kind the {platform} provider waits for ({})",
-                if kinds.is_empty() {
-                    "it has no readiness timeouts".to_string()
-                } else {
-                    format!("expected {}", kinds.join(", "))
-                }
-            );
-        }
-    }
-    Ok(())
-}
+use std::time::Instant;
 
 /// Why a plan could not be made.
 #[derive(Debug, thiserror::Error)]
@@ -181,8 +40,8 @@ pub struct Planned {
     pub plan: Plan,
     /// The platform's own preview of the same changes, where it has one and there are changes.
     pub preview: Option<PlatformPreview>,
-    /// Declared policy checks and the simulation of changed policy, where the platform has one.
-    pub policy: Option<crate::providers::PolicyReport>,
+    /// The platform's pre-apply checks of the same changes, where it has any.
+    pub checks: Option<CheckReport>,
     /// What the plan was made with, so it can be made again the same way ([`verify`]).
     pub flags: PlanFlags,
 }
@@ -255,7 +114,7 @@ pub async fn plan(
     let plan = plan::build(&changes, &rendered.desired, &live)
         .map_err(|d| PlanError::Invalid(InvalidInput(Diagnostics(vec![d]))))?;
     let preview = if plan.is_empty() { None } else { provider.preview(&changes, &rendered.desired, &live).await };
-    let policy = provider.policy_checks(&changes, &rendered.desired, &live).await;
+    let checks = provider.checks(&changes, &rendered.desired, &live).await;
     tracing::info!(
         files = snapshot.files.len(),
         desired = rendered.desired.resources.len(),
@@ -266,7 +125,7 @@ pub async fn plan(
         diff_and_plan_ms = t.elapsed().as_secs_f64() * 1e3,
         "planned"
     );
-    Ok(Planned { rendered, live, changes, plan, preview, policy, flags })
+    Ok(Planned { rendered, live, changes, plan, preview, checks, flags })
 }
 
 /// After an apply whose every step reported success: observe again and plan what it touched.
@@ -309,10 +168,10 @@ pub async fn verify(provider: &dyn Provider, planned: &Planned) -> Result<(), St
     Err(format!("every step reported success, but reading the platform back there is still to {}", left.join("; ")))
 }
 
-/// The policy guard: Err with the reason when a declared policy check fails after the plan
-/// (or could not be run).
-pub fn check_policy(planned: &Planned) -> Result<(), String> {
-    match planned.policy.as_ref().and_then(|p| p.failure()) {
+/// The checks guard: Err with the reason when one of the platform's pre-apply checks fails
+/// after the plan (or they could not be run).
+pub fn check_checks(planned: &Planned) -> Result<(), String> {
+    match planned.checks.as_ref().and_then(|p| p.failure()) {
         Some(why) => Err(why),
         None => Ok(()),
     }

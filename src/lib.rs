@@ -5,13 +5,14 @@
 //! See ARCHITECTURE.md for the bird's-eye view and the code map.
 
 pub mod apply;
+pub mod base;
 pub mod cli;
 pub mod config;
 pub mod daemon;
-pub mod diagnostic;
 pub mod diff;
 pub mod engine;
 pub mod fds;
+pub mod http;
 pub mod journal;
 pub mod lock;
 pub mod model;
@@ -22,6 +23,7 @@ pub mod render;
 pub mod sandbox;
 pub mod source;
 pub mod state;
+pub mod target;
 
 /// Return memory the allocator holds but no longer uses to the operating system (capstan's
 /// binary allocates with mimalloc; see `main.rs`).

@@ -12,10 +12,10 @@
 //! Nothing in a plan depends on the time or the run: the same change set gives the same plan,
 //! byte for byte, wherever it is made.
 
-use crate::diagnostic::{Diagnostic, Location};
+use crate::base::diagnostic::{Diagnostic, Location};
 use crate::diff::{Action, ChangeSet};
+use crate::model::Verb;
 use crate::model::{DesiredState, LiveState, ResourceId};
-use crate::providers::Verb;
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap, HashSet};
 

@@ -246,7 +246,7 @@ impl Redactor {
     }
 
     /// A diagnostic's message and note, masked.
-    pub fn diagnostic(&self, d: &mut crate::diagnostic::Diagnostic) {
+    pub fn diagnostic(&self, d: &mut crate::base::diagnostic::Diagnostic) {
         d.message = self.text(&d.message);
         if let Some(related) = d.related.as_mut() {
             related.1 = self.text(&related.1);

@@ -1094,3 +1094,50 @@ fn a_takeover_is_invalid_without_take_ownership_and_a_step_that_did_not_happen_f
     let errors = d.configuration(&unbound).unwrap()["errors"].clone();
     assert!(errors[0]["message"].as_str().unwrap().contains("still has it, so it was not removed"), "{errors}");
 }
+
+#[test]
+fn a_daemon_whose_newest_capstan_yaml_is_invalid_refuses_to_start_instead_of_using_the_embedded_sandbox() {
+    let sb = SandboxProc::start(&[]);
+    let repo = Repo::new();
+    // The target is named, but a typo elsewhere makes the file invalid: its defaults would be
+    // the embedded sandbox, another target.
+    repo.write("capstan.yaml", &config_for(&sb, "prnue: true\n"));
+    repo.write("web.yaml", &job_yaml("web", "1"));
+    repo.commit("web v1, a typo in capstan.yaml");
+    let state = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(capstan_bin())
+        .args(["daemon", "--repo", repo.path().to_str().unwrap(), "--listen", "127.0.0.1:0", "--state-dir"])
+        .arg(state.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Bounded: a daemon that started anyway runs until it is stopped.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break Some(status);
+        }
+        if Instant::now() > deadline {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    let status = status.unwrap_or_else(|| panic!("the daemon started with an invalid capstan.yaml: {stderr}"));
+    assert!(!status.success(), "the daemon must not start: {stderr}");
+    assert!(
+        stderr.contains("capstan.yaml is invalid") && stderr.contains("prnue"),
+        "the error names the file and the problem: {stderr}"
+    );
+    let sandboxes: Vec<_> = std::fs::read_dir(state.path())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with("sandbox-"))
+        .collect();
+    assert!(sandboxes.is_empty(), "no embedded sandbox was started: {sandboxes:?}");
+    assert_eq!(sb.mutating_count(), 0);
+}

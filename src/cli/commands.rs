@@ -6,8 +6,8 @@ use super::{
     SandboxCommand, TargetArgs, markdown, note, out, outln, shutdown_signal,
 };
 use crate::apply::{self, ApplyOptions, Observer, Status, StepOutcome};
+use crate::base::diagnostic::{Diagnostics, InvalidInput};
 use crate::config::Config;
-use crate::diagnostic::{Diagnostics, InvalidInput};
 use crate::engine::{self, PlanError};
 use crate::plan::Plan;
 use crate::providers;
@@ -134,7 +134,7 @@ fn render_offline(
     input: &Input,
     keep_documents: bool,
 ) -> anyhow::Result<(Rendered, Box<dyn providers::Provider>)> {
-    let platform = engine::platform_of(&input.config, None)?;
+    let platform = crate::target::platform_of(&input.config, None)?;
     let provider = providers::provider_for(&platform, None, input.config.owner())?;
     let opts = RenderOptions { keep_documents, ..render_options(args) };
     let rendered = engine::render(&input.snapshot, &input.config, &opts, provider.as_ref(), None)?;
@@ -154,8 +154,8 @@ fn print_diagnostics(diags: &Diagnostics, style: Style) {
     }
     for d in &diags.0 {
         let level = match d.severity {
-            crate::diagnostic::Severity::Error => Level::ERROR,
-            crate::diagnostic::Severity::Warning => Level::WARN,
+            crate::base::diagnostic::Severity::Error => Level::ERROR,
+            crate::base::diagnostic::Severity::Warning => Level::WARN,
         };
         note(level, &output::diagnostic_text(d, style));
     }
@@ -190,7 +190,7 @@ async fn validate(input: &InputArgs, color: super::ColorChoice) -> anyhow::Resul
     if read.config.prune {
         for (name, x) in &external {
             if provider.kind_info(&x.target.kind).managed {
-                warnings.push(crate::diagnostic::Diagnostic::warning(
+                warnings.push(crate::base::diagnostic::Diagnostic::warning(
                     Some(x.at.clone()),
                     format!(
                         "{name} is not declared here and capstan.yaml prunes: if owner {:?} made it, plan refuses to delete it while this points at it",
@@ -255,7 +255,7 @@ async fn plan(
         );
     }
     let Input { snapshot, config, state_dir, .. } = head;
-    let connected = engine::connect(&config, target.target.as_deref(), &state_dir, target.force).await?;
+    let connected = crate::target::connect(&config, target.target.as_deref(), &state_dir, target.force).await?;
     let flags = target.plan_flags(&config);
     let result =
         engine::plan(connected.provider.as_ref(), &snapshot, &config, &render_options(&input), flags, None).await;
@@ -271,8 +271,8 @@ async fn plan(
         if let Some(d) = &declared {
             json["declared_changes"] = d.json(redactor);
         }
-        if let Some(p) = &planned.policy {
-            json["policy_checks"] = output::policy_json(p, redactor);
+        if let Some(p) = &planned.checks {
+            json[p.key()] = output::checks_json(p, redactor);
         }
         json
     };
@@ -301,13 +301,13 @@ async fn plan(
             if let Some(p) = &planned.preview {
                 out(&output::preview_text(p, Style::stdout(color), redactor))?;
             }
-            if let Some(p) = &planned.policy {
-                out(&output::policy_text(p, Style::stdout(color), redactor))?;
+            if let Some(p) = &planned.checks {
+                out(&output::checks_text(p, Style::stdout(color), redactor))?;
             }
         }
     }
-    if !target.allow_policy_failures
-        && let Err(why) = engine::check_policy(&planned)
+    if !target.allow_check_failures
+        && let Err(why) = engine::check_checks(&planned)
     {
         let why = redactor.text(&why);
         note(
@@ -393,7 +393,7 @@ fn declared_change(input: &InputArgs, head: &Input, base: &str) -> anyhow::Resul
         Some(f) => Config::parse(&f.path, &f.text).map_err(InvalidInput)?,
         None => Config::default(),
     };
-    let platform = engine::platform_of(&head.config, None)?;
+    let platform = crate::target::platform_of(&head.config, None)?;
     let provider = providers::provider_for(&platform, None, head.config.owner())?;
     let opts = render_options(input);
     let base_rendered = engine::render(&base_snapshot, &base_config, &opts, provider.as_ref(), None).map_err(|e| {
@@ -552,7 +552,7 @@ async fn apply(
     color: super::ColorChoice,
 ) -> anyhow::Result<u8> {
     let Input { snapshot, config, state_dir, .. } = read_input(input)?;
-    let connected = engine::connect(&config, target.target.as_deref(), &state_dir, target.force).await?;
+    let connected = crate::target::connect(&config, target.target.as_deref(), &state_dir, target.force).await?;
     let style = Style::stdout(color);
     let code = async {
         // One apply per target: a second fails at once, naming the holder.
@@ -571,11 +571,11 @@ async fn apply(
         if let Some(p) = &planned.preview {
             out(&output::preview_text(p, style, redactor))?;
         }
-        if let Some(p) = &planned.policy {
-            out(&output::policy_text(p, style, redactor))?;
+        if let Some(p) = &planned.checks {
+            out(&output::checks_text(p, style, redactor))?;
         }
-        if !target.allow_policy_failures
-            && let Err(why) = engine::check_policy(&planned)
+        if !target.allow_check_failures
+            && let Err(why) = engine::check_checks(&planned)
         {
             anyhow::bail!("{}; pass --allow-policy-failures if this is intended", redactor.text(&why));
         }

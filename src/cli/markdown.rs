@@ -26,7 +26,7 @@
 //! more there are.
 
 use super::output::{diff_lines, summary_line};
-use crate::diagnostic::Diagnostics;
+use crate::base::diagnostic::Diagnostics;
 use crate::diff::{Action, ChangeSet, ResourceChange};
 use crate::redact::Redactor;
 use crate::render::template::{Limits, render_guarded};
@@ -242,7 +242,10 @@ fn context(r: &Report<'_>, cut: Cut) -> Value {
         }
         p
     });
-    let policy = r.plan_json.get("policy_checks").cloned().map(|mut p| {
+    // The platform's pre-apply checks, under the key their kind names (`policy_checks`).
+    let checks = r.plan_json.as_object().and_then(|o| o.iter().find(|(k, _)| k.ends_with("_checks")));
+    let title = checks.map(|(k, _)| super::output::checks_title(&k.trim_end_matches('s').replace('_', " ")));
+    let checks = checks.map(|(_, v)| v.clone()).map(|mut p| {
         // Only the checks whose answer changes or that fail; each as one code span.
         let shown: Vec<String> = p["checks"]
             .as_array()
@@ -265,6 +268,7 @@ fn context(r: &Report<'_>, cut: Cut) -> Value {
             })
             .collect();
         p["shown_md"] = json!(shown);
+        p["title"] = json!(title);
         p["check_count"] = json!(p["checks"].as_array().map_or(0, Vec::len));
         if let Some(e) = p.get("error").and_then(Value::as_str) {
             p["error_text"] = json!(text(e));
@@ -317,7 +321,7 @@ fn context(r: &Report<'_>, cut: Cut) -> Value {
         "declared": declared,
         "live": r.live,
         "platform_preview": preview.unwrap_or(Value::Null),
-        "policy_checks": policy.unwrap_or(Value::Null),
+        "checks": checks.unwrap_or(Value::Null),
         "plan": r.plan_json,
     })
 }

@@ -280,8 +280,8 @@ pub enum SandboxCommand {
 
 #[derive(Args, Debug)]
 pub struct SandboxArgs {
-    /// The platform to emulate: apcera or marathon.
-    #[arg(long, default_value = "apcera")]
+    /// The platform to emulate (one of the sandbox registry's).
+    #[arg(long, default_value_t = crate::sandbox::EMULATORS[0].name.to_string())]
     pub platform: String,
     /// Address to listen on (loopback; port 0 picks a free port).
     #[arg(long, default_value = "127.0.0.1:0")]
@@ -385,10 +385,10 @@ pub struct TargetArgs {
     /// is refused); the plan shows each mark changing hands.
     #[arg(long)]
     pub take_ownership: bool,
-    /// Plan and apply even when a declared policy check fails after the plan (Apcera's
-    /// `policy_checks`, simulated with `/v1/sim`).
-    #[arg(long)]
-    pub allow_policy_failures: bool,
+    /// Plan and apply even when one of the platform's pre-apply checks (a declared policy
+    /// check) fails after the plan.
+    #[arg(long = "allow-policy-failures", visible_alias = "allow-check-failures")]
+    pub allow_check_failures: bool,
 }
 
 impl TargetArgs {

@@ -2,7 +2,7 @@
 //! JSON for programs (`--output json`, described by `schemas/plan.schema.json`).
 
 use crate::apply::{Outcome, Status};
-use crate::diagnostic::{Diagnostic, Diagnostics, Severity};
+use crate::base::diagnostic::{Diagnostic, Diagnostics, Severity};
 use crate::diff::{Action, ChangeSet, ResourceChange};
 use crate::model::DesiredState;
 use crate::plan::Plan;
@@ -285,8 +285,8 @@ pub fn plan_json(
     json
 }
 
-/// Policy checks and the simulation of changed policy, as they go into the JSON plan.
-pub fn policy_json(p: &crate::providers::PolicyReport, redactor: &Redactor) -> Value {
+/// The platform's pre-apply checks, as they go into the JSON plan.
+pub fn checks_json(p: &crate::model::CheckReport, redactor: &Redactor) -> Value {
     let mut v = serde_json::to_value(p).unwrap_or(Value::Null);
     v["failed"] = json!(p.checks.iter().filter(|c| c.failed).count());
     if let Some(e) = &p.error {
@@ -295,10 +295,10 @@ pub fn policy_json(p: &crate::providers::PolicyReport, redactor: &Redactor) -> V
     redactor.value(&v)
 }
 
-/// Policy checks as text: the checks whose answer changes or that fail, and the simulation of
-/// changed policy when nothing is checked.
-pub fn policy_text(p: &crate::providers::PolicyReport, style: Style, redactor: &Redactor) -> String {
-    let mut out = format!("\n{}\n", style.bold("Policy checks (simulated):"));
+/// The platform's pre-apply checks as text: those whose answer changes or that fail, and what
+/// changes per scope when nothing is checked.
+pub fn checks_text(p: &crate::model::CheckReport, style: Style, redactor: &Redactor) -> String {
+    let mut out = format!("\n{}\n", style.bold(&format!("{} (simulated):", checks_title(p.name))));
     if let Some(e) = &p.error {
         out.push_str(&format!("  {}\n", style.red(&format!("could not be run: {}", redactor.text(e)))));
         return out;
@@ -311,11 +311,11 @@ pub fn policy_text(p: &crate::providers::PolicyReport, style: Style, redactor: &
         let line = redactor.text(&c.describe());
         out.push_str(&format!("  {}\n", if c.failed { style.red(&format!("✗ {line}")) } else { format!("~ {line}") }));
     }
-    if p.checks.is_empty() && p.realms.is_empty() {
-        out.push_str("  no checks declared, and the changed documents name no realm\n");
+    if p.checks.is_empty() && p.scopes.is_empty() {
+        out.push_str("  no checks declared, and the changes name no realm\n");
     }
-    for r in &p.realms {
-        out.push_str(&format!("  realm {}:\n", r.realm));
+    for r in &p.scopes {
+        out.push_str(&format!("  realm {}:\n", r.scope));
         for (when, lines) in [("now", &r.before), ("after this plan", &r.after)] {
             out.push_str(&format!("    {when}:{}\n", if lines.is_empty() { " nothing permitted" } else { "" }));
             for l in lines {
@@ -324,6 +324,12 @@ pub fn policy_text(p: &crate::providers::PolicyReport, style: Style, redactor: &
         }
     }
     out
+}
+
+/// What a kind of check is called as a heading: `policy check` → `Policy checks`.
+pub fn checks_title(name: &str) -> String {
+    let mut c = name.chars();
+    c.next().map(|f| format!("{}{}s", f.to_uppercase(), c.as_str())).unwrap_or_default()
 }
 
 /// The platform's own preview, as it goes into the JSON plan.

@@ -63,7 +63,7 @@ impl Metrics {
 
     /// The text exposition, with the platform request counts brought up to date first.
     pub fn render(&self) -> String {
-        for (code, n) in crate::providers::http::request_counts() {
+        for (code, n) in crate::http::request_counts() {
             let c = self.api_requests.get_or_create(&vec![("code".to_string(), code)]);
             let have = c.get();
             if n > have {

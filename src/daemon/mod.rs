@@ -20,14 +20,15 @@ pub mod store;
 mod watch;
 
 use crate::apply::{self, ApplyOptions, Observer, Outcome, Status, StepOutcome};
+use crate::base::diagnostic::Diagnostics;
 use crate::cli::output;
 use crate::config::Config;
-use crate::diagnostic::Diagnostics;
-use crate::engine::{self, Connected, PlanError, Planned};
+use crate::engine::{self, PlanError, Planned};
 use crate::plan::Plan;
 use crate::redact::Redactor;
 use crate::render::{RenderCache, RenderOptions};
 use crate::source::git::{GitSource, RepoSpec, short};
+use crate::target::{self, Connected};
 use anyhow::Context;
 use events::{Event, EventBus};
 use metrics::Metrics;
@@ -214,18 +215,37 @@ impl Daemon {
         let spec = opts.repo.clone();
         let source = tokio::task::spawn_blocking(move || GitSource::open(spec, &state_dir)).await??;
         let store = Store::open(&opts.state_dir)?;
-        // The target comes from the newest commit's capstan.yaml (or --target).
+        // The target comes from the newest commit's capstan.yaml (or --target). A commit whose
+        // capstan.yaml cannot be read is an error here: its defaults would be another target
+        // (the embedded sandbox), and changes must never silently go elsewhere.
         let config = {
             let head = source.resolve().ok();
-            let file = head.as_ref().and_then(|c| source.snapshot(c).ok()).and_then(|s| s.config);
-            let mut config = file.as_ref().and_then(|f| Config::parse(&f.path, &f.text).ok()).unwrap_or_default();
+            let file = match &head {
+                Some(c) => {
+                    source
+                        .snapshot(c)
+                        .map_err(|e| anyhow::anyhow!("cannot choose the target: cannot read commit {c}: {e:#}"))?
+                        .config
+                }
+                None => None,
+            };
+            let mut config = match &file {
+                Some(f) => Config::parse(&f.path, &f.text).map_err(|d| {
+                    let shown: Vec<String> = d.0.iter().map(ToString::to_string).collect();
+                    anyhow::anyhow!(
+                        "cannot choose the target: the newest commit's capstan.yaml is invalid:\n{}",
+                        shown.join("\n")
+                    )
+                })?,
+                None => Config::default(),
+            };
             // A relative ca_cert is read from the same commit, next to capstan.yaml.
             if let (Some(c), Some(f)) = (&head, &file) {
                 config.read_ca_certs(f.path.parent().unwrap_or(std::path::Path::new("")), source.reader_at(c))?;
             }
             config
         };
-        let connected = engine::connect(&config, opts.target.as_deref(), &opts.state_dir, opts.force).await?;
+        let connected = target::connect(&config, opts.target.as_deref(), &opts.state_dir, opts.force).await?;
         let last_applied = store.get_value("last_applied")?;
         let pin = Mutex::new(Pin::load(&store));
         let interrupted = store.get_value("interrupted")?.as_deref() == Some("1");
@@ -653,9 +673,10 @@ impl Daemon {
             // An applied commit whose drift repair would delete this much stays applied.
             return self.refuse(&sha, reason, deletes, why, !drift_check);
         }
-        if let Err(why) = engine::check_policy(&planned) {
+        if let Err(why) = engine::check_checks(&planned) {
             let why = planned.rendered.redactor.text(&why);
-            return self.refuse_as(&sha, reason, "policy_check", 0, why, !drift_check);
+            let guard = planned.checks.as_ref().map(|c| c.reason()).unwrap_or_default();
+            return self.refuse_as(&sha, reason, &guard, 0, why, !drift_check);
         }
         self.apply(&sha, reason, planned, lock).await
     }
@@ -705,7 +726,7 @@ impl Daemon {
         self.refuse_as(sha, reason, "mass_delete", deletes, why, record)
     }
 
-    /// Refuse a commit for a guard's reason (`mass_delete`, `policy_check`).
+    /// Refuse a commit for a guard's reason (`mass_delete`, a failed check's kind).
     fn refuse_as(
         &self,
         sha: &str,

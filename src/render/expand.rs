@@ -15,8 +15,8 @@
 //! substituted into is reported ([`Secretive`]), so that its value is masked on both sides of a
 //! change — the live side holds the old secret, which no list of current values knows.
 
-use super::yaml::{Document, Node, NodeValue, Pos, Style};
-use crate::diagnostic::{Diagnostic, Diagnostics, Location};
+use crate::base::diagnostic::{Diagnostic, Diagnostics, Location};
+use crate::base::yaml::{Document, Node, NodeValue, Pos, Style};
 use indexmap::IndexMap;
 use std::collections::HashSet;
 use std::ops::Range;
@@ -283,7 +283,7 @@ pub fn document_variables(doc: &Document, diags: &mut Diagnostics) -> IndexMap<S
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::render::yaml::parse_documents;
+    use crate::base::yaml::parse_documents;
     use std::path::Path;
     use std::sync::Arc;
 

@@ -7,17 +7,17 @@
 //! declarations of one identity. Files are processed in parallel, and a file whose content and
 //! rendering inputs are unchanged is not processed again when a [`RenderCache`] is kept.
 
+pub mod decode;
 pub mod expand;
-pub mod schema;
 pub mod template;
-pub mod yaml;
 
+use crate::base::diagnostic::{Diagnostic, Diagnostics, InvalidInput};
+use crate::base::{schema, yaml};
 use crate::config::Config;
-use crate::diagnostic::{Diagnostic, Diagnostics, InvalidInput};
 use crate::model::{DesiredResource, DesiredState};
-use crate::providers::Provider;
 use crate::redact::Redactor;
 use crate::source::{Snapshot, SourceFile};
+pub use decode::{Decode, DocumentPart};
 use expand::Expander;
 use indexmap::IndexMap;
 use serde_json::Value;
@@ -88,7 +88,7 @@ pub fn render(
     snapshot: &Snapshot,
     config: &Config,
     opts: &RenderOptions,
-    provider: &dyn Provider,
+    provider: &dyn Decode,
     cache: Option<&RenderCache>,
 ) -> Result<Rendered, InvalidInput> {
     let inputs = Inputs {
@@ -112,7 +112,7 @@ pub fn render(
     }
     desired.resources.reserve(outputs.iter().map(|o| o.resources.len()).sum());
     // Resources that cannot coexist (a job on two networks) can never both be applied.
-    let mut exclusive: HashMap<String, (crate::model::ResourceId, crate::diagnostic::Location)> = HashMap::new();
+    let mut exclusive: HashMap<String, (crate::model::ResourceId, crate::base::diagnostic::Location)> = HashMap::new();
     let document_count = outputs.iter().map(|o| o.document_count).sum();
     for out in outputs {
         // Without a cache the output is ours alone: move its values instead of copying them.
@@ -162,7 +162,7 @@ struct Inputs<'a> {
     config_vars: IndexMap<String, String>,
     config_namespace: Option<String>,
     opts: &'a RenderOptions,
-    provider: &'a dyn Provider,
+    provider: &'a dyn Decode,
     redactor: Redactor,
 }
 
@@ -327,7 +327,7 @@ fn secret_identities(resources: &[DesiredResource], secretive: &[expand::Secreti
     if secretive.is_empty() {
         return;
     }
-    let keys: std::collections::HashSet<&crate::diagnostic::Location> =
+    let keys: std::collections::HashSet<&crate::base::diagnostic::Location> =
         secretive.iter().filter(|s| s.key).map(|s| &s.at).collect();
     let mut values = Redactor::default();
     secretive.iter().flat_map(|s| s.values()).for_each(|v| values.add_value(v));
@@ -424,38 +424,4 @@ fn render_files(
         cache.files.lock().unwrap().retain(|k, _| used.contains(k));
     }
     outputs
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::source::Origin;
-
-    fn snapshot(files: &[(&str, &str)]) -> Snapshot {
-        Snapshot {
-            origin: Origin::Dir { path: ".".into() },
-            files: files.iter().map(|(p, t)| SourceFile { path: p.into(), text: (*t).into() }).collect(),
-            config: None,
-        }
-    }
-
-    #[test]
-    fn the_cache_holds_the_last_render_only() {
-        let provider = crate::providers::provider_for("apcera", None, "test").unwrap();
-        let (cache, config, opts) = (RenderCache::default(), Config::default(), RenderOptions::default());
-        let render = |files: &[(&str, &str)]| {
-            render(&snapshot(files), &config, &opts, provider.as_ref(), Some(&cache)).unwrap();
-        };
-        render(&[("a.yaml", "jobs:\n  job::/t::a: {}\n"), ("b.yaml", "jobs:\n  job::/t::b: {}\n")]);
-        assert_eq!(cache.len(), 2);
-        for n in 0..5 {
-            render(&[
-                ("a.yaml", &format!("jobs:\n  job::/t::a: {{weight: {n}}}\n")),
-                ("b.yaml", "jobs:\n  job::/t::b: {}\n"),
-            ]);
-            assert_eq!(cache.len(), 2, "a changed file replaces its old entry");
-        }
-        render(&[("b.yaml", "jobs:\n  job::/t::b: {}\n")]);
-        assert_eq!(cache.len(), 1, "a removed file leaves the cache");
-    }
 }

@@ -12,7 +12,7 @@
 //! and the output is cut off at a size; each is an error at its file:line:column. The markdown
 //! report's `--template` goes through the same checks ([`render_guarded`]).
 
-use crate::diagnostic::{Diagnostic, Location};
+use crate::base::diagnostic::{Diagnostic, Location};
 use handlebars::template::{DecoratorTemplate, Parameter, Template, TemplateElement};
 use handlebars::{Handlebars, JsonValue};
 use serde_json::Value;

@@ -13,12 +13,21 @@
 //! `at_ms`, when the platform took it), `GET /_sandbox/requests/count`, `GET/PUT
 //! /_sandbox/faults`, `GET /_sandbox/info`.
 //!
-//! Each platform is one directory (`apcera/`, `marathon/`) with its router and state; the platform code
+//! Each platform is one directory with its router and state, and one name in [`emulators!`]; the platform code
 //! never imports capstan's providers, so sandbox and provider are two independent readings of
 //! the platform's API reference.
 
-pub mod apcera;
-pub mod marathon;
+/// The emulator registry: one folder per platform (`src/sandbox/<p>/`, whose `mod.rs` has a
+/// `pub static EMULATOR: Emulator`), and its name here.
+macro_rules! emulators {
+    ($($p:ident),+ $(,)?) => {
+        $(pub mod $p;)+
+        /// Every platform the sandbox serves, in registry order (the first is `serve`'s default).
+        pub static EMULATORS: &[&Emulator] = &[$(&$p::EMULATOR),+];
+    };
+}
+
+emulators!(apcera, marathon);
 
 use anyhow::Context;
 use axum::Router;
@@ -40,39 +49,61 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{Notify, oneshot};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Platform {
-    Apcera,
-    Marathon,
+/// Loads a platform's state (from the state file, if any) and builds its API's router.
+pub type StartEmulator = fn(Option<&std::path::Path>, Arc<Shared>) -> anyhow::Result<(Router, Arc<dyn PlatformState>)>;
+
+/// One platform's emulation, as its folder registers it.
+pub struct Emulator {
+    /// The platform's name, as capstan.yaml and `--platform` spell it.
+    pub name: &'static str,
+    /// The identity requests act as unless told (`created_by`, the default namespace).
+    pub principal: &'static str,
+    /// An error answer in the platform's own shape (the token check and injected faults are
+    /// answered with it, before the platform's handlers); `retry` says the client may retry.
+    pub error: fn(StatusCode, &str, bool) -> Response,
+    /// Load the platform's state (from the state file, when there is one) and build the router
+    /// of its API. A platform that embeds another's API mounts that one's router itself.
+    pub start: StartEmulator,
 }
+
+/// A platform the sandbox serves: an entry of [`EMULATORS`].
+#[derive(Clone, Copy)]
+pub struct Platform(&'static Emulator);
+
+impl std::fmt::Debug for Platform {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.0.name)
+    }
+}
+
+impl PartialEq for Platform {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.name == other.0.name
+    }
+}
+
+impl Eq for Platform {}
 
 impl std::str::FromStr for Platform {
     type Err = anyhow::Error;
     fn from_str(s: &str) -> anyhow::Result<Self> {
-        match s {
-            "apcera" => Ok(Platform::Apcera),
-            "marathon" => Ok(Platform::Marathon),
-            other => anyhow::bail!("the sandbox does not serve {other:?}: expected apcera or marathon"),
+        match EMULATORS.iter().find(|e| e.name == s) {
+            Some(e) => Ok(Platform(e)),
+            None => {
+                let names: Vec<&str> = EMULATORS.iter().map(|e| e.name).collect();
+                anyhow::bail!("the sandbox does not serve {s:?}: expected {}", names.join(" or "))
+            }
         }
     }
 }
 
 impl Platform {
     pub fn name(&self) -> &'static str {
-        match self {
-            Platform::Apcera => "apcera",
-            Platform::Marathon => "marathon",
-        }
+        self.0.name
     }
 
-    /// An error answer in the platform's own shape (the token check and injected faults are
-    /// answered here, before the platform's handlers).
     fn error(&self, status: StatusCode, message: &str, retry: bool) -> Response {
-        match self {
-            Platform::Apcera if retry => apcera::api_error_retry(status, message),
-            Platform::Apcera => apcera::api_error(status, message),
-            Platform::Marathon => marathon::error(status, message),
-        }
+        (self.0.error)(status, message, retry)
     }
 }
 
@@ -129,7 +160,7 @@ impl SandboxOptions {
             latency_ms: 0,
             token: None,
             rollout_ms: 0,
-            principal: "admin@apcera.me".into(),
+            principal: platform.0.principal.into(),
             faults: Faults::default(),
             seed: None,
         }
@@ -242,16 +273,7 @@ impl Sandbox {
             hold_changed: Notify::new(),
             persist: Persister { dirty: AtomicBool::new(false), wake: Notify::new() },
         });
-        let (platform_router, state): (Router, Arc<dyn PlatformState>) = match opts.platform {
-            Platform::Apcera => {
-                let state = apcera::load(opts.state_file.as_deref(), shared.clone())?;
-                (apcera::router(state.clone()), state)
-            }
-            Platform::Marathon => {
-                let state = marathon::load(opts.state_file.as_deref(), shared.clone())?;
-                (marathon::router(state.clone()), state)
-            }
-        };
+        let (platform_router, state) = (opts.platform.0.start)(opts.state_file.as_deref(), shared.clone())?;
         let platform_name = opts.platform.name();
         let router = Router::new()
             .route("/_sandbox/requests", axum::routing::get(get_requests).delete(clear_requests))

@@ -32,10 +32,10 @@ pub fn snapshot(root: &Path) -> anyhow::Result<Snapshot> {
         let text = text.ok_or_else(|| anyhow::anyhow!("{}: not UTF-8 text", path.display()))?;
         files.push(SourceFile { path: display_path(root, &rel), text: text.into() });
     }
-    let config_path = root.join(crate::config::CONFIG_FILE);
+    let config_path = root.join(super::CONFIG_FILE);
     let config = match budget.read(&config_path, &config_path) {
         Ok(Some(text)) => {
-            Some(SourceFile { path: display_path(root, Path::new(crate::config::CONFIG_FILE)), text: text.into() })
+            Some(SourceFile { path: display_path(root, Path::new(super::CONFIG_FILE)), text: text.into() })
         }
         Ok(None) => anyhow::bail!("{}: not UTF-8 text", config_path.display()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,

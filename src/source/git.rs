@@ -314,7 +314,7 @@ impl GitSource {
                 refused.push((shown(&rel), Refused::Submodule));
                 continue;
             }
-            let is_config = rel == Path::new(crate::config::CONFIG_FILE);
+            let is_config = rel == Path::new(super::CONFIG_FILE);
             if !entry.mode.is_blob() || !(is_config || is_manifest_path(&rel)) {
                 continue;
             }

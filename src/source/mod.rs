@@ -8,6 +8,10 @@ use serde::Serialize;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+/// The configuration file at a manifest directory's root: read with the snapshot, never as
+/// a manifest.
+pub const CONFIG_FILE: &str = "capstan.yaml";
+
 /// One manifest file's content at the snapshot's moment.
 #[derive(Clone, Debug)]
 pub struct SourceFile {
@@ -35,7 +39,7 @@ pub struct Snapshot {
 }
 
 /// The most all of one snapshot's files may hold together (one file may hold
-/// [`crate::render::yaml::MAX_FILE_BYTES`]).
+/// [`crate::base::yaml::MAX_FILE_BYTES`]).
 pub const MAX_SNAPSHOT_BYTES: usize = 64 << 20;
 
 /// Counts what a snapshot has read, so that no file and no snapshot grows past its limit
@@ -48,7 +52,7 @@ pub struct Budget {
 impl Budget {
     /// Take `len` bytes of `shown` out of the budget, or say which limit it is over.
     pub fn take(&mut self, shown: &std::path::Path, len: u64) -> anyhow::Result<()> {
-        let max = crate::render::yaml::MAX_FILE_BYTES;
+        let max = crate::base::yaml::MAX_FILE_BYTES;
         if len > max as u64 {
             anyhow::bail!("{}: holds {len} bytes: expected at most {max} bytes (16 MiB) in one file", shown.display());
         }
@@ -67,7 +71,7 @@ impl Budget {
         use std::io::Read;
         let file = std::fs::File::open(path)?;
         let mut bytes = Vec::new();
-        file.take(crate::render::yaml::MAX_FILE_BYTES as u64 + 1).read_to_end(&mut bytes)?;
+        file.take(crate::base::yaml::MAX_FILE_BYTES as u64 + 1).read_to_end(&mut bytes)?;
         self.take(shown, bytes.len() as u64).map_err(std::io::Error::other)?;
         Ok(String::from_utf8(bytes).ok())
     }
@@ -83,7 +87,7 @@ pub fn is_manifest_path(rel: &std::path::Path) -> bool {
     let name = name.strip_suffix(".hbs").unwrap_or(name);
     (name.ends_with(".yaml") || name.ends_with(".yml") || name.ends_with(".json"))
         && !name.starts_with('.')
-        && rel != std::path::Path::new(crate::config::CONFIG_FILE)
+        && rel != std::path::Path::new(CONFIG_FILE)
 }
 
 /// What the manifest directory holds that capstan will not read, and will not skip without a

@@ -1,7 +1,7 @@
 //! Typed calls to the Apcera REST API (seed 003). Bodies stay JSON values so that a full-object
 //! update can carry back every field exactly as it was read.
 
-use crate::providers::http::{HttpClient, Idempotent};
+use crate::http::{HttpClient, Idempotent};
 use crate::providers::{ApiError, Connection};
 use reqwest::Method;
 use serde_json::{Value, json};

@@ -1,9 +1,9 @@
 //! Apcera fully-qualified names, `type::/namespace::local-name` (seed 003, e.g. `job::/dev::myapp`),
 //! and the default-namespace rule of `POST /v1/manifests/expansion`.
 
-use crate::diagnostic::{Diagnostic, Diagnostics};
+use crate::base::diagnostic::{Diagnostic, Diagnostics};
+use crate::base::yaml::{Document, Node, NodeValue};
 use crate::render::expand::CONTROL_KEYS;
-use crate::render::yaml::{Document, Node, NodeValue};
 use std::ops::Range;
 
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -15,10 +15,10 @@
 use super::client::Client;
 use super::fqn;
 use super::{Apcera, OWNER_LABEL, PRUNE_LABEL};
-use crate::diagnostic::{Diagnostic, Diagnostics};
+use crate::base::diagnostic::{Diagnostic, Diagnostics};
+use crate::base::yaml::{Document, pointer_escape};
 use crate::model::{DesiredResource, LiveResource, Reference, ResourceId};
 use crate::providers::{ApiError, Verb};
-use crate::render::yaml::{Document, pointer_escape};
 use serde_json::{Map, Value, json};
 use std::borrow::Cow;
 use std::time::{Duration, Instant};

@@ -25,10 +25,10 @@ mod policy_check;
 mod service;
 mod service_provider;
 
-use crate::diagnostic::{Diagnostic, Diagnostics};
+use crate::base::diagnostic::{Diagnostic, Diagnostics};
+use crate::base::yaml::{Document, Node, NodeValue};
 use crate::model::{DesiredResource, DesiredState, KindInfo, LiveResource, LiveState, ResourceId};
-use crate::providers::{ApiError, Connection, DocumentPart, Operation, Provider, Verb};
-use crate::render::yaml::{Document, Node, NodeValue};
+use crate::providers::{ApiError, Compare, Connection, Decode, DocumentPart, Drive, Operation, Verb};
 use async_trait::async_trait;
 use client::Client;
 use serde_json::{Map, Value, json};
@@ -45,6 +45,21 @@ const MARK_PREFIX: &str = "[capstan-owner=";
 pub const PRUNE_LABEL: &str = "capstan-prune";
 /// The same mark in a description, for the kinds without labels.
 const KEEP_MARK: &str = "[capstan-prune=false]";
+
+/// This platform's entry in the registry (`crate::providers::PLATFORMS`).
+pub static PLATFORM: super::PlatformDef = super::PlatformDef {
+    name: "apcera",
+    schemas: &[
+        ("apcera/manifest.schema.json", include_str!("../../../schemas/apcera/manifest.schema.json")),
+        ("apcera/job.schema.json", include_str!("../../../schemas/apcera/job.schema.json")),
+        ("apcera/service.schema.json", include_str!("../../../schemas/apcera/service.schema.json")),
+        ("apcera/network.schema.json", include_str!("../../../schemas/apcera/network.schema.json")),
+        ("apcera/provider.schema.json", include_str!("../../../schemas/apcera/provider.schema.json")),
+        ("apcera/policy.schema.json", include_str!("../../../schemas/apcera/policy.schema.json")),
+        ("apcera/policy_check.schema.json", include_str!("../../../schemas/apcera/policy_check.schema.json")),
+    ],
+    new: |connection, owner| Ok(Box::new(Apcera::new(connection, owner)?)),
+};
 
 const KINDS: &[(&str, KindInfo)] = &[
     ("provider", KindInfo { managed: true, updatable: false }),
@@ -308,22 +323,9 @@ async fn maybe<T>(on: bool, call: impl Future<Output = Result<T, ApiError>>) -> 
     if on { call.await.map(Some) } else { Ok(None) }
 }
 
-#[async_trait]
-impl Provider for Apcera {
-    fn timed_kinds(&self) -> &'static [&'static str] {
-        &[job::KIND]
-    }
-
+impl Decode for Apcera {
     fn platform(&self) -> &'static str {
         "apcera"
-    }
-
-    fn owner(&self) -> &str {
-        &self.owner
-    }
-
-    fn kinds(&self) -> &'static [(&'static str, KindInfo)] {
-        KINDS
     }
 
     fn document_parts(&self, root: &Node) -> Result<Vec<DocumentPart>, String> {
@@ -384,6 +386,16 @@ impl Provider for Apcera {
         }
         Value::Object(merged)
     }
+}
+
+impl Compare for Apcera {
+    fn owner(&self) -> &str {
+        &self.owner
+    }
+
+    fn kinds(&self) -> &'static [(&'static str, KindInfo)] {
+        KINDS
+    }
 
     fn comparable<'a>(
         &self,
@@ -413,6 +425,13 @@ impl Provider for Apcera {
             ),
             (_, d, l) => (d.map(|d| declared_without_keep_mark(&d.spec)), l.map(|l| Cow::Borrowed(&l.spec))),
         }
+    }
+}
+
+#[async_trait]
+impl Drive for Apcera {
+    fn timed_kinds(&self) -> &'static [&'static str] {
+        &[job::KIND]
     }
 
     async fn observe(&self, kinds: &BTreeSet<String>, desired: &DesiredState) -> Result<LiveState, ApiError> {
@@ -523,12 +542,12 @@ impl Provider for Apcera {
         Ok(state)
     }
 
-    async fn policy_checks(
+    async fn checks(
         &self,
         changes: &crate::diff::ChangeSet,
         desired: &DesiredState,
         _live: &LiveState,
-    ) -> Option<crate::providers::PolicyReport> {
+    ) -> Option<crate::providers::CheckReport> {
         policy_check::run(self, changes, desired).await
     }
 
@@ -578,5 +597,41 @@ mod tests {
         assert_eq!(unmark(&mark("", "team-a")), (String::new(), team_a));
         assert_eq!(unmark(&mark("x", "team-b")), ("x".into(), Some("team-b".into())));
         assert_eq!(unmark("plain"), ("plain".into(), None));
+    }
+}
+
+/// Render's cache, exercised with this platform's manifests.
+#[cfg(test)]
+mod render_tests {
+    use crate::config::Config;
+    use crate::render::{RenderCache, RenderOptions, render};
+    use crate::source::{Origin, Snapshot, SourceFile};
+
+    fn snapshot(files: &[(&str, &str)]) -> Snapshot {
+        Snapshot {
+            origin: Origin::Dir { path: ".".into() },
+            files: files.iter().map(|(p, t)| SourceFile { path: p.into(), text: (*t).into() }).collect(),
+            config: None,
+        }
+    }
+
+    #[test]
+    fn the_cache_holds_the_last_render_only() {
+        let provider = crate::providers::provider_for(super::PLATFORM.name, None, "test").unwrap();
+        let (cache, config, opts) = (RenderCache::default(), Config::default(), RenderOptions::default());
+        let render = |files: &[(&str, &str)]| {
+            render(&snapshot(files), &config, &opts, provider.as_ref(), Some(&cache)).unwrap();
+        };
+        render(&[("a.yaml", "jobs:\n  job::/t::a: {}\n"), ("b.yaml", "jobs:\n  job::/t::b: {}\n")]);
+        assert_eq!(cache.len(), 2);
+        for n in 0..5 {
+            render(&[
+                ("a.yaml", &format!("jobs:\n  job::/t::a: {{weight: {n}}}\n")),
+                ("b.yaml", "jobs:\n  job::/t::b: {}\n"),
+            ]);
+            assert_eq!(cache.len(), 2, "a changed file replaces its old entry");
+        }
+        render(&[("b.yaml", "jobs:\n  job::/t::b: {}\n")]);
+        assert_eq!(cache.len(), 1, "a removed file leaves the cache");
     }
 }

@@ -15,10 +15,10 @@
 
 use super::Apcera;
 use super::client::Client;
-use crate::diagnostic::{Diagnostic, Diagnostics};
+use crate::base::diagnostic::{Diagnostic, Diagnostics};
 use crate::model::{DesiredResource, LiveResource, ResourceId};
 use crate::providers::{ApiError, Operation, Verb};
-use crate::render::yaml::{Document, pointer_escape};
+use crate::base::yaml::{Document, pointer_escape};
 use serde_json::{Value, json};
 
 pub const KIND: &str = "policy";

@@ -9,11 +9,11 @@
 use super::Apcera;
 use super::client::Client;
 use super::policy;
-use crate::diagnostic::{Diagnostic, Diagnostics};
+use crate::base::diagnostic::{Diagnostic, Diagnostics};
 use crate::diff::{Action, ChangeSet};
 use crate::model::{DesiredResource, DesiredState, ResourceId};
-use crate::providers::{PolicyCheck, PolicyReport, RealmSummary};
-use crate::render::yaml::Document;
+use crate::providers::{Check, CheckReport, ScopeSummary};
+use crate::base::yaml::Document;
 use serde_json::{Value, json};
 
 pub const KIND: &str = "policy_check";
@@ -88,7 +88,12 @@ fn realms(text: &str) -> Vec<String> {
         .collect()
 }
 
-pub async fn run(provider: &Apcera, changes: &ChangeSet, desired: &DesiredState) -> Option<PolicyReport> {
+/// An empty report of policy checks, or one that says why they could not be run.
+fn report(error: Option<String>) -> CheckReport {
+    CheckReport { name: "policy check", error, ..Default::default() }
+}
+
+pub async fn run(provider: &Apcera, changes: &ChangeSet, desired: &DesiredState) -> Option<CheckReport> {
     let checks: Vec<&DesiredResource> = desired.resources.values().filter(|d| d.id.kind == KIND).collect();
     // Each changed document as the plan would write it (with the mark, so the simulation's line
     // numbers are the stored document's), a deleted one as an empty document; and the realms
@@ -114,11 +119,11 @@ pub async fn run(provider: &Apcera, changes: &ChangeSet, desired: &DesiredState)
     }
     let client = match provider.client() {
         Ok(c) => c,
-        Err(e) => return Some(PolicyReport { error: Some(e.to_string()), ..Default::default() }),
+        Err(e) => return Some(report(Some(e.to_string()))),
     };
     match simulate(client, &checks, &changed, touched).await {
         Ok(r) => Some(r),
-        Err(e) => Some(PolicyReport { error: Some(e.to_string()), ..Default::default() }),
+        Err(e) => Some(report(Some(e.to_string()))),
     }
 }
 
@@ -127,9 +132,9 @@ async fn simulate(
     checks: &[&DesiredResource],
     changed: &[(&str, String)],
     touched: std::collections::BTreeSet<String>,
-) -> Result<PolicyReport, crate::providers::ApiError> {
+) -> Result<CheckReport, crate::providers::ApiError> {
     let docs: Vec<Value> = changed.iter().map(|(n, t)| json!({ "name": n, "text": t })).collect();
-    let mut report = PolicyReport::default();
+    let mut report = report(None);
     for c in checks {
         let s = &c.spec;
         let fqn = s["fqn"].as_str().unwrap_or_default();
@@ -143,9 +148,9 @@ async fn simulate(
         let before = answer(&client.simulate(&query, None).await?);
         let after = if docs.is_empty() { before.clone() } else { answer(&client.simulate(&query, Some(&docs)).await?) };
         let expect = s["expect"].as_str().unwrap_or_default().to_string();
-        report.checks.push(PolicyCheck {
+        report.checks.push(Check {
             at: c.origin.to_string(),
-            fqn: fqn.to_string(),
+            subject: fqn.to_string(),
             input: input.iter().map(|i| i.to_string()).collect(),
             claim: claim.to_string(),
             changed: before != after,
@@ -160,7 +165,7 @@ async fn simulate(
             let query = [("fqn", realm.as_str()), ("claim", "permit"), ("why", "true")];
             let before = claim_lines(&client.simulate(&query, None).await?);
             let after = claim_lines(&client.simulate(&query, Some(&docs)).await?);
-            report.realms.push(RealmSummary { realm, before, after });
+            report.scopes.push(ScopeSummary { scope: realm, before, after });
         }
     }
     Ok(report)

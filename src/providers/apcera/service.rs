@@ -6,10 +6,10 @@
 
 use super::client::Client;
 use super::{Apcera, fqn};
-use crate::diagnostic::Diagnostics;
+use crate::base::diagnostic::Diagnostics;
+use crate::base::yaml::{Document, pointer_escape};
 use crate::model::{DesiredResource, LiveResource, Reference, ResourceId};
 use crate::providers::{ApiError, Verb};
-use crate::render::yaml::{Document, pointer_escape};
 use serde_json::{Value, json};
 
 pub const KIND: &str = "service";

@@ -15,10 +15,10 @@
 //! would run them as capstan's plan does (`put_together`).
 
 use super::{Marathon, OWNER_LABEL, PRUNE_LABEL, path};
-use crate::diagnostic::{Diagnostic, Diagnostics};
+use crate::base::diagnostic::{Diagnostic, Diagnostics};
+use crate::base::yaml::Document;
 use crate::model::{DesiredResource, LiveResource, Reference, ResourceId};
 use crate::providers::ApiError;
-use crate::render::yaml::Document;
 use serde_json::{Map, Number, Value, json};
 use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::Ordering;
@@ -438,7 +438,7 @@ mod tests {
     use std::sync::Arc;
 
     fn decoded(text: &str) -> (Option<DesiredResource>, Diagnostics) {
-        let docs = crate::render::yaml::parse_documents(&Arc::from(Path::new("a.yaml")), text).unwrap();
+        let docs = crate::base::yaml::parse_documents(&Arc::from(Path::new("a.yaml")), text).unwrap();
         let value = docs[0].root.to_json();
         let mut diags = Diagnostics::default();
         (decode(&docs[0], "", &value, "/shop", &mut diags), diags)

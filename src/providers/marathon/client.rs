@@ -9,7 +9,7 @@
 //! and polls `/v2/deployments` slowly besides (by id, or by version), in case the stream misses
 //! something.
 
-use crate::providers::http::{HttpClient, Idempotent};
+use crate::http::{HttpClient, Idempotent};
 use crate::providers::{ApiError, Connection};
 use reqwest::Method;
 use serde_json::Value;
@@ -247,7 +247,7 @@ impl Client {
 
 /// Read `data:` lines of the event stream and record the deployments they say ended; reconnect
 /// with backoff when the stream breaks.
-async fn read_events(stream: crate::providers::http::Stream, events: Arc<Events>) {
+async fn read_events(stream: crate::http::Stream, events: Arc<Events>) {
     let mut backoff = Duration::from_millis(20);
     loop {
         match stream.open().await {

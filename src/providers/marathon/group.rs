@@ -18,10 +18,10 @@
 //! that version.
 
 use super::{Marathon, app, path};
-use crate::diagnostic::{Diagnostic, Diagnostics};
+use crate::base::diagnostic::{Diagnostic, Diagnostics};
+use crate::base::yaml::Document;
 use crate::model::{DesiredResource, LiveResource, Reference, ResourceId};
 use crate::providers::ApiError;
-use crate::render::yaml::Document;
 use serde_json::{Value, json};
 use std::collections::BTreeSet;
 

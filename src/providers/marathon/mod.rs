@@ -35,11 +35,11 @@ mod dry_run;
 mod group;
 pub mod path;
 
-use crate::diagnostic::{Diagnostic, Diagnostics, Location};
+use crate::base::diagnostic::{Diagnostic, Diagnostics, Location};
+use crate::base::yaml::{Document, Node, NodeValue};
 use crate::diff::ChangeSet;
 use crate::model::{DesiredResource, DesiredState, KindInfo, LiveResource, LiveState, Reference, ResourceId};
-use crate::providers::{ApiError, Connection, DocumentPart, Operation, PlatformPreview, Provider, Verb};
-use crate::render::yaml::{Document, Node, NodeValue};
+use crate::providers::{ApiError, Compare, Connection, Decode, DocumentPart, Drive, Operation, PlatformPreview, Verb};
 use async_trait::async_trait;
 use client::Ticket;
 use client::{Client, Ended};
@@ -75,6 +75,17 @@ const KINDS: &[(&str, KindInfo)] = &[
     (app::KIND, KindInfo { managed: true, updatable: true }),
     (DEPENDENCY, KindInfo { managed: false, updatable: false }),
 ];
+
+/// This platform's entry in the registry (`crate::providers::PLATFORMS`).
+pub static PLATFORM: super::PlatformDef = super::PlatformDef {
+    name: "marathon",
+    schemas: &[
+        ("marathon/manifest.schema.json", include_str!("../../../schemas/marathon/manifest.schema.json")),
+        ("marathon/app.schema.json", include_str!("../../../schemas/marathon/app.schema.json")),
+        ("marathon/group.schema.json", include_str!("../../../schemas/marathon/group.schema.json")),
+    ],
+    new: |connection, owner| Ok(Box::new(Marathon::new(connection, owner)?)),
+};
 
 const APP_SCHEMA: &str = "marathon/app.schema.json";
 const GROUP_SCHEMA: &str = "marathon/group.schema.json";
@@ -200,22 +211,9 @@ fn is_task_variable(name: &str) -> bool {
         || name.starts_with("MARATHON_")
 }
 
-#[async_trait]
-impl Provider for Marathon {
+impl Decode for Marathon {
     fn platform(&self) -> &'static str {
         "marathon"
-    }
-
-    fn owner(&self) -> &str {
-        &self.owner
-    }
-
-    fn names(&self, target: &ResourceId, id: &ResourceId) -> bool {
-        target == id || (target.kind == DEPENDENCY && target.name == id.name)
-    }
-
-    fn kinds(&self) -> &'static [(&'static str, KindInfo)] {
-        KINDS
     }
 
     fn document_parts(&self, root: &Node) -> Result<Vec<DocumentPart>, String> {
@@ -234,10 +232,6 @@ impl Provider for Marathon {
 
     fn document_settings(&self) -> bool {
         false
-    }
-
-    fn timed_kinds(&self) -> &'static [&'static str] {
-        &[app::KIND, group::KIND]
     }
 
     fn runtime_variable(&self, name: &str) -> bool {
@@ -294,6 +288,20 @@ impl Provider for Marathon {
         // A list of every app and group object: itself a valid Marathon manifest.
         Value::Array(docs.iter().flat_map(|d| objects(d).into_iter().map(|(_, v)| v.clone())).collect())
     }
+}
+
+impl Compare for Marathon {
+    fn owner(&self) -> &str {
+        &self.owner
+    }
+
+    fn names(&self, target: &ResourceId, id: &ResourceId) -> bool {
+        target == id || (target.kind == DEPENDENCY && target.name == id.name)
+    }
+
+    fn kinds(&self) -> &'static [(&'static str, KindInfo)] {
+        KINDS
+    }
 
     fn comparable<'a>(
         &self,
@@ -308,6 +316,13 @@ impl Provider for Marathon {
             }
             (d, l) => (d.map(|d| Cow::Borrowed(&d.spec)), l.map(|l| Cow::Borrowed(&l.spec))),
         }
+    }
+}
+
+#[async_trait]
+impl Drive for Marathon {
+    fn timed_kinds(&self) -> &'static [&'static str] {
+        &[app::KIND, group::KIND]
     }
 
     async fn observe(&self, _kinds: &BTreeSet<String>, desired: &DesiredState) -> Result<LiveState, ApiError> {
@@ -586,4 +601,60 @@ fn cycle_error(
         .unwrap_or_else(|| (desired.resources[ids[cycle[0]]].origin.clone(), format!("{} is declared here", names[0])));
     d = d.with_related(second.0, second.1);
     d
+}
+
+/// diff's deletion check, with this platform's references by path.
+#[cfg(test)]
+mod deletion_tests {
+    use crate::base::diagnostic::Location;
+    use crate::diff::{Action, ChangeSet, ResourceChange, check_deletions};
+    use crate::model::{DesiredResource, DesiredState, LiveResource, LiveState, Reference, ResourceId};
+    use serde_json::Value;
+
+    #[test]
+    fn a_reference_to_what_another_deletion_removes_is_an_error_at_its_place() {
+        let provider = super::Marathon::new(None, "o").unwrap();
+        let at = Location::new("web.json", 4, 20);
+        let app = |n: &str| ResourceId::new("app", n);
+        let mut desired = DesiredState::default();
+        let web = DesiredResource {
+            id: app("/shop/web"),
+            spec: Value::Null,
+            origin: Location::new("web.json", 1, 1),
+            references: vec![Reference { target: app("/old/api"), at: at.clone() }],
+            exclusive: None,
+        };
+        desired.resources.insert(web.id.clone(), web);
+        let group = ResourceId::new("group", "/old");
+        let mut live = LiveState::default();
+        live.insert(LiveResource {
+            id: group.clone(),
+            spec: Value::Null,
+            owned: true,
+            owner: None,
+            parent: None,
+            depends_on: Vec::new(),
+            exclusive: None,
+            removes: vec![app("/old/api")],
+            keep: None,
+        });
+        let delete = ResourceChange {
+            id: group,
+            action: Action::Delete,
+            origin: None,
+            before: None,
+            after: None,
+            changes: Vec::new(),
+            reason: Some("pruned".into()),
+        };
+        let changes = ChangeSet { changes: vec![delete], ..ChangeSet::default() };
+        let diags = check_deletions(&provider, &desired, &live, &changes);
+        let text: Vec<String> = diags.0.iter().map(|d| d.to_string()).collect();
+        assert_eq!(
+            text,
+            [
+                "web.json:4:20: error: app /shop/web points at app /old/api, which this plan deletes with group /old (pruned): expected it declared, or no reference to it"
+            ]
+        );
+    }
 }

@@ -167,6 +167,17 @@ impl PlatformState for Apcera {
     }
 }
 
+/// This platform's entry in the sandbox registry (`crate::sandbox::EMULATORS`).
+pub static EMULATOR: super::Emulator = super::Emulator {
+    name: "apcera",
+    principal: "admin@apcera.me",
+    error: |status, message, retry| error_body(status, message, retry, None),
+    start: |state_file, shared| {
+        let api = load(state_file, shared)?;
+        Ok((router(api.clone()), api))
+    },
+};
+
 /// Load the state file (or start empty) and put in the seed's preloaded objects.
 pub fn load(state_file: Option<&Path>, shared: Arc<Shared>) -> anyhow::Result<Api> {
     let mut data: Data = super::read_state(state_file)?;

@@ -238,6 +238,17 @@ impl PlatformState for Marathon {
     }
 }
 
+/// This platform's entry in the sandbox registry (`crate::sandbox::EMULATORS`).
+pub static EMULATOR: super::Emulator = super::Emulator {
+    name: "marathon",
+    principal: "admin@apcera.me",
+    error: |status, message, _retry| error(status, message),
+    start: |state_file, shared| {
+        let api = load(state_file, shared)?;
+        Ok((router(api.clone()), api))
+    },
+};
+
 /// Load the state file (or start empty) and start the task that moves deployments on.
 pub fn load(state_file: Option<&Path>, shared: Arc<Shared>) -> anyhow::Result<Api> {
     let mut data: Data = super::read_state(state_file)?;
@@ -647,7 +658,7 @@ mod tests {
         assert!(is_under("/x", "/"));
     }
 
-    /// What `engine::connect` does for the embedded sandbox: start it in-process by platform
+    /// What `target::connect` does for the embedded sandbox: start it in-process by platform
     /// with its state in `sandbox-marathon.json`, and find the state again next time.
     #[tokio::test]
     async fn the_embedded_sandbox_keeps_its_state_in_its_file() {

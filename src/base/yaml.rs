@@ -7,7 +7,7 @@
 //! in place, and only then is it turned into a `serde_json::Value` for schema checks and decoding.
 //! JSON files go through the same parser (JSON is YAML's flow style), so both carry positions.
 
-use crate::diagnostic::{Diagnostic, Location};
+use crate::base::diagnostic::{Diagnostic, Location};
 use saphyr::Scalar as SaphyrScalar;
 use saphyr_parser::{Event, Parser, ScalarStyle};
 use serde_json::{Map, Number, Value};

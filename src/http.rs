@@ -2,14 +2,60 @@
 //! timeouts, retries of transient failures with exponential backoff and jitter, and errors that
 //! say in one line which request failed and what the API answered.
 
-use super::Connection;
 use rand::Rng;
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::fmt;
+use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+/// How to reach a platform's API.
+#[derive(Clone, Debug)]
+pub struct Connection {
+    pub url: String,
+    /// A second host of the same platform's API, where it has one (a separate auth host);
+    /// None: the same as `url`.
+    pub auth_url: Option<String>,
+    /// The bearer token, already read from the environment variable the target names.
+    pub token: Option<String>,
+    /// A CA certificate to trust: its path, and its content when it has been read already.
+    pub ca_cert: Option<PathBuf>,
+    pub ca_pem: Option<Vec<u8>>,
+    pub timeout: Duration,
+    /// Override the platform's own locks instead of waiting for them (Marathon's `force=true`
+    /// on a change to an app a deployment holds).
+    pub force: bool,
+    /// How transient failures are retried (capstan.yaml's `retry`).
+    pub retry: RetryPolicy,
+    /// How long a change of each kind may take to become ready, where capstan.yaml's
+    /// `timeouts` says; other kinds get their provider's default.
+    pub ready_timeouts: BTreeMap<String, Duration>,
+}
+
+impl Connection {
+    /// A connection with the default retries and readiness timeouts.
+    pub fn new(url: impl Into<String>) -> Self {
+        Connection {
+            url: url.into(),
+            auth_url: None,
+            token: None,
+            ca_cert: None,
+            ca_pem: None,
+            timeout: Duration::from_secs(30),
+            force: false,
+            retry: RetryPolicy::default(),
+            ready_timeouts: BTreeMap::new(),
+        }
+    }
+
+    /// How long a provider waits for a change of `kind` to be ready before the step fails:
+    /// capstan.yaml's `timeouts`, else the provider's own `default` for that kind.
+    pub fn ready_timeout(&self, kind: &str, default: Duration) -> Duration {
+        self.ready_timeouts.get(kind).copied().unwrap_or(default)
+    }
+}
 
 /// Requests sent to platforms by this process, by HTTP status code (or "error" when no answer
 /// came back), for the daemon's metrics.

@@ -4,7 +4,7 @@
 //! into the binary and their relative `$ref`s are resolved from memory, never from the network.
 
 use super::yaml::{Document, pointer_escape};
-use crate::diagnostic::{Diagnostic, Diagnostics};
+use crate::base::diagnostic::{Diagnostic, Diagnostics};
 use jsonschema::error::{TypeKind, ValidationErrorKind};
 use jsonschema::{Retrieve, Uri, Validator};
 use serde_json::Value;
@@ -14,21 +14,25 @@ use std::sync::{Arc, Mutex, OnceLock};
 pub const CONFIG_SCHEMA: &str = "capstan.schema.json";
 pub const PLAN_SCHEMA: &str = "plan.schema.json";
 
-/// Every schema file, by its path under `schemas/`.
+/// capstan's own schema files, by their path under `schemas/`.
 pub const FILES: &[(&str, &str)] = &[
     ("capstan.schema.json", include_str!("../../schemas/capstan.schema.json")),
     ("plan.schema.json", include_str!("../../schemas/plan.schema.json")),
-    ("apcera/manifest.schema.json", include_str!("../../schemas/apcera/manifest.schema.json")),
-    ("apcera/job.schema.json", include_str!("../../schemas/apcera/job.schema.json")),
-    ("apcera/service.schema.json", include_str!("../../schemas/apcera/service.schema.json")),
-    ("apcera/network.schema.json", include_str!("../../schemas/apcera/network.schema.json")),
-    ("apcera/provider.schema.json", include_str!("../../schemas/apcera/provider.schema.json")),
-    ("apcera/policy.schema.json", include_str!("../../schemas/apcera/policy.schema.json")),
-    ("apcera/policy_check.schema.json", include_str!("../../schemas/apcera/policy_check.schema.json")),
-    ("marathon/manifest.schema.json", include_str!("../../schemas/marathon/manifest.schema.json")),
-    ("marathon/app.schema.json", include_str!("../../schemas/marathon/app.schema.json")),
-    ("marathon/group.schema.json", include_str!("../../schemas/marathon/group.schema.json")),
 ];
+
+/// The platforms' schema files, handed over by the platform registry (`base` knows no
+/// platform) before the first provider is built.
+static PLATFORM_FILES: OnceLock<Vec<(&'static str, &'static str)>> = OnceLock::new();
+
+/// Add the platforms' schema files (once per process; later calls change nothing).
+pub fn add_platform_files(files: impl FnOnce() -> Vec<(&'static str, &'static str)>) {
+    PLATFORM_FILES.get_or_init(files);
+}
+
+/// Every schema file known: capstan's own and the platforms'.
+fn all_files() -> impl Iterator<Item = &'static (&'static str, &'static str)> {
+    FILES.iter().chain(PLATFORM_FILES.get().into_iter().flatten())
+}
 
 const BASE: &str = "file:///capstan/schemas/";
 
@@ -38,21 +42,25 @@ impl Retrieve for Embedded {
     fn retrieve(&self, uri: &Uri<String>) -> Result<Value, Box<dyn std::error::Error + Send + Sync>> {
         let path = uri.as_str().strip_prefix(BASE).ok_or_else(|| format!("schema {uri} is not one of capstan's"))?;
         let text =
-            FILES.iter().find(|(p, _)| *p == path).map(|(_, t)| *t).ok_or_else(|| format!("no schema file {path}"))?;
+            all_files().find(|(p, _)| *p == path).map(|(_, t)| *t).ok_or_else(|| format!("no schema file {path}"))?;
         Ok(serde_json::from_str(text)?)
     }
 }
 
 /// A schema file, parsed once per process.
 pub fn schema_json(name: &str) -> &'static Value {
-    static PARSED: OnceLock<HashMap<&'static str, Value>> = OnceLock::new();
-    let all = PARSED.get_or_init(|| {
-        FILES
-            .iter()
-            .map(|(p, t)| (*p, serde_json::from_str(t).unwrap_or_else(|e| panic!("schema {p} is not JSON: {e}"))))
-            .collect()
-    });
-    all.get(name).unwrap_or_else(|| panic!("no schema {name}"))
+    static PARSED: Mutex<Option<HashMap<&'static str, &'static Value>>> = Mutex::new(None);
+    let mut parsed = PARSED.lock().unwrap_or_else(|e| e.into_inner());
+    let parsed = parsed.get_or_insert_with(HashMap::new);
+    if let Some(v) = parsed.get(name) {
+        return v;
+    }
+    let (path, text) = all_files().find(|(p, _)| *p == name).unwrap_or_else(|| panic!("no schema {name}"));
+    // Parsed once per process and kept for its life, like the validators built from it.
+    let v: &'static Value =
+        Box::leak(Box::new(serde_json::from_str(text).unwrap_or_else(|e| panic!("schema {path} is not JSON: {e}"))));
+    parsed.insert(path, v);
+    v
 }
 
 /// The compiled validator for one schema file, built once per process.
