@@ -83,6 +83,18 @@ impl Client {
         self.delete(&format!("/v1/jobs/{uuid}")).await
     }
 
+    /// A job's log drains (`GET /v1/jobs/{uuid}/logs/drains`).
+    pub async fn list_drains(&self, job_uuid: &str) -> Result<Vec<Value>, ApiError> {
+        Ok(array(self.get(&format!("/v1/jobs/{job_uuid}/logs/drains")).await?))
+    }
+
+    /// Add a log drain to a job. Not retried once it may have reached the platform: the caller
+    /// reads the drains again before trying once more.
+    pub async fn create_drain(&self, job_uuid: &str, drain: &Value) -> Result<(), ApiError> {
+        let path = format!("/v1/jobs/{job_uuid}/logs/drains");
+        self.http.call(Method::POST, &path, Some(drain), Idempotent::No).await.map(|_| ())
+    }
+
     /// Health of several jobs in one call (`GET /v1/jobs/health?ids=a,b`).
     pub async fn job_health(&self, uuids: &[&str]) -> Result<Vec<Value>, ApiError> {
         Ok(array(self.get(&format!("/v1/jobs/health?ids={}", uuids.join(","))).await?))

@@ -17,6 +17,7 @@
 
 mod binding;
 mod client;
+mod drain;
 mod fqn;
 mod job;
 mod network;

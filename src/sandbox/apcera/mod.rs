@@ -57,6 +57,7 @@
 //!   (`admin@apcera.me`), whose default namespace is `/sandbox/admin`.
 
 mod bindings;
+mod drains;
 mod jobs;
 mod manifests;
 mod misc;
@@ -204,6 +205,8 @@ pub fn router(api: Api) -> Router {
         .route("/v1/jobs/routes/{endpoint}", get(jobs::route))
         .route("/v1/jobs/{uuid}", get(jobs::get_one).put(jobs::update).delete(jobs::remove))
         .route("/v1/jobs/{uuid}/instances", get(jobs::instances))
+        .route("/v1/jobs/{uuid}/logs/drains", get(drains::list).post(drains::create))
+        .route("/v1/jobs/{uuid}/logs/drains/{drain}", delete(drains::remove))
         .route("/v1/jobs/{uuid}/instances/{instance}", delete(jobs::stop_instance))
         .route("/v1/jobs/{uuid}/networks", post(networks::join))
         .route("/v1/jobs/{uuid}/networks/{network}", delete(networks::leave))
