@@ -237,8 +237,10 @@ pub fn from_live(job: &Value, owner: &str) -> Option<(LiveResource, String)> {
             spec.insert(field.to_string(), v.clone());
         }
     }
-    // Compared only where a declaration writes them (projection keeps declared fields).
-    spec.insert(drain::FIELD.into(), drain::normalize(job.get("drains")));
+    // Compared only where a declaration writes them (`project_onto`); none is no field.
+    if job.get("drains").and_then(Value::as_array).is_some_and(|d| !d.is_empty()) {
+        spec.insert(drain::FIELD.into(), drain::normalize(job.get("drains")));
+    }
     let mut mark = None;
     if let Some(labels) = spec.get_mut("labels").and_then(Value::as_object_mut)
         && let Some(m) = labels.remove(OWNER_LABEL)
@@ -291,6 +293,10 @@ pub fn project_onto(desired: &Value, live: &Value) -> Value {
             lv.clone()
         };
         projected.insert(k.clone(), v);
+    }
+    // A job without drains has none, as far as a declaration of them is concerned.
+    if d.contains_key(drain::FIELD) && !projected.contains_key(drain::FIELD) {
+        projected.insert(drain::FIELD.into(), json!([]));
     }
     // A person's keep label is theirs, not drift, unless the manifest writes it too.
     if d.get("labels").is_some_and(|dl| dl.get(PRUNE_LABEL).is_none())
