@@ -205,6 +205,30 @@ fn the_daemon_refuses_a_commit_whose_policy_checks_fail() {
 }
 
 #[test]
+fn a_daemon_started_with_allow_policy_failures_applies_a_commit_whose_checks_fail() {
+    let sb = SandboxProc::start(&[]);
+    let repo = Repo::new();
+    repo.write("capstan.yaml", &config_for(&sb, ""));
+    repo.write("m.yaml", CHECKED);
+    let good = repo.commit("policy");
+    let state = tempfile::tempdir().unwrap();
+    let d = DaemonProc::start(
+        repo.path().to_str().unwrap(),
+        state.path(),
+        &["--resync", "300ms", "--allow-policy-failures"],
+        &[],
+    );
+    let wait = Duration::from_secs(120);
+    d.wait_for("the good commit applied", wait, |d| d.status_of(&good).as_deref() == Some("applied"));
+    let broken = CHECKED
+        .replace("        if (name == \"ci\") {\n          permit update\n        }", "        { permit update }");
+    repo.write("m.yaml", &broken);
+    let bad = repo.commit("let everyone update, on purpose");
+    d.wait_for("the failing commit applied", wait, |d| d.status_of(&bad).as_deref() == Some("applied"));
+    assert!(!sb.get("/v1/policy/deployers")["text"].as_str().unwrap().contains("if (name == \"ci\")"));
+}
+
+#[test]
 fn the_policy_example_applies_with_its_checks_holding() {
     let sb = SandboxProc::start(&[]);
     let w = Workdir::from_example("examples/manifests/apcera-policy");

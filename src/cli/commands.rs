@@ -708,6 +708,7 @@ async fn daemon(args: DaemonArgs) -> anyhow::Result<u8> {
         parallelism: args.parallelism,
         force: args.force,
         allow_mass_delete: args.allow_mass_delete,
+        allow_check_failures: args.allow_check_failures,
         take_ownership: args.take_ownership,
     };
     crate::daemon::serve(opts).await?;

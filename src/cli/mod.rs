@@ -218,6 +218,10 @@ pub struct DaemonArgs {
     /// lets just it through).
     #[arg(long)]
     pub allow_mass_delete: bool,
+    /// Apply every plan, even one whose pre-apply checks (declared policy checks) fail
+    /// (otherwise such a commit is refused).
+    #[arg(long = "allow-policy-failures", visible_alias = "allow-check-failures")]
+    pub allow_check_failures: bool,
     /// Take over declared resources that another owner's mark claims (otherwise a commit that
     /// declares one is invalid).
     #[arg(long)]
