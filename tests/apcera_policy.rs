@@ -241,3 +241,76 @@ fn the_policy_example_applies_with_its_checks_holding() {
     w.capstan(&["apply", ".", "--yes"]).ok();
     w.capstan(&["plan", ".", "--detailed-exitcode"]).code(0);
 }
+
+const FROM_FILE: &str = r#"policies:
+  deployers:
+    text: file:policy/deployers.pol
+"#;
+
+const POL: &str = "on job::/p {\n  if (name == \"ci\") {\n    permit update\n  }\n}\n";
+
+#[test]
+fn a_policy_document_can_be_a_pol_file_next_to_the_manifest() {
+    let sb = SandboxProc::start(&[]);
+    let w = workdir(&sb, FROM_FILE);
+    w.write("policy/deployers.pol", POL);
+    w.capstan(&["apply", ".", "--yes"]).ok();
+    assert_eq!(sb.get("/v1/policy/deployers")["text"], format!("// capstan-owner: pol\n{POL}"));
+    w.capstan(&["plan", ".", "--detailed-exitcode"]).code(0);
+    // A change to the file alone is a change of the document.
+    w.write("policy/deployers.pol", &POL.replace("permit update", "permit update, read"));
+    w.capstan(&["plan", ".", "--detailed-exitcode"]).code(2);
+}
+
+#[test]
+fn a_pol_file_outside_the_manifest_tree_is_never_read() {
+    let sb = SandboxProc::start(&[]);
+    let outside = tempfile::tempdir().unwrap();
+    std::fs::write(outside.path().join("secret.pol"), POL).unwrap();
+    let w = workdir(&sb, "");
+    // By `..`: refused at its place, nothing applied.
+    let up = std::path::Path::new("..").join(outside.path().file_name().unwrap()).join("secret.pol");
+    let rel = format!("{}", up.display());
+    w.write("m.yaml", &FROM_FILE.replace("policy/deployers.pol", &rel));
+    let out = w.capstan(&["apply", ".", "--yes"]);
+    assert_ne!(out.code, 0);
+    assert!(out.stderr.contains("m.yaml:3:11"), "{}", out.stderr);
+    assert!(out.stderr.contains(&format!("file:{rel}: expected a data file")), "{}", out.stderr);
+    // By an absolute path: the same.
+    let abs = outside.path().join("secret.pol");
+    w.write("m.yaml", &FROM_FILE.replace("policy/deployers.pol", &abs.display().to_string()));
+    let out = w.capstan(&["apply", ".", "--yes"]);
+    assert_ne!(out.code, 0);
+    assert!(out.stderr.contains("expected a data file"), "{}", out.stderr);
+    // By a symbolic link inside the tree: the snapshot refuses it, nothing is read.
+    w.write("m.yaml", FROM_FILE);
+    std::fs::create_dir_all(w.path().join("policy")).unwrap();
+    std::os::unix::fs::symlink(outside.path().join("secret.pol"), w.path().join("policy/deployers.pol")).unwrap();
+    let out = w.capstan(&["apply", ".", "--yes"]);
+    assert_ne!(out.code, 0);
+    assert!(out.stderr.contains("is a symbolic link"), "{}", out.stderr);
+    // A linked directory is refused the same way.
+    std::fs::remove_file(w.path().join("policy/deployers.pol")).unwrap();
+    std::fs::remove_dir(w.path().join("policy")).unwrap();
+    std::os::unix::fs::symlink(outside.path(), w.path().join("policy")).unwrap();
+    std::fs::rename(outside.path().join("secret.pol"), outside.path().join("deployers.pol")).unwrap();
+    let out = w.capstan(&["apply", ".", "--yes"]);
+    assert_ne!(out.code, 0);
+    assert!(out.stderr.contains("is a symbolic link"), "{}", out.stderr);
+    let list = sb.get("/v1/policy");
+    assert!(list["docs"].as_array().unwrap().iter().all(|d| d["name"] != "deployers"), "{list}");
+}
+
+#[test]
+fn a_pol_file_in_a_commit_is_read_from_the_commit() {
+    let sb = SandboxProc::start(&[]);
+    let repo = Repo::new();
+    repo.write("capstan.yaml", &config_for(&sb, ""));
+    repo.write("m.yaml", FROM_FILE);
+    repo.write("policy/deployers.pol", POL);
+    let sha = repo.commit("policy from a file");
+    let state = tempfile::tempdir().unwrap();
+    let d = DaemonProc::start(repo.path().to_str().unwrap(), state.path(), &["--resync", "300ms"], &[]);
+    d.wait_for("the commit applied", Duration::from_secs(120), |d| d.status_of(&sha).as_deref() == Some("applied"));
+    assert_eq!(sb.get("/v1/policy/deployers")["text"], format!("// capstan-owner: daemon-test\n{POL}"));
+}

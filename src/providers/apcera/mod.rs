@@ -370,6 +370,14 @@ impl Decode for Apcera {
         out
     }
 
+    /// A policy document's `text` may be `file:NAME.pol`, so policy keeps its own syntax in git.
+    fn file_values(&self, value: &Value) -> Vec<String> {
+        let docs = value.get("policies").and_then(Value::as_object).into_iter().flatten();
+        docs.filter(|(_, d)| d.get("text").is_some_and(Value::is_string))
+            .map(|(name, _)| format!("/policies/{}/text", crate::base::yaml::pointer_escape(name)))
+            .collect()
+    }
+
     fn merge_documents(&self, docs: &[Value]) -> Value {
         let mut merged = Map::new();
         for doc in docs {
@@ -612,6 +620,7 @@ mod render_tests {
         Snapshot {
             origin: Origin::Dir { path: ".".into() },
             files: files.iter().map(|(p, t)| SourceFile { path: p.into(), text: (*t).into() }).collect(),
+            data: Vec::new(),
             config: None,
         }
     }
