@@ -112,6 +112,11 @@ impl Client {
         Ok(array(self.get("/v1/packages").await?))
     }
 
+    /// Every semantic pipeline rule (`GET /v1/rules`).
+    pub async fn list_rules(&self) -> Result<Vec<Value>, ApiError> {
+        Ok(array(self.get("/v1/rules").await?))
+    }
+
     pub async fn list_providers(&self) -> Result<Vec<Value>, ApiError> {
         Ok(array(self.get("/v1/providers").await?))
     }

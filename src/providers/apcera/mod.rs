@@ -23,6 +23,7 @@ mod job;
 mod network;
 mod policy;
 mod policy_check;
+mod rule;
 mod service;
 mod service_provider;
 
@@ -58,6 +59,7 @@ pub static PLATFORM: super::PlatformDef = super::PlatformDef {
         ("apcera/provider.schema.json", include_str!("../../../schemas/apcera/provider.schema.json")),
         ("apcera/policy.schema.json", include_str!("../../../schemas/apcera/policy.schema.json")),
         ("apcera/policy_check.schema.json", include_str!("../../../schemas/apcera/policy_check.schema.json")),
+        ("apcera/sempiperule.schema.json", include_str!("../../../schemas/apcera/sempiperule.schema.json")),
     ],
     new: |connection, owner| Ok(Box::new(Apcera::new(connection, owner)?)),
 };
@@ -72,6 +74,8 @@ const KINDS: &[(&str, KindInfo)] = &[
     ("link", KindInfo { managed: true, updatable: false }),
     ("package", KindInfo { managed: false, updatable: false }),
     (policy::KIND, KindInfo { managed: true, updatable: true }),
+    // Never marked (a rule has nowhere to hold a mark), so never pruned: see rule.rs.
+    (rule::KIND, KindInfo { managed: true, updatable: false }),
     // Declared expectations of the policy, simulated in previews; nothing on the platform.
     (policy_check::KIND, KindInfo { managed: false, updatable: false }),
 ];
@@ -140,6 +144,7 @@ impl Apcera {
                 let list = match kind {
                     network::KIND => client.list_networks().await?,
                     service::KIND => client.list_services().await?,
+                    rule::KIND => client.list_rules().await?,
                     _ => client.list_providers().await?,
                 };
                 list.into_iter().find(|o| o.get("fqn").and_then(Value::as_str) == Some(fqn))
@@ -361,6 +366,9 @@ impl Decode for Apcera {
         for (key, entry) in section("jobs") {
             out.extend(job::decode(doc, key, entry, diags));
         }
+        for (key, entry) in section("sempiperules") {
+            out.extend(rule::decode(doc, key, entry, diags));
+        }
         for (key, entry) in section("policies") {
             out.extend(policy::decode(doc, key, entry, diags));
         }
@@ -467,13 +475,14 @@ impl Drive for Apcera {
                 .await?;
             Ok(Some(out))
         };
-        let (jobs, networks, services, providers, packages, policies) = tokio::try_join!(
+        let (jobs, networks, services, providers, packages, policies, rules) = tokio::try_join!(
             jobs,
             maybe(want(&[network::KIND, network::MEMBERSHIP]), client.list_networks()),
             maybe(want(&[service::KIND]), client.list_services()),
             maybe(want(&[service_provider::KIND]), client.list_providers()),
             maybe(want(&["package"]), client.list_packages()),
             maybe(want(&[policy::KIND]), policy::observe(client, owner)),
+            maybe(want(&[rule::KIND]), client.list_rules()),
         )?;
         let mut state = LiveState::default();
         let mut uuids = self.uuids.lock().unwrap();
@@ -484,6 +493,7 @@ impl Drive for Apcera {
             network::KIND => networks.is_none(),
             service::KIND => services.is_none(),
             service_provider::KIND => providers.is_none(),
+            rule::KIND => rules.is_none(),
             _ => true,
         });
         for (live, uuid, attachments) in jobs.into_iter().flatten() {
@@ -532,6 +542,12 @@ impl Drive for Apcera {
                 });
             }
         }
+        for r in rules.iter().flatten() {
+            if let Some((live, uuid)) = rule::from_live(r) {
+                uuids.insert((rule::KIND, live.id.name.clone()), uuid);
+                state.insert(live);
+            }
+        }
         let policies_listed = policies.is_some();
         policies.into_iter().flatten().for_each(|p| state.insert(p));
         let mut observed: Vec<String> = Vec::new();
@@ -542,6 +558,7 @@ impl Drive for Apcera {
             (providers.is_some(), &[service_provider::KIND][..]),
             (packages.is_some(), &["package"][..]),
             (policies_listed, &[policy::KIND][..]),
+            (rules.is_some(), &[rule::KIND][..]),
         ] {
             if on {
                 observed.extend(ks.iter().map(|k| k.to_string()));
@@ -587,6 +604,7 @@ impl Drive for Apcera {
             network::MEMBERSHIP => network::execute_membership(self, client, op.verb, op.desired, op.live).await,
             binding::BINDING | binding::LINK => binding::execute(self, client, op.verb, op.desired, op.live).await,
             policy::KIND => policy::execute_all(self, client, &[op]).await,
+            rule::KIND => rule::execute(self, client, op.verb, op.desired, op.id).await,
             other => Err(ApiError::other("-", "-", format!("capstan does not manage {other} resources"))),
         }
     }

@@ -64,6 +64,7 @@ mod misc;
 mod networks;
 mod packages;
 mod policy;
+mod rules;
 mod services;
 mod sim;
 
@@ -98,6 +99,8 @@ pub struct Data {
     /// Policy documents by name, each with its history, and the cluster policy version.
     pub policy: IndexMap<String, policy::PolicyDoc>,
     pub policy_version: u64,
+    /// Semantic pipeline rules by uuid.
+    pub rules: IndexMap<String, Value>,
     /// Set once the seed's objects have been loaded, so a deleted one stays deleted.
     pub preloaded: bool,
 }
@@ -228,6 +231,8 @@ pub fn router(api: Api) -> Router {
         .route("/v1/policy", get(policy::list).put(policy::put).delete(policy::delete))
         .route("/v1/policy/{name}", get(policy::get_one))
         .route("/v1/sim", get(sim::get).put(sim::put))
+        .route("/v1/rules", get(rules::list).post(rules::create))
+        .route("/v1/rules/{uuid}", get(rules::get_one).delete(rules::remove))
         .route("/v1/namespace/default", get(misc::default_namespace))
         .route("/v1/info", get(misc::info))
         .route("/v1/version", get(misc::version))
