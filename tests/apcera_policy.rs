@@ -240,6 +240,13 @@ fn the_policy_example_applies_with_its_checks_holding() {
     assert_eq!(checks["checks"].as_array().unwrap().len(), 3);
     w.capstan(&["apply", ".", "--yes"]).ok();
     w.capstan(&["plan", ".", "--detailed-exitcode"]).code(0);
+    // Its policy text is the .pol file's, its rule and drain are in place.
+    let text = sb.get("/v1/policy/shop-deployers")["text"].as_str().unwrap().to_string();
+    assert!(text.ends_with(&w.read("shop-deployers.pol")), "{text}");
+    let rules = sb.get("/v1/rules");
+    assert_eq!(rules[0]["service"], "service::/dev/governed::orders-db", "{rules}");
+    let jobs = sb.get("/v1/jobs?FQN=job%3A%3A%2Fdev%2Fgoverned%3A%3Aauditor");
+    assert_eq!(jobs[0]["drains"][0]["url"], "syslog://logs.example.com:514", "{jobs}");
 }
 
 const FROM_FILE: &str = r#"policies:

@@ -112,6 +112,26 @@ impl Client {
         Ok(array(self.get("/v1/packages").await?))
     }
 
+    /// Every staging pipeline (`GET /v1/stagingpipelines`).
+    pub async fn list_pipelines(&self) -> Result<Vec<Value>, ApiError> {
+        Ok(array(self.get("/v1/stagingpipelines").await?))
+    }
+
+    /// Read a staging pipeline (an array of one, seed L4029, or the object), change it, and
+    /// `PUT` it back whole with the `version_id` read: a stale one is refused by the platform
+    /// and reported, never retried over someone else's change.
+    pub async fn update_pipeline(&self, uuid: &str, change: impl FnOnce(&mut Value)) -> Result<(), ApiError> {
+        let path = format!("/v1/stagingpipelines/{uuid}");
+        let read = self.get(&path).await?;
+        let mut p = match read {
+            Some(Value::Array(mut a)) if a.len() == 1 => a.remove(0),
+            Some(o @ Value::Object(_)) => o,
+            _ => return Err(ApiError::other("GET", &path, "answer is not a staging pipeline")),
+        };
+        change(&mut p);
+        self.http.call(Method::PUT, &path, Some(&p), Idempotent::Yes).await.map(|_| ())
+    }
+
     /// Every semantic pipeline rule (`GET /v1/rules`).
     pub async fn list_rules(&self) -> Result<Vec<Value>, ApiError> {
         Ok(array(self.get("/v1/rules").await?))

@@ -21,6 +21,7 @@ mod drain;
 mod fqn;
 mod job;
 mod network;
+mod pipeline;
 mod policy;
 mod policy_check;
 mod rule;
@@ -60,6 +61,7 @@ pub static PLATFORM: super::PlatformDef = super::PlatformDef {
         ("apcera/policy.schema.json", include_str!("../../../schemas/apcera/policy.schema.json")),
         ("apcera/policy_check.schema.json", include_str!("../../../schemas/apcera/policy_check.schema.json")),
         ("apcera/sempiperule.schema.json", include_str!("../../../schemas/apcera/sempiperule.schema.json")),
+        ("apcera/stagingpipeline.schema.json", include_str!("../../../schemas/apcera/stagingpipeline.schema.json")),
     ],
     new: |connection, owner| Ok(Box::new(Apcera::new(connection, owner)?)),
 };
@@ -76,6 +78,8 @@ const KINDS: &[(&str, KindInfo)] = &[
     (policy::KIND, KindInfo { managed: true, updatable: true }),
     // Never marked (a rule has nowhere to hold a mark), so never pruned: see rule.rs.
     (rule::KIND, KindInfo { managed: true, updatable: false }),
+    // Never marked either: see pipeline.rs.
+    (pipeline::KIND, KindInfo { managed: true, updatable: true }),
     // Declared expectations of the policy, simulated in previews; nothing on the platform.
     (policy_check::KIND, KindInfo { managed: false, updatable: false }),
 ];
@@ -145,6 +149,7 @@ impl Apcera {
                     network::KIND => client.list_networks().await?,
                     service::KIND => client.list_services().await?,
                     rule::KIND => client.list_rules().await?,
+                    pipeline::KIND => client.list_pipelines().await?,
                     _ => client.list_providers().await?,
                 };
                 list.into_iter().find(|o| o.get("fqn").and_then(Value::as_str) == Some(fqn))
@@ -366,6 +371,9 @@ impl Decode for Apcera {
         for (key, entry) in section("jobs") {
             out.extend(job::decode(doc, key, entry, diags));
         }
+        for (key, entry) in section("stagingpipelines") {
+            out.extend(pipeline::decode(doc, key, entry, diags));
+        }
         for (key, entry) in section("sempiperules") {
             out.extend(rule::decode(doc, key, entry, diags));
         }
@@ -475,7 +483,7 @@ impl Drive for Apcera {
                 .await?;
             Ok(Some(out))
         };
-        let (jobs, networks, services, providers, packages, policies, rules) = tokio::try_join!(
+        let (jobs, networks, services, providers, packages, policies, rules, pipelines) = tokio::try_join!(
             jobs,
             maybe(want(&[network::KIND, network::MEMBERSHIP]), client.list_networks()),
             maybe(want(&[service::KIND]), client.list_services()),
@@ -483,6 +491,7 @@ impl Drive for Apcera {
             maybe(want(&["package"]), client.list_packages()),
             maybe(want(&[policy::KIND]), policy::observe(client, owner)),
             maybe(want(&[rule::KIND]), client.list_rules()),
+            maybe(want(&[pipeline::KIND]), client.list_pipelines()),
         )?;
         let mut state = LiveState::default();
         let mut uuids = self.uuids.lock().unwrap();
@@ -494,6 +503,7 @@ impl Drive for Apcera {
             service::KIND => services.is_none(),
             service_provider::KIND => providers.is_none(),
             rule::KIND => rules.is_none(),
+            pipeline::KIND => pipelines.is_none(),
             _ => true,
         });
         for (live, uuid, attachments) in jobs.into_iter().flatten() {
@@ -548,6 +558,16 @@ impl Drive for Apcera {
                 state.insert(live);
             }
         }
+        if let Some(pipelines) = &pipelines {
+            let job_fqns: HashMap<String, String> =
+                uuids.iter().filter(|((k, _), _)| *k == job::KIND).map(|((_, f), u)| (u.clone(), f.clone())).collect();
+            for p in pipelines {
+                if let Some((live, uuid)) = pipeline::from_live(p, &job_fqns) {
+                    uuids.insert((pipeline::KIND, live.id.name.clone()), uuid);
+                    state.insert(live);
+                }
+            }
+        }
         let policies_listed = policies.is_some();
         policies.into_iter().flatten().for_each(|p| state.insert(p));
         let mut observed: Vec<String> = Vec::new();
@@ -559,6 +579,7 @@ impl Drive for Apcera {
             (packages.is_some(), &["package"][..]),
             (policies_listed, &[policy::KIND][..]),
             (rules.is_some(), &[rule::KIND][..]),
+            (pipelines.is_some(), &[pipeline::KIND][..]),
         ] {
             if on {
                 observed.extend(ks.iter().map(|k| k.to_string()));
@@ -605,6 +626,7 @@ impl Drive for Apcera {
             binding::BINDING | binding::LINK => binding::execute(self, client, op.verb, op.desired, op.live).await,
             policy::KIND => policy::execute_all(self, client, &[op]).await,
             rule::KIND => rule::execute(self, client, op.verb, op.desired, op.id).await,
+            pipeline::KIND => pipeline::execute(self, client, op.verb, op.desired, op.id).await,
             other => Err(ApiError::other("-", "-", format!("capstan does not manage {other} resources"))),
         }
     }

@@ -63,6 +63,7 @@ mod manifests;
 mod misc;
 mod networks;
 mod packages;
+mod pipelines;
 mod policy;
 mod rules;
 mod services;
@@ -101,6 +102,8 @@ pub struct Data {
     pub policy_version: u64,
     /// Semantic pipeline rules by uuid.
     pub rules: IndexMap<String, Value>,
+    /// Staging pipelines by uuid.
+    pub pipelines: IndexMap<String, Value>,
     /// Set once the seed's objects have been loaded, so a deleted one stays deleted.
     pub preloaded: bool,
 }
@@ -233,6 +236,11 @@ pub fn router(api: Api) -> Router {
         .route("/v1/sim", get(sim::get).put(sim::put))
         .route("/v1/rules", get(rules::list).post(rules::create))
         .route("/v1/rules/{uuid}", get(rules::get_one).delete(rules::remove))
+        .route("/v1/stagingpipelines", get(pipelines::list).post(pipelines::create))
+        .route(
+            "/v1/stagingpipelines/{uuid}",
+            get(pipelines::get_one).put(pipelines::update).delete(pipelines::remove),
+        )
         .route("/v1/namespace/default", get(misc::default_namespace))
         .route("/v1/info", get(misc::info))
         .route("/v1/version", get(misc::version))
