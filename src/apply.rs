@@ -12,7 +12,9 @@
 use crate::diff::ChangeSet;
 use crate::http::ApiError;
 use crate::journal::Journal;
-use crate::model::{DesiredResource, DesiredState, LiveResource, LiveState, PlatformPreview, ResourceId, Verb};
+use crate::model::{
+    CheckReport, DesiredResource, DesiredState, LiveResource, LiveState, PlatformPreview, ResourceId, Verb,
+};
 use crate::plan::Plan;
 use async_trait::async_trait;
 use futures::stream::FuturesUnordered;
@@ -65,6 +67,14 @@ pub trait Drive: Send + Sync {
     /// order. By default each on its own, all at once.
     async fn execute_batch(&self, ops: Vec<Operation<'_>>, live_state: &LiveState) -> Vec<Result<(), ApiError>> {
         futures::future::join_all(ops.into_iter().map(|op| self.execute(op, live_state))).await
+    }
+
+    /// The platform's checks of these changes before they are applied (declared expectations
+    /// it can answer now and as the plan would leave things); None when nothing is declared or
+    /// changed that they concern. Reads only.
+    async fn checks(&self, changes: &ChangeSet, desired: &DesiredState, live: &LiveState) -> Option<CheckReport> {
+        let _ = (changes, desired, live);
+        None
     }
 
     /// The platform's own preview of these changes, for platforms that have one. Reads only;

@@ -106,6 +106,9 @@ impl Default for MassDelete {
 pub struct Target {
     pub platform: String,
     pub url: String,
+    /// A second host of the platform's API where it has one (an auth host; default: `url`).
+    #[serde(default)]
+    pub auth_url: Option<String>,
     #[serde(default)]
     pub token_env: Option<String>,
     /// A CA certificate (PEM) to trust besides the system's: a path relative to capstan.yaml's

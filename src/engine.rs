@@ -5,6 +5,7 @@
 use crate::base::diagnostic::{Diagnostics, InvalidInput};
 use crate::config::Config;
 use crate::diff::{self, ChangeSet};
+use crate::model::CheckReport;
 use crate::model::LiveState;
 use crate::plan::{self, Plan};
 use crate::providers::{ApiError, PlatformPreview, Provider};
@@ -39,6 +40,8 @@ pub struct Planned {
     pub plan: Plan,
     /// The platform's own preview of the same changes, where it has one and there are changes.
     pub preview: Option<PlatformPreview>,
+    /// The platform's pre-apply checks of the same changes, where it has any.
+    pub checks: Option<CheckReport>,
     /// What the plan was made with, so it can be made again the same way ([`verify`]).
     pub flags: PlanFlags,
 }
@@ -111,6 +114,7 @@ pub async fn plan(
     let plan = plan::build(&changes, &rendered.desired, &live)
         .map_err(|d| PlanError::Invalid(InvalidInput(Diagnostics(vec![d]))))?;
     let preview = if plan.is_empty() { None } else { provider.preview(&changes, &rendered.desired, &live).await };
+    let checks = provider.checks(&changes, &rendered.desired, &live).await;
     tracing::info!(
         files = snapshot.files.len(),
         desired = rendered.desired.resources.len(),
@@ -121,7 +125,7 @@ pub async fn plan(
         diff_and_plan_ms = t.elapsed().as_secs_f64() * 1e3,
         "planned"
     );
-    Ok(Planned { rendered, live, changes, plan, preview, flags })
+    Ok(Planned { rendered, live, changes, plan, preview, checks, flags })
 }
 
 /// After an apply whose every step reported success: observe again and plan what it touched.
@@ -162,6 +166,15 @@ pub async fn verify(provider: &dyn Provider, planned: &Planned) -> Result<(), St
         return Ok(());
     }
     Err(format!("every step reported success, but reading the platform back there is still to {}", left.join("; ")))
+}
+
+/// The checks guard: Err with the reason when one of the platform's pre-apply checks fails
+/// after the plan (or they could not be run).
+pub fn check_checks(planned: &Planned) -> Result<(), String> {
+    match planned.checks.as_ref().and_then(|p| p.failure()) {
+        Some(why) => Err(why),
+        None => Ok(()),
+    }
 }
 
 /// The mass-delete guard: Err with the reason when a plan deletes too much. A deletion counts

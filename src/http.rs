@@ -15,6 +15,9 @@ use std::time::{Duration, Instant};
 #[derive(Clone, Debug)]
 pub struct Connection {
     pub url: String,
+    /// A second host of the same platform's API, where it has one (a separate auth host);
+    /// None: the same as `url`.
+    pub auth_url: Option<String>,
     /// The bearer token, already read from the environment variable the target names.
     pub token: Option<String>,
     /// A CA certificate to trust: its path, and its content when it has been read already.
@@ -36,6 +39,7 @@ impl Connection {
     pub fn new(url: impl Into<String>) -> Self {
         Connection {
             url: url.into(),
+            auth_url: None,
             token: None,
             ca_cert: None,
             ca_pem: None,

@@ -150,6 +150,91 @@ pub enum Verb {
     Delete,
 }
 
+/// A platform's checks of a plan before it is applied, each answered as things are now and as
+/// the plan would leave them; a failed one stops the plan unless allowed on purpose.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
+pub struct CheckReport {
+    /// What one check is called in messages (`policy check`); the JSON plan's key and the
+    /// daemon's refusal reason are made from it.
+    #[serde(skip)]
+    pub name: &'static str,
+    /// Every declared check, with both answers.
+    pub checks: Vec<Check>,
+    /// When nothing is checked: what changes, per scope the plan touches, before and after.
+    #[serde(rename = "realms")]
+    pub scopes: Vec<ScopeSummary>,
+    /// Why the checks could not be run, when they could not (the plan is then refused).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl CheckReport {
+    /// Why the plan must not be applied as it is, if it must not.
+    pub fn failure(&self) -> Option<String> {
+        if let Some(e) = &self.error {
+            return Some(format!("the {}s could not be run: {e}", self.name));
+        }
+        let failed: Vec<String> = self.checks.iter().filter(|c| c.failed).map(Check::describe).collect();
+        (!failed.is_empty()).then(|| format!("{} {}(s) fail: {}", failed.len(), self.name, failed.join("; ")))
+    }
+
+    /// The JSON plan's key for the report (`policy_checks`).
+    pub fn key(&self) -> String {
+        format!("{}s", self.reason())
+    }
+
+    /// The reason a refusal for a failed check gives (`policy_check`).
+    pub fn reason(&self) -> String {
+        self.name.replace(' ', "_")
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct Check {
+    /// Where the check is declared (`file:line:column`).
+    pub at: String,
+    /// What is asked about (an FQN).
+    #[serde(rename = "fqn")]
+    pub subject: String,
+    /// Who asks, as the platform's claims (`name=ci`).
+    pub input: Vec<String>,
+    /// What is asked for (`permit=update`).
+    pub claim: String,
+    /// `permit` or `deny`.
+    pub expect: String,
+    /// The answers: `permit`, `deny` or `unknown` (the platform cannot tell).
+    pub before: String,
+    pub after: String,
+    pub changed: bool,
+    /// The answer after the plan is not the one expected.
+    pub failed: bool,
+}
+
+impl Check {
+    pub fn describe(&self) -> String {
+        format!(
+            "{} {} for {} [{}]: expected {}, {} now, {} after this plan ({})",
+            self.claim,
+            self.subject,
+            if self.input.is_empty() { "anyone".to_string() } else { self.input.join(" ") },
+            self.at,
+            self.expect,
+            self.before,
+            self.after,
+            if self.failed { "FAILS" } else { "holds" }
+        )
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct ScopeSummary {
+    #[serde(rename = "realm")]
+    pub scope: String,
+    /// The platform's lines for the scope (`context: value`).
+    pub before: Vec<String>,
+    pub after: Vec<String>,
+}
+
 /// The platform's own preview of a change, shown beside capstan's plan (Marathon's `dryRun`).
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
 pub struct PlatformPreview {

@@ -81,6 +81,7 @@ pub async fn connect(
             token,
             ca_cert: t.ca_cert.clone(),
             ca_pem: t.ca_pem.clone(),
+            auth_url: t.auth_url.clone(),
             timeout: Duration::from_secs(t.timeout.unwrap_or(30)),
             ..connection(config, &t.url, force)
         };

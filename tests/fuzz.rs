@@ -589,6 +589,7 @@ fn check(case: &Case) -> Result<(), String> {
     let snapshot = |_: ()| Snapshot {
         origin: Origin::Dir { path: ".".into() },
         files: case.files.iter().map(|(p, t)| SourceFile { path: p.into(), text: t.as_str().into() }).collect(),
+        data: Vec::new(),
         config: None,
     };
     let config = Config::parse(std::path::Path::new("capstan.yaml"), &case.config).unwrap_or_default();

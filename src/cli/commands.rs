@@ -271,6 +271,9 @@ async fn plan(
         if let Some(d) = &declared {
             json["declared_changes"] = d.json(redactor);
         }
+        if let Some(p) = &planned.checks {
+            json[p.key()] = output::checks_json(p, redactor);
+        }
         json
     };
     match format {
@@ -298,7 +301,23 @@ async fn plan(
             if let Some(p) = &planned.preview {
                 out(&output::preview_text(p, Style::stdout(color), redactor))?;
             }
+            if let Some(p) = &planned.checks {
+                out(&output::checks_text(p, Style::stdout(color), redactor))?;
+            }
         }
+    }
+    if !target.allow_check_failures
+        && let Err(why) = engine::check_checks(&planned)
+    {
+        let why = redactor.text(&why);
+        note(
+            Level::ERROR,
+            &format!(
+                "{}: {why}; pass --allow-policy-failures if this is intended",
+                Style::stderr(color).red("capstan: error")
+            ),
+        );
+        return Ok(EXIT_ERROR);
     }
     Ok(if detailed && changes.has_changes() { EXIT_CHANGES } else { EXIT_OK })
 }
@@ -552,6 +571,14 @@ async fn apply(
         if let Some(p) = &planned.preview {
             out(&output::preview_text(p, style, redactor))?;
         }
+        if let Some(p) = &planned.checks {
+            out(&output::checks_text(p, style, redactor))?;
+        }
+        if !target.allow_check_failures
+            && let Err(why) = engine::check_checks(&planned)
+        {
+            anyhow::bail!("{}; pass --allow-policy-failures if this is intended", redactor.text(&why));
+        }
         if planned.plan.is_empty() {
             return Ok(EXIT_OK);
         }
@@ -682,6 +709,7 @@ async fn daemon(args: DaemonArgs) -> anyhow::Result<u8> {
         parallelism: args.parallelism,
         force: args.force,
         allow_mass_delete: args.allow_mass_delete,
+        allow_check_failures: args.allow_check_failures,
         take_ownership: args.take_ownership,
     };
     crate::daemon::serve(opts).await?;

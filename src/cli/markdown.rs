@@ -242,6 +242,53 @@ fn context(r: &Report<'_>, cut: Cut) -> Value {
         }
         p
     });
+    // The platform's pre-apply checks, under the key their kind names (`policy_checks`).
+    let checks = r.plan_json.as_object().and_then(|o| o.iter().find(|(k, _)| k.ends_with("_checks")));
+    let title = checks.map(|(k, _)| super::output::checks_title(&k.trim_end_matches('s').replace('_', " ")));
+    let checks = checks.map(|(_, v)| v.clone()).map(|mut p| {
+        // Only the checks whose answer changes or that fail; each as one code span.
+        let shown: Vec<String> = p["checks"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|c| c["failed"] == true || c["changed"] == true)
+            .map(|c| {
+                let input: Vec<&str> = c["input"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+                let line = format!(
+                    "{} {} for {} [{}]: expected {}, {} now, {} after this plan",
+                    c["claim"].as_str().unwrap_or_default(),
+                    c["fqn"].as_str().unwrap_or_default(),
+                    if input.is_empty() { "anyone".to_string() } else { input.join(" ") },
+                    c["at"].as_str().unwrap_or_default(),
+                    c["expect"].as_str().unwrap_or_default(),
+                    c["before"].as_str().unwrap_or_default(),
+                    c["after"].as_str().unwrap_or_default(),
+                );
+                format!("{} {}", if c["failed"] == true { "❌" } else { "~" }, code(&line, false))
+            })
+            .collect();
+        p["shown_md"] = json!(shown);
+        p["title"] = json!(title);
+        p["check_count"] = json!(p["checks"].as_array().map_or(0, Vec::len));
+        if let Some(e) = p.get("error").and_then(Value::as_str) {
+            p["error_text"] = json!(text(e));
+        }
+        let realms: Vec<Value> = p["realms"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|r| {
+                let lines = |k: &str| -> Vec<String> {
+                    let ls: Vec<String> =
+                        r[k].as_array().into_iter().flatten().filter_map(Value::as_str).map(|l| code(l, false)).collect();
+                    if ls.is_empty() { vec!["nothing permitted".to_string()] } else { ls }
+                };
+                json!({ "realm_md": code(r["realm"].as_str().unwrap_or_default(), false), "before": lines("before"), "after": lines("after") })
+            })
+            .collect();
+        p["realms_md"] = json!(realms);
+        p
+    });
     let warnings: Vec<String> = r.warnings.0.iter().map(|w| r.redactor.text(&w.to_string())).collect();
     let orphans: Vec<String> = r.changes.orphans.iter().map(|o| o.to_string()).collect();
     json!({
@@ -274,6 +321,7 @@ fn context(r: &Report<'_>, cut: Cut) -> Value {
         "declared": declared,
         "live": r.live,
         "platform_preview": preview.unwrap_or(Value::Null),
+        "checks": checks.unwrap_or(Value::Null),
         "plan": r.plan_json,
     })
 }

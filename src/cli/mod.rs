@@ -218,6 +218,10 @@ pub struct DaemonArgs {
     /// lets just it through).
     #[arg(long)]
     pub allow_mass_delete: bool,
+    /// Apply every plan, even one whose pre-apply checks (declared policy checks) fail
+    /// (otherwise such a commit is refused).
+    #[arg(long = "allow-policy-failures", visible_alias = "allow-check-failures")]
+    pub allow_check_failures: bool,
     /// Take over declared resources that another owner's mark claims (otherwise a commit that
     /// declares one is invalid).
     #[arg(long)]
@@ -388,6 +392,10 @@ pub struct TargetArgs {
     /// is refused); the plan shows each mark changing hands.
     #[arg(long)]
     pub take_ownership: bool,
+    /// Plan and apply even when one of the platform's pre-apply checks (a declared policy
+    /// check) fails after the plan.
+    #[arg(long = "allow-policy-failures", visible_alias = "allow-check-failures")]
+    pub allow_check_failures: bool,
 }
 
 impl TargetArgs {

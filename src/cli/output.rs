@@ -290,6 +290,53 @@ pub fn plan_json(
     json
 }
 
+/// The platform's pre-apply checks, as they go into the JSON plan.
+pub fn checks_json(p: &crate::model::CheckReport, redactor: &Redactor) -> Value {
+    let mut v = serde_json::to_value(p).unwrap_or(Value::Null);
+    v["failed"] = json!(p.checks.iter().filter(|c| c.failed).count());
+    if let Some(e) = &p.error {
+        v["error"] = json!(redactor.text(e));
+    }
+    redactor.value(&v)
+}
+
+/// The platform's pre-apply checks as text: those whose answer changes or that fail, and what
+/// changes per scope when nothing is checked.
+pub fn checks_text(p: &crate::model::CheckReport, style: Style, redactor: &Redactor) -> String {
+    let mut out = format!("\n{}\n", style.bold(&format!("{} (simulated):", checks_title(p.name))));
+    if let Some(e) = &p.error {
+        out.push_str(&format!("  {}\n", style.red(&format!("could not be run: {}", redactor.text(e)))));
+        return out;
+    }
+    let shown: Vec<_> = p.checks.iter().filter(|c| c.failed || c.changed).collect();
+    if !p.checks.is_empty() && shown.is_empty() {
+        out.push_str(&format!("  {}\n", style.green(&format!("all {} hold, none changes", p.checks.len()))));
+    }
+    for c in shown {
+        let line = redactor.text(&c.describe());
+        out.push_str(&format!("  {}\n", if c.failed { style.red(&format!("✗ {line}")) } else { format!("~ {line}") }));
+    }
+    if p.checks.is_empty() && p.scopes.is_empty() {
+        out.push_str("  no checks declared, and the changes name no realm\n");
+    }
+    for r in &p.scopes {
+        out.push_str(&format!("  realm {}:\n", r.scope));
+        for (when, lines) in [("now", &r.before), ("after this plan", &r.after)] {
+            out.push_str(&format!("    {when}:{}\n", if lines.is_empty() { " nothing permitted" } else { "" }));
+            for l in lines {
+                out.push_str(&format!("      {}\n", redactor.text(l)));
+            }
+        }
+    }
+    out
+}
+
+/// What a kind of check is called as a heading: `policy check` → `Policy checks`.
+pub fn checks_title(name: &str) -> String {
+    let mut c = name.chars();
+    c.next().map(|f| format!("{}{}s", f.to_uppercase(), c.as_str())).unwrap_or_default()
+}
+
 /// The platform's own preview, as it goes into the JSON plan.
 pub fn preview_json(p: &PlatformPreview, redactor: &Redactor) -> Value {
     json!({

@@ -66,6 +66,8 @@ pub struct DaemonOptions {
     pub force: bool,
     /// Apply plans that delete more than the mass-delete guard allows.
     pub allow_mass_delete: bool,
+    /// Apply plans whose pre-apply checks fail.
+    pub allow_check_failures: bool,
     /// Take over declared resources another owner's mark claims.
     pub take_ownership: bool,
 }
@@ -683,6 +685,13 @@ impl Daemon {
             // An applied commit whose drift repair would delete this much stays applied.
             return self.refuse(&sha, reason, deletes, why, !drift_check);
         }
+        if !self.opts.allow_check_failures
+            && let Err(why) = engine::check_checks(&planned)
+        {
+            let why = planned.rendered.redactor.text(&why);
+            let guard = planned.checks.as_ref().map(|c| c.reason()).unwrap_or_default();
+            return self.refuse_as(&sha, reason, &guard, 0, why, !drift_check);
+        }
         self.apply(&sha, reason, planned, lock).await
     }
 
@@ -728,17 +737,25 @@ impl Daemon {
     /// A plan that is not to be applied: nothing is changed; the commit is recorded as refused
     /// (when `record`), and the world is told why.
     fn refuse(&self, sha: &str, reason: Reason, deletes: usize, why: String, record: bool) -> &'static str {
+        self.refuse_as(sha, reason, "mass_delete", deletes, why, record)
+    }
+
+    /// Refuse a commit for a guard's reason (`mass_delete`, a failed check's kind).
+    fn refuse_as(
+        &self,
+        sha: &str,
+        reason: Reason,
+        guard: &str,
+        deletes: usize,
+        why: String,
+        record: bool,
+    ) -> &'static str {
         if record {
-            let detail = json!({ "errors": [{ "reason": "mass_delete", "message": why }] });
+            let detail = json!({ "errors": [{ "reason": guard, "message": why }] });
             let _ = self.store.record(sha, reason.trigger(), "refused", (0, 0), &detail);
         }
         tracing::warn!("not applying {}: {why}", short(sha));
-        self.events.publish(Event::PlanRefused {
-            sha: sha.to_string(),
-            reason: "mass_delete".into(),
-            deletes,
-            message: why,
-        });
+        self.events.publish(Event::PlanRefused { sha: sha.to_string(), reason: guard.into(), deletes, message: why });
         "refused"
     }
 

@@ -21,7 +21,7 @@ platforms!(apcera, marathon, tsuru, dcos);
 
 pub use crate::apply::{Drive, Operation};
 pub use crate::diff::Compare;
-pub use crate::model::{PlatformPreview, PreviewAction, Verb};
+pub use crate::model::{Check, CheckReport, PlatformPreview, PreviewAction, ScopeSummary, Verb};
 pub use crate::render::{Decode, DocumentPart};
 
 pub use crate::http::{ApiError, Connection};

@@ -55,6 +55,14 @@ pub trait Decode: Send + Sync {
         let _ = (desired, diags);
     }
 
+    /// JSON pointers of the strings of an expanded document that may name a data file next to
+    /// the manifest (`file:deployers.pol`): render replaces each by the file's text before
+    /// [`Decode::decode`] sees the document.
+    fn file_values(&self, value: &Value) -> Vec<String> {
+        let _ = value;
+        Vec::new()
+    }
+
     /// Merge expanded documents into the one manifest `capstan render` prints.
     fn merge_documents(&self, docs: &[Value]) -> Value;
 }

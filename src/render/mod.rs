@@ -97,6 +97,7 @@ pub fn render(
         opts,
         provider,
         redactor: Redactor::new(&config.sensitive),
+        data: &snapshot.data,
     };
     let fingerprint = inputs.fingerprint();
     let outputs = render_files(&snapshot.files, &inputs, fingerprint, cache);
@@ -164,6 +165,8 @@ struct Inputs<'a> {
     opts: &'a RenderOptions,
     provider: &'a dyn Decode,
     redactor: Redactor,
+    /// The snapshot's data files, which a document's `file:` values name.
+    data: &'a [SourceFile],
 }
 
 impl Inputs<'_> {
@@ -183,6 +186,11 @@ impl Inputs<'_> {
         feed(self.opts.namespace.as_deref().unwrap_or("\u{1}"));
         feed(if self.opts.allow_missing_vars { "lenient" } else { "strict" });
         feed(if self.opts.keep_documents { "keep" } else { "drop" });
+        // A data file a document names is part of what it renders to.
+        for f in self.data {
+            feed(&f.path.to_string_lossy());
+            feed(&f.text);
+        }
         h.digest128()
     }
 
@@ -272,6 +280,11 @@ impl Inputs<'_> {
                 if let Some(v) = value.pointer(&part.pointer) {
                     schema::validate(part.schema, &doc, &part.pointer, v, &mut diags);
                 }
+            }
+            let mut value = value;
+            if !diags.has_errors() {
+                let pointers = self.provider.file_values(&value);
+                read_data_files(&doc, &mut value, &pointers, self.data, &mut diags);
             }
             if !diags.has_errors() {
                 let resources = self.provider.decode(&doc, &value, &mut diags);
@@ -376,6 +389,40 @@ fn type_substitutions(node: &mut yaml::Node, pointer: String, schema_name: &'sta
             }
         }
         _ => {}
+    }
+}
+
+/// Replace each `file:PATH` string at these pointers by the text of the data file it names:
+/// a path relative to the document's file, inside the manifest directory. Only the snapshot's
+/// own data files are looked up (the snapshot refuses links and skips hidden entries), and a
+/// path with `..`, `.`, a hidden or an absolute part is an error, so nothing outside the
+/// manifest tree is ever read.
+fn read_data_files(
+    doc: &yaml::Document,
+    value: &mut Value,
+    pointers: &[String],
+    data: &[SourceFile],
+    diags: &mut Diagnostics,
+) {
+    use std::path::Component;
+    for pointer in pointers {
+        let Some(Value::String(text)) = value.pointer_mut(pointer) else { continue };
+        let Some(rel) = text.strip_prefix("file:") else { continue };
+        let path = Path::new(rel);
+        let plain = !rel.is_empty()
+            && path.components().all(|c| matches!(c, Component::Normal(n) if !n.as_encoded_bytes().starts_with(b".")));
+        let dir = doc.file.parent().unwrap_or(Path::new(""));
+        let found = plain.then(|| data.iter().find(|f| f.path == dir.join(path))).flatten();
+        match found {
+            Some(f) => *text = f.text.to_string(),
+            None => diags.push(Diagnostic::error_at(
+                doc.locate(pointer),
+                format!(
+                    "file:{rel}: expected a data file ({}) next to this manifest or below it, inside the manifest directory, named without `..`, `.` or hidden parts (links are not followed)",
+                    crate::source::DATA_FILES
+                ),
+            )),
+        }
     }
 }
 

@@ -5,7 +5,8 @@
 //! loop of its own so a request can have its connection dropped on purpose), the state file
 //! and its background writer, the request log tests read, latency, the token check, and the
 //! fault knobs (5xx answers, dropped connections before or after a change, latency with jitter,
-//! rollout time), settable at start and at run time through `/_sandbox/faults`.
+//! rollout time, requests held until released), settable at start and at run time through
+//! `/_sandbox/faults`.
 //!
 //! Admin endpoints live under `/_sandbox` (never delayed, faulted, recorded or token-checked):
 //! `GET/DELETE /_sandbox/requests` (each request with its method, path, query, status, body and
@@ -140,6 +141,10 @@ pub struct Faults {
     pub step_ms: Option<u64>,
     /// Platforms whose services run plans: the step of a service's plan that fails when it starts, with this message.
     pub fail_step: Option<FailStep>,
+    /// Requests (`"PUT /v1/sim"`: method and path) held before they are carried out, until a
+    /// change of the knobs no longer names them: a test can act between two of a client's
+    /// requests. `/_sandbox/requests/count` says how many are held.
+    pub hold: Vec<String>,
 }
 
 /// Make streamed answers end with an error line after their 200 (`/_sandbox/faults`:
@@ -244,6 +249,9 @@ pub struct Shared {
     pub base_url: String,
     log: Mutex<VecDeque<Recorded>>,
     seq: AtomicU64,
+    /// Requests waiting on `Faults::hold`, and the wake-up for them when the knobs change.
+    held: AtomicU64,
+    hold_changed: Notify,
     persist: Persister,
 }
 
@@ -314,6 +322,8 @@ impl Sandbox {
             base_url: url.clone(),
             log: Mutex::new(VecDeque::new()),
             seq: AtomicU64::new(1),
+            held: AtomicU64::new(0),
+            hold_changed: Notify::new(),
             persist: Persister { dirty: AtomicBool::new(false), wake: Notify::new() },
         });
         let (platform_router, state) = (opts.platform.0.start)(opts.state_file.as_deref(), shared.clone())?;
@@ -532,6 +542,20 @@ async fn platform_layer(State(shared): State<Arc<Shared>>, req: Request, next: N
     if delay > 0 {
         tokio::time::sleep(Duration::from_millis(delay)).await;
     }
+    let key = format!("{method} {path}");
+    if shared.faults.lock().unwrap().hold.contains(&key) {
+        shared.held.fetch_add(1, Ordering::SeqCst);
+        loop {
+            let released = shared.hold_changed.notified();
+            tokio::pin!(released);
+            released.as_mut().enable();
+            if !shared.faults.lock().unwrap().hold.contains(&key) {
+                break;
+            }
+            released.await;
+        }
+        shared.held.fetch_sub(1, Ordering::SeqCst);
+    }
     let at_ms =
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
     let record = |status: u16| {
@@ -597,7 +621,8 @@ async fn get_requests(State(shared): State<Arc<Shared>>) -> axum::Json<Vec<Recor
 async fn count_requests(State(shared): State<Arc<Shared>>) -> axum::Json<Value> {
     let log = shared.log.lock().unwrap();
     let mutating = log.iter().filter(|r| r.method != "GET").count();
-    axum::Json(json!({ "requests": log.len(), "mutating": mutating }))
+    let held = shared.held.load(Ordering::SeqCst);
+    axum::Json(json!({ "requests": log.len(), "mutating": mutating, "held": held }))
 }
 
 async fn clear_requests(State(shared): State<Arc<Shared>>) -> StatusCode {
@@ -614,6 +639,7 @@ async fn put_faults(State(shared): State<Arc<Shared>>, body: Bytes) -> Response 
         Ok(f) => {
             *shared.faults.lock().unwrap() = f.clone();
             shared.faults_changed.notify_one();
+            shared.hold_changed.notify_waiters();
             axum::Json(f).into_response()
         }
         Err(e) => (StatusCode::BAD_REQUEST, axum::Json(json!({ "message": e.to_string() }))).into_response(),

@@ -1,6 +1,6 @@
 //! A snapshot of a manifest directory on disk.
 
-use super::{Origin, Refused, Snapshot, SourceFile, check_refused, is_manifest_path};
+use super::{Origin, Refused, Snapshot, SourceFile, check_refused, is_data_path, is_manifest_path};
 use anyhow::Context;
 use std::path::{Path, PathBuf};
 
@@ -25,12 +25,14 @@ pub fn snapshot(root: &Path) -> anyhow::Result<Snapshot> {
     check_refused(&refused)?;
     paths.sort();
     let mut files = Vec::with_capacity(paths.len());
+    let mut data = Vec::new();
     let mut budget = super::Budget::default();
     for rel in paths {
         let path = root.join(&rel);
         let text = budget.read(&path, &path).with_context(|| format!("cannot read {}", path.display()))?;
         let text = text.ok_or_else(|| anyhow::anyhow!("{}: not UTF-8 text", path.display()))?;
-        files.push(SourceFile { path: display_path(root, &rel), text: text.into() });
+        let file = SourceFile { path: display_path(root, &rel), text: text.into() };
+        if is_data_path(&rel) { data.push(file) } else { files.push(file) }
     }
     let config_path = root.join(super::CONFIG_FILE);
     let config = match budget.read(&config_path, &config_path) {
@@ -41,7 +43,7 @@ pub fn snapshot(root: &Path) -> anyhow::Result<Snapshot> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
         Err(e) => return Err(e).with_context(|| format!("cannot read {}", config_path.display())),
     };
-    Ok(Snapshot { origin: Origin::Dir { path: root.to_path_buf() }, files, config })
+    Ok(Snapshot { origin: Origin::Dir { path: root.to_path_buf() }, files, data, config })
 }
 
 /// `./x.yaml` reads better as `x.yaml`.
@@ -74,7 +76,7 @@ fn walk(root: &Path, dir: &Path, out: &mut Vec<PathBuf>, refused: &mut Vec<(Path
             } else {
                 walk(root, &path, out, refused)?;
             }
-        } else if is_manifest_path(&rel) {
+        } else if is_manifest_path(&rel) || is_data_path(&rel) {
             if ty.is_file() {
                 out.push(rel);
             } else {

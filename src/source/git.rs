@@ -13,7 +13,7 @@
 //! the server's challenge is answered from `CAPSTAN_GIT_USERNAME`/`CAPSTAN_GIT_PASSWORD`, else by
 //! the git credential helpers configured for the URL (`credential.helper`), as `git fetch` does.
 
-use super::{Origin, Refused, Snapshot, SourceFile, check_refused, is_manifest_path};
+use super::{Origin, Refused, Snapshot, SourceFile, check_refused, is_data_path, is_manifest_path};
 use anyhow::{Context, bail};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
@@ -302,6 +302,7 @@ impl GitSource {
             tree = entry.object()?.into_tree();
         }
         let mut files = Vec::new();
+        let mut data = Vec::new();
         let mut config = None;
         let mut refused = Vec::new();
         let shown = |rel: &Path| if base.is_empty() { rel.to_path_buf() } else { Path::new(base).join(rel) };
@@ -326,7 +327,7 @@ impl GitSource {
                 continue;
             }
             let is_config = rel == Path::new(super::CONFIG_FILE);
-            if !entry.mode.is_blob() || !(is_config || is_manifest_path(&rel)) {
+            if !entry.mode.is_blob() || !(is_config || is_manifest_path(&rel) || is_data_path(&rel)) {
                 continue;
             }
             let path = shown(&rel);
@@ -338,6 +339,8 @@ impl GitSource {
             let file = SourceFile { path, text: text.into() };
             if is_config {
                 config = Some(file);
+            } else if is_data_path(&rel) {
+                data.push(file);
             } else {
                 files.push(file);
             }
@@ -345,6 +348,7 @@ impl GitSource {
         refused.sort_by(|a, b| a.0.cmp(&b.0));
         check_refused(&refused)?;
         files.sort_by(|a, b| a.path.cmp(&b.path));
+        data.sort_by(|a, b| a.path.cmp(&b.path));
         Ok(Snapshot {
             origin: Origin::Git {
                 repo: self.spec.location.clone(),
@@ -352,6 +356,7 @@ impl GitSource {
                 path: base.to_string(),
             },
             files,
+            data,
             config,
         })
     }

@@ -34,6 +34,9 @@ pub struct Snapshot {
     pub origin: Origin,
     /// Sorted by path, so every stage sees files in the same order on every run.
     pub files: Vec<SourceFile>,
+    /// Data files ([`is_data_path`]): never parsed as manifests, only read where a document
+    /// names one (`file:`), by path; sorted by path.
+    pub data: Vec<SourceFile>,
     /// The root's capstan.yaml at the same moment, if there is one.
     pub config: Option<SourceFile>,
 }
@@ -88,6 +91,16 @@ pub fn is_manifest_path(rel: &std::path::Path) -> bool {
     (name.ends_with(".yaml") || name.ends_with(".yml") || name.ends_with(".json"))
         && !name.starts_with('.')
         && rel != std::path::Path::new(CONFIG_FILE)
+}
+
+/// The names of data files, as messages say it.
+pub const DATA_FILES: &str = "*.pol";
+
+/// Whether a path inside the manifest directory is a data file a manifest may name with
+/// `file:` (a policy document in its own syntax, `*.pol`), not hidden. Read under the same
+/// rules and budget as manifests, in directory and git mode alike.
+pub fn is_data_path(rel: &std::path::Path) -> bool {
+    rel.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.ends_with(".pol") && !n.starts_with('.'))
 }
 
 /// What the manifest directory holds that capstan will not read, and will not skip without a

@@ -8,6 +8,8 @@ use serde_json::{Value, json};
 
 pub struct Client {
     http: HttpClient,
+    /// The auth host, which serves the policy API (the API host unless `auth_url` says).
+    auth: HttpClient,
 }
 
 fn enc(s: &str) -> String {
@@ -31,7 +33,11 @@ fn array(v: Option<Value>) -> Vec<Value> {
 
 impl Client {
     pub fn new(conn: &Connection) -> anyhow::Result<Self> {
-        Ok(Client { http: HttpClient::new(conn)? })
+        let auth = match &conn.auth_url {
+            Some(url) => HttpClient::new(&Connection { url: url.clone(), ..conn.clone() })?,
+            None => HttpClient::new(conn)?,
+        };
+        Ok(Client { http: HttpClient::new(conn)?, auth })
     }
 
     async fn get(&self, path: &str) -> Result<Option<Value>, ApiError> {
@@ -77,6 +83,18 @@ impl Client {
         self.delete(&format!("/v1/jobs/{uuid}")).await
     }
 
+    /// A job's log drains (`GET /v1/jobs/{uuid}/logs/drains`).
+    pub async fn list_drains(&self, job_uuid: &str) -> Result<Vec<Value>, ApiError> {
+        Ok(array(self.get(&format!("/v1/jobs/{job_uuid}/logs/drains")).await?))
+    }
+
+    /// Add a log drain to a job. Not retried once it may have reached the platform: the caller
+    /// reads the drains again before trying once more.
+    pub async fn create_drain(&self, job_uuid: &str, drain: &Value) -> Result<(), ApiError> {
+        let path = format!("/v1/jobs/{job_uuid}/logs/drains");
+        self.http.call(Method::POST, &path, Some(drain), Idempotent::No).await.map(|_| ())
+    }
+
     /// Health of several jobs in one call (`GET /v1/jobs/health?ids=a,b`).
     pub async fn job_health(&self, uuids: &[&str]) -> Result<Vec<Value>, ApiError> {
         Ok(array(self.get(&format!("/v1/jobs/health?ids={}", uuids.join(","))).await?))
@@ -92,6 +110,31 @@ impl Client {
 
     pub async fn list_packages(&self) -> Result<Vec<Value>, ApiError> {
         Ok(array(self.get("/v1/packages").await?))
+    }
+
+    /// Every staging pipeline (`GET /v1/stagingpipelines`).
+    pub async fn list_pipelines(&self) -> Result<Vec<Value>, ApiError> {
+        Ok(array(self.get("/v1/stagingpipelines").await?))
+    }
+
+    /// Read a staging pipeline (an array of one, seed L4029, or the object), change it, and
+    /// `PUT` it back whole with the `version_id` read: a stale one is refused by the platform
+    /// and reported, never retried over someone else's change.
+    pub async fn update_pipeline(&self, uuid: &str, change: impl FnOnce(&mut Value)) -> Result<(), ApiError> {
+        let path = format!("/v1/stagingpipelines/{uuid}");
+        let read = self.get(&path).await?;
+        let mut p = match read {
+            Some(Value::Array(mut a)) if a.len() == 1 => a.remove(0),
+            Some(o @ Value::Object(_)) => o,
+            _ => return Err(ApiError::other("GET", &path, "answer is not a staging pipeline")),
+        };
+        change(&mut p);
+        self.http.call(Method::PUT, &path, Some(&p), Idempotent::Yes).await.map(|_| ())
+    }
+
+    /// Every semantic pipeline rule (`GET /v1/rules`).
+    pub async fn list_rules(&self) -> Result<Vec<Value>, ApiError> {
+        Ok(array(self.get("/v1/rules").await?))
     }
 
     pub async fn list_providers(&self) -> Result<Vec<Value>, ApiError> {
@@ -128,6 +171,49 @@ impl Client {
     pub async fn leave_network(&self, job_uuid: &str, network_uuid: &str) -> Result<(), ApiError> {
         let path = format!("/v1/jobs/{job_uuid}/networks/{network_uuid}");
         self.http.call(Method::DELETE, &path, None, Idempotent::Yes).await.map(|_| ())
+    }
+
+    /// Every policy document's name and version (`GET /v1/policy` on the auth host).
+    pub async fn list_policy(&self) -> Result<Vec<Value>, ApiError> {
+        let v = self.auth.call(Method::GET, "/v1/policy", None, Idempotent::Yes).await?;
+        Ok(array(v.and_then(|mut v| v.get_mut("docs").map(Value::take))))
+    }
+
+    /// One policy document with its text and version; None when there is none of that name.
+    pub async fn get_policy(&self, name: &str) -> Result<Option<Value>, ApiError> {
+        match self.auth.call(Method::GET, &format!("/v1/policy/{}", enc(name)), None, Idempotent::Yes).await {
+            Err(e) if e.is_not_found() => Ok(None),
+            other => other,
+        }
+    }
+
+    /// `PUT /v1/policy`: every document at once, or none. Not sent again after a lost answer
+    /// (a second PUT with the same `for_version` would be refused): the caller reads back.
+    pub async fn put_policy(&self, docs: &[Value]) -> Result<(), ApiError> {
+        let body = json!({ "docs": docs });
+        self.auth.call(Method::PUT, "/v1/policy", Some(&body), Idempotent::No).await.map(|_| ())
+    }
+
+    /// `DELETE /v1/policy?doc=a&doc=b`.
+    pub async fn delete_policy(&self, names: &[&str]) -> Result<(), ApiError> {
+        let query: Vec<String> = names.iter().map(|n| format!("doc={}", enc(n))).collect();
+        let path = format!("/v1/policy?{}", query.join("&"));
+        self.auth.call(Method::DELETE, &path, None, Idempotent::Yes).await.map(|_| ())
+    }
+
+    /// A policy simulation (`GET /v1/sim`, or `PUT /v1/sim` with documents that replace or join
+    /// the cluster's for this answer only).
+    pub async fn simulate(&self, query: &[(&str, &str)], docs: Option<&[Value]>) -> Result<Value, ApiError> {
+        let q: Vec<String> = query.iter().map(|(k, v)| format!("{k}={}", enc(v))).collect();
+        let path = format!("/v1/sim?{}", q.join("&"));
+        let answer = match docs {
+            Some(d) => {
+                let body = json!({ "docs": d });
+                self.auth.call(Method::PUT, &path, Some(&body), Idempotent::Yes).await?
+            }
+            None => self.auth.call(Method::GET, &path, None, Idempotent::Yes).await?,
+        };
+        Ok(answer.unwrap_or(Value::Null))
     }
 
     /// `POST /v1/bindings`, for a service binding or a job link.

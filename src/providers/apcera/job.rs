@@ -4,7 +4,8 @@
 //! has a documented meaning: `num_instances` (1), `weight` (0), `tags`, `labels` and the
 //! scheduling tags (empty), `restart` (always, 0) and `rollout` (the server turns zeros into
 //! 3 / 0.5 / 300 / 120). Fields the server fills in (uuid, times, versions, system packages,
-//! bindings, network_ref, drains) are never compared. Inside `resources`, `restart`, `rollout`
+//! bindings, network_ref) are never compared; the job's drains are compared as its declared
+//! `log_drains` where it declares them (`drain.rs`). Inside `resources`, `restart`, `rollout`
 //! and each process, only the sub-fields written are compared, and an update merges them into
 //! the job as read, so a value the platform defaulted is left alone rather than fought over.
 //!
@@ -13,6 +14,7 @@
 //! goes back exactly as read, `version_id` included; a stale version is re-read and retried.
 
 use super::client::Client;
+use super::drain;
 use super::fqn;
 use super::{Apcera, OWNER_LABEL, PRUNE_LABEL};
 use crate::base::diagnostic::{Diagnostic, Diagnostics};
@@ -63,6 +65,9 @@ pub fn decode(doc: &Document, key: &str, entry: &Value, diags: &mut Diagnostics)
         if let Some(v) = obj.get(*field) {
             spec.insert(field.to_string(), v.clone());
         }
+    }
+    if obj.contains_key(drain::FIELD) {
+        spec.insert(drain::FIELD.into(), drain::normalize(obj.get(drain::FIELD)));
     }
     // Manifest shorthands from seed 003's POST /v1/manifests example.
     if let Some(cmd) = obj.get("start").and_then(|s| s.get("cmd")).and_then(Value::as_str) {
@@ -232,6 +237,10 @@ pub fn from_live(job: &Value, owner: &str) -> Option<(LiveResource, String)> {
             spec.insert(field.to_string(), v.clone());
         }
     }
+    // Compared only where a declaration writes them (`project_onto`); none is no field.
+    if job.get("drains").and_then(Value::as_array).is_some_and(|d| !d.is_empty()) {
+        spec.insert(drain::FIELD.into(), drain::normalize(job.get("drains")));
+    }
     let mut mark = None;
     if let Some(labels) = spec.get_mut("labels").and_then(Value::as_object_mut)
         && let Some(m) = labels.remove(OWNER_LABEL)
@@ -285,6 +294,10 @@ pub fn project_onto(desired: &Value, live: &Value) -> Value {
         };
         projected.insert(k.clone(), v);
     }
+    // A job without drains has none, as far as a declaration of them is concerned.
+    if d.contains_key(drain::FIELD) && !projected.contains_key(drain::FIELD) {
+        projected.insert(drain::FIELD.into(), json!([]));
+    }
     // A person's keep label is theirs, not drift, unless the manifest writes it too.
     if d.get("labels").is_some_and(|dl| dl.get(PRUNE_LABEL).is_none())
         && let Some(Value::Object(labels)) = projected.get_mut("labels")
@@ -333,7 +346,8 @@ fn project_processes(desired: &Value, live: &Value) -> Value {
 fn merge_into(target: &mut Map<String, Value>, desired: &Value, owner: &str) {
     let Some(d) = desired.as_object() else { return };
     let keep = target.get("labels").and_then(|l| l.get(PRUNE_LABEL)).cloned();
-    for (k, dv) in d {
+    // Drains are not a field of the job object: they have their own calls (`drain::sync`).
+    for (k, dv) in d.iter().filter(|(k, _)| *k != drain::FIELD) {
         let merged = match (k.as_str(), target.get(k)) {
             (f, Some(tv)) if STRUCT_FIELDS.contains(&f) => merge_object(tv, dv),
             ("processes", Some(tv)) => {
@@ -448,6 +462,9 @@ async fn create(provider: &Apcera, client: &Client, fqn: &str, desired: &Desired
         }
         _ => created,
     };
+    if let Some(drains) = desired.spec.get(drain::FIELD) {
+        drain::sync(client, &uuid, drains).await?;
+    }
     wait_ready(client, &job, fqn, provider.ready_timeout(KIND)).await
 }
 
@@ -471,7 +488,7 @@ async fn update(provider: &Apcera, client: &Client, fqn: &str, desired: &Desired
             None => (Cow::Borrowed(&desired.spec), Value::Null),
         };
         let mut differing = Map::new();
-        for (k, v) in resolved.as_object().into_iter().flatten() {
+        for (k, v) in resolved.as_object().into_iter().flatten().filter(|(k, _)| *k != drain::FIELD) {
             if want.get(k) != have.get(k) {
                 differing.insert(k.clone(), v.clone());
             }
@@ -494,6 +511,9 @@ async fn update(provider: &Apcera, client: &Client, fqn: &str, desired: &Desired
         true
     })
     .await?;
+    if let Some(drains) = desired.spec.get(drain::FIELD) {
+        drain::sync(client, &uuid, drains).await?;
+    }
     wait_ready(client, &job, fqn, provider.ready_timeout(KIND)).await
 }
 

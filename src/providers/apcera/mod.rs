@@ -17,16 +17,21 @@
 
 mod binding;
 mod client;
+mod drain;
 mod fqn;
 mod job;
 mod network;
+mod pipeline;
+mod policy;
+mod policy_check;
+mod rule;
 mod service;
 mod service_provider;
 
 use crate::base::diagnostic::{Diagnostic, Diagnostics};
 use crate::base::yaml::{Document, Node, NodeValue};
 use crate::model::{DesiredResource, DesiredState, KindInfo, LiveResource, LiveState, ResourceId};
-use crate::providers::{ApiError, Connection, DocumentPart, Compare, Decode, Drive, Operation};
+use crate::providers::{ApiError, Compare, Connection, Decode, DocumentPart, Drive, Operation, Verb};
 use async_trait::async_trait;
 use client::Client;
 use serde_json::{Map, Value, json};
@@ -53,6 +58,10 @@ pub static PLATFORM: super::PlatformDef = super::PlatformDef {
         ("apcera/service.schema.json", include_str!("../../../schemas/apcera/service.schema.json")),
         ("apcera/network.schema.json", include_str!("../../../schemas/apcera/network.schema.json")),
         ("apcera/provider.schema.json", include_str!("../../../schemas/apcera/provider.schema.json")),
+        ("apcera/policy.schema.json", include_str!("../../../schemas/apcera/policy.schema.json")),
+        ("apcera/policy_check.schema.json", include_str!("../../../schemas/apcera/policy_check.schema.json")),
+        ("apcera/sempiperule.schema.json", include_str!("../../../schemas/apcera/sempiperule.schema.json")),
+        ("apcera/stagingpipeline.schema.json", include_str!("../../../schemas/apcera/stagingpipeline.schema.json")),
     ],
     new: |connection, owner| Ok(Box::new(Apcera::new(connection, owner)?)),
 };
@@ -66,6 +75,13 @@ const KINDS: &[(&str, KindInfo)] = &[
     ("binding", KindInfo { managed: true, updatable: false }),
     ("link", KindInfo { managed: true, updatable: false }),
     ("package", KindInfo { managed: false, updatable: false }),
+    (policy::KIND, KindInfo { managed: true, updatable: true }),
+    // Never marked (a rule has nowhere to hold a mark), so never pruned: see rule.rs.
+    (rule::KIND, KindInfo { managed: true, updatable: false }),
+    // Never marked either: see pipeline.rs.
+    (pipeline::KIND, KindInfo { managed: true, updatable: true }),
+    // Declared expectations of the policy, simulated in previews; nothing on the platform.
+    (policy_check::KIND, KindInfo { managed: false, updatable: false }),
 ];
 
 pub struct Apcera {
@@ -132,6 +148,8 @@ impl Apcera {
                 let list = match kind {
                     network::KIND => client.list_networks().await?,
                     service::KIND => client.list_services().await?,
+                    rule::KIND => client.list_rules().await?,
+                    pipeline::KIND => client.list_pipelines().await?,
                     _ => client.list_providers().await?,
                 };
                 list.into_iter().find(|o| o.get("fqn").and_then(Value::as_str) == Some(fqn))
@@ -353,7 +371,27 @@ impl Decode for Apcera {
         for (key, entry) in section("jobs") {
             out.extend(job::decode(doc, key, entry, diags));
         }
+        for (key, entry) in section("stagingpipelines") {
+            out.extend(pipeline::decode(doc, key, entry, diags));
+        }
+        for (key, entry) in section("sempiperules") {
+            out.extend(rule::decode(doc, key, entry, diags));
+        }
+        for (key, entry) in section("policies") {
+            out.extend(policy::decode(doc, key, entry, diags));
+        }
+        if let Some(checks) = value.get("policy_checks").and_then(Value::as_array) {
+            out.extend(policy_check::decode(doc, checks, diags));
+        }
         out
+    }
+
+    /// A policy document's `text` may be `file:NAME.pol`, so policy keeps its own syntax in git.
+    fn file_values(&self, value: &Value) -> Vec<String> {
+        let docs = value.get("policies").and_then(Value::as_object).into_iter().flatten();
+        docs.filter(|(_, d)| d.get("text").is_some_and(Value::is_string))
+            .map(|(name, _)| format!("/policies/{}/text", crate::base::yaml::pointer_escape(name)))
+            .collect()
     }
 
     fn merge_documents(&self, docs: &[Value]) -> Value {
@@ -395,6 +433,9 @@ impl Compare for Apcera {
             (Some(job::KIND), Some(d), Some(l)) => {
                 let (d, l) = job::comparable(self, &d.spec, &l.spec);
                 (Some(d), Some(Cow::Owned(l)))
+            }
+            (Some(policy::KIND), d, l) => {
+                (d.map(|d| Cow::Owned(policy::comparable(&d.spec))), l.map(|l| Cow::Owned(policy::comparable(&l.spec))))
             }
             (Some(job::KIND), d, l) => {
                 (d.map(|d| self.named_packages(&d.spec)), l.map(|l| self.named_packages(&l.spec)))
@@ -442,12 +483,15 @@ impl Drive for Apcera {
                 .await?;
             Ok(Some(out))
         };
-        let (jobs, networks, services, providers, packages) = tokio::try_join!(
+        let (jobs, networks, services, providers, packages, policies, rules, pipelines) = tokio::try_join!(
             jobs,
             maybe(want(&[network::KIND, network::MEMBERSHIP]), client.list_networks()),
             maybe(want(&[service::KIND]), client.list_services()),
             maybe(want(&[service_provider::KIND]), client.list_providers()),
             maybe(want(&["package"]), client.list_packages()),
+            maybe(want(&[policy::KIND]), policy::observe(client, owner)),
+            maybe(want(&[rule::KIND]), client.list_rules()),
+            maybe(want(&[pipeline::KIND]), client.list_pipelines()),
         )?;
         let mut state = LiveState::default();
         let mut uuids = self.uuids.lock().unwrap();
@@ -458,6 +502,8 @@ impl Drive for Apcera {
             network::KIND => networks.is_none(),
             service::KIND => services.is_none(),
             service_provider::KIND => providers.is_none(),
+            rule::KIND => rules.is_none(),
+            pipeline::KIND => pipelines.is_none(),
             _ => true,
         });
         for (live, uuid, attachments) in jobs.into_iter().flatten() {
@@ -506,6 +552,24 @@ impl Drive for Apcera {
                 });
             }
         }
+        for r in rules.iter().flatten() {
+            if let Some((live, uuid)) = rule::from_live(r) {
+                uuids.insert((rule::KIND, live.id.name.clone()), uuid);
+                state.insert(live);
+            }
+        }
+        if let Some(pipelines) = &pipelines {
+            let job_fqns: HashMap<String, String> =
+                uuids.iter().filter(|((k, _), _)| *k == job::KIND).map(|((_, f), u)| (u.clone(), f.clone())).collect();
+            for p in pipelines {
+                if let Some((live, uuid)) = pipeline::from_live(p, &job_fqns) {
+                    uuids.insert((pipeline::KIND, live.id.name.clone()), uuid);
+                    state.insert(live);
+                }
+            }
+        }
+        let policies_listed = policies.is_some();
+        policies.into_iter().flatten().for_each(|p| state.insert(p));
         let mut observed: Vec<String> = Vec::new();
         for (on, ks) in [
             (jobs_listed, &[job::KIND, binding::BINDING, binding::LINK][..]),
@@ -513,6 +577,9 @@ impl Drive for Apcera {
             (services.is_some(), &[service::KIND][..]),
             (providers.is_some(), &[service_provider::KIND][..]),
             (packages.is_some(), &["package"][..]),
+            (policies_listed, &[policy::KIND][..]),
+            (rules.is_some(), &[rule::KIND][..]),
+            (pipelines.is_some(), &[pipeline::KIND][..]),
         ] {
             if on {
                 observed.extend(ks.iter().map(|k| k.to_string()));
@@ -520,6 +587,32 @@ impl Drive for Apcera {
         }
         state.observed_kinds = observed;
         Ok(state)
+    }
+
+    async fn checks(
+        &self,
+        changes: &crate::diff::ChangeSet,
+        desired: &DesiredState,
+        _live: &LiveState,
+    ) -> Option<crate::providers::CheckReport> {
+        policy_check::run(self, changes, desired).await
+    }
+
+    /// A plan's policy documents are written in one request (a `PUT`, or a `DELETE` of many).
+    fn batch(&self, op: &Operation<'_>, _desired: &DesiredState) -> Option<String> {
+        (op.id.kind == policy::KIND).then(|| format!("{} {}", policy::KIND, op.verb == Verb::Delete))
+    }
+
+    async fn execute_batch(&self, ops: Vec<Operation<'_>>, live_state: &LiveState) -> Vec<Result<(), ApiError>> {
+        if ops.first().is_some_and(|o| o.id.kind == policy::KIND) {
+            let n = ops.len();
+            let done = match self.client() {
+                Ok(client) => policy::execute_all(self, client, &ops).await,
+                Err(e) => Err(e),
+            };
+            return vec![done; n];
+        }
+        futures::future::join_all(ops.into_iter().map(|op| self.execute(op, live_state))).await
     }
 
     async fn execute(&self, op: Operation<'_>, _live_state: &LiveState) -> Result<(), ApiError> {
@@ -531,6 +624,9 @@ impl Drive for Apcera {
             network::KIND => network::execute(self, client, op.verb, op.desired, op.id).await,
             network::MEMBERSHIP => network::execute_membership(self, client, op.verb, op.desired, op.live).await,
             binding::BINDING | binding::LINK => binding::execute(self, client, op.verb, op.desired, op.live).await,
+            policy::KIND => policy::execute_all(self, client, &[op]).await,
+            rule::KIND => rule::execute(self, client, op.verb, op.desired, op.id).await,
+            pipeline::KIND => pipeline::execute(self, client, op.verb, op.desired, op.id).await,
             other => Err(ApiError::other("-", "-", format!("capstan does not manage {other} resources"))),
         }
     }
@@ -564,6 +660,7 @@ mod render_tests {
         Snapshot {
             origin: Origin::Dir { path: ".".into() },
             files: files.iter().map(|(p, t)| SourceFile { path: p.into(), text: (*t).into() }).collect(),
+            data: Vec::new(),
             config: None,
         }
     }

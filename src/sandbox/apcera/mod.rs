@@ -50,16 +50,24 @@
 //! * **Manifests**: `POST /v1/manifests` runs a manifest's `jobs` (packages by FQN or uuid,
 //!   `state`, `ssh`, `start.cmd`) and answers with a task; `POST /v1/manifests/expansion` is
 //!   seed 003's expansion exactly (see `manifests.rs`).
+//! * **Policy and simulation**: documents with their history and the cluster policy version,
+//!   transactional PUT and DELETE (see `policy.rs`); `/v1/sim` evaluates a documented subset of
+//!   the policy language and answers `unknown` outside it (see `sim.rs`).
 //! * **Auth** (A14): any token when none is configured; the principal is the sandbox's
 //!   (`admin@apcera.me`), whose default namespace is `/sandbox/admin`.
 
 mod bindings;
+mod drains;
 mod jobs;
 mod manifests;
 mod misc;
 mod networks;
 mod packages;
+mod pipelines;
+mod policy;
+mod rules;
 mod services;
+mod sim;
 
 use super::{PlatformState, Shared};
 use axum::Router;
@@ -89,6 +97,13 @@ pub struct Data {
     pub networks: IndexMap<String, networks::Network>,
     pub tasks: IndexMap<String, manifests::Task>,
     pub next_subnet: u32,
+    /// Policy documents by name, each with its history, and the cluster policy version.
+    pub policy: IndexMap<String, policy::PolicyDoc>,
+    pub policy_version: u64,
+    /// Semantic pipeline rules by uuid.
+    pub rules: IndexMap<String, Value>,
+    /// Staging pipelines by uuid.
+    pub pipelines: IndexMap<String, Value>,
     /// Set once the seed's objects have been loaded, so a deleted one stays deleted.
     pub preloaded: bool,
 }
@@ -197,6 +212,8 @@ pub fn router(api: Api) -> Router {
         .route("/v1/jobs/routes/{endpoint}", get(jobs::route))
         .route("/v1/jobs/{uuid}", get(jobs::get_one).put(jobs::update).delete(jobs::remove))
         .route("/v1/jobs/{uuid}/instances", get(jobs::instances))
+        .route("/v1/jobs/{uuid}/logs/drains", get(drains::list).post(drains::create))
+        .route("/v1/jobs/{uuid}/logs/drains/{drain}", delete(drains::remove))
         .route("/v1/jobs/{uuid}/instances/{instance}", delete(jobs::stop_instance))
         .route("/v1/jobs/{uuid}/networks", post(networks::join))
         .route("/v1/jobs/{uuid}/networks/{network}", delete(networks::leave))
@@ -214,6 +231,17 @@ pub fn router(api: Api) -> Router {
         .route("/v1/tasks/{uuid}", get(manifests::task))
         .route("/v1/manifests", post(manifests::deploy))
         .route("/v1/manifests/expansion", post(manifests::expansion))
+        // The auth host's paths (seed L3005-3186, L3705-3896), on the same listener.
+        .route("/v1/policy", get(policy::list).put(policy::put).delete(policy::delete))
+        .route("/v1/policy/{name}", get(policy::get_one))
+        .route("/v1/sim", get(sim::get).put(sim::put))
+        .route("/v1/rules", get(rules::list).post(rules::create))
+        .route("/v1/rules/{uuid}", get(rules::get_one).delete(rules::remove))
+        .route("/v1/stagingpipelines", get(pipelines::list).post(pipelines::create))
+        .route(
+            "/v1/stagingpipelines/{uuid}",
+            get(pipelines::get_one).put(pipelines::update).delete(pipelines::remove),
+        )
         .route("/v1/namespace/default", get(misc::default_namespace))
         .route("/v1/info", get(misc::info))
         .route("/v1/version", get(misc::version))

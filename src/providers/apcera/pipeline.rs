@@ -1,0 +1,123 @@
+//! Staging pipelines (seed 003: `GET/POST /v1/stagingpipelines`,
+//! `GET/PUT/DELETE /v1/stagingpipelines/{uuid}`), declared under `stagingpipelines:` by FQN
+//! (`stagpipe::/ns::name`), each with its `stagers`: the FQNs of its stager jobs, in order.
+//!
+//! The API names stagers by job uuid; both sides are compared by job FQN (a stager job capstan
+//! has not listed shows as `uuid:<uuid>`). A pipeline is made after its stager jobs and changed
+//! with a full-object `PUT` carrying the `version_id` read (a stale one is reported, not
+//! overwritten). Ownership: a pipeline object has no labels and no free text, so capstan cannot
+//! mark one; a live pipeline is never capstan's and never pruned (as for rules, `rule.rs`).
+
+use super::client::Client;
+use super::{Apcera, fqn};
+use crate::base::diagnostic::Diagnostics;
+use crate::base::yaml::{Document, pointer_escape};
+use crate::model::{DesiredResource, LiveResource, Reference, ResourceId};
+use crate::providers::{ApiError, Verb};
+use serde_json::{Value, json};
+use std::collections::HashMap;
+
+pub const KIND: &str = "stagpipe";
+
+pub fn decode(doc: &Document, key: &str, entry: &Value, diags: &mut Diagnostics) -> Vec<DesiredResource> {
+    let pointer = format!("/stagingpipelines/{}", pointer_escape(key));
+    if !fqn::require(doc, "/stagingpipelines", Some(key), key, KIND, diags) {
+        return Vec::new();
+    }
+    super::check_name_fields(doc, &pointer, key, entry, diags);
+    let mut references = Vec::new();
+    let mut stagers = Vec::new();
+    for (i, s) in entry["stagers"].as_array().into_iter().flatten().enumerate() {
+        let Some(job) = s.as_str() else { continue };
+        let at = format!("{pointer}/stagers/{i}");
+        if fqn::require(doc, &at, None, job, super::job::KIND, diags) {
+            references.push(Reference { target: ResourceId::new(super::job::KIND, job), at: doc.locate(&at) });
+            stagers.push(json!(job));
+        }
+    }
+    vec![DesiredResource {
+        id: ResourceId::new(KIND, key),
+        spec: json!({ "stagers": stagers }),
+        origin: doc.locate_key("/stagingpipelines", key),
+        references,
+        exclusive: None,
+    }]
+}
+
+/// A pipeline as listed, its stagers named by job FQN where `job_fqns` (uuid → FQN) knows them.
+pub fn from_live(p: &Value, job_fqns: &HashMap<String, String>) -> Option<(LiveResource, String)> {
+    let fqn = p.get("fqn")?.as_str()?;
+    let uuid = p.get("uuid").and_then(Value::as_str).unwrap_or_default().to_string();
+    let stagers: Vec<String> = p["stagers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|s| s["uuid"].as_str())
+        .map(|u| job_fqns.get(u).cloned().unwrap_or_else(|| format!("uuid:{u}")))
+        .collect();
+    let depends_on =
+        stagers.iter().filter(|s| !s.starts_with("uuid:")).map(|s| ResourceId::new(super::job::KIND, s)).collect();
+    Some((
+        LiveResource {
+            id: ResourceId::new(KIND, fqn),
+            spec: json!({ "stagers": stagers }),
+            owned: false,
+            owner: None,
+            parent: None,
+            depends_on,
+            exclusive: None,
+            removes: Vec::new(),
+            keep: None,
+        },
+        uuid,
+    ))
+}
+
+/// The declared stagers as the API takes them: `[{uuid}]`.
+async fn stager_uuids(provider: &Apcera, client: &Client, spec: &Value) -> Result<Vec<Value>, ApiError> {
+    let mut out = Vec::new();
+    for job in spec["stagers"].as_array().into_iter().flatten().filter_map(Value::as_str) {
+        let uuid = provider
+            .uuid(super::job::KIND, job, client)
+            .await?
+            .ok_or_else(|| ApiError::other("GET", "/v1/jobs", format!("no stager job {job}")))?;
+        out.push(json!({ "uuid": uuid }));
+    }
+    Ok(out)
+}
+
+pub async fn execute(
+    provider: &Apcera,
+    client: &Client,
+    verb: Verb,
+    desired: Option<&DesiredResource>,
+    id: &ResourceId,
+) -> Result<(), ApiError> {
+    let fqn = &id.name;
+    let local = fqn::split(fqn).map(|f| f.local).unwrap_or(fqn);
+    match verb {
+        Verb::Create => {
+            let spec = &desired.expect("create has a declaration").spec;
+            let body = json!({ "fqn": fqn, "name": local, "stagers": stager_uuids(provider, client, spec).await? });
+            let created = client.create("/v1/stagingpipelines", &body).await?;
+            provider.remember(KIND, fqn, created.get("uuid").and_then(Value::as_str).unwrap_or_default());
+            Ok(())
+        }
+        Verb::Update => {
+            let spec = &desired.expect("update has a declaration").spec;
+            let uuid = provider
+                .uuid(KIND, fqn, client)
+                .await?
+                .ok_or_else(|| ApiError::other("GET", "/v1/stagingpipelines", format!("{fqn} no longer exists")))?;
+            let stagers = stager_uuids(provider, client, spec).await?;
+            client.update_pipeline(&uuid, |p| p["stagers"] = json!(stagers)).await
+        }
+        Verb::Delete => {
+            if let Some(uuid) = provider.uuid(KIND, fqn, client).await? {
+                client.delete(&format!("/v1/stagingpipelines/{uuid}")).await?;
+                provider.forget(KIND, fqn);
+            }
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,125 @@
+//! Semantic pipeline rules (seed 003: `GET/POST /v1/rules`, `DELETE /v1/rules/{uuid}`),
+//! declared under `sempiperules:` by FQN, each with its `action` (`commands`, `inline`) and one
+//! of `service`, `provider` or `job`.
+//!
+//! There is no update endpoint: a changed rule is replaced. A rule is made after what it governs
+//! (a reference to it) and removed before it. Ownership: a rule object has no labels and no
+//! free text, so capstan cannot mark one; a live rule is therefore never capstan's, and is
+//! never pruned — a declared one is created, replaced when it changes, and left in place when
+//! it is no longer declared (shown as not managed), rather than deleting what may be someone
+//! else's.
+
+use super::client::Client;
+use super::{Apcera, fqn};
+use crate::base::diagnostic::{Diagnostic, Diagnostics};
+use crate::base::yaml::{Document, pointer_escape};
+use crate::model::{DesiredResource, LiveResource, Reference, ResourceId};
+use crate::providers::{ApiError, Verb};
+use serde_json::{Value, json};
+
+pub const KIND: &str = "sempiperule";
+
+/// What a rule may govern: its field and the kind of the FQN it holds.
+const TARGETS: &[(&str, &str)] =
+    &[("service", super::service::KIND), ("provider", super::service_provider::KIND), ("job", super::job::KIND)];
+
+/// The form both sides are compared in.
+fn spec_of(v: &Value) -> Value {
+    let target = |k: &str| v.get(k).filter(|t| t.as_str().is_some_and(|s| !s.is_empty())).cloned().unwrap_or(Value::Null);
+    json!({
+        "action": {
+            "commands": v["action"].get("commands").cloned().unwrap_or(json!([])),
+            "inline": v["action"].get("inline").cloned().unwrap_or(json!("")),
+        },
+        "service": target("service"),
+        "provider": target("provider"),
+        "job": target("job"),
+    })
+}
+
+pub fn decode(doc: &Document, key: &str, entry: &Value, diags: &mut Diagnostics) -> Vec<DesiredResource> {
+    let pointer = format!("/sempiperules/{}", pointer_escape(key));
+    if !fqn::require(doc, "/sempiperules", Some(key), key, KIND, diags) {
+        return Vec::new();
+    }
+    super::check_name_fields(doc, &pointer, key, entry, diags);
+    let has = |f: &str| entry.get(f).is_some();
+    if !(has("service") && !has("job") || has("provider") && !has("job") || has("job") && !has("service") && !has("provider")) {
+        diags.push(Diagnostic::error_at(
+            doc.locate(&pointer),
+            "a rule governs one thing: expected one of service, provider or job (a service may come with its provider)",
+        ));
+        return Vec::new();
+    }
+    let mut references = Vec::new();
+    for (field, kind) in TARGETS {
+        if let Some(t) = entry.get(*field).and_then(Value::as_str) {
+            let at = format!("{pointer}/{field}");
+            if fqn::require(doc, &at, None, t, kind, diags) {
+                references.push(Reference { target: ResourceId::new(*kind, t), at: doc.locate(&at) });
+            }
+        }
+    }
+    vec![DesiredResource {
+        id: ResourceId::new(KIND, key),
+        spec: spec_of(entry),
+        origin: doc.locate_key("/sempiperules", key),
+        references,
+        exclusive: None,
+    }]
+}
+
+pub fn from_live(r: &Value) -> Option<(LiveResource, String)> {
+    let fqn = r.get("fqn")?.as_str()?;
+    let uuid = r.get("uuid").and_then(Value::as_str).unwrap_or_default().to_string();
+    let spec = spec_of(r);
+    let depends_on = TARGETS
+        .iter()
+        .filter_map(|(field, kind)| spec[*field].as_str().map(|t| ResourceId::new(*kind, t)))
+        .collect();
+    Some((
+        LiveResource {
+            id: ResourceId::new(KIND, fqn),
+            spec,
+            owned: false,
+            owner: None,
+            parent: None,
+            depends_on,
+            exclusive: None,
+            removes: Vec::new(),
+            keep: None,
+        },
+        uuid,
+    ))
+}
+
+pub async fn execute(
+    provider: &Apcera,
+    client: &Client,
+    verb: Verb,
+    desired: Option<&DesiredResource>,
+    id: &ResourceId,
+) -> Result<(), ApiError> {
+    let fqn = &id.name;
+    match verb {
+        Verb::Create => {
+            let spec = &desired.expect("create has a declaration").spec;
+            let local = fqn::split(fqn).map(|f| f.local).unwrap_or(fqn);
+            let mut body = spec.clone();
+            body["fqn"] = json!(fqn);
+            body["name"] = json!(local);
+            body["type"] = json!(0);
+            let created = client.create("/v1/rules", &body).await?;
+            provider.remember(KIND, fqn, created.get("uuid").and_then(Value::as_str).unwrap_or_default());
+            Ok(())
+        }
+        Verb::Delete => {
+            if let Some(uuid) = provider.uuid(KIND, fqn, client).await? {
+                client.delete(&format!("/v1/rules/{uuid}")).await?;
+                provider.forget(KIND, fqn);
+            }
+            Ok(())
+        }
+        Verb::Update => unreachable!("rules are replaced, never updated"),
+    }
+}

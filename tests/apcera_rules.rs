@@ -1,0 +1,73 @@
+//! Apcera semantic pipeline rules, through the real binary against `capstan sandbox serve`:
+//! made after the service they govern, replaced when changed, empty plans after apply, and —
+//! since a rule cannot carry an ownership mark — never pruned.
+
+mod common;
+use common::*;
+use serde_json::Value;
+
+const RULES: &str = r#"services:
+  service::/r::db:
+    type: postgres
+sempiperules:
+  sempiperule::/r::nodelete:
+    action: { commands: [delete], inline: deny }
+    service: service::/r::db
+"#;
+
+fn workdir(sb: &SandboxProc, manifest: &str) -> Workdir {
+    let w = Workdir::new();
+    w.write("capstan.yaml", "owner: rules\n");
+    w.target(&sb.url);
+    w.write("m.yaml", manifest);
+    w
+}
+
+fn rules(sb: &SandboxProc) -> Vec<Value> {
+    sb.get("/v1/rules").as_array().unwrap().clone()
+}
+
+#[test]
+fn a_rule_protecting_a_database_converges_after_its_service() {
+    let sb = SandboxProc::start(&[]);
+    let w = workdir(&sb, RULES);
+    sb.clear_requests();
+    w.capstan(&["apply", ".", "--yes"]).ok();
+    let posts: Vec<String> = sb
+        .requests()
+        .into_iter()
+        .filter(|r| r["method"] == "POST")
+        .map(|r| r["path"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(posts, ["/v1/services", "/v1/rules"], "the rule after its service");
+    let all = rules(&sb);
+    assert_eq!(all.len(), 1);
+    assert_eq!(all[0]["service"], "service::/r::db");
+    assert_eq!(all[0]["action"]["inline"], "deny");
+    w.capstan(&["plan", ".", "--detailed-exitcode"]).code(0);
+
+    // A changed rule is replaced.
+    w.write("m.yaml", &RULES.replace("commands: [delete]", "commands: [delete, drop]"));
+    w.capstan(&["apply", ".", "--yes"]).ok();
+    let all = rules(&sb);
+    assert_eq!(all.len(), 1);
+    assert_eq!(all[0]["action"]["commands"], serde_json::json!(["delete", "drop"]));
+    w.capstan(&["plan", ".", "--detailed-exitcode"]).code(0);
+
+    // No longer declared: left in place, since nothing says it is capstan's.
+    w.write("m.yaml", "services:\n  service::/r::db:\n    type: postgres\n");
+    w.capstan(&["apply", ".", "--yes", "--prune"]).ok();
+    assert_eq!(rules(&sb).len(), 1);
+}
+
+#[test]
+fn a_rule_naming_a_service_and_a_job_is_refused_at_its_place() {
+    let sb = SandboxProc::start(&[]);
+    let w = workdir(
+        &sb,
+        &RULES.replace("    service: service::/r::db\n", "    service: service::/r::db\n    job: job::/r::x\n"),
+    );
+    let out = w.capstan(&["plan", "."]);
+    assert_ne!(out.code, 0);
+    assert!(out.stderr.contains("m.yaml:6:5: error: a rule governs one thing"), "{}", out.stderr);
+}
