@@ -310,6 +310,21 @@ fn the_daemon_heals_an_app_and_its_env_changed_or_deleted_out_of_band() {
     for path in ["/v1/status", &format!("/v1/history?sha={sha}")] {
         assert!(!d.get(path).1.to_string().contains(SECRET), "{path} shows the secret");
     }
+    // Nor in its event stream: every event from the first (`Last-Event-ID: 0`), read until
+    // the daemon stops and closes the stream.
+    let url = format!("{}/v1/events", d.url);
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        let client = reqwest::blocking::Client::builder().timeout(None).build().unwrap();
+        let resp = client.get(url).header("Last-Event-ID", "0").send().unwrap();
+        ready_tx.send(()).unwrap();
+        resp.text().unwrap()
+    });
+    ready_rx.recv_timeout(wait).expect("the event stream answers");
+    d.stop();
+    let events = reader.join().unwrap();
+    assert!(events.contains("\"converged\""), "the stream carried the daemon's events: {events}");
+    assert!(!events.contains(SECRET), "the event stream shows the secret");
     let stored = files_under(state.path());
     assert!(!stored.is_empty(), "the daemon keeps its state under its state directory");
     for f in stored {

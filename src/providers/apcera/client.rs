@@ -12,6 +12,13 @@ pub struct Client {
     auth: HttpClient,
 }
 
+impl Client {
+    /// How many times a transient failure may be tried again (capstan.yaml's `retry`).
+    pub fn max_attempts(&self) -> u32 {
+        self.http.retry.max_attempts
+    }
+}
+
 fn enc(s: &str) -> String {
     // Query values and path segments: FQNs contain ':' and '/', which must be escaped.
     let mut out = String::with_capacity(s.len());

@@ -449,7 +449,7 @@ async fn create(provider: &Apcera, client: &Client, fqn: &str, desired: &Desired
     let body = Value::Object(body);
     let mine =
         |j: &Value| j.get("labels").and_then(|l| l.get(OWNER_LABEL)).and_then(Value::as_str) == Some(&provider.owner);
-    let created = super::settle_create(|| client.create_job(&body), || client.find_job(fqn), mine).await?;
+    let created = super::settle_create(client.max_attempts(), || client.create_job(&body), || client.find_job(fqn), mine).await?;
     let uuid = created.get("uuid").and_then(Value::as_str).unwrap_or_default().to_string();
     provider.remember(KIND, fqn, &uuid);
     let job = match wants {

@@ -287,13 +287,19 @@ where
     let mine = |v: &Value| {
         unmark(v.get("description").and_then(Value::as_str).unwrap_or_default()).1.as_deref() == Some(owner)
     };
-    settle_create(|| client.create(collection, body), find, mine).await
+    settle_create(client.max_attempts(), || client.create(collection, body), find, mine).await
 }
 
 /// Create something once, whatever the network does: a transient failure may or may not have
 /// created it, so look before trying again; a conflict means an earlier attempt made it — but
 /// only if what is found there carries this owner's mark (`mine`), or it is someone else's.
-async fn settle_create<C, CFut, F, FFut>(create: C, find: F, mine: impl Fn(&Value) -> bool) -> Result<Value, ApiError>
+/// Tried at most `max_attempts` times, as capstan.yaml's `retry` says for every other request.
+async fn settle_create<C, CFut, F, FFut>(
+    max_attempts: u32,
+    create: C,
+    find: F,
+    mine: impl Fn(&Value) -> bool,
+) -> Result<Value, ApiError>
 where
     C: Fn() -> CFut,
     CFut: Future<Output = Result<Value, ApiError>>,
@@ -316,7 +322,7 @@ where
                     None => Err(e),
                 };
             }
-            Err(e) if e.transient && attempts < 6 => {
+            Err(e) if e.transient && attempts < u64::from(max_attempts) => {
                 match find().await? {
                     Some(v) if mine(&v) => return Ok(v),
                     Some(_) => return Err(not_mine(e)),
