@@ -329,6 +329,8 @@ fn with_a_token_and_no_webhook_secret_a_webhook_needs_the_token() {
     let extra = ["--token-env", "CAPSTAN_TOKEN", "--interval", "1h", "--resync", "1h"];
     let d = DaemonProc::start(repo.path().to_str().unwrap(), state.path(), &extra, &[("CAPSTAN_TOKEN", "t0k3n")]);
     d.wait_for("the commit", WAIT, |d| d.status_of(&sha).as_deref() == Some("applied"));
+    // A reconcile is counted after it has recorded its commit's status: wait for the count too.
+    d.wait_for("the first reconcile to be counted", WAIT, |d| d.reconciles() >= 1);
     let before = d.reconciles();
     let push = r#"{"ref": "refs/heads/main"}"#;
     for _ in 0..20 {
