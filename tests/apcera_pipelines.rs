@@ -1,6 +1,7 @@
 //! Apcera staging pipelines, through the real binary against `capstan sandbox serve`: made after
 //! their stager jobs, stagers compared by job FQN, changed with one PUT, plans empty after
-//! apply, and — since a pipeline cannot carry an ownership mark — never pruned.
+//! apply, and — since a pipeline cannot carry an ownership mark — pruned only when capstan's
+//! record holds its uuid (`src/providers/apcera/created.rs`).
 
 mod common;
 use common::*;
@@ -61,8 +62,33 @@ fn a_pipeline_converges_after_its_stagers_and_changes_in_one_put() {
     assert_eq!(pipelines(&sb)[0]["stagers"][0]["uuid"], uuid(&sb, "job::/s::build"));
     w.capstan(&["plan", ".", "--detailed-exitcode"]).code(0);
 
-    // No longer declared: left in place.
+    // No longer declared: capstan made it (its uuid is on record), so pruning deletes it.
     w.write("m.yaml", &PIPELINE[..PIPELINE.find("stagingpipelines").unwrap()]);
+    w.capstan(&["apply", ".", "--yes", "--prune", "--allow-mass-delete"]).ok();
+    assert!(pipelines(&sb).is_empty(), "{:?}", pipelines(&sb));
+    w.capstan(&["plan", ".", "--prune", "--detailed-exitcode"]).code(0);
+}
+
+/// A pipeline of the same FQN made directly on the platform (after deleting capstan's) has
+/// another uuid: it is not capstan's and survives every prune.
+#[test]
+fn a_pipeline_of_the_same_name_made_directly_is_never_pruned() {
+    let sb = SandboxProc::start(&[]);
+    let w = workdir(&sb, PIPELINE);
+    w.capstan(&["apply", ".", "--yes"]).ok();
+    let ours = pipelines(&sb).remove(0);
+    let (code, _) = sb.send("DELETE", &format!("/v1/stagingpipelines/{}", ours["uuid"].as_str().unwrap()), None);
+    assert_eq!(code, 200);
+    let body = serde_json::json!({ "fqn": ours["fqn"], "name": ours["name"], "stagers": ours["stagers"] });
+    let (code, made) = sb.send("POST", "/v1/stagingpipelines", Some(&body));
+    assert_eq!(code, 200, "{made}");
+    assert_ne!(made["uuid"], ours["uuid"]);
+
+    w.capstan(&["plan", ".", "--prune", "--detailed-exitcode"]).code(0);
+    w.write("m.yaml", &PIPELINE[..PIPELINE.find("stagingpipelines").unwrap()]);
+    w.capstan(&["plan", ".", "--prune", "--detailed-exitcode"]).code(0);
     w.capstan(&["apply", ".", "--yes", "--prune"]).ok();
-    assert_eq!(pipelines(&sb).len(), 1);
+    let left = pipelines(&sb);
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0]["uuid"], made["uuid"]);
 }

@@ -321,3 +321,55 @@ fn a_pol_file_in_a_commit_is_read_from_the_commit() {
     d.wait_for("the commit applied", Duration::from_secs(120), |d| d.status_of(&sha).as_deref() == Some("applied"));
     assert_eq!(sb.get("/v1/policy/deployers")["text"], format!("// capstan-owner: daemon-test\n{POL}"));
 }
+
+/// A `.pol` file gets the document's variables like any string of it: capstan.yaml's, the
+/// document's own and `--var`, an undefined one an error at its line and column in the .pol
+/// file (nothing applied), a secret one never shown.
+#[test]
+fn variables_in_a_pol_file_are_expanded_and_placed_in_it_and_secrets_never_shown() {
+    let sb = SandboxProc::start(&[]);
+    let w = workdir(&sb, &format!("variables:\n  TEAM: ci\n{FROM_FILE}"));
+    w.write("capstan.yaml", "owner: pol\nvariables:\n  REALM: job::/p\n");
+    w.target(&sb.url);
+    let pol =
+        "on ${REALM} {\n  if (name == \"${TEAM}\" && token != \"${SHARED_TOKEN}\") {\n    permit update\n  }\n}\n";
+    w.write("policy/deployers.pol", pol);
+
+    // Undefined: an error in the .pol file, at the reference; nothing written.
+    let out = w.capstan(&["apply", ".", "--yes"]);
+    assert_ne!(out.code, 0);
+    assert!(
+        out.stderr.contains("policy/deployers.pol:2:38: error: no value found for variable SHARED_TOKEN"),
+        "{}",
+        out.stderr
+    );
+    assert!(sb.get("/v1/policy")["docs"].as_array().unwrap().iter().all(|d| d["name"] != "deployers"));
+
+    let secret = "s3cr3t-value-9f2c";
+    let var = format!("SHARED_TOKEN={secret}");
+    let plan = w.capstan(&["plan", ".", "--var", &var, "-o", "json"]);
+    plan.ok();
+    assert!(!plan.stdout.contains(secret) && !plan.stderr.contains(secret), "{}", plan.stdout);
+    let text_plan = w.capstan(&["plan", ".", "--var", &var]);
+    assert!(text_plan.stdout.contains("permit update") && !text_plan.stdout.contains(secret), "{}", text_plan.stdout);
+    let applied = w.capstan(&["apply", ".", "--yes", "--var", &var]);
+    applied.ok();
+    assert!(!applied.stdout.contains(secret) && !applied.stderr.contains(secret));
+    let expected = format!(
+        "// capstan-owner: pol\non job::/p {{\n  if (name == \"ci\" && token != \"{secret}\") {{\n    permit update\n  }}\n}}\n"
+    );
+    assert_eq!(sb.get("/v1/policy/deployers")["text"], expected);
+    w.capstan(&["plan", ".", "--var", &var, "--detailed-exitcode"]).code(0);
+
+    // A changed secret is a change, shown masked on both sides.
+    let changed = w.capstan(&["plan", ".", "--var", "SHARED_TOKEN=another-secret-77", "--detailed-exitcode"]);
+    changed.code(2);
+    assert!(!changed.stdout.contains(secret) && !changed.stdout.contains("another-secret-77"), "{}", changed.stdout);
+    // `$${` writes a literal `${`.
+    w.write("policy/deployers.pol", "// $${not a variable}\non job::/p {\n  permit read\n}\n");
+    w.capstan(&["apply", ".", "--yes"]).ok();
+    assert_eq!(
+        sb.get("/v1/policy/deployers")["text"],
+        "// capstan-owner: pol\n// ${not a variable}\non job::/p {\n  permit read\n}\n"
+    );
+}

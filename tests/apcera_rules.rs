@@ -1,6 +1,7 @@
 //! Apcera semantic pipeline rules, through the real binary against `capstan sandbox serve`:
 //! made after the service they govern, replaced when changed, empty plans after apply, and —
-//! since a rule cannot carry an ownership mark — never pruned.
+//! since a rule cannot carry an ownership mark — pruned only when capstan's record holds its
+//! uuid (`src/providers/apcera/created.rs`).
 
 mod common;
 use common::*;
@@ -54,10 +55,50 @@ fn a_rule_protecting_a_database_converges_after_its_service() {
     assert_eq!(all[0]["action"]["commands"], serde_json::json!(["delete", "drop"]));
     w.capstan(&["plan", ".", "--detailed-exitcode"]).code(0);
 
-    // No longer declared: left in place, since nothing says it is capstan's.
+    // No longer declared: capstan made it (its uuid is on record), so pruning deletes it.
+    let only_db = "services:\n  service::/r::db:\n    type: postgres\n";
+    w.write("m.yaml", only_db);
+    w.capstan(&["apply", ".", "--yes", "--prune", "--allow-mass-delete"]).ok();
+    assert!(rules(&sb).is_empty(), "{:?}", rules(&sb));
+    w.capstan(&["plan", ".", "--prune", "--detailed-exitcode"]).code(0);
+}
+
+/// The same FQN is not the same rule: one someone made directly (here after deleting capstan's)
+/// has another uuid, is shown as not capstan's, and survives every prune.
+#[test]
+fn a_rule_of_the_same_name_made_directly_is_never_pruned() {
+    let sb = SandboxProc::start(&[]);
+    let w = workdir(&sb, RULES);
+    w.capstan(&["apply", ".", "--yes"]).ok();
+    let theirs = rules(&sb).remove(0);
+    let (code, _) = sb.send("DELETE", &format!("/v1/rules/{}", theirs["uuid"].as_str().unwrap()), None);
+    assert_eq!(code, 200);
+    let (code, made) = sb.send("POST", "/v1/rules", Some(&theirs));
+    assert_eq!(code, 200, "{made}");
+    assert_ne!(made["uuid"], theirs["uuid"]);
+
+    // Still declared and equal: nothing to do, and nothing taken from anyone.
+    w.capstan(&["plan", ".", "--prune", "--detailed-exitcode"]).code(0);
+    // No longer declared: not capstan's, so not pruned.
     w.write("m.yaml", "services:\n  service::/r::db:\n    type: postgres\n");
+    w.capstan(&["plan", ".", "--prune", "--detailed-exitcode"]).code(0);
     w.capstan(&["apply", ".", "--yes", "--prune"]).ok();
-    assert_eq!(rules(&sb).len(), 1);
+    let left = rules(&sb);
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0]["uuid"], made["uuid"]);
+
+    // A rule made directly before capstan ever ran is not capstan's either.
+    let (code, _) = sb.send(
+        "POST",
+        "/v1/rules",
+        Some(&serde_json::json!({
+            "fqn": "sempiperule::/r::nodrop", "name": "nodrop", "type": 0,
+            "action": { "commands": ["drop"], "inline": "deny" }, "service": "service::/r::db",
+        })),
+    );
+    assert_eq!(code, 200);
+    w.capstan(&["apply", ".", "--yes", "--prune"]).ok();
+    assert_eq!(rules(&sb).len(), 2);
 }
 
 #[test]

@@ -5,10 +5,12 @@
 //! The API names stagers by job uuid; both sides are compared by job FQN (a stager job capstan
 //! has not listed shows as `uuid:<uuid>`). A pipeline is made after its stager jobs and changed
 //! with a full-object `PUT` carrying the `version_id` read (a stale one is reported, not
-//! overwritten). Ownership: a pipeline object has no labels and no free text, so capstan cannot
-//! mark one; a live pipeline is never capstan's and never pruned (as for rules, `rule.rs`).
+//! overwritten). Ownership: a pipeline object has no labels and no free text, so capstan records
+//! the uuid of each pipeline it creates (`created.rs`) and prunes only a recorded one, never
+//! another of the same FQN.
 
 use super::client::Client;
+use super::created::Created;
 use super::{Apcera, fqn};
 use crate::base::diagnostic::Diagnostics;
 use crate::base::yaml::{Document, pointer_escape};
@@ -44,8 +46,14 @@ pub fn decode(doc: &Document, key: &str, entry: &Value, diags: &mut Diagnostics)
     }]
 }
 
-/// A pipeline as listed, its stagers named by job FQN where `job_fqns` (uuid → FQN) knows them.
-pub fn from_live(p: &Value, job_fqns: &HashMap<String, String>) -> Option<(LiveResource, String)> {
+/// A pipeline as listed, its stagers named by job FQN where `job_fqns` (uuid → FQN) knows them;
+/// capstan's when `created` records its uuid for `owner`.
+pub fn from_live(
+    p: &Value,
+    job_fqns: &HashMap<String, String>,
+    created: &Created,
+    owner: &str,
+) -> Option<(LiveResource, String)> {
     let fqn = p.get("fqn")?.as_str()?;
     let uuid = p.get("uuid").and_then(Value::as_str).unwrap_or_default().to_string();
     let stagers: Vec<String> = p["stagers"]
@@ -57,12 +65,13 @@ pub fn from_live(p: &Value, job_fqns: &HashMap<String, String>) -> Option<(LiveR
         .collect();
     let depends_on =
         stagers.iter().filter(|s| !s.starts_with("uuid:")).map(|s| ResourceId::new(super::job::KIND, s)).collect();
+    let created_by = created.owner_of(KIND, fqn, &uuid);
     Some((
         LiveResource {
             id: ResourceId::new(KIND, fqn),
             spec: json!({ "stagers": stagers }),
-            owned: false,
-            owner: None,
+            owned: created_by.as_deref() == Some(owner),
+            owner: created_by,
             parent: None,
             depends_on,
             exclusive: None,
@@ -100,8 +109,9 @@ pub async fn execute(
             let spec = &desired.expect("create has a declaration").spec;
             let body = json!({ "fqn": fqn, "name": local, "stagers": stager_uuids(provider, client, spec).await? });
             let created = client.create("/v1/stagingpipelines", &body).await?;
-            provider.remember(KIND, fqn, created.get("uuid").and_then(Value::as_str).unwrap_or_default());
-            Ok(())
+            let uuid = created.get("uuid").and_then(Value::as_str).unwrap_or_default();
+            provider.remember(KIND, fqn, uuid);
+            provider.created.add(KIND, fqn, uuid, &provider.owner).map_err(|e| ApiError::other("POST", "/v1/stagingpipelines", e))
         }
         Verb::Update => {
             let spec = &desired.expect("update has a declaration").spec;
@@ -110,14 +120,25 @@ pub async fn execute(
                 .await?
                 .ok_or_else(|| ApiError::other("GET", "/v1/stagingpipelines", format!("{fqn} no longer exists")))?;
             let stagers = stager_uuids(provider, client, spec).await?;
-            client.update_pipeline(&uuid, |p| p["stagers"] = json!(stagers)).await
-        }
-        Verb::Delete => {
-            if let Some(uuid) = provider.uuid(KIND, fqn, client).await? {
-                client.delete(&format!("/v1/stagingpipelines/{uuid}")).await?;
-                provider.forget(KIND, fqn);
+            client.update_pipeline(&uuid, |p| p["stagers"] = json!(stagers)).await?;
+            // Taken over (`--take-ownership`) from another owner's record: now this owner's.
+            if provider.created.owner_of(KIND, fqn, &uuid).is_some_and(|o| o != provider.owner) {
+                let path = "/v1/stagingpipelines";
+                provider.created.add(KIND, fqn, &uuid, &provider.owner).map_err(|e| ApiError::other("PUT", path, e))?;
             }
             Ok(())
+        }
+        Verb::Delete => {
+            let Some(uuid) = provider.uuid(KIND, fqn, client).await? else { return Ok(()) };
+            // Pruned (no longer declared): only the very object capstan created, never another
+            // of the same name made meanwhile.
+            if desired.is_none() && provider.created.owner_of(KIND, fqn, &uuid).is_none() {
+                let why = format!("{fqn} (uuid {uuid}) is not one capstan created: left in place");
+                return Err(ApiError::other("DELETE", "/v1/stagingpipelines", why));
+            }
+            client.delete(&format!("/v1/stagingpipelines/{uuid}")).await?;
+            provider.forget(KIND, fqn);
+            provider.created.remove(&uuid).map_err(|e| ApiError::other("DELETE", "/v1/stagingpipelines", e))
         }
     }
 }
