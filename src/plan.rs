@@ -120,7 +120,8 @@ pub fn build(changes: &ChangeSet, desired: &DesiredState, live: &LiveState) -> R
             Verb::Create | Verb::Update => {
                 let d = &desired.resources[&s.resource];
                 // An order holds through what does not change: when a referenced resource has
-                // no step, this step waits for the steps of what that one references.
+                // no step, this step waits for the steps of what that one references (declared),
+                // or of what it depends on (live only: an Apcera package its staging pipeline).
                 let mut stack: Vec<&ResourceId> = d.references.iter().map(|r| &r.target).collect();
                 let mut seen: HashSet<&ResourceId> = HashSet::new();
                 while let Some(target) = stack.pop() {
@@ -134,8 +135,13 @@ pub fn build(changes: &ChangeSet, desired: &DesiredState, live: &LiveState) -> R
                             has_step = true;
                         }
                     }
-                    if !has_step && let Some(unchanged) = desired.resources.get(target) {
+                    if has_step {
+                        continue;
+                    }
+                    if let Some(unchanged) = desired.resources.get(target) {
                         stack.extend(unchanged.references.iter().map(|r| &r.target));
+                    } else if let Some(live_only) = live.get(target) {
+                        stack.extend(live_only.depends_on.iter());
                     }
                 }
                 if s.verb == Verb::Create {
@@ -284,5 +290,32 @@ mod tests {
         assert_eq!(plan.steps.len(), 2);
         assert_eq!(plan.steps[step("a")].deps, vec![step("c")]);
         assert_eq!(plan.phases.len(), 2);
+    }
+
+    #[test]
+    fn an_order_holds_through_a_live_resource_that_is_not_declared() {
+        let mut desired = DesiredState::default();
+        for d in [declared("job", &["package"]), declared("pipeline", &[])] {
+            desired.resources.insert(d.id.clone(), d);
+        }
+        let mut live = LiveState::default();
+        live.insert(crate::model::LiveResource {
+            id: ResourceId::new("app", "package"),
+            spec: serde_json::Value::Null,
+            owned: false,
+            owner: None,
+            parent: None,
+            depends_on: vec![ResourceId::new("app", "pipeline")],
+            exclusive: None,
+            removes: Vec::new(),
+            keep: None,
+        });
+        let changes = ChangeSet {
+            changes: vec![change("job", Action::Create), change("pipeline", Action::Create)],
+            ..ChangeSet::default()
+        };
+        let plan = build(&changes, &desired, &live).unwrap();
+        let step = |n: &str| plan.steps.iter().position(|s| s.resource.name == n).unwrap();
+        assert_eq!(plan.steps[step("job")].deps, vec![step("pipeline")]);
     }
 }

@@ -92,3 +92,68 @@ fn a_pipeline_of_the_same_name_made_directly_is_never_pruned() {
     assert_eq!(left.len(), 1);
     assert_eq!(left[0]["uuid"], made["uuid"]);
 }
+
+/// The step of `name` in `plan -o json`, and the names of the steps it depends on.
+fn step_deps(plan: &Value, name: &str) -> Vec<String> {
+    let steps: Vec<&Value> =
+        plan["plan"]["phases"].as_array().unwrap().iter().flat_map(|p| p["steps"].as_array().unwrap().iter()).collect();
+    let name_of = |id: &Value| steps.iter().find(|s| &s["id"] == id).unwrap()["name"].as_str().unwrap().to_string();
+    let step = steps.iter().find(|s| s["name"] == name).unwrap_or_else(|| panic!("no step {name}: {plan}"));
+    step["depends_on"].as_array().unwrap().iter().map(name_of).collect()
+}
+
+/// Ordering, as `plan -o json` states it: a job whose package a declared staging pipeline stages
+/// (the package's `staging_pipeline_fqn`) is made after that pipeline, the pipeline after its
+/// stagers, and a rule after the service it governs; applying follows the same order.
+#[test]
+fn a_pipeline_comes_before_the_jobs_whose_packages_it_stages_and_a_rule_after_its_service() {
+    let sb = SandboxProc::start(&[]);
+    let package = serde_json::json!({
+        "fqn": "package::/s::site-src", "name": "site-src", "staging_pipeline_fqn": "stagpipe::/s::site",
+    });
+    let (code, made) = sb.send("POST", "/v1/packages", Some(&package));
+    assert_eq!(code, 200, "{made}");
+    let manifest = r#"jobs:
+  job::/s::fetch:
+    state: ready
+  job::/s::build:
+    state: ready
+  job::/s::web:
+    state: ready
+    packages:
+      - fqn: package::/s::site-src
+stagingpipelines:
+  stagpipe::/s::site:
+    stagers: [job::/s::fetch, job::/s::build]
+services:
+  service::/s::db:
+    type: postgres
+sempiperules:
+  sempiperule::/s::nodelete:
+    action: { commands: [delete], inline: deny }
+    service: service::/s::db
+"#;
+    let w = workdir(&sb, manifest);
+    let plan = w.capstan(&["plan", ".", "-o", "json"]);
+    plan.ok();
+    let plan = plan.json();
+    assert_eq!(step_deps(&plan, "create job::/s::web"), ["create stagpipe::/s::site"], "{plan}");
+    let mut stagers = step_deps(&plan, "create stagpipe::/s::site");
+    stagers.sort();
+    assert_eq!(stagers, ["create job::/s::build", "create job::/s::fetch"]);
+    assert_eq!(step_deps(&plan, "create sempiperule::/s::nodelete"), ["create service::/s::db"]);
+
+    sb.clear_requests();
+    w.capstan(&["apply", ".", "--yes"]).ok();
+    let seqs = |path: &str| sb.seqs("POST", path);
+    let web_created = sb
+        .requests()
+        .into_iter()
+        .filter(|r| r["method"] == "POST" && r["path"] == "/v1/jobs" && r["body"]["fqn"] == "job::/s::web")
+        .map(|r| r["seq"].as_u64().unwrap())
+        .next()
+        .unwrap();
+    assert!(seqs("/v1/stagingpipelines")[0] < web_created);
+    assert!(seqs("/v1/services")[0] < seqs("/v1/rules")[0]);
+    w.capstan(&["plan", ".", "--detailed-exitcode"]).code(0);
+}

@@ -3,7 +3,9 @@
 //! (`stagpipe::/ns::name`), each with its `stagers`: the FQNs of its stager jobs, in order.
 //!
 //! The API names stagers by job uuid; both sides are compared by job FQN (a stager job capstan
-//! has not listed shows as `uuid:<uuid>`). A pipeline is made after its stager jobs and changed
+//! has not listed shows as `uuid:<uuid>`). A pipeline is made after its stager jobs, and before
+//! any job whose package it stages (the live package's `staging_pipeline_fqn`, seed L2547, is
+//! the package's dependency: mod.rs, observe), and changed
 //! with a full-object `PUT` carrying the `version_id` read (a stale one is reported, not
 //! overwritten). Ownership: a pipeline object has no labels and no free text, so capstan records
 //! the uuid of each pipeline it creates (`created.rs`) and prunes only a recorded one, never
