@@ -157,3 +157,30 @@ sempiperules:
     assert!(seqs("/v1/services")[0] < seqs("/v1/rules")[0]);
     w.capstan(&["plan", ".", "--detailed-exitcode"]).code(0);
 }
+
+/// Odd but valid pipelines plan empty once applied: FQNs in the default namespace, one stager
+/// used twice, a pipeline of a single stager; fields the platform fills in are ignored.
+#[test]
+fn odd_pipelines_plan_empty_after_apply() {
+    let sb = SandboxProc::start(&[]);
+    let manifest = r#"default_namespace: /s/odd
+jobs:
+  job::::lint:
+    state: ready
+  job::::build:
+    state: ready
+stagingpipelines:
+  stagpipe::::twice:
+    stagers: [job::::lint, job::::build, job::::lint]
+  stagpipe::::single:
+    stagers: [job::::build]
+"#;
+    let w = workdir(&sb, manifest);
+    w.capstan(&["apply", ".", "--yes"]).ok();
+    let all = pipelines(&sb);
+    assert_eq!(all.len(), 2, "{all:?}");
+    let twice = all.iter().find(|p| p["fqn"] == "stagpipe::/s/odd::twice").unwrap();
+    assert_eq!(twice["stagers"].as_array().unwrap().len(), 3);
+    w.capstan(&["plan", ".", "--detailed-exitcode"]).code(0);
+    w.capstan(&["plan", ".", "--prune", "--detailed-exitcode"]).code(0);
+}

@@ -373,3 +373,20 @@ fn variables_in_a_pol_file_are_expanded_and_placed_in_it_and_secrets_never_shown
         "// capstan-owner: pol\n// ${not a variable}\non job::/p {\n  permit read\n}\n"
     );
 }
+
+/// Odd but valid texts plan empty once applied: no final newline, CRLF line ends, a leading
+/// blank line, a first line that is a comment (not capstan's mark), non-ASCII text, and a
+/// `.pol` file with no newline at all.
+#[test]
+fn odd_policy_texts_plan_empty_after_apply() {
+    let sb = SandboxProc::start(&[]);
+    let manifest = "policies:\n  no-newline:\n    text: \"on job::/p { { permit read } }\"\n  crlf:\n    text: \"on job::/p {\\r\\n  { permit read }\\r\\n}\\r\\n\"\n  leading-blank:\n    text: \"\\n\\non job::/p { { permit read } }\\n\"\n  comment-first:\n    text: \"// capstan-ownership is not a mark\\non job::/p { { permit read } }\\n\"\n  unicode:\n    text: \"// équipe Zürich — 日本\\non job::/p { { permit read } }\\n\"\n  from-file:\n    text: file:one-line.pol\n";
+    let w = workdir(&sb, manifest);
+    w.write("one-line.pol", "on job::/p { { permit read } }");
+    w.capstan(&["apply", ".", "--yes"]).ok();
+    let docs = sb.get("/v1/policy");
+    assert_eq!(docs["docs"].as_array().unwrap().len(), 6, "{docs}");
+    assert_eq!(sb.get("/v1/policy/crlf")["text"], "// capstan-owner: pol\non job::/p {\r\n  { permit read }\r\n}\r\n");
+    w.capstan(&["plan", ".", "--detailed-exitcode"]).code(0);
+    w.capstan(&["plan", ".", "--prune", "--detailed-exitcode"]).code(0);
+}

@@ -112,3 +112,42 @@ fn a_rule_naming_a_service_and_a_job_is_refused_at_its_place() {
     assert_ne!(out.code, 0);
     assert!(out.stderr.contains("m.yaml:6:5: error: a rule governs one thing"), "{}", out.stderr);
 }
+
+/// Odd but valid inputs plan empty once applied: a rule naming a service with its provider (the
+/// seed's second example), one governing a job, `allow`, repeated commands, FQNs in the default
+/// namespace, and fields the platform fills in (`type`, `version_id`, nulls) ignored.
+#[test]
+fn odd_rules_plan_empty_after_apply() {
+    let sb = SandboxProc::start(&[]);
+    let manifest = r#"default_namespace: /r/odd
+providers:
+  provider::::pg:
+    type: postgres
+    parameters: { url: "postgres://pg.example:5432" }
+services:
+  service::::db:
+    type: postgres
+    provider_fqn: provider::::pg
+jobs:
+  job::::worker:
+    state: ready
+sempiperules:
+  sempiperule::::db-nodrop:
+    action: { commands: [drop, drop, delete], inline: deny }
+    service: service::::db
+    provider: provider::::pg
+  sempiperule::::worker-allow:
+    action: { commands: [update], inline: allow }
+    job: job::::worker
+"#;
+    let w = workdir(&sb, manifest);
+    let first = w.capstan(&["apply", ".", "--yes"]);
+    first.ok();
+    let all = rules(&sb);
+    assert_eq!(all.len(), 2, "{all:?}");
+    let by = |fqn: &str| all.iter().find(|r| r["fqn"] == fqn).unwrap().clone();
+    assert_eq!(by("sempiperule::/r/odd::db-nodrop")["provider"], "provider::/r/odd::pg");
+    assert_eq!(by("sempiperule::/r/odd::worker-allow")["job"], "job::/r/odd::worker");
+    w.capstan(&["plan", ".", "--detailed-exitcode"]).code(0);
+    w.capstan(&["plan", ".", "--prune", "--detailed-exitcode"]).code(0);
+}
