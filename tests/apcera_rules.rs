@@ -151,3 +151,36 @@ sempiperules:
     w.capstan(&["plan", ".", "--detailed-exitcode"]).code(0);
     w.capstan(&["plan", ".", "--prune", "--detailed-exitcode"]).code(0);
 }
+
+/// The daemon keeps the record in its own state directory: a rule one commit declares and the
+/// next no longer does is pruned, and one made directly on the platform meanwhile is not.
+#[test]
+fn the_daemon_prunes_the_rules_it_made_and_only_those() {
+    use common::git::*;
+    use std::time::Duration;
+    let sb = SandboxProc::start(&[]);
+    let repo = Repo::new();
+    repo.write("capstan.yaml", &config_for(&sb, "prune: true\nmass_delete: { max_percent: 100 }\n"));
+    repo.write("m.yaml", RULES);
+    let first = repo.commit("a rule");
+    let state = tempfile::tempdir().unwrap();
+    let d = DaemonProc::start(repo.path().to_str().unwrap(), state.path(), &["--resync", "300ms"], &[]);
+    let wait = Duration::from_secs(120);
+    d.wait_for("the rule applied", wait, |d| d.status_of(&first).as_deref() == Some("applied"));
+    assert_eq!(rules(&sb).len(), 1);
+    let (code, theirs) = sb.send(
+        "POST",
+        "/v1/rules",
+        Some(&serde_json::json!({
+            "fqn": "sempiperule::/r::theirs", "name": "theirs", "type": 0,
+            "action": { "commands": ["drop"], "inline": "deny" }, "service": "service::/r::db",
+        })),
+    );
+    assert_eq!(code, 200, "{theirs}");
+    repo.write("m.yaml", "services:\n  service::/r::db:\n    type: postgres\n");
+    let second = repo.commit("no rule");
+    d.wait_for("the removal applied", wait, |d| d.status_of(&second).as_deref() == Some("applied"));
+    let left = rules(&sb);
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert_eq!(left[0]["uuid"], theirs["uuid"]);
+}
