@@ -390,3 +390,18 @@ fn odd_policy_texts_plan_empty_after_apply() {
     w.capstan(&["plan", ".", "--detailed-exitcode"]).code(0);
     w.capstan(&["plan", ".", "--prune", "--detailed-exitcode"]).code(0);
 }
+
+/// The README's command for the example (`apply --yes` on the directory, the embedded sandbox):
+/// it converges, then plans empty, with and without `--prune` (its rule is on record as
+/// capstan's, and still declared).
+#[test]
+fn the_policy_example_converges_with_the_readme_command() {
+    let w = Workdir::from_example("examples/manifests/apcera-policy");
+    let first = w.capstan(&["apply", "--yes", "."]);
+    first.ok();
+    assert!(first.stderr.contains("embedded apcera sandbox"), "{}", first.stderr);
+    w.capstan(&["plan", ".", "--detailed-exitcode"]).code(0);
+    w.capstan(&["plan", ".", "--prune", "--detailed-exitcode"]).code(0);
+    let record = w.read(".capstan/apcera-created.json");
+    assert!(record.contains("sempiperule::/dev/governed::orders-db-nodelete"), "{record}");
+}
