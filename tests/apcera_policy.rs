@@ -405,3 +405,23 @@ fn the_policy_example_converges_with_the_readme_command() {
     let record = w.read(".capstan/apcera-created.json");
     assert!(record.contains("sempiperule::/dev/governed::orders-db-nodelete"), "{record}");
 }
+
+/// One `.pol` file named by many documents does not multiply into gigabytes: what data files
+/// add to a render is bounded, and going over is an error at the `file:` value, nothing applied.
+#[test]
+fn a_pol_file_named_many_times_is_bounded() {
+    let sb = SandboxProc::start(&[]);
+    let mut manifest = String::from("policies:\n");
+    for i in 0..70 {
+        manifest.push_str(&format!("  doc{i}:\n    text: file:big.pol\n"));
+    }
+    let w = workdir(&sb, &manifest);
+    // 1 MiB of comments, seventy times: over the 64 MiB bound.
+    let line = format!("// {}\n", "x".repeat(1020));
+    w.write("big.pol", &line.repeat(1024));
+    let out = w.capstan(&["apply", ".", "--yes"]);
+    assert_ne!(out.code, 0);
+    assert!(out.stderr.contains("data files would add more than 67108864 bytes"), "{}", out.stderr);
+    assert!(out.stderr.contains("m.yaml:"), "{}", out.stderr);
+    assert!(sb.get("/v1/policy")["docs"].as_array().unwrap().is_empty());
+}

@@ -98,6 +98,7 @@ pub fn render(
         provider,
         redactor: Redactor::new(&config.sensitive),
         data: &snapshot.data,
+        data_budget: std::sync::atomic::AtomicUsize::new(MAX_DATA_BYTES),
     };
     let fingerprint = inputs.fingerprint();
     let outputs = render_files(&snapshot.files, &inputs, fingerprint, cache);
@@ -167,7 +168,14 @@ struct Inputs<'a> {
     redactor: Redactor,
     /// The snapshot's data files, which a document's `file:` values name.
     data: &'a [SourceFile],
+    /// What data files may still add to the rendered documents, all files together: one small
+    /// file named by ten thousand `file:` values must not become gigabytes.
+    data_budget: std::sync::atomic::AtomicUsize,
 }
+
+/// The most that the texts of data files (after expansion) may add to the documents of one
+/// render.
+pub const MAX_DATA_BYTES: usize = 64 << 20;
 
 impl Inputs<'_> {
     fn fingerprint(&self) -> u128 {
@@ -284,7 +292,7 @@ impl Inputs<'_> {
             let mut value = value;
             if !diags.has_errors() {
                 let pointers = self.provider.file_values(&value);
-                let data = DataFiles { files: self.data, expander: &expander };
+                let data = DataFiles { files: self.data, expander: &expander, budget: &self.data_budget };
                 secretive.extend(data.read(&doc, &mut value, &pointers, &mut diags));
             }
             if !diags.has_errors() {
@@ -397,6 +405,7 @@ fn type_substitutions(node: &mut yaml::Node, pointer: String, schema_name: &'sta
 struct DataFiles<'a, 'b> {
     files: &'a [SourceFile],
     expander: &'a Expander<'b>,
+    budget: &'a std::sync::atomic::AtomicUsize,
 }
 
 impl DataFiles<'_, '_> {
@@ -414,6 +423,7 @@ impl DataFiles<'_, '_> {
         diags: &mut Diagnostics,
     ) -> Vec<expand::Secretive> {
         use std::path::Component;
+        use std::sync::atomic::Ordering::Relaxed;
         let (data, mut secretive) = (self.files, Vec::new());
         for pointer in pointers {
             let Some(Value::String(text)) = value.pointer_mut(pointer) else { continue };
@@ -428,6 +438,16 @@ impl DataFiles<'_, '_> {
             match found {
             Some(f) => {
                 let (expanded, secret) = self.expander.expand_data(&f.path, &f.text, diags);
+                let taken = self.budget.fetch_update(Relaxed, Relaxed, |left| left.checked_sub(expanded.len()));
+                if taken.is_err() {
+                    diags.push(Diagnostic::error_at(
+                        doc.locate(pointer),
+                        format!(
+                            "file:{rel}: data files would add more than {MAX_DATA_BYTES} bytes (64 MiB) to the manifests: expected fewer or smaller `file:` values"
+                        ),
+                    ));
+                    return secretive;
+                }
                 *text = expanded;
                 secretive.extend(secret);
             }
