@@ -184,3 +184,20 @@ fn the_daemon_prunes_the_rules_it_made_and_only_those() {
     assert_eq!(left.len(), 1, "{left:?}");
     assert_eq!(left[0]["uuid"], theirs["uuid"]);
 }
+
+/// A damaged record is never taken for an empty one (that would forget what capstan made):
+/// plan and apply stop, naming the file, and leave it as it is.
+#[test]
+fn a_damaged_record_stops_capstan_and_is_left_alone() {
+    let sb = SandboxProc::start(&[]);
+    let w = workdir(&sb, RULES);
+    w.capstan(&["apply", ".", "--yes"]).ok();
+    w.write(".capstan/apcera-created.json", "{\"created\": [");
+    for args in [&["plan", "."][..], &["apply", ".", "--yes", "--prune"][..]] {
+        let out = w.capstan(args);
+        assert_ne!(out.code, 0);
+        assert!(out.stderr.contains("apcera-created.json") && out.stderr.contains("is damaged"), "{}", out.stderr);
+    }
+    assert_eq!(w.read(".capstan/apcera-created.json"), "{\"created\": [");
+    assert_eq!(rules(&sb).len(), 1);
+}
