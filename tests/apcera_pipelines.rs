@@ -184,3 +184,29 @@ stagingpipelines:
     w.capstan(&["plan", ".", "--detailed-exitcode"]).code(0);
     w.capstan(&["plan", ".", "--prune", "--detailed-exitcode"]).code(0);
 }
+
+/// A stager whose own package the pipeline stages does not wait for the pipeline (which waits
+/// for it): the plan has no cycle, and converges.
+#[test]
+fn a_stager_using_a_package_its_own_pipeline_stages_is_no_cycle() {
+    let sb = SandboxProc::start(&[]);
+    let package = serde_json::json!({
+        "fqn": "package::/s::stager-src", "name": "stager-src", "staging_pipeline_fqn": "stagpipe::/s::site",
+    });
+    assert_eq!(sb.send("POST", "/v1/packages", Some(&package)).0, 200);
+    let manifest = r#"jobs:
+  job::/s::fetch:
+    state: ready
+    packages:
+      - fqn: package::/s::stager-src
+stagingpipelines:
+  stagpipe::/s::site:
+    stagers: [job::/s::fetch]
+"#;
+    let w = workdir(&sb, manifest);
+    let plan = w.capstan(&["plan", ".", "-o", "json"]);
+    plan.ok();
+    assert_eq!(step_deps(&plan.json(), "create stagpipe::/s::site"), ["create job::/s::fetch"]);
+    w.capstan(&["apply", ".", "--yes"]).ok();
+    w.capstan(&["plan", ".", "--detailed-exitcode"]).code(0);
+}

@@ -551,16 +551,13 @@ impl Drive for Apcera {
                 };
                 pk.fqn_by_uuid.insert(u.to_string(), f.to_string());
                 pk.uuid_by_fqn.insert(f.to_string(), u.to_string());
-                // A job using this package is made after the pipeline that stages it, when
-                // that pipeline changes in the same plan (`staging_pipeline_fqn`, seed L2547).
-                let staged_by = p.get("staging_pipeline_fqn").and_then(Value::as_str).filter(|s| !s.is_empty());
                 state.insert(LiveResource {
                     id: ResourceId::new("package", f),
                     spec: json!({ "uuid": u }),
                     owned: false,
                     owner: None,
                     parent: None,
-                    depends_on: staged_by.map(|s| ResourceId::new(pipeline::KIND, s)).into_iter().collect(),
+                    depends_on: pipeline::staged_by(f, p, desired).into_iter().collect(),
                     exclusive: None,
                     removes: Vec::new(),
                     keep: None,

@@ -16,7 +16,7 @@ use super::created::Created;
 use super::{Apcera, fqn};
 use crate::base::diagnostic::Diagnostics;
 use crate::base::yaml::{Document, pointer_escape};
-use crate::model::{DesiredResource, LiveResource, Reference, ResourceId};
+use crate::model::{DesiredResource, DesiredState, LiveResource, Reference, ResourceId};
 use crate::providers::{ApiError, Verb};
 use serde_json::{Value, json};
 use std::collections::HashMap;
@@ -82,6 +82,26 @@ pub fn from_live(
         },
         uuid,
     ))
+}
+
+/// The staging pipeline a live package names (`staging_pipeline_fqn`, seed L2547), when it is
+/// declared, as the package's dependency: a job using the package is then made after the
+/// pipeline when both change in one plan. Not when a declared stager of that pipeline uses the package itself: the
+/// pipeline waits for its stagers, and the stager cannot also wait for the pipeline.
+pub fn staged_by(package_fqn: &str, package: &Value, desired: &DesiredState) -> Option<ResourceId> {
+    let pipeline = package.get("staging_pipeline_fqn").and_then(Value::as_str).filter(|s| !s.is_empty())?;
+    let id = ResourceId::new(KIND, pipeline);
+    let package_id = ResourceId::new("package", package_fqn);
+    let uses_package = |job: &str| {
+        desired
+            .resources
+            .get(&ResourceId::new(super::job::KIND, job))
+            .is_some_and(|j| j.references.iter().any(|r| r.target == package_id))
+    };
+    // Only a declared pipeline orders anything ("where declared").
+    let stagers = desired.resources.get(&id)?.spec["stagers"].as_array();
+    let circular = stagers.into_iter().flatten().filter_map(Value::as_str).any(uses_package);
+    (!circular).then_some(id)
 }
 
 /// The declared stagers as the API takes them: `[{uuid}]`.
