@@ -201,3 +201,50 @@ fn a_damaged_record_stops_capstan_and_is_left_alone() {
     assert_eq!(w.read(".capstan/apcera-created.json"), "{\"created\": [");
     assert_eq!(rules(&sb).len(), 1);
 }
+
+/// One state directory, two writers: a daemon that started before a CLI apply recorded a rule
+/// must not write its older view of the record over it (that would forget the CLI's rule, which
+/// then could never be pruned), and sees it as capstan's at its next plan.
+#[test]
+fn a_daemon_never_forgets_a_rule_a_cli_apply_recorded_in_its_state_directory() {
+    use common::git::*;
+    use std::time::Duration;
+    let rule = |name: &str| {
+        format!(
+            "  sempiperule::/r::{name}:\n    action: {{ commands: [delete], inline: deny }}\n    service: service::/r::db\n"
+        )
+    };
+    let manifest = |names: &[&str]| {
+        let rules: String = names.iter().map(|n| rule(n)).collect();
+        format!("services:\n  service::/r::db:\n    type: postgres\nsempiperules:\n{rules}")
+    };
+    let sb = SandboxProc::start(&[]);
+    let repo = Repo::new();
+    repo.write("capstan.yaml", &config_for(&sb, "prune: true\nmass_delete: { max_percent: 100 }\n"));
+    repo.write("m.yaml", &manifest(&["first"]));
+    let one = repo.commit("first rule");
+    let state = tempfile::tempdir().unwrap();
+    let d = DaemonProc::start(repo.path().to_str().unwrap(), state.path(), &["--resync", "1h"], &[]);
+    let wait = Duration::from_secs(120);
+    d.wait_for("the first rule applied", wait, |d| d.status_of(&one).as_deref() == Some("applied"));
+
+    // The same owner, the same state directory, from the command line: a second rule.
+    let cli = Workdir::new();
+    cli.write("capstan.yaml", &config_for(&sb, ""));
+    cli.write("m.yaml", &manifest(&["first", "second"]));
+    cli.capstan(&["apply", ".", "--yes", "--state-dir", state.path().to_str().unwrap()]).ok();
+    let second = rules(&sb).into_iter().find(|r| r["name"] == "second").unwrap();
+
+    // The daemon makes a third one: the record keeps all three.
+    repo.write("m.yaml", &manifest(&["first", "second", "third"]));
+    let two = repo.commit("third rule");
+    d.wait_for("the third rule applied", wait, |d| d.status_of(&two).as_deref() == Some("applied"));
+    let record = std::fs::read_to_string(state.path().join("apcera-created.json")).unwrap();
+    assert!(record.contains(second["uuid"].as_str().unwrap()), "the CLI's rule was forgotten: {record}");
+
+    // None declared any more: all three are capstan's, all three pruned.
+    repo.write("m.yaml", &manifest(&[]).replace("sempiperules:\n", ""));
+    let three = repo.commit("no rules");
+    d.wait_for("the removal applied", wait, |d| d.status_of(&three).as_deref() == Some("applied"));
+    assert!(rules(&sb).is_empty(), "{:?}", rules(&sb));
+}

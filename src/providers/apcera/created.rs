@@ -14,6 +14,11 @@
 //! the platform (mod.rs). The file is written whole to a temporary file, synced and renamed, so
 //! a kill leaves the old record or the new one; a damaged file is an error naming it, never
 //! silently emptied (that would forget what was applied).
+//!
+//! Several processes may share one state directory (a daemon and a CLI apply, applies to two
+//! targets), so no process trusts its own copy: each change re-reads the file and writes it back
+//! under an exclusive `flock` of `apcera-created.json.lock` (never writing an older view over
+//! what another one recorded), and every observation re-reads it.
 
 use anyhow::Context;
 use serde_json::{Map, Value, json};
@@ -63,39 +68,95 @@ impl Created {
         if uuid.is_empty() {
             return Err(format!("the platform answered the creation of {kind} {fqn} without a uuid"));
         }
-        let mut entries = self.entries.lock().unwrap();
         let entry = Entry { kind: kind.to_string(), fqn: fqn.to_string(), owner: owner.to_string() };
-        entries.insert(uuid.to_string(), entry);
-        self.write(&entries).map_err(|e| {
+        self.change(|entries| {
+            entries.insert(uuid.to_string(), entry);
+            true
+        })
+        .map_err(|e| {
             format!("{kind} {fqn} was created (uuid {uuid}) but could not be recorded as capstan's, so it will not be pruned: {e:#}")
         })
     }
 
     /// Forget an object capstan deleted (nothing to do for one it never recorded).
     pub fn remove(&self, uuid: &str) -> Result<(), String> {
-        let mut entries = self.entries.lock().unwrap();
-        if entries.remove(uuid).is_none() {
-            return Ok(());
-        }
-        self.write(&entries).map_err(|e| format!("cannot update the record of what capstan created: {e:#}"))
+        self.change(|entries| entries.remove(uuid).is_some())
+            .map_err(|e| format!("cannot update the record of what capstan created: {e:#}"))
     }
 
-    fn write(&self, entries: &BTreeMap<String, Entry>) -> anyhow::Result<()> {
-        let Some(path) = &self.path else { return Ok(()) };
+    /// Read the record again: another process with this state directory may have changed it.
+    pub fn reload(&self) -> anyhow::Result<()> {
+        if let Some(path) = &self.path {
+            *self.entries.lock().unwrap() = read(path)?;
+        }
+        Ok(())
+    }
+
+    /// Change the record as it is in the file now (re-read under the file's lock), and write it
+    /// back when `f` says it changed anything.
+    fn change(&self, f: impl FnOnce(&mut BTreeMap<String, Entry>) -> bool) -> anyhow::Result<()> {
+        let mut entries = self.entries.lock().unwrap();
+        let Some(path) = &self.path else {
+            f(&mut entries);
+            return Ok(());
+        };
         if let Some(dir) = path.parent() {
             crate::state::create_dir(dir)?;
         }
-        let created: Map<String, Value> = entries
-            .iter()
-            .map(|(u, e)| (u.clone(), json!({ "kind": e.kind, "fqn": e.fqn, "owner": e.owner })))
-            .collect();
-        let text = serde_json::to_vec_pretty(&json!({ "created": created }))?;
-        let tmp = path.with_extension("json.tmp");
-        let mut f = std::fs::File::create(&tmp).with_context(|| format!("cannot write {}", tmp.display()))?;
-        f.write_all(&text).and_then(|()| f.sync_all()).with_context(|| format!("cannot write {}", tmp.display()))?;
-        std::fs::rename(&tmp, path).with_context(|| format!("cannot replace {}", path.display()))?;
+        let _held = lock(&path.with_extension("json.lock"))?;
+        let mut now = read(path)?;
+        if f(&mut now) {
+            write(path, &now)?;
+        }
+        *entries = now;
         Ok(())
     }
+}
+
+/// Hold an exclusive lock on `path` (made if need be, never through a symbolic link) until the
+/// returned file is dropped.
+fn lock(path: &Path) -> anyhow::Result<std::fs::File> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)
+        .with_context(|| format!("cannot open the lock {}", path.display()))?;
+    // Blocking: another process holds it only while it rewrites the record.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
+        return Err(std::io::Error::last_os_error()).with_context(|| format!("cannot lock {}", path.display()));
+    }
+    Ok(file)
+}
+
+/// Write the record whole: a temporary file (never through a symbolic link), synced, renamed
+/// over the old one, and the rename synced.
+fn write(path: &Path, entries: &BTreeMap<String, Entry>) -> anyhow::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let created: Map<String, Value> = entries
+        .iter()
+        .map(|(u, e)| (u.clone(), json!({ "kind": e.kind, "fqn": e.fqn, "owner": e.owner })))
+        .collect();
+    let text = serde_json::to_vec_pretty(&json!({ "created": created }))?;
+    let tmp = path.with_extension("json.tmp");
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(&tmp)
+        .with_context(|| format!("cannot write {}", tmp.display()))?;
+    f.write_all(&text).and_then(|()| f.sync_all()).with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("cannot replace {}", path.display()))?;
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir).and_then(|d| d.sync_all()).with_context(|| format!("cannot sync {}", dir.display()))?;
+    }
+    Ok(())
 }
 
 fn read(path: &Path) -> anyhow::Result<BTreeMap<String, Entry>> {
@@ -154,6 +215,20 @@ mod tests {
         std::fs::write(tmp.path().join(FILE), "not json").unwrap();
         assert!(Created::open(Some(tmp.path())).is_err());
         assert_eq!(std::fs::read_to_string(tmp.path().join(FILE)).unwrap(), "not json");
+    }
+
+    #[test]
+    fn two_holders_of_one_record_never_write_over_each_other() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (a, b) = (Created::open(Some(tmp.path())).unwrap(), Created::open(Some(tmp.path())).unwrap());
+        a.add("sempiperule", "sempiperule::/a::r", "u1", "me").unwrap();
+        b.add("sempiperule", "sempiperule::/a::s", "u2", "me").unwrap();
+        assert!(a.owner_of("sempiperule", "sempiperule::/a::s", "u2").is_none(), "not seen before a reload");
+        let c = Created::open(Some(tmp.path())).unwrap();
+        assert!(c.owner_of("sempiperule", "sempiperule::/a::r", "u1").is_some(), "a's entry kept");
+        assert!(c.owner_of("sempiperule", "sempiperule::/a::s", "u2").is_some(), "b's entry kept");
+        a.reload().unwrap();
+        assert!(a.owner_of("sempiperule", "sempiperule::/a::s", "u2").is_some());
     }
 
     #[test]

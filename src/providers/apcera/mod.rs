@@ -475,6 +475,10 @@ impl Drive for Apcera {
         let client = self.client()?;
         let want = |ks: &[&str]| ks.iter().any(|k| kinds.contains(*k));
         let owner = self.owner.as_str();
+        // Another process with this state directory may have recorded rules or pipelines since.
+        if want(&[rule::KIND, pipeline::KIND]) {
+            self.created.reload().map_err(|e| ApiError::other("GET", "/v1/rules", format!("{e:#}")))?;
+        }
         // Jobs are converted as they are parsed: the raw list is never held whole.
         let jobs = async {
             if !want(&[job::KIND, binding::BINDING, binding::LINK]) {
