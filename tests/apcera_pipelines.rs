@@ -210,3 +210,44 @@ stagingpipelines:
     w.capstan(&["apply", ".", "--yes"]).ok();
     w.capstan(&["plan", ".", "--detailed-exitcode"]).code(0);
 }
+
+/// Two pipelines whose stagers use each other's packages: the orders capstan infers from live
+/// packages would close a cycle through two hops (s1 → k2 → p2 → s2 → k1 → p1 → s1). A valid
+/// declaration never fails for an order it did not write: the declared orders (a pipeline after
+/// its stagers) all hold, an inferred one that would close the cycle is left out, and it
+/// converges.
+#[test]
+fn pipelines_staging_each_others_stagers_packages_are_no_cycle() {
+    let sb = SandboxProc::start(&[]);
+    for i in [1, 2] {
+        let package = serde_json::json!({
+            "fqn": format!("package::/c::k{i}"), "name": format!("k{i}"),
+            "staging_pipeline_fqn": format!("stagpipe::/c::p{i}"),
+        });
+        assert_eq!(sb.send("POST", "/v1/packages", Some(&package)).0, 200);
+    }
+    let manifest = r#"jobs:
+  job::/c::s1:
+    state: ready
+    packages:
+      - fqn: package::/c::k2
+  job::/c::s2:
+    state: ready
+    packages:
+      - fqn: package::/c::k1
+stagingpipelines:
+  stagpipe::/c::p1:
+    stagers: [job::/c::s1]
+  stagpipe::/c::p2:
+    stagers: [job::/c::s2]
+"#;
+    let w = workdir(&sb, manifest);
+    let plan = w.capstan(&["plan", ".", "-o", "json"]);
+    plan.ok();
+    let plan = plan.json();
+    assert_eq!(step_deps(&plan, "create stagpipe::/c::p1"), ["create job::/c::s1"]);
+    assert_eq!(step_deps(&plan, "create stagpipe::/c::p2"), ["create job::/c::s2"]);
+    w.capstan(&["apply", ".", "--yes"]).ok();
+    assert_eq!(pipelines(&sb).len(), 2);
+    w.capstan(&["plan", ".", "--detailed-exitcode"]).code(0);
+}
