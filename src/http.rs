@@ -32,6 +32,9 @@ pub struct Connection {
     /// How long a change of each kind may take to become ready, where capstan.yaml's
     /// `timeouts` says; other kinds get their provider's default.
     pub ready_timeouts: BTreeMap<String, Duration>,
+    /// The state directory of this run, where a provider may keep what the platform has no
+    /// place for (Apcera: which rules and staging pipelines capstan created); None: nowhere.
+    pub state_dir: Option<PathBuf>,
 }
 
 impl Connection {
@@ -47,6 +50,7 @@ impl Connection {
             force: false,
             retry: RetryPolicy::default(),
             ready_timeouts: BTreeMap::new(),
+            state_dir: None,
         }
     }
 

@@ -106,6 +106,10 @@ pub fn build(changes: &ChangeSet, desired: &DesiredState, live: &LiveState) -> R
     }
     let find = |id: &ResourceId, verb: Verb| index.get(&(id.clone(), verb)).copied();
     let mut edges: Vec<(usize, usize)> = Vec::new(); // (before, after)
+    // Orders found only through a live, undeclared resource (an Apcera package's staging
+    // pipeline): capstan infers them, no one wrote them, so one that would close a cycle is
+    // left out rather than failing a valid declaration.
+    let mut inferred: Vec<(usize, usize)> = Vec::new();
     let exclusive_deletes: HashMap<&str, Vec<usize>> = steps
         .iter()
         .enumerate()
@@ -120,22 +124,29 @@ pub fn build(changes: &ChangeSet, desired: &DesiredState, live: &LiveState) -> R
             Verb::Create | Verb::Update => {
                 let d = &desired.resources[&s.resource];
                 // An order holds through what does not change: when a referenced resource has
-                // no step, this step waits for the steps of what that one references.
-                let mut stack: Vec<&ResourceId> = d.references.iter().map(|r| &r.target).collect();
-                let mut seen: HashSet<&ResourceId> = HashSet::new();
-                while let Some(target) = stack.pop() {
-                    if !seen.insert(target) {
+                // no step, this step waits for the steps of what that one references (declared),
+                // or of what it depends on (live only: an Apcera package its staging pipeline).
+                // (target, reached through a live, undeclared resource)
+                let mut stack: Vec<(&ResourceId, bool)> = d.references.iter().map(|r| (&r.target, false)).collect();
+                let mut seen: HashSet<(&ResourceId, bool)> = HashSet::new();
+                while let Some((target, through_live)) = stack.pop() {
+                    if !seen.insert((target, through_live)) {
                         continue;
                     }
                     let mut has_step = false;
                     for v in [Verb::Create, Verb::Update] {
                         if let Some(j) = find(target, v) {
-                            edges.push((j, i));
+                            if through_live { &mut inferred } else { &mut edges }.push((j, i));
                             has_step = true;
                         }
                     }
-                    if !has_step && let Some(unchanged) = desired.resources.get(target) {
-                        stack.extend(unchanged.references.iter().map(|r| &r.target));
+                    if has_step {
+                        continue;
+                    }
+                    if let Some(unchanged) = desired.resources.get(target) {
+                        stack.extend(unchanged.references.iter().map(|r| (&r.target, through_live)));
+                    } else if let Some(live_only) = live.get(target) {
+                        stack.extend(live_only.depends_on.iter().map(|t| (t, true)));
                     }
                 }
                 if s.verb == Verb::Create {
@@ -162,12 +173,37 @@ pub fn build(changes: &ChangeSet, desired: &DesiredState, live: &LiveState) -> R
     }
     edges.sort_unstable();
     edges.dedup();
-    for (before, after) in edges {
+    inferred.sort_unstable();
+    inferred.dedup();
+    inferred.retain(|e| e.0 != e.1 && edges.binary_search(e).is_err());
+    for &(before, after) in &edges {
         if before != after {
             steps[after].deps.push(before);
         }
     }
-    let levels = levels(&steps).map_err(|cycle| cycle_error(&cycle, &steps, desired))?;
+    // The declared orders alone must hold; a cycle among them is the declarations' own.
+    let mut levels = levels_of(&steps).map_err(|cycle| cycle_error(&cycle, &steps, desired))?;
+    if !inferred.is_empty() {
+        let declared: Vec<Vec<usize>> = steps.iter().map(|s| s.deps.clone()).collect();
+        for &(before, after) in &inferred {
+            steps[after].deps.push(before);
+        }
+        if levels_of(&steps).is_err() {
+            // Added one by one, each only where `before` does not already wait for `after`.
+            for (s, deps) in steps.iter_mut().zip(declared) {
+                s.deps = deps;
+            }
+            for &(before, after) in &inferred {
+                if !waits_for(&steps, before, after) {
+                    steps[after].deps.push(before);
+                }
+            }
+        }
+        for s in &mut steps {
+            s.deps.sort_unstable();
+        }
+        levels = levels_of(&steps).map_err(|cycle| cycle_error(&cycle, &steps, desired))?;
+    }
     for (s, l) in steps.iter_mut().zip(&levels) {
         s.phase = *l;
     }
@@ -187,9 +223,24 @@ pub fn build(changes: &ChangeSet, desired: &DesiredState, live: &LiveState) -> R
     Ok(Plan { steps, phases })
 }
 
+/// Whether step `from` waits for step `to`, directly or through others.
+fn waits_for(steps: &[Step], from: usize, to: usize) -> bool {
+    let mut stack = vec![from];
+    let mut seen = vec![false; steps.len()];
+    while let Some(i) = stack.pop() {
+        if i == to {
+            return true;
+        }
+        if !std::mem::replace(&mut seen[i], true) {
+            stack.extend(steps[i].deps.iter().copied());
+        }
+    }
+    false
+}
+
 /// Each step's level: 0 for steps with no dependencies, else one more than the highest
 /// dependency. Err with the steps of a cycle.
-fn levels(steps: &[Step]) -> Result<Vec<usize>, Vec<usize>> {
+fn levels_of(steps: &[Step]) -> Result<Vec<usize>, Vec<usize>> {
     let n = steps.len();
     let mut indegree: Vec<usize> = steps.iter().map(|s| s.deps.len()).collect();
     let mut dependents = vec![Vec::new(); n];
@@ -284,5 +335,67 @@ mod tests {
         assert_eq!(plan.steps.len(), 2);
         assert_eq!(plan.steps[step("a")].deps, vec![step("c")]);
         assert_eq!(plan.phases.len(), 2);
+    }
+
+    #[test]
+    fn an_order_inferred_through_live_resources_never_closes_a_cycle() {
+        // s1 uses k2 (staged by p2), s2 uses k1 (staged by p1); each pipeline's stager is
+        // declared (p1 after s1, p2 after s2): the inferred orders would close a cycle.
+        let mut desired = DesiredState::default();
+        for d in [declared("s1", &["k2"]), declared("s2", &["k1"]), declared("p1", &["s1"]), declared("p2", &["s2"])] {
+            desired.resources.insert(d.id.clone(), d);
+        }
+        let mut live = LiveState::default();
+        for (k, p) in [("k1", "p1"), ("k2", "p2")] {
+            live.insert(crate::model::LiveResource {
+                id: ResourceId::new("app", k),
+                spec: serde_json::Value::Null,
+                owned: false,
+                owner: None,
+                parent: None,
+                depends_on: vec![ResourceId::new("app", p)],
+                exclusive: None,
+                removes: Vec::new(),
+                keep: None,
+            });
+        }
+        let changes = ChangeSet {
+            changes: ["s1", "s2", "p1", "p2"].into_iter().map(|n| change(n, Action::Create)).collect(),
+            ..ChangeSet::default()
+        };
+        let plan = build(&changes, &desired, &live).unwrap();
+        let step = |n: &str| plan.steps.iter().position(|s| s.resource.name == n).unwrap();
+        assert!(plan.steps[step("p1")].deps.contains(&step("s1")), "declared orders hold");
+        assert!(plan.steps[step("p2")].deps.contains(&step("s2")), "declared orders hold");
+        let inferred = [(step("p2"), step("s1")), (step("p1"), step("s2"))];
+        let kept = inferred.iter().filter(|(b, a)| plan.steps[*a].deps.contains(b)).count();
+        assert_eq!(kept, 1, "one inferred order kept, the one closing the cycle left out");
+    }
+
+    #[test]
+    fn an_order_holds_through_a_live_resource_that_is_not_declared() {
+        let mut desired = DesiredState::default();
+        for d in [declared("job", &["package"]), declared("pipeline", &[])] {
+            desired.resources.insert(d.id.clone(), d);
+        }
+        let mut live = LiveState::default();
+        live.insert(crate::model::LiveResource {
+            id: ResourceId::new("app", "package"),
+            spec: serde_json::Value::Null,
+            owned: false,
+            owner: None,
+            parent: None,
+            depends_on: vec![ResourceId::new("app", "pipeline")],
+            exclusive: None,
+            removes: Vec::new(),
+            keep: None,
+        });
+        let changes = ChangeSet {
+            changes: vec![change("job", Action::Create), change("pipeline", Action::Create)],
+            ..ChangeSet::default()
+        };
+        let plan = build(&changes, &desired, &live).unwrap();
+        let step = |n: &str| plan.steps.iter().position(|s| s.resource.name == n).unwrap();
+        assert_eq!(plan.steps[step("job")].deps, vec![step("pipeline")]);
     }
 }

@@ -83,7 +83,7 @@ pub async fn connect(
             ca_pem: t.ca_pem.clone(),
             auth_url: t.auth_url.clone(),
             timeout: Duration::from_secs(t.timeout.unwrap_or(30)),
-            ..connection(config, &t.url, force)
+            ..connection(config, &t.url, state_dir, force)
         };
         check_timeouts(config, &t.platform)?;
         let provider = providers::provider_for(&t.platform, Some(connection), owner)?;
@@ -109,7 +109,7 @@ pub async fn connect(
     ));
     opts.state_file = Some(state_file);
     let sandbox = Sandbox::start(opts).await.context("cannot start the embedded sandbox")?;
-    let provider = providers::provider_for(&platform_name, Some(connection(config, sandbox.url(), force)), owner)?;
+    let provider = providers::provider_for(&platform_name, Some(connection(config, sandbox.url(), dir, force)), owner)?;
     Ok(Connected {
         provider,
         description: format!("the embedded {platform_name} sandbox ({})", sandbox.url()),
@@ -119,9 +119,10 @@ pub async fn connect(
 }
 
 /// A connection to `url` with capstan.yaml's retries and readiness timeouts.
-fn connection(config: &Config, url: &str, force: bool) -> Connection {
+fn connection(config: &Config, url: &str, state_dir: &Path, force: bool) -> Connection {
     Connection {
         force,
+        state_dir: Some(state_dir.to_path_buf()),
         retry: config.retry.policy(),
         ready_timeouts: config.timeouts.iter().map(|(k, v)| (k.clone(), Duration::from_secs(*v))).collect(),
         ..Connection::new(url)

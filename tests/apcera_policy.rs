@@ -321,3 +321,107 @@ fn a_pol_file_in_a_commit_is_read_from_the_commit() {
     d.wait_for("the commit applied", Duration::from_secs(120), |d| d.status_of(&sha).as_deref() == Some("applied"));
     assert_eq!(sb.get("/v1/policy/deployers")["text"], format!("// capstan-owner: daemon-test\n{POL}"));
 }
+
+/// A `.pol` file gets the document's variables like any string of it: capstan.yaml's, the
+/// document's own and `--var`, an undefined one an error at its line and column in the .pol
+/// file (nothing applied), a secret one never shown.
+#[test]
+fn variables_in_a_pol_file_are_expanded_and_placed_in_it_and_secrets_never_shown() {
+    let sb = SandboxProc::start(&[]);
+    let w = workdir(&sb, &format!("variables:\n  TEAM: ci\n{FROM_FILE}"));
+    w.write("capstan.yaml", "owner: pol\nvariables:\n  REALM: job::/p\n");
+    w.target(&sb.url);
+    let pol =
+        "on ${REALM} {\n  if (name == \"${TEAM}\" && token != \"${SHARED_TOKEN}\") {\n    permit update\n  }\n}\n";
+    w.write("policy/deployers.pol", pol);
+
+    // Undefined: an error in the .pol file, at the reference; nothing written.
+    let out = w.capstan(&["apply", ".", "--yes"]);
+    assert_ne!(out.code, 0);
+    assert!(
+        out.stderr.contains("policy/deployers.pol:2:38: error: no value found for variable SHARED_TOKEN"),
+        "{}",
+        out.stderr
+    );
+    assert!(sb.get("/v1/policy")["docs"].as_array().unwrap().iter().all(|d| d["name"] != "deployers"));
+
+    let secret = "s3cr3t-value-9f2c";
+    let var = format!("SHARED_TOKEN={secret}");
+    let plan = w.capstan(&["plan", ".", "--var", &var, "-o", "json"]);
+    plan.ok();
+    assert!(!plan.stdout.contains(secret) && !plan.stderr.contains(secret), "{}", plan.stdout);
+    let text_plan = w.capstan(&["plan", ".", "--var", &var]);
+    assert!(text_plan.stdout.contains("permit update") && !text_plan.stdout.contains(secret), "{}", text_plan.stdout);
+    let applied = w.capstan(&["apply", ".", "--yes", "--var", &var]);
+    applied.ok();
+    assert!(!applied.stdout.contains(secret) && !applied.stderr.contains(secret));
+    let expected = format!(
+        "// capstan-owner: pol\non job::/p {{\n  if (name == \"ci\" && token != \"{secret}\") {{\n    permit update\n  }}\n}}\n"
+    );
+    assert_eq!(sb.get("/v1/policy/deployers")["text"], expected);
+    w.capstan(&["plan", ".", "--var", &var, "--detailed-exitcode"]).code(0);
+
+    // A changed secret is a change, shown masked on both sides.
+    let changed = w.capstan(&["plan", ".", "--var", "SHARED_TOKEN=another-secret-77", "--detailed-exitcode"]);
+    changed.code(2);
+    assert!(!changed.stdout.contains(secret) && !changed.stdout.contains("another-secret-77"), "{}", changed.stdout);
+    // `$${` writes a literal `${`.
+    w.write("policy/deployers.pol", "// $${not a variable}\non job::/p {\n  permit read\n}\n");
+    w.capstan(&["apply", ".", "--yes"]).ok();
+    assert_eq!(
+        sb.get("/v1/policy/deployers")["text"],
+        "// capstan-owner: pol\n// ${not a variable}\non job::/p {\n  permit read\n}\n"
+    );
+}
+
+/// Odd but valid texts plan empty once applied: no final newline, CRLF line ends, a leading
+/// blank line, a first line that is a comment (not capstan's mark), non-ASCII text, and a
+/// `.pol` file with no newline at all.
+#[test]
+fn odd_policy_texts_plan_empty_after_apply() {
+    let sb = SandboxProc::start(&[]);
+    let manifest = "policies:\n  no-newline:\n    text: \"on job::/p { { permit read } }\"\n  crlf:\n    text: \"on job::/p {\\r\\n  { permit read }\\r\\n}\\r\\n\"\n  leading-blank:\n    text: \"\\n\\non job::/p { { permit read } }\\n\"\n  comment-first:\n    text: \"// capstan-ownership is not a mark\\non job::/p { { permit read } }\\n\"\n  unicode:\n    text: \"// équipe Zürich — 日本\\non job::/p { { permit read } }\\n\"\n  from-file:\n    text: file:one-line.pol\n";
+    let w = workdir(&sb, manifest);
+    w.write("one-line.pol", "on job::/p { { permit read } }");
+    w.capstan(&["apply", ".", "--yes"]).ok();
+    let docs = sb.get("/v1/policy");
+    assert_eq!(docs["docs"].as_array().unwrap().len(), 6, "{docs}");
+    assert_eq!(sb.get("/v1/policy/crlf")["text"], "// capstan-owner: pol\non job::/p {\r\n  { permit read }\r\n}\r\n");
+    w.capstan(&["plan", ".", "--detailed-exitcode"]).code(0);
+    w.capstan(&["plan", ".", "--prune", "--detailed-exitcode"]).code(0);
+}
+
+/// The README's command for the example (`apply --yes` on the directory, the embedded sandbox):
+/// it converges, then plans empty, with and without `--prune` (its rule is on record as
+/// capstan's, and still declared).
+#[test]
+fn the_policy_example_converges_with_the_readme_command() {
+    let w = Workdir::from_example("examples/manifests/apcera-policy");
+    let first = w.capstan(&["apply", "--yes", "."]);
+    first.ok();
+    assert!(first.stderr.contains("embedded apcera sandbox"), "{}", first.stderr);
+    w.capstan(&["plan", ".", "--detailed-exitcode"]).code(0);
+    w.capstan(&["plan", ".", "--prune", "--detailed-exitcode"]).code(0);
+    let record = w.read(".capstan/apcera-created.json");
+    assert!(record.contains("sempiperule::/dev/governed::orders-db-nodelete"), "{record}");
+}
+
+/// One `.pol` file named by many documents does not multiply into gigabytes: what data files
+/// add to a render is bounded, and going over is an error at the `file:` value, nothing applied.
+#[test]
+fn a_pol_file_named_many_times_is_bounded() {
+    let sb = SandboxProc::start(&[]);
+    let mut manifest = String::from("policies:\n");
+    for i in 0..70 {
+        manifest.push_str(&format!("  doc{i}:\n    text: file:big.pol\n"));
+    }
+    let w = workdir(&sb, &manifest);
+    // 1 MiB of comments, seventy times: over the 64 MiB bound.
+    let line = format!("// {}\n", "x".repeat(1020));
+    w.write("big.pol", &line.repeat(1024));
+    let out = w.capstan(&["apply", ".", "--yes"]);
+    assert_ne!(out.code, 0);
+    assert!(out.stderr.contains("data files would add more than 67108864 bytes"), "{}", out.stderr);
+    assert!(out.stderr.contains("m.yaml:"), "{}", out.stderr);
+    assert!(sb.get("/v1/policy")["docs"].as_array().unwrap().is_empty());
+}

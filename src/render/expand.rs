@@ -20,6 +20,8 @@ use crate::base::yaml::{Document, Node, NodeValue, Pos, Style};
 use indexmap::IndexMap;
 use std::collections::HashSet;
 use std::ops::Range;
+use std::path::Path;
+use std::sync::Arc;
 
 /// The most that substituting variables may add to one document.
 pub const MAX_GROWTH: usize = 16 << 20;
@@ -102,6 +104,39 @@ impl Expander<'_> {
         let secretive = pass.secretive;
         doc.root = root;
         secretive
+    }
+}
+
+impl Expander<'_> {
+    /// Expand the text of a data file a document names with `file:` (a `.pol` file): references
+    /// as in documents, line by line (a reference never spans lines), so each problem is placed
+    /// at its line and column in that file. Substitution adds at most [`MAX_GROWTH`] bytes.
+    /// Returns the text, and where secrets went in it, if any did.
+    pub fn expand_data(&self, file: &Path, text: &str, diags: &mut Diagnostics) -> (String, Option<Secretive>) {
+        let place =
+            Document { file: Arc::from(file), index: 0, root: Node { pos: Pos::default(), value: NodeValue::Null } };
+        let mut pass =
+            Pass { ex: self, doc_file: &place, missing_seen: HashSet::new(), diags, growth: 0, secretive: Vec::new() };
+        let mut out = String::with_capacity(text.len());
+        let mut secrets = Vec::new();
+        for (n, line) in text.split_inclusive('\n').enumerate() {
+            let pos = Pos { line: n as u32 + 1, column: 1 };
+            let start = out.len();
+            match pass.string(line, pos, Style::Plain, false) {
+                Some(expanded) => out.push_str(&expanded),
+                None => out.push_str(line),
+            }
+            for s in pass.secretive.drain(..) {
+                secrets.extend(s.secrets.into_iter().map(|r| r.start + start..r.end + start));
+            }
+        }
+        let secretive = (!secrets.is_empty()).then(|| Secretive {
+            text: out.clone(),
+            secrets,
+            at: place.location(Pos { line: 1, column: 1 }),
+            key: false,
+        });
+        (out, secretive)
     }
 }
 

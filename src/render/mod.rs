@@ -98,6 +98,7 @@ pub fn render(
         provider,
         redactor: Redactor::new(&config.sensitive),
         data: &snapshot.data,
+        data_budget: std::sync::atomic::AtomicUsize::new(MAX_DATA_BYTES),
     };
     let fingerprint = inputs.fingerprint();
     let outputs = render_files(&snapshot.files, &inputs, fingerprint, cache);
@@ -167,7 +168,14 @@ struct Inputs<'a> {
     redactor: Redactor,
     /// The snapshot's data files, which a document's `file:` values name.
     data: &'a [SourceFile],
+    /// What data files may still add to the rendered documents, all files together: one small
+    /// file named by ten thousand `file:` values must not become gigabytes.
+    data_budget: std::sync::atomic::AtomicUsize,
 }
+
+/// The most that the texts of data files (after expansion) may add to the documents of one
+/// render.
+pub const MAX_DATA_BYTES: usize = 64 << 20;
 
 impl Inputs<'_> {
     fn fingerprint(&self) -> u128 {
@@ -259,14 +267,14 @@ impl Inputs<'_> {
             let slot = |text: &str, range: std::ops::Range<usize>| self.provider.namespace_slot(text, range);
             let runtime = |name: &str| self.provider.runtime_variable(name);
             let secret = |name: &str| self.redactor.is_sensitive(name);
-            let secretive = Expander {
+            let expander = Expander {
                 vars: &vars,
                 strict: !self.opts.allow_missing_vars,
                 namespace_slot: &slot,
                 runtime_variable: &runtime,
                 secret: &secret,
-            }
-            .expand(&mut doc, &mut diags);
+            };
+            let mut secretive = expander.expand(&mut doc, &mut diags);
             self.provider.apply_default_namespace(&mut doc, namespace.as_deref(), &mut diags);
             keys_distinct_after_expansion(&doc, &mut diags);
             for part in &parts {
@@ -284,7 +292,8 @@ impl Inputs<'_> {
             let mut value = value;
             if !diags.has_errors() {
                 let pointers = self.provider.file_values(&value);
-                read_data_files(&doc, &mut value, &pointers, self.data, &mut diags);
+                let data = DataFiles { files: self.data, expander: &expander, budget: &self.data_budget };
+                secretive.extend(data.read(&doc, &mut value, &pointers, &mut diags));
             }
             if !diags.has_errors() {
                 let resources = self.provider.decode(&doc, &value, &mut diags);
@@ -392,29 +401,56 @@ fn type_substitutions(node: &mut yaml::Node, pointer: String, schema_name: &'sta
     }
 }
 
-/// Replace each `file:PATH` string at these pointers by the text of the data file it names:
-/// a path relative to the document's file, inside the manifest directory. Only the snapshot's
-/// own data files are looked up (the snapshot refuses links and skips hidden entries), and a
-/// path with `..`, `.`, a hidden or an absolute part is an error, so nothing outside the
-/// manifest tree is ever read.
-fn read_data_files(
-    doc: &yaml::Document,
-    value: &mut Value,
-    pointers: &[String],
-    data: &[SourceFile],
-    diags: &mut Diagnostics,
-) {
-    use std::path::Component;
-    for pointer in pointers {
-        let Some(Value::String(text)) = value.pointer_mut(pointer) else { continue };
-        let Some(rel) = text.strip_prefix("file:") else { continue };
-        let path = Path::new(rel);
-        let plain = !rel.is_empty()
-            && path.components().all(|c| matches!(c, Component::Normal(n) if !n.as_encoded_bytes().starts_with(b".")));
-        let dir = doc.file.parent().unwrap_or(Path::new(""));
-        let found = plain.then(|| data.iter().find(|f| f.path == dir.join(path))).flatten();
-        match found {
-            Some(f) => *text = f.text.to_string(),
+/// The snapshot's data files, and the document's variables to expand in them.
+struct DataFiles<'a, 'b> {
+    files: &'a [SourceFile],
+    expander: &'a Expander<'b>,
+    budget: &'a std::sync::atomic::AtomicUsize,
+}
+
+impl DataFiles<'_, '_> {
+    /// Replace each `file:PATH` string at these pointers by the text of the data file it names:
+    /// a path relative to the document's file, inside the manifest directory. Only the snapshot's
+    /// own data files are looked up (the snapshot refuses links and skips hidden entries), and a
+    /// path with `..`, `.`, a hidden or an absolute part is an error, so nothing outside the
+    /// manifest tree is ever read. The text gets the document's variables expanded, with problems
+    /// placed in the data file; returned: where secrets went.
+    fn read(
+        &self,
+        doc: &yaml::Document,
+        value: &mut Value,
+        pointers: &[String],
+        diags: &mut Diagnostics,
+    ) -> Vec<expand::Secretive> {
+        use std::path::Component;
+        use std::sync::atomic::Ordering::Relaxed;
+        let (data, mut secretive) = (self.files, Vec::new());
+        for pointer in pointers {
+            let Some(Value::String(text)) = value.pointer_mut(pointer) else { continue };
+            let Some(rel) = text.strip_prefix("file:") else { continue };
+            let path = Path::new(rel);
+            let plain = !rel.is_empty()
+                && path
+                    .components()
+                    .all(|c| matches!(c, Component::Normal(n) if !n.as_encoded_bytes().starts_with(b".")));
+            let dir = doc.file.parent().unwrap_or(Path::new(""));
+            let found = plain.then(|| data.iter().find(|f| f.path == dir.join(path))).flatten();
+            match found {
+            Some(f) => {
+                let (expanded, secret) = self.expander.expand_data(&f.path, &f.text, diags);
+                let taken = self.budget.fetch_update(Relaxed, Relaxed, |left| left.checked_sub(expanded.len()));
+                if taken.is_err() {
+                    diags.push(Diagnostic::error_at(
+                        doc.locate(pointer),
+                        format!(
+                            "file:{rel}: data files would add more than {MAX_DATA_BYTES} bytes (64 MiB) to the manifests: expected fewer or smaller `file:` values"
+                        ),
+                    ));
+                    return secretive;
+                }
+                *text = expanded;
+                secretive.extend(secret);
+            }
             None => diags.push(Diagnostic::error_at(
                 doc.locate(pointer),
                 format!(
@@ -423,6 +459,8 @@ fn read_data_files(
                 ),
             )),
         }
+        }
+        secretive
     }
 }
 

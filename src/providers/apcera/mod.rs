@@ -6,6 +6,9 @@
 //! have no labels in the seed, with ` [capstan-owner=<owner>]` at the end of their description
 //! (the way other tools write "Managed by ..." into descriptions). The mark is removed before
 //! comparing. Bindings, links and memberships belong to the job or network that declares them.
+//! Policy documents carry a first line `// capstan-owner: <owner>` (policy.rs). Semantic pipeline
+//! rules and staging pipelines have no place for a mark at all: capstan records the uuid of each
+//! one it creates in the state directory (created.rs) and prunes only a recorded one.
 //!
 //! Keeping. A person keeps a resource from ever being pruned with the job label
 //! `capstan-prune: "false"`, or ` [capstan-prune=false]` anywhere in a description. The mark is
@@ -17,6 +20,7 @@
 
 mod binding;
 mod client;
+mod created;
 mod drain;
 mod fqn;
 mod job;
@@ -76,9 +80,8 @@ const KINDS: &[(&str, KindInfo)] = &[
     ("link", KindInfo { managed: true, updatable: false }),
     ("package", KindInfo { managed: false, updatable: false }),
     (policy::KIND, KindInfo { managed: true, updatable: true }),
-    // Never marked (a rule has nowhere to hold a mark), so never pruned: see rule.rs.
+    // No place for a mark: what capstan created is recorded by uuid (created.rs).
     (rule::KIND, KindInfo { managed: true, updatable: false }),
-    // Never marked either: see pipeline.rs.
     (pipeline::KIND, KindInfo { managed: true, updatable: true }),
     // Declared expectations of the policy, simulated in previews; nothing on the platform.
     (policy_check::KIND, KindInfo { managed: false, updatable: false }),
@@ -94,6 +97,8 @@ pub struct Apcera {
     /// kinds it lists: a resource deleted behind capstan's back is forgotten, never used again.
     uuids: Mutex<HashMap<(&'static str, String), String>>,
     packages: Mutex<Packages>,
+    /// The rules and staging pipelines capstan created (they have no place for a mark).
+    created: created::Created,
 }
 
 #[derive(Default)]
@@ -106,10 +111,11 @@ impl Apcera {
     pub fn new(connection: Option<Connection>, owner: &str) -> anyhow::Result<Self> {
         Ok(Apcera {
             client: connection.as_ref().map(Client::new).transpose()?,
-            connection,
             owner: owner.to_string(),
             uuids: Mutex::default(),
             packages: Mutex::default(),
+            created: created::Created::open(connection.as_ref().and_then(|c| c.state_dir.as_deref()))?,
+            connection,
         })
     }
 
@@ -469,6 +475,10 @@ impl Drive for Apcera {
         let client = self.client()?;
         let want = |ks: &[&str]| ks.iter().any(|k| kinds.contains(*k));
         let owner = self.owner.as_str();
+        // Another process with this state directory may have recorded rules or pipelines since.
+        if want(&[rule::KIND, pipeline::KIND]) {
+            self.created.reload().map_err(|e| ApiError::other("GET", "/v1/rules", format!("{e:#}")))?;
+        }
         // Jobs are converted as they are parsed: the raw list is never held whole.
         let jobs = async {
             if !want(&[job::KIND, binding::BINDING, binding::LINK]) {
@@ -551,7 +561,7 @@ impl Drive for Apcera {
                     owned: false,
                     owner: None,
                     parent: None,
-                    depends_on: Vec::new(),
+                    depends_on: pipeline::staged_by(f, p, desired).into_iter().collect(),
                     exclusive: None,
                     removes: Vec::new(),
                     keep: None,
@@ -559,7 +569,7 @@ impl Drive for Apcera {
             }
         }
         for r in rules.iter().flatten() {
-            if let Some((live, uuid)) = rule::from_live(r) {
+            if let Some((live, uuid)) = rule::from_live(r, &self.created, &self.owner) {
                 uuids.insert((rule::KIND, live.id.name.clone()), uuid);
                 state.insert(live);
             }
@@ -568,7 +578,7 @@ impl Drive for Apcera {
             let job_fqns: HashMap<String, String> =
                 uuids.iter().filter(|((k, _), _)| *k == job::KIND).map(|((_, f), u)| (u.clone(), f.clone())).collect();
             for p in pipelines {
-                if let Some((live, uuid)) = pipeline::from_live(p, &job_fqns) {
+                if let Some((live, uuid)) = pipeline::from_live(p, &job_fqns, &self.created, &self.owner) {
                     uuids.insert((pipeline::KIND, live.id.name.clone()), uuid);
                     state.insert(live);
                 }

@@ -3,16 +3,20 @@
 //! (`stagpipe::/ns::name`), each with its `stagers`: the FQNs of its stager jobs, in order.
 //!
 //! The API names stagers by job uuid; both sides are compared by job FQN (a stager job capstan
-//! has not listed shows as `uuid:<uuid>`). A pipeline is made after its stager jobs and changed
+//! has not listed shows as `uuid:<uuid>`). A pipeline is made after its stager jobs, and before
+//! any job whose package it stages (the live package's `staging_pipeline_fqn`, seed L2547, is
+//! the package's dependency: mod.rs, observe), and changed
 //! with a full-object `PUT` carrying the `version_id` read (a stale one is reported, not
-//! overwritten). Ownership: a pipeline object has no labels and no free text, so capstan cannot
-//! mark one; a live pipeline is never capstan's and never pruned (as for rules, `rule.rs`).
+//! overwritten). Ownership: a pipeline object has no labels and no free text, so capstan records
+//! the uuid of each pipeline it creates (`created.rs`) and prunes only a recorded one, never
+//! another of the same FQN.
 
 use super::client::Client;
+use super::created::Created;
 use super::{Apcera, fqn};
 use crate::base::diagnostic::Diagnostics;
 use crate::base::yaml::{Document, pointer_escape};
-use crate::model::{DesiredResource, LiveResource, Reference, ResourceId};
+use crate::model::{DesiredResource, DesiredState, LiveResource, Reference, ResourceId};
 use crate::providers::{ApiError, Verb};
 use serde_json::{Value, json};
 use std::collections::HashMap;
@@ -44,8 +48,14 @@ pub fn decode(doc: &Document, key: &str, entry: &Value, diags: &mut Diagnostics)
     }]
 }
 
-/// A pipeline as listed, its stagers named by job FQN where `job_fqns` (uuid → FQN) knows them.
-pub fn from_live(p: &Value, job_fqns: &HashMap<String, String>) -> Option<(LiveResource, String)> {
+/// A pipeline as listed, its stagers named by job FQN where `job_fqns` (uuid → FQN) knows them;
+/// capstan's when `created` records its uuid for `owner`.
+pub fn from_live(
+    p: &Value,
+    job_fqns: &HashMap<String, String>,
+    created: &Created,
+    owner: &str,
+) -> Option<(LiveResource, String)> {
     let fqn = p.get("fqn")?.as_str()?;
     let uuid = p.get("uuid").and_then(Value::as_str).unwrap_or_default().to_string();
     let stagers: Vec<String> = p["stagers"]
@@ -57,12 +67,13 @@ pub fn from_live(p: &Value, job_fqns: &HashMap<String, String>) -> Option<(LiveR
         .collect();
     let depends_on =
         stagers.iter().filter(|s| !s.starts_with("uuid:")).map(|s| ResourceId::new(super::job::KIND, s)).collect();
+    let created_by = created.owner_of(KIND, fqn, &uuid);
     Some((
         LiveResource {
             id: ResourceId::new(KIND, fqn),
             spec: json!({ "stagers": stagers }),
-            owned: false,
-            owner: None,
+            owned: created_by.as_deref() == Some(owner),
+            owner: created_by,
             parent: None,
             depends_on,
             exclusive: None,
@@ -71,6 +82,26 @@ pub fn from_live(p: &Value, job_fqns: &HashMap<String, String>) -> Option<(LiveR
         },
         uuid,
     ))
+}
+
+/// The staging pipeline a live package names (`staging_pipeline_fqn`, seed L2547), when it is
+/// declared, as the package's dependency: a job using the package is then made after the
+/// pipeline when both change in one plan. Not when a declared stager of that pipeline uses the package itself: the
+/// pipeline waits for its stagers, and the stager cannot also wait for the pipeline.
+pub fn staged_by(package_fqn: &str, package: &Value, desired: &DesiredState) -> Option<ResourceId> {
+    let pipeline = package.get("staging_pipeline_fqn").and_then(Value::as_str).filter(|s| !s.is_empty())?;
+    let id = ResourceId::new(KIND, pipeline);
+    let package_id = ResourceId::new("package", package_fqn);
+    let uses_package = |job: &str| {
+        desired
+            .resources
+            .get(&ResourceId::new(super::job::KIND, job))
+            .is_some_and(|j| j.references.iter().any(|r| r.target == package_id))
+    };
+    // Only a declared pipeline orders anything ("where declared").
+    let stagers = desired.resources.get(&id)?.spec["stagers"].as_array();
+    let circular = stagers.into_iter().flatten().filter_map(Value::as_str).any(uses_package);
+    (!circular).then_some(id)
 }
 
 /// The declared stagers as the API takes them: `[{uuid}]`.
@@ -100,8 +131,9 @@ pub async fn execute(
             let spec = &desired.expect("create has a declaration").spec;
             let body = json!({ "fqn": fqn, "name": local, "stagers": stager_uuids(provider, client, spec).await? });
             let created = client.create("/v1/stagingpipelines", &body).await?;
-            provider.remember(KIND, fqn, created.get("uuid").and_then(Value::as_str).unwrap_or_default());
-            Ok(())
+            let uuid = created.get("uuid").and_then(Value::as_str).unwrap_or_default();
+            provider.remember(KIND, fqn, uuid);
+            provider.created.add(KIND, fqn, uuid, &provider.owner).map_err(|e| ApiError::other("POST", "/v1/stagingpipelines", e))
         }
         Verb::Update => {
             let spec = &desired.expect("update has a declaration").spec;
@@ -110,14 +142,25 @@ pub async fn execute(
                 .await?
                 .ok_or_else(|| ApiError::other("GET", "/v1/stagingpipelines", format!("{fqn} no longer exists")))?;
             let stagers = stager_uuids(provider, client, spec).await?;
-            client.update_pipeline(&uuid, |p| p["stagers"] = json!(stagers)).await
-        }
-        Verb::Delete => {
-            if let Some(uuid) = provider.uuid(KIND, fqn, client).await? {
-                client.delete(&format!("/v1/stagingpipelines/{uuid}")).await?;
-                provider.forget(KIND, fqn);
+            client.update_pipeline(&uuid, |p| p["stagers"] = json!(stagers)).await?;
+            // Taken over (`--take-ownership`) from another owner's record: now this owner's.
+            if provider.created.owner_of(KIND, fqn, &uuid).is_some_and(|o| o != provider.owner) {
+                let path = "/v1/stagingpipelines";
+                provider.created.add(KIND, fqn, &uuid, &provider.owner).map_err(|e| ApiError::other("PUT", path, e))?;
             }
             Ok(())
+        }
+        Verb::Delete => {
+            let Some(uuid) = provider.uuid(KIND, fqn, client).await? else { return Ok(()) };
+            // Pruned (no longer declared): only the very object capstan created, never another
+            // of the same name made meanwhile.
+            if desired.is_none() && provider.created.owner_of(KIND, fqn, &uuid).is_none() {
+                let why = format!("{fqn} (uuid {uuid}) is not one capstan created: left in place");
+                return Err(ApiError::other("DELETE", "/v1/stagingpipelines", why));
+            }
+            client.delete(&format!("/v1/stagingpipelines/{uuid}")).await?;
+            provider.forget(KIND, fqn);
+            provider.created.remove(&uuid).map_err(|e| ApiError::other("DELETE", "/v1/stagingpipelines", e))
         }
     }
 }

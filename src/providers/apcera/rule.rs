@@ -4,12 +4,12 @@
 //!
 //! There is no update endpoint: a changed rule is replaced. A rule is made after what it governs
 //! (a reference to it) and removed before it. Ownership: a rule object has no labels and no
-//! free text, so capstan cannot mark one; a live rule is therefore never capstan's, and is
-//! never pruned — a declared one is created, replaced when it changes, and left in place when
-//! it is no longer declared (shown as not managed), rather than deleting what may be someone
-//! else's.
+//! free text (its `name` must be the FQN's last part), so capstan records the uuid of each rule
+//! it creates (`created.rs`) and prunes only a recorded one: a rule of the same FQN made by
+//! anyone else, or one capstan found already there, is never deleted by pruning.
 
 use super::client::Client;
+use super::created::Created;
 use super::{Apcera, fqn};
 use crate::base::diagnostic::{Diagnostic, Diagnostics};
 use crate::base::yaml::{Document, pointer_escape};
@@ -69,7 +69,8 @@ pub fn decode(doc: &Document, key: &str, entry: &Value, diags: &mut Diagnostics)
     }]
 }
 
-pub fn from_live(r: &Value) -> Option<(LiveResource, String)> {
+/// A rule as listed: capstan's when `created` records its uuid for `owner`.
+pub fn from_live(r: &Value, created: &Created, owner: &str) -> Option<(LiveResource, String)> {
     let fqn = r.get("fqn")?.as_str()?;
     let uuid = r.get("uuid").and_then(Value::as_str).unwrap_or_default().to_string();
     let spec = spec_of(r);
@@ -77,12 +78,13 @@ pub fn from_live(r: &Value) -> Option<(LiveResource, String)> {
         .iter()
         .filter_map(|(field, kind)| spec[*field].as_str().map(|t| ResourceId::new(*kind, t)))
         .collect();
+    let created_by = created.owner_of(KIND, fqn, &uuid);
     Some((
         LiveResource {
             id: ResourceId::new(KIND, fqn),
             spec,
-            owned: false,
-            owner: None,
+            owned: created_by.as_deref() == Some(owner),
+            owner: created_by,
             parent: None,
             depends_on,
             exclusive: None,
@@ -110,15 +112,21 @@ pub async fn execute(
             body["name"] = json!(local);
             body["type"] = json!(0);
             let created = client.create("/v1/rules", &body).await?;
-            provider.remember(KIND, fqn, created.get("uuid").and_then(Value::as_str).unwrap_or_default());
-            Ok(())
+            let uuid = created.get("uuid").and_then(Value::as_str).unwrap_or_default();
+            provider.remember(KIND, fqn, uuid);
+            provider.created.add(KIND, fqn, uuid, &provider.owner).map_err(|e| ApiError::other("POST", "/v1/rules", e))
         }
         Verb::Delete => {
-            if let Some(uuid) = provider.uuid(KIND, fqn, client).await? {
-                client.delete(&format!("/v1/rules/{uuid}")).await?;
-                provider.forget(KIND, fqn);
+            let Some(uuid) = provider.uuid(KIND, fqn, client).await? else { return Ok(()) };
+            // Pruned (no longer declared): only the very object capstan created, never another
+            // of the same name made meanwhile.
+            if desired.is_none() && provider.created.owner_of(KIND, fqn, &uuid).is_none() {
+                let why = format!("{fqn} (uuid {uuid}) is not one capstan created: left in place");
+                return Err(ApiError::other("DELETE", "/v1/rules", why));
             }
-            Ok(())
+            client.delete(&format!("/v1/rules/{uuid}")).await?;
+            provider.forget(KIND, fqn);
+            provider.created.remove(&uuid).map_err(|e| ApiError::other("DELETE", "/v1/rules", e))
         }
         Verb::Update => unreachable!("rules are replaced, never updated"),
     }
