@@ -13,7 +13,7 @@ use crate::diff::ChangeSet;
 use crate::http::ApiError;
 use crate::journal::Journal;
 use crate::model::{
-    CheckReport, DesiredResource, DesiredState, LiveResource, LiveState, PlatformPreview, ResourceId, Verb,
+    CheckReport, DesiredResource, DesiredState, LiveResource, LiveState, PlatformPreview, ResourceId, SubStep, Verb,
 };
 use crate::plan::Plan;
 use async_trait::async_trait;
@@ -21,8 +21,8 @@ use futures::stream::FuturesUnordered;
 use futures::{FutureExt, StreamExt};
 use serde::Serialize;
 use std::collections::BTreeSet;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// One step to carry out, with everything known about its resource.
@@ -34,6 +34,29 @@ pub struct Operation<'a> {
     /// [`ApplyOptions::paused`]: a step that follows a plan of the platform's own passes an
     /// interrupt and a continue on to it.
     pub paused: Option<&'a AtomicBool>,
+    /// Where a step that follows a plan of the platform's own reports that plan's steps.
+    pub report: Option<Report<'a>>,
+}
+
+/// Passes a step's sub-steps ([`SubStep`]) on to the observer as they change, and keeps the
+/// last ones for the step's outcome.
+#[derive(Clone, Copy)]
+pub struct Report<'a> {
+    observer: &'a dyn Observer,
+    plan: &'a Plan,
+    step: usize,
+    latest: &'a Mutex<Vec<SubStep>>,
+}
+
+impl Report<'_> {
+    /// The platform's plan as it is now (told on only when something changed).
+    pub fn substeps(&self, now: Vec<SubStep>) {
+        let mut latest = self.latest.lock().unwrap();
+        if *latest != now {
+            *latest = now;
+            self.observer.step_progress(self.plan, self.step, &latest);
+        }
+    }
 }
 
 /// What observing and applying need of a platform: the live state, and carrying out steps
@@ -101,6 +124,9 @@ pub enum Status {
 pub struct StepOutcome {
     pub status: Status,
     pub message: String,
+    /// The platform's own plan steps this step followed, as last seen.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub substeps: Vec<SubStep>,
     #[serde(skip)]
     pub duration: Duration,
 }
@@ -108,6 +134,12 @@ pub struct StepOutcome {
 #[derive(Clone, Debug, Serialize)]
 pub struct Outcome {
     pub steps: Vec<StepOutcome>,
+}
+
+impl StepOutcome {
+    pub fn pending() -> Self {
+        StepOutcome { status: Status::Pending, message: String::new(), substeps: Vec::new(), duration: Duration::ZERO }
+    }
 }
 
 impl Outcome {
@@ -124,6 +156,8 @@ impl Outcome {
 pub trait Observer: Send + Sync {
     fn step_started(&self, _plan: &Plan, _step: usize) {}
     fn step_finished(&self, _plan: &Plan, _step: usize, _outcome: &StepOutcome) {}
+    /// A running step's sub-steps changed.
+    fn step_progress(&self, _plan: &Plan, _step: usize, _substeps: &[SubStep]) {}
 }
 
 pub struct NoObserver;
@@ -166,7 +200,7 @@ pub async fn apply(
     opts: &ApplyOptions,
     observer: &dyn Observer,
 ) -> Outcome {
-    let pending = StepOutcome { status: Status::Pending, message: String::new(), duration: Duration::ZERO };
+    let pending = StepOutcome::pending();
     resume(provider, plan, desired, live, opts, observer, &Outcome { steps: vec![pending; plan.steps.len()] }).await
 }
 
@@ -187,11 +221,13 @@ pub async fn resume(
         let refused = StepOutcome {
             status: Status::Error,
             message: format!("not started: internal error: {why}"),
+            substeps: Vec::new(),
             duration: Duration::ZERO,
         };
         return Outcome { steps: vec![refused; n] };
     }
     let dependents = plan.dependents();
+    let latest: Vec<Mutex<Vec<SubStep>>> = (0..n).map(|_| Mutex::default()).collect();
     let op = |i: usize| {
         let step = &plan.steps[i];
         Operation {
@@ -200,6 +236,7 @@ pub async fn resume(
             desired: desired.resources.get(&step.resource),
             live: live.get(&step.resource),
             paused: opts.paused.as_deref(),
+            report: Some(Report { observer, plan, step: i, latest: &latest[i] }),
         }
     };
     let batch: Vec<Option<String>> = (0..n).map(|i| provider.batch(&op(i), desired)).collect();
@@ -208,7 +245,7 @@ pub async fn resume(
         .iter()
         .map(|o| match o.status {
             Status::Complete => o.clone(),
-            _ => StepOutcome { status: Status::Pending, message: String::new(), duration: Duration::ZERO },
+            _ => StepOutcome::pending(),
         })
         .collect();
     let mut waiting_on: Vec<usize> =
@@ -289,6 +326,7 @@ pub async fn resume(
         }
         for (i, result, duration) in ended {
             outcomes[i].duration = duration;
+            outcomes[i].substeps = std::mem::take(&mut *latest[i].lock().unwrap());
             match result {
                 Ok(()) => {
                     outcomes[i].status = Status::Complete;

@@ -256,3 +256,15 @@ pub struct PreviewAction {
     /// What it acts on, as capstan names it.
     pub resource: ResourceId,
 }
+
+/// A step of a platform's own plan that one of capstan's steps follows (a data service rolling
+/// its nodes): shown under capstan's step in progress, `plan status`, the daemon's plan and
+/// events, never interpreted by the core. `status` is the platform's own word.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SubStep {
+    pub phase: String,
+    pub step: String,
+    pub status: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message: String,
+}

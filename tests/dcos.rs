@@ -18,7 +18,12 @@ fn example(extra: &[&str]) -> (SandboxProc, Workdir) {
 fn apply_follows_the_services_deploy_plan_to_complete_before_its_dependent_starts() {
     // Steps slow enough that a plan nobody waited for would still be running when apply ends.
     let (sb, w) = example(&["--step-ms", "150"]);
-    w.capstan(&["apply", ".", "--yes"]).ok();
+    let out = w.capstan(&["apply", ".", "--yes"]);
+    out.ok();
+    // Its progress shows the service's steps under capstan's step, as they change.
+    for node in ["node-0", "node-1", "node-2"] {
+        assert!(out.stdout.contains(&format!("COMPLETE    node / {node}:[server]")), "{}", out.stdout);
+    }
 
     let (code, plan) = sb.send("GET", "/service/cassandra/v1/plans/deploy", None);
     assert_eq!((code, plan["status"].as_str()), (200, Some("COMPLETE")), "{plan}");
@@ -160,4 +165,129 @@ fn after_a_kill_mid_plan_the_next_apply_follows_the_running_plan_without_deployi
     assert_eq!((code, plan["status"].as_str()), (200, Some("COMPLETE")), "{plan}");
     assert_eq!(sb.send("GET", "/service/marathon/v2/apps/reports", None).0, 200, "the dependent followed");
     w.capstan(&["plan", ".", "--detailed-exitcode"]).code(0);
+}
+
+#[test]
+fn the_token_goes_as_token_equals_to_marathon_and_to_the_services_plan() {
+    // The sandbox takes only `Authorization: token=<T>` for dcos (a bearer token is refused).
+    let sb = SandboxProc::start_platform("dcos", &["--token", "s3cret", "--step-ms", "20"]);
+    let w = Workdir::from_example("examples/manifests/dcos");
+    w.write(
+        "capstan.yaml",
+        &format!(
+            "{}\ntargets:\n  c:\n    platform: dcos\n    url: {}\n    token_env: DCOS_TOKEN\ndefault_target: c\n",
+            w.read("capstan.yaml"),
+            sb.url
+        ),
+    );
+    let out = run_with_env(w.path(), &["apply", ".", "--yes"], &[("DCOS_TOKEN", Some("s3cret"))]);
+    out.ok();
+    assert!(!out.stdout.contains("s3cret") && !out.stderr.contains("s3cret"), "the token is never shown");
+    let plan = reqwest::blocking::Client::new()
+        .get(format!("{}/service/cassandra/v1/plans/deploy", sb.url))
+        .header("Authorization", "token=s3cret")
+        .send()
+        .unwrap();
+    assert_eq!(plan.status().as_u16(), 200);
+    assert_eq!(plan.json::<Value>().unwrap()["status"], "COMPLETE");
+    assert!(!sb.seqs("GET", "/service/cassandra/v1/plans/deploy").is_empty(), "capstan followed the plan");
+    let wrong = run_with_env(w.path(), &["plan", "."], &[("DCOS_TOKEN", Some("wrong"))]);
+    wrong.code(1);
+    assert!(wrong.stderr.contains("401"), "{}", wrong.stderr);
+}
+
+#[test]
+fn a_dcos_ca_cert_that_is_no_certificate_is_an_error_before_any_request() {
+    let sb = SandboxProc::start_platform("dcos", &[]);
+    let w = Workdir::from_example("examples/manifests/dcos");
+    w.write(
+        "capstan.yaml",
+        &format!(
+            "targets:\n  c:\n    platform: dcos\n    url: {}\n    ca_cert: cluster-ca.pem\ndefault_target: c\n",
+            sb.url
+        ),
+    );
+    w.write("cluster-ca.pem", "not a certificate\n");
+    sb.clear_requests();
+    let out = w.capstan(&["apply", ".", "--yes"]);
+    out.code(1);
+    assert!(out.stderr.contains("ca_cert cluster-ca.pem is not a PEM certificate"), "{}", out.stderr);
+    assert!(sb.requests().is_empty(), "{:?}", sb.requests());
+}
+
+/// The sub-steps of the daemon's step for `resource`, as its `/v1/plans/deploy` shows them:
+/// `(phase / step, status)`.
+fn daemon_substeps(d: &common::git::DaemonProc, resource: &str) -> Vec<(String, String)> {
+    let plan = d.get("/v1/plans/deploy").1;
+    plan["phases"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|p| p["steps"].as_array().cloned().unwrap_or_default())
+        .filter(|s| s["resource"].as_str().is_some_and(|r| r.contains(resource)))
+        .flat_map(|s| s["substeps"].as_array().cloned().unwrap_or_default())
+        .map(|x| {
+            let text = |k: &str| x[k].as_str().unwrap_or_default().to_string();
+            (format!("{} / {}", text("phase"), text("step")), text("status"))
+        })
+        .collect()
+}
+
+#[test]
+fn the_daemon_deploys_a_service_from_git_and_shows_its_plan_steps_as_sub_steps() {
+    use common::git::*;
+    use std::time::Duration;
+    const WAIT: Duration = Duration::from_secs(60);
+    let sb = SandboxProc::start_platform("dcos", &["--step-ms", "300"]);
+    let repo = Repo::new();
+    repo.write(
+        "capstan.yaml",
+        &format!("owner: data\ntargets:\n  c:\n    platform: dcos\n    url: {}\ndefault_target: c\n", sb.url),
+    );
+    repo.write("web.json", &json!({"id": "/web", "cmd": "./web", "instances": 1, "cpus": 0.1, "mem": 64}).to_string());
+    let first = repo.commit("a plain app");
+    let state = tempfile::tempdir().unwrap();
+    let d = DaemonProc::start(repo.path().to_str().unwrap(), state.path(), &[], &[]);
+    d.wait_for("the first commit applied", WAIT, |d| d.status_of(&first).as_deref() == Some("applied"));
+
+    repo.write(
+        "cassandra.json",
+        &std::fs::read_to_string(repo_root().join("examples/manifests/dcos/cassandra.json")).unwrap(),
+    );
+    let second = repo.commit("add a three-node data service");
+    // Watch the daemon's plan while the service's own plan runs: every distinct view of the
+    // scheduler's sub-steps.
+    let mut views: Vec<Vec<(String, String)>> = Vec::new();
+    until(WAIT, "the commit adding the service applied", || {
+        let view = daemon_substeps(&d, "cassandra");
+        if !view.is_empty() && views.last() != Some(&view) {
+            views.push(view);
+        }
+        d.status_of(&second).as_deref() == Some("applied")
+    });
+    let names: Vec<&str> = views.last().unwrap().iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["node / node-0:[server]", "node / node-1:[server]", "node / node-2:[server]"]);
+    assert!(views.last().unwrap().iter().all(|(_, s)| s == "COMPLETE"), "{views:?}");
+    // Seen as they progressed: a view with a node done and another not yet.
+    assert!(
+        views.iter().any(|v| v.iter().any(|(_, s)| s == "COMPLETE") && v.iter().any(|(_, s)| s == "PENDING")),
+        "the service's steps were shown as they progressed: {views:?}"
+    );
+    let (code, plan) = sb.send("GET", "/service/cassandra/v1/plans/deploy", None);
+    assert_eq!((code, plan["status"].as_str()), (200, Some("COMPLETE")), "{plan}");
+
+    // `plan status` against the daemon shows them under the step.
+    let status = run_in(repo.path(), &["plan", "status", "--daemon", &d.url]);
+    status.ok();
+    assert!(status.stdout.contains("COMPLETE    node / node-2:[server]"), "{}", status.stdout);
+    // And the event stream carried them.
+    let events = reqwest::blocking::Client::new()
+        .get(format!("{}/v1/events", d.url))
+        .header("Last-Event-ID", "0")
+        .timeout(Duration::from_secs(2))
+        .send()
+        .unwrap();
+    let mut body = String::new();
+    let _ = std::io::Read::read_to_string(&mut std::io::BufReader::new(events), &mut body);
+    assert!(body.contains("\"step_progress\"") && body.contains("node-1:[server]"), "{body}");
 }

@@ -9,15 +9,15 @@
 //! service (`DCOS_COMMONS_API_VERSION: v1`, `DCOS_SERVICE_NAME: <name>`) or a legacy Cassandra
 //! (`DCOS_PACKAGE_FRAMEWORK_NAME: cassandra`, no API version), a readiness that follows the
 //! service's deploy plan after Marathon's deployment is over (`plan.rs`), failing the step with
-//! the failing step's message. The token goes as a bearer token, which the admin router takes
-//! as well as `token=`.
+//! the failing step's message. The token goes as `Authorization: token=<TOKEN>` (seeds 000 and
+//! 001), to Marathon behind the admin router too; `ca_cert` is the cluster's CA, for both.
 
 pub mod plan;
 
 use crate::base::diagnostic::Diagnostics;
 use crate::base::yaml::{Document, Node};
 use crate::diff::ChangeSet;
-use crate::http::HttpClient;
+use crate::http::{HttpClient, TokenForm};
 use crate::model::{DesiredResource, DesiredState, KindInfo, LiveResource, LiveState, ResourceId};
 use crate::providers::marathon::{self, Marathon};
 use crate::providers::{ApiError, Compare, Connection, Decode, DocumentPart, Drive, Operation, PlatformPreview, Verb};
@@ -50,6 +50,7 @@ pub struct Dcos {
 
 impl Dcos {
     pub fn new(connection: Option<Connection>, owner: &str) -> anyhow::Result<Self> {
+        let connection = connection.map(|c| Connection { token_form: TokenForm::Equals, ..c });
         let cluster = connection.as_ref().map(HttpClient::new).transpose()?;
         let plan_timeout = connection
             .as_ref()
@@ -69,7 +70,7 @@ impl Dcos {
             return Ok(());
         };
         let http = self.cluster.as_ref().ok_or_else(|| ApiError::other("-", "-", "no target to talk to (offline)"))?;
-        plan::follow(http, &service, api, self.plan_timeout, op.paused).await
+        plan::follow(http, &service, api, self.plan_timeout, op.paused, op.report).await
     }
 }
 
@@ -188,7 +189,7 @@ impl Drive for Dcos {
     }
 
     async fn execute(&self, op: Operation<'_>, live_state: &LiveState) -> Result<(), ApiError> {
-        let follow = Operation { verb: op.verb, id: op.id, desired: op.desired, live: op.live, paused: op.paused };
+        let follow = Operation { verb: op.verb, id: op.id, desired: op.desired, live: op.live, paused: op.paused, report: op.report };
         if !self.only_following(&op, live_state) {
             self.marathon.execute(op, live_state).await?;
         }
@@ -205,7 +206,7 @@ impl Drive for Dcos {
         }
         let follow: Vec<Operation<'_>> = ops
             .iter()
-            .map(|op| Operation { verb: op.verb, id: op.id, desired: op.desired, live: op.live, paused: op.paused })
+            .map(|op| Operation { verb: op.verb, id: op.id, desired: op.desired, live: op.live, paused: op.paused, report: op.report })
             .collect();
         let done = self.marathon.execute_batch(ops, live_state).await;
         let ready = follow.iter().zip(done).map(|(op, done)| async move {

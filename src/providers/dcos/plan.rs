@@ -2,7 +2,9 @@
 //! /v1/plans/deploy`) or of a legacy Cassandra service (seed 001, `GET /v1/plan`) after
 //! Marathon has deployed its scheduler.
 
+use crate::apply::Report;
 use crate::http::{HttpClient, Idempotent};
+use crate::model::SubStep;
 use crate::providers::ApiError;
 use reqwest::Method;
 use serde_json::Value;
@@ -76,13 +78,15 @@ pub async fn status(http: &HttpClient, service: &str, api: Api) -> Result<Option
 /// Read the service's plan until it is COMPLETE (Ok), in ERROR (the failing step's message,
 /// and the plan's errors), or `timeout` passes (time spent interrupted does not count). A
 /// scheduler not serving yet (404, 503 without a plan) is a scheduler still starting. While
-/// `paused` is set, the service's plan is interrupted; when it is cleared, continued.
+/// `paused` is set, the service's plan is interrupted; when it is cleared, continued. Every
+/// read of the plan goes to `report` as the step's sub-steps.
 pub async fn follow(
     http: &HttpClient,
     service: &str,
     api: Api,
     timeout: Duration,
     paused: Option<&AtomicBool>,
+    report: Option<Report<'_>>,
 ) -> Result<(), ApiError> {
     let path = api.path(service);
     let mut deadline = Instant::now() + timeout;
@@ -111,6 +115,9 @@ pub async fn follow(
             Err(e) if matches!(e.status, Some(404 | 502 | 503)) || e.status.is_none() => Value::Null,
             Err(e) => return Err(e),
         };
+        if let Some(r) = report.filter(|_| plan.get("phases").is_some()) {
+            r.substeps(substeps(&plan));
+        }
         match plan.get("status").and_then(Value::as_str) {
             Some("COMPLETE") => return Ok(()),
             Some("ERROR") => return Err(ApiError::other("GET", &path, failure(service, &plan))),
@@ -146,6 +153,11 @@ pub fn steps(plan: &Value) -> Vec<(String, String, String, String)> {
                 .map(move |s| (name.clone(), text(&s, "name"), text(&s, "status"), text(&s, "message")))
         })
         .collect()
+}
+
+/// The plan's steps as capstan's sub-steps.
+pub fn substeps(plan: &Value) -> Vec<SubStep> {
+    steps(plan).into_iter().map(|(phase, step, status, message)| SubStep { phase, step, status, message }).collect()
 }
 
 fn progress(status: &str, plan: &Value) -> String {
