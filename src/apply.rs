@@ -13,7 +13,8 @@ use crate::diff::ChangeSet;
 use crate::http::ApiError;
 use crate::journal::Journal;
 use crate::model::{
-    CheckReport, DesiredResource, DesiredState, LiveResource, LiveState, PlatformPreview, ResourceId, SubStep, Verb,
+    CheckReport, DesiredResource, DesiredState, LiveResource, LiveState, PlatformPreview, ResourceId, ServiceOp,
+    SubStep, Verb,
 };
 use crate::plan::Plan;
 use async_trait::async_trait;
@@ -98,6 +99,19 @@ pub trait Drive: Send + Sync {
     async fn checks(&self, changes: &ChangeSet, desired: &DesiredState, live: &LiveState) -> Option<CheckReport> {
         let _ = (changes, desired, live);
         None
+    }
+
+    /// An operation on a service the platform runs with an API of its own: what to show
+    /// (JSON), after following any plan it starts to its end, each read of that plan given to
+    /// `progress`. By default, there are no such services.
+    async fn service(
+        &self,
+        service: &str,
+        op: &ServiceOp,
+        progress: &(dyn Fn(Vec<SubStep>) + Send + Sync),
+    ) -> Result<serde_json::Value, ApiError> {
+        let _ = (service, op, progress);
+        Err(ApiError::plain("this platform runs no services with an API of their own (capstan service)"))
     }
 
     /// The platform's own preview of these changes, for platforms that have one. Reads only;

@@ -268,3 +268,22 @@ pub struct SubStep {
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub message: String,
 }
+
+/// An operation on a service a platform runs with an API of its own (`capstan service …`):
+/// the provider maps it onto that API, or says the platform runs no such services.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ServiceOp {
+    /// The service's pods (nodes) and what each runs.
+    Pods,
+    /// How clients connect to the service.
+    Endpoints,
+    /// The service's configurations: the target one, every id, whether offers are suppressed.
+    Config,
+    /// Move a pod to another agent (its data is lost), following the service's recovery plan.
+    PodReplace(String),
+    /// Restart a pod where it is, following the service's recovery plan.
+    PodRestart(String),
+    /// A maintenance operation of the service's own (`cleanup`, `repair`, `backup`, `restore`)
+    /// started with this request body and followed until it is done.
+    Maintenance { op: String, body: Value },
+}

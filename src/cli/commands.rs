@@ -39,6 +39,7 @@ pub async fn run(cli: Cli) -> u8 {
             apply(&input, &target, yes, parallelism, allow_mass_delete, cli.color).await
         }
         Command::Sandbox(SandboxCommand::Serve(args)) => serve(args).await,
+        Command::Service(args) => super::service::run(args, cli.color).await,
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
             // Into memory first: the generator panics when its writer fails (a closed pipe).

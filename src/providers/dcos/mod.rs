@@ -13,12 +13,13 @@
 //! 001), to Marathon behind the admin router too; `ca_cert` is the cluster's CA, for both.
 
 pub mod plan;
+mod service;
 
 use crate::base::diagnostic::Diagnostics;
 use crate::base::yaml::{Document, Node};
 use crate::diff::ChangeSet;
 use crate::http::{HttpClient, TokenForm};
-use crate::model::{DesiredResource, DesiredState, KindInfo, LiveResource, LiveState, ResourceId};
+use crate::model::{DesiredResource, DesiredState, KindInfo, LiveResource, LiveState, ResourceId, ServiceOp, SubStep};
 use crate::providers::marathon::{self, Marathon};
 use crate::providers::{ApiError, Compare, Connection, Decode, DocumentPart, Drive, Operation, PlatformPreview, Verb};
 use async_trait::async_trait;
@@ -218,5 +219,16 @@ impl Drive for Dcos {
 
     async fn preview(&self, changes: &ChangeSet, desired: &DesiredState, live: &LiveState) -> Option<PlatformPreview> {
         self.marathon.preview(changes, desired, live).await
+    }
+
+    /// `capstan service …`: see `service.rs`.
+    async fn service(
+        &self,
+        service: &str,
+        op: &ServiceOp,
+        progress: &(dyn Fn(Vec<SubStep>) + Send + Sync),
+    ) -> Result<Value, ApiError> {
+        let http = self.cluster.as_ref().ok_or_else(|| ApiError::plain("no target to talk to (offline)"))?;
+        service::run(http, service, op, self.plan_timeout, progress).await
     }
 }

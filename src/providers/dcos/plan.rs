@@ -168,6 +168,11 @@ fn progress(status: &str, plan: &Value) -> String {
 
 /// Why a plan failed: its failing step and the plan's errors, in the service's own words.
 fn failure(service: &str, plan: &Value) -> String {
+    format!("the plan of service {service} failed: {}", why(plan))
+}
+
+/// A failed plan's failing steps (`phase / step: message`) and errors.
+pub fn why(plan: &Value) -> String {
     let mut parts: Vec<String> = steps(plan)
         .into_iter()
         .filter(|s| s.2 == "ERROR")
@@ -179,7 +184,7 @@ fn failure(service: &str, plan: &Value) -> String {
     if parts.is_empty() {
         parts.push("(no step says why)".into());
     }
-    format!("the plan of service {service} failed: {}", parts.join("; "))
+    parts.join("; ")
 }
 
 #[cfg(test)]
