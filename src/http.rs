@@ -183,6 +183,7 @@ pub enum Idempotent {
     No,
 }
 
+#[derive(Clone)]
 pub struct HttpClient {
     base: String,
     client: reqwest::Client,

@@ -291,3 +291,160 @@ fn the_daemon_deploys_a_service_from_git_and_shows_its_plan_steps_as_sub_steps()
     let _ = std::io::Read::read_to_string(&mut std::io::BufReader::new(events), &mut body);
     assert!(body.contains("\"step_progress\"") && body.contains("node-1:[server]"), "{body}");
 }
+
+/// Apply in the background and watch the service's deploy plan in the sandbox until apply
+/// ends: the names of the steps seen not COMPLETE, and apply's exit code.
+fn apply_watching_steps(sb: &SandboxProc, w: &Workdir) -> (std::collections::BTreeSet<String>, i32) {
+    let mut child = std::process::Command::new(capstan_bin())
+        .args(["apply", ".", "--yes"])
+        .current_dir(w.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut ran = std::collections::BTreeSet::new();
+    let mut code = None;
+    until(std::time::Duration::from_secs(60), "apply to end", || {
+        let plan = sb.send("GET", "/service/cassandra/v1/plans/deploy", None).1;
+        for s in plan["phases"].as_array().into_iter().flatten().flat_map(|p| p["steps"].as_array().unwrap()) {
+            if s["status"] != "COMPLETE" {
+                ran.insert(s["name"].as_str().unwrap().to_string());
+            }
+        }
+        code = child.try_wait().unwrap().map(|s| s.code().unwrap_or(-1));
+        code.is_some()
+    });
+    (ran, code.unwrap())
+}
+
+fn task_of(sb: &SandboxProc, pod: &str) -> Value {
+    sb.send("GET", &format!("/service/cassandra/v1/pod/{pod}/info"), None).1[0]["info"]["taskId"].clone()
+}
+
+#[test]
+fn a_config_change_reruns_every_node_and_a_count_change_runs_only_the_new_nodes() {
+    let (sb, w) = example(&["--step-ms", "200"]);
+    w.capstan(&["apply", ".", "--yes"]).ok();
+    let target = |sb: &SandboxProc| sb.send("GET", "/service/cassandra/v1/configurations/targetId", None).1[0].clone();
+    let (first_target, first_tasks) = (target(&sb), ["node-0", "node-1", "node-2"].map(|p| task_of(&sb, p)));
+
+    // One env var changed: a new target configuration, and every node runs again.
+    let mut service: Value = serde_json::from_str(&w.read("cassandra.json")).unwrap();
+    service["env"]["CASSANDRA_VERSION"] = json!("3.11.7");
+    w.write("cassandra.json", &service.to_string());
+    let (ran, code) = apply_watching_steps(&sb, &w);
+    assert_eq!(code, 0);
+    assert_eq!(ran.into_iter().collect::<Vec<_>>(), ["node-0:[server]", "node-1:[server]", "node-2:[server]"]);
+    assert_ne!(target(&sb), first_target, "a new target configuration");
+    let second_tasks = ["node-0", "node-1", "node-2"].map(|p| task_of(&sb, p));
+    for (a, b) in first_tasks.iter().zip(&second_tasks) {
+        assert_ne!(a, b, "every node ran again");
+    }
+    assert_eq!(sb.send("GET", "/service/cassandra/v1/plans/deploy", None).1["status"], "COMPLETE");
+
+    // Three nodes to five: only the two new ones run.
+    service["env"]["NODES"] = json!("5");
+    w.write("cassandra.json", &service.to_string());
+    let (ran, code) = apply_watching_steps(&sb, &w);
+    assert_eq!(code, 0);
+    assert_eq!(ran.into_iter().collect::<Vec<_>>(), ["node-3:[server]", "node-4:[server]"]);
+    assert_eq!(["node-0", "node-1", "node-2"].map(|p| task_of(&sb, p)), second_tasks, "the old nodes kept running");
+    let (code, plan) = sb.send("GET", "/service/cassandra/v1/plans/deploy", None);
+    assert_eq!((code, plan["phases"][0]["steps"].as_array().unwrap().len()), (200, 5), "{plan}");
+    w.capstan(&["plan", ".", "--detailed-exitcode"]).code(0);
+}
+
+/// A repository whose capstan.yaml targets the sandbox, with these files, committed; and a
+/// daemon following it (token `t0k3n`).
+fn daemon_on(
+    sb: &SandboxProc,
+    files: &[(&str, String)],
+) -> (common::git::Repo, String, tempfile::TempDir, common::git::DaemonProc) {
+    use common::git::*;
+    let repo = Repo::new();
+    repo.write(
+        "capstan.yaml",
+        &format!("owner: data\ntargets:\n  c:\n    platform: dcos\n    url: {}\ndefault_target: c\n", sb.url),
+    );
+    for (name, text) in files {
+        repo.write(name, text);
+    }
+    let sha = repo.commit("the service");
+    let state = tempfile::tempdir().unwrap();
+    let d = DaemonProc::start(
+        repo.path().to_str().unwrap(),
+        state.path(),
+        &["--token-env", "CAPSTAN_TOKEN"],
+        &[("CAPSTAN_TOKEN", "t0k3n")],
+    );
+    (repo, sha, state, d)
+}
+
+/// The statuses of the legacy Cassandra's Deploy blocks, as the sandbox shows them.
+fn legacy_blocks(sb: &SandboxProc) -> Vec<String> {
+    let plan = sb.send("GET", "/service/cassandra/v1/plan", None).1;
+    plan["phases"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|p| p["name"] == "Deploy")
+        .flat_map(|p| p["blocks"].as_array().cloned().unwrap_or_default())
+        .map(|b| b["status"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+#[test]
+fn interrupt_and_proceed_through_the_daemon_reach_a_legacy_cassandras_plan() {
+    use std::time::Duration;
+    const WAIT: Duration = Duration::from_secs(60);
+    let sb = SandboxProc::start_platform("dcos", &["--step-ms", "400"]);
+    let legacy = json!({
+        "id": "/cassandra", "cmd": "./scheduler", "instances": 1, "cpus": 1, "mem": 1024,
+        "labels": {"DCOS_PACKAGE_FRAMEWORK_NAME": "cassandra"},
+        "env": {"NODES": "3"},
+    });
+    let (_repo, sha, _state, d) = daemon_on(&sb, &[("cassandra.json", legacy.to_string())]);
+    until(WAIT, "a Deploy block to run", || legacy_blocks(&sb).iter().any(|s| s != "PENDING"));
+    let (code, body) = d.post("/v1/plans/deploy/interrupt", Some("Bearer t0k3n"), None);
+    assert_eq!(code, 200, "{body}");
+    until(WAIT, "the legacy plan interrupted", || {
+        sb.send("GET", "/service/cassandra/v1/plan", None).1["status"] == "WAITING"
+    });
+    until(WAIT, "the running block to finish", || legacy_blocks(&sb).iter().all(|s| s == "COMPLETE" || s == "PENDING"));
+    let held = legacy_blocks(&sb);
+    assert!(held.iter().any(|s| s == "PENDING"), "blocks left to run: {held:?}");
+    std::thread::sleep(Duration::from_millis(1200));
+    assert_eq!(legacy_blocks(&sb), held, "no block started while interrupted");
+    let sent = |cmd: &str| sb.requests().iter().any(|r| r["path"] == "/service/cassandra/v1/plan" && r["query"] == cmd);
+    assert!(sent("cmd=interrupt"), "seed 001's interrupt was sent");
+
+    let (code, _) = d.post("/v1/plans/deploy/continue", Some("Bearer t0k3n"), None);
+    assert_eq!(code, 200);
+    d.wait_for("the commit applied", WAIT, |d| d.status_of(&sha).as_deref() == Some("applied"));
+    assert!(sent("cmd=proceed"), "seed 001's proceed was sent");
+    let (code, plan) = sb.send("GET", "/service/cassandra/v1/plan", None);
+    assert_eq!((code, plan["status"].as_str()), (200, Some("COMPLETE")), "{plan}");
+}
+
+#[test]
+fn a_failing_plan_step_makes_the_daemons_commit_failed_with_the_services_message() {
+    use std::time::Duration;
+    let sb = SandboxProc::start_platform("dcos", &["--step-ms", "20"]);
+    let faults =
+        json!({"fail_step": {"service": "cassandra", "step": "node-1:[server]", "message": "disk full on agent 3"}});
+    assert_eq!(sb.send("PUT", "/_sandbox/faults", Some(&faults)).0, 200);
+    let service = std::fs::read_to_string(repo_root().join("examples/manifests/dcos/cassandra.json")).unwrap();
+    let (_repo, sha, _state, d) = daemon_on(&sb, &[("cassandra.json", service)]);
+    d.wait_for("the commit failed", Duration::from_secs(60), |d| d.status_of(&sha).as_deref() == Some("failed"));
+    let (_, history) = d.get(&format!("/v1/history?sha={sha}"));
+    assert!(history.to_string().contains("disk full on agent 3"), "the service's message: {history}");
+    // The daemon's plan shows the failing sub-step with the service's message.
+    let plan = d.get("/v1/plans/deploy").1;
+    let step = &plan["phases"][0]["steps"][0];
+    assert_eq!(step["status"], "ERROR", "{plan}");
+    let message = step["message"].as_str().unwrap();
+    assert!(message.contains("node-1:[server]") && message.contains("disk full on agent 3"), "{plan}");
+    let failing: Vec<&Value> = step["substeps"].as_array().unwrap().iter().filter(|s| s["status"] == "ERROR").collect();
+    assert_eq!(failing.len(), 1, "{plan}");
+    assert_eq!(failing[0]["step"], "node-1:[server]");
+}

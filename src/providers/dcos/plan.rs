@@ -64,9 +64,23 @@ impl Api {
     }
 }
 
+/// A client whose reads of a plan are not retried: legacy's 503 is the answer "in progress",
+/// and the loop around the read reads again (passing on an interrupt in between).
+fn once(http: &HttpClient) -> HttpClient {
+    let mut once = http.clone();
+    once.retry.max_attempts = 1;
+    once
+}
+
 /// The status of the service's plan, or None while its scheduler does not serve one.
 pub async fn status(http: &HttpClient, service: &str, api: Api) -> Result<Option<String>, ApiError> {
-    let plan = match http.call(Method::GET, &api.path(service), None, Idempotent::Yes).await {
+    let path = api.path(service);
+    let answer = match once(http).call(Method::GET, &path, None, Idempotent::Yes).await {
+        // Not an answer with a plan (a connection reset, a 500): read again as every read is.
+        Err(e) if e.transient && !matches!(e.status, Some(503)) => http.call(Method::GET, &path, None, Idempotent::Yes).await,
+        other => other,
+    };
+    let plan = match answer {
         Ok(v) => v.unwrap_or_default(),
         Err(e) if matches!(e.status, Some(417 | 503)) => serde_json::from_str(&e.message).unwrap_or_default(),
         Err(e) if matches!(e.status, Some(404 | 502 | 503)) => Value::Null,
@@ -89,6 +103,7 @@ pub async fn follow(
     report: Option<Report<'_>>,
 ) -> Result<(), ApiError> {
     let path = api.path(service);
+    let reader = once(http);
     let mut deadline = Instant::now() + timeout;
     let mut last = String::from("the scheduler has not answered yet");
     let mut interrupted = false;
@@ -108,11 +123,12 @@ pub async fn follow(
                 Err(e) => return Err(e),
             }
         }
-        let plan = match http.call(Method::GET, &path, None, Idempotent::Yes).await {
+        let plan = match reader.call(Method::GET, &path, None, Idempotent::Yes).await {
             Ok(v) => v.unwrap_or_default(),
             // 417 (and legacy's 503) carry the plan as their body: the error's text is its JSON.
             Err(e) if matches!(e.status, Some(417 | 503)) => serde_json::from_str(&e.message).unwrap_or_default(),
-            Err(e) if matches!(e.status, Some(404 | 502 | 503)) || e.status.is_none() => Value::Null,
+            // Read again on the next round, until the deadline.
+            Err(e) if matches!(e.status, Some(404 | 502 | 503)) || e.status.is_none() || e.transient => Value::Null,
             Err(e) => return Err(e),
         };
         if let Some(r) = report.filter(|_| plan.get("phases").is_some()) {
