@@ -30,10 +30,11 @@ use std::ops::Range;
 use std::time::Duration;
 
 /// This platform's entry in the registry (`crate::providers::PLATFORMS`). Its manifests are
-/// Marathon's, validated with Marathon's schemas (registered by that platform).
+/// Marathon's, validated with Marathon's schemas (registered by that platform); its own schema
+/// is Marathon's manifest schema by reference, for editors.
 pub static PLATFORM: super::PlatformDef = super::PlatformDef {
     name: "dcos",
-    schemas: &[],
+    schemas: &[("dcos/manifest.schema.json", include_str!("../../../schemas/dcos/manifest.schema.json"))],
     new: |connection, owner| Ok(Box::new(Dcos::new(connection, owner)?)),
 };
 
@@ -230,5 +231,27 @@ impl Drive for Dcos {
     ) -> Result<Value, ApiError> {
         let http = self.cluster.as_ref().ok_or_else(|| ApiError::plain("no target to talk to (offline)"))?;
         service::run(http, service, op, self.plan_timeout, progress).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    #[test]
+    fn the_editors_schema_is_marathons_by_reference_and_takes_the_example() {
+        crate::providers::provider_for("dcos", None, "test").unwrap();
+        let schema = crate::base::schema::schema_json("dcos/manifest.schema.json");
+        assert_eq!(schema["$ref"], "../marathon/manifest.schema.json", "shared, never a copy");
+        let v = crate::base::schema::validator("dcos/manifest.schema.json");
+        for example in [
+            include_str!("../../../examples/manifests/dcos/cassandra.json"),
+            include_str!("../../../examples/manifests/dcos/reports.json"),
+        ] {
+            let doc: serde_json::Value = serde_json::from_str(example).unwrap();
+            assert!(v.is_valid(&doc), "{doc}");
+        }
+        assert!(!v.is_valid(&json!({"id": "/x", "cpus": "many"})));
+        assert!(!v.is_valid(&json!({"id": "/x", "instancez": 1})));
     }
 }
