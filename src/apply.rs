@@ -49,9 +49,27 @@ pub struct Report<'a> {
     latest: &'a Mutex<Vec<SubStep>>,
 }
 
+/// Sub-steps kept and told per step at most, and the longest message of one: a service of a
+/// thousand pods must not make every event, and the daemon's plan, megabytes long.
+pub const MAX_SUBSTEPS: usize = 200;
+const MAX_SUBSTEP_MESSAGE: usize = 500;
+
 impl Report<'_> {
-    /// The platform's plan as it is now (told on only when something changed).
-    pub fn substeps(&self, now: Vec<SubStep>) {
+    /// The platform's plan as it is now (told on only when something changed); beyond
+    /// [`MAX_SUBSTEPS`], the last one kept says how many more there are.
+    pub fn substeps(&self, mut now: Vec<SubStep>) {
+        if now.len() > MAX_SUBSTEPS {
+            let more = now.len() - (MAX_SUBSTEPS - 1);
+            now.truncate(MAX_SUBSTEPS - 1);
+            now.push(SubStep { step: format!("… and {more} more"), ..SubStep::default() });
+        }
+        for s in &mut now {
+            if s.message.len() > MAX_SUBSTEP_MESSAGE {
+                let cut = (0..=MAX_SUBSTEP_MESSAGE).rev().find(|&i| s.message.is_char_boundary(i)).unwrap_or(0);
+                s.message.truncate(cut);
+                s.message.push('…');
+            }
+        }
         let mut latest = self.latest.lock().unwrap();
         if *latest != now {
             *latest = now;
@@ -492,5 +510,34 @@ mod tests {
         marked.keep = Some("label capstan-prune: \"false\"".into());
         state.insert(marked);
         assert!(check_deletions(&prune, &desired, &state).unwrap_err().contains("/other"));
+    }
+
+    #[test]
+    fn sub_steps_are_told_only_when_they_change_and_kept_within_bounds() {
+        struct Told(Mutex<Vec<Vec<SubStep>>>);
+        impl Observer for Told {
+            fn step_progress(&self, _plan: &Plan, _step: usize, substeps: &[SubStep]) {
+                self.0.lock().unwrap().push(substeps.to_vec());
+            }
+        }
+        let told = Told(Mutex::default());
+        let (plan, latest) = (Plan::default(), Mutex::default());
+        let report = Report { observer: &told, plan: &plan, step: 0, latest: &latest };
+        let sub = |i: usize, status: &str| SubStep {
+            phase: "node".into(),
+            step: format!("node-{i}"),
+            status: status.into(),
+            message: "é".repeat(400),
+        };
+        report.substeps(vec![sub(0, "PENDING")]);
+        report.substeps(vec![sub(0, "PENDING")]);
+        report.substeps(vec![sub(0, "COMPLETE")]);
+        assert_eq!(told.0.lock().unwrap().len(), 2, "told twice: once per change");
+        report.substeps((0..5000).map(|i| sub(i, "PENDING")).collect());
+        let last = told.0.lock().unwrap().last().unwrap().clone();
+        assert_eq!(last.len(), MAX_SUBSTEPS);
+        assert_eq!(last[MAX_SUBSTEPS - 1].step, format!("… and {} more", 5000 - (MAX_SUBSTEPS - 1)));
+        assert!(last[0].message.len() <= MAX_SUBSTEP_MESSAGE + '…'.len_utf8(), "{}", last[0].message.len());
+        assert_eq!(*latest.lock().unwrap(), last, "the last ones are kept for the outcome");
     }
 }
