@@ -403,10 +403,14 @@ fn interrupt_and_proceed_through_the_daemon_reach_a_legacy_cassandras_plan() {
         "labels": {"DCOS_PACKAGE_FRAMEWORK_NAME": "cassandra"},
         "env": {"NODES": "3"},
     });
-    let (_repo, sha, _state, d) = daemon_on(&sb, &[("cassandra.json", legacy.to_string())]);
+    let (repo, sha, _state, d) = daemon_on(&sb, &[("cassandra.json", legacy.to_string())]);
+    // `capstan plan interrupt|continue --daemon`, as a person would.
+    let drive = |action: &str| {
+        let args = ["plan", action, "--daemon", &d.url, "--token-env", "CAPSTAN_TOKEN"];
+        run_with_env(repo.path(), &args, &[("CAPSTAN_TOKEN", Some("t0k3n"))]).ok().stdout.clone()
+    };
     until(WAIT, "a Deploy block to run", || legacy_blocks(&sb).iter().any(|s| s != "PENDING"));
-    let (code, body) = d.post("/v1/plans/deploy/interrupt", Some("Bearer t0k3n"), None);
-    assert_eq!(code, 200, "{body}");
+    drive("interrupt");
     until(WAIT, "the legacy plan interrupted", || {
         sb.send("GET", "/service/cassandra/v1/plan", None).1["status"] == "WAITING"
     });
@@ -418,8 +422,10 @@ fn interrupt_and_proceed_through_the_daemon_reach_a_legacy_cassandras_plan() {
     let sent = |cmd: &str| sb.requests().iter().any(|r| r["path"] == "/service/cassandra/v1/plan" && r["query"] == cmd);
     assert!(sent("cmd=interrupt"), "seed 001's interrupt was sent");
 
-    let (code, _) = d.post("/v1/plans/deploy/continue", Some("Bearer t0k3n"), None);
-    assert_eq!(code, 200);
+    // `plan status` shows the legacy plan's blocks under the step while it waits.
+    let status = drive("status");
+    assert!(status.contains("Deploy / node-2"), "{status}");
+    drive("continue");
     d.wait_for("the commit applied", WAIT, |d| d.status_of(&sha).as_deref() == Some("applied"));
     assert!(sent("cmd=proceed"), "seed 001's proceed was sent");
     let (code, plan) = sb.send("GET", "/service/cassandra/v1/plan", None);
