@@ -454,3 +454,93 @@ fn a_failing_plan_step_makes_the_daemons_commit_failed_with_the_services_message
     assert_eq!(failing.len(), 1, "{plan}");
     assert_eq!(failing[0]["step"], "node-1:[server]");
 }
+
+/// An HTTPS front for the sandbox, as a cluster's admin router with its own CA would be: TLS
+/// with `tests/fixtures/tls/server.pem` (signed by `ca.pem`), each request passed on over
+/// loopback HTTP and its answer streamed back (event streams too), one request per connection.
+fn tls_front(backend: &str) -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("https://127.0.0.1:{}", listener.local_addr().unwrap().port());
+    let (config, backend) = (common::git::tls_config(), backend.to_string());
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let (config, backend) = (config.clone(), backend.clone());
+            std::thread::spawn(move || {
+                let conn = rustls::ServerConnection::new(config).unwrap();
+                let mut tls = rustls::StreamOwned::new(conn, stream);
+                let _ = pass_on(&mut tls, &backend);
+                tls.conn.send_close_notify();
+                let _ = std::io::Write::flush(&mut tls);
+            });
+        }
+    });
+    url
+}
+
+fn pass_on(
+    tls: &mut rustls::StreamOwned<rustls::ServerConnection, std::net::TcpStream>,
+    backend: &str,
+) -> std::io::Result<()> {
+    use std::io::{BufRead, Read, Write};
+    let mut reader = std::io::BufReader::new(tls);
+    let mut line = String::new();
+    reader.read_line(&mut line)?;
+    let mut parts = line.split_whitespace();
+    let (method, target) = (parts.next().unwrap_or("GET").to_string(), parts.next().unwrap_or("/").to_string());
+    let mut headers = Vec::new();
+    loop {
+        let mut h = String::new();
+        if reader.read_line(&mut h)? == 0 || h.trim().is_empty() {
+            break;
+        }
+        if let Some((k, v)) = h.split_once(':') {
+            headers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
+        }
+    }
+    let len = headers.iter().find(|(k, _)| k == "content-length").map_or(0, |(_, v)| v.parse().unwrap_or(0));
+    let mut body = vec![0; len];
+    reader.read_exact(&mut body)?;
+    let client = reqwest::blocking::Client::builder().timeout(None).build().unwrap();
+    let mut req = client.request(reqwest::Method::from_bytes(method.as_bytes()).unwrap(), format!("{backend}{target}"));
+    for (k, v) in headers.iter().filter(|(k, _)| !["host", "connection", "content-length"].contains(&k.as_str())) {
+        req = req.header(k, v);
+    }
+    let mut resp = req.body(body).send().map_err(std::io::Error::other)?;
+    let out = reader.get_mut();
+    write!(out, "HTTP/1.1 {}\r\n", resp.status())?;
+    for (k, v) in resp.headers().iter().filter(|(k, _)| !["transfer-encoding", "connection"].contains(&k.as_str())) {
+        write!(out, "{k}: {}\r\n", v.to_str().unwrap_or_default())?;
+    }
+    write!(out, "connection: close\r\n\r\n")?;
+    std::io::copy(&mut resp, out)?;
+    out.flush()
+}
+
+#[test]
+fn a_cluster_behind_https_is_trusted_through_ca_cert_only() {
+    let sb = SandboxProc::start_platform("dcos", &["--step-ms", "20"]);
+    let front = tls_front(&sb.url);
+    let w = Workdir::from_example("examples/manifests/dcos");
+    let pem = std::fs::read_to_string(repo_root().join("tests/fixtures/tls/ca.pem")).unwrap();
+    w.write("cluster-ca.pem", &pem);
+    let config = |ca: &str| {
+        format!("owner: data\ntargets:\n  c:\n    platform: dcos\n    url: {front}\n{ca}default_target: c\n")
+    };
+
+    // Without the cluster's CA, nothing is sent past the TLS handshake.
+    w.write("capstan.yaml", &config(""));
+    let out = w.capstan(&["apply", ".", "--yes"]);
+    out.code(1);
+    assert!(out.stderr.to_lowercase().contains("certificate"), "{}", out.stderr);
+    assert!(sb.requests().is_empty(), "{:?}", sb.requests());
+
+    w.write("capstan.yaml", &config("    ca_cert: cluster-ca.pem\n"));
+    w.capstan(&["apply", ".", "--yes"]).ok();
+    let (code, plan) = sb.send("GET", "/service/cassandra/v1/plans/deploy", None);
+    assert_eq!((code, plan["status"].as_str()), (200, Some("COMPLETE")), "{plan}");
+    assert!(!sb.seqs("GET", "/service/cassandra/v1/plans/deploy").is_empty(), "the plan was followed over HTTPS");
+    assert_eq!(sb.send("GET", "/service/marathon/v2/apps/reports", None).0, 200);
+    let pods = w.capstan(&["service", "pods", "cassandra"]);
+    pods.ok();
+    assert!(pods.stdout.contains("node-2"), "{}", pods.stdout);
+}
