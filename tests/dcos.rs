@@ -544,3 +544,42 @@ fn a_cluster_behind_https_is_trusted_through_ca_cert_only() {
     pods.ok();
     assert!(pods.stdout.contains("node-2"), "{}", pods.stdout);
 }
+
+#[test]
+fn after_a_kill_mid_plan_a_legacy_cassandras_plan_is_followed_without_deploying_again() {
+    use std::time::Duration;
+    const WAIT: Duration = Duration::from_secs(60);
+    let sb = SandboxProc::start_platform("dcos", &["--step-ms", "400"]);
+    let w = Workdir::new();
+    w.write("capstan.yaml", "platform: dcos\nowner: data\n");
+    w.write(
+        "cassandra.json",
+        &json!({
+            "id": "/cassandra", "cmd": "./scheduler", "instances": 1, "cpus": 1, "mem": 1024,
+            "labels": {"DCOS_PACKAGE_FRAMEWORK_NAME": "cassandra"},
+            "env": {"NODES": "3"},
+        })
+        .to_string(),
+    );
+    w.target_platform("dcos", &sb.url);
+    let mut child = std::process::Command::new(capstan_bin())
+        .args(["apply", ".", "--yes"])
+        .current_dir(w.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    until(WAIT, "a Deploy block to run", || legacy_blocks(&sb).iter().any(|s| s != "PENDING"));
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let puts = sb.seqs("PUT", "/service/marathon/v2/apps/cassandra");
+    assert_eq!(puts.len(), 1, "one Marathon deployment of the scheduler");
+    assert_eq!(sb.send("GET", "/service/cassandra/v1/plan", None).0, 503, "the plan still runs");
+
+    let out = w.capstan(&["apply", ".", "--yes"]);
+    out.ok();
+    assert_eq!(sb.seqs("PUT", "/service/marathon/v2/apps/cassandra"), puts, "no second deployment\n{}", out.stdout);
+    let (code, plan) = sb.send("GET", "/service/cassandra/v1/plan", None);
+    assert_eq!((code, plan["status"].as_str()), (200, Some("COMPLETE")), "{plan}");
+    w.capstan(&["plan", ".", "--detailed-exitcode"]).code(0);
+}
