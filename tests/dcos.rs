@@ -275,6 +275,16 @@ fn the_daemon_deploys_a_service_from_git_and_shows_its_plan_steps_as_sub_steps()
     );
     let (code, plan) = sb.send("GET", "/service/cassandra/v1/plans/deploy", None);
     assert_eq!((code, plan["status"].as_str()), (200, Some("COMPLETE")), "{plan}");
+    // The daemon's plan, its commit aside, is a plan as schemas/plan.schema.json describes it.
+    let schema: Value =
+        serde_json::from_str(&std::fs::read_to_string(repo_root().join("schemas/plan.schema.json")).unwrap()).unwrap();
+    let plan_schema = json!({"$defs": schema["$defs"], "$ref": "#/$defs/plan"});
+    let mut daemon_plan = d.get("/v1/plans/deploy").1;
+    daemon_plan.as_object_mut().unwrap().remove("commit");
+    let validator = jsonschema::validator_for(&plan_schema).unwrap();
+    let errors: Vec<String> =
+        validator.iter_errors(&daemon_plan).map(|e| format!("{e} at {}", e.instance_path())).collect();
+    assert!(errors.is_empty(), "{errors:#?}\n{daemon_plan}");
 
     // `plan status` against the daemon shows them under the step.
     let status = run_in(repo.path(), &["plan", "status", "--daemon", &d.url]);
