@@ -79,6 +79,13 @@ fn pod_replace_follows_the_recovery_plan_to_its_end() {
     let after = sb.send("GET", "/service/cassandra/v1/pod/node-1/info", None).1;
     assert_ne!(before[0]["info"]["taskId"], after[0]["info"]["taskId"], "the pod runs as a new task");
 
+    // Replaced again: followed to the end of its own new recovery step, not the finished one.
+    let again = w.capstan(&["service", "pod", "replace", "cassandra", "node-1"]);
+    again.ok();
+    assert!(again.stdout.contains("STARTING    node-1:[server]"), "{}", again.stdout);
+    let third = sb.send("GET", "/service/cassandra/v1/pod/node-1/info", None).1;
+    assert_ne!(after[0]["info"]["taskId"], third[0]["info"]["taskId"], "replaced once more");
+
     let restart = w.capstan(&["service", "pod", "restart", "cassandra", "node-0"]);
     restart.ok();
     assert!(restart.stdout.contains("COMPLETE    node-0:[server] / node-0:[server]"), "{}", restart.stdout);

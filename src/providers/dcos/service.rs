@@ -5,8 +5,8 @@
 //!
 //! Which API a service speaks is read from its scheduler's Marathon labels, as for deploying
 //! (`plan::service_of`). Choices where the seeds are silent: a pod's recovery is done when the
-//! recovery plan holds a step of that pod and is COMPLETE; an operation's status 404 is an
-//! operation not registered yet.
+//! recovery plan's step of that pod that was not there before the request (a new id) is
+//! COMPLETE; an operation's status 404 is an operation not registered yet.
 
 use super::plan::{self, Api};
 use crate::http::{HttpClient, Idempotent};
@@ -62,13 +62,18 @@ pub async fn run(
         (ServiceOp::PodReplace(pod) | ServiceOp::PodRestart(pod), Api::Sdk) => {
             check_name("pod", pod, false)?;
             let action = if matches!(op, ServiceOp::PodReplace(_)) { "replace" } else { "restart" };
+            let recovery = format!("{base}/plans/recovery");
+            // The pod's recovery steps before: the one to follow is a new one.
+            let before = read_plan(http, &recovery).await.unwrap_or_default();
+            let old: Vec<String> = pod_steps(&before, pod).into_iter().map(|(id, _)| id).collect();
             let path = format!("{base}/pod/{pod}/{action}");
             // Not sent again on a lost answer: a second replace would move the pod twice.
             let answer = http.call(Method::POST, &path, None, Idempotent::No).await?.unwrap_or_default();
-            let prefix = format!("{pod}:");
-            let has_pod = |plan: &Value| plan::steps(plan).iter().any(|s| s.1.starts_with(&prefix));
+            let status_of_new = |plan: &Value| {
+                pod_steps(plan, pod).into_iter().find(|(id, _)| !old.contains(id)).map(|(_, status)| status)
+            };
             let what = format!("the recovery of pod {pod} of service {service}");
-            let done = follow(http, &format!("{base}/plans/recovery"), &what, timeout, progress, has_pod).await?;
+            let done = follow(http, &recovery, &what, timeout, progress, status_of_new).await?;
             Ok(json!({ action: answer, "recovery": done }))
         }
         (ServiceOp::Maintenance { op: name, body }, Api::LegacyCassandra) => {
@@ -78,7 +83,8 @@ pub async fn run(
             let start = format!("{base}/{name}/start");
             let answer = http.call(Method::PUT, &start, Some(body), Idempotent::No).await?.unwrap_or_default();
             let what = format!("the {name} of service {service}");
-            let done = follow(http, &format!("{base}/{name}/status"), &what, timeout, progress, |_| true).await?;
+            let status = |plan: &Value| plan.get("status").and_then(Value::as_str).map(String::from);
+            let done = follow(http, &format!("{base}/{name}/status"), &what, timeout, progress, status).await?;
             Ok(json!({ "start": answer, "status": done }))
         }
         (ServiceOp::Config, _) => unsupported("configuration API"),
@@ -115,41 +121,58 @@ async fn api_of(http: &HttpClient, service: &str) -> Result<Api, ApiError> {
         })
 }
 
-/// Read a plan (or an operation's status, in the same shape) until `ready` holds of it and it
-/// is COMPLETE (Ok, the plan), ERROR (the failing steps' messages), or `timeout` passes.
+/// The steps of `pod` in a plan: (id, status).
+fn pod_steps(plan: &Value, pod: &str) -> Vec<(String, String)> {
+    let prefix = format!("{pod}:");
+    let text = |v: &Value, k: &str| v.get(k).and_then(Value::as_str).unwrap_or_default().to_string();
+    plan.get("phases")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .flat_map(|p| p.get("steps").and_then(Value::as_array).cloned().unwrap_or_default())
+        .filter(|s| text(s, "name").starts_with(&prefix))
+        .map(|s| (text(&s, "id"), text(&s, "status")))
+        .collect()
+}
+
+/// A plan as its API answers it (417 and legacy's 503 carry it as their body); Null for 404.
+async fn read_plan(http: &HttpClient, path: &str) -> Result<Value, ApiError> {
+    match http.call(Method::GET, path, None, Idempotent::Yes).await {
+        Ok(v) => Ok(v.unwrap_or_default()),
+        Err(e) if matches!(e.status, Some(417 | 503)) => Ok(serde_json::from_str(&e.message).unwrap_or_default()),
+        Err(e) if e.status == Some(404) => Ok(Value::Null),
+        Err(e) => Err(e),
+    }
+}
+
+/// Read a plan (or an operation's status, in the same shape) until `status` of it (the part
+/// followed) is COMPLETE (Ok, the plan), ERROR (the failing steps' messages), or `timeout`
+/// passes.
 async fn follow(
     http: &HttpClient,
     path: &str,
     what: &str,
     timeout: Duration,
     progress: &(dyn Fn(Vec<SubStep>) + Send + Sync),
-    ready: impl Fn(&Value) -> bool,
+    status: impl Fn(&Value) -> Option<String>,
 ) -> Result<Value, ApiError> {
     let deadline = Instant::now() + timeout;
     let mut last = Value::Null;
     loop {
-        let plan = match http.call(Method::GET, path, None, Idempotent::Yes).await {
-            Ok(v) => v.unwrap_or_default(),
-            // 417 (and legacy's 503) carry the plan as their body.
-            Err(e) if matches!(e.status, Some(417 | 503)) => serde_json::from_str(&e.message).unwrap_or_default(),
-            Err(e) if e.status == Some(404) => Value::Null,
-            Err(e) => return Err(e),
-        };
+        let plan = read_plan(http, path).await?;
         if plan.get("phases").is_some() && plan != last {
             progress(plan::substeps(&plan));
             last = plan.clone();
         }
-        if ready(&plan) {
-            match plan.get("status").and_then(Value::as_str) {
-                Some("COMPLETE") => return Ok(plan),
-                Some("ERROR") => {
-                    return Err(ApiError::other("GET", path, format!("{what} failed: {}", plan::why(&plan))));
-                }
-                _ => {}
+        match status(&plan).as_deref() {
+            Some("COMPLETE") => return Ok(plan),
+            Some("ERROR") => {
+                return Err(ApiError::other("GET", path, format!("{what} failed: {}", plan::why(&plan))));
             }
+            _ => {}
         }
         if Instant::now() >= deadline {
-            let status = plan.get("status").and_then(Value::as_str).unwrap_or("not started");
+            let status = status(&plan).unwrap_or_else(|| "not started".into());
             return Err(ApiError::plain(format!(
                 "{what} is not COMPLETE after {}s (capstan.yaml `timeouts`: app): {status}",
                 timeout.as_secs()
