@@ -13,7 +13,8 @@ use crate::diff::ChangeSet;
 use crate::http::ApiError;
 use crate::journal::Journal;
 use crate::model::{
-    CheckReport, DesiredResource, DesiredState, LiveResource, LiveState, PlatformPreview, ResourceId, Verb,
+    CheckReport, DesiredResource, DesiredState, LiveResource, LiveState, PlatformPreview, ResourceId, ServiceOp,
+    SubStep, Verb,
 };
 use crate::plan::Plan;
 use async_trait::async_trait;
@@ -21,8 +22,8 @@ use futures::stream::FuturesUnordered;
 use futures::{FutureExt, StreamExt};
 use serde::Serialize;
 use std::collections::BTreeSet;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// One step to carry out, with everything known about its resource.
@@ -34,6 +35,47 @@ pub struct Operation<'a> {
     /// [`ApplyOptions::paused`]: a step that follows a plan of the platform's own passes an
     /// interrupt and a continue on to it.
     pub paused: Option<&'a AtomicBool>,
+    /// Where a step that follows a plan of the platform's own reports that plan's steps.
+    pub report: Option<Report<'a>>,
+}
+
+/// Passes a step's sub-steps ([`SubStep`]) on to the observer as they change, and keeps the
+/// last ones for the step's outcome.
+#[derive(Clone, Copy)]
+pub struct Report<'a> {
+    observer: &'a dyn Observer,
+    plan: &'a Plan,
+    step: usize,
+    latest: &'a Mutex<Vec<SubStep>>,
+}
+
+/// Sub-steps kept and told per step at most, and the longest message of one: a service of a
+/// thousand pods must not make every event, and the daemon's plan, megabytes long.
+pub const MAX_SUBSTEPS: usize = 200;
+const MAX_SUBSTEP_MESSAGE: usize = 500;
+
+impl Report<'_> {
+    /// The platform's plan as it is now (told on only when something changed); beyond
+    /// [`MAX_SUBSTEPS`], the last one kept says how many more there are.
+    pub fn substeps(&self, mut now: Vec<SubStep>) {
+        if now.len() > MAX_SUBSTEPS {
+            let more = now.len() - (MAX_SUBSTEPS - 1);
+            now.truncate(MAX_SUBSTEPS - 1);
+            now.push(SubStep { step: format!("… and {more} more"), ..SubStep::default() });
+        }
+        for s in &mut now {
+            if s.message.len() > MAX_SUBSTEP_MESSAGE {
+                let cut = (0..=MAX_SUBSTEP_MESSAGE).rev().find(|&i| s.message.is_char_boundary(i)).unwrap_or(0);
+                s.message.truncate(cut);
+                s.message.push('…');
+            }
+        }
+        let mut latest = self.latest.lock().unwrap();
+        if *latest != now {
+            *latest = now;
+            self.observer.step_progress(self.plan, self.step, &latest);
+        }
+    }
 }
 
 /// What observing and applying need of a platform: the live state, and carrying out steps
@@ -77,6 +119,19 @@ pub trait Drive: Send + Sync {
         None
     }
 
+    /// An operation on a service the platform runs with an API of its own: what to show
+    /// (JSON), after following any plan it starts to its end, each read of that plan given to
+    /// `progress`. By default, there are no such services.
+    async fn service(
+        &self,
+        service: &str,
+        op: &ServiceOp,
+        progress: &(dyn Fn(Vec<SubStep>) + Send + Sync),
+    ) -> Result<serde_json::Value, ApiError> {
+        let _ = (service, op, progress);
+        Err(ApiError::plain("this platform runs no services with an API of their own (capstan service)"))
+    }
+
     /// The platform's own preview of these changes, for platforms that have one. Reads only;
     /// must be deterministic for the same inputs (it is part of the plan).
     async fn preview(&self, changes: &ChangeSet, desired: &DesiredState, live: &LiveState) -> Option<PlatformPreview> {
@@ -101,6 +156,9 @@ pub enum Status {
 pub struct StepOutcome {
     pub status: Status,
     pub message: String,
+    /// The platform's own plan steps this step followed, as last seen.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub substeps: Vec<SubStep>,
     #[serde(skip)]
     pub duration: Duration,
 }
@@ -108,6 +166,12 @@ pub struct StepOutcome {
 #[derive(Clone, Debug, Serialize)]
 pub struct Outcome {
     pub steps: Vec<StepOutcome>,
+}
+
+impl StepOutcome {
+    pub fn pending() -> Self {
+        StepOutcome { status: Status::Pending, message: String::new(), substeps: Vec::new(), duration: Duration::ZERO }
+    }
 }
 
 impl Outcome {
@@ -124,6 +188,8 @@ impl Outcome {
 pub trait Observer: Send + Sync {
     fn step_started(&self, _plan: &Plan, _step: usize) {}
     fn step_finished(&self, _plan: &Plan, _step: usize, _outcome: &StepOutcome) {}
+    /// A running step's sub-steps changed.
+    fn step_progress(&self, _plan: &Plan, _step: usize, _substeps: &[SubStep]) {}
 }
 
 pub struct NoObserver;
@@ -166,7 +232,7 @@ pub async fn apply(
     opts: &ApplyOptions,
     observer: &dyn Observer,
 ) -> Outcome {
-    let pending = StepOutcome { status: Status::Pending, message: String::new(), duration: Duration::ZERO };
+    let pending = StepOutcome::pending();
     resume(provider, plan, desired, live, opts, observer, &Outcome { steps: vec![pending; plan.steps.len()] }).await
 }
 
@@ -187,11 +253,13 @@ pub async fn resume(
         let refused = StepOutcome {
             status: Status::Error,
             message: format!("not started: internal error: {why}"),
+            substeps: Vec::new(),
             duration: Duration::ZERO,
         };
         return Outcome { steps: vec![refused; n] };
     }
     let dependents = plan.dependents();
+    let latest: Vec<Mutex<Vec<SubStep>>> = (0..n).map(|_| Mutex::default()).collect();
     let op = |i: usize| {
         let step = &plan.steps[i];
         Operation {
@@ -200,6 +268,7 @@ pub async fn resume(
             desired: desired.resources.get(&step.resource),
             live: live.get(&step.resource),
             paused: opts.paused.as_deref(),
+            report: Some(Report { observer, plan, step: i, latest: &latest[i] }),
         }
     };
     let batch: Vec<Option<String>> = (0..n).map(|i| provider.batch(&op(i), desired)).collect();
@@ -208,7 +277,7 @@ pub async fn resume(
         .iter()
         .map(|o| match o.status {
             Status::Complete => o.clone(),
-            _ => StepOutcome { status: Status::Pending, message: String::new(), duration: Duration::ZERO },
+            _ => StepOutcome::pending(),
         })
         .collect();
     let mut waiting_on: Vec<usize> =
@@ -289,6 +358,7 @@ pub async fn resume(
         }
         for (i, result, duration) in ended {
             outcomes[i].duration = duration;
+            outcomes[i].substeps = std::mem::take(&mut *latest[i].lock().unwrap());
             match result {
                 Ok(()) => {
                     outcomes[i].status = Status::Complete;
@@ -440,5 +510,34 @@ mod tests {
         marked.keep = Some("label capstan-prune: \"false\"".into());
         state.insert(marked);
         assert!(check_deletions(&prune, &desired, &state).unwrap_err().contains("/other"));
+    }
+
+    #[test]
+    fn sub_steps_are_told_only_when_they_change_and_kept_within_bounds() {
+        struct Told(Mutex<Vec<Vec<SubStep>>>);
+        impl Observer for Told {
+            fn step_progress(&self, _plan: &Plan, _step: usize, substeps: &[SubStep]) {
+                self.0.lock().unwrap().push(substeps.to_vec());
+            }
+        }
+        let told = Told(Mutex::default());
+        let (plan, latest) = (Plan::default(), Mutex::default());
+        let report = Report { observer: &told, plan: &plan, step: 0, latest: &latest };
+        let sub = |i: usize, status: &str| SubStep {
+            phase: "node".into(),
+            step: format!("node-{i}"),
+            status: status.into(),
+            message: "é".repeat(400),
+        };
+        report.substeps(vec![sub(0, "PENDING")]);
+        report.substeps(vec![sub(0, "PENDING")]);
+        report.substeps(vec![sub(0, "COMPLETE")]);
+        assert_eq!(told.0.lock().unwrap().len(), 2, "told twice: once per change");
+        report.substeps((0..5000).map(|i| sub(i, "PENDING")).collect());
+        let last = told.0.lock().unwrap().last().unwrap().clone();
+        assert_eq!(last.len(), MAX_SUBSTEPS);
+        assert_eq!(last[MAX_SUBSTEPS - 1].step, format!("… and {} more", 5000 - (MAX_SUBSTEPS - 1)));
+        assert!(last[0].message.len() <= MAX_SUBSTEP_MESSAGE + '…'.len_utf8(), "{}", last[0].message.len());
+        assert_eq!(*latest.lock().unwrap(), last, "the last ones are kept for the outcome");
     }
 }

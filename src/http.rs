@@ -1,4 +1,4 @@
-//! The HTTP client every provider talks through: base URL, bearer token, CA certificate,
+//! The HTTP client every provider talks through: base URL, token (`Bearer` or `token=`), CA certificate,
 //! timeouts, retries of transient failures with exponential backoff and jitter, and errors that
 //! say in one line which request failed and what the API answered.
 
@@ -18,8 +18,10 @@ pub struct Connection {
     /// A second host of the same platform's API, where it has one (a separate auth host);
     /// None: the same as `url`.
     pub auth_url: Option<String>,
-    /// The bearer token, already read from the environment variable the target names.
+    /// The token, already read from the environment variable the target names.
     pub token: Option<String>,
+    /// How the token is written in `Authorization` (the platform's provider says).
+    pub token_form: TokenForm,
     /// A CA certificate to trust: its path, and its content when it has been read already.
     pub ca_cert: Option<PathBuf>,
     pub ca_pem: Option<Vec<u8>>,
@@ -44,6 +46,7 @@ impl Connection {
             url: url.into(),
             auth_url: None,
             token: None,
+            token_form: TokenForm::Bearer,
             ca_cert: None,
             ca_pem: None,
             timeout: Duration::from_secs(30),
@@ -58,6 +61,30 @@ impl Connection {
     /// capstan.yaml's `timeouts`, else the provider's own `default` for that kind.
     pub fn ready_timeout(&self, kind: &str, default: Duration) -> Duration {
         self.ready_timeouts.get(kind).copied().unwrap_or(default)
+    }
+}
+
+/// How a token is written in the `Authorization` header.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum TokenForm {
+    /// `Bearer <token>` (RFC 6750), what most platforms take.
+    #[default]
+    Bearer,
+    /// `token=<token>`, as an ACS-style admin router wants it.
+    Equals,
+}
+
+impl TokenForm {
+    /// The `Authorization` value, marked sensitive (never the token in an error).
+    fn header(self, token: &str) -> anyhow::Result<reqwest::header::HeaderValue> {
+        let text = match self {
+            TokenForm::Bearer => format!("Bearer {token}"),
+            TokenForm::Equals => format!("token={token}"),
+        };
+        let mut value = reqwest::header::HeaderValue::from_str(&text)
+            .map_err(|_| anyhow::anyhow!("the token holds characters an HTTP header cannot carry"))?;
+        value.set_sensitive(true);
+        Ok(value)
     }
 }
 
@@ -160,12 +187,14 @@ pub enum Idempotent {
     No,
 }
 
+#[derive(Clone)]
 pub struct HttpClient {
     base: String,
     client: reqwest::Client,
     /// For long-lived answers (event streams): no overall timeout.
     streaming: reqwest::Client,
-    token: Option<String>,
+    /// The whole `Authorization` value, marked sensitive.
+    auth: Option<reqwest::header::HeaderValue>,
     pub retry: RetryPolicy,
 }
 
@@ -192,15 +221,16 @@ pub struct Stream {
     client: reqwest::Client,
     url: String,
     path: String,
-    token: Option<String>,
+    /// The whole `Authorization` value, marked sensitive.
+    auth: Option<reqwest::header::HeaderValue>,
 }
 
 impl Stream {
     /// Connect; Ok once the platform answered 2xx (the body is the stream).
     pub async fn open(&self) -> Result<reqwest::Response, ApiError> {
         let mut req = self.client.get(&self.url).header(reqwest::header::ACCEPT, "text/event-stream");
-        if let Some(token) = &self.token {
-            req = req.bearer_auth(token);
+        if let Some(auth) = &self.auth {
+            req = req.header(reqwest::header::AUTHORIZATION, auth);
         }
         let fail = |status: Option<u16>, message: String| ApiError {
             method: "GET".into(),
@@ -249,7 +279,7 @@ impl HttpClient {
             base: conn.url.trim_end_matches('/').to_string(),
             client: build(Some(conn.timeout))?,
             streaming: build(None)?,
-            token: conn.token.clone(),
+            auth: conn.token.as_deref().map(|t| conn.token_form.header(t)).transpose()?,
             retry: conn.retry.clone(),
         })
     }
@@ -260,7 +290,7 @@ impl HttpClient {
             client: self.streaming.clone(),
             url: format!("{}{}", self.base, path),
             path: path.to_string(),
-            token: self.token.clone(),
+            auth: self.auth.clone(),
         }
     }
 
@@ -347,8 +377,8 @@ impl HttpClient {
     ) -> Result<bytes::Bytes, (ApiError, bool)> {
         let url = format!("{}{}", self.base, path);
         let mut req = self.client.request(method.clone(), &url);
-        if let Some(token) = &self.token {
-            req = req.bearer_auth(token);
+        if let Some(auth) = &self.auth {
+            req = req.header(reqwest::header::AUTHORIZATION, auth);
         }
         if let Some(body) = body {
             req = req.json(body);

@@ -256,3 +256,34 @@ pub struct PreviewAction {
     /// What it acts on, as capstan names it.
     pub resource: ResourceId,
 }
+
+/// A step of a platform's own plan that one of capstan's steps follows (a data service rolling
+/// its nodes): shown under capstan's step in progress, `plan status`, the daemon's plan and
+/// events, never interpreted by the core. `status` is the platform's own word.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SubStep {
+    pub phase: String,
+    pub step: String,
+    pub status: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message: String,
+}
+
+/// An operation on a service a platform runs with an API of its own (`capstan service …`):
+/// the provider maps it onto that API, or says the platform runs no such services.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ServiceOp {
+    /// The service's pods (nodes) and what each runs.
+    Pods,
+    /// How clients connect to the service.
+    Endpoints,
+    /// The service's configurations: the target one, every id, whether offers are suppressed.
+    Config,
+    /// Move a pod to another agent (its data is lost), following the service's recovery plan.
+    PodReplace(String),
+    /// Restart a pod where it is, following the service's recovery plan.
+    PodRestart(String),
+    /// A maintenance operation of the service's own (`cleanup`, `repair`, `backup`, `restore`)
+    /// started with this request body and followed until it is done.
+    Maintenance { op: String, body: Value },
+}

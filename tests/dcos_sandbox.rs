@@ -359,6 +359,14 @@ fn the_token_guards_schedulers_and_marathon_behind_the_admin_router() {
     let app = sdk_app("hello", json!({"NODES": "1"}));
     assert_eq!(raw(&sb, "POST", "/service/marathon/v2/apps", Some(&app), None).0, 401);
     assert_eq!(raw(&sb, "POST", "/service/marathon/v2/apps", Some(&app), Some("wrong")).0, 401);
+    // The admin router reads `token=` only (seeds 000/001): the right token as a bearer is refused.
+    let bearer = client()
+        .post(format!("{}/service/marathon/v2/apps", sb.url))
+        .header("Authorization", "Bearer s3cret")
+        .json(&app)
+        .send()
+        .unwrap();
+    assert_eq!(bearer.status().as_u16(), 401);
     assert_eq!(raw(&sb, "POST", "/service/marathon/v2/apps", Some(&app), Some("s3cret")).0, 201);
     until(LONG, "the scheduler with the token", || {
         raw(&sb, "GET", "/service/hello/v1/plans/deploy", None, Some("s3cret")).0 == 200

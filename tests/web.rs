@@ -239,3 +239,57 @@ fn without_a_token_the_page_is_read_only_and_says_so() {
     assert_eq!(stored, json!(["not-the-token", 0]));
     b.screenshot("8-wrong-token");
 }
+
+#[test]
+fn a_step_that_follows_a_services_plan_shows_its_sub_steps_live() {
+    if browser::skipped() {
+        return;
+    }
+    let _one = ONE_BROWSER.lock().unwrap_or_else(|e| e.into_inner());
+    // A DC/OS data service of three nodes, each node's step taking 800 ms.
+    let sb = SandboxProc::start_platform("dcos", &["--step-ms", "800"]);
+    let repo = Repo::new();
+    repo.write(
+        "capstan.yaml",
+        &format!("owner: data\ntargets:\n  c:\n    platform: dcos\n    url: {}\ndefault_target: c\n", sb.url),
+    );
+    repo.write("web.json", &json!({"id": "/web", "cmd": "./web", "instances": 1}).to_string());
+    let first = repo.commit("a plain app");
+    let state = tempfile::tempdir().unwrap();
+    let d = daemon(&repo, state.path(), &[]);
+    let b = Browser::start(1200, 1400);
+    open_with_token(&b, &d);
+    b.wait_for("the first commit applied", WAIT, &history_is(&first, "applied"), json!([]));
+    // With the page open, a commit adds the service.
+    let service = common::repo_root().join("examples/manifests/dcos/cassandra.json");
+    repo.write("cassandra.json", &std::fs::read_to_string(service).unwrap());
+    let sha = repo.commit("a three-node data service");
+    const SUBSTEPS: &str = "return [...document.querySelectorAll('ol.substeps li[data-substep]')].map(li => [li.dataset.substep, li.dataset.status]);";
+    // Part way: the page shows the service's nodes under the step, some done and some not.
+    b.wait_for(
+        "the service's steps part way on the page",
+        WAIT,
+        "const s = [...document.querySelectorAll('ol.substeps li[data-substep]')].map(li => li.dataset.status);
+         return s.length === 3 && s.includes('COMPLETE') && s.some(x => x !== 'COMPLETE');",
+        json!([]),
+    );
+    b.screenshot("6-substeps-running");
+    b.wait_for("the commit applied in the history", WAIT, &history_is(&sha, "applied"), json!([]));
+    b.wait_for(
+        "every sub-step COMPLETE on the page",
+        WAIT,
+        "const s = [...document.querySelectorAll('ol.substeps li[data-substep]')].map(li => li.dataset.status);
+         return s.length === 3 && s.every(x => x === 'COMPLETE');",
+        json!([]),
+    );
+    let shown = b.js(SUBSTEPS, json!([]));
+    assert_eq!(
+        shown,
+        json!([
+            ["node / node-0:[server]", "COMPLETE"],
+            ["node / node-1:[server]", "COMPLETE"],
+            ["node / node-2:[server]", "COMPLETE"]
+        ])
+    );
+    b.screenshot("7-substeps-complete");
+}

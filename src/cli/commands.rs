@@ -39,6 +39,7 @@ pub async fn run(cli: Cli) -> u8 {
             apply(&input, &target, yes, parallelism, allow_mass_delete, cli.color).await
         }
         Command::Sandbox(SandboxCommand::Serve(args)) => serve(args).await,
+        Command::Service(args) => super::service::run(args, cli.color).await,
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
             // Into memory first: the generator panics when its writer fails (a closed pipe).
@@ -469,6 +470,8 @@ struct Progress<'a> {
     desired: &'a crate::model::DesiredState,
     bar: Option<indicatif::ProgressBar>,
     running: std::sync::Mutex<std::collections::BTreeSet<String>>,
+    /// Each step's sub-steps as last shown (step, phase, sub-step) → status.
+    substeps: std::sync::Mutex<std::collections::BTreeMap<(usize, String, String), String>>,
 }
 
 impl<'a> Progress<'a> {
@@ -489,7 +492,7 @@ impl<'a> Progress<'a> {
             bar.enable_steady_tick(std::time::Duration::from_millis(120));
             bar
         });
-        Progress { style, redactor, desired, bar, running: Default::default() }
+        Progress { style, redactor, desired, bar, running: Default::default(), substeps: Default::default() }
     }
 
     fn show_running(&self) {
@@ -500,6 +503,15 @@ impl<'a> Progress<'a> {
                 names.push("…");
             }
             bar.set_message(names.join(", "));
+        }
+    }
+
+    fn line(&self, line: &str) {
+        match &self.bar {
+            Some(bar) => bar.println(line),
+            None => {
+                let _ = outln(line);
+            }
         }
     }
 
@@ -514,6 +526,20 @@ impl Observer for Progress<'_> {
     fn step_started(&self, plan: &Plan, step: usize) {
         self.running.lock().unwrap().insert(plan.steps[step].name.clone());
         self.show_running();
+    }
+
+    /// A line for each sub-step whose status changed, under the step's name.
+    fn step_progress(&self, plan: &Plan, step: usize, substeps: &[crate::model::SubStep]) {
+        let mut seen = self.substeps.lock().unwrap();
+        for sub in substeps {
+            let key = (step, sub.phase.clone(), sub.step.clone());
+            if seen.get(&key) != Some(&sub.status) {
+                seen.insert(key, sub.status.clone());
+                let sub = crate::model::SubStep { message: self.redactor.text(&sub.message), ..sub.clone() };
+                let line = output::substep_line(&serde_json::json!(sub));
+                self.line(&format!("    {}: {}", plan.steps[step].name, self.style.dim(&line)));
+            }
+        }
     }
 
     fn step_finished(&self, plan: &Plan, step: usize, outcome: &StepOutcome) {

@@ -8,6 +8,7 @@
 mod commands;
 pub mod markdown;
 pub mod output;
+mod service;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use output::ColorChoice;
@@ -92,6 +93,9 @@ pub enum Command {
     /// Serve a faithful emulation of a platform's API on loopback.
     #[command(subcommand)]
     Sandbox(SandboxCommand),
+    /// Operations on a service the platform runs with an API of its own (DC/OS SDK services,
+    /// legacy Cassandra): pods, endpoints, config, pod replace|restart, cassandra ….
+    Service(service::ServiceArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions {
         #[arg(value_enum)]

@@ -4,7 +4,7 @@
 use crate::apply::{Outcome, Status};
 use crate::base::diagnostic::{Diagnostic, Diagnostics, Severity};
 use crate::diff::{Action, ChangeSet, ResourceChange};
-use crate::model::DesiredState;
+use crate::model::{DesiredState, SubStep};
 use crate::plan::Plan;
 use crate::providers::PlatformPreview;
 use crate::redact::Redactor;
@@ -380,6 +380,11 @@ pub fn preview_text(p: &PlatformPreview, style: Style, redactor: &Redactor) -> S
 pub fn phases_json(plan: &Plan, redactor: &Redactor, outcome: Option<&Outcome>) -> Value {
     let status_of = |i: usize| outcome.map(|o| o.steps[i].status).unwrap_or(Status::Pending);
     let message_of = |i: usize| outcome.map(|o| redactor.text(&o.steps[i].message)).unwrap_or_default();
+    let substeps_of = |i: usize| {
+        let subs = outcome.map(|o| o.steps[i].substeps.as_slice()).unwrap_or_default();
+        let redacted = subs.iter().map(|x| SubStep { message: redactor.text(&x.message), ..x.clone() });
+        (!subs.is_empty()).then(|| redacted.collect::<Vec<_>>())
+    };
     let phases: Vec<Value> = plan
         .phases
         .iter()
@@ -389,7 +394,7 @@ pub fn phases_json(plan: &Plan, redactor: &Redactor, outcome: Option<&Outcome>) 
                 .iter()
                 .map(|&i| {
                     let s = &plan.steps[i];
-                    json!({
+                    let mut step = json!({
                         "id": s.id,
                         "name": s.name,
                         "status": status_of(i),
@@ -397,7 +402,11 @@ pub fn phases_json(plan: &Plan, redactor: &Redactor, outcome: Option<&Outcome>) 
                         "verb": s.verb,
                         "resource": s.resource.to_string(),
                         "depends_on": s.deps.iter().map(|&d| plan.steps[d].id.clone()).collect::<Vec<_>>(),
-                    })
+                    });
+                    if let Some(subs) = substeps_of(i) {
+                        step["substeps"] = json!(subs);
+                    }
+                    step
                 })
                 .collect();
             json!({
@@ -542,6 +551,16 @@ pub fn outcome_text(
     out
 }
 
+/// A sub-step (a platform's own plan step a step follows): `phase / step  STATUS  message`.
+pub fn substep_line(sub: &Value) -> String {
+    let text = |k: &str| sub[k].as_str().unwrap_or_default();
+    let mut line = format!("{:<11} {} / {}", text("status"), text("phase"), text("step"));
+    if !text("message").is_empty() {
+        line.push_str(&format!(": {}", text("message")));
+    }
+    line
+}
+
 pub fn status_word(s: Status) -> &'static str {
     match s {
         Status::Pending => "PENDING",
@@ -576,6 +595,9 @@ pub fn daemon_plan_text(plan: &Value, style: Style) -> String {
             let _ = writeln!(out, "{line}");
             if let Some(m) = step["message"].as_str().filter(|m| !m.is_empty()) {
                 let _ = writeln!(out, "                {}", style.dim(m));
+            }
+            for sub in step["substeps"].as_array().into_iter().flatten() {
+                let _ = writeln!(out, "      {}", substep_line(sub));
             }
         }
     }

@@ -43,6 +43,13 @@ pub enum Event {
         name: String,
         duration_ms: u64,
     },
+    /// A running step's sub-steps (the platform's own plan it follows) changed.
+    StepProgress {
+        sha: String,
+        step: String,
+        name: String,
+        substeps: Vec<crate::model::SubStep>,
+    },
     StepFailed {
         sha: String,
         step: String,
@@ -105,6 +112,7 @@ impl Event {
             Event::PlanStarted { .. } => "plan_started",
             Event::StepStarted { .. } => "step_started",
             Event::StepFinished { .. } => "step_finished",
+            Event::StepProgress { .. } => "step_progress",
             Event::StepFailed { .. } => "step_failed",
             Event::PlanInterrupted { .. } => "plan_interrupted",
             Event::PlanContinued { .. } => "plan_continued",

@@ -771,7 +771,7 @@ impl Daemon {
             return "stopped";
         }
         let Planned { rendered, live, changes, plan: fresh, .. } = &planned;
-        let pending = StepOutcome { status: Status::Pending, message: String::new(), duration: Duration::ZERO };
+        let pending = StepOutcome::pending();
         // After `continue` the plan was made again against the newest commit. When it is what
         // was left of the interrupted one (same commit, same steps), that one carries on, so its
         // completed steps stay shown; otherwise the new plan replaces it, and the events say so.
@@ -968,6 +968,19 @@ impl Observer for Steps<'_> {
             step: s.id.clone(),
             name: s.name.clone(),
         });
+    }
+
+    fn step_progress(&self, plan: &Plan, step: usize, substeps: &[crate::model::SubStep]) {
+        let substeps: Vec<_> = substeps
+            .iter()
+            .map(|x| crate::model::SubStep { message: self.redactor.text(&x.message), ..x.clone() })
+            .collect();
+        if let Some(c) = self.daemon.current.lock().unwrap().as_mut() {
+            c.outcome.steps[step].substeps = substeps.clone();
+        }
+        let s = &plan.steps[step];
+        let (sha, step, name) = (self.sha.to_string(), s.id.clone(), s.name.clone());
+        self.daemon.events.publish(Event::StepProgress { sha, step, name, substeps });
     }
 
     fn step_finished(&self, plan: &Plan, step: usize, outcome: &StepOutcome) {

@@ -132,7 +132,9 @@ impl GitHttp {
     }
 }
 
-fn tls_config() -> std::sync::Arc<rustls::ServerConfig> {
+/// A TLS server's configuration with `tests/fixtures/tls/server.pem` (for 127.0.0.1 and
+/// localhost, signed by `tests/fixtures/tls/ca.pem`).
+pub fn tls_config() -> std::sync::Arc<rustls::ServerConfig> {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
     let dir = repo_root().join("tests/fixtures/tls");

@@ -134,9 +134,7 @@ function stepItem(s) {
   const diffId = 'diff-' + s.id;
   const diff = el('pre', { id: diffId, hidden: true, 'aria-label': 'Diff of ' + s.name });
   const btn = el('button', { type: 'button', 'aria-expanded': 'false', 'aria-controls': diffId, onclick: () => toggleDiff(s.id, btn, diff) }, 'Show diff');
-  const sub = Array.isArray(s.substeps) && s.substeps.length
-    ? el('ol', { class: 'substeps', 'aria-label': 'Sub-steps of ' + s.name }, s.substeps.map((x) => el('li', {}, x.name || '', ' ', word(x.status))))
-    : null;
+  const sub = substepList(s.name, s.substeps);
   return el('li', { id: 'step-' + s.id, 'data-step': s.id, 'data-status': st },
     el('div', { class: 'step-head' },
       el('span', { class: 'step-name' }, s.name),
@@ -144,6 +142,26 @@ function stepItem(s) {
       btn),
     s.message ? el('div', { class: 'muted step-message' }, s.message) : null,
     sub, diff);
+}
+
+// A step's sub-steps: the platform's own plan it follows (phase / step, status, message).
+function substepList(name, subs) {
+  if (!Array.isArray(subs) || !subs.length) return null;
+  return el('ol', { class: 'substeps', 'aria-label': 'Sub-steps of ' + name }, subs.map((x) => {
+    const label = (x.phase ? x.phase + ' / ' : '') + (x.step || x.name || '');
+    return el('li', { 'data-substep': label, 'data-status': x.status || '' }, label, ' ', word(x.status),
+      x.message ? el('span', { class: 'muted' }, ' ' + x.message) : null);
+  }));
+}
+
+function setSubsteps(id, subs) {
+  const li = document.getElementById('step-' + id);
+  if (!li) return false;
+  const list = substepList(li.querySelector('.step-name').textContent, subs);
+  const old = li.querySelector('ol.substeps');
+  if (old) old.remove();
+  if (list) li.querySelector('pre').before(list);
+  return true;
 }
 
 async function toggleDiff(id, btn, pre) {
@@ -253,6 +271,9 @@ function onEvent(e) {
       break;
     case 'step_failed':
       if (!setStep(e.step, 'ERROR', e.message)) refresh('plan');
+      break;
+    case 'step_progress':
+      if (!setSubsteps(e.step, e.substeps)) refresh('plan');
       break;
     case 'plan_started': case 'plan_replanned': case 'plan_continued':
       live = {};

@@ -9,16 +9,17 @@
 //! service (`DCOS_COMMONS_API_VERSION: v1`, `DCOS_SERVICE_NAME: <name>`) or a legacy Cassandra
 //! (`DCOS_PACKAGE_FRAMEWORK_NAME: cassandra`, no API version), a readiness that follows the
 //! service's deploy plan after Marathon's deployment is over (`plan.rs`), failing the step with
-//! the failing step's message. The token goes as a bearer token, which the admin router takes
-//! as well as `token=`.
+//! the failing step's message. The token goes as `Authorization: token=<TOKEN>` (seeds 000 and
+//! 001), to Marathon behind the admin router too; `ca_cert` is the cluster's CA, for both.
 
 pub mod plan;
+mod service;
 
 use crate::base::diagnostic::Diagnostics;
 use crate::base::yaml::{Document, Node};
 use crate::diff::ChangeSet;
-use crate::http::HttpClient;
-use crate::model::{DesiredResource, DesiredState, KindInfo, LiveResource, LiveState, ResourceId};
+use crate::http::{HttpClient, TokenForm};
+use crate::model::{DesiredResource, DesiredState, KindInfo, LiveResource, LiveState, ResourceId, ServiceOp, SubStep};
 use crate::providers::marathon::{self, Marathon};
 use crate::providers::{ApiError, Compare, Connection, Decode, DocumentPart, Drive, Operation, PlatformPreview, Verb};
 use async_trait::async_trait;
@@ -29,10 +30,11 @@ use std::ops::Range;
 use std::time::Duration;
 
 /// This platform's entry in the registry (`crate::providers::PLATFORMS`). Its manifests are
-/// Marathon's, validated with Marathon's schemas (registered by that platform).
+/// Marathon's, validated with Marathon's schemas (registered by that platform); its own schema
+/// is Marathon's manifest schema by reference, for editors.
 pub static PLATFORM: super::PlatformDef = super::PlatformDef {
     name: "dcos",
-    schemas: &[],
+    schemas: &[("dcos/manifest.schema.json", include_str!("../../../schemas/dcos/manifest.schema.json"))],
     new: |connection, owner| Ok(Box::new(Dcos::new(connection, owner)?)),
 };
 
@@ -50,6 +52,7 @@ pub struct Dcos {
 
 impl Dcos {
     pub fn new(connection: Option<Connection>, owner: &str) -> anyhow::Result<Self> {
+        let connection = connection.map(|c| Connection { token_form: TokenForm::Equals, ..c });
         let cluster = connection.as_ref().map(HttpClient::new).transpose()?;
         let plan_timeout = connection
             .as_ref()
@@ -69,7 +72,7 @@ impl Dcos {
             return Ok(());
         };
         let http = self.cluster.as_ref().ok_or_else(|| ApiError::other("-", "-", "no target to talk to (offline)"))?;
-        plan::follow(http, &service, api, self.plan_timeout, op.paused).await
+        plan::follow(http, &service, api, self.plan_timeout, op.paused, op.report).await
     }
 }
 
@@ -188,7 +191,7 @@ impl Drive for Dcos {
     }
 
     async fn execute(&self, op: Operation<'_>, live_state: &LiveState) -> Result<(), ApiError> {
-        let follow = Operation { verb: op.verb, id: op.id, desired: op.desired, live: op.live, paused: op.paused };
+        let follow = Operation { verb: op.verb, id: op.id, desired: op.desired, live: op.live, paused: op.paused, report: op.report };
         if !self.only_following(&op, live_state) {
             self.marathon.execute(op, live_state).await?;
         }
@@ -205,7 +208,7 @@ impl Drive for Dcos {
         }
         let follow: Vec<Operation<'_>> = ops
             .iter()
-            .map(|op| Operation { verb: op.verb, id: op.id, desired: op.desired, live: op.live, paused: op.paused })
+            .map(|op| Operation { verb: op.verb, id: op.id, desired: op.desired, live: op.live, paused: op.paused, report: op.report })
             .collect();
         let done = self.marathon.execute_batch(ops, live_state).await;
         let ready = follow.iter().zip(done).map(|(op, done)| async move {
@@ -217,5 +220,38 @@ impl Drive for Dcos {
 
     async fn preview(&self, changes: &ChangeSet, desired: &DesiredState, live: &LiveState) -> Option<PlatformPreview> {
         self.marathon.preview(changes, desired, live).await
+    }
+
+    /// `capstan service …`: see `service.rs`.
+    async fn service(
+        &self,
+        service: &str,
+        op: &ServiceOp,
+        progress: &(dyn Fn(Vec<SubStep>) + Send + Sync),
+    ) -> Result<Value, ApiError> {
+        let http = self.cluster.as_ref().ok_or_else(|| ApiError::plain("no target to talk to (offline)"))?;
+        service::run(http, service, op, self.plan_timeout, progress).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    #[test]
+    fn the_editors_schema_is_marathons_by_reference_and_takes_the_example() {
+        crate::providers::provider_for("dcos", None, "test").unwrap();
+        let schema = crate::base::schema::schema_json("dcos/manifest.schema.json");
+        assert_eq!(schema["$ref"], "../marathon/manifest.schema.json", "shared, never a copy");
+        let v = crate::base::schema::validator("dcos/manifest.schema.json");
+        for example in [
+            include_str!("../../../examples/manifests/dcos/cassandra.json"),
+            include_str!("../../../examples/manifests/dcos/reports.json"),
+        ] {
+            let doc: serde_json::Value = serde_json::from_str(example).unwrap();
+            assert!(v.is_valid(&doc), "{doc}");
+        }
+        assert!(!v.is_valid(&json!({"id": "/x", "cpus": "many"})));
+        assert!(!v.is_valid(&json!({"id": "/x", "instancez": 1})));
     }
 }

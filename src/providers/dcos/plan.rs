@@ -2,7 +2,9 @@
 //! /v1/plans/deploy`) or of a legacy Cassandra service (seed 001, `GET /v1/plan`) after
 //! Marathon has deployed its scheduler.
 
+use crate::apply::Report;
 use crate::http::{HttpClient, Idempotent};
+use crate::model::SubStep;
 use crate::providers::ApiError;
 use reqwest::Method;
 use serde_json::Value;
@@ -62,9 +64,23 @@ impl Api {
     }
 }
 
+/// A client whose reads of a plan are not retried: legacy's 503 is the answer "in progress",
+/// and the loop around the read reads again (passing on an interrupt in between).
+fn once(http: &HttpClient) -> HttpClient {
+    let mut once = http.clone();
+    once.retry.max_attempts = 1;
+    once
+}
+
 /// The status of the service's plan, or None while its scheduler does not serve one.
 pub async fn status(http: &HttpClient, service: &str, api: Api) -> Result<Option<String>, ApiError> {
-    let plan = match http.call(Method::GET, &api.path(service), None, Idempotent::Yes).await {
+    let path = api.path(service);
+    let answer = match once(http).call(Method::GET, &path, None, Idempotent::Yes).await {
+        // Not an answer with a plan (a connection reset, a 500): read again as every read is.
+        Err(e) if e.transient && !matches!(e.status, Some(503)) => http.call(Method::GET, &path, None, Idempotent::Yes).await,
+        other => other,
+    };
+    let plan = match answer {
         Ok(v) => v.unwrap_or_default(),
         Err(e) if matches!(e.status, Some(417 | 503)) => serde_json::from_str(&e.message).unwrap_or_default(),
         Err(e) if matches!(e.status, Some(404 | 502 | 503)) => Value::Null,
@@ -76,15 +92,18 @@ pub async fn status(http: &HttpClient, service: &str, api: Api) -> Result<Option
 /// Read the service's plan until it is COMPLETE (Ok), in ERROR (the failing step's message,
 /// and the plan's errors), or `timeout` passes (time spent interrupted does not count). A
 /// scheduler not serving yet (404, 503 without a plan) is a scheduler still starting. While
-/// `paused` is set, the service's plan is interrupted; when it is cleared, continued.
+/// `paused` is set, the service's plan is interrupted; when it is cleared, continued. Every
+/// read of the plan goes to `report` as the step's sub-steps.
 pub async fn follow(
     http: &HttpClient,
     service: &str,
     api: Api,
     timeout: Duration,
     paused: Option<&AtomicBool>,
+    report: Option<Report<'_>>,
 ) -> Result<(), ApiError> {
     let path = api.path(service);
+    let reader = once(http);
     let mut deadline = Instant::now() + timeout;
     let mut last = String::from("the scheduler has not answered yet");
     let mut interrupted = false;
@@ -104,13 +123,17 @@ pub async fn follow(
                 Err(e) => return Err(e),
             }
         }
-        let plan = match http.call(Method::GET, &path, None, Idempotent::Yes).await {
+        let plan = match reader.call(Method::GET, &path, None, Idempotent::Yes).await {
             Ok(v) => v.unwrap_or_default(),
             // 417 (and legacy's 503) carry the plan as their body: the error's text is its JSON.
             Err(e) if matches!(e.status, Some(417 | 503)) => serde_json::from_str(&e.message).unwrap_or_default(),
-            Err(e) if matches!(e.status, Some(404 | 502 | 503)) || e.status.is_none() => Value::Null,
+            // Read again on the next round, until the deadline.
+            Err(e) if matches!(e.status, Some(404 | 502 | 503)) || e.status.is_none() || e.transient => Value::Null,
             Err(e) => return Err(e),
         };
+        if let Some(r) = report.filter(|_| plan.get("phases").is_some()) {
+            r.substeps(substeps(&plan));
+        }
         match plan.get("status").and_then(Value::as_str) {
             Some("COMPLETE") => return Ok(()),
             Some("ERROR") => return Err(ApiError::other("GET", &path, failure(service, &plan))),
@@ -148,6 +171,11 @@ pub fn steps(plan: &Value) -> Vec<(String, String, String, String)> {
         .collect()
 }
 
+/// The plan's steps as capstan's sub-steps.
+pub fn substeps(plan: &Value) -> Vec<SubStep> {
+    steps(plan).into_iter().map(|(phase, step, status, message)| SubStep { phase, step, status, message }).collect()
+}
+
 fn progress(status: &str, plan: &Value) -> String {
     let steps = steps(plan);
     let done = steps.iter().filter(|s| s.2 == "COMPLETE").count();
@@ -156,6 +184,11 @@ fn progress(status: &str, plan: &Value) -> String {
 
 /// Why a plan failed: its failing step and the plan's errors, in the service's own words.
 fn failure(service: &str, plan: &Value) -> String {
+    format!("the plan of service {service} failed: {}", why(plan))
+}
+
+/// A failed plan's failing steps (`phase / step: message`) and errors.
+pub fn why(plan: &Value) -> String {
     let mut parts: Vec<String> = steps(plan)
         .into_iter()
         .filter(|s| s.2 == "ERROR")
@@ -167,7 +200,7 @@ fn failure(service: &str, plan: &Value) -> String {
     if parts.is_empty() {
         parts.push("(no step says why)".into());
     }
-    format!("the plan of service {service} failed: {}", parts.join("; "))
+    parts.join("; ")
 }
 
 #[cfg(test)]

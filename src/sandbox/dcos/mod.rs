@@ -12,7 +12,8 @@
 //! Where the seeds are silent, these are the choices (digest `research/dcos.md` marks what
 //! upstream dcos-commons does; **[upstream]** below = read there, **[choice]** = ours):
 //! - Auth: the shared token check of every platform request, so Marathon behind the admin
-//!   router too; `token=<T>` or `Bearer <T>`; 401 carries `WWW-Authenticate: acsjwt` [choice].
+//!   router too; only `Authorization: token=<T>` (seeds 000/001), a `Bearer <T>` is refused;
+//!   401 carries `WWW-Authenticate: acsjwt` [choice].
 //! - A scheduler exists while a Marathon app carries its labels (`spec::classify`), serves once
 //!   a task of the app's current configuration runs (503 before), restarts — rebuilding its
 //!   deploy plan — when that configuration changes, and goes with the app [choice: the
@@ -162,12 +163,21 @@ pub static EMULATOR: super::Emulator = super::Emulator {
     name: "dcos",
     principal: "admin@apcera.me",
     error: |status, message, _retry| error(status, message),
-    token_ok: super::bearer_token_ok,
+    token_ok,
     start: |state_file, shared| {
         let api = load(state_file, shared)?;
         Ok((router(api.clone()), api))
     },
 };
+
+/// `Authorization: token=<token>`, the admin router's form (seeds 000/001); `Bearer` is refused.
+pub fn token_ok(headers: &axum::http::HeaderMap, token: &str) -> bool {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().strip_prefix("token="))
+        .is_some_and(|t| t.trim() == token)
+}
 
 #[derive(Default, Deserialize)]
 #[serde(default)]
