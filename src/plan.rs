@@ -106,9 +106,9 @@ pub fn build(changes: &ChangeSet, desired: &DesiredState, live: &LiveState) -> R
     }
     let find = |id: &ResourceId, verb: Verb| index.get(&(id.clone(), verb)).copied();
     let mut edges: Vec<(usize, usize)> = Vec::new(); // (before, after)
-    // Orders found only through a live, undeclared resource (an Apcera package's staging
-    // pipeline): capstan infers them, no one wrote them, so one that would close a cycle is
-    // left out rather than failing a valid declaration.
+    // Orders found only through live state (an Apcera package's staging pipeline; an update
+    // before the delete of what it named): capstan infers them, no one wrote them, so one that
+    // would close a cycle is left out rather than failing a valid declaration.
     let mut inferred: Vec<(usize, usize)> = Vec::new();
     let exclusive_deletes: HashMap<&str, Vec<usize>> = steps
         .iter()
@@ -148,6 +148,13 @@ pub fn build(changes: &ChangeSet, desired: &DesiredState, live: &LiveState) -> R
                     } else if let Some(live_only) = live.get(target) {
                         stack.extend(live_only.depends_on.iter().map(|t| (t, true)));
                     }
+                }
+                // An update that stops naming what the plan deletes goes first, so nothing
+                // ever names what is gone (a pipeline dropping a pruned stager job).
+                if s.verb == Verb::Update
+                    && let Some(l) = live.get(&s.resource)
+                {
+                    inferred.extend(l.depends_on.iter().filter_map(|dep| find(dep, Verb::Delete)).map(|j| (i, j)));
                 }
                 if s.verb == Verb::Create {
                     if let Some(j) = find(&s.resource, Verb::Delete) {

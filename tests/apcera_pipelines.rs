@@ -251,3 +251,33 @@ stagingpipelines:
     assert_eq!(pipelines(&sb).len(), 2);
     w.capstan(&["plan", ".", "--detailed-exitcode"]).code(0);
 }
+
+/// A stager pruned while its pipeline stops naming it: the pipeline is changed first, so it
+/// never names a job that is gone (and a platform that refuses to delete a stager in use is
+/// never asked to).
+#[test]
+fn a_pipeline_stops_naming_a_stager_before_the_stager_is_pruned() {
+    let sb = SandboxProc::start(&[]);
+    let manifest = |stagers: &[&str]| {
+        let jobs: String = stagers.iter().map(|s| format!("  job::/d::{s}: {{state: ready}}\n")).collect();
+        let names: Vec<String> = stagers.iter().map(|s| format!("job::/d::{s}")).collect();
+        format!("jobs:\n{jobs}stagingpipelines:\n  stagpipe::/d::p:\n    stagers: [{}]\n", names.join(", "))
+    };
+    let w = workdir(&sb, &manifest(&["s1", "s2"]));
+    w.capstan(&["apply", ".", "--yes"]).ok();
+    w.write("m.yaml", &manifest(&["s1"]));
+    let plan = w.capstan(&["plan", ".", "--prune", "-o", "json"]);
+    plan.ok();
+    assert_eq!(step_deps(&plan.json(), "delete job::/d::s2"), ["update stagpipe::/d::p"]);
+    sb.clear_requests();
+    w.capstan(&["apply", ".", "--yes", "--prune", "--allow-mass-delete"]).ok();
+    let order: Vec<String> = sb
+        .mutating_requests()
+        .into_iter()
+        .map(|r| {
+            format!("{} {}", r["method"].as_str().unwrap(), r["path"].as_str().unwrap().split('/').nth(2).unwrap())
+        })
+        .collect();
+    assert_eq!(order, ["PUT stagingpipelines", "DELETE jobs"]);
+    w.capstan(&["plan", ".", "--prune", "--detailed-exitcode"]).code(0);
+}

@@ -425,3 +425,43 @@ fn a_pol_file_named_many_times_is_bounded() {
     assert!(out.stderr.contains("m.yaml:"), "{}", out.stderr);
     assert!(sb.get("/v1/policy")["docs"].as_array().unwrap().is_empty());
 }
+
+/// A secret substituted into a `.pol` file, rotated by a commit: the daemon never serves it
+/// (plan, status, configuration) nor keeps it in any file of its state directory.
+#[test]
+fn the_daemon_never_shows_nor_stores_a_secret_of_a_pol_file() {
+    let sb = SandboxProc::start(&[]);
+    let repo = Repo::new();
+    repo.write("capstan.yaml", &config_for(&sb, ""));
+    let doc = |secret: &str| {
+        format!("variables:\n  SECRET_SAUCE: {secret}\npolicies:\n  deployers:\n    text: file:policy/deployers.pol\n")
+    };
+    repo.write(
+        "policy/deployers.pol",
+        "on job::/p {\n  if (token == \"${SECRET_SAUCE}\") {\n    permit update\n  }\n}\n",
+    );
+    repo.write("m.yaml", &doc("old-sauce-1"));
+    let first = repo.commit("first");
+    let state = tempfile::tempdir().unwrap();
+    let d = DaemonProc::start(repo.path().to_str().unwrap(), state.path(), &[], &[]);
+    let wait = Duration::from_secs(60);
+    d.wait_for("the first commit", wait, |d| d.status_of(&first).as_deref() == Some("applied"));
+    repo.write("m.yaml", &doc("new-sauce-2"));
+    let second = repo.commit("rotate");
+    d.wait_for("the rotation", wait, |d| d.status_of(&second).as_deref() == Some("applied"));
+    assert!(sb.get("/v1/policy/deployers")["text"].as_str().unwrap().contains("new-sauce-2"));
+    let plan = d.text(&format!("/v1/configurations/{second}/plan"));
+    assert!(plan.contains("(sensitive"), "{plan}");
+    let events = d.text("/v1/status") + &d.text(&format!("/v1/configurations/{second}"));
+    assert_eq!(d.stop(), 0);
+    for secret in ["old-sauce-1", "new-sauce-2"] {
+        assert!(!plan.contains(secret) && !events.contains(secret), "{secret} served");
+        for entry in files_under(state.path()) {
+            if entry.components().any(|c| c.as_os_str() == "repos" || c.as_os_str() == "objects") {
+                continue;
+            }
+            let bytes = std::fs::read(&entry).unwrap();
+            assert!(!bytes.windows(secret.len()).any(|w| w == secret.as_bytes()), "{secret} in {}", entry.display());
+        }
+    }
+}

@@ -248,3 +248,28 @@ fn a_daemon_never_forgets_a_rule_a_cli_apply_recorded_in_its_state_directory() {
     d.wait_for("the removal applied", wait, |d| d.status_of(&three).as_deref() == Some("applied"));
     assert!(rules(&sb).is_empty(), "{:?}", rules(&sb));
 }
+
+/// A record kept elsewhere through a symbolic link (a state directory rebuilt on each CI run,
+/// the record on a lasting volume) is written where the link points and stays a link: replacing
+/// the link by a file would leave the lasting record without what this run created.
+#[test]
+fn a_record_behind_a_symbolic_link_is_written_through_it() {
+    let sb = SandboxProc::start(&[]);
+    let w = workdir(&sb, RULES);
+    let lasting = tempfile::tempdir().unwrap();
+    let kept = lasting.path().join("record.json");
+    std::fs::write(&kept, "{\"created\": {}}").unwrap();
+    std::fs::create_dir_all(w.path().join(".capstan")).unwrap();
+    std::os::unix::fs::symlink(&kept, w.path().join(".capstan/apcera-created.json")).unwrap();
+    w.capstan(&["apply", ".", "--yes"]).ok();
+    let link = std::fs::symlink_metadata(w.path().join(".capstan/apcera-created.json")).unwrap();
+    assert!(link.file_type().is_symlink(), "the link was replaced by a file");
+    let uuid = rules(&sb)[0]["uuid"].as_str().unwrap().to_string();
+    assert!(std::fs::read_to_string(&kept).unwrap().contains(&uuid));
+
+    // Through the link, the rule is known as capstan's and pruned.
+    w.write("m.yaml", "services:\n  service::/r::db:\n    type: postgres\n");
+    w.capstan(&["apply", ".", "--yes", "--prune", "--allow-mass-delete"]).ok();
+    assert!(rules(&sb).is_empty(), "{:?}", rules(&sb));
+    assert!(!std::fs::read_to_string(&kept).unwrap().contains(&uuid));
+}

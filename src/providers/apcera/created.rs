@@ -18,7 +18,8 @@
 //! Several processes may share one state directory (a daemon and a CLI apply, applies to two
 //! targets), so no process trusts its own copy: each change re-reads the file and writes it back
 //! under an exclusive `flock` of `apcera-created.json.lock` (never writing an older view over
-//! what another one recorded), and every observation re-reads it.
+//! what another one recorded), and every observation re-reads it. A record that is a symbolic
+//! link is read and written where it points, and stays a link.
 
 use anyhow::Context;
 use serde_json::{Map, Value, json};
@@ -49,7 +50,7 @@ pub struct Created {
 impl Created {
     /// The record kept in `state_dir`, read now: an unreadable one is an error naming it.
     pub fn open(state_dir: Option<&Path>) -> anyhow::Result<Self> {
-        let path = state_dir.map(|d| d.join(FILE));
+        let path = state_dir.map(|d| resolve(&d.join(FILE))).transpose()?;
         let entries = match &path {
             Some(p) => read(p)?,
             None => BTreeMap::new(),
@@ -110,6 +111,16 @@ impl Created {
         }
         *entries = now;
         Ok(())
+    }
+}
+
+/// Where the record is: the file a symbolic link at `path` points to (a record kept on a lasting
+/// volume), so that it is written there and the link stays, and it is locked there too.
+fn resolve(path: &Path) -> anyhow::Result<PathBuf> {
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_symlink() => std::fs::canonicalize(path)
+            .with_context(|| format!("{} is a symbolic link to nothing that can be read", path.display())),
+        _ => Ok(path.to_path_buf()),
     }
 }
 

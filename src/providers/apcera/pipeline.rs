@@ -152,10 +152,10 @@ pub async fn execute(
         }
         Verb::Delete => {
             let Some(uuid) = provider.uuid(KIND, fqn, client).await? else { return Ok(()) };
-            // Pruned (no longer declared): only the very object capstan created, never another
-            // of the same name made meanwhile.
-            if desired.is_none() && provider.created.owner_of(KIND, fqn, &uuid).is_none() {
-                let why = format!("{fqn} (uuid {uuid}) is not one capstan created: left in place");
+            // Pruned (no longer declared): only the very object this owner created, never another
+            // of the same name made meanwhile, nor one another owner took over since the plan.
+            if desired.is_none() && provider.created.owner_of(KIND, fqn, &uuid).as_deref() != Some(provider.owner.as_str()) {
+                let why = format!("{fqn} (uuid {uuid}) is not one this owner created: left in place");
                 return Err(ApiError::other("DELETE", "/v1/stagingpipelines", why));
             }
             client.delete(&format!("/v1/stagingpipelines/{uuid}")).await?;
