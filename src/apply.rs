@@ -140,8 +140,6 @@ pub struct ApplyOptions {
     pub parallelism: usize,
     /// Set to stop starting new steps; running ones finish.
     pub interrupt: Arc<AtomicBool>,
-    /// Where each step's intent is written before it is sent, and its outcome after.
-    pub journal: Option<Arc<Journal>>,
     /// Set while a person has interrupted the plan, cleared by their continue (`interrupt` is
     /// set by a shutdown too, which must not reach the platform).
     pub paused: Option<Arc<AtomicBool>>,
@@ -149,35 +147,28 @@ pub struct ApplyOptions {
 
 impl Default for ApplyOptions {
     fn default() -> Self {
-        ApplyOptions {
-            parallelism: DEFAULT_PARALLELISM,
-            interrupt: Arc::new(AtomicBool::new(false)),
-            journal: None,
-            paused: None,
-        }
+        ApplyOptions { parallelism: DEFAULT_PARALLELISM, interrupt: Arc::new(AtomicBool::new(false)), paused: None }
     }
 }
 
-pub async fn apply(
-    provider: &dyn Drive,
-    plan: &Plan,
-    desired: &DesiredState,
-    live: &LiveState,
-    opts: &ApplyOptions,
-    observer: &dyn Observer,
-) -> Outcome {
+/// Every step pending: a plan not yet started.
+pub fn not_started(plan: &Plan) -> Outcome {
     let pending = StepOutcome { status: Status::Pending, message: String::new(), duration: Duration::ZERO };
-    resume(provider, plan, desired, live, opts, observer, &Outcome { steps: vec![pending; plan.steps.len()] }).await
+    Outcome { steps: vec![pending; plan.steps.len()] }
 }
 
 /// Carry on with a plan: steps complete in `previous` are not run again, every other step runs
-/// once its dependencies are complete.
+/// once its dependencies are complete. The journal is not optional: each step's intent is on
+/// disk before it is sent, and its outcome after (callers get one from
+/// [`crate::converge::Session::apply`]).
+#[allow(clippy::too_many_arguments)]
 pub async fn resume(
     provider: &dyn Drive,
     plan: &Plan,
     desired: &DesiredState,
     live: &LiveState,
     opts: &ApplyOptions,
+    journal: &Journal,
     observer: &dyn Observer,
     previous: &Outcome,
 ) -> Outcome {
@@ -240,12 +231,10 @@ pub async fn resume(
         }
         let mut wave: Vec<usize> = units.iter().flatten().copied().collect();
         // Nothing is sent that the journal does not know about first.
-        if let Some(j) = &opts.journal
-            && !wave.is_empty()
-        {
+        if !wave.is_empty() {
             let intents: Vec<(usize, &str, &str)> =
                 wave.iter().map(|&i| (i, plan.steps[i].id.as_str(), plan.steps[i].name.as_str())).collect();
-            match j.record(&unjournalled, &intents) {
+            match journal.record(&unjournalled, &intents) {
                 Ok(()) => unjournalled.clear(),
                 Err(e) => {
                     for i in std::mem::take(&mut wave) {
@@ -305,15 +294,12 @@ pub async fn resume(
                     block_dependents(plan, &dependents, i, &mut outcomes);
                 }
             }
-            if opts.journal.is_some() {
-                unjournalled.push((i, outcomes[i].status == Status::Complete, outcomes[i].message.clone()));
-            }
+            unjournalled.push((i, outcomes[i].status == Status::Complete, outcomes[i].message.clone()));
             observer.step_finished(plan, i, &outcomes[i]);
         }
     }
-    if let Some(j) = &opts.journal
-        && !unjournalled.is_empty()
-        && let Err(e) = j.record(&unjournalled, &[])
+    if !unjournalled.is_empty()
+        && let Err(e) = journal.record(&unjournalled, &[])
     {
         tracing::warn!("cannot write the last outcomes to the journal: {e:#}");
     }
@@ -422,11 +408,15 @@ mod tests {
         // An offline provider (any platform's): any step it were asked to run would fail.
         let provider = crate::providers::provider_for(crate::providers::default_platform(), None, "me").unwrap();
         let opts = ApplyOptions::default();
+        let dir = tempfile::tempdir().unwrap();
+        let journal = Journal::begin(dir.path(), &crate::lock::TargetKey::named("test"), &Plan::default()).unwrap();
         for doomed in [&group, &app] {
             let plan = Plan { steps: vec![step(Verb::Delete, &other), step(Verb::Delete, doomed)], phases: Vec::new() };
             let err = check_deletions(&plan, &desired, &state).unwrap_err();
             assert!(err.contains("/bench/g00/a0"), "{err}");
-            let outcome = apply(provider.as_ref(), &plan, &desired, &state, &opts, &NoObserver).await;
+            let start = not_started(&plan);
+            let outcome =
+                resume(provider.as_ref(), &plan, &desired, &state, &opts, &journal, &NoObserver, &start).await;
             for s in &outcome.steps {
                 assert_eq!(s.status, Status::Error);
                 assert!(s.message.starts_with("not started: internal error"), "{}", s.message);

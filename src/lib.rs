@@ -8,6 +8,7 @@ pub mod apply;
 pub mod base;
 pub mod cli;
 pub mod config;
+pub mod converge;
 pub mod daemon;
 pub mod diff;
 pub mod engine;

@@ -8,6 +8,7 @@ use super::{
 use crate::apply::{self, ApplyOptions, Observer, Status, StepOutcome};
 use crate::base::diagnostic::{Diagnostics, InvalidInput};
 use crate::config::Config;
+use crate::converge::{Applied, Guards, Refusal, Session};
 use crate::engine::{self, PlanError};
 use crate::plan::Plan;
 use crate::providers;
@@ -556,15 +557,13 @@ async fn apply(
     let style = Style::stdout(color);
     let code = async {
         // One apply per target: a second fails at once, naming the holder.
-        let _lock = crate::lock::TargetLock::acquire(&connected.key)?;
-        for earlier in crate::journal::Journal::take_unfinished(&state_dir, &connected.key)? {
+        let (session, settled) = Session::open(&connected, &state_dir, None)?;
+        for earlier in settled? {
             note(Level::WARN, &Style::stderr(color).yellow(&format!("Resuming: {}.", earlier.describe())));
         }
         let flags = target.plan_flags(&config);
         let planned =
-            engine::plan(connected.provider.as_ref(), &snapshot, &config, &render_options(input), flags, None)
-                .await
-                .map_err(plan_error)?;
+            session.plan(&snapshot, &config, &render_options(input), flags, None).await.map_err(plan_error)?;
         note(Level::INFO, &Style::stderr(color).dim(&format!("Applying to {}.", connected.description)));
         let redactor = &planned.rendered.redactor;
         out(&output::plan_text(&planned.changes, &planned.plan, &planned.rendered.warnings, style, redactor))?;
@@ -574,48 +573,42 @@ async fn apply(
         if let Some(p) = &planned.checks {
             out(&output::checks_text(p, style, redactor))?;
         }
-        if !target.allow_check_failures
-            && let Err(why) = engine::check_checks(&planned)
-        {
-            anyhow::bail!("{}; pass --allow-policy-failures if this is intended", redactor.text(&why));
-        }
-        if planned.plan.is_empty() {
+        let guards = Guards {
+            mass_delete: &config.mass_delete,
+            allow_mass_delete,
+            allow_check_failures: target.allow_check_failures,
+        };
+        let cleared = match session.guard(planned, guards) {
+            Ok(c) => c,
+            Err(Refusal::MassDelete { why, .. }) => anyhow::bail!("{why}"),
+            Err(Refusal::Check { why, .. }) => anyhow::bail!("{why}; pass --allow-policy-failures if this is intended"),
+        };
+        if cleared.plan.is_empty() {
             return Ok(EXIT_OK);
-        }
-        if !allow_mass_delete && let Err(why) = engine::check_mass_delete(&planned, &config.mass_delete) {
-            anyhow::bail!("{why}");
         }
         if !yes && !confirm()? {
             outln("Apply cancelled; nothing was changed.")?;
             return Ok(EXIT_ERROR);
         }
-        let journal = std::sync::Arc::new(crate::journal::Journal::begin(&state_dir, &connected.key, &planned.plan)?);
-        let opts = ApplyOptions { parallelism, journal: Some(journal.clone()), ..ApplyOptions::default() };
-        let progress = Progress::new(&planned.plan, style, redactor, &planned.rendered.desired);
+        let redactor = &cleared.rendered.redactor;
+        let opts = ApplyOptions { parallelism, ..ApplyOptions::default() };
+        let progress = Progress::new(&cleared.plan, style, redactor, &cleared.rendered.desired);
         let started = std::time::Instant::now();
-        let outcome = apply::apply(
-            connected.provider.as_ref(),
-            &planned.plan,
-            &planned.rendered.desired,
-            &planned.live,
-            &opts,
-            &progress,
-        )
-        .await;
+        let applied =
+            session.apply(&cleared, &cleared.plan, &apply::not_started(&cleared.plan), &opts, &progress).await?;
         progress.finish();
         tracing::info!(
-            steps = planned.plan.steps.len(),
-            phases = planned.plan.phases.len(),
+            steps = cleared.plan.steps.len(),
+            phases = cleared.plan.phases.len(),
             apply_ms = started.elapsed().as_secs_f64() * 1e3,
             "applied"
         );
-        // A step that said done and was not is caught by planning again what was touched.
-        let verified = match outcome.converged() {
-            true => engine::verify(connected.provider.as_ref(), &planned).await,
-            false => Ok(()),
+        // Nothing interrupts the command line's apply but a signal, which ends the process.
+        let Applied::Finished { outcome, verified, ended } = applied else {
+            anyhow::bail!("the apply was stopped before every step ran");
         };
-        journal.end(if outcome.converged() && verified.is_ok() { "done" } else { "failed" })?;
-        let text = output::outcome_text(&planned.plan, &planned.rendered.desired, &outcome, style, redactor);
+        ended?;
+        let text = output::outcome_text(&cleared.plan, &cleared.rendered.desired, &outcome, style, redactor);
         match &verified {
             Ok(()) => out(&text)?,
             Err(_) => out(&text.replacen("Apply complete:", "Apply not converged:", 1))?,

@@ -20,10 +20,11 @@ pub mod store;
 mod watch;
 mod web;
 
-use crate::apply::{self, ApplyOptions, Observer, Outcome, Status, StepOutcome};
+use crate::apply::{ApplyOptions, Observer, Outcome, Status, StepOutcome};
 use crate::base::diagnostic::Diagnostics;
 use crate::cli::output;
 use crate::config::Config;
+use crate::converge::{Applied, Cleared, Guards, Refusal, Session};
 use crate::engine::{self, PlanError, Planned};
 use crate::plan::Plan;
 use crate::redact::Redactor;
@@ -595,10 +596,15 @@ impl Daemon {
         // between the two; held by an apply, it is tried again shortly (see `run`).
         // An interrupted plan kept it.
         let held = self.paused.lock().unwrap().take().map(|(_, lock)| lock);
-        let lock = match held.map(Ok).unwrap_or_else(|| crate::lock::TargetLock::acquire(&self.connected.key)) {
-            Ok(lock) => {
+        let session = match Session::open(&self.connected, &self.opts.state_dir, held) {
+            Ok((session, settled)) => {
                 self.status.lock().unwrap().locked_by = None;
-                lock
+                // A run that a killed daemon left is settled by this plan, made from live state.
+                match settled {
+                    Ok(runs) => runs.iter().for_each(|r| tracing::warn!("resuming: {}", r.describe())),
+                    Err(e) => tracing::error!("cannot read the journal: {e:#}"),
+                }
+                session
             }
             Err(e) => return self.locked(&sha, format!("{e:#}")),
         };
@@ -620,16 +626,7 @@ impl Daemon {
         };
         let provider = self.connected.provider.as_ref();
         let flags = engine::PlanFlags { prune: config.prune, take_ownership: self.opts.take_ownership };
-        let planned = match engine::plan(
-            provider,
-            &snapshot,
-            &config,
-            &self.opts.render,
-            flags,
-            Some(&self.render_cache),
-        )
-        .await
-        {
+        let planned = match session.plan(&snapshot, &config, &self.opts.render, flags, Some(&self.render_cache)).await {
             Ok(p) => p,
             Err(PlanError::Invalid(i)) => return self.invalid(&sha, reason, diagnostics_json(&i.0)),
             Err(PlanError::Observe(e)) => {
@@ -678,21 +675,17 @@ impl Daemon {
                 return "drift_reported";
             }
         }
-        if !self.opts.allow_mass_delete
-            && let Err(why) = engine::check_mass_delete(&planned, &config.mass_delete)
-        {
-            let deletes = planned.changes.changes.iter().filter(|c| c.action == crate::diff::Action::Delete).count();
-            // An applied commit whose drift repair would delete this much stays applied.
-            return self.refuse(&sha, reason, deletes, why, !drift_check);
+        let guards = Guards {
+            mass_delete: &config.mass_delete,
+            allow_mass_delete: self.opts.allow_mass_delete,
+            allow_check_failures: self.opts.allow_check_failures,
+        };
+        // An applied commit whose drift repair would be refused stays applied.
+        match session.guard(planned, guards) {
+            Ok(cleared) => self.apply(&sha, reason, cleared, session).await,
+            Err(Refusal::MassDelete { deletes, why }) => self.refuse(&sha, reason, deletes, why, !drift_check),
+            Err(Refusal::Check { guard, why }) => self.refuse_as(&sha, reason, &guard, 0, why, !drift_check),
         }
-        if !self.opts.allow_check_failures
-            && let Err(why) = engine::check_checks(&planned)
-        {
-            let why = planned.rendered.redactor.text(&why);
-            let guard = planned.checks.as_ref().map(|c| c.reason()).unwrap_or_default();
-            return self.refuse_as(&sha, reason, &guard, 0, why, !drift_check);
-        }
-        self.apply(&sha, reason, planned, lock).await
     }
 
     /// Record commits skipped over between `from` and `to` as superseded by `to`.
@@ -766,11 +759,11 @@ impl Daemon {
         "invalid"
     }
 
-    async fn apply(&self, sha: &str, reason: Reason, planned: Planned, lock: crate::lock::TargetLock) -> &'static str {
+    async fn apply(&self, sha: &str, reason: Reason, planned: Cleared, session: Session<'_>) -> &'static str {
         if self.shutting_down.load(Ordering::SeqCst) {
             return "stopped";
         }
-        let Planned { rendered, live, changes, plan: fresh, .. } = &planned;
+        let Planned { rendered, changes, plan: fresh, .. } = &*planned;
         let pending = StepOutcome { status: Status::Pending, message: String::new(), duration: Duration::ZERO };
         // After `continue` the plan was made again against the newest commit. When it is what
         // was left of the interrupted one (same commit, same steps), that one carries on, so its
@@ -823,55 +816,37 @@ impl Daemon {
             summary: output::summary_line(changes),
         });
         let observer = Steps { daemon: self, sha, redactor: &rendered.redactor, started: AtomicBool::new(false) };
-        // A run that a killed daemon left is settled by this plan, made from live state.
-        match crate::journal::Journal::take_unfinished(&self.opts.state_dir, &self.connected.key) {
-            Ok(runs) => runs.iter().for_each(|r| tracing::warn!("resuming: {}", r.describe())),
-            Err(e) => tracing::error!("cannot read the journal: {e:#}"),
-        }
-        let journal = match crate::journal::Journal::begin(&self.opts.state_dir, &self.connected.key, &plan) {
-            Ok(j) => Some(Arc::new(j)),
+        let opts = ApplyOptions {
+            parallelism: self.opts.parallelism,
+            interrupt: self.interrupt.clone(),
+            paused: Some(self.interrupted.clone()),
+        };
+        let (outcome, verified) = match session.apply(&planned, &plan, &start, &opts, &observer).await {
+            Ok(Applied::Finished { outcome, verified, .. }) => (outcome, verified),
+            Ok(Applied::Stopped(outcome)) => {
+                let applied = (outcome.count(Status::Complete), total);
+                self.record_outcome(sha, &outcome);
+                if self.shutting_down.load(Ordering::SeqCst) && !self.is_interrupted() {
+                    // Stopped part way by a shutdown: the rest is for the next start.
+                    let _ = self.store.record(sha, trigger, "stopped", applied, &Value::Null);
+                    return "stopped";
+                }
+                // Interrupted: the rest waits for `continue`, which plans again first (and may
+                // already have come: then it is queued). The lock is kept meanwhile, so no apply
+                // changes the target under the plan.
+                let _ = self.store.record(sha, trigger, "interrupted", applied, &Value::Null);
+                *self.paused.lock().unwrap() = Some((sha.to_string(), session.into_lock()));
+                self.events.publish(Event::PlanInterrupted { sha: sha.to_string() });
+                self.set_phase("interrupted");
+                return "interrupted";
+            }
             Err(e) => {
                 tracing::error!("cannot open the journal: {e:#}");
                 return "journal_failed";
             }
         };
-        let opts = ApplyOptions {
-            parallelism: self.opts.parallelism,
-            interrupt: self.interrupt.clone(),
-            journal: journal.clone(),
-            paused: Some(self.interrupted.clone()),
-        };
-        let provider = self.connected.provider.as_ref();
-        let outcome = apply::resume(provider, &plan, &rendered.desired, live, &opts, &observer, &start).await;
         let applied = (outcome.count(Status::Complete), total);
-        if outcome.steps.iter().any(|s| s.status == Status::Waiting) {
-            self.record_outcome(sha, &outcome);
-            if let Some(j) = &journal {
-                let _ = j.end(if self.is_interrupted() { "interrupted" } else { "stopped" });
-            }
-            if self.shutting_down.load(Ordering::SeqCst) && !self.is_interrupted() {
-                // Stopped part way by a shutdown: the rest is for the next start.
-                let _ = self.store.record(sha, trigger, "stopped", applied, &Value::Null);
-                return "stopped";
-            }
-            // Interrupted: the rest waits for `continue`, which plans again first (and may already
-            // have come: then it is queued). The lock is kept meanwhile, so no apply changes the
-            // target under the plan.
-            let _ = self.store.record(sha, trigger, "interrupted", applied, &Value::Null);
-            *self.paused.lock().unwrap() = Some((sha.to_string(), lock));
-            self.events.publish(Event::PlanInterrupted { sha: sha.to_string() });
-            self.set_phase("interrupted");
-            return "interrupted";
-        }
         self.record_outcome(sha, &outcome);
-        // A step that said done and was not is caught by planning again what was touched.
-        let verified = match outcome.converged() {
-            true => engine::verify(provider, &planned).await,
-            false => Ok(()),
-        };
-        if let Some(j) = &journal {
-            let _ = j.end(if outcome.converged() && verified.is_ok() { "done" } else { "failed" });
-        }
         if let Err(why) = verified {
             let message = rendered.redactor.text(&why);
             tracing::warn!("{} did not converge: {message}", short(sha));
