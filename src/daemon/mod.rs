@@ -22,7 +22,6 @@ mod web;
 
 use crate::apply::{ApplyOptions, Observer, Outcome, Status, StepOutcome};
 use crate::base::diagnostic::Diagnostics;
-use crate::cli::output;
 use crate::config::Config;
 use crate::converge::{Applied, Cleared, Guards, Refusal, Session};
 use crate::engine::{self, PlanError, Planned};
@@ -31,6 +30,7 @@ use crate::redact::Redactor;
 use crate::render::{RenderCache, RenderOptions};
 use crate::source::git::{GitSource, RepoSpec, short};
 use crate::target::{self, Connected};
+use crate::view::{PhasesView, PlanView};
 use anyhow::Context;
 use events::{Event, EventBus};
 use metrics::Metrics;
@@ -180,9 +180,9 @@ pub struct CurrentPlan {
 impl CurrentPlan {
     /// The plan in seed 000's JSON shape, with live statuses.
     pub fn json(&self) -> Value {
-        let mut p = output::phases_json(&self.plan, &self.redactor, Some(&self.outcome));
-        p["commit"] = json!(self.sha);
-        p
+        let mut p = PhasesView::new(&self.plan, &self.redactor, Some(&self.outcome));
+        p.commit = Some(self.sha.clone());
+        serde_json::to_value(p).unwrap_or(Value::Null)
     }
 }
 
@@ -637,7 +637,7 @@ impl Daemon {
         let merged = planned.rendered.redactor.value(&provider.merge_documents(&planned.rendered.documents));
         let _ = self.store.set_rendered(&sha, &merged);
         // The same bytes `capstan plan --repo ... --ref <sha> --output json` prints.
-        let plan_json = output::plan_json(
+        let plan_json = PlanView::new(
             self.platform(),
             &planned.changes,
             &planned.plan,
@@ -813,7 +813,7 @@ impl Daemon {
             sha: sha.to_string(),
             reason: serde_json::to_value(reason).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default(),
             steps: plan.steps.len(),
-            summary: output::summary_line(changes),
+            summary: crate::view::summary_line(changes),
         });
         let observer = Steps { daemon: self, sha, redactor: &rendered.redactor, started: AtomicBool::new(false) };
         let opts = ApplyOptions {
@@ -1015,14 +1015,14 @@ pub async fn serve(opts: DaemonOptions) -> anyhow::Result<()> {
     daemon.notifier.start(daemon.events.subscribe(None).1, format!("http://{addr}/"));
     let server = tokio::spawn(server::serve(listener, app, limits, daemon.closed()));
     // A closed stdout is no reason to stop (nor to panic, as println! would).
-    let _ = crate::cli::out(&format!(
+    let _ = write_stdout(&format!(
         "capstan daemon listening on http://{addr}, applying {} ({}) to {}; status page: http://{addr}/\n",
         daemon.opts.repo.location,
         daemon.opts.repo.reference.as_deref().unwrap_or("default branch"),
         daemon.target_description()
     ));
     let runner = tokio::spawn(daemon.clone().run());
-    crate::cli::shutdown_signal().await;
+    crate::shutdown_signal().await;
     tracing::info!("shutting down: finishing the running step");
     daemon.begin_shutdown();
     let _ = runner.await;
@@ -1030,4 +1030,11 @@ pub async fn serve(opts: DaemonOptions) -> anyhow::Result<()> {
     daemon.closed.send_replace(true);
     let _ = server.await;
     daemon.close().await
+}
+
+/// Write to stdout; a closed stdout is no reason to stop (nor to panic, as println! would).
+fn write_stdout(text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush())
 }
