@@ -16,6 +16,7 @@ use crate::model::{
     CheckReport, DesiredResource, DesiredState, LiveResource, LiveState, PlatformPreview, ResourceId, Verb,
 };
 use crate::plan::Plan;
+use crate::redact::{Redacted, Redactor};
 use async_trait::async_trait;
 use futures::stream::FuturesUnordered;
 use futures::{FutureExt, StreamExt};
@@ -100,7 +101,8 @@ pub enum Status {
 #[derive(Clone, Debug, Serialize)]
 pub struct StepOutcome {
     pub status: Status,
-    pub message: String,
+    /// Why it failed or waits: through the redactor where it entered (an API's answer).
+    pub message: Redacted,
     #[serde(skip)]
     pub duration: Duration,
 }
@@ -153,7 +155,7 @@ impl Default for ApplyOptions {
 
 /// Every step pending: a plan not yet started.
 pub fn not_started(plan: &Plan) -> Outcome {
-    let pending = StepOutcome { status: Status::Pending, message: String::new(), duration: Duration::ZERO };
+    let pending = StepOutcome { status: Status::Pending, message: Redacted::default(), duration: Duration::ZERO };
     Outcome { steps: vec![pending; plan.steps.len()] }
 }
 
@@ -169,6 +171,7 @@ pub async fn resume(
     live: &LiveState,
     opts: &ApplyOptions,
     journal: &Journal,
+    redactor: &Redactor,
     observer: &dyn Observer,
     previous: &Outcome,
 ) -> Outcome {
@@ -177,7 +180,7 @@ pub async fn resume(
         tracing::error!("internal error, nothing applied: {why}");
         let refused = StepOutcome {
             status: Status::Error,
-            message: format!("not started: internal error: {why}"),
+            message: redactor.redact(&format!("not started: internal error: {why}")),
             duration: Duration::ZERO,
         };
         return Outcome { steps: vec![refused; n] };
@@ -199,7 +202,7 @@ pub async fn resume(
         .iter()
         .map(|o| match o.status {
             Status::Complete => o.clone(),
-            _ => StepOutcome { status: Status::Pending, message: String::new(), duration: Duration::ZERO },
+            _ => StepOutcome { status: Status::Pending, message: Redacted::default(), duration: Duration::ZERO },
         })
         .collect();
     let mut waiting_on: Vec<usize> =
@@ -211,7 +214,7 @@ pub async fn resume(
     let parallelism = opts.parallelism.max(1);
 
     // Outcomes not yet in the journal: written with the next wave's intents, or at the end.
-    let mut unjournalled: Vec<(usize, bool, String)> = Vec::new();
+    let mut unjournalled: Vec<(usize, bool, Redacted)> = Vec::new();
     loop {
         // Each unit is one request: a step, or the ready steps of one batch.
         let mut units: Vec<Vec<usize>> = Vec::new();
@@ -239,8 +242,8 @@ pub async fn resume(
                 Err(e) => {
                     for i in std::mem::take(&mut wave) {
                         outcomes[i].status = Status::Error;
-                        outcomes[i].message = format!("not started: cannot write the journal: {e:#}");
-                        block_dependents(plan, &dependents, i, &mut outcomes);
+                        outcomes[i].message = redactor.redact(&format!("not started: cannot write the journal: {e:#}"));
+                        block_dependents(plan, &dependents, i, &mut outcomes, redactor);
                         observer.step_finished(plan, i, &outcomes[i]);
                     }
                     units.clear();
@@ -290,8 +293,9 @@ pub async fn resume(
                 }
                 Err(e) => {
                     outcomes[i].status = Status::Error;
-                    outcomes[i].message = e.to_string();
-                    block_dependents(plan, &dependents, i, &mut outcomes);
+                    // What the API answered enters capstan here: masked once, for every later use.
+                    outcomes[i].message = redactor.redact(&e.to_string());
+                    block_dependents(plan, &dependents, i, &mut outcomes, redactor);
                 }
             }
             unjournalled.push((i, outcomes[i].status == Status::Complete, outcomes[i].message.clone()));
@@ -306,7 +310,7 @@ pub async fn resume(
     if opts.interrupt.load(Ordering::SeqCst) {
         for o in outcomes.iter_mut().filter(|o| o.status == Status::Pending && o.message.is_empty()) {
             o.status = Status::Waiting;
-            o.message = "not started: the plan was interrupted".into();
+            o.message = redactor.redact("not started: the plan was interrupted");
         }
     }
     Outcome { steps: outcomes }
@@ -339,11 +343,17 @@ pub fn check_deletions(plan: &Plan, desired: &DesiredState, live: &LiveState) ->
 }
 
 /// Mark every step that depends on a failed one, transitively, as not to be started.
-fn block_dependents(plan: &Plan, dependents: &[Vec<usize>], failed: usize, outcomes: &mut [StepOutcome]) {
+fn block_dependents(
+    plan: &Plan,
+    dependents: &[Vec<usize>],
+    failed: usize,
+    outcomes: &mut [StepOutcome],
+    redactor: &Redactor,
+) {
     let mut stack = dependents[failed].clone();
     while let Some(j) = stack.pop() {
         if outcomes[j].status == Status::Pending && outcomes[j].message.is_empty() {
-            outcomes[j].message = format!("not started: {} failed", plan.steps[failed].name);
+            outcomes[j].message = redactor.redact(&format!("not started: {} failed", plan.steps[failed].name));
             stack.extend(dependents[j].iter().copied());
         }
     }
@@ -415,8 +425,10 @@ mod tests {
             let err = check_deletions(&plan, &desired, &state).unwrap_err();
             assert!(err.contains("/bench/g00/a0"), "{err}");
             let start = not_started(&plan);
+            let redactor = Redactor::default();
             let outcome =
-                resume(provider.as_ref(), &plan, &desired, &state, &opts, &journal, &NoObserver, &start).await;
+                resume(provider.as_ref(), &plan, &desired, &state, &opts, &journal, &redactor, &NoObserver, &start)
+                    .await;
             for s in &outcome.steps {
                 assert_eq!(s.status, Status::Error);
                 assert!(s.message.starts_with("not started: internal error"), "{}", s.message);

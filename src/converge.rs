@@ -12,6 +12,7 @@ use crate::engine::{self, PlanError, PlanFlags, Planned};
 use crate::journal::{Journal, Unfinished};
 use crate::lock::TargetLock;
 use crate::plan::Plan;
+use crate::redact::Redacted;
 use crate::render::{RenderCache, RenderOptions};
 use crate::source::Snapshot;
 use crate::target::Connected;
@@ -37,10 +38,10 @@ pub struct Guards<'a> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Refusal {
     /// It deletes more than capstan.yaml's `mass_delete` allows.
-    MassDelete { deletes: usize, why: String },
+    MassDelete { deletes: usize, why: Redacted },
     /// One of the platform's pre-apply checks failed; `guard` names it (the JSON key), `why` is
     /// redacted.
-    Check { guard: String, why: String },
+    Check { guard: String, why: Redacted },
 }
 
 /// A plan that passed the guards: the only kind [`Session::apply`] takes.
@@ -101,12 +102,12 @@ impl<'a> Session<'a> {
             && let Err(why) = engine::check_mass_delete(&planned, guards.mass_delete)
         {
             let deletes = planned.changes.changes.iter().filter(|c| c.action == crate::diff::Action::Delete).count();
-            return Err(Refusal::MassDelete { deletes, why });
+            return Err(Refusal::MassDelete { deletes, why: planned.rendered.redactor.redact(&why) });
         }
         if !guards.allow_check_failures
             && let Err(why) = engine::check_checks(&planned)
         {
-            let why = planned.rendered.redactor.text(&why);
+            let why = planned.rendered.redactor.redact(&why);
             let guard = planned.checks.as_ref().map(|c| c.reason()).unwrap_or_default();
             return Err(Refusal::Check { guard, why });
         }
@@ -128,7 +129,8 @@ impl<'a> Session<'a> {
         let journal = Journal::begin(self.state_dir, &self.target.key, plan)?;
         let provider = self.target.provider.as_ref();
         let (desired, live) = (&cleared.rendered.desired, &cleared.live);
-        let outcome = apply::resume(provider, plan, desired, live, opts, &journal, observer, start).await;
+        let redactor = &cleared.rendered.redactor;
+        let outcome = apply::resume(provider, plan, desired, live, opts, &journal, redactor, observer, start).await;
         if outcome.steps.iter().any(|s| s.status == Status::Waiting) {
             let interrupted = opts.paused.as_ref().is_some_and(|p| p.load(Ordering::SeqCst));
             let _ = journal.end(if interrupted { "interrupted" } else { "stopped" });

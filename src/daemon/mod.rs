@@ -26,6 +26,7 @@ use crate::config::Config;
 use crate::converge::{Applied, Cleared, Guards, Refusal, Session};
 use crate::engine::{self, PlanError, Planned};
 use crate::plan::Plan;
+use crate::redact::Redacted;
 use crate::redact::Redactor;
 use crate::render::{RenderCache, RenderOptions};
 use crate::source::git::{GitSource, RepoSpec, short};
@@ -630,7 +631,7 @@ impl Daemon {
             Ok(p) => p,
             Err(PlanError::Invalid(i)) => return self.invalid(&sha, reason, diagnostics_json(&i.0)),
             Err(PlanError::Observe(e)) => {
-                self.events.publish(Event::ObserveFailed { sha: sha.clone(), message: e.to_string() });
+                self.events.publish(Event::ObserveFailed { sha: sha.clone(), message: e });
                 return "observe_failed";
             }
         };
@@ -729,7 +730,7 @@ impl Daemon {
 
     /// A plan that is not to be applied: nothing is changed; the commit is recorded as refused
     /// (when `record`), and the world is told why.
-    fn refuse(&self, sha: &str, reason: Reason, deletes: usize, why: String, record: bool) -> &'static str {
+    fn refuse(&self, sha: &str, reason: Reason, deletes: usize, why: Redacted, record: bool) -> &'static str {
         self.refuse_as(sha, reason, "mass_delete", deletes, why, record)
     }
 
@@ -740,7 +741,7 @@ impl Daemon {
         reason: Reason,
         guard: &str,
         deletes: usize,
-        why: String,
+        why: Redacted,
         record: bool,
     ) -> &'static str {
         if record {
@@ -764,7 +765,7 @@ impl Daemon {
             return "stopped";
         }
         let Planned { rendered, changes, plan: fresh, .. } = &*planned;
-        let pending = StepOutcome { status: Status::Pending, message: String::new(), duration: Duration::ZERO };
+        let pending = StepOutcome { status: Status::Pending, message: Redacted::default(), duration: Duration::ZERO };
         // After `continue` the plan was made again against the newest commit. When it is what
         // was left of the interrupted one (same commit, same steps), that one carries on, so its
         // completed steps stay shown; otherwise the new plan replaces it, and the events say so.
@@ -815,7 +816,7 @@ impl Daemon {
             steps: plan.steps.len(),
             summary: crate::view::summary_line(changes),
         });
-        let observer = Steps { daemon: self, sha, redactor: &rendered.redactor, started: AtomicBool::new(false) };
+        let observer = Steps { daemon: self, sha, started: AtomicBool::new(false) };
         let opts = ApplyOptions {
             parallelism: self.opts.parallelism,
             interrupt: self.interrupt.clone(),
@@ -848,7 +849,7 @@ impl Daemon {
         let applied = (outcome.count(Status::Complete), total);
         self.record_outcome(sha, &outcome);
         if let Err(why) = verified {
-            let message = rendered.redactor.text(&why);
+            let message = rendered.redactor.redact(&why);
             tracing::warn!("{} did not converge: {message}", short(sha));
             let errors = json!({ "errors": [{ "step": "verify", "message": message }] });
             let _ = self.store.record(sha, trigger, "failed", applied, &errors);
@@ -924,7 +925,6 @@ impl Daemon {
 struct Steps<'a> {
     daemon: &'a Daemon,
     sha: &'a str,
-    redactor: &'a Redactor,
     /// Whether a step has started: from then on the platform is this commit's (`live`).
     started: AtomicBool,
 }
@@ -963,7 +963,7 @@ impl Observer for Steps<'_> {
             }
             _ => {
                 self.daemon.metrics.step("error");
-                let message = self.redactor.text(&outcome.message);
+                let message = outcome.message.clone();
                 self.daemon.events.publish(Event::StepFailed { sha, step: id, name, message });
             }
         }
