@@ -151,17 +151,75 @@ impl Pin {
     }
 }
 
+/// What the daemon is doing (`/v1/status`'s `phase`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    #[default]
+    Starting,
+    Idle,
+    /// A reconcile found the target locked by an apply and is tried again shortly.
+    WaitingForLock,
+    /// A reconcile could not fetch the repository and is tried again shortly.
+    WaitingToFetch,
+    Fetching,
+    Planning,
+    Applying,
+    Interrupted,
+    Stopped,
+}
+
+/// What a reconcile came to (`/v1/status`'s `last_result`, the metrics' `result` label).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reconciled {
+    Converged,
+    ApplyFailed,
+    TargetLocked,
+    FetchFailed,
+    Refused,
+    Invalid,
+    Interrupted,
+    Stopped,
+    JournalFailed,
+    Unchanged,
+    InSync,
+    DriftReported,
+    ObserveFailed,
+}
+
+impl Reconciled {
+    /// The wire name (`apply_failed`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reconciled::Converged => "converged",
+            Reconciled::ApplyFailed => "apply_failed",
+            Reconciled::TargetLocked => "target_locked",
+            Reconciled::FetchFailed => "fetch_failed",
+            Reconciled::Refused => "refused",
+            Reconciled::Invalid => "invalid",
+            Reconciled::Interrupted => "interrupted",
+            Reconciled::Stopped => "stopped",
+            Reconciled::JournalFailed => "journal_failed",
+            Reconciled::Unchanged => "unchanged",
+            Reconciled::InSync => "in_sync",
+            Reconciled::DriftReported => "drift_reported",
+            Reconciled::ObserveFailed => "observe_failed",
+        }
+    }
+}
+
 /// What the daemon is doing, for `GET /v1/status`.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct DaemonStatus {
-    pub phase: String,
+    pub phase: Phase,
     /// The commit being converged to.
     pub target: Option<String>,
     /// The commit the followed branch is at.
     pub branch_head: Option<String>,
     /// The last commit applied completely.
     pub last_applied: Option<String>,
-    pub last_result: Option<String>,
+    pub last_result: Option<Reconciled>,
     pub last_reconcile: Option<String>,
     pub interrupted: bool,
     pub drifted: Vec<String>,
@@ -268,7 +326,7 @@ impl Daemon {
             events: EventBus::default(),
             metrics,
             status: Mutex::new(DaemonStatus {
-                phase: "starting".into(),
+                phase: Phase::Starting,
                 last_applied,
                 interrupted,
                 ..DaemonStatus::default()
@@ -405,7 +463,7 @@ impl Daemon {
         let applying = {
             let mut st = self.status.lock().unwrap();
             st.interrupted = true;
-            st.phase == "applying"
+            st.phase == Phase::Applying
         };
         // What has not started will not, until continue: shown so at once.
         if applying {
@@ -465,8 +523,8 @@ impl Daemon {
         }
     }
 
-    fn set_phase(&self, phase: &str) {
-        self.status.lock().unwrap().phase = phase.to_string();
+    fn set_phase(&self, phase: Phase) {
+        self.status.lock().unwrap().phase = phase;
     }
 
     /// The reconcile loop; returns when shutdown has been asked for and the running step ended.
@@ -476,7 +534,7 @@ impl Daemon {
         // A reconcile the target's lock kept from running: when to try again, and for what.
         let mut retry: Option<(Instant, Reason)> = None;
         let mut retry_delay = LOCK_RETRY_FIRST;
-        let mut waiting = "waiting_for_lock";
+        let mut waiting = Phase::WaitingForLock;
         loop {
             if self.shutting_down.load(Ordering::SeqCst) {
                 break;
@@ -485,7 +543,7 @@ impl Daemon {
             let reason = match Reason::strongest(pending) {
                 Some(r) => r,
                 None => {
-                    self.set_phase(if retry.is_some() { waiting } else { "idle" });
+                    self.set_phase(if retry.is_some() { waiting } else { Phase::Idle });
                     let resync_in = next_resync.saturating_duration_since(Instant::now());
                     let retry_in = retry.map(|(at, _)| at.saturating_duration_since(Instant::now()));
                     tokio::select! {
@@ -508,33 +566,33 @@ impl Daemon {
             // hand it back, so an idle daemon is as small as what it keeps.
             crate::release_free_memory();
             // A failed apply is planned again once, from what is live now.
-            if result == "apply_failed" && reason != Reason::Retry {
+            if result == Reconciled::ApplyFailed && reason != Reason::Retry {
                 self.reasons.lock().unwrap().push(Reason::Retry);
             }
             // Locked by an apply, or the repository could not be read (a network, a server, or
             // this process short of file descriptors): try again soon rather than at the next
             // commit, which a local repository's watcher has already reported.
-            if result == "target_locked" || result == "fetch_failed" {
-                waiting = if result == "fetch_failed" { "waiting_to_fetch" } else { "waiting_for_lock" };
+            if result == Reconciled::TargetLocked || result == Reconciled::FetchFailed {
+                waiting = if result == Reconciled::FetchFailed { Phase::WaitingToFetch } else { Phase::WaitingForLock };
                 retry = Some((Instant::now() + retry_delay, reason));
                 retry_delay = (retry_delay * 2).min(LOCK_RETRY_MAX).min(self.opts.resync.max(LOCK_RETRY_FIRST));
             } else {
                 retry_delay = LOCK_RETRY_FIRST;
             }
             self.metrics.reconcile_seconds.observe(started.elapsed().as_secs_f64());
-            self.metrics.reconcile(result);
+            self.metrics.reconcile(result.as_str());
             let mut st = self.status.lock().unwrap();
-            st.last_result = Some(result.to_string());
+            st.last_result = Some(result);
             st.last_reconcile = Some(now_rfc3339());
             st.ready = true;
         }
         drop(watcher);
-        self.set_phase("stopped");
+        self.set_phase(Phase::Stopped);
     }
 
     /// One reconcile. Returns a word for the result, for metrics and status.
-    async fn reconcile(&self, reason: Reason) -> &'static str {
-        self.set_phase("fetching");
+    async fn reconcile(&self, reason: Reason) -> Reconciled {
+        self.set_phase(Phase::Fetching);
         let source = self.source.clone();
         let fetched = tokio::task::spawn_blocking(move || source.fetch_and_resolve())
             .await
@@ -547,7 +605,7 @@ impl Daemon {
             }
             Err(e) => {
                 self.events.publish(Event::FetchFailed { message: format!("{e:#}") });
-                return "fetch_failed";
+                return Reconciled::FetchFailed;
             }
         };
         let previous = {
@@ -569,7 +627,7 @@ impl Daemon {
         }
         // Interrupted part way: commits are recorded, nothing is planned until `continue`.
         if self.is_interrupted() && self.paused_commit().is_some() {
-            return "interrupted";
+            return Reconciled::Interrupted;
         }
         let known = self.store.status(&sha).ok().flatten();
         // What the platform was last made equal to: an applied commit is applied again when
@@ -580,16 +638,20 @@ impl Daemon {
         let drift_check = match (reason, known) {
             // An invalid commit stays invalid until the next commit, unless asked again (a sync,
             // or a restart: perhaps with --take-ownership, or other --var values).
-            (_, Some(CommitStatus::Invalid)) if !matches!(reason, Reason::Sync | Reason::Startup) => return "invalid",
+            (_, Some(CommitStatus::Invalid)) if !matches!(reason, Reason::Sync | Reason::Startup) => {
+                return Reconciled::Invalid;
+            }
             // A refused plan stays refused, unless asked again (a sync, or a restart, perhaps
             // with --allow-mass-delete).
-            (_, Some(CommitStatus::Refused)) if !matches!(reason, Reason::Sync | Reason::Startup) => return "refused",
+            (_, Some(CommitStatus::Refused)) if !matches!(reason, Reason::Sync | Reason::Startup) => {
+                return Reconciled::Refused;
+            }
             // A rollback applies a commit that was applied before, on purpose; a continue
             // carries on with what was interrupted; a retry tries again what failed.
             (Reason::Rollback | Reason::Continue | Reason::Retry, _) => false,
             // Applied and live: only a resync or an explicit sync looks again, for drift.
             (Reason::Resync | Reason::Sync, Some(CommitStatus::Applied)) if is_live => true,
-            (_, Some(CommitStatus::Applied)) if is_live => return "unchanged",
+            (_, Some(CommitStatus::Applied)) if is_live => return Reconciled::Unchanged,
             _ => false,
         };
 
@@ -610,7 +672,7 @@ impl Daemon {
             Err(e) => return self.locked(&sha, format!("{e:#}")),
         };
 
-        self.set_phase("planning");
+        self.set_phase(Phase::Planning);
         let source = self.source.clone();
         let commit = sha.clone();
         let snapshot = match tokio::task::spawn_blocking(move || source.snapshot(&commit)).await {
@@ -632,7 +694,7 @@ impl Daemon {
             Err(PlanError::Invalid(i)) => return self.invalid(&sha, reason, diagnostics_json(&i.0)),
             Err(PlanError::Observe(e)) => {
                 self.events.publish(Event::ObserveFailed { sha: sha.clone(), message: e });
-                return "observe_failed";
+                return Reconciled::ObserveFailed;
             }
         };
         let merged = planned.rendered.redactor.value(&provider.merge_documents(&planned.rendered.documents));
@@ -661,7 +723,7 @@ impl Daemon {
             self.metrics.drifted.set(drifted.len() as i64);
             let changed = std::mem::replace(&mut self.status.lock().unwrap().drifted, drifted.clone()) != drifted;
             if drifted.is_empty() {
-                return "in_sync";
+                return Reconciled::InSync;
             }
             if changed {
                 let detail = json!({ "resources": drifted, "repairing": self.opts.self_heal });
@@ -673,7 +735,7 @@ impl Daemon {
                 repairing: self.opts.self_heal,
             });
             if !self.opts.self_heal {
-                return "drift_reported";
+                return Reconciled::DriftReported;
             }
         }
         let guards = Guards {
@@ -714,7 +776,7 @@ impl Daemon {
     }
 
     /// The target is locked by someone else: say so once per holder, and let `run` retry.
-    fn locked(&self, sha: &str, message: String) -> &'static str {
+    fn locked(&self, sha: &str, message: String) -> Reconciled {
         let first = {
             let mut st = self.status.lock().unwrap();
             let first = st.locked_by.as_deref() != Some(message.as_str());
@@ -725,12 +787,12 @@ impl Daemon {
         if first {
             self.events.publish(Event::TargetLocked { sha: sha.to_string(), message });
         }
-        "target_locked"
+        Reconciled::TargetLocked
     }
 
     /// A plan that is not to be applied: nothing is changed; the commit is recorded as refused
     /// (when `record`), and the world is told why.
-    fn refuse(&self, sha: &str, reason: Reason, deletes: usize, why: Redacted, record: bool) -> &'static str {
+    fn refuse(&self, sha: &str, reason: Reason, deletes: usize, why: Redacted, record: bool) -> Reconciled {
         self.refuse_as(sha, reason, "mass_delete", deletes, why, record)
     }
 
@@ -743,26 +805,26 @@ impl Daemon {
         deletes: usize,
         why: Redacted,
         record: bool,
-    ) -> &'static str {
+    ) -> Reconciled {
         if record {
             let detail = json!({ "errors": [{ "reason": guard, "message": why }] });
             let _ = self.store.record(sha, reason.trigger(), "refused", (0, 0), &detail);
         }
         tracing::warn!("not applying {}: {why}", short(sha));
         self.events.publish(Event::PlanRefused { sha: sha.to_string(), reason: guard.into(), deletes, message: why });
-        "refused"
+        Reconciled::Refused
     }
 
     /// Record a commit that cannot be applied, and tell the world why.
-    fn invalid(&self, sha: &str, reason: Reason, errors: Vec<Value>) -> &'static str {
+    fn invalid(&self, sha: &str, reason: Reason, errors: Vec<Value>) -> Reconciled {
         let _ = self.store.record(sha, reason.trigger(), "invalid", (0, 0), &json!({ "errors": errors }));
         self.events.publish(Event::RenderFailed { sha: sha.to_string(), errors });
-        "invalid"
+        Reconciled::Invalid
     }
 
-    async fn apply(&self, sha: &str, reason: Reason, planned: Cleared, session: Session<'_>) -> &'static str {
+    async fn apply(&self, sha: &str, reason: Reason, planned: Cleared, session: Session<'_>) -> Reconciled {
         if self.shutting_down.load(Ordering::SeqCst) {
-            return "stopped";
+            return Reconciled::Stopped;
         }
         let Planned { rendered, changes, plan: fresh, .. } = &*planned;
         let pending = StepOutcome { status: Status::Pending, message: Redacted::default(), duration: Duration::ZERO };
@@ -809,7 +871,7 @@ impl Daemon {
         }
         let trigger = reason.trigger();
         let _ = self.store.record(sha, trigger, "applying", (start.count(Status::Complete), total), &Value::Null);
-        self.set_phase("applying");
+        self.set_phase(Phase::Applying);
         self.events.publish(Event::PlanStarted {
             sha: sha.to_string(),
             reason: serde_json::to_value(reason).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default(),
@@ -830,7 +892,7 @@ impl Daemon {
                 if self.shutting_down.load(Ordering::SeqCst) && !self.is_interrupted() {
                     // Stopped part way by a shutdown: the rest is for the next start.
                     let _ = self.store.record(sha, trigger, "stopped", applied, &Value::Null);
-                    return "stopped";
+                    return Reconciled::Stopped;
                 }
                 // Interrupted: the rest waits for `continue`, which plans again first (and may
                 // already have come: then it is queued). The lock is kept meanwhile, so no apply
@@ -838,12 +900,12 @@ impl Daemon {
                 let _ = self.store.record(sha, trigger, "interrupted", applied, &Value::Null);
                 *self.paused.lock().unwrap() = Some((sha.to_string(), session.into_lock()));
                 self.events.publish(Event::PlanInterrupted { sha: sha.to_string() });
-                self.set_phase("interrupted");
-                return "interrupted";
+                self.set_phase(Phase::Interrupted);
+                return Reconciled::Interrupted;
             }
             Err(e) => {
                 tracing::error!("cannot open the journal: {e:#}");
-                return "journal_failed";
+                return Reconciled::JournalFailed;
             }
         };
         let applied = (outcome.count(Status::Complete), total);
@@ -859,7 +921,7 @@ impl Daemon {
                 not_started: 0,
                 message: Some(message),
             });
-            "apply_failed"
+            Reconciled::ApplyFailed
         } else if outcome.converged() {
             self.converged(sha, reason, &outcome)
         } else {
@@ -878,7 +940,7 @@ impl Daemon {
                 not_started: outcome.steps.len() - failed - outcome.count(Status::Complete),
                 message: None,
             });
-            "apply_failed"
+            Reconciled::ApplyFailed
         }
     }
 
@@ -892,7 +954,7 @@ impl Daemon {
         }
     }
 
-    fn converged(&self, sha: &str, reason: Reason, outcome: &Outcome) -> &'static str {
+    fn converged(&self, sha: &str, reason: Reason, outcome: &Outcome) -> Reconciled {
         self.record_outcome(sha, outcome);
         let steps = (outcome.count(Status::Complete), outcome.steps.len());
         let _ = self.store.record(sha, reason.trigger(), "applied", steps, &Value::Null);
@@ -909,7 +971,7 @@ impl Daemon {
         let _ = self.store.supersede_pending(sha, sha);
         self.events.publish(Event::Converged { sha: sha.to_string() });
         tracing::info!("converged to {}", short(sha));
-        "converged"
+        Reconciled::Converged
     }
 
     /// Stop the embedded sandbox, if any.
