@@ -17,6 +17,7 @@ use crate::model::{
     SubStep, Verb,
 };
 use crate::plan::Plan;
+use crate::redact::{Redacted, Redactor};
 use async_trait::async_trait;
 use futures::stream::FuturesUnordered;
 use futures::{FutureExt, StreamExt};
@@ -47,6 +48,8 @@ pub struct Report<'a> {
     plan: &'a Plan,
     step: usize,
     latest: &'a Mutex<Vec<SubStep>>,
+    /// Sub-steps are an API's text: redacted here, where they enter.
+    redactor: &'a Redactor,
 }
 
 /// Sub-steps kept and told per step at most, and the longest message of one: a service of a
@@ -64,6 +67,8 @@ impl Report<'_> {
             now.push(SubStep { step: format!("… and {more} more"), ..SubStep::default() });
         }
         for s in &mut now {
+            s.step = self.redactor.redact(&s.step).to_string();
+            s.message = self.redactor.redact(&s.message).to_string();
             if s.message.len() > MAX_SUBSTEP_MESSAGE {
                 let cut = (0..=MAX_SUBSTEP_MESSAGE).rev().find(|&i| s.message.is_char_boundary(i)).unwrap_or(0);
                 s.message.truncate(cut);
@@ -155,7 +160,8 @@ pub enum Status {
 #[derive(Clone, Debug, Serialize)]
 pub struct StepOutcome {
     pub status: Status,
-    pub message: String,
+    /// Why it failed or waits: through the redactor where it entered (an API's answer).
+    pub message: Redacted,
     /// The platform's own plan steps this step followed, as last seen.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub substeps: Vec<SubStep>,
@@ -170,7 +176,12 @@ pub struct Outcome {
 
 impl StepOutcome {
     pub fn pending() -> Self {
-        StepOutcome { status: Status::Pending, message: String::new(), substeps: Vec::new(), duration: Duration::ZERO }
+        StepOutcome {
+            status: Status::Pending,
+            message: Redacted::default(),
+            substeps: Vec::new(),
+            duration: Duration::ZERO,
+        }
     }
 }
 
@@ -206,8 +217,6 @@ pub struct ApplyOptions {
     pub parallelism: usize,
     /// Set to stop starting new steps; running ones finish.
     pub interrupt: Arc<AtomicBool>,
-    /// Where each step's intent is written before it is sent, and its outcome after.
-    pub journal: Option<Arc<Journal>>,
     /// Set while a person has interrupted the plan, cleared by their continue (`interrupt` is
     /// set by a shutdown too, which must not reach the platform).
     pub paused: Option<Arc<AtomicBool>>,
@@ -215,35 +224,28 @@ pub struct ApplyOptions {
 
 impl Default for ApplyOptions {
     fn default() -> Self {
-        ApplyOptions {
-            parallelism: DEFAULT_PARALLELISM,
-            interrupt: Arc::new(AtomicBool::new(false)),
-            journal: None,
-            paused: None,
-        }
+        ApplyOptions { parallelism: DEFAULT_PARALLELISM, interrupt: Arc::new(AtomicBool::new(false)), paused: None }
     }
 }
 
-pub async fn apply(
-    provider: &dyn Drive,
-    plan: &Plan,
-    desired: &DesiredState,
-    live: &LiveState,
-    opts: &ApplyOptions,
-    observer: &dyn Observer,
-) -> Outcome {
-    let pending = StepOutcome::pending();
-    resume(provider, plan, desired, live, opts, observer, &Outcome { steps: vec![pending; plan.steps.len()] }).await
+/// Every step pending: a plan not yet started.
+pub fn not_started(plan: &Plan) -> Outcome {
+    Outcome { steps: vec![StepOutcome::pending(); plan.steps.len()] }
 }
 
 /// Carry on with a plan: steps complete in `previous` are not run again, every other step runs
-/// once its dependencies are complete.
+/// once its dependencies are complete. The journal is not optional: each step's intent is on
+/// disk before it is sent, and its outcome after (callers get one from
+/// [`crate::converge::Session::apply`]).
+#[allow(clippy::too_many_arguments)]
 pub async fn resume(
     provider: &dyn Drive,
     plan: &Plan,
     desired: &DesiredState,
     live: &LiveState,
     opts: &ApplyOptions,
+    journal: &Journal,
+    redactor: &Redactor,
     observer: &dyn Observer,
     previous: &Outcome,
 ) -> Outcome {
@@ -252,7 +254,7 @@ pub async fn resume(
         tracing::error!("internal error, nothing applied: {why}");
         let refused = StepOutcome {
             status: Status::Error,
-            message: format!("not started: internal error: {why}"),
+            message: redactor.redact(&format!("not started: internal error: {why}")),
             substeps: Vec::new(),
             duration: Duration::ZERO,
         };
@@ -268,7 +270,7 @@ pub async fn resume(
             desired: desired.resources.get(&step.resource),
             live: live.get(&step.resource),
             paused: opts.paused.as_deref(),
-            report: Some(Report { observer, plan, step: i, latest: &latest[i] }),
+            report: Some(Report { observer, plan, step: i, latest: &latest[i], redactor }),
         }
     };
     let batch: Vec<Option<String>> = (0..n).map(|i| provider.batch(&op(i), desired)).collect();
@@ -289,7 +291,7 @@ pub async fn resume(
     let parallelism = opts.parallelism.max(1);
 
     // Outcomes not yet in the journal: written with the next wave's intents, or at the end.
-    let mut unjournalled: Vec<(usize, bool, String)> = Vec::new();
+    let mut unjournalled: Vec<(usize, bool, Redacted)> = Vec::new();
     loop {
         // Each unit is one request: a step, or the ready steps of one batch.
         let mut units: Vec<Vec<usize>> = Vec::new();
@@ -309,18 +311,16 @@ pub async fn resume(
         }
         let mut wave: Vec<usize> = units.iter().flatten().copied().collect();
         // Nothing is sent that the journal does not know about first.
-        if let Some(j) = &opts.journal
-            && !wave.is_empty()
-        {
+        if !wave.is_empty() {
             let intents: Vec<(usize, &str, &str)> =
                 wave.iter().map(|&i| (i, plan.steps[i].id.as_str(), plan.steps[i].name.as_str())).collect();
-            match j.record(&unjournalled, &intents) {
+            match journal.record(&unjournalled, &intents) {
                 Ok(()) => unjournalled.clear(),
                 Err(e) => {
                     for i in std::mem::take(&mut wave) {
                         outcomes[i].status = Status::Error;
-                        outcomes[i].message = format!("not started: cannot write the journal: {e:#}");
-                        block_dependents(plan, &dependents, i, &mut outcomes);
+                        outcomes[i].message = redactor.redact(&format!("not started: cannot write the journal: {e:#}"));
+                        block_dependents(plan, &dependents, i, &mut outcomes, redactor);
                         observer.step_finished(plan, i, &outcomes[i]);
                     }
                     units.clear();
@@ -371,26 +371,24 @@ pub async fn resume(
                 }
                 Err(e) => {
                     outcomes[i].status = Status::Error;
-                    outcomes[i].message = e.to_string();
-                    block_dependents(plan, &dependents, i, &mut outcomes);
+                    // What the API answered enters capstan here: masked once, for every later use.
+                    outcomes[i].message = redactor.redact(&e.to_string());
+                    block_dependents(plan, &dependents, i, &mut outcomes, redactor);
                 }
             }
-            if opts.journal.is_some() {
-                unjournalled.push((i, outcomes[i].status == Status::Complete, outcomes[i].message.clone()));
-            }
+            unjournalled.push((i, outcomes[i].status == Status::Complete, outcomes[i].message.clone()));
             observer.step_finished(plan, i, &outcomes[i]);
         }
     }
-    if let Some(j) = &opts.journal
-        && !unjournalled.is_empty()
-        && let Err(e) = j.record(&unjournalled, &[])
+    if !unjournalled.is_empty()
+        && let Err(e) = journal.record(&unjournalled, &[])
     {
         tracing::warn!("cannot write the last outcomes to the journal: {e:#}");
     }
     if opts.interrupt.load(Ordering::SeqCst) {
         for o in outcomes.iter_mut().filter(|o| o.status == Status::Pending && o.message.is_empty()) {
             o.status = Status::Waiting;
-            o.message = "not started: the plan was interrupted".into();
+            o.message = redactor.redact("not started: the plan was interrupted");
         }
     }
     Outcome { steps: outcomes }
@@ -423,11 +421,17 @@ pub fn check_deletions(plan: &Plan, desired: &DesiredState, live: &LiveState) ->
 }
 
 /// Mark every step that depends on a failed one, transitively, as not to be started.
-fn block_dependents(plan: &Plan, dependents: &[Vec<usize>], failed: usize, outcomes: &mut [StepOutcome]) {
+fn block_dependents(
+    plan: &Plan,
+    dependents: &[Vec<usize>],
+    failed: usize,
+    outcomes: &mut [StepOutcome],
+    redactor: &Redactor,
+) {
     let mut stack = dependents[failed].clone();
     while let Some(j) = stack.pop() {
         if outcomes[j].status == Status::Pending && outcomes[j].message.is_empty() {
-            outcomes[j].message = format!("not started: {} failed", plan.steps[failed].name);
+            outcomes[j].message = redactor.redact(&format!("not started: {} failed", plan.steps[failed].name));
             stack.extend(dependents[j].iter().copied());
         }
     }
@@ -492,11 +496,17 @@ mod tests {
         // An offline provider (any platform's): any step it were asked to run would fail.
         let provider = crate::providers::provider_for(crate::providers::default_platform(), None, "me").unwrap();
         let opts = ApplyOptions::default();
+        let dir = tempfile::tempdir().unwrap();
+        let journal = Journal::begin(dir.path(), &crate::lock::TargetKey::named("test"), &Plan::default()).unwrap();
         for doomed in [&group, &app] {
             let plan = Plan { steps: vec![step(Verb::Delete, &other), step(Verb::Delete, doomed)], phases: Vec::new() };
             let err = check_deletions(&plan, &desired, &state).unwrap_err();
             assert!(err.contains("/bench/g00/a0"), "{err}");
-            let outcome = apply(provider.as_ref(), &plan, &desired, &state, &opts, &NoObserver).await;
+            let start = not_started(&plan);
+            let redactor = Redactor::default();
+            let outcome =
+                resume(provider.as_ref(), &plan, &desired, &state, &opts, &journal, &redactor, &NoObserver, &start)
+                    .await;
             for s in &outcome.steps {
                 assert_eq!(s.status, Status::Error);
                 assert!(s.message.starts_with("not started: internal error"), "{}", s.message);
@@ -521,8 +531,8 @@ mod tests {
             }
         }
         let told = Told(Mutex::default());
-        let (plan, latest) = (Plan::default(), Mutex::default());
-        let report = Report { observer: &told, plan: &plan, step: 0, latest: &latest };
+        let (plan, latest, redactor) = (Plan::default(), Mutex::default(), Redactor::default());
+        let report = Report { observer: &told, plan: &plan, step: 0, latest: &latest, redactor: &redactor };
         let sub = |i: usize, status: &str| SubStep {
             phase: "node".into(),
             step: format!("node-{i}"),

@@ -8,7 +8,7 @@ use crate::diff::{self, ChangeSet};
 use crate::model::CheckReport;
 use crate::model::LiveState;
 use crate::plan::{self, Plan};
-use crate::providers::{ApiError, PlatformPreview, Provider};
+use crate::providers::{PlatformPreview, Provider};
 use crate::render::{self, RenderCache, RenderOptions, Rendered};
 use crate::source::Snapshot;
 use std::collections::BTreeSet;
@@ -19,8 +19,9 @@ use std::time::Instant;
 pub enum PlanError {
     #[error(transparent)]
     Invalid(#[from] InvalidInput),
+    /// Masked where it entered: the API's answer may echo a declared secret.
     #[error("cannot read the live state: {0}")]
-    Observe(ApiError),
+    Observe(crate::redact::Redacted),
 }
 
 /// What a plan may do beyond bringing declared resources to their declaration.
@@ -87,7 +88,10 @@ pub async fn plan(
     let live = if kinds.is_empty() {
         LiveState::default()
     } else {
-        provider.observe(&kinds, &rendered.desired).await.map_err(PlanError::Observe)?
+        provider
+            .observe(&kinds, &rendered.desired)
+            .await
+            .map_err(|e| PlanError::Observe(rendered.redactor.redact(&e.to_string())))?
     };
     let observed_in = t.elapsed();
     // Secrets the platform holds (an old password about to be replaced) are masked as well.

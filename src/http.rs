@@ -353,7 +353,8 @@ impl HttpClient {
                         return Err(err);
                     }
                     let delay = self.backoff(attempt);
-                    tracing::debug!(%err, attempt, ?delay, "transient failure, retrying");
+                    // Not the answer's text: it may echo a secret, and no redactor is at hand here.
+                    tracing::debug!(method = %err.method, path = %err.path, status = ?err.status, attempt, ?delay, "transient failure, retrying");
                     tokio::time::sleep(delay).await;
                 }
             }

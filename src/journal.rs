@@ -6,6 +6,7 @@
 
 use crate::lock::TargetKey;
 use crate::plan::Plan;
+use crate::redact::Redacted;
 use rusqlite::{Connection, OptionalExtension, params};
 use std::path::Path;
 use std::sync::Mutex;
@@ -137,14 +138,20 @@ impl Journal {
     /// One durable write: the outcomes of steps that ended since the last one, and the intents
     /// of the steps about to be sent, which are on disk when this returns. A wave of steps
     /// that start together costs one sync, not one each.
-    pub fn record(&self, finished: &[(usize, bool, String)], intents: &[(usize, &str, &str)]) -> anyhow::Result<()> {
+    pub fn record(&self, finished: &[(usize, bool, Redacted)], intents: &[(usize, &str, &str)]) -> anyhow::Result<()> {
         let mut db = self.db.lock().unwrap();
         let tx = db.transaction()?;
         {
             let mut done =
                 tx.prepare_cached("UPDATE steps SET state = ?3, message = ?4, at = ?5 WHERE run = ?1 AND idx = ?2")?;
             for (idx, ok, message) in finished {
-                done.execute(params![self.run, *idx as i64, if *ok { "done" } else { "failed" }, message, now()])?;
+                done.execute(params![
+                    self.run,
+                    *idx as i64,
+                    if *ok { "done" } else { "failed" },
+                    message.as_str(),
+                    now()
+                ])?;
             }
             let mut intent = tx.prepare_cached(
                 "INSERT OR REPLACE INTO steps (run, idx, step_id, name, state, at) VALUES (?1, ?2, ?3, ?4, 'intent', ?5)",
@@ -195,7 +202,8 @@ mod tests {
         let t = TargetKey::named("t");
         let j = Journal::begin(dir.path(), &t, &plan).unwrap();
         j.record(&[], &[(0, "s0", "create a"), (1, "s1", "create b"), (2, "s2", "create c")]).unwrap();
-        j.record(&[(0, true, String::new()), (1, false, "boom".into())], &[(3, "s3", "create d")]).unwrap();
+        let r = crate::redact::Redactor::default();
+        j.record(&[(0, true, r.redact("")), (1, false, r.redact("boom"))], &[(3, "s3", "create d")]).unwrap();
         assert_eq!(j.step_state(0).as_deref(), Some("done"));
         assert_eq!(j.step_state(3).as_deref(), Some("intent"));
         drop(j); // as if the process died here

@@ -8,6 +8,7 @@ pub mod apply;
 pub mod base;
 pub mod cli;
 pub mod config;
+pub mod converge;
 pub mod daemon;
 pub mod diff;
 pub mod engine;
@@ -25,6 +26,7 @@ pub mod sandbox;
 pub mod source;
 pub mod state;
 pub mod target;
+pub mod view;
 
 /// Return memory the allocator holds but no longer uses to the operating system (capstan's
 /// binary allocates with mimalloc; see `main.rs`).
@@ -35,4 +37,22 @@ pub fn release_free_memory() {
     // SAFETY: mi_collect only frees pages with no live allocation; it is safe to call from any
     // thread at any time.
     unsafe { mi_collect(true) }
+}
+
+/// Wait for SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
 }

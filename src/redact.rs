@@ -24,6 +24,36 @@ const MIN_SECRET_LEN: usize = 3;
 /// them (more would make a mapping of many such keys quadratic; they are masked all the same).
 const SECRET_KEYS_CHECKED: usize = 64;
 
+/// Text that has been through a [`Redactor`] ([`Redactor::redact`]): only a redactor makes one,
+/// so what takes it (a step's outcome, the journal, the daemon's events) cannot be handed text
+/// that came from an API or a manifest raw.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(transparent)]
+pub struct Redacted(String);
+
+impl Redacted {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl std::ops::Deref for Redacted {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for Redacted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 #[derive(Clone, Default)]
 pub struct Redactor {
     /// Names listed under `sensitive`, lowercased.
@@ -216,6 +246,12 @@ impl Redactor {
                 AhoCorasick::builder().match_kind(MatchKind::LeftmostLongest).build(&self.values).ok()
             })
             .as_ref()
+    }
+
+    /// Text from outside (an API's answer, a manifest) as it may enter capstan's outcomes,
+    /// journal and events: with every secret value masked.
+    pub fn redact(&self, s: &str) -> Redacted {
+        Redacted(self.text(s))
     }
 
     /// Mask secret values inside free text.

@@ -332,3 +332,71 @@ fn the_daemon_heals_an_app_and_its_env_changed_or_deleted_out_of_band() {
         assert!(!text.contains(SECRET), "the secret is stored in {}", f.display());
     }
 }
+
+/// An API error whose body echoes a declared secret (a stream's `Error` line that quotes the
+/// private value it was sent) reaches no journal record, event, stored row or log line: the
+/// daemon, logging at debug, fails the step and says why with the value masked.
+#[test]
+fn an_api_error_that_echoes_a_secret_reaches_no_journal_event_store_or_log() {
+    use common::git::{DaemonProc, Repo};
+    const SECRET: &str = "pw-echoed-7d3f21";
+    let wait = std::time::Duration::from_secs(60);
+    let sb = SandboxProc::start_platform("tsuru", &[]);
+    let fault = json!({"stream_error": {"path_contains": "/env", "message": format!("cannot set DB_PASSWORD={SECRET}: unit web-1 refused it")}});
+    let (code, _) = sb.send("PUT", "/_sandbox/faults", Some(&fault));
+    assert_eq!(code, 200);
+    let repo = Repo::new();
+    repo.write(
+        "capstan.yaml",
+        &format!(
+            "owner: daemon-test\nvariables: {{DB_PASSWORD: {SECRET}}}\ntargets:\n  t:\n    platform: tsuru\n    url: {}\ndefault_target: t\n",
+            sb.url
+        ),
+    );
+    repo.write(
+        "apps.yaml",
+        "apps:\n  web:\n    platform: python\n    teamOwner: shop\n    units: {web: 1}\n    env:\n      DB_PASSWORD: {value: \"${DB_PASSWORD}\", private: true}\n",
+    );
+    let sha = repo.commit("web");
+    let state = tempfile::tempdir().unwrap();
+    let logs = tempfile::tempdir().unwrap();
+    let log = logs.path().join("daemon.log");
+    let d = DaemonProc::start_logged(
+        repo.path().to_str().unwrap(),
+        state.path(),
+        &["--resync", "1h"],
+        &[("RUST_LOG", "debug")],
+        &log,
+    );
+    d.wait_for("the commit to fail", wait, |d| d.status_of(&sha).as_deref() == Some("failed"));
+    // It failed for the fault's reason, which the daemon shows masked.
+    let (_, history) = d.get(&format!("/v1/history?sha={sha}"));
+    let shown = history.to_string();
+    assert!(shown.contains("unit web-1 refused it"), "the failure is shown: {shown}");
+    for path in ["/v1/status", "/v1/plans/deploy", &format!("/v1/history?sha={sha}")] {
+        assert!(!d.get(path).1.to_string().contains(SECRET), "{path} shows the secret");
+    }
+    let url = format!("{}/v1/events", d.url);
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        let client = reqwest::blocking::Client::builder().timeout(None).build().unwrap();
+        let resp = client.get(url).header("Last-Event-ID", "0").send().unwrap();
+        ready_tx.send(()).unwrap();
+        resp.text().unwrap()
+    });
+    ready_rx.recv_timeout(wait).expect("the event stream answers");
+    d.stop();
+    let events = reader.join().unwrap();
+    assert!(events.contains("\"step_failed\"") && events.contains("unit web-1 refused it"), "{events}");
+    assert!(!events.contains(SECRET), "the event stream shows the secret");
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(logged.contains("DEBUG"), "the daemon logged at debug");
+    assert!(!logged.contains(SECRET), "a log line shows the secret");
+    // The journal, the history and every other file the daemon keeps.
+    let stored = files_under(state.path());
+    assert!(stored.iter().any(|f| f.ends_with("journal.db")), "the run was journalled: {stored:?}");
+    for f in stored {
+        let text = String::from_utf8_lossy(&std::fs::read(&f).unwrap()).into_owned();
+        assert!(!text.contains(SECRET), "the secret is stored in {}", f.display());
+    }
+}

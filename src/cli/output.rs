@@ -4,7 +4,7 @@
 use crate::apply::{Outcome, Status};
 use crate::base::diagnostic::{Diagnostic, Diagnostics, Severity};
 use crate::diff::{Action, ChangeSet, ResourceChange};
-use crate::model::{DesiredState, SubStep};
+use crate::model::DesiredState;
 use crate::plan::Plan;
 use crate::providers::PlatformPreview;
 use crate::redact::Redactor;
@@ -12,8 +12,8 @@ use serde_json::{Value, json};
 use std::fmt::Write as _;
 use std::io::IsTerminal;
 
-/// The version of the JSON plan format; bumped on any incompatible change.
-pub const PLAN_FORMAT_VERSION: &str = "1.0";
+pub use crate::view::{DiffLine, PLAN_FORMAT_VERSION, aggregate, redacted_diff_lines, summary_line};
+use crate::view::{PhasesView, PlanView, PreviewView, Summary};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum ColorChoice {
@@ -105,63 +105,11 @@ pub fn diagnostic_text(d: &Diagnostic, style: Style) -> String {
     s
 }
 
-fn yaml(v: &Value) -> String {
-    serde_yaml::to_string(v).unwrap_or_else(|_| v.to_string())
-}
-
-/// One line of a resource's diff.
-pub enum DiffLine {
-    Hunk(String),
-    Removed(String),
-    Added(String),
-    Same(String),
-}
-
-impl DiffLine {
-    /// As in a unified diff (`+`, `-`, ` `), the form GitHub colours in a `diff` block.
-    pub fn plain(&self) -> String {
-        match self {
-            DiffLine::Hunk(h) => h.clone(),
-            DiffLine::Removed(l) => format!("- {l}"),
-            DiffLine::Added(l) => format!("+ {l}"),
-            DiffLine::Same(l) => format!("  {l}"),
-        }
-    }
-}
-
 /// The unified diff of one resource's YAML (secrets masked): everything added for a create,
 /// everything removed for a delete, hunks with two lines of context otherwise.
 pub fn diff_lines(c: &ResourceChange, redactor: &Redactor) -> Vec<DiffLine> {
     let (before, after) = redactor.pair(c.before.as_ref(), c.after.as_ref());
     redacted_diff_lines(before.as_ref(), after.as_ref())
-}
-
-/// As [`diff_lines`], of values already redacted (a stored JSON plan's `before` and `after`).
-pub fn redacted_diff_lines(before: Option<&Value>, after: Option<&Value>) -> Vec<DiffLine> {
-    let before = before.filter(|v| !v.is_null()).map(yaml).unwrap_or_default();
-    let after = after.filter(|v| !v.is_null()).map(yaml).unwrap_or_default();
-    if before.is_empty() || after.is_empty() {
-        let added = before.is_empty();
-        let text = if added { &after } else { &before };
-        return text
-            .lines()
-            .map(|l| if added { DiffLine::Added(l.to_string()) } else { DiffLine::Removed(l.to_string()) })
-            .collect();
-    }
-    let diff = similar::TextDiff::from_lines(&before, &after);
-    let mut out = Vec::new();
-    for hunk in diff.unified_diff().context_radius(2).iter_hunks() {
-        out.push(DiffLine::Hunk(hunk.header().to_string()));
-        for change in hunk.iter_changes() {
-            let line = change.value().trim_end_matches('\n').to_string();
-            out.push(match change.tag() {
-                similar::ChangeTag::Delete => DiffLine::Removed(line),
-                similar::ChangeTag::Insert => DiffLine::Added(line),
-                similar::ChangeTag::Equal => DiffLine::Same(line),
-            });
-        }
-    }
-    out
 }
 
 /// The diff for a terminal, each line marked and coloured as terraform does.
@@ -177,16 +125,6 @@ fn resource_diff(c: &ResourceChange, style: Style, redactor: &Redactor) -> Strin
         let _ = writeln!(out, "      {text}");
     }
     out
-}
-
-pub fn summary_line(changes: &ChangeSet) -> String {
-    format!(
-        "Plan: {} to create, {} to update, {} to replace, {} to delete.",
-        changes.count(Action::Create),
-        changes.count(Action::Update),
-        changes.count(Action::Replace),
-        changes.count(Action::Delete)
-    )
 }
 
 pub fn plan_text(
@@ -267,27 +205,7 @@ pub fn plan_json(
     redactor: &Redactor,
     preview: Option<&PlatformPreview>,
 ) -> Value {
-    let mut json = json!({
-        "format_version": PLAN_FORMAT_VERSION,
-        "platform": platform,
-        "summary": summary_json(changes),
-        "resource_changes": resource_changes_json(changes, redactor),
-        "orphans": changes.orphans.iter().map(|o| o.to_string()).collect::<Vec<_>>(),
-        "plan": phases_json(plan, redactor, None),
-        "warnings": warnings.0.iter().map(|w| {
-            let mut v = serde_json::to_value(w).unwrap_or(Value::Null);
-            v["message"] = json!(redactor.text(&w.message));
-            v
-        }).collect::<Vec<_>>(),
-    });
-    if !changes.kept.is_empty() {
-        json["kept"] =
-            changes.kept.iter().map(|k| json!({ "address": k.id.to_string(), "reason": k.reason })).collect();
-    }
-    if let Some(p) = preview {
-        json["platform_preview"] = preview_json(p, redactor);
-    }
-    json
+    PlanView::new(platform, changes, plan, warnings, redactor, preview).to_value()
 }
 
 /// The platform's pre-apply checks, as they go into the JSON plan.
@@ -339,15 +257,7 @@ pub fn checks_title(name: &str) -> String {
 
 /// The platform's own preview, as it goes into the JSON plan.
 pub fn preview_json(p: &PlatformPreview, redactor: &Redactor) -> Value {
-    json!({
-        "request": p.request,
-        "steps": p.steps.iter().map(|s| s.iter().map(|a| json!({
-            "action": a.action,
-            "resource": a.resource.to_string(),
-        })).collect::<Vec<_>>()).collect::<Vec<_>>(),
-        "disagreements": p.disagreements.iter().map(|d| redactor.text(d)).collect::<Vec<_>>(),
-        "error": p.error.as_ref().map(|e| redactor.text(e)),
-    })
+    serde_json::to_value(PreviewView::new(p, redactor)).unwrap_or(Value::Null)
 }
 
 /// The platform's own preview as text, after capstan's plan.
@@ -378,130 +288,19 @@ pub fn preview_text(p: &PlatformPreview, style: Style, redactor: &Redactor) -> S
 /// The plan's phases and steps with their statuses, in seed 000's shape (what the daemon's
 /// `GET /v1/plans/deploy` answers).
 pub fn phases_json(plan: &Plan, redactor: &Redactor, outcome: Option<&Outcome>) -> Value {
-    let status_of = |i: usize| outcome.map(|o| o.steps[i].status).unwrap_or(Status::Pending);
-    let message_of = |i: usize| outcome.map(|o| redactor.text(&o.steps[i].message)).unwrap_or_default();
-    let substeps_of = |i: usize| {
-        let subs = outcome.map(|o| o.steps[i].substeps.as_slice()).unwrap_or_default();
-        let redacted = subs.iter().map(|x| SubStep { message: redactor.text(&x.message), ..x.clone() });
-        (!subs.is_empty()).then(|| redacted.collect::<Vec<_>>())
-    };
-    let phases: Vec<Value> = plan
-        .phases
-        .iter()
-        .map(|p| {
-            let steps: Vec<Value> = p
-                .steps
-                .iter()
-                .map(|&i| {
-                    let s = &plan.steps[i];
-                    let mut step = json!({
-                        "id": s.id,
-                        "name": s.name,
-                        "status": status_of(i),
-                        "message": message_of(i),
-                        "verb": s.verb,
-                        "resource": s.resource.to_string(),
-                        "depends_on": s.deps.iter().map(|&d| plan.steps[d].id.clone()).collect::<Vec<_>>(),
-                    });
-                    if let Some(subs) = substeps_of(i) {
-                        step["substeps"] = json!(subs);
-                    }
-                    step
-                })
-                .collect();
-            json!({
-                "id": p.id,
-                "name": p.name,
-                "status": aggregate(p.steps.iter().map(|&i| status_of(i))),
-                "strategy": "parallel",
-                "steps": steps,
-            })
-        })
-        .collect();
-    json!({
-        "status": aggregate((0..plan.steps.len()).map(status_of)),
-        "strategy": "serial",
-        "errors": [],
-        "phases": phases,
-    })
+    serde_json::to_value(PhasesView::new(plan, redactor, outcome)).unwrap_or(Value::Null)
 }
 
 pub fn summary_json(changes: &ChangeSet) -> Value {
-    json!({
-        "create": changes.count(Action::Create),
-        "update": changes.count(Action::Update),
-        "replace": changes.count(Action::Replace),
-        "delete": changes.count(Action::Delete),
-        "no_op": changes.count(Action::NoOp),
-    })
+    serde_json::to_value(Summary::of(changes)).unwrap_or(Value::Null)
 }
 
 /// Every resource of a change set, as the JSON plan lists them, with secrets masked.
 pub fn resource_changes_json(changes: &ChangeSet, redactor: &Redactor) -> Vec<Value> {
-    changes
-        .changes
+    crate::view::resource_changes(changes, redactor)
         .iter()
-        .map(|c| {
-            let (before, after) = redactor.pair(c.before.as_ref(), c.after.as_ref());
-            let fields: Vec<Value> = c
-                .changes
-                .iter()
-                .map(|f| {
-                    let leaf = f.path.rsplit(['.', '[']).next().unwrap_or("");
-                    let (b, a) = if redactor.is_sensitive(leaf) {
-                        let mask = |v: &Option<Value>| v.as_ref().map(|_| json!(crate::redact::MASK));
-                        let changed = f.before.is_some() && f.after.is_some();
-                        (
-                            mask(&f.before),
-                            if changed { Some(json!(crate::redact::MASK_CHANGED)) } else { mask(&f.after) },
-                        )
-                    } else {
-                        redactor.pair(f.before.as_ref(), f.after.as_ref())
-                    };
-                    let mut v = json!({ "path": redactor.text(&f.path) });
-                    if let Some(b) = b {
-                        v["before"] = b;
-                    }
-                    if let Some(a) = a {
-                        v["after"] = a;
-                    }
-                    v
-                })
-                .collect();
-            let mut v = json!({
-                "address": c.id.to_string(),
-                "kind": c.id.kind,
-                "name": c.id.name,
-                "action": c.action,
-                "before": before,
-                "after": after,
-                "changes": fields,
-            });
-            if let Some(o) = &c.origin {
-                v["origin"] = json!({ "file": o.file, "line": o.line, "column": o.column });
-            }
-            if let Some(r) = &c.reason {
-                v["reason"] = json!(r);
-            }
-            v
-        })
+        .map(|c| serde_json::to_value(c).unwrap_or(Value::Null))
         .collect()
-}
-
-/// The status of a group of steps, as seed 000 reports a phase or plan.
-pub fn aggregate(statuses: impl Iterator<Item = Status>) -> Status {
-    let all: Vec<Status> = statuses.collect();
-    if all.contains(&Status::Error) {
-        Status::Error
-    } else if all.iter().all(|s| *s == Status::Complete) {
-        Status::Complete
-    } else if all.contains(&Status::InProgress) || (all.contains(&Status::Complete) && all.contains(&Status::Pending)) {
-        Status::InProgress
-    } else if all.contains(&Status::Waiting) {
-        Status::Waiting
-    } else {
-        Status::Pending
-    }
 }
 
 /// A step as an outcome line names it: its name, and where its resource is declared (a

@@ -3,6 +3,7 @@
 //! an increasing id; a client that reconnects with `Last-Event-ID` gets what it missed from a
 //! bounded history.
 
+use crate::redact::Redacted;
 use serde::Serialize;
 use std::collections::VecDeque;
 use std::sync::Mutex;
@@ -54,7 +55,7 @@ pub enum Event {
         sha: String,
         step: String,
         name: String,
-        message: String,
+        message: Redacted,
     },
     PlanInterrupted {
         sha: String,
@@ -83,17 +84,17 @@ pub enum Event {
         failed: usize,
         not_started: usize,
         #[serde(skip_serializing_if = "Option::is_none")]
-        message: Option<String>,
+        message: Option<Redacted>,
     },
     ObserveFailed {
         sha: String,
-        message: String,
+        message: Redacted,
     },
     PlanRefused {
         sha: String,
         reason: String,
         deletes: usize,
-        message: String,
+        message: Redacted,
     },
     TargetLocked {
         sha: String,

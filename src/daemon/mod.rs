@@ -13,23 +13,30 @@
 //! carries on and never applies an applied commit again.
 
 pub mod api;
+mod apply;
 pub mod events;
 pub mod metrics;
+mod reconcile;
 mod server;
+mod state;
 pub mod store;
 mod watch;
 mod web;
 
-use crate::apply::{self, ApplyOptions, Observer, Outcome, Status, StepOutcome};
+pub use state::{CurrentPlan, DaemonStatus, Phase, Reconciled};
+
+use crate::apply::{ApplyOptions, Observer, Outcome, Status, StepOutcome};
 use crate::base::diagnostic::Diagnostics;
-use crate::cli::output;
 use crate::config::Config;
+use crate::converge::{Applied, Cleared, Guards, Refusal, Session};
 use crate::engine::{self, PlanError, Planned};
 use crate::plan::Plan;
+use crate::redact::Redacted;
 use crate::redact::Redactor;
 use crate::render::{RenderCache, RenderOptions};
 use crate::source::git::{GitSource, RepoSpec, short};
 use crate::target::{self, Connected};
+use crate::view::{PhasesView, PlanView};
 use anyhow::Context;
 use events::{Event, EventBus};
 use metrics::Metrics;
@@ -126,14 +133,6 @@ impl Reason {
     }
 }
 
-/// How soon a reconcile that found the target locked, or could not fetch, is tried again:
-/// doubling from the first to the last (and never later than the resync interval).
-const LOCK_RETRY_FIRST: Duration = Duration::from_millis(500);
-const LOCK_RETRY_MAX: Duration = Duration::from_secs(8);
-
-/// At most this many commits skipped in one burst are recorded as superseded.
-const SUPERSEDED_LIMIT: usize = 100;
-
 /// A rollback: the daemon converges to `sha` until the branch moves past `head`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct Pin {
@@ -146,42 +145,6 @@ impl Pin {
         let v = store.get_value("rollback").ok().flatten()?;
         let (sha, head) = v.split_once(' ')?;
         Some(Pin { sha: sha.to_string(), head: head.to_string() })
-    }
-}
-
-/// What the daemon is doing, for `GET /v1/status`.
-#[derive(Clone, Debug, Default, Serialize)]
-pub struct DaemonStatus {
-    pub phase: String,
-    /// The commit being converged to.
-    pub target: Option<String>,
-    /// The commit the followed branch is at.
-    pub branch_head: Option<String>,
-    /// The last commit applied completely.
-    pub last_applied: Option<String>,
-    pub last_result: Option<String>,
-    pub last_reconcile: Option<String>,
-    pub interrupted: bool,
-    pub drifted: Vec<String>,
-    pub ready: bool,
-    /// Who holds the target's lock, while that keeps the daemon from applying.
-    pub locked_by: Option<String>,
-}
-
-/// The plan running or last run, with its step statuses.
-pub struct CurrentPlan {
-    pub sha: String,
-    pub plan: Plan,
-    pub redactor: Redactor,
-    pub outcome: Outcome,
-}
-
-impl CurrentPlan {
-    /// The plan in seed 000's JSON shape, with live statuses.
-    pub fn json(&self) -> Value {
-        let mut p = output::phases_json(&self.plan, &self.redactor, Some(&self.outcome));
-        p["commit"] = json!(self.sha);
-        p
     }
 }
 
@@ -266,7 +229,7 @@ impl Daemon {
             events: EventBus::default(),
             metrics,
             status: Mutex::new(DaemonStatus {
-                phase: "starting".into(),
+                phase: Phase::Starting,
                 last_applied,
                 interrupted,
                 ..DaemonStatus::default()
@@ -403,7 +366,7 @@ impl Daemon {
         let applying = {
             let mut st = self.status.lock().unwrap();
             st.interrupted = true;
-            st.phase == "applying"
+            st.phase == Phase::Applying
         };
         // What has not started will not, until continue: shown so at once.
         if applying {
@@ -463,479 +426,6 @@ impl Daemon {
         }
     }
 
-    fn set_phase(&self, phase: &str) {
-        self.status.lock().unwrap().phase = phase.to_string();
-    }
-
-    /// The reconcile loop; returns when shutdown has been asked for and the running step ended.
-    pub async fn run(self: Arc<Self>) {
-        let watcher = watch::start(self.clone());
-        let mut next_resync = Instant::now() + self.opts.resync;
-        // A reconcile the target's lock kept from running: when to try again, and for what.
-        let mut retry: Option<(Instant, Reason)> = None;
-        let mut retry_delay = LOCK_RETRY_FIRST;
-        let mut waiting = "waiting_for_lock";
-        loop {
-            if self.shutting_down.load(Ordering::SeqCst) {
-                break;
-            }
-            let pending: Vec<Reason> = std::mem::take(&mut *self.reasons.lock().unwrap());
-            let reason = match Reason::strongest(pending) {
-                Some(r) => r,
-                None => {
-                    self.set_phase(if retry.is_some() { waiting } else { "idle" });
-                    let resync_in = next_resync.saturating_duration_since(Instant::now());
-                    let retry_in = retry.map(|(at, _)| at.saturating_duration_since(Instant::now()));
-                    tokio::select! {
-                        _ = self.wake.notified() => continue,
-                        _ = tokio::time::sleep(resync_in) => Reason::Resync,
-                        _ = tokio::time::sleep(retry_in.unwrap_or(Duration::MAX)), if retry_in.is_some() => {
-                            retry.expect("a retry is due").1
-                        }
-                    }
-                }
-            };
-            // Whatever runs now also does what the retry was for.
-            let reason = Reason::strongest(retry.take().map(|(_, r)| r).into_iter().chain([reason])).unwrap_or(reason);
-            if reason == Reason::Resync || reason == Reason::Sync {
-                next_resync = Instant::now() + self.opts.resync;
-            }
-            let started = Instant::now();
-            let result = self.reconcile(reason).await;
-            // A reconcile of ten thousand resources builds a few hundred MB it has now dropped:
-            // hand it back, so an idle daemon is as small as what it keeps.
-            crate::release_free_memory();
-            // A failed apply is planned again once, from what is live now.
-            if result == "apply_failed" && reason != Reason::Retry {
-                self.reasons.lock().unwrap().push(Reason::Retry);
-            }
-            // Locked by an apply, or the repository could not be read (a network, a server, or
-            // this process short of file descriptors): try again soon rather than at the next
-            // commit, which a local repository's watcher has already reported.
-            if result == "target_locked" || result == "fetch_failed" {
-                waiting = if result == "fetch_failed" { "waiting_to_fetch" } else { "waiting_for_lock" };
-                retry = Some((Instant::now() + retry_delay, reason));
-                retry_delay = (retry_delay * 2).min(LOCK_RETRY_MAX).min(self.opts.resync.max(LOCK_RETRY_FIRST));
-            } else {
-                retry_delay = LOCK_RETRY_FIRST;
-            }
-            self.metrics.reconcile_seconds.observe(started.elapsed().as_secs_f64());
-            self.metrics.reconcile(result);
-            let mut st = self.status.lock().unwrap();
-            st.last_result = Some(result.to_string());
-            st.last_reconcile = Some(now_rfc3339());
-            st.ready = true;
-        }
-        drop(watcher);
-        self.set_phase("stopped");
-    }
-
-    /// One reconcile. Returns a word for the result, for metrics and status.
-    async fn reconcile(&self, reason: Reason) -> &'static str {
-        self.set_phase("fetching");
-        let source = self.source.clone();
-        let fetched = tokio::task::spawn_blocking(move || source.fetch_and_resolve())
-            .await
-            .map_err(anyhow::Error::from)
-            .and_then(|r| r);
-        let sha = match fetched {
-            Ok(head) => {
-                self.status.lock().unwrap().branch_head = Some(head.clone());
-                self.converge_to(head)
-            }
-            Err(e) => {
-                self.events.publish(Event::FetchFailed { message: format!("{e:#}") });
-                return "fetch_failed";
-            }
-        };
-        let previous = {
-            let st = self.status.lock().unwrap();
-            st.target.clone().or_else(|| st.last_applied.clone())
-        };
-        let new_commit = self.status.lock().unwrap().target.as_deref() != Some(sha.as_str());
-        if new_commit {
-            let superseded = match previous.filter(|p| *p != sha) {
-                Some(p) => self.supersede_between(&p, &sha).await,
-                None => Vec::new(),
-            };
-            if let Err(e) = self.store.seen(&sha) {
-                tracing::error!("cannot record commit {sha}: {e:#}");
-            }
-            self.status.lock().unwrap().target = Some(sha.clone());
-            let deferred = self.paused_commit().is_some() && self.is_interrupted();
-            self.events.publish(Event::CommitSeen { sha: sha.clone(), superseded, deferred });
-        }
-        // Interrupted part way: commits are recorded, nothing is planned until `continue`.
-        if self.is_interrupted() && self.paused_commit().is_some() {
-            return "interrupted";
-        }
-        let known = self.store.status(&sha).ok().flatten();
-        // What the platform was last made equal to: an applied commit is applied again when
-        // the branch (or a rollback) comes back to it after another.
-        let live = self.store.get_value("live").ok().flatten().filter(|l| !l.is_empty());
-        let is_live =
-            live.or_else(|| self.status.lock().unwrap().last_applied.clone()).as_deref() == Some(sha.as_str());
-        let drift_check = match (reason, known) {
-            // An invalid commit stays invalid until the next commit, unless asked again (a sync,
-            // or a restart: perhaps with --take-ownership, or other --var values).
-            (_, Some(CommitStatus::Invalid)) if !matches!(reason, Reason::Sync | Reason::Startup) => return "invalid",
-            // A refused plan stays refused, unless asked again (a sync, or a restart, perhaps
-            // with --allow-mass-delete).
-            (_, Some(CommitStatus::Refused)) if !matches!(reason, Reason::Sync | Reason::Startup) => return "refused",
-            // A rollback applies a commit that was applied before, on purpose; a continue
-            // carries on with what was interrupted; a retry tries again what failed.
-            (Reason::Rollback | Reason::Continue | Reason::Retry, _) => false,
-            // Applied and live: only a resync or an explicit sync looks again, for drift.
-            (Reason::Resync | Reason::Sync, Some(CommitStatus::Applied)) if is_live => true,
-            (_, Some(CommitStatus::Applied)) if is_live => return "unchanged",
-            _ => false,
-        };
-
-        // Plan and apply under the target's lock, so that no `capstan apply` changes the target
-        // between the two; held by an apply, it is tried again shortly (see `run`).
-        // An interrupted plan kept it.
-        let held = self.paused.lock().unwrap().take().map(|(_, lock)| lock);
-        let lock = match held.map(Ok).unwrap_or_else(|| crate::lock::TargetLock::acquire(&self.connected.key)) {
-            Ok(lock) => {
-                self.status.lock().unwrap().locked_by = None;
-                lock
-            }
-            Err(e) => return self.locked(&sha, format!("{e:#}")),
-        };
-
-        self.set_phase("planning");
-        let source = self.source.clone();
-        let commit = sha.clone();
-        let snapshot = match tokio::task::spawn_blocking(move || source.snapshot(&commit)).await {
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) => return self.invalid(&sha, reason, vec![json!({ "message": format!("{e:#}") })]),
-            Err(e) => return self.invalid(&sha, reason, vec![json!({ "message": e.to_string() })]),
-        };
-        let config = match &snapshot.config {
-            Some(f) => match Config::parse(&f.path, &f.text) {
-                Ok(c) => c,
-                Err(d) => return self.invalid(&sha, reason, diagnostics_json(&d)),
-            },
-            None => Config::default(),
-        };
-        let provider = self.connected.provider.as_ref();
-        let flags = engine::PlanFlags { prune: config.prune, take_ownership: self.opts.take_ownership };
-        let planned = match engine::plan(
-            provider,
-            &snapshot,
-            &config,
-            &self.opts.render,
-            flags,
-            Some(&self.render_cache),
-        )
-        .await
-        {
-            Ok(p) => p,
-            Err(PlanError::Invalid(i)) => return self.invalid(&sha, reason, diagnostics_json(&i.0)),
-            Err(PlanError::Observe(e)) => {
-                self.events.publish(Event::ObserveFailed { sha: sha.clone(), message: e.to_string() });
-                return "observe_failed";
-            }
-        };
-        let merged = planned.rendered.redactor.value(&provider.merge_documents(&planned.rendered.documents));
-        let _ = self.store.set_rendered(&sha, &merged);
-        // The same bytes `capstan plan --repo ... --ref <sha> --output json` prints.
-        let plan_json = output::plan_json(
-            self.platform(),
-            &planned.changes,
-            &planned.plan,
-            &planned.rendered.warnings,
-            &planned.rendered.redactor,
-            planned.preview.as_ref(),
-        );
-        if let Ok(text) = serde_json::to_string_pretty(&plan_json) {
-            let _ = self.store.set_plan(&sha, &format!("{text}\n"));
-        }
-
-        if drift_check {
-            let drifted: Vec<String> = planned
-                .changes
-                .changes
-                .iter()
-                .filter(|c| c.action != crate::diff::Action::NoOp)
-                .map(|c| c.id.to_string())
-                .collect();
-            self.metrics.drifted.set(drifted.len() as i64);
-            let changed = std::mem::replace(&mut self.status.lock().unwrap().drifted, drifted.clone()) != drifted;
-            if drifted.is_empty() {
-                return "in_sync";
-            }
-            if changed {
-                let detail = json!({ "resources": drifted, "repairing": self.opts.self_heal });
-                let _ = self.store.record(&sha, reason.trigger(), "drift_found", (0, 0), &detail);
-            }
-            self.events.publish(Event::DriftFound {
-                sha: sha.clone(),
-                resources: drifted,
-                repairing: self.opts.self_heal,
-            });
-            if !self.opts.self_heal {
-                return "drift_reported";
-            }
-        }
-        if !self.opts.allow_mass_delete
-            && let Err(why) = engine::check_mass_delete(&planned, &config.mass_delete)
-        {
-            let deletes = planned.changes.changes.iter().filter(|c| c.action == crate::diff::Action::Delete).count();
-            // An applied commit whose drift repair would delete this much stays applied.
-            return self.refuse(&sha, reason, deletes, why, !drift_check);
-        }
-        if !self.opts.allow_check_failures
-            && let Err(why) = engine::check_checks(&planned)
-        {
-            let why = planned.rendered.redactor.text(&why);
-            let guard = planned.checks.as_ref().map(|c| c.reason()).unwrap_or_default();
-            return self.refuse_as(&sha, reason, &guard, 0, why, !drift_check);
-        }
-        self.apply(&sha, reason, planned, lock).await
-    }
-
-    /// Record commits skipped over between `from` and `to` as superseded by `to`.
-    async fn supersede_between(&self, from: &str, to: &str) -> Vec<String> {
-        let source = self.source.clone();
-        let (from, to_) = (from.to_string(), to.to_string());
-        let skipped = tokio::task::spawn_blocking(move || source.commits_between(&from, &to_, SUPERSEDED_LIMIT)).await;
-        let skipped = match skipped {
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) => {
-                tracing::debug!("cannot list the commits before {}: {e:#}", short(to));
-                return Vec::new();
-            }
-            Err(_) => return Vec::new(),
-        };
-        let mut superseded = Vec::new();
-        for c in skipped {
-            let known = self.store.status(&c).ok().flatten();
-            if matches!(known, None | Some(CommitStatus::Pending | CommitStatus::Applying)) {
-                let _ = self.store.supersede(&c, to);
-                superseded.push(c);
-            }
-        }
-        superseded
-    }
-
-    /// The target is locked by someone else: say so once per holder, and let `run` retry.
-    fn locked(&self, sha: &str, message: String) -> &'static str {
-        let first = {
-            let mut st = self.status.lock().unwrap();
-            let first = st.locked_by.as_deref() != Some(message.as_str());
-            st.locked_by = Some(message.clone());
-            first
-        };
-        tracing::debug!("cannot apply {}: {message}", short(sha));
-        if first {
-            self.events.publish(Event::TargetLocked { sha: sha.to_string(), message });
-        }
-        "target_locked"
-    }
-
-    /// A plan that is not to be applied: nothing is changed; the commit is recorded as refused
-    /// (when `record`), and the world is told why.
-    fn refuse(&self, sha: &str, reason: Reason, deletes: usize, why: String, record: bool) -> &'static str {
-        self.refuse_as(sha, reason, "mass_delete", deletes, why, record)
-    }
-
-    /// Refuse a commit for a guard's reason (`mass_delete`, a failed check's kind).
-    fn refuse_as(
-        &self,
-        sha: &str,
-        reason: Reason,
-        guard: &str,
-        deletes: usize,
-        why: String,
-        record: bool,
-    ) -> &'static str {
-        if record {
-            let detail = json!({ "errors": [{ "reason": guard, "message": why }] });
-            let _ = self.store.record(sha, reason.trigger(), "refused", (0, 0), &detail);
-        }
-        tracing::warn!("not applying {}: {why}", short(sha));
-        self.events.publish(Event::PlanRefused { sha: sha.to_string(), reason: guard.into(), deletes, message: why });
-        "refused"
-    }
-
-    /// Record a commit that cannot be applied, and tell the world why.
-    fn invalid(&self, sha: &str, reason: Reason, errors: Vec<Value>) -> &'static str {
-        let _ = self.store.record(sha, reason.trigger(), "invalid", (0, 0), &json!({ "errors": errors }));
-        self.events.publish(Event::RenderFailed { sha: sha.to_string(), errors });
-        "invalid"
-    }
-
-    async fn apply(&self, sha: &str, reason: Reason, planned: Planned, lock: crate::lock::TargetLock) -> &'static str {
-        if self.shutting_down.load(Ordering::SeqCst) {
-            return "stopped";
-        }
-        let Planned { rendered, live, changes, plan: fresh, .. } = &planned;
-        let pending = StepOutcome::pending();
-        // After `continue` the plan was made again against the newest commit. When it is what
-        // was left of the interrupted one (same commit, same steps), that one carries on, so its
-        // completed steps stay shown; otherwise the new plan replaces it, and the events say so.
-        let previous = self.current.lock().unwrap().take();
-        let (plan, start) = match previous {
-            Some(prev) if reason == Reason::Continue && prev.sha == sha && same_rest(&prev, fresh) => {
-                let steps = prev
-                    .outcome
-                    .steps
-                    .iter()
-                    .map(|o| if o.status == Status::Complete { o.clone() } else { pending.clone() })
-                    .collect();
-                (prev.plan, Outcome { steps })
-            }
-            prev => {
-                if reason == Reason::Continue
-                    && let Some(p) = &prev
-                {
-                    self.events.publish(Event::PlanReplanned {
-                        sha: sha.to_string(),
-                        from: p.sha.clone(),
-                        steps: fresh.steps.len(),
-                    });
-                }
-                let n = fresh.steps.len();
-                (fresh.clone(), Outcome { steps: vec![pending.clone(); n] })
-            }
-        };
-        if reason == Reason::Continue {
-            self.events.publish(Event::PlanContinued { sha: sha.to_string() });
-        }
-        let total = plan.steps.len();
-        *self.current.lock().unwrap() = Some(CurrentPlan {
-            sha: sha.to_string(),
-            plan: plan.clone(),
-            redactor: rendered.redactor.clone(),
-            outcome: start.clone(),
-        });
-        if start.converged() {
-            return self.converged(sha, reason, &start);
-        }
-        let trigger = reason.trigger();
-        let _ = self.store.record(sha, trigger, "applying", (start.count(Status::Complete), total), &Value::Null);
-        self.set_phase("applying");
-        self.events.publish(Event::PlanStarted {
-            sha: sha.to_string(),
-            reason: serde_json::to_value(reason).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default(),
-            steps: plan.steps.len(),
-            summary: output::summary_line(changes),
-        });
-        let observer = Steps { daemon: self, sha, redactor: &rendered.redactor, started: AtomicBool::new(false) };
-        // A run that a killed daemon left is settled by this plan, made from live state.
-        match crate::journal::Journal::take_unfinished(&self.opts.state_dir, &self.connected.key) {
-            Ok(runs) => runs.iter().for_each(|r| tracing::warn!("resuming: {}", r.describe())),
-            Err(e) => tracing::error!("cannot read the journal: {e:#}"),
-        }
-        let journal = match crate::journal::Journal::begin(&self.opts.state_dir, &self.connected.key, &plan) {
-            Ok(j) => Some(Arc::new(j)),
-            Err(e) => {
-                tracing::error!("cannot open the journal: {e:#}");
-                return "journal_failed";
-            }
-        };
-        let opts = ApplyOptions {
-            parallelism: self.opts.parallelism,
-            interrupt: self.interrupt.clone(),
-            journal: journal.clone(),
-            paused: Some(self.interrupted.clone()),
-        };
-        let provider = self.connected.provider.as_ref();
-        let outcome = apply::resume(provider, &plan, &rendered.desired, live, &opts, &observer, &start).await;
-        let applied = (outcome.count(Status::Complete), total);
-        if outcome.steps.iter().any(|s| s.status == Status::Waiting) {
-            self.record_outcome(sha, &outcome);
-            if let Some(j) = &journal {
-                let _ = j.end(if self.is_interrupted() { "interrupted" } else { "stopped" });
-            }
-            if self.shutting_down.load(Ordering::SeqCst) && !self.is_interrupted() {
-                // Stopped part way by a shutdown: the rest is for the next start.
-                let _ = self.store.record(sha, trigger, "stopped", applied, &Value::Null);
-                return "stopped";
-            }
-            // Interrupted: the rest waits for `continue`, which plans again first (and may already
-            // have come: then it is queued). The lock is kept meanwhile, so no apply changes the
-            // target under the plan.
-            let _ = self.store.record(sha, trigger, "interrupted", applied, &Value::Null);
-            *self.paused.lock().unwrap() = Some((sha.to_string(), lock));
-            self.events.publish(Event::PlanInterrupted { sha: sha.to_string() });
-            self.set_phase("interrupted");
-            return "interrupted";
-        }
-        self.record_outcome(sha, &outcome);
-        // A step that said done and was not is caught by planning again what was touched.
-        let verified = match outcome.converged() {
-            true => engine::verify(provider, &planned).await,
-            false => Ok(()),
-        };
-        if let Some(j) = &journal {
-            let _ = j.end(if outcome.converged() && verified.is_ok() { "done" } else { "failed" });
-        }
-        if let Err(why) = verified {
-            let message = rendered.redactor.text(&why);
-            tracing::warn!("{} did not converge: {message}", short(sha));
-            let errors = json!({ "errors": [{ "step": "verify", "message": message }] });
-            let _ = self.store.record(sha, trigger, "failed", applied, &errors);
-            self.events.publish(Event::ApplyFailed {
-                sha: sha.to_string(),
-                failed: 0,
-                not_started: 0,
-                message: Some(message),
-            });
-            "apply_failed"
-        } else if outcome.converged() {
-            self.converged(sha, reason, &outcome)
-        } else {
-            let failed = outcome.count(Status::Error);
-            let errors: Vec<Value> = outcome
-                .steps
-                .iter()
-                .zip(&plan.steps)
-                .filter(|(o, _)| o.status == Status::Error)
-                .map(|(o, s)| json!({ "step": s.name, "message": rendered.redactor.text(&o.message) }))
-                .collect();
-            let _ = self.store.record(sha, trigger, "failed", applied, &json!({ "errors": errors }));
-            self.events.publish(Event::ApplyFailed {
-                sha: sha.to_string(),
-                failed,
-                not_started: outcome.steps.len() - failed - outcome.count(Status::Complete),
-                message: None,
-            });
-            "apply_failed"
-        }
-    }
-
-    fn record_outcome(&self, sha: &str, outcome: &Outcome) {
-        let json = self.current.lock().unwrap().as_mut().map(|c| {
-            c.outcome = outcome.clone();
-            c.json()
-        });
-        if let Some(j) = json {
-            let _ = self.store.set_outcome(sha, &j);
-        }
-    }
-
-    fn converged(&self, sha: &str, reason: Reason, outcome: &Outcome) -> &'static str {
-        self.record_outcome(sha, outcome);
-        let steps = (outcome.count(Status::Complete), outcome.steps.len());
-        let _ = self.store.record(sha, reason.trigger(), "applied", steps, &Value::Null);
-        let _ = self.store.set_value("last_applied", sha);
-        let _ = self.store.set_value("live", sha);
-        self.metrics.last_applied_commit_time.set(store::now() as f64);
-        self.metrics.drifted.set(0);
-        {
-            let mut st = self.status.lock().unwrap();
-            st.last_applied = Some(sha.to_string());
-            st.drifted.clear();
-        }
-        // Older commits that never got applied will not be.
-        let _ = self.store.supersede_pending(sha, sha);
-        self.events.publish(Event::Converged { sha: sha.to_string() });
-        tracing::info!("converged to {}", short(sha));
-        "converged"
-    }
-
     /// Stop the embedded sandbox, if any.
     pub async fn close(self: Arc<Self>) -> anyhow::Result<()> {
         match Arc::try_unwrap(self) {
@@ -945,96 +435,8 @@ impl Daemon {
     }
 }
 
-/// Publishes every step's start and end, and keeps the current plan's statuses live.
-struct Steps<'a> {
-    daemon: &'a Daemon,
-    sha: &'a str,
-    redactor: &'a Redactor,
-    /// Whether a step has started: from then on the platform is this commit's (`live`).
-    started: AtomicBool,
-}
-
-impl Observer for Steps<'_> {
-    fn step_started(&self, plan: &Plan, step: usize) {
-        if !self.started.swap(true, Ordering::SeqCst) {
-            let _ = self.daemon.store.set_value("live", self.sha);
-        }
-        if let Some(c) = self.daemon.current.lock().unwrap().as_mut() {
-            c.outcome.steps[step].status = Status::InProgress;
-        }
-        let s = &plan.steps[step];
-        self.daemon.events.publish(Event::StepStarted {
-            sha: self.sha.into(),
-            step: s.id.clone(),
-            name: s.name.clone(),
-        });
-    }
-
-    fn step_progress(&self, plan: &Plan, step: usize, substeps: &[crate::model::SubStep]) {
-        let substeps: Vec<_> = substeps
-            .iter()
-            .map(|x| crate::model::SubStep { message: self.redactor.text(&x.message), ..x.clone() })
-            .collect();
-        if let Some(c) = self.daemon.current.lock().unwrap().as_mut() {
-            c.outcome.steps[step].substeps = substeps.clone();
-        }
-        let s = &plan.steps[step];
-        let (sha, step, name) = (self.sha.to_string(), s.id.clone(), s.name.clone());
-        self.daemon.events.publish(Event::StepProgress { sha, step, name, substeps });
-    }
-
-    fn step_finished(&self, plan: &Plan, step: usize, outcome: &StepOutcome) {
-        if let Some(c) = self.daemon.current.lock().unwrap().as_mut() {
-            c.outcome.steps[step] = outcome.clone();
-        }
-        let s = &plan.steps[step];
-        let (sha, id, name) = (self.sha.to_string(), s.id.clone(), s.name.clone());
-        match outcome.status {
-            Status::Complete => {
-                self.daemon.metrics.step("complete");
-                self.daemon.events.publish(Event::StepFinished {
-                    sha,
-                    step: id,
-                    name,
-                    duration_ms: outcome.duration.as_millis() as u64,
-                });
-            }
-            _ => {
-                self.daemon.metrics.step("error");
-                let message = self.redactor.text(&outcome.message);
-                self.daemon.events.publish(Event::StepFailed { sha, step: id, name, message });
-            }
-        }
-    }
-}
-
-/// Whether a new plan's steps are exactly the steps an interrupted plan had left to do (step
-/// ids are hashes of their content).
-fn same_rest(prev: &CurrentPlan, fresh: &Plan) -> bool {
-    let left: std::collections::BTreeSet<&str> = prev
-        .plan
-        .steps
-        .iter()
-        .zip(&prev.outcome.steps)
-        .filter(|(_, o)| o.status != Status::Complete)
-        .map(|(s, _)| s.id.as_str())
-        .collect();
-    let fresh_ids: std::collections::BTreeSet<&str> = fresh.steps.iter().map(|s| s.id.as_str()).collect();
-    !left.is_empty() && left == fresh_ids
-}
-
 /// How far back a rollback target is looked for along the followed branch's first parents.
 const FIRST_PARENT_LIMIT: usize = 100_000;
-
-fn diagnostics_json(d: &Diagnostics) -> Vec<Value> {
-    d.0.iter()
-        .map(|x| {
-            let mut v = serde_json::to_value(x).unwrap_or(Value::Null);
-            v["text"] = json!(x.to_string());
-            v
-        })
-        .collect()
-}
 
 pub fn now_rfc3339() -> String {
     time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
@@ -1053,14 +455,14 @@ pub async fn serve(opts: DaemonOptions) -> anyhow::Result<()> {
     daemon.notifier.start(daemon.events.subscribe(None).1, format!("http://{addr}/"));
     let server = tokio::spawn(server::serve(listener, app, limits, daemon.closed()));
     // A closed stdout is no reason to stop (nor to panic, as println! would).
-    let _ = crate::cli::out(&format!(
+    let _ = write_stdout(&format!(
         "capstan daemon listening on http://{addr}, applying {} ({}) to {}; status page: http://{addr}/\n",
         daemon.opts.repo.location,
         daemon.opts.repo.reference.as_deref().unwrap_or("default branch"),
         daemon.target_description()
     ));
     let runner = tokio::spawn(daemon.clone().run());
-    crate::cli::shutdown_signal().await;
+    crate::shutdown_signal().await;
     tracing::info!("shutting down: finishing the running step");
     daemon.begin_shutdown();
     let _ = runner.await;
@@ -1068,4 +470,11 @@ pub async fn serve(opts: DaemonOptions) -> anyhow::Result<()> {
     daemon.closed.send_replace(true);
     let _ = server.await;
     daemon.close().await
+}
+
+/// Write to stdout; a closed stdout is no reason to stop (nor to panic, as println! would).
+fn write_stdout(text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush())
 }

@@ -112,7 +112,7 @@ fn diff_text(change: &Value) -> String {
     if let Some(r) = change["reason"].as_str() {
         out.push_str(&format!("# {r}\n"));
     }
-    for line in crate::cli::output::redacted_diff_lines(change.get("before"), change.get("after")) {
+    for line in crate::view::redacted_diff_lines(change.get("before"), change.get("after")) {
         out.push_str(&line.plain());
         out.push('\n');
     }

@@ -241,7 +241,7 @@ impl Notifier {
             }
             Event::ApplyFailed { sha, failed, message, .. } => {
                 let mut errors = self.step_errors.lock().unwrap().remove(sha).unwrap_or_default();
-                errors.extend(message.clone());
+                errors.extend(message.as_ref().map(ToString::to_string));
                 let what = format!("applying {} failed: {failed} step(s) failed", short(sha));
                 ("failed", sha, Some("failure"), what, errors)
             }
@@ -252,7 +252,7 @@ impl Notifier {
             }
             Event::PlanRefused { sha, message, .. } => {
                 let what = format!("{} refused: nothing from it was applied", short(sha));
-                ("refused", sha, Some("failure"), what, vec![message.clone()])
+                ("refused", sha, Some("failure"), what, vec![message.to_string()])
             }
             Event::DriftFound { sha, resources, repairing } => {
                 let what = format!(
@@ -406,7 +406,7 @@ mod tests {
                 sha: sha.clone(),
                 step: "1".into(),
                 name: "create job web".into(),
-                message: "500".into()
+                message: crate::redact::Redactor::default().redact("500")
             }))
             .is_none()
         );

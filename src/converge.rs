@@ -1,0 +1,153 @@
+//! The one path by which anything changes a target — `capstan apply`, `capstan rollback` and
+//! the daemon alike: lock → settle an unfinished run → plan → guards → journal → apply →
+//! verify → journal end. Each stage takes what the one before it returns, so none can be
+//! skipped: only a [`Session`] (which holds the lock and has settled the journal) plans, only a
+//! plan that passed the guards ([`Cleared`]) is applied, and applying always journals. What each
+//! mode does between the stages (printing and asking for confirmation; the daemon's drift
+//! check, events and history) stays with the mode.
+
+use crate::apply::{self, ApplyOptions, Observer, Outcome, Status};
+use crate::config::{Config, MassDelete};
+use crate::engine::{self, PlanError, PlanFlags, Planned};
+use crate::journal::{Journal, Unfinished};
+use crate::lock::TargetLock;
+use crate::plan::Plan;
+use crate::redact::Redacted;
+use crate::render::{RenderCache, RenderOptions};
+use crate::source::Snapshot;
+use crate::target::Connected;
+use std::path::Path;
+use std::sync::atomic::Ordering;
+
+/// A target held for converging: its lock, and the journal's earlier runs settled.
+pub struct Session<'a> {
+    target: &'a Connected,
+    state_dir: &'a Path,
+    lock: TargetLock,
+}
+
+/// Which guards a plan must pass before it is applied.
+#[derive(Clone, Copy, Debug)]
+pub struct Guards<'a> {
+    pub mass_delete: &'a MassDelete,
+    pub allow_mass_delete: bool,
+    pub allow_check_failures: bool,
+}
+
+/// Why a plan is not applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// It deletes more than capstan.yaml's `mass_delete` allows.
+    MassDelete { deletes: usize, why: Redacted },
+    /// One of the platform's pre-apply checks failed; `guard` names it (the JSON key), `why` is
+    /// redacted.
+    Check { guard: String, why: Redacted },
+}
+
+/// A plan that passed the guards: the only kind [`Session::apply`] takes.
+pub struct Cleared(Planned);
+
+impl std::ops::Deref for Cleared {
+    type Target = Planned;
+    fn deref(&self) -> &Planned {
+        &self.0
+    }
+}
+
+/// How an apply ended.
+pub enum Applied {
+    /// An interrupt or a shutdown stopped it with steps still to do (`Status::Waiting`); the
+    /// journal says `interrupted` (a person's, set in `ApplyOptions::paused`) or `stopped`.
+    Stopped(Outcome),
+    /// Every step ran or could not; when all succeeded, the platform was read back
+    /// (`verified`, [`engine::verify`]). The journal says `done` or `failed`; `ended` is
+    /// whether that could be written.
+    Finished { outcome: Outcome, verified: Result<(), String>, ended: anyhow::Result<()> },
+}
+
+impl<'a> Session<'a> {
+    /// Take the target's lock (or carry on under `held`, one an interrupted plan kept) and
+    /// settle the runs a killed process left in the journal: the plan made next is made from
+    /// live state, which settles their in-flight steps. Err: the lock is held by another.
+    /// The runs settled (or why the journal could not be read) are for the caller to report.
+    pub fn open(
+        target: &'a Connected,
+        state_dir: &'a Path,
+        held: Option<TargetLock>,
+    ) -> anyhow::Result<(Session<'a>, anyhow::Result<Vec<Unfinished>>)> {
+        let lock = match held {
+            Some(lock) => lock,
+            None => TargetLock::acquire(&target.key)?,
+        };
+        let settled = Journal::take_unfinished(state_dir, &target.key);
+        Ok((Session { target, state_dir, lock }, settled))
+    }
+
+    /// Plan under the lock, so nothing else changes the target between this plan and its apply.
+    pub async fn plan(
+        &self,
+        snapshot: &Snapshot,
+        config: &Config,
+        render: &RenderOptions,
+        flags: PlanFlags,
+        cache: Option<&RenderCache>,
+    ) -> Result<Planned, PlanError> {
+        engine::plan(self.target.provider.as_ref(), snapshot, config, render, flags, cache).await
+    }
+
+    /// The guards every mode that changes a target passes: the mass-delete guard, then the
+    /// platform's pre-apply checks.
+    pub fn guard(&self, planned: Planned, guards: Guards<'_>) -> Result<Cleared, Refusal> {
+        if !guards.allow_mass_delete
+            && let Err(why) = engine::check_mass_delete(&planned, guards.mass_delete)
+        {
+            let deletes = planned.changes.changes.iter().filter(|c| c.action == crate::diff::Action::Delete).count();
+            return Err(Refusal::MassDelete { deletes, why: planned.rendered.redactor.redact(&why) });
+        }
+        if !guards.allow_check_failures
+            && let Err(why) = engine::check_checks(&planned)
+        {
+            let why = planned.rendered.redactor.redact(&why);
+            let guard = planned.checks.as_ref().map(|c| c.reason()).unwrap_or_default();
+            return Err(Refusal::Check { guard, why });
+        }
+        Ok(Cleared(planned))
+    }
+
+    /// Journal the run, apply `plan` (the cleared plan's, or what an interrupted run of the same
+    /// commit had left of it, with `start` saying which steps are done), read the platform back
+    /// when every step succeeded, and end the run in the journal. Err: the journal could not be
+    /// opened, and nothing was sent.
+    pub async fn apply(
+        &self,
+        cleared: &Cleared,
+        plan: &Plan,
+        start: &Outcome,
+        opts: &ApplyOptions,
+        observer: &dyn Observer,
+    ) -> anyhow::Result<Applied> {
+        let journal = Journal::begin(self.state_dir, &self.target.key, plan)?;
+        let provider = self.target.provider.as_ref();
+        let (desired, live) = (&cleared.rendered.desired, &cleared.live);
+        let redactor = &cleared.rendered.redactor;
+        let outcome = apply::resume(provider, plan, desired, live, opts, &journal, redactor, observer, start).await;
+        if outcome.steps.iter().any(|s| s.status == Status::Waiting) {
+            let interrupted = opts.paused.as_ref().is_some_and(|p| p.load(Ordering::SeqCst));
+            let _ = journal.end(if interrupted { "interrupted" } else { "stopped" });
+            return Ok(Applied::Stopped(outcome));
+        }
+        // A step that said done and was not is caught by planning again what was touched.
+        let verified = match outcome.converged() {
+            true => engine::verify(provider, cleared).await,
+            false => Ok(()),
+        };
+        let ended = journal.end(if outcome.converged() && verified.is_ok() { "done" } else { "failed" });
+        Ok(Applied::Finished { outcome, verified, ended })
+    }
+
+    /// Give the lock back to keep it past this session (an interrupted plan holds the target
+    /// until it is continued).
+    pub fn into_lock(self) -> TargetLock {
+        self.lock
+    }
+}

@@ -1,0 +1,371 @@
+//! One typed view of a plan and of an outcome, as programs read them (in the manner of
+//! terraform's jsonplan): the CLI's `--output json` and the markdown report's data
+//! (`schemas/plan.schema.json`), the daemon's plan API (`GET /v1/plans/deploy`, seed 000's
+//! shape, with live statuses) and what its store keeps. Every string in a view has been through
+//! the redactor when the view is built. Text for people is in `cli::output`, made from the
+//! same data.
+
+use crate::apply::{Outcome, Status};
+use crate::base::diagnostic::Diagnostics;
+use crate::diff::{Action, ChangeSet};
+use crate::model::{PlatformPreview, SubStep, Verb};
+use crate::plan::Plan;
+use crate::redact::Redactor;
+use serde::Serialize;
+use serde_json::{Value, json};
+
+/// The version of the JSON plan format; bumped on any incompatible change.
+pub const PLAN_FORMAT_VERSION: &str = "1.0";
+
+/// A plan, as `capstan plan --output json` prints it and the daemon stores it. Nothing in it
+/// depends on the time or the run, and no secret value is in it.
+#[derive(Debug, Serialize)]
+pub struct PlanView {
+    pub format_version: &'static str,
+    pub platform: String,
+    pub summary: Summary,
+    pub resource_changes: Vec<ResourceChangeView>,
+    pub orphans: Vec<String>,
+    pub plan: PhasesView,
+    /// Diagnostics as they serialise, with their message redacted.
+    pub warnings: Vec<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kept: Option<Vec<KeptView>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub platform_preview: Option<PreviewView>,
+}
+
+impl PlanView {
+    pub fn new(
+        platform: &str,
+        changes: &ChangeSet,
+        plan: &Plan,
+        warnings: &Diagnostics,
+        redactor: &Redactor,
+        preview: Option<&PlatformPreview>,
+    ) -> PlanView {
+        PlanView {
+            format_version: PLAN_FORMAT_VERSION,
+            platform: platform.to_string(),
+            summary: Summary::of(changes),
+            resource_changes: resource_changes(changes, redactor),
+            orphans: changes.orphans.iter().map(|o| o.to_string()).collect(),
+            plan: PhasesView::new(plan, redactor, None),
+            warnings: warnings
+                .0
+                .iter()
+                .map(|w| {
+                    let mut v = serde_json::to_value(w).unwrap_or(Value::Null);
+                    v["message"] = json!(redactor.text(&w.message));
+                    v
+                })
+                .collect(),
+            kept: (!changes.kept.is_empty()).then(|| {
+                changes.kept.iter().map(|k| KeptView { address: k.id.to_string(), reason: k.reason.clone() }).collect()
+            }),
+            platform_preview: preview.map(|p| PreviewView::new(p, redactor)),
+        }
+    }
+
+    /// As JSON, for the outputs that add to it (`declared_changes`, a platform's checks).
+    pub fn to_value(&self) -> Value {
+        serde_json::to_value(self).unwrap_or(Value::Null)
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct Summary {
+    pub create: usize,
+    pub update: usize,
+    pub replace: usize,
+    pub delete: usize,
+    pub no_op: usize,
+}
+
+impl Summary {
+    pub fn of(changes: &ChangeSet) -> Summary {
+        Summary {
+            create: changes.count(Action::Create),
+            update: changes.count(Action::Update),
+            replace: changes.count(Action::Replace),
+            delete: changes.count(Action::Delete),
+            no_op: changes.count(Action::NoOp),
+        }
+    }
+}
+
+/// `Plan: 1 to create, ...`: the summary as one line (text, markdown, the daemon's events).
+pub fn summary_line(changes: &ChangeSet) -> String {
+    format!(
+        "Plan: {} to create, {} to update, {} to replace, {} to delete.",
+        changes.count(Action::Create),
+        changes.count(Action::Update),
+        changes.count(Action::Replace),
+        changes.count(Action::Delete)
+    )
+}
+
+#[derive(Debug, Serialize)]
+pub struct KeptView {
+    pub address: String,
+    pub reason: String,
+}
+
+/// One resource of a change set, with secrets masked.
+#[derive(Debug, Serialize)]
+pub struct ResourceChangeView {
+    pub address: String,
+    pub kind: String,
+    pub name: String,
+    pub action: Action,
+    pub before: Option<Value>,
+    pub after: Option<Value>,
+    pub changes: Vec<FieldChangeView>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub origin: Option<OriginView>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct FieldChangeView {
+    pub path: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub before: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub after: Option<Value>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct OriginView {
+    pub file: std::path::PathBuf,
+    pub line: usize,
+    pub column: usize,
+}
+
+/// Every resource of a change set, as the JSON plan lists them, with secrets masked.
+pub fn resource_changes(changes: &ChangeSet, redactor: &Redactor) -> Vec<ResourceChangeView> {
+    changes
+        .changes
+        .iter()
+        .map(|c| {
+            let (before, after) = redactor.pair(c.before.as_ref(), c.after.as_ref());
+            let fields = c
+                .changes
+                .iter()
+                .map(|f| {
+                    let leaf = f.path.rsplit(['.', '[']).next().unwrap_or("");
+                    let (before, after) = if redactor.is_sensitive(leaf) {
+                        let mask = |v: &Option<Value>| v.as_ref().map(|_| json!(crate::redact::MASK));
+                        let changed = f.before.is_some() && f.after.is_some();
+                        (
+                            mask(&f.before),
+                            if changed { Some(json!(crate::redact::MASK_CHANGED)) } else { mask(&f.after) },
+                        )
+                    } else {
+                        redactor.pair(f.before.as_ref(), f.after.as_ref())
+                    };
+                    FieldChangeView { path: redactor.text(&f.path), before, after }
+                })
+                .collect();
+            ResourceChangeView {
+                address: c.id.to_string(),
+                kind: c.id.kind.clone(),
+                name: c.id.name.clone(),
+                action: c.action,
+                before,
+                after,
+                changes: fields,
+                origin: c.origin.as_ref().map(|o| OriginView { file: o.file.clone(), line: o.line, column: o.column }),
+                reason: c.reason.clone(),
+            }
+        })
+        .collect()
+}
+
+/// The platform's own preview, as it goes into the JSON plan.
+#[derive(Debug, Serialize)]
+pub struct PreviewView {
+    pub request: String,
+    pub steps: Vec<Vec<PreviewActionView>>,
+    pub disagreements: Vec<String>,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct PreviewActionView {
+    pub action: String,
+    pub resource: String,
+}
+
+impl PreviewView {
+    pub fn new(p: &PlatformPreview, redactor: &Redactor) -> PreviewView {
+        PreviewView {
+            request: p.request.clone(),
+            steps: p
+                .steps
+                .iter()
+                .map(|s| {
+                    s.iter()
+                        .map(|a| PreviewActionView { action: a.action.clone(), resource: a.resource.to_string() })
+                        .collect()
+                })
+                .collect(),
+            disagreements: p.disagreements.iter().map(|d| redactor.text(d)).collect(),
+            error: p.error.as_ref().map(|e| redactor.text(e)),
+        }
+    }
+}
+
+/// A plan's phases and steps with their statuses, in seed 000's shape: the plan of the JSON
+/// plan (all pending), and the outcome of a run as the daemon's `GET /v1/plans/deploy`
+/// answers and its store keeps it.
+#[derive(Debug, Serialize)]
+pub struct PhasesView {
+    pub status: Status,
+    pub strategy: &'static str,
+    pub errors: Vec<Value>,
+    pub phases: Vec<PhaseView>,
+    /// The commit the plan is of (the daemon's).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub commit: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct PhaseView {
+    pub id: String,
+    pub name: String,
+    pub status: Status,
+    pub strategy: &'static str,
+    pub steps: Vec<StepView>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct StepView {
+    pub id: String,
+    pub name: String,
+    pub status: Status,
+    pub message: String,
+    pub verb: Verb,
+    pub resource: String,
+    pub depends_on: Vec<String>,
+    /// The steps of the platform's own plan that this step followed (a service's deploy plan).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub substeps: Option<Vec<SubStep>>,
+}
+
+impl PhasesView {
+    pub fn new(plan: &Plan, redactor: &Redactor, outcome: Option<&Outcome>) -> PhasesView {
+        let status_of = |i: usize| outcome.map(|o| o.steps[i].status).unwrap_or(Status::Pending);
+        let message_of = |i: usize| outcome.map(|o| redactor.text(&o.steps[i].message)).unwrap_or_default();
+        let substeps_of = |i: usize| {
+            let subs = outcome.map(|o| o.steps[i].substeps.as_slice()).unwrap_or_default();
+            let redacted = subs.iter().map(|x| SubStep { message: redactor.text(&x.message), ..x.clone() });
+            (!subs.is_empty()).then(|| redacted.collect::<Vec<_>>())
+        };
+        let phases = plan
+            .phases
+            .iter()
+            .map(|p| PhaseView {
+                id: p.id.clone(),
+                name: p.name.clone(),
+                status: aggregate(p.steps.iter().map(|&i| status_of(i))),
+                strategy: "parallel",
+                steps: p
+                    .steps
+                    .iter()
+                    .map(|&i| {
+                        let s = &plan.steps[i];
+                        StepView {
+                            id: s.id.clone(),
+                            name: s.name.clone(),
+                            status: status_of(i),
+                            message: message_of(i),
+                            verb: s.verb,
+                            resource: s.resource.to_string(),
+                            depends_on: s.deps.iter().map(|&d| plan.steps[d].id.clone()).collect(),
+                            substeps: substeps_of(i),
+                        }
+                    })
+                    .collect(),
+            })
+            .collect();
+        PhasesView {
+            status: aggregate((0..plan.steps.len()).map(status_of)),
+            strategy: "serial",
+            errors: Vec::new(),
+            phases,
+            commit: None,
+        }
+    }
+}
+
+/// The status of a group of steps, as seed 000 reports a phase or plan.
+pub fn aggregate(statuses: impl Iterator<Item = Status>) -> Status {
+    let all: Vec<Status> = statuses.collect();
+    if all.contains(&Status::Error) {
+        Status::Error
+    } else if all.iter().all(|s| *s == Status::Complete) {
+        Status::Complete
+    } else if all.contains(&Status::InProgress) || (all.contains(&Status::Complete) && all.contains(&Status::Pending)) {
+        Status::InProgress
+    } else if all.contains(&Status::Waiting) {
+        Status::Waiting
+    } else {
+        Status::Pending
+    }
+}
+
+/// One line of a resource's diff.
+pub enum DiffLine {
+    Hunk(String),
+    Removed(String),
+    Added(String),
+    Same(String),
+}
+
+impl DiffLine {
+    /// As in a unified diff (`+`, `-`, ` `), the form GitHub colours in a `diff` block.
+    pub fn plain(&self) -> String {
+        match self {
+            DiffLine::Hunk(h) => h.clone(),
+            DiffLine::Removed(l) => format!("- {l}"),
+            DiffLine::Added(l) => format!("+ {l}"),
+            DiffLine::Same(l) => format!("  {l}"),
+        }
+    }
+}
+
+fn yaml(v: &Value) -> String {
+    serde_yaml::to_string(v).unwrap_or_else(|_| v.to_string())
+}
+
+/// The unified diff of one resource's YAML, of values already redacted (a view's `before` and
+/// `after`): everything added for a create, everything removed for a delete, hunks with two
+/// lines of context otherwise.
+pub fn redacted_diff_lines(before: Option<&Value>, after: Option<&Value>) -> Vec<DiffLine> {
+    let before = before.filter(|v| !v.is_null()).map(yaml).unwrap_or_default();
+    let after = after.filter(|v| !v.is_null()).map(yaml).unwrap_or_default();
+    if before.is_empty() || after.is_empty() {
+        let added = before.is_empty();
+        let text = if added { &after } else { &before };
+        return text
+            .lines()
+            .map(|l| if added { DiffLine::Added(l.to_string()) } else { DiffLine::Removed(l.to_string()) })
+            .collect();
+    }
+    let diff = similar::TextDiff::from_lines(&before, &after);
+    let mut out = Vec::new();
+    for hunk in diff.unified_diff().context_radius(2).iter_hunks() {
+        out.push(DiffLine::Hunk(hunk.header().to_string()));
+        for change in hunk.iter_changes() {
+            let line = change.value().trim_end_matches('\n').to_string();
+            out.push(match change.tag() {
+                similar::ChangeTag::Delete => DiffLine::Removed(line),
+                similar::ChangeTag::Insert => DiffLine::Added(line),
+                similar::ChangeTag::Equal => DiffLine::Same(line),
+            });
+        }
+    }
+    out
+}
