@@ -49,6 +49,8 @@ pub struct DaemonOptions {
     pub target: Option<String>,
     pub listen: SocketAddr,
     pub state_dir: PathBuf,
+    /// Where the history is kept: none is SQLite in `state_dir`, else a PostgreSQL URL.
+    pub store: Option<String>,
     /// How often a remote repository is polled.
     pub interval: Duration,
     /// How often live state is compared with the applied commit.
@@ -219,7 +221,7 @@ impl Daemon {
         let state_dir = opts.state_dir.clone();
         let spec = opts.repo.clone();
         let source = tokio::task::spawn_blocking(move || GitSource::open(spec, &state_dir)).await??;
-        let store = Store::open(&opts.state_dir)?;
+        let store = Store::open_at(opts.store.as_deref(), &opts.state_dir)?;
         // The target comes from the newest commit's capstan.yaml (or --target). A commit whose
         // capstan.yaml cannot be read is an error here: its defaults would be another target
         // (the embedded sandbox), and changes must never silently go elsewhere.
