@@ -228,3 +228,50 @@ fn the_store_urls_password_is_shown_nowhere() {
 
     assert!(!seen.contains(&secret), "the store's password appears in the daemon's output or answers");
 }
+
+#[test]
+fn a_lost_connection_to_the_store_is_made_again_and_no_history_is_lost() {
+    let store = fresh_database();
+    let name = store.rsplit_once('/').unwrap().1.to_string();
+    let sb = SandboxProc::start(&[]);
+    let repo = Repo::new();
+    repo.write("capstan.yaml", &config_for(&sb, ""));
+    repo.write("web.yaml", &job_yaml("web", "1"));
+    let first = repo.commit("web v1");
+    let path = repo.path().to_str().unwrap().to_string();
+    let state = tempfile::tempdir().unwrap();
+    let d = DaemonProc::start(&path, state.path(), &["--store", &store], &[]);
+    d.wait_for("the first commit to apply", WAIT, |d| applied(d, &first));
+    let entries = d.get("/v1/history").1.as_array().unwrap().len();
+
+    // The server ends the daemon's session (as a restart or failover of the server would).
+    let mut admin = postgres::Client::connect(server_url(), postgres::NoTls).unwrap();
+    let ended: i64 = admin
+        .query_one(
+            "SELECT COUNT(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1) t",
+            &[&name],
+        )
+        .unwrap()
+        .get(0);
+    assert!(ended >= 1, "the daemon's session was ended");
+
+    repo.write("web.yaml", &job_yaml("web", "2"));
+    let second = repo.commit("web v2");
+    d.wait_for("the next commit to apply and be recorded", WAIT, |d| applied(d, &second));
+    assert_eq!(sb.job("job::/dev::web").unwrap()["tags"]["version"], "2");
+    let history = d.get("/v1/history").1;
+    let outcomes: Vec<(&str, &str)> = history
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["sha"].as_str().unwrap(), e["outcome"].as_str().unwrap()))
+        .collect();
+    assert!(outcomes.len() > entries, "entries after the lost connection are recorded: {outcomes:?}");
+    for outcome in ["seen", "applying", "applied"] {
+        assert_eq!(
+            outcomes.iter().filter(|(s, o)| *s == second && *o == outcome).count(),
+            1,
+            "the second commit's {outcome} recorded exactly once: {outcomes:?}"
+        );
+    }
+}
