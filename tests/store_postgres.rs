@@ -221,6 +221,11 @@ fn the_store_urls_password_is_shown_nowhere() {
     assert_ne!(code, 0, "a wrong password is an error: {text}");
     assert!(!text.contains("not-the-password-0123"), "the wrong password is not shown: {text}");
     seen.push_str(&text);
+    // No TLS yet: a URL that requires it is refused, never quietly sent in the clear.
+    let (code, text) = daemon_failing(&path, &state.path().join("other"), &format!("{store}?sslmode=require"));
+    assert_ne!(code, 0, "sslmode=require is refused: {text}");
+    assert!(text.contains("TLS"), "{text}");
+    seen.push_str(&text);
     let (code, text) = daemon_failing(&path, &state.path().join("other"), &format!("mysql://u:{secret}@127.0.0.1/x"));
     assert_ne!(code, 0, "an unknown engine is an error: {text}");
     assert!(text.contains("--store"), "{text}");

@@ -160,9 +160,9 @@ impl Postgres {
     /// Connects, migrates, and starts the thread that owns the connection.
     pub fn open(url: &str) -> anyhow::Result<Self> {
         let shown = crate::redact::url(url);
+        // The parser's messages name options, never their values; the URL is shown redacted.
         let mut config: postgres::Config = url.parse().map_err(|e: postgres::Error| {
-            // The parser's message quotes no part of the URL; the URL is shown redacted.
-            anyhow::anyhow!("--store {shown} is not a PostgreSQL URL: {e}")
+            anyhow::Error::new(e).context(format!("--store {shown} is not a PostgreSQL URL"))
         })?;
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(Duration::from_secs(10));
