@@ -188,6 +188,11 @@ pub struct DaemonArgs {
     /// Where the daemon keeps its database, fetched repositories and the embedded sandbox's state.
     #[arg(long, default_value = ".capstan")]
     pub state_dir: PathBuf,
+    /// Where the history and keyed values are kept: `sqlite` (the default: a database in the
+    /// state directory) or a PostgreSQL URL, postgres://user:password@host:port/database
+    /// (its password is never shown).
+    #[arg(long, env = "CAPSTAN_STORE", hide_env_values = true)]
+    pub store: Option<String>,
     /// How often a remote repository is polled (e.g. 30s, 5m).
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub interval: std::time::Duration,

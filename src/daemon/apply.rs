@@ -37,7 +37,7 @@ impl Daemon {
     ) -> Reconciled {
         if record {
             let detail = json!({ "errors": [{ "reason": guard, "message": why }] });
-            let _ = self.store.record(sha, reason.trigger(), "refused", (0, 0), &detail);
+            self.stored(self.store.record(sha, reason.trigger(), "refused", (0, 0), &detail));
         }
         tracing::warn!("not applying {}: {why}", short(sha));
         self.events.publish(Event::PlanRefused { sha: sha.to_string(), reason: guard.into(), deletes, message: why });
@@ -46,7 +46,7 @@ impl Daemon {
 
     /// Record a commit that cannot be applied, and tell the world why.
     pub(super) fn invalid(&self, sha: &str, reason: Reason, errors: Vec<Value>) -> Reconciled {
-        let _ = self.store.record(sha, reason.trigger(), "invalid", (0, 0), &json!({ "errors": errors }));
+        self.stored(self.store.record(sha, reason.trigger(), "invalid", (0, 0), &json!({ "errors": errors })));
         self.events.publish(Event::RenderFailed { sha: sha.to_string(), errors });
         Reconciled::Invalid
     }
@@ -99,7 +99,7 @@ impl Daemon {
             return self.converged(sha, reason, &start);
         }
         let trigger = reason.trigger();
-        let _ = self.store.record(sha, trigger, "applying", (start.count(Status::Complete), total), &Value::Null);
+        self.stored(self.store.record(sha, trigger, "applying", (start.count(Status::Complete), total), &Value::Null));
         self.set_phase(Phase::Applying);
         self.events.publish(Event::PlanStarted {
             sha: sha.to_string(),
@@ -120,13 +120,13 @@ impl Daemon {
                 self.record_outcome(sha, &outcome);
                 if self.shutting_down.load(Ordering::SeqCst) && !self.is_interrupted() {
                     // Stopped part way by a shutdown: the rest is for the next start.
-                    let _ = self.store.record(sha, trigger, "stopped", applied, &Value::Null);
+                    self.stored(self.store.record(sha, trigger, "stopped", applied, &Value::Null));
                     return Reconciled::Stopped;
                 }
                 // Interrupted: the rest waits for `continue`, which plans again first (and may
                 // already have come: then it is queued). The lock is kept meanwhile, so no apply
                 // changes the target under the plan.
-                let _ = self.store.record(sha, trigger, "interrupted", applied, &Value::Null);
+                self.stored(self.store.record(sha, trigger, "interrupted", applied, &Value::Null));
                 *self.paused.lock().unwrap() = Some((sha.to_string(), session.into_lock()));
                 self.events.publish(Event::PlanInterrupted { sha: sha.to_string() });
                 self.set_phase(Phase::Interrupted);
@@ -143,7 +143,7 @@ impl Daemon {
             let message = rendered.redactor.redact(&why);
             tracing::warn!("{} did not converge: {message}", short(sha));
             let errors = json!({ "errors": [{ "step": "verify", "message": message }] });
-            let _ = self.store.record(sha, trigger, "failed", applied, &errors);
+            self.stored(self.store.record(sha, trigger, "failed", applied, &errors));
             self.events.publish(Event::ApplyFailed {
                 sha: sha.to_string(),
                 failed: 0,
@@ -162,7 +162,7 @@ impl Daemon {
                 .filter(|(o, _)| o.status == Status::Error)
                 .map(|(o, s)| json!({ "step": s.name, "message": rendered.redactor.text(&o.message) }))
                 .collect();
-            let _ = self.store.record(sha, trigger, "failed", applied, &json!({ "errors": errors }));
+            self.stored(self.store.record(sha, trigger, "failed", applied, &json!({ "errors": errors })));
             self.events.publish(Event::ApplyFailed {
                 sha: sha.to_string(),
                 failed,
@@ -179,16 +179,16 @@ impl Daemon {
             c.json()
         });
         if let Some(j) = json {
-            let _ = self.store.set_outcome(sha, &j);
+            self.stored(self.store.set_outcome(sha, &j));
         }
     }
 
     pub(super) fn converged(&self, sha: &str, reason: Reason, outcome: &Outcome) -> Reconciled {
         self.record_outcome(sha, outcome);
         let steps = (outcome.count(Status::Complete), outcome.steps.len());
-        let _ = self.store.record(sha, reason.trigger(), "applied", steps, &Value::Null);
-        let _ = self.store.set_value("last_applied", sha);
-        let _ = self.store.set_value("live", sha);
+        self.stored(self.store.record(sha, reason.trigger(), "applied", steps, &Value::Null));
+        self.stored(self.store.set_value("last_applied", sha));
+        self.stored(self.store.set_value("live", sha));
         self.metrics.last_applied_commit_time.set(store::now() as f64);
         self.metrics.drifted.set(0);
         {
@@ -197,7 +197,7 @@ impl Daemon {
             st.drifted.clear();
         }
         // Older commits that never got applied will not be.
-        let _ = self.store.supersede_pending(sha, sha);
+        self.stored(self.store.supersede_pending(sha, sha));
         self.events.publish(Event::Converged { sha: sha.to_string() });
         tracing::info!("converged to {}", short(sha));
         Reconciled::Converged
@@ -215,7 +215,7 @@ struct Steps<'a> {
 impl Observer for Steps<'_> {
     fn step_started(&self, plan: &Plan, step: usize) {
         if !self.started.swap(true, Ordering::SeqCst) {
-            let _ = self.daemon.store.set_value("live", self.sha);
+            self.daemon.stored(self.daemon.store.set_value("live", self.sha));
         }
         if let Some(c) = self.daemon.current.lock().unwrap().as_mut() {
             c.outcome.steps[step].status = Status::InProgress;

@@ -21,6 +21,7 @@ pub struct Metrics {
     pub reconciles: Family<Vec<(String, String)>, Counter>,
     pub notifications: Family<Vec<(String, String)>, Counter>,
     pub notification_failing: Family<Vec<(String, String)>, Gauge>,
+    pub store_errors: Counter,
 }
 
 impl Default for Metrics {
@@ -62,6 +63,12 @@ impl Default for Metrics {
             "1 while a receiver's last notification was given up on",
             notification_failing.clone(),
         );
+        let store_errors = Counter::default();
+        registry.register(
+            "store_errors",
+            "Records the history store failed to keep (each is also logged at error level)",
+            store_errors.clone(),
+        );
         Metrics {
             registry,
             reconcile_seconds,
@@ -72,6 +79,7 @@ impl Default for Metrics {
             reconciles,
             notifications,
             notification_failing,
+            store_errors,
         }
     }
 }

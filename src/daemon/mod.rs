@@ -56,6 +56,8 @@ pub struct DaemonOptions {
     pub target: Option<String>,
     pub listen: SocketAddr,
     pub state_dir: PathBuf,
+    /// Where the history is kept: none is SQLite in `state_dir`, else a PostgreSQL URL.
+    pub store: Option<String>,
     /// How often a remote repository is polled.
     pub interval: Duration,
     /// How often live state is compared with the applied commit.
@@ -177,12 +179,22 @@ pub struct Daemon {
 }
 
 impl Daemon {
+    /// What the store could not keep is said (an error in the log, `capstan_store_errors_total`),
+    /// never dropped in silence: a store over the network can fail where a local file did not.
+    /// The reconcile goes on — the platform is already changed; the history says less.
+    fn stored<T>(&self, result: anyhow::Result<T>) {
+        if let Err(e) = result {
+            self.metrics.store_errors.inc();
+            tracing::error!("the store did not keep a record: {e:#}");
+        }
+    }
+
     pub async fn start(opts: DaemonOptions) -> anyhow::Result<Arc<Daemon>> {
         crate::state::create_dir(&opts.state_dir)?;
         let state_dir = opts.state_dir.clone();
         let spec = opts.repo.clone();
         let source = tokio::task::spawn_blocking(move || GitSource::open(spec, &state_dir)).await??;
-        let store = Store::open(&opts.state_dir)?;
+        let store = Store::open_at(opts.store.as_deref(), &opts.state_dir)?;
         // The target comes from the newest commit's capstan.yaml (or --target). A commit whose
         // capstan.yaml cannot be read is an error here: its defaults would be another target
         // (the embedded sandbox), and changes must never silently go elsewhere.
@@ -342,7 +354,7 @@ impl Daemon {
             Some(p) if p.head == head => p.sha.clone(),
             Some(_) => {
                 *pin = None;
-                let _ = self.store.set_value("rollback", "");
+                self.stored(self.store.set_value("rollback", ""));
                 head
             }
             None => head,
@@ -362,7 +374,7 @@ impl Daemon {
             return false;
         }
         self.interrupt.store(true, Ordering::SeqCst);
-        let _ = self.store.set_value("interrupted", "1");
+        self.stored(self.store.set_value("interrupted", "1"));
         let applying = {
             let mut st = self.status.lock().unwrap();
             st.interrupted = true;
@@ -398,7 +410,7 @@ impl Daemon {
         if !self.shutting_down.load(Ordering::SeqCst) {
             self.interrupt.store(false, Ordering::SeqCst);
         }
-        let _ = self.store.set_value("interrupted", "");
+        self.stored(self.store.set_value("interrupted", ""));
         self.status.lock().unwrap().interrupted = false;
         // About to run (after planning again): no longer waiting.
         self.show_not_started(Status::Waiting, Status::Pending);

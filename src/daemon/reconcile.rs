@@ -188,7 +188,7 @@ impl Daemon {
             }
         };
         let merged = planned.rendered.redactor.value(&provider.merge_documents(&planned.rendered.documents));
-        let _ = self.store.set_rendered(&sha, &merged);
+        self.stored(self.store.set_rendered(&sha, &merged));
         // The same bytes `capstan plan --repo ... --ref <sha> --output json` prints.
         let plan_json = PlanView::new(
             self.platform(),
@@ -199,7 +199,7 @@ impl Daemon {
             planned.preview.as_ref(),
         );
         if let Ok(text) = serde_json::to_string_pretty(&plan_json) {
-            let _ = self.store.set_plan(&sha, &format!("{text}\n"));
+            self.stored(self.store.set_plan(&sha, &format!("{text}\n")));
         }
 
         if drift_check {
@@ -217,7 +217,7 @@ impl Daemon {
             }
             if changed {
                 let detail = json!({ "resources": drifted, "repairing": self.opts.self_heal });
-                let _ = self.store.record(&sha, reason.trigger(), "drift_found", (0, 0), &detail);
+                self.stored(self.store.record(&sha, reason.trigger(), "drift_found", (0, 0), &detail));
             }
             self.events.publish(Event::DriftFound {
                 sha: sha.clone(),
@@ -258,7 +258,7 @@ impl Daemon {
         for c in skipped {
             let known = self.store.status(&c).ok().flatten();
             if matches!(known, None | Some(CommitStatus::Pending | CommitStatus::Applying)) {
-                let _ = self.store.supersede(&c, to);
+                self.stored(self.store.supersede(&c, to));
                 superseded.push(c);
             }
         }

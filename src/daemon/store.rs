@@ -11,12 +11,19 @@
 //! whatever a later attempt at it does (the attempt is in the history); only a commit that
 //! never had a step applied becomes `superseded` (one that had is `partial`); `superseded_by`
 //! is there only for those.
+//!
+//! Two engines keep it, behind one [`Engine`] trait: SQLite in the state directory (the
+//! default, nothing to install: [`sqlite`]) and PostgreSQL (`--store postgres://…`, shared by
+//! daemons on several machines: [`postgresql`]). [`Store`] is the same synchronous interface over
+//! either; what a commit's status becomes is decided once, here ([`transition`]), and each
+//! engine only writes it.
 
-use rusqlite::{Connection, OptionalExtension, params};
+mod postgresql;
+mod sqlite;
+
 use serde::Serialize;
 use serde_json::Value;
 use std::path::Path;
-use std::sync::Mutex;
 
 /// What became of one commit.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -55,7 +62,7 @@ impl CommitStatus {
         }
     }
 
-    fn parse(s: &str) -> Self {
+    pub(crate) fn parse(s: &str) -> Self {
         match s {
             "invalid" => CommitStatus::Invalid,
             "applying" => CommitStatus::Applying,
@@ -130,38 +137,103 @@ pub struct Summary {
     pub last_trigger: Option<String>,
 }
 
+/// The daemon's durable state, in whichever engine keeps it.
 pub struct Store {
-    db: Mutex<Connection>,
+    engine: Box<dyn Engine>,
 }
 
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS configurations (
-    sha        TEXT PRIMARY KEY,
-    status     TEXT NOT NULL,
-    seen_at    INTEGER NOT NULL,
-    applied_at INTEGER,
-    rendered   TEXT,
-    errors     TEXT NOT NULL DEFAULT '[]',
-    outcome    TEXT,
-    plan       TEXT,
-    seq        INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS history (
-    seq           INTEGER PRIMARY KEY,
-    at            INTEGER NOT NULL,
-    sha           TEXT NOT NULL,
-    trigger       TEXT NOT NULL,
-    outcome       TEXT NOT NULL,
-    steps_applied INTEGER NOT NULL DEFAULT 0,
-    steps_total   INTEGER NOT NULL DEFAULT 0,
-    detail        TEXT
-);
-CREATE INDEX IF NOT EXISTS history_sha ON history (sha);
-CREATE TABLE IF NOT EXISTS kv (
-    key   TEXT PRIMARY KEY,
-    value TEXT NOT NULL
-);
-";
+/// What an engine stores and reads. Texts are JSON as written (`rendered`, `errors`,
+/// `outcome`); statuses are [`CommitStatus`]'s names.
+trait Engine: Send + Sync {
+    /// Append one history entry and apply its [`transition`] to the commit, in one transaction.
+    fn record(
+        &self,
+        sha: &str,
+        trigger: &str,
+        outcome: &str,
+        steps: (usize, usize),
+        detail: &Value,
+    ) -> anyhow::Result<()>;
+    /// The commits pending or being applied, but `except`, oldest activity first.
+    fn open_commits(&self, except: &str) -> anyhow::Result<Vec<String>>;
+    fn applied_before(&self, sha: &str) -> anyhow::Result<bool>;
+    fn history(&self, sha: Option<&str>, limit: usize) -> anyhow::Result<Vec<Entry>>;
+    fn set_rendered(&self, sha: &str, rendered: &str) -> anyhow::Result<()>;
+    fn set_errors(&self, sha: &str, errors: &str) -> anyhow::Result<()>;
+    fn set_outcome(&self, sha: &str, outcome: &str) -> anyhow::Result<()>;
+    /// Only the first plan made for a commit is kept.
+    fn set_plan(&self, sha: &str, text: &str) -> anyhow::Result<()>;
+    fn plan(&self, sha: &str) -> anyhow::Result<Option<String>>;
+    /// A commit without its history.
+    fn configuration(&self, sha: &str) -> anyhow::Result<Option<Configuration>>;
+    fn errors(&self, sha: &str) -> anyhow::Result<Option<String>>;
+    fn status(&self, sha: &str) -> anyhow::Result<Option<String>>;
+    fn summaries(&self) -> anyhow::Result<Vec<Summary>>;
+    /// Every commit without its history, newest activity first.
+    fn list(&self) -> anyhow::Result<Vec<Configuration>>;
+    fn get_value(&self, key: &str) -> anyhow::Result<Option<String>>;
+    fn set_value(&self, key: &str, value: &str) -> anyhow::Result<()>;
+}
+
+/// What one history entry does to its commit's record, given the commit's status before it.
+#[derive(Debug, PartialEq)]
+enum Transition {
+    /// `applied`: the commit is applied for good, its errors cleared.
+    Applied,
+    /// An attempt at a commit not applied: its status becomes the outcome, with these errors
+    /// (none: the ones it has).
+    Attempt { errors: Option<String> },
+    /// An attempt stopped before it finished: pending again.
+    Pending,
+    /// A newer commit is applied instead (`superseded`, or `partial` when steps of it were).
+    Superseded { by: Option<String> },
+    /// Nothing changes (a commit once applied stays applied).
+    None,
+}
+
+fn transition(outcome: &str, status: &str, detail: &Value) -> Transition {
+    let applied = status == "applied";
+    match outcome {
+        "applied" => Transition::Applied,
+        // Errors are the attempt's: given with it, or set by `set_errors`.
+        "applying" if !applied => Transition::Attempt { errors: Some("[]".into()) },
+        "failed" | "invalid" | "refused" if !applied => {
+            Transition::Attempt { errors: detail.get("errors").map(|e| e.to_string()) }
+        }
+        "interrupted" | "stopped" if !applied => Transition::Pending,
+        "superseded" if status == "pending" || status == "applying" => {
+            Transition::Superseded { by: detail.get("superseded_by").and_then(Value::as_str).map(str::to_string) }
+        }
+        _ => Transition::None,
+    }
+}
+
+fn json_or_null(text: Option<String>) -> Value {
+    text.and_then(|t| serde_json::from_str(&t).ok()).unwrap_or(Value::Null)
+}
+
+/// A commit's record from its columns (`rendered`, `errors`, `outcome` as JSON texts).
+fn configuration_from(
+    sha: String,
+    status: String,
+    seen_at: i64,
+    applied_at: Option<i64>,
+    [rendered, errors, outcome]: [Option<String>; 3],
+    superseded_by: Option<String>,
+) -> Configuration {
+    let parse = |s: Option<String>| s.and_then(|t| serde_json::from_str::<Value>(&t).ok());
+    Configuration {
+        sha,
+        status: CommitStatus::parse(&status),
+        seen_at,
+        applied_at,
+        rendered: parse(rendered),
+        errors: parse(errors).and_then(|v| v.as_array().cloned()).unwrap_or_default(),
+        outcome: parse(outcome),
+        superseded_by,
+        history: Vec::new(),
+    }
+}
 
 /// Unix seconds as RFC 3339 in UTC (`2026-12-05T13:30:00Z`), as the rest of the ecosystem
 /// writes times.
@@ -188,19 +260,25 @@ pub fn now() -> i64 {
 }
 
 impl Store {
+    /// The SQLite database in the state directory `dir`.
     pub fn open(dir: &Path) -> anyhow::Result<Self> {
-        crate::state::create_dir(dir)?;
-        // WAL with synchronous=NORMAL: a committed write survives a crash of the process.
-        let db = crate::state::open_db(
-            &dir.join("capstan.db"),
-            "the daemon's history",
-            &format!("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; {SCHEMA}"),
-            "the daemon then starts with no history: it applies the branch's newest commit again, as on a first start",
-        )?;
-        // Databases from before these columns get them (an error here means it is there).
-        let _ = db.execute_batch("ALTER TABLE configurations ADD COLUMN plan TEXT");
-        let _ = db.execute_batch("ALTER TABLE configurations ADD COLUMN superseded_by TEXT");
-        Ok(Store { db: Mutex::new(db) })
+        Ok(Store { engine: Box::new(sqlite::Sqlite::open(dir)?) })
+    }
+
+    /// The store `--store` names: none (or `sqlite`) is the SQLite database in the state
+    /// directory `dir`; a `postgres://` or `postgresql://` URL is that PostgreSQL database,
+    /// migrated to this capstan's schema first.
+    pub fn open_at(store: Option<&str>, dir: &Path) -> anyhow::Result<Self> {
+        match store.map(str::trim).filter(|s| !s.is_empty()) {
+            None | Some("sqlite") => Self::open(dir),
+            Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+                Ok(Store { engine: Box::new(postgresql::Postgres::open(url)?) })
+            }
+            Some(other) => anyhow::bail!(
+                "--store takes a postgres:// URL, or sqlite for the database in the state directory; got {:?}",
+                crate::redact::url(other)
+            ),
+        }
     }
 
     /// Append to the history, and derive the commit's status from it (see the module docs).
@@ -213,67 +291,7 @@ impl Store {
         steps: (usize, usize),
         detail: &Value,
     ) -> anyhow::Result<()> {
-        let mut db = self.db.lock().unwrap();
-        let tx = db.transaction()?;
-        // One sequence for commits and entries: the configurations list newest activity first.
-        let seq: i64 = tx.query_row(
-            "SELECT MAX(COALESCE((SELECT MAX(seq) FROM configurations), 0), COALESCE((SELECT MAX(seq) FROM history), 0)) + 1",
-            [],
-            |r| r.get(0),
-        )?;
-        let detail_text = (!detail.is_null()).then(|| detail.to_string());
-        tx.execute(
-            "INSERT INTO history (seq, at, sha, trigger, outcome, steps_applied, steps_total, detail) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-            params![seq, now(), sha, trigger, outcome, steps.0 as i64, steps.1 as i64, detail_text],
-        )?;
-        // A commit moves up the list by what happens to it, not by being superseded (that is
-        // the newer commit's doing).
-        tx.execute(
-            "INSERT INTO configurations (sha, status, seen_at, seq) VALUES (?1, 'pending', ?2, ?3)
-             ON CONFLICT(sha) DO UPDATE SET seq = CASE WHEN ?4 THEN seq ELSE excluded.seq END",
-            params![sha, now(), seq, outcome == "superseded"],
-        )?;
-        let status: String =
-            tx.query_row("SELECT status FROM configurations WHERE sha = ?1", params![sha], |r| r.get(0))?;
-        let applied = status == "applied";
-        let errors = detail.get("errors").map(|e| e.to_string());
-        match outcome {
-            "applied" => {
-                tx.execute(
-                    "UPDATE configurations SET status = 'applied', applied_at = ?2, superseded_by = NULL, errors = '[]' WHERE sha = ?1",
-                    params![sha, now()],
-                )?;
-            }
-            "applying" | "failed" | "invalid" | "refused" if !applied => {
-                // Errors are the attempt's: given with it, or set by `set_errors`.
-                let errors = if outcome == "applying" { Some("[]".to_string()) } else { errors };
-                tx.execute(
-                    "UPDATE configurations SET status = ?2, errors = COALESCE(?3, errors), superseded_by = NULL WHERE sha = ?1",
-                    params![sha, outcome, errors],
-                )?;
-            }
-            "interrupted" | "stopped" if !applied => {
-                tx.execute("UPDATE configurations SET status = 'pending' WHERE sha = ?1", params![sha])?;
-            }
-            "superseded" if status == "pending" || status == "applying" => {
-                let touched: i64 = tx.query_row(
-                    "SELECT COALESCE(MAX(steps_applied), 0) FROM history WHERE sha = ?1",
-                    params![sha],
-                    |r| r.get(0),
-                )?;
-                tx.execute(
-                    "UPDATE configurations SET status = ?2, superseded_by = ?3 WHERE sha = ?1",
-                    params![
-                        sha,
-                        if touched > 0 { "partial" } else { "superseded" },
-                        detail.get("superseded_by").and_then(Value::as_str)
-                    ],
-                )?;
-            }
-            _ => {}
-        }
-        tx.commit()?;
-        Ok(())
+        self.engine.record(sha, trigger, outcome, steps, detail)
     }
 
     /// Record a commit as seen (keeping what is already known about it).
@@ -295,14 +313,7 @@ impl Store {
 
     /// Every commit pending or being applied but `except` is superseded by `by`.
     pub fn supersede_pending(&self, except: &str, by: &str) -> anyhow::Result<()> {
-        let open: Vec<String> = {
-            let db = self.db.lock().unwrap();
-            let mut stmt = db.prepare(
-                "SELECT sha FROM configurations WHERE sha != ?1 AND status IN ('pending', 'applying') ORDER BY seq",
-            )?;
-            stmt.query_map(params![except], |r| r.get(0))?.collect::<Result<_, _>>()?
-        };
-        for sha in open {
+        for sha in self.engine.open_commits(except)? {
             self.supersede(&sha, by)?;
         }
         Ok(())
@@ -315,93 +326,38 @@ impl Store {
 
     /// Whether this daemon has ever applied `sha` completely.
     pub fn applied_before(&self, sha: &str) -> anyhow::Result<bool> {
-        let db = self.db.lock().unwrap();
-        let n: i64 = db.query_row(
-            "SELECT (SELECT COUNT(*) FROM history WHERE sha = ?1 AND outcome = 'applied') + (SELECT COUNT(*) FROM configurations WHERE sha = ?1 AND status = 'applied')",
-            params![sha],
-            |r| r.get(0),
-        )?;
-        Ok(n > 0)
+        self.engine.applied_before(sha)
     }
 
     /// The history, newest first: of one commit, or of all; at most `limit` entries.
     pub fn history(&self, sha: Option<&str>, limit: usize) -> anyhow::Result<Vec<Entry>> {
-        let db = self.db.lock().unwrap();
-        let mut stmt = db.prepare(
-            "SELECT seq, at, sha, trigger, outcome, steps_applied, steps_total, detail FROM history
-             WHERE ?1 IS NULL OR sha = ?1 ORDER BY seq DESC LIMIT ?2",
-        )?;
-        let rows = stmt.query_map(params![sha, limit as i64], |r| {
-            Ok(Entry {
-                seq: r.get(0)?,
-                at: r.get(1)?,
-                sha: r.get(2)?,
-                trigger: r.get(3)?,
-                outcome: r.get(4)?,
-                steps_applied: r.get::<_, i64>(5)? as usize,
-                steps_total: r.get::<_, i64>(6)? as usize,
-                detail: r
-                    .get::<_, Option<String>>(7)?
-                    .and_then(|t| serde_json::from_str(&t).ok())
-                    .unwrap_or(Value::Null),
-            })
-        })?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        self.engine.history(sha, limit)
     }
 
     pub fn set_rendered(&self, sha: &str, rendered: &Value) -> anyhow::Result<()> {
-        self.db
-            .lock()
-            .unwrap()
-            .execute("UPDATE configurations SET rendered = ?2 WHERE sha = ?1", params![sha, rendered.to_string()])?;
-        Ok(())
+        self.engine.set_rendered(sha, &rendered.to_string())
     }
 
     pub fn set_errors(&self, sha: &str, errors: &[Value]) -> anyhow::Result<()> {
-        let text = serde_json::to_string(errors)?;
-        self.db.lock().unwrap().execute("UPDATE configurations SET errors = ?2 WHERE sha = ?1", params![sha, text])?;
-        Ok(())
+        self.engine.set_errors(sha, &serde_json::to_string(errors)?)
     }
 
     pub fn set_outcome(&self, sha: &str, outcome: &Value) -> anyhow::Result<()> {
-        self.db
-            .lock()
-            .unwrap()
-            .execute("UPDATE configurations SET outcome = ?2 WHERE sha = ?1", params![sha, outcome.to_string()])?;
-        Ok(())
+        self.engine.set_outcome(sha, &outcome.to_string())
     }
 
     /// The plan made for a commit, exactly as `capstan plan --output json` prints it (the
     /// first one, made against the live state the commit found).
     pub fn set_plan(&self, sha: &str, text: &str) -> anyhow::Result<()> {
-        self.db
-            .lock()
-            .unwrap()
-            .execute("UPDATE configurations SET plan = ?2 WHERE sha = ?1 AND plan IS NULL", params![sha, text])?;
-        Ok(())
+        self.engine.set_plan(sha, text)
     }
 
     pub fn plan(&self, sha: &str) -> anyhow::Result<Option<String>> {
-        let db = self.db.lock().unwrap();
-        Ok(db
-            .query_row("SELECT plan FROM configurations WHERE sha = ?1", params![sha], |r| {
-                r.get::<_, Option<String>>(0)
-            })
-            .optional()?
-            .flatten())
+        self.engine.plan(sha)
     }
 
     pub fn get(&self, sha: &str) -> anyhow::Result<Option<Configuration>> {
-        let found = {
-            let db = self.db.lock().unwrap();
-            db.query_row(
-                "SELECT sha, status, seen_at, applied_at, rendered, errors, outcome, superseded_by FROM configurations WHERE sha = ?1",
-                params![sha],
-                row,
-            )
-            .optional()?
-        };
-        let Some(mut c) = found else { return Ok(None) };
+        let Some(mut c) = self.engine.configuration(sha)? else { return Ok(None) };
         c.history = self.history(Some(sha), 1000)?;
         c.history.reverse();
         Ok(Some(c))
@@ -409,80 +365,33 @@ impl Store {
 
     /// The errors that made a commit invalid, refused or failed, without its other records.
     pub fn errors(&self, sha: &str) -> anyhow::Result<Vec<Value>> {
-        let db = self.db.lock().unwrap();
-        let text: Option<String> =
-            db.query_row("SELECT errors FROM configurations WHERE sha = ?1", params![sha], |r| r.get(0)).optional()?;
+        let text = self.engine.errors(sha)?;
         Ok(text.and_then(|t| serde_json::from_str(&t).ok()).unwrap_or_default())
     }
 
     /// What became of a commit, without reading its records.
     pub fn status(&self, sha: &str) -> anyhow::Result<Option<CommitStatus>> {
-        let db = self.db.lock().unwrap();
-        let status: Option<String> =
-            db.query_row("SELECT status FROM configurations WHERE sha = ?1", params![sha], |r| r.get(0)).optional()?;
-        Ok(status.map(|s| CommitStatus::parse(&s)))
+        Ok(self.engine.status(sha)?.map(|s| CommitStatus::parse(&s)))
     }
 
     /// Every commit seen, newest first, without the large fields (a daemon holding thousands
     /// of resources stores megabytes per commit).
     pub fn summaries(&self) -> anyhow::Result<Vec<Summary>> {
-        let db = self.db.lock().unwrap();
-        let mut stmt = db.prepare(
-            "SELECT c.sha, c.status, c.seen_at, c.applied_at, c.superseded_by, h.outcome, h.trigger FROM configurations c
-             LEFT JOIN history h ON h.seq = (SELECT MAX(seq) FROM history WHERE sha = c.sha AND outcome != 'seen')
-             ORDER BY c.seq DESC",
-        )?;
-        let rows = stmt.query_map([], |r| {
-            Ok(Summary {
-                sha: r.get(0)?,
-                status: CommitStatus::parse(&r.get::<_, String>(1)?),
-                seen_at: r.get(2)?,
-                applied_at: r.get(3)?,
-                superseded_by: r.get(4)?,
-                last_outcome: r.get(5)?,
-                last_trigger: r.get(6)?,
-            })
-        })?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        self.engine.summaries()
     }
 
     /// Every commit seen, newest first.
     pub fn list(&self) -> anyhow::Result<Vec<Configuration>> {
-        let db = self.db.lock().unwrap();
-        let mut stmt = db.prepare(
-            "SELECT sha, status, seen_at, applied_at, rendered, errors, outcome, superseded_by FROM configurations ORDER BY seq DESC",
-        )?;
-        let rows = stmt.query_map([], row)?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        self.engine.list()
     }
 
     pub fn get_value(&self, key: &str) -> anyhow::Result<Option<String>> {
-        let db = self.db.lock().unwrap();
-        db.query_row("SELECT value FROM kv WHERE key = ?1", params![key], |r| r.get(0)).optional().map_err(Into::into)
+        self.engine.get_value(key)
     }
 
     pub fn set_value(&self, key: &str, value: &str) -> anyhow::Result<()> {
-        self.db.lock().unwrap().execute(
-            "INSERT INTO kv (key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-            params![key, value],
-        )?;
-        Ok(())
+        self.engine.set_value(key, value)
     }
-}
-
-fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Configuration> {
-    let parse = |s: Option<String>| s.and_then(|t| serde_json::from_str::<Value>(&t).ok());
-    Ok(Configuration {
-        sha: r.get(0)?,
-        status: CommitStatus::parse(&r.get::<_, String>(1)?),
-        seen_at: r.get(2)?,
-        applied_at: r.get(3)?,
-        rendered: parse(r.get(4)?),
-        errors: parse(r.get(5)?).and_then(|v| v.as_array().cloned()).unwrap_or_default(),
-        outcome: parse(r.get(6)?),
-        superseded_by: r.get(7)?,
-        history: Vec::new(),
-    })
 }
 
 #[cfg(test)]
@@ -536,5 +445,35 @@ mod tests {
         assert_eq!(get("pending").status, CommitStatus::Superseded);
         assert_eq!(get("unseen").status, CommitStatus::Superseded);
         assert_eq!(get("unseen").superseded_by.as_deref(), Some("newest"));
+    }
+
+    #[test]
+    fn a_commit_once_applied_stays_applied_whatever_a_later_attempt_does() {
+        let none = Value::Null;
+        for outcome in ["applying", "failed", "invalid", "refused", "interrupted", "stopped", "superseded"] {
+            assert_eq!(transition(outcome, "applied", &none), Transition::None, "{outcome}");
+        }
+        assert_eq!(transition("applied", "failed", &none), Transition::Applied);
+        let errors = serde_json::json!({ "errors": [{"message": "x"}] });
+        assert_eq!(
+            transition("failed", "applying", &errors),
+            Transition::Attempt { errors: Some(r#"[{"message":"x"}]"#.into()) }
+        );
+        assert_eq!(transition("applying", "failed", &none), Transition::Attempt { errors: Some("[]".into()) });
+        assert_eq!(transition("interrupted", "applying", &none), Transition::Pending);
+        let by = serde_json::json!({ "superseded_by": "b" });
+        assert_eq!(transition("superseded", "pending", &by), Transition::Superseded { by: Some("b".into()) });
+        assert_eq!(transition("superseded", "failed", &by), Transition::None, "only open commits are superseded");
+        assert_eq!(transition("drift_found", "pending", &none), Transition::None);
+    }
+
+    #[test]
+    fn a_store_of_an_unknown_engine_is_refused_without_its_password() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = Store::open_at(Some("mysql://me:hunter2secret@db/x"), dir.path()).err().unwrap().to_string();
+        assert!(e.contains("--store") && e.contains("mysql://db/x"), "{e}");
+        assert!(!e.contains("hunter2secret"), "{e}");
+        assert!(Store::open_at(Some("sqlite"), dir.path()).is_ok());
+        assert!(Store::open_at(None, dir.path()).is_ok());
     }
 }

@@ -29,6 +29,7 @@ pub(super) async fn daemon(args: DaemonArgs) -> anyhow::Result<u8> {
         target: args.target,
         listen: args.listen,
         state_dir: args.state_dir,
+        store: args.store,
         interval: args.interval,
         resync: args.resync,
         self_heal: args.self_heal,

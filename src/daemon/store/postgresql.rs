@@ -1,0 +1,451 @@
+//! The shared engine: the history and keyed values in a PostgreSQL database
+//! (`--store postgres://user:password@host:port/database`), which daemons on other machines can
+//! read and, later, share.
+//!
+//! **Why a thread of its own.** The store's interface is synchronous and is called from the
+//! daemon's async tasks. The blocking `postgres::Client` runs its own small runtime and panics
+//! when called on a thread of another; `block_in_place` would avoid that but panics on a
+//! current-thread runtime and ties the store to tokio. So one dedicated thread owns the
+//! connection, and each call sends it a job over a channel and waits for the answer: the caller
+//! blocks as it does on SQLite's mutex, calls are serialized as they are there, and the thread
+//! ends when the store is dropped.
+//!
+//! **A lost connection** is made again before the next job (a few attempts, bounded backoff). A
+//! job that failed because the connection was lost is run once more on the new one: every job
+//! is idempotent — a history entry carries an id, and an entry whose transaction did commit
+//! before the answer was lost is not written twice. Any other failure is the caller's error:
+//! history is never dropped silently.
+//!
+//! **Migrations** run on open, in one transaction under an advisory lock (daemons starting
+//! together migrate once): `capstan_schema` lists the versions applied. A store whose version
+//! is newer than this binary knows is refused, never written.
+//!
+//! The connection is plain TCP (`sslmode=require` is refused by the client): TLS with rustls
+//! is not wired in yet. The URL's password is never shown: every message names the store by
+//! [`crate::redact::url`].
+
+use super::{CommitStatus, Configuration, Engine, Entry, Summary, Transition, now, transition};
+use postgres::{Client, NoTls};
+use serde_json::Value;
+use std::sync::mpsc;
+use std::time::Duration;
+
+/// One step of the schema each, in order: version N is `MIGRATIONS[N - 1]`. Never edit a
+/// released one; add the next.
+const MIGRATIONS: &[&str] = &["
+CREATE SEQUENCE capstan_seq;
+CREATE TABLE configurations (
+    sha           TEXT PRIMARY KEY,
+    status        TEXT NOT NULL,
+    seen_at       BIGINT NOT NULL,
+    applied_at    BIGINT,
+    rendered      TEXT,
+    errors        TEXT NOT NULL DEFAULT '[]',
+    outcome       TEXT,
+    plan          TEXT,
+    superseded_by TEXT,
+    seq           BIGINT NOT NULL
+);
+CREATE TABLE history (
+    seq           BIGINT PRIMARY KEY,
+    op            TEXT NOT NULL UNIQUE,
+    at            BIGINT NOT NULL,
+    sha           TEXT NOT NULL,
+    trigger       TEXT NOT NULL,
+    outcome       TEXT NOT NULL,
+    steps_applied BIGINT NOT NULL DEFAULT 0,
+    steps_total   BIGINT NOT NULL DEFAULT 0,
+    detail        TEXT
+);
+CREATE INDEX history_sha ON history (sha);
+CREATE TABLE kv (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+"];
+
+/// The schema version this binary writes.
+pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+/// The migrations to run on a store at version `current`; an error when it is newer than this
+/// binary knows (a newer capstan wrote it: this one could misread it or undo what it relies on).
+fn migrations_from(current: i64, shown: &str) -> anyhow::Result<&'static [&'static str]> {
+    match usize::try_from(current) {
+        Ok(n) if n <= MIGRATIONS.len() => Ok(&MIGRATIONS[n..]),
+        _ => anyhow::bail!(
+            "the store {shown} has schema version {current}, newer than this capstan knows ({SCHEMA_VERSION}): \
+             a newer capstan wrote it; run that version (or a newer one) against it"
+        ),
+    }
+}
+
+/// An advisory lock's key ("capstan" in ASCII): daemons starting together migrate one by one.
+const MIGRATION_LOCK: i64 = 0x63_6170_7374_616e;
+
+fn migrate(client: &mut Client, shown: &str) -> anyhow::Result<()> {
+    let mut tx = client.transaction()?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])?;
+    tx.batch_execute(
+        "CREATE TABLE IF NOT EXISTS capstan_schema (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)",
+    )?;
+    let current: i64 = tx.query_one("SELECT COALESCE(MAX(version), 0) FROM capstan_schema", &[])?.get(0);
+    for (i, sql) in migrations_from(current, shown)?.iter().enumerate() {
+        let version = current + 1 + i as i64;
+        tx.batch_execute(sql)
+            .map_err(|e| anyhow::Error::new(e).context(format!("migrating {shown} to version {version}")))?;
+        tx.execute("INSERT INTO capstan_schema (version, applied_at) VALUES ($1, $2)", &[&version, &now()])?;
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+type Job = Box<dyn FnOnce(&mut Connection) + Send>;
+
+/// The connection, owned by the store's thread.
+struct Connection {
+    config: postgres::Config,
+    client: Option<Client>,
+    shown: String,
+}
+
+impl Connection {
+    /// The open connection, made again when it was lost.
+    fn client(&mut self) -> anyhow::Result<&mut Client> {
+        if self.client.as_ref().is_none_or(Client::is_closed) {
+            self.client = None;
+            let mut last = None;
+            for attempt in 0..5u32 {
+                if attempt > 0 {
+                    std::thread::sleep(Duration::from_millis(100 << attempt));
+                }
+                match self.config.connect(NoTls) {
+                    Ok(c) => {
+                        self.client = Some(c);
+                        break;
+                    }
+                    Err(e) => last = Some(e),
+                }
+            }
+            if let Some(e) = last.filter(|_| self.client.is_none()) {
+                return Err(anyhow::Error::new(e).context(format!("cannot connect to the store {}", self.shown)));
+            }
+        }
+        Ok(self.client.as_mut().expect("connected"))
+    }
+
+    /// `job` on the connection; once more on a new connection when the connection was lost
+    /// under it (jobs are idempotent).
+    fn run<R>(&mut self, job: &mut dyn FnMut(&mut Client) -> Result<R, postgres::Error>) -> anyhow::Result<R> {
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let client = self.client()?;
+            match job(client) {
+                Ok(r) => return Ok(r),
+                Err(e) if client.is_closed() && attempts < 2 => {
+                    tracing::warn!(store = %self.shown, error = %e, "the connection to the store was lost; connecting again");
+                }
+                Err(e) => return Err(anyhow::Error::new(e).context(format!("the store {}", self.shown))),
+            }
+        }
+    }
+}
+
+pub struct Postgres {
+    jobs: mpsc::Sender<Job>,
+    shown: String,
+}
+
+impl Postgres {
+    /// Connects, migrates, and starts the thread that owns the connection.
+    pub fn open(url: &str) -> anyhow::Result<Self> {
+        let shown = crate::redact::url(url);
+        // The parser's messages name options, never their values; the URL is shown redacted.
+        let mut config: postgres::Config = url.parse().map_err(|e: postgres::Error| {
+            anyhow::Error::new(e).context(format!("--store {shown} is not a PostgreSQL URL"))
+        })?;
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(Duration::from_secs(10));
+        }
+        let mut conn = Connection { config, client: None, shown: shown.clone() };
+        let (jobs, inbox) = mpsc::channel::<Job>();
+        std::thread::Builder::new().name("capstan-store".into()).spawn(move || {
+            for job in inbox {
+                job(&mut conn);
+            }
+        })?;
+        // Connecting and migrating run on the store's thread too: the client may not be made
+        // on a runtime's thread.
+        let (tx, rx) = mpsc::sync_channel(1);
+        let migrating = shown.clone();
+        jobs.send(Box::new(move |conn: &mut Connection| {
+            let _ = tx.send(conn.client().and_then(|c| migrate(c, &migrating)));
+        }))
+        .map_err(|_| anyhow::anyhow!("the store {shown}'s connection thread has stopped"))?;
+        rx.recv().map_err(|_| anyhow::anyhow!("the store {shown}'s connection thread has stopped"))??;
+        tracing::info!(store = %shown, version = SCHEMA_VERSION, "the history is kept in PostgreSQL");
+        Ok(Postgres { jobs, shown })
+    }
+
+    /// Runs `job` on the store's thread and waits for its answer.
+    fn call<R: Send + 'static>(
+        &self,
+        mut job: impl FnMut(&mut Client) -> Result<R, postgres::Error> + Send + 'static,
+    ) -> anyhow::Result<R> {
+        let (tx, rx) = mpsc::sync_channel(1);
+        let sent = self.jobs.send(Box::new(move |conn: &mut Connection| {
+            let _ = tx.send(conn.run(&mut job));
+        }));
+        if sent.is_err() {
+            anyhow::bail!("the store {}'s connection thread has stopped", self.shown);
+        }
+        rx.recv().map_err(|_| anyhow::anyhow!("the store {}'s connection thread has stopped", self.shown))?
+    }
+}
+
+fn configuration(r: &postgres::Row) -> Configuration {
+    super::configuration_from(r.get(0), r.get(1), r.get(2), r.get(3), [r.get(4), r.get(5), r.get(6)], r.get(7))
+}
+
+impl Engine for Postgres {
+    fn record(
+        &self,
+        sha: &str,
+        trigger: &str,
+        outcome: &str,
+        steps: (usize, usize),
+        detail: &Value,
+    ) -> anyhow::Result<()> {
+        let (sha, trigger, outcome, detail) =
+            (sha.to_string(), trigger.to_string(), outcome.to_string(), detail.clone());
+        // The entry's id: a second attempt after a lost answer finds it written.
+        let op = uuid::Uuid::new_v4().to_string();
+        let steps = (steps.0 as i64, steps.1 as i64);
+        self.call(move |c| {
+            let mut tx = c.transaction()?;
+            if tx.query_opt("SELECT 1 FROM history WHERE op = $1", &[&op])?.is_some() {
+                return tx.commit();
+            }
+            // One sequence for commits and entries: the configurations list newest activity first.
+            let seq: i64 = tx.query_one("SELECT nextval('capstan_seq')", &[])?.get(0);
+            let detail_text = (!detail.is_null()).then(|| detail.to_string());
+            tx.execute(
+                "INSERT INTO history (seq, op, at, sha, trigger, outcome, steps_applied, steps_total, detail) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                &[&seq, &op, &now(), &sha, &trigger, &outcome, &steps.0, &steps.1, &detail_text],
+            )?;
+            // A commit moves up the list by what happens to it, not by being superseded.
+            tx.execute(
+                "INSERT INTO configurations (sha, status, seen_at, seq) VALUES ($1, 'pending', $2, $3)
+                 ON CONFLICT (sha) DO UPDATE SET seq = CASE WHEN $4 THEN configurations.seq ELSE excluded.seq END",
+                &[&sha, &now(), &seq, &(outcome == "superseded")],
+            )?;
+            let status: String =
+                tx.query_one("SELECT status FROM configurations WHERE sha = $1 FOR UPDATE", &[&sha])?.get(0);
+            match transition(&outcome, &status, &detail) {
+                Transition::Applied => {
+                    tx.execute(
+                        "UPDATE configurations SET status = 'applied', applied_at = $2, superseded_by = NULL, errors = '[]' WHERE sha = $1",
+                        &[&sha, &now()],
+                    )?;
+                }
+                Transition::Attempt { errors } => {
+                    tx.execute(
+                        "UPDATE configurations SET status = $2, errors = COALESCE($3, errors), superseded_by = NULL WHERE sha = $1",
+                        &[&sha, &outcome, &errors],
+                    )?;
+                }
+                Transition::Pending => {
+                    tx.execute("UPDATE configurations SET status = 'pending' WHERE sha = $1", &[&sha])?;
+                }
+                Transition::Superseded { by } => {
+                    let touched: i64 = tx
+                        .query_one("SELECT COALESCE(MAX(steps_applied), 0) FROM history WHERE sha = $1", &[&sha])?
+                        .get(0);
+                    let status = if touched > 0 { "partial" } else { "superseded" };
+                    tx.execute(
+                        "UPDATE configurations SET status = $2, superseded_by = $3 WHERE sha = $1",
+                        &[&sha, &status, &by],
+                    )?;
+                }
+                Transition::None => {}
+            }
+            tx.commit()
+        })
+    }
+
+    fn open_commits(&self, except: &str) -> anyhow::Result<Vec<String>> {
+        let except = except.to_string();
+        self.call(move |c| {
+            let rows = c.query(
+                "SELECT sha FROM configurations WHERE sha != $1 AND status IN ('pending', 'applying') ORDER BY seq",
+                &[&except],
+            )?;
+            Ok(rows.iter().map(|r| r.get(0)).collect())
+        })
+    }
+
+    fn applied_before(&self, sha: &str) -> anyhow::Result<bool> {
+        let sha = sha.to_string();
+        self.call(move |c| {
+            let n: i64 = c
+                .query_one(
+                    "SELECT (SELECT COUNT(*) FROM history WHERE sha = $1 AND outcome = 'applied') + (SELECT COUNT(*) FROM configurations WHERE sha = $1 AND status = 'applied')",
+                    &[&sha],
+                )?
+                .get(0);
+            Ok(n > 0)
+        })
+    }
+
+    fn history(&self, sha: Option<&str>, limit: usize) -> anyhow::Result<Vec<Entry>> {
+        let sha = sha.map(str::to_string);
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.call(move |c| {
+            let rows = c.query(
+                "SELECT seq, at, sha, trigger, outcome, steps_applied, steps_total, detail FROM history
+                 WHERE $1::TEXT IS NULL OR sha = $1 ORDER BY seq DESC LIMIT $2",
+                &[&sha, &limit],
+            )?;
+            Ok(rows
+                .iter()
+                .map(|r| Entry {
+                    seq: r.get(0),
+                    at: r.get(1),
+                    sha: r.get(2),
+                    trigger: r.get(3),
+                    outcome: r.get(4),
+                    steps_applied: r.get::<_, i64>(5) as usize,
+                    steps_total: r.get::<_, i64>(6) as usize,
+                    detail: super::json_or_null(r.get(7)),
+                })
+                .collect())
+        })
+    }
+
+    fn set_rendered(&self, sha: &str, rendered: &str) -> anyhow::Result<()> {
+        self.update("UPDATE configurations SET rendered = $2 WHERE sha = $1", sha, rendered)
+    }
+
+    fn set_errors(&self, sha: &str, errors: &str) -> anyhow::Result<()> {
+        self.update("UPDATE configurations SET errors = $2 WHERE sha = $1", sha, errors)
+    }
+
+    fn set_outcome(&self, sha: &str, outcome: &str) -> anyhow::Result<()> {
+        self.update("UPDATE configurations SET outcome = $2 WHERE sha = $1", sha, outcome)
+    }
+
+    fn set_plan(&self, sha: &str, text: &str) -> anyhow::Result<()> {
+        self.update("UPDATE configurations SET plan = $2 WHERE sha = $1 AND plan IS NULL", sha, text)
+    }
+
+    fn plan(&self, sha: &str) -> anyhow::Result<Option<String>> {
+        self.text("SELECT plan FROM configurations WHERE sha = $1", sha)
+    }
+
+    fn configuration(&self, sha: &str) -> anyhow::Result<Option<Configuration>> {
+        let sha = sha.to_string();
+        self.call(move |c| {
+            let row = c.query_opt(
+                "SELECT sha, status, seen_at, applied_at, rendered, errors, outcome, superseded_by FROM configurations WHERE sha = $1",
+                &[&sha],
+            )?;
+            Ok(row.as_ref().map(configuration))
+        })
+    }
+
+    fn errors(&self, sha: &str) -> anyhow::Result<Option<String>> {
+        self.text("SELECT errors FROM configurations WHERE sha = $1", sha)
+    }
+
+    fn status(&self, sha: &str) -> anyhow::Result<Option<String>> {
+        self.text("SELECT status FROM configurations WHERE sha = $1", sha)
+    }
+
+    fn summaries(&self) -> anyhow::Result<Vec<Summary>> {
+        self.call(|c| {
+            let rows = c.query(
+                "SELECT c.sha, c.status, c.seen_at, c.applied_at, c.superseded_by, h.outcome, h.trigger FROM configurations c
+                 LEFT JOIN history h ON h.seq = (SELECT MAX(seq) FROM history WHERE sha = c.sha AND outcome != 'seen')
+                 ORDER BY c.seq DESC",
+                &[],
+            )?;
+            Ok(rows
+                .iter()
+                .map(|r| Summary {
+                    sha: r.get(0),
+                    status: CommitStatus::parse(r.get(1)),
+                    seen_at: r.get(2),
+                    applied_at: r.get(3),
+                    superseded_by: r.get(4),
+                    last_outcome: r.get(5),
+                    last_trigger: r.get(6),
+                })
+                .collect())
+        })
+    }
+
+    fn list(&self) -> anyhow::Result<Vec<Configuration>> {
+        self.call(|c| {
+            let rows = c.query(
+                "SELECT sha, status, seen_at, applied_at, rendered, errors, outcome, superseded_by FROM configurations ORDER BY seq DESC",
+                &[],
+            )?;
+            Ok(rows.iter().map(configuration).collect())
+        })
+    }
+
+    fn get_value(&self, key: &str) -> anyhow::Result<Option<String>> {
+        self.text("SELECT value FROM kv WHERE key = $1", key)
+    }
+
+    fn set_value(&self, key: &str, value: &str) -> anyhow::Result<()> {
+        self.update(
+            "INSERT INTO kv (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            key,
+            value,
+        )
+    }
+}
+
+impl Postgres {
+    /// A statement of two text parameters (each such write is idempotent).
+    fn update(&self, sql: &'static str, a: &str, b: &str) -> anyhow::Result<()> {
+        let (a, b) = (a.to_string(), b.to_string());
+        self.call(move |c| c.execute(sql, &[&a, &b]).map(drop))
+    }
+
+    /// The one nullable text a query of one text parameter reads, if it found a row.
+    fn text(&self, sql: &'static str, a: &str) -> anyhow::Result<Option<String>> {
+        let a = a.to_string();
+        self.call(move |c| Ok(c.query_opt(sql, &[&a])?.and_then(|r| r.get::<_, Option<String>>(0))))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_store_is_migrated_from_its_version_to_the_newest() {
+        assert_eq!(migrations_from(0, "s").unwrap().len(), MIGRATIONS.len());
+        assert!(migrations_from(SCHEMA_VERSION, "s").unwrap().is_empty());
+        assert_eq!(SCHEMA_VERSION, MIGRATIONS.len() as i64);
+    }
+
+    #[test]
+    fn a_store_newer_than_the_binary_is_refused_with_both_versions() {
+        let e = migrations_from(SCHEMA_VERSION + 1, "postgres://127.0.0.1/x").unwrap_err().to_string();
+        assert!(e.contains(&format!("schema version {}", SCHEMA_VERSION + 1)), "{e}");
+        assert!(e.contains(&format!("({SCHEMA_VERSION})")), "{e}");
+        assert!(e.contains("postgres://127.0.0.1/x"), "{e}");
+        assert!(migrations_from(-1, "s").is_err(), "a negative version is not one this binary wrote");
+    }
+
+    #[test]
+    fn every_migration_creates_and_never_drops() {
+        // Migrations add; a DROP in one would lose history a daemon wrote.
+        for sql in MIGRATIONS {
+            assert!(!sql.to_uppercase().contains("DROP "), "{sql}");
+        }
+    }
+}
