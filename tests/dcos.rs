@@ -457,10 +457,12 @@ fn a_failing_plan_step_makes_the_daemons_commit_failed_with_the_services_message
     // The daemon's plan shows the failing sub-step with the service's message. A failed apply
     // is planned once more (from what is live), so the plan read may be that retry's, still
     // pending: wait for its end, which the same failing step makes ERROR again.
-    let failed =
-        |d: &common::git::DaemonProc| d.get("/v1/plans/deploy").1["phases"][0]["steps"][0]["status"] == "ERROR";
-    d.wait_for("the daemon's plan to show the failed step", Duration::from_secs(60), failed);
-    let plan = d.get("/v1/plans/deploy").1;
+    // (The plan that shows it is kept: the retry may replace it again right after.)
+    let mut plan = Value::Null;
+    d.wait_for("the daemon's plan to show the failed step", Duration::from_secs(60), |d| {
+        plan = d.get("/v1/plans/deploy").1;
+        plan["phases"][0]["steps"][0]["status"] == "ERROR"
+    });
     let step = &plan["phases"][0]["steps"][0];
     assert_eq!(step["status"], "ERROR", "{plan}");
     let message = step["message"].as_str().unwrap();
