@@ -593,3 +593,26 @@ fn after_a_kill_mid_plan_a_legacy_cassandras_plan_is_followed_without_deploying_
     assert_eq!((code, plan["status"].as_str()), (200, Some("COMPLETE")), "{plan}");
     w.capstan(&["plan", ".", "--detailed-exitcode"]).code(0);
 }
+
+#[test]
+fn terminal_controls_in_a_services_messages_never_reach_the_terminal() {
+    // A step's message that would erase the line and write COMPLETE over the ERROR.
+    let (sb, w) = example(&["--step-ms", "20"]);
+    let message = "\u{1b}[2K\r\u{1b}[32mCOMPLETE\u{1b}[0m disk full\u{7}\u{9b}31m";
+    let faults = json!({"fail_step": {"service": "cassandra", "step": "node-1:[server]", "message": message}});
+    assert_eq!(sb.send("PUT", "/_sandbox/faults", Some(&faults)).0, 200);
+    let out = w.capstan(&["apply", ".", "--yes"]);
+    out.code(1);
+    // And a pod's recovery that fails with it, on a service deployed first.
+    let (sb2, w2) = example(&["--step-ms", "20"]);
+    w2.capstan(&["apply", ".", "--yes"]).ok();
+    assert_eq!(sb2.send("PUT", "/_sandbox/faults", Some(&faults)).0, 200);
+    let restart = w2.capstan(&["service", "pod", "restart", "cassandra", "node-1"]);
+    restart.code(1);
+    for run in [&out, &restart] {
+        let all = format!("{}{}", run.stdout, run.stderr);
+        assert!(all.contains("disk full"), "the service's message is still shown\n{all}");
+        let controls: Vec<char> = all.chars().filter(|c| c.is_control() && *c != '\n').collect();
+        assert!(controls.is_empty(), "terminal controls {controls:?} in\n{all:?}");
+    }
+}

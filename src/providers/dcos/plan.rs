@@ -158,7 +158,7 @@ pub async fn follow(
 /// `blocks`).
 pub fn steps(plan: &Value) -> Vec<(String, String, String, String)> {
     let list = |v: &Value, key: &str| v.get(key).and_then(Value::as_array).cloned().unwrap_or_default();
-    let text = |v: &Value, key: &str| v.get(key).and_then(Value::as_str).unwrap_or_default().to_string();
+    let text = |v: &Value, key: &str| printable(v.get(key).and_then(Value::as_str).unwrap_or_default());
     list(plan, "phases")
         .iter()
         .flat_map(|phase| {
@@ -169,6 +169,16 @@ pub fn steps(plan: &Value) -> Vec<(String, String, String, String)> {
                 .map(move |s| (name.clone(), text(&s, "name"), text(&s, "status"), text(&s, "message")))
         })
         .collect()
+}
+
+/// A service's text as capstan shows it: control characters (a terminal's escapes, a carriage
+/// return that would write over the line, C1 controls) spelled out as `\u{1b}`, so a service
+/// cannot make an ERROR look COMPLETE on a terminal, a status page or a report.
+pub fn printable(text: &str) -> String {
+    if !text.chars().any(char::is_control) {
+        return text.to_string();
+    }
+    text.chars().map(|c| if c.is_control() { c.escape_unicode().to_string() } else { c.to_string() }).collect()
 }
 
 /// The plan's steps as capstan's sub-steps.
@@ -195,7 +205,7 @@ pub fn why(plan: &Value) -> String {
         .map(|(phase, step, _, message)| format!("{phase} / {step}: {message}"))
         .collect();
     parts.extend(
-        plan.get("errors").and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str).map(String::from),
+        plan.get("errors").and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str).map(printable),
     );
     if parts.is_empty() {
         parts.push("(no step says why)".into());
@@ -216,6 +226,16 @@ mod tests {
         assert_eq!(service_of(&legacy), Some(("cassandra".into(), Api::LegacyCassandra)));
         assert_eq!(service_of(&json!({"labels": {"DCOS_SERVICE_NAME": "db"}})), None);
         assert_eq!(service_of(&json!({"id": "/web"})), None);
+    }
+
+    #[test]
+    fn a_services_control_characters_are_spelled_out() {
+        let plan = json!({"status": "ERROR", "errors": ["\u{1b}[2K\rok"], "phases": [{"name": "p\u{9b}1", "steps": [
+            {"name": "s\n", "status": "ERROR", "message": "\u{7}bad"}]}]});
+        let text = why(&plan) + &format!("{:?}", substeps(&plan));
+        assert!(!text.chars().any(char::is_control), "{text:?}");
+        assert!(why(&plan).contains("\\u{1b}[2K\\u{d}ok"), "{}", why(&plan));
+        assert_eq!(printable("node-0:[server] é"), "node-0:[server] é");
     }
 
     #[test]
