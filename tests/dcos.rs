@@ -616,3 +616,21 @@ fn terminal_controls_in_a_services_messages_never_reach_the_terminal() {
         assert!(controls.is_empty(), "terminal controls {controls:?} in\n{all:?}");
     }
 }
+
+#[test]
+fn a_service_name_that_would_leave_the_services_path_is_refused_with_its_place_before_any_change() {
+    // The label's name goes into the URLs of the service's plan: `..` there would make an
+    // interrupt a POST to another app's restart.
+    let (sb, w) = example(&["--step-ms", "20"]);
+    w.capstan(&["apply", ".", "--yes"]).ok();
+    let mut app: Value = serde_json::from_str(&w.read("cassandra.json")).unwrap();
+    app["labels"]["DCOS_SERVICE_NAME"] = json!("x/../marathon/v2/apps/reports/restart?force=true&");
+    app["env"]["NODES"] = json!("4");
+    w.write("cassandra.json", &serde_json::to_string_pretty(&app).unwrap());
+    sb.clear_requests();
+    let out = w.capstan(&["apply", ".", "--yes"]);
+    out.code(1);
+    assert!(out.stderr.contains("cassandra.json:"), "the file is named: {}", out.stderr);
+    assert!(out.stderr.contains("DCOS_SERVICE_NAME"), "{}", out.stderr);
+    assert!(sb.requests().iter().all(|r| r["method"] == "GET"), "nothing changed: {:?}", sb.requests());
+}

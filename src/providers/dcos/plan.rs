@@ -34,7 +34,20 @@ pub fn service_of(spec: &Value) -> Option<(String, Api)> {
         (None, Some("cassandra")) => Api::LegacyCassandra,
         _ => return None,
     };
-    Some((name?.to_string(), api))
+    Some((name?.trim_start_matches('/').to_string(), api))
+}
+
+/// Names go into URL paths: lower-case letters, digits, `-`, `_`, `.`, and for a service `/`
+/// between folders; never `..` or an empty part.
+pub fn check_name(what: &str, name: &str, folders: bool) -> Result<(), ApiError> {
+    let ok_char = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || "-_.".contains(c) || (folders && c == '/');
+    let parts_ok = name.split('/').all(|p| !p.is_empty() && p != "." && p != "..");
+    if name.is_empty() || name.len() > 200 || !name.chars().all(ok_char) || !parts_ok {
+        return Err(ApiError::plain(format!(
+            "{what} name {name:?} is not one DC/OS allows (lower-case letters, digits, -, _, .)"
+        )));
+    }
+    Ok(())
 }
 
 impl Api {
