@@ -634,3 +634,43 @@ fn a_service_name_that_would_leave_the_services_path_is_refused_with_its_place_b
     assert!(out.stderr.contains("DCOS_SERVICE_NAME"), "{}", out.stderr);
     assert!(sb.requests().iter().all(|r| r["method"] == "GET"), "nothing changed: {:?}", sb.requests());
 }
+
+#[test]
+fn an_interrupt_survives_a_daemon_killed_and_restarted_and_continue_then_reaches_the_service() {
+    use common::git::*;
+    use std::time::Duration;
+    const WAIT: Duration = Duration::from_secs(60);
+    let sb = SandboxProc::start_platform("dcos", &["--step-ms", "300"]);
+    let service = std::fs::read_to_string(repo_root().join("examples/manifests/dcos/cassandra.json")).unwrap();
+    let (repo, sha, state, d) = daemon_on(&sb, &[("cassandra.json", service)]);
+    until(WAIT, "the service's first step to run", || {
+        service_steps(&sb, "cassandra").first().is_some_and(|s| s != "PENDING")
+    });
+    assert_eq!(d.post("/v1/plans/deploy/interrupt", Some("Bearer t0k3n"), None).0, 200);
+    until(WAIT, "the service's plan to be interrupted", || {
+        sb.send("GET", "/service/cassandra/v1/plans/deploy", None).1["status"] == "WAITING"
+    });
+    d.signal(libc::SIGKILL);
+    let puts = sb.seqs("PUT", "/service/marathon/v2/apps/cassandra").len()
+        + sb.seqs("POST", "/service/marathon/v2/apps").len();
+
+    // Restarted: still interrupted (nothing of the service's plan runs)...
+    let d = DaemonProc::start(
+        repo.path().to_str().unwrap(),
+        state.path(),
+        &["--token-env", "CAPSTAN_TOKEN"],
+        &[("CAPSTAN_TOKEN", "t0k3n")],
+    );
+    let held = service_steps(&sb, "cassandra");
+    assert!(held.iter().any(|s| s == "PENDING"), "{held:?}");
+    std::thread::sleep(Duration::from_millis(1000));
+    assert_eq!(sb.send("GET", "/service/cassandra/v1/plans/deploy", None).1["status"], "WAITING");
+    // ...and continue reaches the service's plan, which runs to COMPLETE with no second deployment.
+    let (code, body) = d.post("/v1/plans/deploy/continue", Some("Bearer t0k3n"), None);
+    assert!(code == 200 || code == 208, "{code} {body}");
+    d.wait_for("the commit applied", WAIT, |d| d.status_of(&sha).as_deref() == Some("applied"));
+    assert_eq!(sb.send("GET", "/service/cassandra/v1/plans/deploy", None).1["status"], "COMPLETE");
+    let after = sb.seqs("PUT", "/service/marathon/v2/apps/cassandra").len()
+        + sb.seqs("POST", "/service/marathon/v2/apps").len();
+    assert_eq!(after, puts, "no second Marathon deployment");
+}

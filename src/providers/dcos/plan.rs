@@ -120,6 +120,7 @@ pub async fn follow(
     let mut deadline = Instant::now() + timeout;
     let mut last = String::from("the scheduler has not answered yet");
     let mut interrupted = false;
+    let mut continued = false;
     loop {
         let want = paused.is_some_and(|p| p.load(Ordering::SeqCst));
         if want != interrupted {
@@ -146,6 +147,22 @@ pub async fn follow(
         };
         if let Some(r) = report.filter(|_| plan.get("phases").is_some()) {
             r.substeps(substeps(&plan));
+        }
+        // Interrupted while capstan's own plan is not (an interrupt through capstan before the
+        // daemon was restarted; its continue came after, with no memory of the service): the
+        // declaration wants the plan COMPLETE, so it is continued, once. To hold a service,
+        // interrupt through capstan (kept across restarts). Not from `apply`, which cannot be
+        // interrupted itself: there a plan held out of band stays held.
+        if paused.is_some() && !want && !interrupted && !continued && plan.get("status") == Some(&Value::from("WAITING")) {
+            match api.command(http, service, false).await {
+                Ok(()) => {
+                    continued = true;
+                    deadline = Instant::now() + timeout;
+                    tracing::info!(%service, "the service's plan was interrupted and capstan's is not: continued");
+                }
+                Err(e) if matches!(e.status, Some(404 | 502 | 503)) || e.status.is_none() => {}
+                Err(e) => return Err(e),
+            }
         }
         match plan.get("status").and_then(Value::as_str) {
             Some("COMPLETE") => return Ok(()),
