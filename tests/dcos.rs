@@ -674,3 +674,86 @@ fn an_interrupt_survives_a_daemon_killed_and_restarted_and_continue_then_reaches
         + sb.seqs("POST", "/service/marathon/v2/apps").len();
     assert_eq!(after, puts, "no second Marathon deployment");
 }
+
+/// A plain HTTP front for the sandbox whose `GET <service>/v1/plans/deploy` answers 417 with
+/// `body` (not a plan), everything else passed on: a scheduler failing in its own words.
+fn front_with_417(backend: &str, body: &'static str) -> String {
+    use std::io::{BufRead, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let backend = backend.to_string();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let backend = backend.clone();
+            std::thread::spawn(move || -> std::io::Result<()> {
+                let mut reader = std::io::BufReader::new(stream);
+                let mut line = String::new();
+                reader.read_line(&mut line)?;
+                let mut parts = line.split_whitespace();
+                let (method, target) =
+                    (parts.next().unwrap_or("GET").to_string(), parts.next().unwrap_or("/").to_string());
+                let mut headers = Vec::new();
+                loop {
+                    let mut h = String::new();
+                    if reader.read_line(&mut h)? == 0 || h.trim().is_empty() {
+                        break;
+                    }
+                    if let Some((k, v)) = h.split_once(':') {
+                        headers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
+                    }
+                }
+                let len =
+                    headers.iter().find(|(k, _)| k == "content-length").map_or(0, |(_, v)| v.parse().unwrap_or(0));
+                let mut req_body = vec![0; len];
+                reader.read_exact(&mut req_body)?;
+                let out = reader.get_mut();
+                if method == "GET" && target.ends_with("/v1/plans/deploy") {
+                    write!(
+                        out,
+                        "HTTP/1.1 417 Expectation Failed\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                        body.len()
+                    )?;
+                    return out.flush();
+                }
+                let client = reqwest::blocking::Client::builder().timeout(None).build().unwrap();
+                let mut req = client
+                    .request(reqwest::Method::from_bytes(method.as_bytes()).unwrap(), format!("{backend}{target}"));
+                for (k, v) in
+                    headers.iter().filter(|(k, _)| !["host", "connection", "content-length"].contains(&k.as_str()))
+                {
+                    req = req.header(k, v);
+                }
+                let mut resp = req.body(req_body).send().map_err(std::io::Error::other)?;
+                write!(out, "HTTP/1.1 {}\r\n", resp.status())?;
+                for (k, v) in
+                    resp.headers().iter().filter(|(k, _)| !["transfer-encoding", "connection"].contains(&k.as_str()))
+                {
+                    write!(out, "{k}: {}\r\n", v.to_str().unwrap_or_default())?;
+                }
+                write!(out, "connection: close\r\n\r\n")?;
+                std::io::copy(&mut resp, out)?;
+                out.flush()
+            });
+        }
+    });
+    url
+}
+
+#[test]
+fn a_417_that_is_not_a_plan_fails_the_step_with_the_services_words() {
+    let sb = SandboxProc::start_platform("dcos", &["--step-ms", "20"]);
+    let front = front_with_417(&sb.url, "scheduler: \u{1b}[31mstate store corrupt");
+    let w = Workdir::new();
+    w.write("capstan.yaml", "platform: dcos\nowner: data\ntimeouts: {app: 5}\n");
+    w.write(
+        "cassandra.json",
+        &std::fs::read_to_string(repo_root().join("examples/manifests/dcos/cassandra.json")).unwrap(),
+    );
+    w.target_platform("dcos", &front);
+    let out = w.capstan(&["apply", ".", "--yes"]);
+    out.code(1);
+    let all = format!("{}{}", out.stdout, out.stderr);
+    assert!(all.contains("state store corrupt"), "the service's words, not a timeout:\n{all}");
+    assert!(all.contains("417") && !all.contains("not COMPLETE after"), "{all}");
+    assert!(!all.contains('\u{1b}'), "{all:?}");
+}

@@ -140,7 +140,16 @@ pub async fn follow(
         let plan = match reader.call(Method::GET, &path, None, Idempotent::Yes).await {
             Ok(v) => v.unwrap_or_default(),
             // 417 (and legacy's 503) carry the plan as their body: the error's text is its JSON.
-            Err(e) if matches!(e.status, Some(417 | 503)) => serde_json::from_str(&e.message).unwrap_or_default(),
+            // A 417 without one is still the service saying its plan failed.
+            Err(e) if e.status == Some(417) => match serde_json::from_str::<Value>(&e.message) {
+                Ok(plan) if plan.get("status").is_some() => plan,
+                _ => {
+                    let body: String = printable(&e.message).chars().take(500).collect();
+                    let why = format!("the plan of service {service} failed: answered 417 without a plan: {body}");
+                    return Err(ApiError::other("GET", &path, why));
+                }
+            },
+            Err(e) if e.status == Some(503) => serde_json::from_str(&e.message).unwrap_or_default(),
             // Read again on the next round, until the deadline.
             Err(e) if matches!(e.status, Some(404 | 502 | 503)) || e.status.is_none() || e.transient => Value::Null,
             Err(e) => return Err(e),
