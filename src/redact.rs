@@ -80,6 +80,14 @@ impl std::fmt::Debug for Redactor {
             .finish()
     }
 }
+/// The name of a variable or label written as a pair (`{"name": N, "value": V}`, Mesos' and
+/// Kubernetes' environments; `{"key": K, "value": V}`, Mesos' labels and Docker parameters): the
+/// name says whether the value is secret, and the field `key` there is no key.
+fn pair_name(m: &Map<String, Value>) -> Option<&str> {
+    m.get("value")?;
+    m.get("name").or_else(|| m.get("key")).and_then(Value::as_str)
+}
+
 /// Whether a field or variable name says it holds a secret.
 pub fn name_says_secret(name: &str) -> bool {
     // Most names contain none of the words at all: say so without allocating.
@@ -155,7 +163,16 @@ impl Redactor {
     pub fn learn(&mut self, v: &Value) {
         match v {
             Value::Object(m) => {
+                let pair = pair_name(m);
+                if let (Some(name), Some(value)) = (pair, m.get("value"))
+                    && self.is_sensitive(name)
+                {
+                    self.learn_all(value);
+                }
                 for (k, x) in m {
+                    if pair.is_some() && (k == "name" || k == "key") {
+                        continue;
+                    }
                     if self.is_sensitive(k) {
                         self.learn_all(x);
                     } else {
@@ -293,9 +310,15 @@ impl Redactor {
     pub fn value(&self, v: &Value) -> Value {
         match v {
             Value::Object(m) => {
+                let pair = pair_name(m);
                 let mut out = Map::with_capacity(m.len());
                 for (k, x) in m {
-                    insert_unique(&mut out, self.text(k), if self.is_sensitive(k) { mask(x) } else { self.value(x) });
+                    let secret = match pair {
+                        Some(_) if k == "name" || k == "key" => false,
+                        Some(name) if k == "value" => self.is_sensitive(name),
+                        _ => self.is_sensitive(k),
+                    };
+                    insert_unique(&mut out, self.text(k), if secret { mask(x) } else { self.value(x) });
                 }
                 Value::Object(out)
             }
@@ -487,6 +510,26 @@ mod tests {
             json!({"environment": {"DB_PASSWORD": "(sensitive)", "DATABASE_URL": "(sensitive)", "CMD": "run --pw (sensitive)"}})
         );
         assert!(!masked.to_string().contains("hunter2"));
+    }
+
+    #[test]
+    fn a_secret_variable_as_a_name_value_pair_is_learnt_and_masked() {
+        let mut r = Redactor::new(&[]);
+        let v =
+            json!({"variables": [{"name": "ADMIN_PASSWORD", "value": "pw-77a1"}, {"name": "LOG", "value": "info"}]});
+        r.learn(&v);
+        let masked = r.value(&v);
+        assert_eq!(
+            masked,
+            json!({"variables": [{"name": "ADMIN_PASSWORD", "value": "(sensitive)"}, {"name": "LOG", "value": "info"}]})
+        );
+        let labels = json!([{"key": "task_type", "value": "node"}, {"key": "api_token", "value": "t-9q"}]);
+        r.learn(&labels);
+        assert_eq!(
+            r.value(&labels),
+            json!([{"key": "task_type", "value": "node"}, {"key": "api_token", "value": "(sensitive)"}])
+        );
+        assert_eq!(r.text("node and t-9q"), "node and (sensitive)", "a pair's name is no secret; its secret value is");
     }
 
     #[test]

@@ -600,3 +600,167 @@ fn after_a_kill_mid_plan_a_legacy_cassandras_plan_is_followed_without_deploying_
     assert_eq!((code, plan["status"].as_str()), (200, Some("COMPLETE")), "{plan}");
     w.capstan(&["plan", ".", "--detailed-exitcode"]).code(0);
 }
+
+#[test]
+fn terminal_controls_in_a_services_messages_never_reach_the_terminal() {
+    // A step's message that would erase the line and write COMPLETE over the ERROR.
+    let (sb, w) = example(&["--step-ms", "20"]);
+    let message = "\u{1b}[2K\r\u{1b}[32mCOMPLETE\u{1b}[0m disk full\u{7}\u{9b}31m";
+    let faults = json!({"fail_step": {"service": "cassandra", "step": "node-1:[server]", "message": message}});
+    assert_eq!(sb.send("PUT", "/_sandbox/faults", Some(&faults)).0, 200);
+    let out = w.capstan(&["apply", ".", "--yes"]);
+    out.code(1);
+    // And a pod's recovery that fails with it, on a service deployed first.
+    let (sb2, w2) = example(&["--step-ms", "20"]);
+    w2.capstan(&["apply", ".", "--yes"]).ok();
+    assert_eq!(sb2.send("PUT", "/_sandbox/faults", Some(&faults)).0, 200);
+    let restart = w2.capstan(&["service", "pod", "restart", "cassandra", "node-1"]);
+    restart.code(1);
+    for run in [&out, &restart] {
+        let all = format!("{}{}", run.stdout, run.stderr);
+        assert!(all.contains("disk full"), "the service's message is still shown\n{all}");
+        let controls: Vec<char> = all.chars().filter(|c| c.is_control() && *c != '\n').collect();
+        assert!(controls.is_empty(), "terminal controls {controls:?} in\n{all:?}");
+    }
+}
+
+#[test]
+fn a_service_name_that_would_leave_the_services_path_is_refused_with_its_place_before_any_change() {
+    // The label's name goes into the URLs of the service's plan: `..` there would make an
+    // interrupt a POST to another app's restart.
+    let (sb, w) = example(&["--step-ms", "20"]);
+    w.capstan(&["apply", ".", "--yes"]).ok();
+    let mut app: Value = serde_json::from_str(&w.read("cassandra.json")).unwrap();
+    app["labels"]["DCOS_SERVICE_NAME"] = json!("x/../marathon/v2/apps/reports/restart?force=true&");
+    app["env"]["NODES"] = json!("4");
+    w.write("cassandra.json", &serde_json::to_string_pretty(&app).unwrap());
+    sb.clear_requests();
+    let out = w.capstan(&["apply", ".", "--yes"]);
+    out.code(1);
+    assert!(out.stderr.contains("cassandra.json:"), "the file is named: {}", out.stderr);
+    assert!(out.stderr.contains("DCOS_SERVICE_NAME"), "{}", out.stderr);
+    assert!(sb.requests().iter().all(|r| r["method"] == "GET"), "nothing changed: {:?}", sb.requests());
+}
+
+#[test]
+fn an_interrupt_survives_a_daemon_killed_and_restarted_and_continue_then_reaches_the_service() {
+    use common::git::*;
+    use std::time::Duration;
+    const WAIT: Duration = Duration::from_secs(60);
+    let sb = SandboxProc::start_platform("dcos", &["--step-ms", "300"]);
+    let service = std::fs::read_to_string(repo_root().join("examples/manifests/dcos/cassandra.json")).unwrap();
+    let (repo, sha, state, d) = daemon_on(&sb, &[("cassandra.json", service)]);
+    until(WAIT, "the service's first step to run", || {
+        service_steps(&sb, "cassandra").first().is_some_and(|s| s != "PENDING")
+    });
+    assert_eq!(d.post("/v1/plans/deploy/interrupt", Some("Bearer t0k3n"), None).0, 200);
+    until(WAIT, "the service's plan to be interrupted", || {
+        sb.send("GET", "/service/cassandra/v1/plans/deploy", None).1["status"] == "WAITING"
+    });
+    d.signal(libc::SIGKILL);
+    let puts = sb.seqs("PUT", "/service/marathon/v2/apps/cassandra").len()
+        + sb.seqs("POST", "/service/marathon/v2/apps").len();
+
+    // Restarted: still interrupted (nothing of the service's plan runs)...
+    let d = DaemonProc::start(
+        repo.path().to_str().unwrap(),
+        state.path(),
+        &["--token-env", "CAPSTAN_TOKEN"],
+        &[("CAPSTAN_TOKEN", "t0k3n")],
+    );
+    let held = service_steps(&sb, "cassandra");
+    assert!(held.iter().any(|s| s == "PENDING"), "{held:?}");
+    std::thread::sleep(Duration::from_millis(1000));
+    assert_eq!(sb.send("GET", "/service/cassandra/v1/plans/deploy", None).1["status"], "WAITING");
+    // ...and continue reaches the service's plan, which runs to COMPLETE with no second deployment.
+    let (code, body) = d.post("/v1/plans/deploy/continue", Some("Bearer t0k3n"), None);
+    assert!(code == 200 || code == 208, "{code} {body}");
+    d.wait_for("the commit applied", WAIT, |d| d.status_of(&sha).as_deref() == Some("applied"));
+    assert_eq!(sb.send("GET", "/service/cassandra/v1/plans/deploy", None).1["status"], "COMPLETE");
+    let after = sb.seqs("PUT", "/service/marathon/v2/apps/cassandra").len()
+        + sb.seqs("POST", "/service/marathon/v2/apps").len();
+    assert_eq!(after, puts, "no second Marathon deployment");
+}
+
+/// A plain HTTP front for the sandbox whose `GET <service>/v1/plans/deploy` answers 417 with
+/// `body` (not a plan), everything else passed on: a scheduler failing in its own words.
+fn front_with_417(backend: &str, body: &'static str) -> String {
+    use std::io::{BufRead, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let backend = backend.to_string();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let backend = backend.clone();
+            std::thread::spawn(move || -> std::io::Result<()> {
+                let mut reader = std::io::BufReader::new(stream);
+                let mut line = String::new();
+                reader.read_line(&mut line)?;
+                let mut parts = line.split_whitespace();
+                let (method, target) =
+                    (parts.next().unwrap_or("GET").to_string(), parts.next().unwrap_or("/").to_string());
+                let mut headers = Vec::new();
+                loop {
+                    let mut h = String::new();
+                    if reader.read_line(&mut h)? == 0 || h.trim().is_empty() {
+                        break;
+                    }
+                    if let Some((k, v)) = h.split_once(':') {
+                        headers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
+                    }
+                }
+                let len =
+                    headers.iter().find(|(k, _)| k == "content-length").map_or(0, |(_, v)| v.parse().unwrap_or(0));
+                let mut req_body = vec![0; len];
+                reader.read_exact(&mut req_body)?;
+                let out = reader.get_mut();
+                if method == "GET" && target.ends_with("/v1/plans/deploy") {
+                    write!(
+                        out,
+                        "HTTP/1.1 417 Expectation Failed\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                        body.len()
+                    )?;
+                    return out.flush();
+                }
+                let client = reqwest::blocking::Client::builder().timeout(None).build().unwrap();
+                let mut req = client
+                    .request(reqwest::Method::from_bytes(method.as_bytes()).unwrap(), format!("{backend}{target}"));
+                for (k, v) in
+                    headers.iter().filter(|(k, _)| !["host", "connection", "content-length"].contains(&k.as_str()))
+                {
+                    req = req.header(k, v);
+                }
+                let mut resp = req.body(req_body).send().map_err(std::io::Error::other)?;
+                write!(out, "HTTP/1.1 {}\r\n", resp.status())?;
+                for (k, v) in
+                    resp.headers().iter().filter(|(k, _)| !["transfer-encoding", "connection"].contains(&k.as_str()))
+                {
+                    write!(out, "{k}: {}\r\n", v.to_str().unwrap_or_default())?;
+                }
+                write!(out, "connection: close\r\n\r\n")?;
+                std::io::copy(&mut resp, out)?;
+                out.flush()
+            });
+        }
+    });
+    url
+}
+
+#[test]
+fn a_417_that_is_not_a_plan_fails_the_step_with_the_services_words() {
+    let sb = SandboxProc::start_platform("dcos", &["--step-ms", "20"]);
+    let front = front_with_417(&sb.url, "scheduler: \u{1b}[31mstate store corrupt");
+    let w = Workdir::new();
+    w.write("capstan.yaml", "platform: dcos\nowner: data\ntimeouts: {app: 5}\n");
+    w.write(
+        "cassandra.json",
+        &std::fs::read_to_string(repo_root().join("examples/manifests/dcos/cassandra.json")).unwrap(),
+    );
+    w.target_platform("dcos", &front);
+    let out = w.capstan(&["apply", ".", "--yes"]);
+    out.code(1);
+    let all = format!("{}{}", out.stdout, out.stderr);
+    assert!(all.contains("state store corrupt"), "the service's words, not a timeout:\n{all}");
+    assert!(all.contains("417") && !all.contains("not COMPLETE after"), "{all}");
+    assert!(!all.contains('\u{1b}'), "{all:?}");
+}

@@ -170,3 +170,33 @@ fn a_legacy_cassandra_backup_is_followed_until_done_and_its_keys_are_never_shown
     let pods = stdout_json(w.capstan(&["service", "pods", "cassandra"]).ok());
     assert_eq!(pods.as_object().unwrap().len(), 3, "{pods}");
 }
+
+#[test]
+fn a_services_secret_settings_are_never_shown_by_capstan_service() {
+    // The scheduler's environment is the service's configuration: its password reaches the
+    // target configuration and the pods' tasks, which `capstan service` reads.
+    let sb = SandboxProc::start_platform("dcos", &["--step-ms", "10"]);
+    let w = Workdir::new();
+    w.write("capstan.yaml", "platform: dcos\nowner: data\n");
+    w.write(
+        "cassandra.json",
+        &json!({
+            "id": "/cassandra", "cmd": "./scheduler", "instances": 1, "cpus": 1, "mem": 1024,
+            "labels": {"DCOS_COMMONS_API_VERSION": "v1", "DCOS_SERVICE_NAME": "cassandra"},
+            "env": {"NODES": "2", "NODE_ADMIN_PASSWORD": "pw-Hunter2-77a1"},
+        })
+        .to_string(),
+    );
+    w.target_platform("dcos", &sb.url);
+    w.capstan(&["apply", ".", "--yes"]).ok();
+    let target = sb.send("GET", "/service/cassandra/v1/configurations/target", None).1;
+    assert!(target.to_string().contains("pw-Hunter2-77a1"), "the service holds it: {target}");
+    for command in ["config", "pods", "endpoints"] {
+        let out = w.capstan(&["service", command, "cassandra"]);
+        out.ok();
+        let all = format!("{}{}", out.stdout, out.stderr);
+        assert!(!all.contains("pw-Hunter2-77a1"), "capstan service {command} showed the password:\n{all}");
+    }
+    let config = stdout_json(w.capstan(&["service", "config", "cassandra"]).ok());
+    assert!(config.to_string().contains("(sensitive)"), "masked, not dropped: {config}");
+}

@@ -149,14 +149,15 @@ impl ServiceCommand {
 
 pub async fn run(args: ServiceArgs, color: ColorChoice) -> anyhow::Result<u8> {
     let (service, op, secrets) = args.command.op()?;
-    let mut redactor = Redactor::new(&[]);
-    for s in &secrets {
-        redactor.add_value(s);
-    }
     let config_path = args.config.clone().unwrap_or_else(|| args.dir.join("capstan.yaml"));
     let (mut config, found) = Config::load(&config_path, args.config.is_some())?;
     if let Some(path) = found {
         config.read_ca_certs(path.parent().unwrap_or(std::path::Path::new("")), |p| Ok(std::fs::read(p)?))?;
+    }
+    // capstan.yaml's `sensitive` names, and the keys of the operation's body.
+    let mut redactor = Redactor::new(&config.sensitive);
+    for s in &secrets {
+        redactor.add_value(s);
     }
     let state_dir = args.state_dir.unwrap_or_else(|| args.dir.join(".capstan"));
     let connected = crate::target::connect(&config, args.target.as_deref(), &state_dir, false).await?;
@@ -175,6 +176,10 @@ pub async fn run(args: ServiceArgs, color: ColorChoice) -> anyhow::Result<u8> {
     let result = connected.provider.service(&service, &op, &progress).await;
     connected.close().await?;
     let shown: Value = result.map_err(|e| anyhow::anyhow!("{}", redactor.text(&e.to_string())))?;
-    outln(&redactor.text(&serde_json::to_string_pretty(&shown)?))?;
+    // A service's configuration and its pods' tasks carry its scheduler's environment, secret
+    // settings too: fields whose names say secret are masked, and their values wherever else
+    // they appear (a command line, another pod's info).
+    redactor.learn(&shown);
+    outln(&serde_json::to_string_pretty(&redactor.value(&shown))?)?;
     Ok(EXIT_OK)
 }

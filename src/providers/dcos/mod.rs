@@ -15,7 +15,7 @@
 pub mod plan;
 mod service;
 
-use crate::base::diagnostic::Diagnostics;
+use crate::base::diagnostic::{Diagnostic, Diagnostics};
 use crate::base::yaml::{Document, Node};
 use crate::diff::ChangeSet;
 use crate::http::{HttpClient, TokenForm};
@@ -111,8 +111,19 @@ impl Decode for Dcos {
     fn apply_default_namespace(&self, doc: &mut Document, namespace: Option<&str>, diags: &mut Diagnostics) {
         self.marathon.apply_default_namespace(doc, namespace, diags)
     }
+    /// Marathon's apps and groups; a service's name (from its scheduler's labels) goes into the
+    /// URLs of its plan, so one that would leave `/service/<name>` is an error at the app.
     fn decode(&self, doc: &Document, value: &Value, diags: &mut Diagnostics) -> Vec<DesiredResource> {
-        self.marathon.decode(doc, value, diags)
+        let resources = self.marathon.decode(doc, value, diags);
+        for r in &resources {
+            if let Some((name, _)) = plan::service_of(&r.spec)
+                && let Err(e) = plan::check_name("service", &name, true)
+            {
+                let message = format!("{}: DCOS_SERVICE_NAME (or DCOS_PACKAGE_FRAMEWORK_NAME): {}", r.id, e.message);
+                diags.push(Diagnostic::error_at(r.origin.clone(), message));
+            }
+        }
+        resources
     }
     fn link(&self, desired: &mut DesiredState, diags: &mut Diagnostics) {
         self.marathon.link(desired, diags)

@@ -34,7 +34,20 @@ pub fn service_of(spec: &Value) -> Option<(String, Api)> {
         (None, Some("cassandra")) => Api::LegacyCassandra,
         _ => return None,
     };
-    Some((name?.to_string(), api))
+    Some((name?.trim_start_matches('/').to_string(), api))
+}
+
+/// Names go into URL paths: lower-case letters, digits, `-`, `_`, `.`, and for a service `/`
+/// between folders; never `..` or an empty part.
+pub fn check_name(what: &str, name: &str, folders: bool) -> Result<(), ApiError> {
+    let ok_char = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || "-_.".contains(c) || (folders && c == '/');
+    let parts_ok = name.split('/').all(|p| !p.is_empty() && p != "." && p != "..");
+    if name.is_empty() || name.len() > 200 || !name.chars().all(ok_char) || !parts_ok {
+        return Err(ApiError::plain(format!(
+            "{what} name {name:?} is not one DC/OS allows (lower-case letters, digits, -, _, .)"
+        )));
+    }
+    Ok(())
 }
 
 impl Api {
@@ -107,6 +120,7 @@ pub async fn follow(
     let mut deadline = Instant::now() + timeout;
     let mut last = String::from("the scheduler has not answered yet");
     let mut interrupted = false;
+    let mut continued = false;
     loop {
         let want = paused.is_some_and(|p| p.load(Ordering::SeqCst));
         if want != interrupted {
@@ -126,13 +140,38 @@ pub async fn follow(
         let plan = match reader.call(Method::GET, &path, None, Idempotent::Yes).await {
             Ok(v) => v.unwrap_or_default(),
             // 417 (and legacy's 503) carry the plan as their body: the error's text is its JSON.
-            Err(e) if matches!(e.status, Some(417 | 503)) => serde_json::from_str(&e.message).unwrap_or_default(),
+            // A 417 without one is still the service saying its plan failed.
+            Err(e) if e.status == Some(417) => match serde_json::from_str::<Value>(&e.message) {
+                Ok(plan) if plan.get("status").is_some() => plan,
+                _ => {
+                    let body: String = printable(&e.message).chars().take(500).collect();
+                    let why = format!("the plan of service {service} failed: answered 417 without a plan: {body}");
+                    return Err(ApiError::other("GET", &path, why));
+                }
+            },
+            Err(e) if e.status == Some(503) => serde_json::from_str(&e.message).unwrap_or_default(),
             // Read again on the next round, until the deadline.
             Err(e) if matches!(e.status, Some(404 | 502 | 503)) || e.status.is_none() || e.transient => Value::Null,
             Err(e) => return Err(e),
         };
         if let Some(r) = report.filter(|_| plan.get("phases").is_some()) {
             r.substeps(substeps(&plan));
+        }
+        // Interrupted while capstan's own plan is not (an interrupt through capstan before the
+        // daemon was restarted; its continue came after, with no memory of the service): the
+        // declaration wants the plan COMPLETE, so it is continued, once. To hold a service,
+        // interrupt through capstan (kept across restarts). Not from `apply`, which cannot be
+        // interrupted itself: there a plan held out of band stays held.
+        if paused.is_some() && !want && !interrupted && !continued && plan.get("status") == Some(&Value::from("WAITING")) {
+            match api.command(http, service, false).await {
+                Ok(()) => {
+                    continued = true;
+                    deadline = Instant::now() + timeout;
+                    tracing::info!(%service, "the service's plan was interrupted and capstan's is not: continued");
+                }
+                Err(e) if matches!(e.status, Some(404 | 502 | 503)) || e.status.is_none() => {}
+                Err(e) => return Err(e),
+            }
         }
         match plan.get("status").and_then(Value::as_str) {
             Some("COMPLETE") => return Ok(()),
@@ -158,7 +197,7 @@ pub async fn follow(
 /// `blocks`).
 pub fn steps(plan: &Value) -> Vec<(String, String, String, String)> {
     let list = |v: &Value, key: &str| v.get(key).and_then(Value::as_array).cloned().unwrap_or_default();
-    let text = |v: &Value, key: &str| v.get(key).and_then(Value::as_str).unwrap_or_default().to_string();
+    let text = |v: &Value, key: &str| printable(v.get(key).and_then(Value::as_str).unwrap_or_default());
     list(plan, "phases")
         .iter()
         .flat_map(|phase| {
@@ -169,6 +208,16 @@ pub fn steps(plan: &Value) -> Vec<(String, String, String, String)> {
                 .map(move |s| (name.clone(), text(&s, "name"), text(&s, "status"), text(&s, "message")))
         })
         .collect()
+}
+
+/// A service's text as capstan shows it: control characters (a terminal's escapes, a carriage
+/// return that would write over the line, C1 controls) spelled out as `\u{1b}`, so a service
+/// cannot make an ERROR look COMPLETE on a terminal, a status page or a report.
+pub fn printable(text: &str) -> String {
+    if !text.chars().any(char::is_control) {
+        return text.to_string();
+    }
+    text.chars().map(|c| if c.is_control() { c.escape_unicode().to_string() } else { c.to_string() }).collect()
 }
 
 /// The plan's steps as capstan's sub-steps.
@@ -195,7 +244,7 @@ pub fn why(plan: &Value) -> String {
         .map(|(phase, step, _, message)| format!("{phase} / {step}: {message}"))
         .collect();
     parts.extend(
-        plan.get("errors").and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str).map(String::from),
+        plan.get("errors").and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str).map(printable),
     );
     if parts.is_empty() {
         parts.push("(no step says why)".into());
@@ -216,6 +265,16 @@ mod tests {
         assert_eq!(service_of(&legacy), Some(("cassandra".into(), Api::LegacyCassandra)));
         assert_eq!(service_of(&json!({"labels": {"DCOS_SERVICE_NAME": "db"}})), None);
         assert_eq!(service_of(&json!({"id": "/web"})), None);
+    }
+
+    #[test]
+    fn a_services_control_characters_are_spelled_out() {
+        let plan = json!({"status": "ERROR", "errors": ["\u{1b}[2K\rok"], "phases": [{"name": "p\u{9b}1", "steps": [
+            {"name": "s\n", "status": "ERROR", "message": "\u{7}bad"}]}]});
+        let text = why(&plan) + &format!("{:?}", substeps(&plan));
+        assert!(!text.chars().any(char::is_control), "{text:?}");
+        assert!(why(&plan).contains("\\u{1b}[2K\\u{d}ok"), "{}", why(&plan));
+        assert_eq!(printable("node-0:[server] é"), "node-0:[server] é");
     }
 
     #[test]

@@ -27,7 +27,7 @@ pub async fn run(
     timeout: Duration,
     progress: &(dyn Fn(Vec<SubStep>) + Send + Sync),
 ) -> Result<Value, ApiError> {
-    check_name("service", service, true)?;
+    plan::check_name("service", service, true)?;
     let api = api_of(http, service).await?;
     let base = &format!("/service/{service}/v1");
     let get = |path: String| async move {
@@ -60,7 +60,7 @@ pub async fn run(
             }))
         }
         (ServiceOp::PodReplace(pod) | ServiceOp::PodRestart(pod), Api::Sdk) => {
-            check_name("pod", pod, false)?;
+            plan::check_name("pod", pod, false)?;
             let action = if matches!(op, ServiceOp::PodReplace(_)) { "replace" } else { "restart" };
             let recovery = format!("{base}/plans/recovery");
             // The pod's recovery steps before: the one to follow is a new one.
@@ -91,19 +91,6 @@ pub async fn run(
         (ServiceOp::PodReplace(_) | ServiceOp::PodRestart(_), _) => unsupported("pod replace or restart"),
         (ServiceOp::Maintenance { op, .. }, _) => unsupported(&format!("{op} operation")),
     }
-}
-
-/// Names go into URL paths: lower-case letters, digits, `-`, `_`, `.`, and for a service `/`
-/// between folders; never `..` or an empty part.
-fn check_name(what: &str, name: &str, folders: bool) -> Result<(), ApiError> {
-    let ok_char = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || "-_.".contains(c) || (folders && c == '/');
-    let parts_ok = name.split('/').all(|p| !p.is_empty() && p != "." && p != "..");
-    if name.is_empty() || name.len() > 200 || !name.chars().all(ok_char) || !parts_ok {
-        return Err(ApiError::plain(format!(
-            "{what} name {name:?} is not one DC/OS allows (lower-case letters, digits, -, _, .)"
-        )));
-    }
-    Ok(())
 }
 
 /// The API the service speaks, from the labels of the Marathon app that is its scheduler.
@@ -184,7 +171,7 @@ async fn follow(
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use super::plan::check_name;
 
     #[test]
     fn names_that_would_leave_the_services_path_are_refused() {
