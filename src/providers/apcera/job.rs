@@ -229,14 +229,34 @@ fn package_ref(p: &Value) -> Value {
 /// A job as listed by `GET /v1/jobs`, in comparable form; also says whether capstan's owner
 /// marked it.
 pub fn from_live(job: &Value, owner: &str) -> Option<(LiveResource, String)> {
-    let fqn = job.get("fqn")?.as_str()?.to_string();
-    let uuid = job.get("uuid").and_then(Value::as_str).unwrap_or_default().to_string();
     let mut spec = Map::new();
     for field in JOB_FIELDS {
         if let Some(v) = job.get(*field) {
             spec.insert(field.to_string(), v.clone());
         }
     }
+    live_job(job, spec, owner)
+}
+
+/// [`from_live`] for a job of a list, which is not needed afterwards: the declared fields are
+/// moved out of it, not copied. What is left (its FQN, bindings, drains) is handed back.
+pub fn from_live_owned(job: Value, owner: &str) -> Option<(LiveResource, String, Value)> {
+    let Value::Object(mut job) = job else { return None };
+    let mut spec = Map::new();
+    for field in JOB_FIELDS {
+        if let Some(v) = job.swap_remove(*field) {
+            spec.insert(field.to_string(), v);
+        }
+    }
+    let rest = Value::Object(job);
+    let (live, uuid) = live_job(&rest, spec, owner)?;
+    Some((live, uuid, rest))
+}
+
+/// A live job from its declared fields (`spec`) and the job object they came from.
+fn live_job(job: &Value, mut spec: Map<String, Value>, owner: &str) -> Option<(LiveResource, String)> {
+    let fqn = job.get("fqn")?.as_str()?.to_string();
+    let uuid = job.get("uuid").and_then(Value::as_str).unwrap_or_default().to_string();
     // Compared only where a declaration writes them (`project_onto`); none is no field.
     if job.get("drains").and_then(Value::as_array).is_some_and(|d| !d.is_empty()) {
         spec.insert(drain::FIELD.into(), drain::normalize(job.get("drains")));
@@ -305,6 +325,80 @@ pub fn project_onto(desired: &Value, live: &Value) -> Value {
         labels.remove(PRUNE_LABEL);
     }
     Value::Object(projected)
+}
+
+/// [`project_onto`] of a live job that is not needed afterwards, compacted
+/// ([`crate::model::compact`]): what is kept is moved, not copied, and what is not kept is
+/// dropped at once. The same value as `compact(project_onto(desired, &live))`.
+pub fn project_onto_owned(desired: &Value, live: Value) -> Value {
+    use crate::model::compact;
+    // As `project_onto`: what is not two objects is the live value whole.
+    let Some(d) = desired.as_object() else { return compact(live) };
+    let mut l = match live {
+        Value::Object(l) => l,
+        other => return compact(other),
+    };
+    let mut projected = Map::with_capacity(d.len() + 1);
+    for (k, dv) in d {
+        let Some(lv) = l.swap_remove(k) else { continue };
+        let v = if STRUCT_FIELDS.contains(&k.as_str()) {
+            project_owned(dv, lv, None)
+        } else if k == "processes" {
+            match (dv.as_object(), lv) {
+                (Some(dprocs), Value::Object(lprocs)) => {
+                    let mut out = Map::with_capacity(lprocs.len());
+                    for (name, lp) in lprocs {
+                        let v = match dprocs.get(&name) {
+                            // The environment is the user's map: compared whole when declared.
+                            Some(dp) => project_owned(dp, lp, dp.get("environment").is_none().then_some("environment")),
+                            None => compact(lp),
+                        };
+                        out.insert(name, v);
+                    }
+                    Value::Object(out)
+                }
+                (_, lv) => compact(lv),
+            }
+        } else {
+            compact(lv)
+        };
+        projected.insert(k.clone(), v);
+    }
+    // A job without drains has none, as far as a declaration of them is concerned.
+    if d.contains_key(drain::FIELD) && !projected.contains_key(drain::FIELD) {
+        projected.insert(drain::FIELD.into(), json!([]));
+    }
+    // A person's keep label is theirs, not drift, unless the manifest writes it too.
+    if d.get("labels").is_some_and(|dl| dl.get(PRUNE_LABEL).is_none())
+        && let Some(labels) = projected.get_mut("labels")
+        && labels.get(PRUNE_LABEL).is_some()
+    {
+        if let Some(o) = labels.as_object_mut() {
+            o.remove(PRUNE_LABEL);
+        }
+        *labels = compact(labels.take());
+    }
+    // Rebuilt at its own size (the entries move; nothing below is copied).
+    Value::Object(projected.into_iter().collect())
+}
+
+/// [`project`] of a live value that is not needed afterwards, compacted; `drop` names a
+/// sub-field left out even when `desired` is not an object.
+fn project_owned(desired: &Value, live: Value, drop: Option<&str>) -> Value {
+    match live {
+        Value::Object(l) => {
+            let d = desired.as_object();
+            let keep = |k: &str| d.is_none_or(|d| d.contains_key(k)) && drop != Some(k);
+            let mut kept = Map::with_capacity(l.keys().filter(|k| keep(k)).count());
+            for (k, v) in l {
+                if keep(&k) {
+                    kept.insert(k, crate::model::compact(v));
+                }
+            }
+            Value::Object(kept)
+        }
+        live => crate::model::compact(live),
+    }
 }
 
 /// Keep only the sub-fields of `live` that `desired` writes.
@@ -454,7 +548,13 @@ async fn create(provider: &Apcera, client: &Client, fqn: &str, desired: &Desired
     provider.remember(KIND, fqn, &uuid);
     let job = match wants {
         Some(state) if created.get("state") != Some(&state) => {
-            put_with_retry(client, &uuid, |job| {
+            // The create's answer is the job as it now is (its version included): the start is
+            // written onto it without reading it again; a 409 says it changed, and it is read.
+            let first = match created {
+                Value::Object(o) => Some(o),
+                _ => None,
+            };
+            put_with_retry(client, &uuid, first, |job| {
                 job.insert("state".into(), state.clone());
                 true
             })
@@ -478,7 +578,7 @@ async fn update(provider: &Apcera, client: &Client, fqn: &str, desired: &Desired
         resolve_packages(provider, obj)?;
     }
     let owner = provider.owner.clone();
-    let job = put_with_retry(client, &uuid, |job| {
+    let job = put_with_retry(client, &uuid, None, |job| {
         // Only the declared fields that differ from the job as read are written; everything
         // else goes back exactly as it came, in the platform's own representation.
         let as_read = Value::Object(job.clone());
@@ -519,20 +619,25 @@ async fn update(provider: &Apcera, client: &Client, fqn: &str, desired: &Desired
 
 /// Read the job, change it, and `PUT` it back whole; a stale `version_id` (409) means someone
 /// else changed it in between, so read again and redo the change. `change` returns false when
-/// the job as read needs no change; then nothing is sent.
+/// the job as read needs no change; then nothing is sent. `first`, when given, is the job as
+/// the platform just answered it (a create's answer), used instead of the first read.
 async fn put_with_retry(
     client: &Client,
     uuid: &str,
+    mut first: Option<Map<String, Value>>,
     change: impl Fn(&mut Map<String, Value>) -> bool,
 ) -> Result<Value, ApiError> {
     let mut attempts = 0;
     loop {
         attempts += 1;
-        let mut job = match client.get_job(uuid).await? {
-            Value::Object(o) => o,
-            _ => {
-                return Err(ApiError::other("GET", &format!("/v1/jobs/{uuid}"), "answer is not a job object"));
-            }
+        let mut job = match first.take() {
+            Some(job) if job.get("uuid").and_then(Value::as_str) == Some(uuid) && job.contains_key("version_id") => job,
+            _ => match client.get_job(uuid).await? {
+                Value::Object(o) => o,
+                _ => {
+                    return Err(ApiError::other("GET", &format!("/v1/jobs/{uuid}"), "answer is not a job object"));
+                }
+            },
         };
         if !change(&mut job) {
             return Ok(Value::Object(job));
@@ -583,4 +688,47 @@ async fn wait_ready(client: &Client, job: &Value, fqn: &str, timeout: Duration) 
 fn seconds(d: Duration) -> String {
     let s = d.as_secs_f64();
     if s.fract() == 0.0 { format!("{s:.0}s") } else { format!("{s}s") }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Moving a listed job's fields gives the same live job, bindings' source and projection as
+    /// copying them did (byte for byte, key order included).
+    #[test]
+    fn a_job_moved_out_of_a_list_is_the_job_copied_from_it() {
+        let owner = "me";
+        let live = json!({
+            "uuid": "u-1", "fqn": "job::/a::web", "version_id": 3, "created_at": "then",
+            "state": "started", "num_instances": 2, "weight": 0,
+            "processes": {
+                "app": {"start_command": "./web", "environment": {"A": "1"}, "stop_timeout": 5},
+                "extra": {"start_command": "./x"}
+            },
+            "resources": {"memory": 256, "cpu": 100, "disk": 1024},
+            "rollout": {"flapping_window": 300},
+            "labels": {PRUNE_LABEL: "false", OWNER_LABEL: owner, "team": "a"},
+            "tags": {"release": "1"},
+            "ports": [{"number": 8080, "routes": [{"type": "http", "endpoint": "a.example.com"}]}],
+            "bindings": {"b": {"name": "db", "service_fqn": "service::/a::db"}},
+            "drains": [{"url": "syslog://a:514"}]
+        });
+        let desireds = [
+            json!({"state": "started", "processes": {"app": {"start_command": "./web"}}, "resources": {"memory": 256},
+                   "labels": {"team": "a"}, drain::FIELD: []}),
+            json!({"processes": {"app": {"environment": {"A": "1"}}, "extra": "not an object"}, "tags": {}, "ports": []}),
+            json!({"processes": "not an object", "resources": 5, "labels": {PRUNE_LABEL: "false"}}),
+            json!("not an object"),
+        ];
+        for desired in desireds {
+            let (copied, uuid) = from_live(&live, owner).unwrap();
+            let (moved, uuid2, rest) = from_live_owned(live.clone(), owner).unwrap();
+            assert_eq!((uuid.as_str(), moved.owned, &moved.keep, &moved.owner), (uuid2.as_str(), copied.owned, &copied.keep, &copied.owner));
+            assert_eq!(super::super::binding::from_live_job(&rest, true).len(), 1);
+            let want = crate::model::compact(project_onto(&desired, &copied.spec));
+            let got = project_onto_owned(&desired, moved.spec);
+            assert_eq!(serde_json::to_string(&got).unwrap(), serde_json::to_string(&want).unwrap(), "{desired}");
+        }
+    }
 }
