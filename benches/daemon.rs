@@ -198,6 +198,10 @@ fn latency() {
     let latencies = commit_latencies(repo.path(), &d, COMMITS, "svc-004.yaml", "svc-00021", false);
     println!("commit → applied, local repository of 50 jobs, one-job change, no added latency:");
     report("commit → applied", &latencies);
+    row(
+        "daemon, 50 jobs: one-job commit → applied",
+        &spread(&latencies.iter().map(|l| l * 1e3).collect::<Vec<_>>(), "ms"),
+    );
 }
 
 fn ten_thousand() {
@@ -230,6 +234,11 @@ fn ten_thousand() {
         rss_before,
         vm_mib(pid, "VmHWM:")
     );
+    row(
+        "daemon holding 10,000 jobs: peak RSS during the first apply",
+        &format!("{:.1} MiB (1 run)", vm_mib(pid, "VmHWM:")),
+    );
+    row("daemon holding 10,000 jobs: RSS at rest", &format!("{:.1} MiB (1 run)", vm_mib(pid, "VmRSS:")));
     let mut latencies = Vec::new();
     for round in 0..2 {
         latencies.extend(commit_latencies(repo.path(), &d, 5, "svc-250.yaml", "svc-05003", true));
@@ -241,6 +250,10 @@ fn ten_thousand() {
         );
     }
     report("commit → applied at 10,000 jobs (polling /v1/configurations/target)", &latencies);
+    row(
+        "daemon holding 10,000 jobs: one-job commit → applied",
+        &spread(&latencies.iter().map(|l| l * 1e3).collect::<Vec<_>>(), "ms"),
+    );
     let log = std::fs::read_to_string(state.path().join("daemon.log")).unwrap_or_default();
     println!(
         "  the last reconcile's stages: render {:.1} ms, observe {:.1} ms, diff + plan {:.1} ms",

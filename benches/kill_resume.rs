@@ -123,6 +123,10 @@ fn main() {
     println!("  converged on the next apply        {converged} of {kills}");
     println!("  duplicated resources               {duplicates}");
     println!("  missing resources                  {missing}");
+    row(
+        "kill -9 during apply: converged / duplicated / missing",
+        &format!("{converged} of {kills} / {duplicates} / {missing}"),
+    );
     assert_eq!(converged, kills);
     assert_eq!(mid_apply, kills, "every kill lands in the middle of an apply");
 }

@@ -6,7 +6,6 @@
 
 mod common;
 use common::*;
-use std::fmt::Write as _;
 
 const FILES: usize = 500;
 const JOBS_PER_FILE: usize = 20;
@@ -15,26 +14,7 @@ const RUNS: usize = 7;
 fn main() {
     let dir = tempfile::tempdir().unwrap();
     let sandbox = Sandbox::start(&[]);
-    std::fs::write(
-        dir.path().join("capstan.yaml"),
-        format!(
-            "owner: bench\ndefault_namespace: /bench\nvariables:\n  RELEASE: \"42\"\ntargets:\n  sb:\n    platform: apcera\n    url: {}\ndefault_target: sb\n",
-            sandbox.url
-        ),
-    )
-    .unwrap();
-    for f in 0..FILES {
-        let mut text = String::from("jobs:\n");
-        for j in 0..JOBS_PER_FILE {
-            let n = f * JOBS_PER_FILE + j;
-            let _ = write!(
-                text,
-                "  job::::svc-{n:05}:\n    state: started\n    num_instances: 1\n    packages:\n      - fqn: package::/apcera/pkg/os::ubuntu-14.04-apc3\n    processes:\n      app:\n        start_command: ./run --id {n}\n        environment:\n          SHARD: \"{f}\"\n    ports:\n      - number: 8080\n        routes:\n          - type: http\n            endpoint: svc-{n:05}.example.com\n    resources:\n      memory: 268435456\n    tags:\n      release: ${{RELEASE}}\n      team: t{}\n",
-                f % 7
-            );
-        }
-        std::fs::write(dir.path().join(format!("svc-{f:03}.yaml")), text).unwrap();
-    }
+    write_apcera_jobs(dir.path(), &sandbox.url, FILES, JOBS_PER_FILE);
 
     let apply = measure(dir.path(), &["apply", ".", "--yes", "--parallelism", "64"], &[]);
     assert_eq!(
@@ -65,7 +45,12 @@ fn main() {
         walls.iter().cloned().fold(f64::MAX, f64::min) * 1e3,
         walls.iter().cloned().fold(0.0, f64::max) * 1e3
     );
-    println!("  peak RSS                    {:7.1} MiB", median(rss));
+    println!("  peak RSS                    {:7.1} MiB", median(rss.clone()));
+    row(
+        "no-op plan, 10,000 Apcera jobs in 500 files: wall",
+        &spread(&walls.iter().map(|w| w * 1e3).collect::<Vec<_>>(), "ms"),
+    );
+    row("no-op plan, 10,000 Apcera jobs in 500 files: peak RSS", &spread(&rss, "MiB"));
     println!("  render                      {:7.1} ms", median(render));
     println!("  observe (list calls)        {:7.1} ms", median(observe));
     println!("  diff + plan                 {:7.1} ms", median(diff));
@@ -82,9 +67,10 @@ fn main() {
         walls.push(m.wall.as_secs_f64());
         size = m.stdout.len();
     }
+    row("markdown report of 10,000 updates", &spread(&walls.iter().map(|w| w * 1e3).collect::<Vec<_>>(), "ms"));
     println!(
         "plan of 10,000 updates as a markdown report: {:.1} ms (median of 3), {} KiB",
-        median(walls) * 1e3,
+        median(walls.clone()) * 1e3,
         size / 1024
     );
 }

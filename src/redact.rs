@@ -90,10 +90,19 @@ fn pair_name(m: &Map<String, Value>) -> Option<&str> {
 
 /// Whether a field or variable name says it holds a secret.
 pub fn name_says_secret(name: &str) -> bool {
-    // Most names contain none of the words at all: say so without allocating.
-    const HINTS: [&[u8]; 5] = [b"secret", b"passw", b"token", b"credential", b"key"];
-    let lower_has = |hint: &[u8]| name.as_bytes().windows(hint.len()).any(|w| w.eq_ignore_ascii_case(hint));
-    if !HINTS.iter().any(|h| lower_has(h)) {
+    // Most names contain none of the words at all: say so without allocating, in one pass
+    // that compares only where a word's first letter is (every key of every resource is asked).
+    let b = name.as_bytes();
+    let at = |i: usize, hint: &[u8]| b.len() - i >= hint.len() && b[i..i + hint.len()].eq_ignore_ascii_case(hint);
+    let hinted = (0..b.len()).any(|i| match b[i].to_ascii_lowercase() {
+        b's' => at(i, b"secret"),
+        b'p' => at(i, b"passw"),
+        b't' => at(i, b"token"),
+        b'c' => at(i, b"credential"),
+        b'k' => at(i, b"key"),
+        _ => false,
+    });
+    if !hinted {
         return false;
     }
     words(name).iter().any(|w| {

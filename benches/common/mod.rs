@@ -9,14 +9,79 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// The binary measured: this build's, or another named by `CAPSTAN_BENCH_BIN` (an older build,
+/// to measure before and after with the same workload).
 pub fn capstan() -> &'static str {
-    env!("CARGO_BIN_EXE_capstan")
+    static BIN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| std::env::var("CAPSTAN_BENCH_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_capstan").to_string()))
+}
+
+/// One row of the table `benches/run-all` prints: which workload, and its figure.
+pub fn row(workload: &str, figure: &str) {
+    println!("ROW\t{workload}\t{figure}");
+}
+
+/// Median and range of a series, in the unit given (`ms`, `MiB`, `s`).
+pub fn spread(xs: &[f64], unit: &str) -> String {
+    let lo = xs.iter().cloned().fold(f64::MAX, f64::min);
+    let hi = xs.iter().cloned().fold(f64::MIN, f64::max);
+    let digits = if unit == "s" { 2 } else { 1 };
+    format!("{:.digits$} {unit} ({:.digits$}–{:.digits$}, {} runs)", median(xs.to_vec()), lo, hi, xs.len())
+}
+
+/// CPU seconds a process has used so far (utime + stime from /proc/<pid>/stat).
+pub fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    let t = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (t(11) + t(12)) / ticks
+}
+
+/// A process's peak resident memory so far, in MiB (VmHWM from /proc/<pid>/status).
+pub fn peak_rss_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map(|kib| kib / 1024.0)
+        .unwrap_or(f64::NAN)
+}
+
+/// 10,000 Apcera jobs in 500 files (20 a file), each with a package, a process, a route,
+/// memory and tags; `${RELEASE}` comes from capstan.yaml. The workload of issues 3 and 18.
+pub fn write_apcera_jobs(dir: &Path, url: &str, files: usize, jobs_per_file: usize) {
+    use std::fmt::Write as _;
+    std::fs::write(
+        dir.join("capstan.yaml"),
+        format!(
+            "owner: bench\ndefault_namespace: /bench\nvariables:\n  RELEASE: \"42\"\ntargets:\n  sb:\n    platform: apcera\n    url: {url}\ndefault_target: sb\n"
+        ),
+    )
+    .unwrap();
+    for f in 0..files {
+        let mut text = String::from("jobs:\n");
+        for j in 0..jobs_per_file {
+            let n = f * jobs_per_file + j;
+            let _ = write!(
+                text,
+                "  job::::svc-{n:05}:\n    state: started\n    num_instances: 1\n    packages:\n      - fqn: package::/apcera/pkg/os::ubuntu-14.04-apc3\n    processes:\n      app:\n        start_command: ./run --id {n}\n        environment:\n          SHARD: \"{f}\"\n    ports:\n      - number: 8080\n        routes:\n          - type: http\n            endpoint: svc-{n:05}.example.com\n    resources:\n      memory: 268435456\n    tags:\n      release: ${{RELEASE}}\n      team: t{}\n",
+                f % 7
+            );
+        }
+        std::fs::write(dir.join(format!("svc-{f:03}.yaml")), text).unwrap();
+    }
 }
 
 pub struct Measured {
     pub code: i32,
     pub wall: Duration,
     pub max_rss_kib: i64,
+    /// User and system CPU seconds of the process.
+    pub cpu: f64,
     pub stdout: String,
     pub stderr: String,
 }
@@ -47,6 +112,7 @@ pub fn measure(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Measured {
         code: if libc::WIFEXITED(status) { libc::WEXITSTATUS(status) } else { -1 },
         wall,
         max_rss_kib: usage.ru_maxrss,
+        cpu: [usage.ru_utime, usage.ru_stime].iter().map(|t| t.tv_sec as f64 + t.tv_usec as f64 / 1e6).sum(),
         stdout: std::fs::read_to_string(out_path).unwrap_or_default(),
         stderr: std::fs::read_to_string(err_path).unwrap_or_default(),
     }
@@ -58,6 +124,10 @@ pub struct Sandbox {
 }
 
 impl Sandbox {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn start(extra: &[&str]) -> Self {
         let mut child = Command::new(capstan())
             .args(["sandbox", "serve", "--listen", "127.0.0.1:0"])

@@ -59,7 +59,9 @@ pub fn decode(doc: &Document, key: &str, entry: &Value, diags: &mut Diagnostics)
     }
     super::check_name_fields(doc, &pointer, key, entry, diags);
     let origin = doc.locate_key("/jobs", key);
-    let obj = entry.as_object().cloned().unwrap_or_default();
+    // Read in place: at ten thousand jobs a copy of each entry is a copy of the manifests.
+    let empty = Map::new();
+    let obj = entry.as_object().unwrap_or(&empty);
     let mut spec = Map::new();
     for field in JOB_FIELDS {
         if let Some(v) = obj.get(*field) {
@@ -113,7 +115,7 @@ pub fn decode(doc: &Document, key: &str, entry: &Value, diags: &mut Diagnostics)
     }
 
     let mut out = vec![DesiredResource { id: ResourceId::new(KIND, key), spec, origin, references, exclusive: None }];
-    out.extend(super::binding::decode_for_job(doc, &pointer, key, &obj, diags));
+    out.extend(super::binding::decode_for_job(doc, &pointer, key, obj, diags));
     out
 }
 
@@ -229,14 +231,34 @@ fn package_ref(p: &Value) -> Value {
 /// A job as listed by `GET /v1/jobs`, in comparable form; also says whether capstan's owner
 /// marked it.
 pub fn from_live(job: &Value, owner: &str) -> Option<(LiveResource, String)> {
-    let fqn = job.get("fqn")?.as_str()?.to_string();
-    let uuid = job.get("uuid").and_then(Value::as_str).unwrap_or_default().to_string();
     let mut spec = Map::new();
     for field in JOB_FIELDS {
         if let Some(v) = job.get(*field) {
             spec.insert(field.to_string(), v.clone());
         }
     }
+    live_job(job, spec, owner)
+}
+
+/// [`from_live`] for a job of a list, which is not needed afterwards: the declared fields are
+/// moved out of it, not copied. What is left (its FQN, bindings, drains) is handed back.
+pub fn from_live_owned(job: Value, owner: &str) -> Option<(LiveResource, String, Value)> {
+    let Value::Object(mut job) = job else { return None };
+    let mut spec = Map::new();
+    for field in JOB_FIELDS {
+        if let Some(v) = job.swap_remove(*field) {
+            spec.insert(field.to_string(), v);
+        }
+    }
+    let rest = Value::Object(job);
+    let (live, uuid) = live_job(&rest, spec, owner)?;
+    Some((live, uuid, rest))
+}
+
+/// A live job from its declared fields (`spec`) and the job object they came from.
+fn live_job(job: &Value, mut spec: Map<String, Value>, owner: &str) -> Option<(LiveResource, String)> {
+    let fqn = job.get("fqn")?.as_str()?.to_string();
+    let uuid = job.get("uuid").and_then(Value::as_str).unwrap_or_default().to_string();
     // Compared only where a declaration writes them (`project_onto`); none is no field.
     if job.get("drains").and_then(Value::as_array).is_some_and(|d| !d.is_empty()) {
         spec.insert(drain::FIELD.into(), drain::normalize(job.get("drains")));
@@ -454,7 +476,13 @@ async fn create(provider: &Apcera, client: &Client, fqn: &str, desired: &Desired
     provider.remember(KIND, fqn, &uuid);
     let job = match wants {
         Some(state) if created.get("state") != Some(&state) => {
-            put_with_retry(client, &uuid, |job| {
+            // The create's answer is the job as it now is (its version included): the start is
+            // written onto it without reading it again; a 409 says it changed, and it is read.
+            let first = match created {
+                Value::Object(o) => Some(o),
+                _ => None,
+            };
+            put_with_retry(client, &uuid, first, |job| {
                 job.insert("state".into(), state.clone());
                 true
             })
@@ -478,7 +506,7 @@ async fn update(provider: &Apcera, client: &Client, fqn: &str, desired: &Desired
         resolve_packages(provider, obj)?;
     }
     let owner = provider.owner.clone();
-    let job = put_with_retry(client, &uuid, |job| {
+    let job = put_with_retry(client, &uuid, None, |job| {
         // Only the declared fields that differ from the job as read are written; everything
         // else goes back exactly as it came, in the platform's own representation.
         let as_read = Value::Object(job.clone());
@@ -519,20 +547,25 @@ async fn update(provider: &Apcera, client: &Client, fqn: &str, desired: &Desired
 
 /// Read the job, change it, and `PUT` it back whole; a stale `version_id` (409) means someone
 /// else changed it in between, so read again and redo the change. `change` returns false when
-/// the job as read needs no change; then nothing is sent.
+/// the job as read needs no change; then nothing is sent. `first`, when given, is the job as
+/// the platform just answered it (a create's answer), used instead of the first read.
 async fn put_with_retry(
     client: &Client,
     uuid: &str,
+    mut first: Option<Map<String, Value>>,
     change: impl Fn(&mut Map<String, Value>) -> bool,
 ) -> Result<Value, ApiError> {
     let mut attempts = 0;
     loop {
         attempts += 1;
-        let mut job = match client.get_job(uuid).await? {
-            Value::Object(o) => o,
-            _ => {
-                return Err(ApiError::other("GET", &format!("/v1/jobs/{uuid}"), "answer is not a job object"));
-            }
+        let mut job = match first.take() {
+            Some(job) if job.get("uuid").and_then(Value::as_str) == Some(uuid) && job.contains_key("version_id") => job,
+            _ => match client.get_job(uuid).await? {
+                Value::Object(o) => o,
+                _ => {
+                    return Err(ApiError::other("GET", &format!("/v1/jobs/{uuid}"), "answer is not a job object"));
+                }
+            },
         };
         if !change(&mut job) {
             return Ok(Value::Object(job));
@@ -583,4 +616,48 @@ async fn wait_ready(client: &Client, job: &Value, fqn: &str, timeout: Duration) 
 fn seconds(d: Duration) -> String {
     let s = d.as_secs_f64();
     if s.fract() == 0.0 { format!("{s:.0}s") } else { format!("{s}s") }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Moving a listed job's fields gives the same live job, bindings' source and projection as
+    /// copying them (byte for byte, key order included).
+    #[test]
+    fn a_job_moved_out_of_a_list_is_the_job_copied_from_it() {
+        let owner = "me";
+        let live = json!({
+            "uuid": "u-1", "fqn": "job::/a::web", "version_id": 3, "created_at": "then",
+            "state": "started", "num_instances": 2, "weight": 0,
+            "processes": {
+                "app": {"start_command": "./web", "environment": {"A": "1"}, "stop_timeout": 5},
+                "extra": {"start_command": "./x"}
+            },
+            "resources": {"memory": 256, "cpu": 100, "disk": 1024},
+            "rollout": {"flapping_window": 300},
+            "labels": {PRUNE_LABEL: "false", OWNER_LABEL: owner, "team": "a"},
+            "tags": {"release": "1"},
+            "ports": [{"number": 8080, "routes": [{"type": "http", "endpoint": "a.example.com"}]}],
+            "bindings": {"b": {"name": "db", "service_fqn": "service::/a::db"}},
+            "drains": [{"url": "syslog://a:514"}]
+        });
+        let desireds = [
+            json!({"state": "started", "processes": {"app": {"start_command": "./web"}}, "resources": {"memory": 256},
+                   "labels": {"team": "a"}, drain::FIELD: []}),
+            json!({"processes": {"app": {"environment": {"A": "1"}}, "extra": "not an object"}, "tags": {}, "ports": []}),
+            json!({"processes": "not an object", "resources": 5, "labels": {PRUNE_LABEL: "false"}}),
+            json!("not an object"),
+        ];
+        for desired in desireds {
+            let (copied, uuid) = from_live(&live, owner).unwrap();
+            let (moved, uuid2, rest) = from_live_owned(live.clone(), owner).unwrap();
+            assert_eq!((uuid.as_str(), moved.owned, &moved.keep, &moved.owner), (uuid2.as_str(), copied.owned, &copied.keep, &copied.owner));
+            assert_eq!(super::super::binding::from_live_job(&rest, true).len(), 1);
+            assert_eq!(serde_json::to_string(&moved.spec).unwrap(), serde_json::to_string(&copied.spec).unwrap());
+            let want = project_onto(&desired, &copied.spec);
+            let got = project_onto(&desired, &moved.spec);
+            assert_eq!(serde_json::to_string(&got).unwrap(), serde_json::to_string(&want).unwrap(), "{desired}");
+        }
+    }
 }

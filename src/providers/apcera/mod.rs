@@ -487,9 +487,11 @@ impl Drive for Apcera {
             let mut out = Vec::new();
             client
                 .each_job(|j| {
-                    if let Some((mut live, uuid)) = job::from_live(&j, owner) {
-                        let attachments = binding::from_live_job(&j, live.owned);
-                        // A declared job is kept only as far as its declaration goes.
+                    // The job's fields are moved out of the parsed list entry, never copied.
+                    if let Some((mut live, uuid, rest)) = job::from_live_owned(j, owner) {
+                        let attachments = binding::from_live_job(&rest, live.owned);
+                        // A declared job is kept only as far as its declaration goes, copied
+                        // into memory of its own (dense, apart from the list's leftovers).
                         if let Some(d) = desired.resources.get(&live.id) {
                             live.spec = crate::model::compact(job::project_onto(&d.spec, &live.spec));
                         }
