@@ -16,6 +16,13 @@ pub fn capstan() -> &'static str {
     BIN.get_or_init(|| std::env::var("CAPSTAN_BENCH_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_capstan").to_string()))
 }
 
+/// The binary that serves the sandbox: `capstan()`, or another named by
+/// `CAPSTAN_BENCH_SANDBOX_BIN` (to compare two builds of capstan against one sandbox).
+pub fn sandbox_bin() -> &'static str {
+    static BIN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| std::env::var("CAPSTAN_BENCH_SANDBOX_BIN").unwrap_or_else(|_| capstan().to_string()))
+}
+
 /// One row of the table `benches/run-all` prints: which workload, and its figure.
 pub fn row(workload: &str, figure: &str) {
     println!("ROW\t{workload}\t{figure}");
@@ -129,7 +136,7 @@ impl Sandbox {
     }
 
     pub fn start(extra: &[&str]) -> Self {
-        let mut child = Command::new(capstan())
+        let mut child = Command::new(sandbox_bin())
             .args(["sandbox", "serve", "--listen", "127.0.0.1:0"])
             .args(extra)
             .stdout(Stdio::piped())
