@@ -165,12 +165,13 @@ pub async fn execute(
                         return if exists(client, &job, spec, true).await? { Ok(()) } else { Err(e) };
                     }
                     // Transient: the binding may or may not exist. Look before binding again,
-                    // so a lost answer never makes a second binding.
-                    Err(e) if e.transient && attempts < 6 => {
+                    // so a lost answer never makes a second binding. As often as capstan.yaml's
+                    // `retry` allows any request (as `settle_create` does for other creates).
+                    Err(e) if e.transient && attempts < client.max_attempts() => {
                         if exists(client, &job, spec, true).await? {
                             return Ok(());
                         }
-                        tokio::time::sleep(std::time::Duration::from_millis(50 * attempts)).await;
+                        tokio::time::sleep(std::time::Duration::from_millis(50 * u64::from(attempts))).await;
                     }
                     Err(e) => return Err(e),
                 }
