@@ -130,7 +130,15 @@ impl<'a> Session<'a> {
         let provider = self.target.provider.as_ref();
         let (desired, live) = (&cleared.rendered.desired, &cleared.live);
         let redactor = &cleared.rendered.redactor;
+        let started = std::time::Instant::now();
         let outcome = apply::resume(provider, plan, desired, live, opts, &journal, redactor, observer, start).await;
+        // The steps' time alone, without the read-back below (what benches/apply_levels reads).
+        tracing::info!(
+            steps = plan.steps.len(),
+            phases = plan.phases.len(),
+            apply_ms = started.elapsed().as_secs_f64() * 1e3,
+            "applied"
+        );
         if outcome.steps.iter().any(|s| s.status == Status::Waiting) {
             let interrupted = opts.paused.as_ref().is_some_and(|p| p.load(Ordering::SeqCst));
             let _ = journal.end(if interrupted { "interrupted" } else { "stopped" });

@@ -162,16 +162,9 @@ pub(super) async fn apply(
         let redactor = &cleared.rendered.redactor;
         let opts = ApplyOptions { parallelism, ..ApplyOptions::default() };
         let progress = Progress::new(&cleared.plan, style, redactor, &cleared.rendered.desired);
-        let started = std::time::Instant::now();
         let applied =
             session.apply(&cleared, &cleared.plan, &apply::not_started(&cleared.plan), &opts, &progress).await?;
         progress.finish();
-        tracing::info!(
-            steps = cleared.plan.steps.len(),
-            phases = cleared.plan.phases.len(),
-            apply_ms = started.elapsed().as_secs_f64() * 1e3,
-            "applied"
-        );
         // Nothing interrupts the command line's apply but a signal, which ends the process.
         let Applied::Finished { outcome, verified, ended } = applied else {
             anyhow::bail!("the apply was stopped before every step ran");
