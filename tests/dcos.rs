@@ -59,16 +59,7 @@ fn a_failing_plan_step_fails_the_step_with_the_services_message_and_nothing_afte
 fn a_legacy_cassandra_is_followed_through_its_v1_plan() {
     let sb = SandboxProc::start_platform("dcos", &["--step-ms", "100"]);
     let w = Workdir::new();
-    w.write("capstan.yaml", "platform: dcos\nowner: data\n");
-    w.write(
-        "cassandra.json",
-        &json!({
-            "id": "/cassandra", "cmd": "./scheduler", "instances": 1, "cpus": 1, "mem": 1024,
-            "labels": {"DCOS_PACKAGE_FRAMEWORK_NAME": "cassandra"},
-            "env": {"NODES": "3"},
-        })
-        .to_string(),
-    );
+    write_legacy_cassandra(&w);
     w.target_platform("dcos", &sb.url);
     w.capstan(&["apply", ".", "--yes"]).ok();
     let (code, plan): (u16, Value) = sb.send("GET", "/service/cassandra/v1/plan", None);
@@ -568,16 +559,7 @@ fn after_a_kill_mid_plan_a_legacy_cassandras_plan_is_followed_without_deploying_
     const WAIT: Duration = Duration::from_secs(60);
     let sb = SandboxProc::start_platform("dcos", &["--step-ms", "400"]);
     let w = Workdir::new();
-    w.write("capstan.yaml", "platform: dcos\nowner: data\n");
-    w.write(
-        "cassandra.json",
-        &json!({
-            "id": "/cassandra", "cmd": "./scheduler", "instances": 1, "cpus": 1, "mem": 1024,
-            "labels": {"DCOS_PACKAGE_FRAMEWORK_NAME": "cassandra"},
-            "env": {"NODES": "3"},
-        })
-        .to_string(),
-    );
+    write_legacy_cassandra(&w);
     w.target_platform("dcos", &sb.url);
     let mut child = std::process::Command::new(capstan_bin())
         .args(["apply", ".", "--yes"])

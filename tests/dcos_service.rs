@@ -20,16 +20,7 @@ fn deployed_example(step_ms: &str) -> (SandboxProc, Workdir) {
 fn deployed_legacy(step_ms: &str) -> (SandboxProc, Workdir) {
     let sb = SandboxProc::start_platform("dcos", &["--step-ms", step_ms]);
     let w = Workdir::new();
-    w.write("capstan.yaml", "platform: dcos\nowner: data\n");
-    w.write(
-        "cassandra.json",
-        &json!({
-            "id": "/cassandra", "cmd": "./scheduler", "instances": 1, "cpus": 1, "mem": 1024,
-            "labels": {"DCOS_PACKAGE_FRAMEWORK_NAME": "cassandra"},
-            "env": {"NODES": "3"},
-        })
-        .to_string(),
-    );
+    write_legacy_cassandra(&w);
     w.target_platform("dcos", &sb.url);
     w.capstan(&["apply", ".", "--yes"]).ok();
     (sb, w)

@@ -283,3 +283,15 @@ pub fn files_under(dir: &Path) -> Vec<PathBuf> {
     }
     out
 }
+
+/// A DC/OS manifest directory holding a legacy Apache Cassandra of three nodes (seed 001: its
+/// framework label and no `DCOS_COMMONS_API_VERSION`), owner `data`.
+pub fn write_legacy_cassandra(w: &Workdir) {
+    w.write("capstan.yaml", "platform: dcos\nowner: data\n");
+    let app = serde_json::json!({
+        "id": "/cassandra", "cmd": "./scheduler", "instances": 1, "cpus": 1, "mem": 1024,
+        "labels": {"DCOS_PACKAGE_FRAMEWORK_NAME": "cassandra"},
+        "env": {"NODES": "3"},
+    });
+    w.write("cassandra.json", &app.to_string());
+}
