@@ -244,7 +244,11 @@ impl Stream {
         count(resp.status().as_str());
         if !resp.status().is_success() {
             let status = resp.status().as_u16();
-            let (message, _) = error_text(&resp.bytes().await.unwrap_or_default());
+            let body = match read_bounded(resp, MAX_ERROR_BYTES).await {
+                Ok(Bounded::Whole(b) | Bounded::Cut(b)) => b,
+                Err(_) => bytes::Bytes::new(),
+            };
+            let (message, _) = error_text(&body);
             return Err(fail(Some(status), message));
         }
         Ok(resp)
@@ -406,8 +410,23 @@ impl HttpClient {
             }
         };
         let status = resp.status();
-        let bytes = match resp.bytes().await {
-            Ok(b) => b,
+        // An error's body is only ever shown as one line: its start is all that is read.
+        let success = status.is_success();
+        let too_large = || {
+            let message = format!(
+                "the answer is larger than {} MiB, the most capstan reads of one answer",
+                MAX_ANSWER_BYTES >> 20
+            );
+            Err((mk(Some(status.as_u16()), message, false), true))
+        };
+        if success && resp.content_length().is_some_and(|n| n > MAX_ANSWER_BYTES as u64) {
+            return too_large();
+        }
+        let limit = if success { MAX_ANSWER_BYTES } else { MAX_ERROR_BYTES };
+        let bytes = match read_bounded(resp, limit).await {
+            Ok(Bounded::Whole(b)) => b,
+            Ok(Bounded::Cut(b)) if !success => b,
+            Ok(Bounded::Cut(_)) => return too_large(),
             Err(e) => {
                 return Err((mk(Some(status.as_u16()), transport_message(&e, &self.base), true), true));
             }
@@ -426,6 +445,39 @@ impl HttpClient {
             );
         Err((mk(Some(status.as_u16()), message, transient), true))
     }
+}
+
+/// The most capstan reads of one successful answer. Ten thousand Apcera jobs are about 20 MB;
+/// observe reads a few lists at once, so this bounds them together to about a GiB;
+/// a platform (or something posing as one) that answers more, or never stops, gets an error
+/// rather than all of capstan's memory.
+pub const MAX_ANSWER_BYTES: usize = 256 << 20;
+/// The most read of an error's body, which is only shown as one line.
+const MAX_ERROR_BYTES: usize = 64 << 10;
+
+enum Bounded {
+    Whole(bytes::Bytes),
+    /// The first `limit` bytes; there was more (the rest is not read).
+    Cut(bytes::Bytes),
+}
+
+/// Read a body up to `limit` bytes.
+async fn read_bounded(mut resp: reqwest::Response, limit: usize) -> Result<Bounded, reqwest::Error> {
+    let mut buf: Vec<u8> = Vec::with_capacity(resp.content_length().map_or(0, |n| n as usize).min(limit));
+    while let Some(chunk) = resp.chunk().await? {
+        let room = limit - buf.len();
+        let take = chunk.len().min(room);
+        // Grow by doubling, but never past the bound (plain doubling could hold twice it).
+        if buf.len() + take > buf.capacity() {
+            let want = (buf.capacity() * 2).max(buf.len() + take).min(limit);
+            buf.reserve_exact(want - buf.len());
+        }
+        buf.extend_from_slice(&chunk[..take]);
+        if take < chunk.len() {
+            return Ok(Bounded::Cut(buf.into()));
+        }
+    }
+    Ok(Bounded::Whole(buf.into()))
 }
 
 /// Visits a JSON array, handing each element over as soon as it is parsed.

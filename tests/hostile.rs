@@ -438,3 +438,59 @@ fn the_daemon_stores_and_serves_no_rotated_secret() {
         }
     }
 }
+
+/// A "platform" on loopback that answers every request 200 with a JSON body that never ends
+/// (chunked, `[` and then spaces), or with a `Content-Length` of 10 GiB when `announce` is set;
+/// it stops writing after 2 GiB or when the client goes away.
+fn endless_platform(announce: bool) -> String {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for stream in listener.incoming().take(64) {
+            let Ok(mut s) = stream else { continue };
+            std::thread::spawn(move || {
+                let mut req = [0u8; 8192];
+                let _ = s.read(&mut req);
+                let head = if announce {
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 10737418240\r\n\r\n"
+                } else {
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n1\r\n[\r\n"
+                };
+                if s.write_all(head.as_bytes()).is_err() {
+                    return;
+                }
+                let chunk = vec![b' '; 1 << 20];
+                let mut framed = format!("{:x}\r\n", chunk.len()).into_bytes();
+                framed.extend_from_slice(&chunk);
+                framed.extend_from_slice(b"\r\n");
+                let piece = if announce { &chunk } else { &framed };
+                for _ in 0..2048 {
+                    if s.write_all(piece).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    url
+}
+
+#[test]
+fn an_answer_that_never_ends_is_an_error_not_all_of_capstans_memory() {
+    for announce in [false, true] {
+        let url = endless_platform(announce);
+        let w = Workdir::new();
+        w.target(&url);
+        w.write("jobs.yaml", &job("web", "{}"));
+        let (run, peak_mib) = run_bounded(w.path(), &["plan", "."], 60);
+        ended_cleanly(&run, 1);
+        assert!(
+            run.stderr.contains("larger than 256 MiB, the most capstan reads of one answer"),
+            "announce={announce}: {}",
+            run.stderr
+        );
+        // Without the bound it reads the 2 GiB the platform sends (or waits for 10 GiB).
+        assert!(peak_mib < 1024, "announce={announce}: peak {peak_mib} MiB");
+    }
+}

@@ -255,15 +255,13 @@ async fn read_events(stream: crate::http::Stream, events: Arc<Events>) {
                 events.attached.store(true, Ordering::SeqCst);
                 events.attach.notify_waiters();
                 backoff = Duration::from_millis(20);
-                let mut buf: Vec<u8> = Vec::new();
+                let mut lines = Lines::default();
                 while let Ok(Some(chunk)) = resp.chunk().await {
-                    buf.extend_from_slice(&chunk);
-                    while let Some(nl) = buf.iter().position(|&b| b == b'\n') {
-                        let line: Vec<u8> = buf.drain(..=nl).collect();
+                    lines.feed(&chunk, |line| {
                         if let Some(data) = line.strip_prefix(b"data:") {
                             record(&events, data);
                         }
-                    }
+                    });
                 }
                 events.attached.store(false, Ordering::SeqCst);
             }
@@ -273,6 +271,39 @@ async fn read_events(stream: crate::http::Stream, events: Arc<Events>) {
         events.notify.notify_waiters();
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(Duration::from_secs(2));
+    }
+}
+
+/// The longest event line kept: Marathon's events are a few KiB; a stream that sends more
+/// without a newline (broken, or not Marathon) has that line dropped, not kept in memory.
+const MAX_EVENT_LINE: usize = 1 << 20;
+
+/// Splits a byte stream into lines, each at most `MAX_EVENT_LINE` long (a longer one is skipped
+/// to its end).
+#[derive(Default)]
+struct Lines {
+    buf: Vec<u8>,
+    /// Inside a line that grew too long: everything up to its newline is dropped.
+    skipping: bool,
+}
+
+impl Lines {
+    fn feed(&mut self, mut chunk: &[u8], mut line: impl FnMut(&[u8])) {
+        while let Some(nl) = chunk.iter().position(|&b| b == b'\n') {
+            if !self.skipping && self.buf.len() + nl <= MAX_EVENT_LINE {
+                self.buf.extend_from_slice(&chunk[..nl]);
+                line(&self.buf);
+            }
+            self.buf.clear();
+            self.skipping = false;
+            chunk = &chunk[nl + 1..];
+        }
+        if !self.skipping && self.buf.len() + chunk.len() <= MAX_EVENT_LINE {
+            self.buf.extend_from_slice(chunk);
+        } else {
+            self.buf.clear();
+            self.skipping = true;
+        }
     }
 }
 
@@ -298,4 +329,39 @@ fn record(events: &Events, data: &[u8]) {
     }
     drop(f);
     events.notify.notify_waiters();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn split(chunks: &[&[u8]]) -> Vec<String> {
+        let mut lines = Lines::default();
+        let mut out = Vec::new();
+        for c in chunks {
+            lines.feed(c, |l| out.push(String::from_utf8_lossy(l).into_owned()));
+        }
+        out
+    }
+
+    #[test]
+    fn lines_are_joined_across_chunks_and_split_within_one() {
+        assert_eq!(split(&[b"data: {\"a\"", b":1}\nda", b"ta: 2\n\ndata: 3\n"]), ["data: {\"a\":1}", "data: 2", "", "data: 3"]);
+    }
+
+    #[test]
+    fn a_line_longer_than_the_bound_is_dropped_and_the_next_one_kept() {
+        let long = vec![b'x'; MAX_EVENT_LINE / 2 + 1];
+        // Three halves of a line without a newline: more than the bound, never held whole.
+        let mut lines = Lines::default();
+        let mut out = Vec::new();
+        for _ in 0..3 {
+            lines.feed(&long, |l| out.push(l.len()));
+            assert!(lines.buf.len() <= MAX_EVENT_LINE);
+        }
+        lines.feed(b"tail\ndata: ok\n", |l| out.push(l.len()));
+        assert_eq!(out, [b"data: ok".len()]);
+        let exact = vec![b'y'; MAX_EVENT_LINE];
+        assert_eq!(split(&[&exact, b"\n"]), [String::from_utf8(exact.clone()).unwrap()]);
+    }
 }
