@@ -493,7 +493,7 @@ impl Drive for Apcera {
                         // A declared job is kept only as far as its declaration goes, copied
                         // into memory of its own (dense, apart from the list's leftovers).
                         if let Some(d) = desired.resources.get(&live.id) {
-                            live.spec = crate::model::compact(job::project_onto(&d.spec, &live.spec));
+                            live.spec = crate::model::compact(job::project_onto_owned(&d.spec, std::mem::take(&mut live.spec)));
                         }
                         out.push((live, uuid, attachments));
                     }
