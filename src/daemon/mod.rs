@@ -176,6 +176,17 @@ pub struct Daemon {
     closed: tokio::sync::watch::Sender<bool>,
     /// capstan.yaml's notification receivers (of the commit the daemon started at).
     pub notifier: Arc<crate::notify::Notifier>,
+    /// The unit's name, from `opts.repo.path` by [`unit_name`].
+    unit: String,
+}
+
+/// The name of the unit whose manifests are in `path` (relative to the repository root): its
+/// components joined by `/`, with `.` components, empty components and a trailing slash left
+/// out, and `.` for the repository root. `./clusters//eu/` and `clusters/eu` are one unit,
+/// `clusters/eu`. The name is stable across restarts and daemons: it keys leases and history.
+pub fn unit_name(path: &str) -> String {
+    let parts: Vec<&str> = path.split(['/', '\\']).filter(|c| !c.is_empty() && *c != ".").collect();
+    if parts.is_empty() { ".".to_string() } else { parts.join("/") }
 }
 
 impl Daemon {
@@ -258,6 +269,7 @@ impl Daemon {
             shutting_down: AtomicBool::new(false),
             closed: tokio::sync::watch::channel(false).0,
             notifier: Arc::new(notifier),
+            unit: unit_name(&opts.repo.path),
             opts,
         });
         Ok(daemon)
@@ -269,6 +281,13 @@ impl Daemon {
 
     pub fn platform(&self) -> &'static str {
         self.connected.provider.platform()
+    }
+
+    /// The deployment unit this daemon reconciles: its directory relative to the repository
+    /// root, slash-separated (`clusters/eu`; `.` for the root). Leases and per-unit records are
+    /// keyed by exactly this name; see [`unit_name`].
+    pub fn unit(&self) -> &str {
+        &self.unit
     }
 
     pub fn target_description(&self) -> &str {
@@ -489,4 +508,31 @@ fn write_stdout(text: &str) -> std::io::Result<()> {
     use std::io::Write;
     let mut stdout = std::io::stdout().lock();
     stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush())
+}
+
+#[cfg(test)]
+mod unit_name_tests {
+    use super::unit_name;
+
+    #[test]
+    fn the_root_is_dot() {
+        assert_eq!(unit_name(""), ".");
+        assert_eq!(unit_name("."), ".");
+        assert_eq!(unit_name("./"), ".");
+        assert_eq!(unit_name("/"), ".");
+    }
+
+    #[test]
+    fn a_directory_is_its_slash_separated_relative_path() {
+        assert_eq!(unit_name("clusters/eu"), "clusters/eu");
+        assert_eq!(unit_name("./clusters//eu/"), "clusters/eu");
+        assert_eq!(unit_name("clusters\\eu"), "clusters/eu");
+        assert_eq!(unit_name("deploy"), "deploy");
+    }
+
+    #[test]
+    fn different_directories_are_different_units() {
+        assert_ne!(unit_name("clusters/eu"), unit_name("clusters/us"));
+        assert_ne!(unit_name("clusters/eu"), unit_name("clusters"));
+    }
 }
