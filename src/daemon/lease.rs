@@ -46,7 +46,7 @@ fn millis(d: Duration) -> f64 {
 pub fn acquire(client: &mut Client, unit: &str, holder: &str, ttl: Duration) -> Result<Option<Held>, postgres::Error> {
     let row = client.query_opt(
         "INSERT INTO leases (unit, holder, generation, expires_at)
-         VALUES ($1, $2, 1, now() + make_interval(secs => $3 / 1000.0))
+         VALUES ($1, $2, 1, now() + make_interval(secs => $3::float8 / 1000.0))
          ON CONFLICT (unit) DO UPDATE SET
              holder = EXCLUDED.holder,
              generation = CASE WHEN leases.holder = EXCLUDED.holder AND leases.expires_at > now()
@@ -62,7 +62,7 @@ pub fn acquire(client: &mut Client, unit: &str, holder: &str, ttl: Duration) -> 
 /// Renews a held lease; `false` when it was lost (expired and taken, or another generation).
 pub fn renew(client: &mut Client, held: &Held, holder: &str, ttl: Duration) -> Result<bool, postgres::Error> {
     let n = client.execute(
-        "UPDATE leases SET expires_at = now() + make_interval(secs => $4 / 1000.0)
+        "UPDATE leases SET expires_at = now() + make_interval(secs => $4::float8 / 1000.0)
          WHERE unit = $1 AND holder = $2 AND generation = $3 AND expires_at > now()",
         &[&held.unit, &holder, &held.generation, &millis(ttl)],
     )?;
@@ -74,7 +74,7 @@ pub fn renew(client: &mut Client, held: &Held, holder: &str, ttl: Duration) -> R
 pub fn fenced(client: &mut Client, held: &Held, holder: &str, margin: Duration) -> Result<bool, postgres::Error> {
     let row = client.query_opt(
         "SELECT 1 FROM leases WHERE unit = $1 AND holder = $2 AND generation = $3
-           AND expires_at > now() + make_interval(secs => $4 / 1000.0)",
+           AND expires_at > now() + make_interval(secs => $4::float8 / 1000.0)",
         &[&held.unit, &holder, &held.generation, &millis(margin)],
     )?;
     Ok(row.is_some())
@@ -93,7 +93,7 @@ pub fn release(client: &mut Client, held: &Held, holder: &str) -> Result<(), pos
 /// (itself included), for `fair_share`.
 pub fn heartbeat(client: &mut Client, id: &str, ttl: Duration) -> Result<usize, postgres::Error> {
     client.execute(
-        "INSERT INTO daemons (id, seen_until) VALUES ($1, now() + make_interval(secs => $2 / 1000.0))
+        "INSERT INTO daemons (id, seen_until) VALUES ($1, now() + make_interval(secs => $2::float8 / 1000.0))
          ON CONFLICT (id) DO UPDATE SET seen_until = EXCLUDED.seen_until",
         &[&id, &millis(ttl)],
     )?;
