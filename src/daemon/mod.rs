@@ -15,6 +15,7 @@
 pub mod api;
 mod apply;
 pub mod events;
+mod lease;
 pub mod metrics;
 mod reconcile;
 mod server;

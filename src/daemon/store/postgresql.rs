@@ -32,7 +32,8 @@ use std::time::Duration;
 
 /// One step of the schema each, in order: version N is `MIGRATIONS[N - 1]`. Never edit a
 /// released one; add the next.
-const MIGRATIONS: &[&str] = &["
+const MIGRATIONS: &[&str] = &[
+    "
 CREATE SEQUENCE capstan_seq;
 CREATE TABLE configurations (
     sha           TEXT PRIMARY KEY,
@@ -62,7 +63,20 @@ CREATE TABLE kv (
     key   TEXT PRIMARY KEY,
     value TEXT NOT NULL
 );
-"];
+",
+    "
+CREATE TABLE leases (
+    unit       TEXT PRIMARY KEY,
+    holder     TEXT NOT NULL,
+    generation BIGINT NOT NULL,
+    expires_at TIMESTAMPTZ NOT NULL
+);
+CREATE TABLE daemons (
+    id         TEXT PRIMARY KEY,
+    seen_until TIMESTAMPTZ NOT NULL
+);
+",
+];
 
 /// The schema version this binary writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
