@@ -129,10 +129,28 @@ mod tests {
         assert!(a.contains(&format!(":{}:", std::process::id())), "{a}");
     }
 
-    /// Against a real PostgreSQL when CAPSTAN_TEST_POSTGRES_URL is set.
+    /// The server CI started (CAPSTAN_TEST_POSTGRES_URL), else one `.ci/postgres` starts for this
+    /// test binary (stopped once it has ended): this test never skips.
+    fn server_url() -> String {
+        if let Ok(url) = std::env::var("CAPSTAN_TEST_POSTGRES_URL") {
+            return url;
+        }
+        let dir = std::env::temp_dir().join(format!("capstan-lease-pg-{}", std::process::id()));
+        let out = std::process::Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.ci/postgres"))
+            .arg("start")
+            .arg(&dir)
+            .arg(std::process::id().to_string())
+            .stderr(std::process::Stdio::inherit())
+            .output()
+            .expect("run .ci/postgres");
+        assert!(out.status.success(), ".ci/postgres could not start a server (see above)");
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    }
+
+    /// Against a real PostgreSQL.
     #[test]
     fn a_lease_is_taken_over_only_after_expiry_with_a_new_generation() {
-        let Ok(url) = std::env::var("CAPSTAN_TEST_POSTGRES_URL") else { return };
+        let url = server_url();
         let dir = std::env::temp_dir();
         let _store = crate::daemon::store::Store::open_at(Some(&url), &dir).unwrap(); // migrates
         let mut c = postgres::Client::connect(&url, postgres::NoTls).unwrap();
