@@ -2,6 +2,7 @@
 //! process, env, cnames and binds, all converged by one step. An update sends its changes with
 //! `noRestart` and restarts the units once at the end when the env or the binds changed.
 
+use super::kind::Kind;
 use super::client::{Client, enc};
 use super::{Tsuru, env, units};
 use crate::base::diagnostic::Diagnostics;
@@ -13,7 +14,6 @@ use reqwest::Method;
 use serde_json::{Map, Value, json};
 use std::collections::BTreeSet;
 
-pub const KIND: &str = "app";
 
 /// The fields of the seed's `POST /1.0/apps` that capstan manages.
 pub const FIELDS: &[&str] = &["platform", "plan", "pool", "teamOwner", "description", "tags", "router"];
@@ -42,13 +42,13 @@ pub fn decode(doc: &Document, name: &str, entry: &Value, _diags: &mut Diagnostic
         spec.insert("binds".into(), sorted(b));
         for (i, target) in b.iter().filter_map(Value::as_str).enumerate() {
             references.push(Reference {
-                target: ResourceId::new(super::service_instance::KIND, target),
+                target: ResourceId::new(Kind::ServiceInstance.name(), target),
                 at: doc.locate(&format!("{pointer}/binds/{i}")),
             });
         }
     }
     DesiredResource {
-        id: ResourceId::new(KIND, name),
+        id: ResourceId::new(Kind::App.name(), name),
         spec: Value::Object(spec),
         origin: doc.locate_key("/apps", name),
         references,
@@ -88,9 +88,9 @@ pub fn from_live(tsuru: &Tsuru, item: &Value, binds: Vec<String>, env_vars: Opti
     if let Some(vars) = env_vars {
         spec["env"] = env::from_live(&tsuru.owner, vars);
     }
-    let depends_on = binds_of(&spec).map(|b| ResourceId::new(super::service_instance::KIND, b)).collect();
+    let depends_on = binds_of(&spec).map(|b| ResourceId::new(Kind::ServiceInstance.name(), b)).collect();
     Some(LiveResource {
-        id: ResourceId::new(KIND, name),
+        id: ResourceId::new(Kind::App.name(), name),
         spec,
         owned: owner.as_deref() == Some(tsuru.owner.as_str()),
         owner,

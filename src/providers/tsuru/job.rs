@@ -4,6 +4,7 @@
 //! does not stream). tsuru's job update merges (an empty field keeps its value), so a field
 //! removed from the manifest keeps its live value.
 
+use super::kind::Kind;
 use super::client::{Client, enc};
 use super::{Tsuru, app};
 use crate::base::diagnostic::Diagnostics;
@@ -15,7 +16,6 @@ use reqwest::Method;
 use serde_json::{Map, Value, json};
 use std::collections::BTreeSet;
 
-pub const KIND: &str = "job";
 
 const FIELDS: &[&str] =
     &["teamOwner", "pool", "plan", "description", "tags", "schedule", "manual", "activeDeadlineSeconds", "container"];
@@ -40,13 +40,13 @@ pub fn decode(doc: &Document, name: &str, entry: &Value, _diags: &mut Diagnostic
         spec.insert("binds".into(), app::sorted(b));
         for (i, target) in b.iter().filter_map(Value::as_str).enumerate() {
             references.push(Reference {
-                target: ResourceId::new(super::service_instance::KIND, target),
+                target: ResourceId::new(Kind::ServiceInstance.name(), target),
                 at: doc.locate(&format!("{pointer}/binds/{i}")),
             });
         }
     }
     DesiredResource {
-        id: ResourceId::new(KIND, name),
+        id: ResourceId::new(Kind::Job.name(), name),
         spec: Value::Object(spec),
         origin: doc.locate_key("/jobs", name),
         references,
@@ -80,9 +80,9 @@ pub fn from_live(owner: &str, item: &Value, binds: Vec<String>) -> Option<LiveRe
         "binds": binds,
     });
     let depends_on =
-        binds_of(&spec).iter().map(|b| ResourceId::new(super::service_instance::KIND, b.as_str())).collect();
+        binds_of(&spec).iter().map(|b| ResourceId::new(Kind::ServiceInstance.name(), b.as_str())).collect();
     Some(LiveResource {
-        id: ResourceId::new(KIND, name),
+        id: ResourceId::new(Kind::Job.name(), name),
         spec,
         owned: mark.as_deref() == Some(owner),
         owner: mark,

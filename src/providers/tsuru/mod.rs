@@ -25,6 +25,7 @@ mod app;
 mod client;
 mod env;
 mod job;
+mod kind;
 mod service_instance;
 mod stream;
 mod units;
@@ -51,11 +52,7 @@ pub const OWNER_TAG: &str = "capstan-owner=";
 /// The tag by which a person keeps a resource from being pruned.
 pub const KEEP_TAG: &str = "capstan-prune=false";
 
-const KINDS: &[(&str, KindInfo)] = &[
-    (service_instance::KIND, KindInfo { managed: true, updatable: true }),
-    (app::KIND, KindInfo { managed: true, updatable: true }),
-    (job::KIND, KindInfo { managed: true, updatable: true }),
-];
+use kind::{KINDS, Kind};
 
 pub struct Tsuru {
     client: Option<Client>,
@@ -197,7 +194,7 @@ impl Decode for Tsuru {
     /// A cname two declared apps both declare can never converge.
     fn link(&self, desired: &mut DesiredState, diags: &mut Diagnostics) {
         let mut seen: BTreeMap<&str, &DesiredResource> = BTreeMap::new();
-        for r in desired.resources.values().filter(|r| r.id.kind == app::KIND) {
+        for r in desired.resources.values().filter(|r| r.id.kind == Kind::App.name()) {
             for c in r.spec.get("cnames").and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str) {
                 if let Some(first) = seen.insert(c, r) {
                     diags.push(Diagnostic::error(
@@ -248,14 +245,14 @@ impl Compare for Tsuru {
     ) -> (Option<Cow<'a, Value>>, Option<Cow<'a, Value>>) {
         match (desired, live) {
             (Some(d), Some(l)) => {
-                let (dv, lv) = match d.id.kind.as_str() {
-                    app::KIND => app::comparable(&self.owner, &d.spec, &l.spec),
-                    service_instance::KIND => (d.spec.clone(), service_instance::comparable(&d.spec, &l.spec)),
-                    _ => (d.spec.clone(), job::comparable(&d.spec, &l.spec)),
+                let (dv, lv) = match Kind::parse(&d.id.kind) {
+                    Some(Kind::App) => app::comparable(&self.owner, &d.spec, &l.spec),
+                    Some(Kind::ServiceInstance) => (d.spec.clone(), service_instance::comparable(&d.spec, &l.spec)),
+                    Some(Kind::Job) | None => (d.spec.clone(), job::comparable(&d.spec, &l.spec)),
                 };
                 (Some(Cow::Owned(dv)), Some(Cow::Owned(lv)))
             }
-            (Some(d), None) if d.id.kind == app::KIND => {
+            (Some(d), None) if d.id.kind == Kind::App.name() => {
                 let (dv, _) = app::comparable(&self.owner, &d.spec, &Value::Null);
                 (Some(Cow::Owned(dv)), None)
             }
@@ -296,7 +293,7 @@ impl Drive for Tsuru {
         // thousand apps were ten thousand connections and 550 MB.
         let declared = |kind: &str, name: &str| desired.resources.contains_key(&ResourceId::new(kind, name));
         let names: Vec<&str> =
-            apps.iter().filter_map(|a| a.get("name")?.as_str()).filter(|n| declared(app::KIND, n)).collect();
+            apps.iter().filter_map(|a| a.get("name")?.as_str()).filter(|n| declared(Kind::App.name(), n)).collect();
         let envs: Vec<Vec<Value>> = {
             use futures::{StreamExt, TryStreamExt};
             // Made first (a future does nothing until polled): a closure inside the stream
@@ -327,7 +324,7 @@ impl Drive for Tsuru {
                 state.insert(live);
             }
         }
-        for r in desired.resources.values().filter(|r| r.id.kind == app::KIND) {
+        for r in desired.resources.values().filter(|r| r.id.kind == Kind::App.name()) {
             let declared: BTreeSet<String> = r
                 .spec
                 .get("cnames")
@@ -345,19 +342,22 @@ impl Drive for Tsuru {
     async fn execute(&self, op: Operation<'_>, live_state: &LiveState) -> Result<(), ApiError> {
         let name = op.id.name.as_str();
         let spec = op.desired.map(|d| &d.spec);
-        match (op.id.kind.as_str(), op.verb, spec) {
-            (app::KIND, Verb::Create, Some(s)) => app::create(self, name, s).await,
-            (app::KIND, Verb::Update, Some(s)) => app::update(self, name, s, op.live).await,
-            (app::KIND, Verb::Delete, _) => app::delete(self, name).await,
-            (service_instance::KIND, Verb::Create, Some(s)) => service_instance::create(self, name, s).await,
-            (service_instance::KIND, Verb::Update, Some(s)) => service_instance::update(self, name, s, op.live).await,
-            (service_instance::KIND, Verb::Delete, _) => {
-                service_instance::delete(self, name, op.live, live_state).await
+        let Some(kind) = Kind::parse(&op.id.kind) else {
+            return Err(ApiError::other("-", "-", format!("capstan cannot {:?} tsuru {} {name}", op.verb, op.id.kind)));
+        };
+        match (kind, op.verb, spec) {
+            (Kind::App, Verb::Create, Some(s)) => app::create(self, name, s).await,
+            (Kind::App, Verb::Update, Some(s)) => app::update(self, name, s, op.live).await,
+            (Kind::App, Verb::Delete, _) => app::delete(self, name).await,
+            (Kind::ServiceInstance, Verb::Create, Some(s)) => service_instance::create(self, name, s).await,
+            (Kind::ServiceInstance, Verb::Update, Some(s)) => service_instance::update(self, name, s, op.live).await,
+            (Kind::ServiceInstance, Verb::Delete, _) => service_instance::delete(self, name, op.live, live_state).await,
+            (Kind::Job, Verb::Create, Some(s)) => job::create(self, name, s).await,
+            (Kind::Job, Verb::Update, Some(s)) => job::update(self, name, s, op.live).await,
+            (Kind::Job, Verb::Delete, _) => job::delete(self, name).await,
+            (kind, verb, _) => {
+                Err(ApiError::other("-", "-", format!("capstan cannot {verb:?} tsuru {} {name}", kind.name())))
             }
-            (job::KIND, Verb::Create, Some(s)) => job::create(self, name, s).await,
-            (job::KIND, Verb::Update, Some(s)) => job::update(self, name, s, op.live).await,
-            (job::KIND, Verb::Delete, _) => job::delete(self, name).await,
-            (kind, verb, _) => Err(ApiError::other("-", "-", format!("capstan cannot {verb:?} tsuru {kind} {name}"))),
         }
     }
 }

@@ -4,6 +4,7 @@
 //! sent, so every field is sent). Deleting one unbinds its apps and jobs first, one by one, so
 //! the unbind always precedes the delete.
 
+use super::kind::Kind;
 use super::client::enc;
 use super::{Tsuru, app, job};
 use crate::base::diagnostic::Diagnostics;
@@ -14,7 +15,6 @@ use crate::base::yaml::Document;
 use reqwest::Method;
 use serde_json::{Map, Value, json};
 
-pub const KIND: &str = "service instance";
 
 const FIELDS: &[&str] = &["plan", "teamOwner", "description", "tags", "parameters"];
 
@@ -26,7 +26,7 @@ pub fn decode(doc: &Document, key: &str, entry: &Value, _diags: &mut Diagnostics
         }
     }
     DesiredResource {
-        id: ResourceId::new(KIND, key),
+        id: ResourceId::new(Kind::ServiceInstance.name(), key),
         spec: Value::Object(spec),
         origin: doc.locate_key("/serviceInstances", key),
         references: Vec::new(),
@@ -48,7 +48,7 @@ pub fn from_live(owner: &str, service: &str, item: &Value) -> Option<LiveResourc
         "jobs": item.get("jobs").cloned().filter(|p| !p.is_null()).unwrap_or(json!([])),
     });
     Some(LiveResource {
-        id: ResourceId::new(KIND, format!("{service}/{name}")),
+        id: ResourceId::new(Kind::ServiceInstance.name(), format!("{service}/{name}")),
         spec,
         owned: mark.as_deref() == Some(owner),
         owner: mark,
@@ -112,7 +112,7 @@ pub async fn delete(tsuru: &Tsuru, id: &str, live: Option<&LiveResource>, state:
             .filter_map(|v| v.as_str().map(String::from))
             .collect()
     };
-    for (kind, name) in bound("apps").iter().map(|a| (app::KIND, a)).chain(bound("jobs").iter().map(|j| (job::KIND, j)))
+    for (kind, name) in bound("apps").iter().map(|a| (Kind::App.name(), a)).chain(bound("jobs").iter().map(|j| (Kind::Job.name(), j)))
     {
         if !state.get(&ResourceId::new(kind, name)).is_some_and(|l| l.owned) {
             return Err(ApiError::plain(format!(
