@@ -461,6 +461,14 @@ enum Bounded {
     Cut(bytes::Bytes),
 }
 
+/// A body of at most `limit` bytes, or None when there is more (the rest is not read).
+pub async fn body_up_to(resp: reqwest::Response, limit: usize) -> Result<Option<bytes::Bytes>, reqwest::Error> {
+    Ok(match read_bounded(resp, limit).await? {
+        Bounded::Whole(b) => Some(b),
+        Bounded::Cut(_) => None,
+    })
+}
+
 /// Read a body up to `limit` bytes.
 async fn read_bounded(mut resp: reqwest::Response, limit: usize) -> Result<Bounded, reqwest::Error> {
     let mut buf: Vec<u8> = Vec::with_capacity(resp.content_length().map_or(0, |n| n as usize).min(limit));

@@ -494,3 +494,13 @@ fn an_answer_that_never_ends_is_an_error_not_all_of_capstans_memory() {
         assert!(peak_mib < 1024, "announce={announce}: peak {peak_mib} MiB");
     }
 }
+
+#[test]
+fn a_daemon_answer_that_never_ends_is_an_error_too() {
+    let url = endless_platform(false);
+    let w = Workdir::new();
+    let (run, peak_mib) = run_bounded(w.path(), &["plan", "status", "--daemon", &url], 60);
+    ended_cleanly(&run, 1);
+    assert!(run.stderr.contains("answered more than 256 MiB, the most capstan reads"), "{}", run.stderr);
+    assert!(peak_mib < 1024, "peak {peak_mib} MiB");
+}

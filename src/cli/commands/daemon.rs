@@ -68,7 +68,17 @@ pub(super) async fn ask_daemon(
     }
     let resp = req.send().await.map_err(|e| anyhow::anyhow!("cannot reach the daemon at {daemon}: {e}"))?;
     let status = resp.status();
-    let answer: serde_json::Value = resp.json().await.unwrap_or(serde_json::Value::Null);
+    // Bounded like every answer capstan reads: a plan of ten thousand steps is a few MiB.
+    let body = crate::http::body_up_to(resp, crate::http::MAX_ANSWER_BYTES)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot read the answer of {url}: {e}"))?
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "{url} answered more than {} MiB, the most capstan reads",
+                crate::http::MAX_ANSWER_BYTES >> 20
+            )
+        })?;
+    let answer: serde_json::Value = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
     if !status.is_success() {
         anyhow::bail!("{url} answered {status}: {}", answer.get("message").and_then(|m| m.as_str()).unwrap_or(""));
     }
