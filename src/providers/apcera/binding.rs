@@ -7,6 +7,7 @@
 //! job, port), as `unlink` is. Neither can be changed in place: a change is a replace. Both
 //! belong to their job's declaration: a job that is declared lists all of them.
 
+use super::kind::Kind;
 use super::client::Client;
 use super::{Apcera, fqn};
 use crate::base::diagnostic::Diagnostics;
@@ -15,15 +16,12 @@ use crate::model::{DesiredResource, LiveResource, Reference, ResourceId};
 use crate::providers::{ApiError, Verb};
 use serde_json::{Map, Value, json};
 
-pub const BINDING: &str = "binding";
-pub const LINK: &str = "link";
-
 pub fn binding_id(job: &str, target: &str) -> ResourceId {
-    ResourceId::new(BINDING, format!("{job} -> {target}"))
+    ResourceId::new(Kind::Binding.name(), format!("{job} -> {target}"))
 }
 
 pub fn link_id(job: &str, target: &str, port: u64) -> ResourceId {
-    ResourceId::new(LINK, format!("{job} -> {target}:{port}"))
+    ResourceId::new(Kind::Link.name(), format!("{job} -> {target}:{port}"))
 }
 
 /// The bindings and links of a job share one name space: two with one name exclude each other
@@ -41,7 +39,7 @@ pub fn decode_for_job(
     diags: &mut Diagnostics,
 ) -> Vec<DesiredResource> {
     let mut out = Vec::new();
-    let job_id = ResourceId::new(super::job::KIND, job);
+    let job_id = ResourceId::new(Kind::Job.name(), job);
     if let Some(bindings) = entry.get("bindings").and_then(Value::as_object) {
         let base = format!("{job_pointer}/bindings");
         for (name, b) in bindings {
@@ -73,7 +71,7 @@ pub fn decode_for_job(
                 continue;
             };
             let at = format!("{base}/{}/fqn", pointer_escape(name));
-            if !fqn::require(doc, &at, None, target, super::job::KIND, diags) {
+            if !fqn::require(doc, &at, None, target, Kind::Job.name(), diags) {
                 continue;
             }
             let port = l.get("port").and_then(Value::as_u64).unwrap_or(0);
@@ -83,7 +81,7 @@ pub fn decode_for_job(
                 origin: doc.locate_key(&base, name),
                 references: vec![
                     Reference { target: job_id.clone(), at: doc.locate_key(&base, name) },
-                    Reference { target: ResourceId::new(super::job::KIND, target), at: doc.locate(&at) },
+                    Reference { target: ResourceId::new(Kind::Job.name(), target), at: doc.locate(&at) },
                 ],
                 exclusive: exclusive(job, name),
             });
@@ -100,7 +98,7 @@ pub fn from_live_job(job: &Value, owned: bool) -> Vec<LiveResource> {
     let Some(map) = job.get("bindings").and_then(Value::as_object) else {
         return Vec::new();
     };
-    let parent = ResourceId::new(super::job::KIND, job_fqn);
+    let parent = ResourceId::new(Kind::Job.name(), job_fqn);
     let mut out = Vec::new();
     for b in map.values() {
         let name = b.get("name").and_then(Value::as_str).unwrap_or_default();
@@ -109,19 +107,19 @@ pub fn from_live_job(job: &Value, owned: bool) -> Vec<LiveResource> {
             (
                 link_id(job_fqn, t, port),
                 json!({ "job_fqn": job_fqn, "name": name, "target_job_fqn": t, "target_job_port": port }),
-                ResourceId::new(super::job::KIND, t),
+                ResourceId::new(Kind::Job.name(), t),
             )
         } else if let Some(s) = b.get("service_fqn").and_then(Value::as_str) {
             (
                 binding_id(job_fqn, s),
                 json!({ "job_fqn": job_fqn, "name": name, "service_fqn": s }),
-                ResourceId::new("service", s),
+                ResourceId::new(Kind::Service.name(), s),
             )
         } else if let Some(p) = b.get("provider_fqn").and_then(Value::as_str) {
             (
                 binding_id(job_fqn, p),
                 json!({ "job_fqn": job_fqn, "name": name, "provider_fqn": p }),
-                ResourceId::new("provider", p),
+                ResourceId::new(Kind::Provider.name(), p),
             )
         } else {
             continue;

@@ -13,6 +13,7 @@
 //! job is read again just before, the declared fields are merged into it, and everything else
 //! goes back exactly as read, `version_id` included; a stale version is re-read and retried.
 
+use super::kind::Kind;
 use super::client::Client;
 use super::drain;
 use super::fqn;
@@ -24,8 +25,6 @@ use crate::providers::{ApiError, Verb};
 use serde_json::{Map, Value, json};
 use std::borrow::Cow;
 use std::time::{Duration, Instant};
-
-pub const KIND: &str = "job";
 
 /// Top-level fields of seed 003's Job object that a declaration may set.
 const JOB_FIELDS: &[&str] = &[
@@ -54,7 +53,7 @@ const SSH_PORT: u64 = 222;
 /// Decode one job entry: the job itself, and the bindings and links it declares.
 pub fn decode(doc: &Document, key: &str, entry: &Value, diags: &mut Diagnostics) -> Vec<DesiredResource> {
     let pointer = format!("/jobs/{}", pointer_escape(key));
-    if !fqn::require(doc, "/jobs", Some(key), key, KIND, diags) {
+    if !fqn::require(doc, "/jobs", Some(key), key, Kind::Job.name(), diags) {
         return Vec::new();
     }
     super::check_name_fields(doc, &pointer, key, entry, diags);
@@ -98,7 +97,7 @@ pub fn decode(doc: &Document, key: &str, entry: &Value, diags: &mut Diagnostics)
             if let Some(f) = p.get("fqn").and_then(Value::as_str) {
                 let at = format!("{pointer}/packages/{i}/fqn");
                 if fqn::require(doc, &at, None, f, "package", diags) {
-                    references.push(Reference { target: ResourceId::new("package", f), at: doc.locate(&at) });
+                    references.push(Reference { target: ResourceId::new(Kind::Package.name(), f), at: doc.locate(&at) });
                 }
             }
         }
@@ -114,7 +113,7 @@ pub fn decode(doc: &Document, key: &str, entry: &Value, diags: &mut Diagnostics)
         }
     }
 
-    let mut out = vec![DesiredResource { id: ResourceId::new(KIND, key), spec, origin, references, exclusive: None }];
+    let mut out = vec![DesiredResource { id: ResourceId::new(Kind::Job.name(), key), spec, origin, references, exclusive: None }];
     out.extend(super::binding::decode_for_job(doc, &pointer, key, obj, diags));
     out
 }
@@ -275,7 +274,7 @@ fn live_job(job: &Value, mut spec: Map<String, Value>, owner: &str) -> Option<(L
     let spec = normalize(Value::Object(spec), false);
     Some((
         LiveResource {
-            id: ResourceId::new(KIND, &fqn),
+            id: ResourceId::new(Kind::Job.name(), &fqn),
             spec,
             owned,
             owner: mark,
@@ -504,10 +503,10 @@ pub async fn execute(
         Verb::Update => update(provider, client, fqn, desired.expect("update has a declaration")).await,
         Verb::Delete => {
             let _ = live;
-            match provider.uuid(KIND, fqn, client).await? {
+            match provider.uuid(Kind::Job.name(), fqn, client).await? {
                 Some(uuid) => {
                     client.delete_job(&uuid).await?;
-                    provider.forget(KIND, fqn);
+                    provider.forget(Kind::Job.name(), fqn);
                     Ok(())
                 }
                 None => Ok(()),
@@ -518,7 +517,7 @@ pub async fn execute(
 
 async fn create(provider: &Apcera, client: &Client, fqn: &str, desired: &DesiredResource) -> Result<(), ApiError> {
     // Known since observing (a step settled by looking again after a lost answer): update.
-    if provider.known_uuid(KIND, fqn).is_some() {
+    if provider.known_uuid(Kind::Job.name(), fqn).is_some() {
         return update(provider, client, fqn, desired).await;
     }
     let local = fqn::split(fqn).map(|f| f.local).unwrap_or(fqn);
@@ -534,7 +533,7 @@ async fn create(provider: &Apcera, client: &Client, fqn: &str, desired: &Desired
         |j: &Value| j.get("labels").and_then(|l| l.get(OWNER_LABEL)).and_then(Value::as_str) == Some(&provider.owner);
     let created = super::settle_create(client.max_attempts(), || client.create_job(&body), || client.find_job(fqn), mine).await?;
     let uuid = created.get("uuid").and_then(Value::as_str).unwrap_or_default().to_string();
-    provider.remember(KIND, fqn, &uuid);
+    provider.remember(Kind::Job.name(), fqn, &uuid);
     let job = match wants {
         Some(state) if created.get("state") != Some(&state) => {
             // The create's answer is the job as it now is (its version included): the start is
@@ -554,12 +553,12 @@ async fn create(provider: &Apcera, client: &Client, fqn: &str, desired: &Desired
     if let Some(drains) = desired.spec.get(drain::FIELD) {
         drain::sync(client, &uuid, drains).await?;
     }
-    wait_ready(client, &job, fqn, provider.ready_timeout(KIND)).await
+    wait_ready(client, &job, fqn, provider.ready_timeout(Kind::Job.name())).await
 }
 
 async fn update(provider: &Apcera, client: &Client, fqn: &str, desired: &DesiredResource) -> Result<(), ApiError> {
     let uuid = provider
-        .uuid(KIND, fqn, client)
+        .uuid(Kind::Job.name(), fqn, client)
         .await?
         .ok_or_else(|| ApiError::other("GET", "/v1/jobs", format!("{fqn} no longer exists")))?;
     let mut resolved = desired.spec.clone();
@@ -603,7 +602,7 @@ async fn update(provider: &Apcera, client: &Client, fqn: &str, desired: &Desired
     if let Some(drains) = desired.spec.get(drain::FIELD) {
         drain::sync(client, &uuid, drains).await?;
     }
-    wait_ready(client, &job, fqn, provider.ready_timeout(KIND)).await
+    wait_ready(client, &job, fqn, provider.ready_timeout(Kind::Job.name())).await
 }
 
 /// Read the job, change it, and `PUT` it back whole; a stale `version_id` (409) means someone

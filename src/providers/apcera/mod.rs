@@ -24,6 +24,7 @@ mod created;
 mod drain;
 mod fqn;
 mod job;
+mod kind;
 mod network;
 mod pipeline;
 mod policy;
@@ -70,22 +71,7 @@ pub static PLATFORM: super::PlatformDef = super::PlatformDef {
     new: |connection, owner| Ok(Box::new(Apcera::new(connection, owner)?)),
 };
 
-const KINDS: &[(&str, KindInfo)] = &[
-    ("provider", KindInfo { managed: true, updatable: false }),
-    ("service", KindInfo { managed: true, updatable: false }),
-    ("network", KindInfo { managed: true, updatable: false }),
-    ("job", KindInfo { managed: true, updatable: true }),
-    ("membership", KindInfo { managed: true, updatable: false }),
-    ("binding", KindInfo { managed: true, updatable: false }),
-    ("link", KindInfo { managed: true, updatable: false }),
-    ("package", KindInfo { managed: false, updatable: false }),
-    (policy::KIND, KindInfo { managed: true, updatable: true }),
-    // No place for a mark: what capstan created is recorded by uuid (created.rs).
-    (rule::KIND, KindInfo { managed: true, updatable: false }),
-    (pipeline::KIND, KindInfo { managed: true, updatable: true }),
-    // Declared expectations of the policy, simulated in previews; nothing on the platform.
-    (policy_check::KIND, KindInfo { managed: false, updatable: false }),
-];
+use kind::{KINDS, Kind};
 
 pub struct Apcera {
     client: Option<Client>,
@@ -148,14 +134,14 @@ impl Apcera {
         if let Some(u) = self.known_uuid(kind, fqn) {
             return Ok(Some(u));
         }
-        let found = match kind {
-            job::KIND => client.find_job(fqn).await?,
-            _ => {
-                let list = match kind {
-                    network::KIND => client.list_networks().await?,
-                    service::KIND => client.list_services().await?,
-                    rule::KIND => client.list_rules().await?,
-                    pipeline::KIND => client.list_pipelines().await?,
+        let found = match Kind::parse(kind) {
+            Some(Kind::Job) => client.find_job(fqn).await?,
+            k => {
+                let list = match k {
+                    Some(Kind::Network) => client.list_networks().await?,
+                    Some(Kind::Service) => client.list_services().await?,
+                    Some(Kind::Rule) => client.list_rules().await?,
+                    Some(Kind::Pipeline) => client.list_pipelines().await?,
                     _ => client.list_providers().await?,
                 };
                 list.into_iter().find(|o| o.get("fqn").and_then(Value::as_str) == Some(fqn))
@@ -440,19 +426,19 @@ impl Compare for Apcera {
         live: Option<&'a LiveResource>,
         _live_state: &LiveState,
     ) -> (Option<Cow<'a, Value>>, Option<Cow<'a, Value>>) {
-        let kind = desired.map(|d| d.id.kind.as_str()).or(live.map(|l| l.id.kind.as_str()));
+        let kind = desired.map(|d| d.id.kind.as_str()).or(live.map(|l| l.id.kind.as_str())).and_then(Kind::parse);
         match (kind, desired, live) {
-            (Some(job::KIND), Some(d), Some(l)) => {
+            (Some(Kind::Job), Some(d), Some(l)) => {
                 let (d, l) = job::comparable(self, &d.spec, &l.spec);
                 (Some(d), Some(Cow::Owned(l)))
             }
-            (Some(policy::KIND), d, l) => {
+            (Some(Kind::Policy), d, l) => {
                 (d.map(|d| Cow::Owned(policy::comparable(&d.spec))), l.map(|l| Cow::Owned(policy::comparable(&l.spec))))
             }
-            (Some(job::KIND), d, l) => {
+            (Some(Kind::Job), d, l) => {
                 (d.map(|d| self.named_packages(&d.spec)), l.map(|l| self.named_packages(&l.spec)))
             }
-            (Some(service_provider::KIND), d, l) => (
+            (Some(Kind::Provider), d, l) => (
                 d.map(|d| {
                     let mut s = declared_without_keep_mark(&d.spec).into_owned();
                     s.as_object_mut().map(|o| o.remove(service_provider::WRITE_ONLY));
@@ -468,7 +454,8 @@ impl Compare for Apcera {
 #[async_trait]
 impl Drive for Apcera {
     fn timed_kinds(&self) -> &'static [&'static str] {
-        &[job::KIND]
+        const TIMED: &[&str] = &[Kind::Job.name()];
+        TIMED
     }
 
     async fn observe(&self, kinds: &BTreeSet<String>, desired: &DesiredState) -> Result<LiveState, ApiError> {
@@ -476,12 +463,12 @@ impl Drive for Apcera {
         let want = |ks: &[&str]| ks.iter().any(|k| kinds.contains(*k));
         let owner = self.owner.as_str();
         // Another process with this state directory may have recorded rules or pipelines since.
-        if want(&[rule::KIND, pipeline::KIND]) {
+        if want(&[Kind::Rule.name(), Kind::Pipeline.name()]) {
             self.created.reload().map_err(|e| ApiError::other("GET", "/v1/rules", format!("{e:#}")))?;
         }
         // Jobs are converted as they are parsed: the raw list is never held whole.
         let jobs = async {
-            if !want(&[job::KIND, binding::BINDING, binding::LINK]) {
+            if !want(&[Kind::Job.name(), Kind::Binding.name(), Kind::Link.name()]) {
                 return Ok(None);
             }
             let mut out = Vec::new();
@@ -503,47 +490,47 @@ impl Drive for Apcera {
         };
         let (jobs, networks, services, providers, packages, policies, rules, pipelines) = tokio::try_join!(
             jobs,
-            maybe(want(&[network::KIND, network::MEMBERSHIP]), client.list_networks()),
-            maybe(want(&[service::KIND]), client.list_services()),
-            maybe(want(&[service_provider::KIND]), client.list_providers()),
-            maybe(want(&["package"]), client.list_packages()),
-            maybe(want(&[policy::KIND]), policy::observe(client, owner)),
-            maybe(want(&[rule::KIND]), client.list_rules()),
-            maybe(want(&[pipeline::KIND]), client.list_pipelines()),
+            maybe(want(&[Kind::Network.name(), Kind::Membership.name()]), client.list_networks()),
+            maybe(want(&[Kind::Service.name()]), client.list_services()),
+            maybe(want(&[Kind::Provider.name()]), client.list_providers()),
+            maybe(want(&[Kind::Package.name()]), client.list_packages()),
+            maybe(want(&[Kind::Policy.name()]), policy::observe(client, owner)),
+            maybe(want(&[Kind::Rule.name()]), client.list_rules()),
+            maybe(want(&[Kind::Pipeline.name()]), client.list_pipelines()),
         )?;
         let mut state = LiveState::default();
         let mut uuids = self.uuids.lock().unwrap();
         let jobs_listed = jobs.is_some();
         // What was known of the kinds listed now is replaced by what the lists say.
-        uuids.retain(|(kind, _), _| match *kind {
-            job::KIND => !jobs_listed,
-            network::KIND => networks.is_none(),
-            service::KIND => services.is_none(),
-            service_provider::KIND => providers.is_none(),
-            rule::KIND => rules.is_none(),
-            pipeline::KIND => pipelines.is_none(),
+        uuids.retain(|(kind, _), _| match Kind::parse(kind) {
+            Some(Kind::Job) => !jobs_listed,
+            Some(Kind::Network) => networks.is_none(),
+            Some(Kind::Service) => services.is_none(),
+            Some(Kind::Provider) => providers.is_none(),
+            Some(Kind::Rule) => rules.is_none(),
+            Some(Kind::Pipeline) => pipelines.is_none(),
             _ => true,
         });
         for (live, uuid, attachments) in jobs.into_iter().flatten() {
-            uuids.insert((job::KIND, live.id.name.clone()), uuid);
+            uuids.insert((Kind::Job.name(), live.id.name.clone()), uuid);
             attachments.into_iter().for_each(|a| state.insert(a));
             state.insert(live);
         }
         for n in networks.iter().flatten() {
             if let Some((resources, uuid)) = network::from_live(n, &self.owner) {
-                uuids.insert((network::KIND, resources[0].id.name.clone()), uuid);
+                uuids.insert((Kind::Network.name(), resources[0].id.name.clone()), uuid);
                 resources.into_iter().for_each(|r| state.insert(r));
             }
         }
         for s in services.iter().flatten() {
             if let Some((live, uuid)) = service::from_live(s, &self.owner) {
-                uuids.insert((service::KIND, live.id.name.clone()), uuid);
+                uuids.insert((Kind::Service.name(), live.id.name.clone()), uuid);
                 state.insert(live);
             }
         }
         for p in providers.iter().flatten() {
             if let Some((live, uuid)) = service_provider::from_live(p, &self.owner) {
-                uuids.insert((service_provider::KIND, live.id.name.clone()), uuid);
+                uuids.insert((Kind::Provider.name(), live.id.name.clone()), uuid);
                 state.insert(live);
             }
         }
@@ -558,7 +545,7 @@ impl Drive for Apcera {
                 pk.fqn_by_uuid.insert(u.to_string(), f.to_string());
                 pk.uuid_by_fqn.insert(f.to_string(), u.to_string());
                 state.insert(LiveResource {
-                    id: ResourceId::new("package", f),
+                    id: ResourceId::new(Kind::Package.name(), f),
                     spec: json!({ "uuid": u }),
                     owned: false,
                     owner: None,
@@ -572,16 +559,16 @@ impl Drive for Apcera {
         }
         for r in rules.iter().flatten() {
             if let Some((live, uuid)) = rule::from_live(r, &self.created, &self.owner) {
-                uuids.insert((rule::KIND, live.id.name.clone()), uuid);
+                uuids.insert((Kind::Rule.name(), live.id.name.clone()), uuid);
                 state.insert(live);
             }
         }
         if let Some(pipelines) = &pipelines {
             let job_fqns: HashMap<String, String> =
-                uuids.iter().filter(|((k, _), _)| *k == job::KIND).map(|((_, f), u)| (u.clone(), f.clone())).collect();
+                uuids.iter().filter(|((k, _), _)| *k == Kind::Job.name()).map(|((_, f), u)| (u.clone(), f.clone())).collect();
             for p in pipelines {
                 if let Some((live, uuid)) = pipeline::from_live(p, &job_fqns, &self.created, &self.owner) {
-                    uuids.insert((pipeline::KIND, live.id.name.clone()), uuid);
+                    uuids.insert((Kind::Pipeline.name(), live.id.name.clone()), uuid);
                     state.insert(live);
                 }
             }
@@ -590,14 +577,14 @@ impl Drive for Apcera {
         policies.into_iter().flatten().for_each(|p| state.insert(p));
         let mut observed: Vec<String> = Vec::new();
         for (on, ks) in [
-            (jobs_listed, &[job::KIND, binding::BINDING, binding::LINK][..]),
-            (networks.is_some(), &[network::KIND, network::MEMBERSHIP][..]),
-            (services.is_some(), &[service::KIND][..]),
-            (providers.is_some(), &[service_provider::KIND][..]),
-            (packages.is_some(), &["package"][..]),
-            (policies_listed, &[policy::KIND][..]),
-            (rules.is_some(), &[rule::KIND][..]),
-            (pipelines.is_some(), &[pipeline::KIND][..]),
+            (jobs_listed, &[Kind::Job.name(), Kind::Binding.name(), Kind::Link.name()][..]),
+            (networks.is_some(), &[Kind::Network.name(), Kind::Membership.name()][..]),
+            (services.is_some(), &[Kind::Service.name()][..]),
+            (providers.is_some(), &[Kind::Provider.name()][..]),
+            (packages.is_some(), &[Kind::Package.name()][..]),
+            (policies_listed, &[Kind::Policy.name()][..]),
+            (rules.is_some(), &[Kind::Rule.name()][..]),
+            (pipelines.is_some(), &[Kind::Pipeline.name()][..]),
         ] {
             if on {
                 observed.extend(ks.iter().map(|k| k.to_string()));
@@ -618,11 +605,11 @@ impl Drive for Apcera {
 
     /// A plan's policy documents are written in one request (a `PUT`, or a `DELETE` of many).
     fn batch(&self, op: &Operation<'_>, _desired: &DesiredState) -> Option<String> {
-        (op.id.kind == policy::KIND).then(|| format!("{} {}", policy::KIND, op.verb == Verb::Delete))
+        (op.id.kind == Kind::Policy.name()).then(|| format!("{} {}", Kind::Policy.name(), op.verb == Verb::Delete))
     }
 
     async fn execute_batch(&self, ops: Vec<Operation<'_>>, live_state: &LiveState) -> Vec<Result<(), ApiError>> {
-        if ops.first().is_some_and(|o| o.id.kind == policy::KIND) {
+        if ops.first().is_some_and(|o| o.id.kind == Kind::Policy.name()) {
             let n = ops.len();
             let done = match self.client() {
                 Ok(client) => policy::execute_all(self, client, &ops).await,
@@ -635,17 +622,22 @@ impl Drive for Apcera {
 
     async fn execute(&self, op: Operation<'_>, _live_state: &LiveState) -> Result<(), ApiError> {
         let client = self.client()?;
-        match op.id.kind.as_str() {
-            job::KIND => job::execute(self, client, op.verb, op.desired, op.live, op.id).await,
-            service::KIND => service::execute(self, client, op.verb, op.desired, op.id).await,
-            service_provider::KIND => service_provider::execute(self, client, op.verb, op.desired, op.id).await,
-            network::KIND => network::execute(self, client, op.verb, op.desired, op.id).await,
-            network::MEMBERSHIP => network::execute_membership(self, client, op.verb, op.desired, op.live).await,
-            binding::BINDING | binding::LINK => binding::execute(self, client, op.verb, op.desired, op.live).await,
-            policy::KIND => policy::execute_all(self, client, &[op]).await,
-            rule::KIND => rule::execute(self, client, op.verb, op.desired, op.id).await,
-            pipeline::KIND => pipeline::execute(self, client, op.verb, op.desired, op.id).await,
-            other => Err(ApiError::other("-", "-", format!("capstan does not manage {other} resources"))),
+        let Some(kind) = Kind::parse(&op.id.kind) else {
+            return Err(ApiError::other("-", "-", format!("capstan does not manage {} resources", op.id.kind)));
+        };
+        match kind {
+            Kind::Job => job::execute(self, client, op.verb, op.desired, op.live, op.id).await,
+            Kind::Service => service::execute(self, client, op.verb, op.desired, op.id).await,
+            Kind::Provider => service_provider::execute(self, client, op.verb, op.desired, op.id).await,
+            Kind::Network => network::execute(self, client, op.verb, op.desired, op.id).await,
+            Kind::Membership => network::execute_membership(self, client, op.verb, op.desired, op.live).await,
+            Kind::Binding | Kind::Link => binding::execute(self, client, op.verb, op.desired, op.live).await,
+            Kind::Policy => policy::execute_all(self, client, &[op]).await,
+            Kind::Rule => rule::execute(self, client, op.verb, op.desired, op.id).await,
+            Kind::Pipeline => pipeline::execute(self, client, op.verb, op.desired, op.id).await,
+            other @ (Kind::Package | Kind::PolicyCheck) => {
+                Err(ApiError::other("-", "-", format!("capstan does not manage {} resources", other.name())))
+            }
         }
     }
 }

@@ -8,6 +8,7 @@
 //! its members. A job is on at most one network (`job.network_ref` is singular), so joining a
 //! new network waits for leaving the old one.
 
+use super::kind::Kind;
 use super::client::Client;
 use super::{Apcera, fqn};
 use crate::base::diagnostic::Diagnostics;
@@ -16,11 +17,8 @@ use crate::model::{DesiredResource, LiveResource, Reference, ResourceId};
 use crate::providers::{ApiError, Verb};
 use serde_json::{Value, json};
 
-pub const KIND: &str = "network";
-pub const MEMBERSHIP: &str = "membership";
-
 pub fn membership_id(job: &str, network: &str) -> ResourceId {
-    ResourceId::new(MEMBERSHIP, format!("{job} -> {network}"))
+    ResourceId::new(Kind::Membership.name(), format!("{job} -> {network}"))
 }
 
 /// A job is on one network at most (`network_ref` is singular): its memberships exclude each
@@ -31,12 +29,12 @@ fn exclusive(job: &str) -> Option<String> {
 
 pub fn decode(doc: &Document, key: &str, entry: &Value, diags: &mut Diagnostics) -> Vec<DesiredResource> {
     let pointer = format!("/networks/{}", pointer_escape(key));
-    if !fqn::require(doc, "/networks", Some(key), key, KIND, diags) {
+    if !fqn::require(doc, "/networks", Some(key), key, Kind::Network.name(), diags) {
         return Vec::new();
     }
     super::check_name_fields(doc, &pointer, key, entry, diags);
     let description = entry.get("description").and_then(Value::as_str).unwrap_or_default();
-    let id = ResourceId::new(KIND, key);
+    let id = ResourceId::new(Kind::Network.name(), key);
     let mut out = vec![DesiredResource {
         id: id.clone(),
         spec: json!({ "description": description }),
@@ -48,7 +46,7 @@ pub fn decode(doc: &Document, key: &str, entry: &Value, diags: &mut Diagnostics)
         for (i, j) in jobs.iter().enumerate() {
             let Some(job) = j.as_str() else { continue };
             let at = format!("{pointer}/jobs/{i}");
-            if !fqn::require(doc, &at, None, job, super::job::KIND, diags) {
+            if !fqn::require(doc, &at, None, job, Kind::Job.name(), diags) {
                 continue;
             }
             out.push(DesiredResource {
@@ -56,7 +54,7 @@ pub fn decode(doc: &Document, key: &str, entry: &Value, diags: &mut Diagnostics)
                 spec: json!({ "job_fqn": job, "network_fqn": key }),
                 origin: doc.locate(&at),
                 references: vec![
-                    Reference { target: ResourceId::new(super::job::KIND, job), at: doc.locate(&at) },
+                    Reference { target: ResourceId::new(Kind::Job.name(), job), at: doc.locate(&at) },
                     Reference { target: id.clone(), at: doc.locate(&at) },
                 ],
                 exclusive: exclusive(job),
@@ -73,7 +71,7 @@ pub fn from_live(net: &Value, owner: &str) -> Option<(Vec<LiveResource>, String)
     let written = net.get("description").and_then(Value::as_str).unwrap_or_default();
     let (description, mark) = super::unmark(written);
     let owned = mark.as_deref() == Some(owner);
-    let id = ResourceId::new(KIND, fqn);
+    let id = ResourceId::new(Kind::Network.name(), fqn);
     let mut out = vec![LiveResource {
         id: id.clone(),
         spec: json!({ "description": description }),
@@ -96,7 +94,7 @@ pub fn from_live(net: &Value, owner: &str) -> Option<(Vec<LiveResource>, String)
                 owned,
                 owner: None,
                 parent: Some(id.clone()),
-                depends_on: vec![ResourceId::new(super::job::KIND, job), id.clone()],
+                depends_on: vec![ResourceId::new(Kind::Job.name(), job), id.clone()],
                 exclusive: exclusive(job),
                 removes: Vec::new(),
                 keep: None,
@@ -128,13 +126,13 @@ pub async fn execute(
                     .find(|n| n.get("fqn").and_then(Value::as_str) == Some(fqn)))
             })
             .await?;
-            provider.remember(KIND, fqn, created.get("uuid").and_then(Value::as_str).unwrap_or_default());
+            provider.remember(Kind::Network.name(), fqn, created.get("uuid").and_then(Value::as_str).unwrap_or_default());
             Ok(())
         }
         Verb::Delete => {
-            if let Some(uuid) = provider.uuid(KIND, fqn, client).await? {
+            if let Some(uuid) = provider.uuid(Kind::Network.name(), fqn, client).await? {
                 client.delete(&format!("/v1/networks/{uuid}")).await?;
-                provider.forget(KIND, fqn);
+                provider.forget(Kind::Network.name(), fqn);
             }
             Ok(())
         }
@@ -153,7 +151,7 @@ pub async fn execute_membership(
     let job = spec["job_fqn"].as_str().unwrap_or_default();
     let network = spec["network_fqn"].as_str().unwrap_or_default();
     let missing = |what: &str| ApiError::other("GET", "/v1/jobs", format!("{what} not found"));
-    let job_uuid = provider.uuid(super::job::KIND, job, client).await?;
+    let job_uuid = provider.uuid(Kind::Job.name(), job, client).await?;
     match verb {
         Verb::Create => {
             let job_uuid = job_uuid.ok_or_else(|| missing(job))?;
@@ -166,7 +164,7 @@ pub async fn execute_membership(
         }
         Verb::Delete => {
             // A job or network already gone took its membership with it.
-            let (Some(job_uuid), Some(net_uuid)) = (job_uuid, provider.uuid(KIND, network, client).await?) else {
+            let (Some(job_uuid), Some(net_uuid)) = (job_uuid, provider.uuid(Kind::Network.name(), network, client).await?) else {
                 return Ok(());
             };
             match client.leave_network(&job_uuid, &net_uuid).await {

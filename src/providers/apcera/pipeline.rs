@@ -11,6 +11,7 @@
 //! the uuid of each pipeline it creates (`created.rs`) and prunes only a recorded one, never
 //! another of the same FQN.
 
+use super::kind::Kind;
 use super::client::Client;
 use super::created::Created;
 use super::{Apcera, fqn};
@@ -21,11 +22,9 @@ use crate::providers::{ApiError, Verb};
 use serde_json::{Value, json};
 use std::collections::HashMap;
 
-pub const KIND: &str = "stagpipe";
-
 pub fn decode(doc: &Document, key: &str, entry: &Value, diags: &mut Diagnostics) -> Vec<DesiredResource> {
     let pointer = format!("/stagingpipelines/{}", pointer_escape(key));
-    if !fqn::require(doc, "/stagingpipelines", Some(key), key, KIND, diags) {
+    if !fqn::require(doc, "/stagingpipelines", Some(key), key, Kind::Pipeline.name(), diags) {
         return Vec::new();
     }
     super::check_name_fields(doc, &pointer, key, entry, diags);
@@ -34,13 +33,13 @@ pub fn decode(doc: &Document, key: &str, entry: &Value, diags: &mut Diagnostics)
     for (i, s) in entry["stagers"].as_array().into_iter().flatten().enumerate() {
         let Some(job) = s.as_str() else { continue };
         let at = format!("{pointer}/stagers/{i}");
-        if fqn::require(doc, &at, None, job, super::job::KIND, diags) {
-            references.push(Reference { target: ResourceId::new(super::job::KIND, job), at: doc.locate(&at) });
+        if fqn::require(doc, &at, None, job, Kind::Job.name(), diags) {
+            references.push(Reference { target: ResourceId::new(Kind::Job.name(), job), at: doc.locate(&at) });
             stagers.push(json!(job));
         }
     }
     vec![DesiredResource {
-        id: ResourceId::new(KIND, key),
+        id: ResourceId::new(Kind::Pipeline.name(), key),
         spec: json!({ "stagers": stagers }),
         origin: doc.locate_key("/stagingpipelines", key),
         references,
@@ -66,11 +65,11 @@ pub fn from_live(
         .map(|u| job_fqns.get(u).cloned().unwrap_or_else(|| format!("uuid:{u}")))
         .collect();
     let depends_on =
-        stagers.iter().filter(|s| !s.starts_with("uuid:")).map(|s| ResourceId::new(super::job::KIND, s)).collect();
-    let created_by = created.owner_of(KIND, fqn, &uuid);
+        stagers.iter().filter(|s| !s.starts_with("uuid:")).map(|s| ResourceId::new(Kind::Job.name(), s)).collect();
+    let created_by = created.owner_of(Kind::Pipeline.name(), fqn, &uuid);
     Some((
         LiveResource {
-            id: ResourceId::new(KIND, fqn),
+            id: ResourceId::new(Kind::Pipeline.name(), fqn),
             spec: json!({ "stagers": stagers }),
             owned: created_by.as_deref() == Some(owner),
             owner: created_by,
@@ -90,12 +89,12 @@ pub fn from_live(
 /// pipeline waits for its stagers, and the stager cannot also wait for the pipeline.
 pub fn staged_by(package_fqn: &str, package: &Value, desired: &DesiredState) -> Option<ResourceId> {
     let pipeline = package.get("staging_pipeline_fqn").and_then(Value::as_str).filter(|s| !s.is_empty())?;
-    let id = ResourceId::new(KIND, pipeline);
-    let package_id = ResourceId::new("package", package_fqn);
+    let id = ResourceId::new(Kind::Pipeline.name(), pipeline);
+    let package_id = ResourceId::new(Kind::Package.name(), package_fqn);
     let uses_package = |job: &str| {
         desired
             .resources
-            .get(&ResourceId::new(super::job::KIND, job))
+            .get(&ResourceId::new(Kind::Job.name(), job))
             .is_some_and(|j| j.references.iter().any(|r| r.target == package_id))
     };
     // Only a declared pipeline orders anything ("where declared").
@@ -109,7 +108,7 @@ async fn stager_uuids(provider: &Apcera, client: &Client, spec: &Value) -> Resul
     let mut out = Vec::new();
     for job in spec["stagers"].as_array().into_iter().flatten().filter_map(Value::as_str) {
         let uuid = provider
-            .uuid(super::job::KIND, job, client)
+            .uuid(Kind::Job.name(), job, client)
             .await?
             .ok_or_else(|| ApiError::other("GET", "/v1/jobs", format!("no stager job {job}")))?;
         out.push(json!({ "uuid": uuid }));
@@ -132,34 +131,34 @@ pub async fn execute(
             let body = json!({ "fqn": fqn, "name": local, "stagers": stager_uuids(provider, client, spec).await? });
             let created = client.create("/v1/stagingpipelines", &body).await?;
             let uuid = created.get("uuid").and_then(Value::as_str).unwrap_or_default();
-            provider.remember(KIND, fqn, uuid);
-            provider.created.add(KIND, fqn, uuid, &provider.owner).map_err(|e| ApiError::other("POST", "/v1/stagingpipelines", e))
+            provider.remember(Kind::Pipeline.name(), fqn, uuid);
+            provider.created.add(Kind::Pipeline.name(), fqn, uuid, &provider.owner).map_err(|e| ApiError::other("POST", "/v1/stagingpipelines", e))
         }
         Verb::Update => {
             let spec = &desired.expect("update has a declaration").spec;
             let uuid = provider
-                .uuid(KIND, fqn, client)
+                .uuid(Kind::Pipeline.name(), fqn, client)
                 .await?
                 .ok_or_else(|| ApiError::other("GET", "/v1/stagingpipelines", format!("{fqn} no longer exists")))?;
             let stagers = stager_uuids(provider, client, spec).await?;
             client.update_pipeline(&uuid, |p| p["stagers"] = json!(stagers)).await?;
             // Taken over (`--take-ownership`) from another owner's record: now this owner's.
-            if provider.created.owner_of(KIND, fqn, &uuid).is_some_and(|o| o != provider.owner) {
+            if provider.created.owner_of(Kind::Pipeline.name(), fqn, &uuid).is_some_and(|o| o != provider.owner) {
                 let path = "/v1/stagingpipelines";
-                provider.created.add(KIND, fqn, &uuid, &provider.owner).map_err(|e| ApiError::other("PUT", path, e))?;
+                provider.created.add(Kind::Pipeline.name(), fqn, &uuid, &provider.owner).map_err(|e| ApiError::other("PUT", path, e))?;
             }
             Ok(())
         }
         Verb::Delete => {
-            let Some(uuid) = provider.uuid(KIND, fqn, client).await? else { return Ok(()) };
+            let Some(uuid) = provider.uuid(Kind::Pipeline.name(), fqn, client).await? else { return Ok(()) };
             // Pruned (no longer declared): only the very object this owner created, never another
             // of the same name made meanwhile, nor one another owner took over since the plan.
-            if desired.is_none() && provider.created.owner_of(KIND, fqn, &uuid).as_deref() != Some(provider.owner.as_str()) {
+            if desired.is_none() && provider.created.owner_of(Kind::Pipeline.name(), fqn, &uuid).as_deref() != Some(provider.owner.as_str()) {
                 let why = format!("{fqn} (uuid {uuid}) is not one this owner created: left in place");
                 return Err(ApiError::other("DELETE", "/v1/stagingpipelines", why));
             }
             client.delete(&format!("/v1/stagingpipelines/{uuid}")).await?;
-            provider.forget(KIND, fqn);
+            provider.forget(Kind::Pipeline.name(), fqn);
             provider.created.remove(&uuid).map_err(|e| ApiError::other("DELETE", "/v1/stagingpipelines", e))
         }
     }

@@ -13,6 +13,7 @@
 //! of writing over it. Deletions go in one `DELETE ?doc=…&doc=…`, after checking that nobody
 //! changed the documents since they were read (the API has no `for_version` for deletes).
 
+use super::kind::Kind;
 use super::Apcera;
 use super::client::Client;
 use crate::base::diagnostic::{Diagnostic, Diagnostics};
@@ -21,7 +22,6 @@ use crate::providers::{ApiError, Operation, Verb};
 use crate::base::yaml::{Document, pointer_escape};
 use serde_json::{Value, json};
 
-pub const KIND: &str = "policy";
 const OWNER_LINE: &str = "// capstan-owner: ";
 const KEEP_LINE: &str = "// capstan-prune: false";
 
@@ -61,7 +61,7 @@ pub fn decode(doc: &Document, key: &str, entry: &Value, diags: &mut Diagnostics)
         return Vec::new();
     }
     vec![DesiredResource {
-        id: ResourceId::new(KIND, key),
+        id: ResourceId::new(Kind::Policy.name(), key),
         spec: json!({ "text": text }),
         origin: doc.locate_key("/policies", key),
         references: Vec::new(),
@@ -87,7 +87,7 @@ pub fn from_live(doc: &Value, owner: &str) -> Option<LiveResource> {
     let version = doc.get("version").and_then(Value::as_u64).unwrap_or(0);
     let (mark, body) = split_mark(text);
     Some(LiveResource {
-        id: ResourceId::new(KIND, name),
+        id: ResourceId::new(Kind::Policy.name(), name),
         spec: json!({ "text": compared(body), "version": version, "kept": text.contains(KEEP_LINE) }),
         owned: mark.as_deref() == Some(owner),
         owner: mark,

@@ -6,6 +6,7 @@
 //! tell) fails the check. Changed policy without checks still gets the simulation's lines for
 //! every realm its documents name (`why=true`), before and after.
 
+use super::kind::Kind;
 use super::Apcera;
 use super::client::Client;
 use super::policy;
@@ -15,8 +16,6 @@ use crate::model::{DesiredResource, DesiredState, ResourceId};
 use crate::providers::{Check, CheckReport, ScopeSummary};
 use crate::base::yaml::Document;
 use serde_json::{Value, json};
-
-pub const KIND: &str = "policy_check";
 
 pub fn decode(doc: &Document, checks: &[Value], diags: &mut Diagnostics) -> Vec<DesiredResource> {
     let mut out = Vec::new();
@@ -39,7 +38,7 @@ pub fn decode(doc: &Document, checks: &[Value], diags: &mut Diagnostics) -> Vec<
         }
         let name = format!("{claim} {fqn} {}", input.join(" "));
         out.push(DesiredResource {
-            id: ResourceId::new(KIND, name.trim_end()),
+            id: ResourceId::new(Kind::PolicyCheck.name(), name.trim_end()),
             spec: json!({ "fqn": fqn, "input": input, "claim": claim, "expect": expect }),
             origin: doc.locate(&pointer),
             references: Vec::new(),
@@ -94,7 +93,7 @@ fn report(error: Option<String>) -> CheckReport {
 }
 
 pub async fn run(provider: &Apcera, changes: &ChangeSet, desired: &DesiredState) -> Option<CheckReport> {
-    let checks: Vec<&DesiredResource> = desired.resources.values().filter(|d| d.id.kind == KIND).collect();
+    let checks: Vec<&DesiredResource> = desired.resources.values().filter(|d| d.id.kind == Kind::PolicyCheck.name()).collect();
     // Each changed document as the plan would write it (with the mark, so the simulation's line
     // numbers are the stored document's), a deleted one as an empty document; and the realms
     // both versions name.
@@ -103,7 +102,7 @@ pub async fn run(provider: &Apcera, changes: &ChangeSet, desired: &DesiredState)
     let changed: Vec<(&str, String)> = changes
         .changes
         .iter()
-        .filter(|c| c.id.kind == policy::KIND && c.action != Action::NoOp)
+        .filter(|c| c.id.kind == Kind::Policy.name() && c.action != Action::NoOp)
         .map(|c| {
             touched.extend(realms(&text_of(&c.before)));
             touched.extend(realms(&text_of(&c.after)));

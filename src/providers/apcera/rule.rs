@@ -8,6 +8,7 @@
 //! it creates (`created.rs`) and prunes only a recorded one: a rule of the same FQN made by
 //! anyone else, or one capstan found already there, is never deleted by pruning.
 
+use super::kind::Kind;
 use super::client::Client;
 use super::created::Created;
 use super::{Apcera, fqn};
@@ -17,11 +18,9 @@ use crate::model::{DesiredResource, LiveResource, Reference, ResourceId};
 use crate::providers::{ApiError, Verb};
 use serde_json::{Value, json};
 
-pub const KIND: &str = "sempiperule";
-
 /// What a rule may govern: its field and the kind of the FQN it holds.
 const TARGETS: &[(&str, &str)] =
-    &[("service", super::service::KIND), ("provider", super::service_provider::KIND), ("job", super::job::KIND)];
+    &[("service", Kind::Service.name()), ("provider", Kind::Provider.name()), ("job", Kind::Job.name())];
 
 /// The form both sides are compared in.
 fn spec_of(v: &Value) -> Value {
@@ -39,7 +38,7 @@ fn spec_of(v: &Value) -> Value {
 
 pub fn decode(doc: &Document, key: &str, entry: &Value, diags: &mut Diagnostics) -> Vec<DesiredResource> {
     let pointer = format!("/sempiperules/{}", pointer_escape(key));
-    if !fqn::require(doc, "/sempiperules", Some(key), key, KIND, diags) {
+    if !fqn::require(doc, "/sempiperules", Some(key), key, Kind::Rule.name(), diags) {
         return Vec::new();
     }
     super::check_name_fields(doc, &pointer, key, entry, diags);
@@ -61,7 +60,7 @@ pub fn decode(doc: &Document, key: &str, entry: &Value, diags: &mut Diagnostics)
         }
     }
     vec![DesiredResource {
-        id: ResourceId::new(KIND, key),
+        id: ResourceId::new(Kind::Rule.name(), key),
         spec: spec_of(entry),
         origin: doc.locate_key("/sempiperules", key),
         references,
@@ -78,10 +77,10 @@ pub fn from_live(r: &Value, created: &Created, owner: &str) -> Option<(LiveResou
         .iter()
         .filter_map(|(field, kind)| spec[*field].as_str().map(|t| ResourceId::new(*kind, t)))
         .collect();
-    let created_by = created.owner_of(KIND, fqn, &uuid);
+    let created_by = created.owner_of(Kind::Rule.name(), fqn, &uuid);
     Some((
         LiveResource {
-            id: ResourceId::new(KIND, fqn),
+            id: ResourceId::new(Kind::Rule.name(), fqn),
             spec,
             owned: created_by.as_deref() == Some(owner),
             owner: created_by,
@@ -113,19 +112,19 @@ pub async fn execute(
             body["type"] = json!(0);
             let created = client.create("/v1/rules", &body).await?;
             let uuid = created.get("uuid").and_then(Value::as_str).unwrap_or_default();
-            provider.remember(KIND, fqn, uuid);
-            provider.created.add(KIND, fqn, uuid, &provider.owner).map_err(|e| ApiError::other("POST", "/v1/rules", e))
+            provider.remember(Kind::Rule.name(), fqn, uuid);
+            provider.created.add(Kind::Rule.name(), fqn, uuid, &provider.owner).map_err(|e| ApiError::other("POST", "/v1/rules", e))
         }
         Verb::Delete => {
-            let Some(uuid) = provider.uuid(KIND, fqn, client).await? else { return Ok(()) };
+            let Some(uuid) = provider.uuid(Kind::Rule.name(), fqn, client).await? else { return Ok(()) };
             // Pruned (no longer declared): only the very object this owner created, never another
             // of the same name made meanwhile, nor one another owner took over since the plan.
-            if desired.is_none() && provider.created.owner_of(KIND, fqn, &uuid).as_deref() != Some(provider.owner.as_str()) {
+            if desired.is_none() && provider.created.owner_of(Kind::Rule.name(), fqn, &uuid).as_deref() != Some(provider.owner.as_str()) {
                 let why = format!("{fqn} (uuid {uuid}) is not one this owner created: left in place");
                 return Err(ApiError::other("DELETE", "/v1/rules", why));
             }
             client.delete(&format!("/v1/rules/{uuid}")).await?;
-            provider.forget(KIND, fqn);
+            provider.forget(Kind::Rule.name(), fqn);
             provider.created.remove(&uuid).map_err(|e| ApiError::other("DELETE", "/v1/rules", e))
         }
         Verb::Update => unreachable!("rules are replaced, never updated"),

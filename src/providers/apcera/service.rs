@@ -4,6 +4,7 @@
 //! unbound before and bound again after. Absent fields compare as the server reports them:
 //! `description` "", `provider_fqn` null, `parameters` {}.
 
+use super::kind::Kind;
 use super::client::Client;
 use super::{Apcera, fqn};
 use crate::base::diagnostic::Diagnostics;
@@ -11,8 +12,6 @@ use crate::base::yaml::{Document, pointer_escape};
 use crate::model::{DesiredResource, LiveResource, Reference, ResourceId};
 use crate::providers::{ApiError, Verb};
 use serde_json::{Value, json};
-
-pub const KIND: &str = "service";
 
 fn spec_of(v: &Value, description: &str) -> Value {
     json!({
@@ -25,21 +24,21 @@ fn spec_of(v: &Value, description: &str) -> Value {
 
 pub fn decode(doc: &Document, key: &str, entry: &Value, diags: &mut Diagnostics) -> Vec<DesiredResource> {
     let pointer = format!("/services/{}", pointer_escape(key));
-    if !fqn::require(doc, "/services", Some(key), key, KIND, diags) {
+    if !fqn::require(doc, "/services", Some(key), key, Kind::Service.name(), diags) {
         return Vec::new();
     }
     super::check_name_fields(doc, &pointer, key, entry, diags);
     let mut references = Vec::new();
     if let Some(p) = entry.get("provider_fqn").and_then(Value::as_str) {
         let at = format!("{pointer}/provider_fqn");
-        if fqn::require(doc, &at, None, p, super::service_provider::KIND, diags) {
+        if fqn::require(doc, &at, None, p, Kind::Provider.name(), diags) {
             references
-                .push(Reference { target: ResourceId::new(super::service_provider::KIND, p), at: doc.locate(&at) });
+                .push(Reference { target: ResourceId::new(Kind::Provider.name(), p), at: doc.locate(&at) });
         }
     }
     let description = entry.get("description").and_then(Value::as_str).unwrap_or_default();
     vec![DesiredResource {
-        id: ResourceId::new(KIND, key),
+        id: ResourceId::new(Kind::Service.name(), key),
         spec: spec_of(entry, description),
         origin: doc.locate_key("/services", key),
         references,
@@ -56,11 +55,11 @@ pub fn from_live(svc: &Value, owner: &str) -> Option<(LiveResource, String)> {
     let depends_on = svc
         .get("provider_fqn")
         .and_then(Value::as_str)
-        .map(|p| vec![ResourceId::new(super::service_provider::KIND, p)])
+        .map(|p| vec![ResourceId::new(Kind::Provider.name(), p)])
         .unwrap_or_default();
     Some((
         LiveResource {
-            id: ResourceId::new(KIND, fqn),
+            id: ResourceId::new(Kind::Service.name(), fqn),
             spec: spec_of(svc, &description),
             owned,
             owner: mark,
@@ -105,13 +104,13 @@ pub async fn execute(
                     .find(|s| s.get("fqn").and_then(Value::as_str) == Some(fqn)))
             })
             .await?;
-            provider.remember(KIND, fqn, created.get("uuid").and_then(Value::as_str).unwrap_or_default());
+            provider.remember(Kind::Service.name(), fqn, created.get("uuid").and_then(Value::as_str).unwrap_or_default());
             Ok(())
         }
         Verb::Delete => {
-            if let Some(uuid) = provider.uuid(KIND, fqn, client).await? {
+            if let Some(uuid) = provider.uuid(Kind::Service.name(), fqn, client).await? {
                 client.delete(&format!("/v1/services/{uuid}")).await?;
-                provider.forget(KIND, fqn);
+                provider.forget(Kind::Service.name(), fqn);
             }
             Ok(())
         }

@@ -4,6 +4,7 @@
 //! create answer and the list never return them, seed L3263-3283), so they are sent on create
 //! but can never be compared; `backing_job_port` is a string on the wire.
 
+use super::kind::Kind;
 use super::client::Client;
 use super::{Apcera, fqn};
 use crate::base::diagnostic::Diagnostics;
@@ -11,8 +12,6 @@ use crate::base::yaml::{Document, pointer_escape};
 use crate::model::{DesiredResource, LiveResource, Reference, ResourceId};
 use crate::providers::{ApiError, Verb};
 use serde_json::{Value, json};
-
-pub const KIND: &str = "provider";
 
 /// The key of the write-only parameters inside a declared spec; dropped before comparing.
 pub const WRITE_ONLY: &str = "parameters";
@@ -27,19 +26,19 @@ fn port_string(v: Option<&Value>) -> Value {
 
 pub fn decode(doc: &Document, key: &str, entry: &Value, diags: &mut Diagnostics) -> Vec<DesiredResource> {
     let pointer = format!("/providers/{}", pointer_escape(key));
-    if !fqn::require(doc, "/providers", Some(key), key, KIND, diags) {
+    if !fqn::require(doc, "/providers", Some(key), key, Kind::Provider.name(), diags) {
         return Vec::new();
     }
     super::check_name_fields(doc, &pointer, key, entry, diags);
     let mut references = Vec::new();
     if let Some(j) = entry.get("backing_job_fqn").and_then(Value::as_str) {
         let at = format!("{pointer}/backing_job_fqn");
-        if fqn::require(doc, &at, None, j, super::job::KIND, diags) {
-            references.push(Reference { target: ResourceId::new(super::job::KIND, j), at: doc.locate(&at) });
+        if fqn::require(doc, &at, None, j, Kind::Job.name(), diags) {
+            references.push(Reference { target: ResourceId::new(Kind::Job.name(), j), at: doc.locate(&at) });
         }
     }
     vec![DesiredResource {
-        id: ResourceId::new(KIND, key),
+        id: ResourceId::new(Kind::Provider.name(), key),
         spec: json!({
             "type": entry.get("type").cloned().unwrap_or(Value::Null),
             "description": entry.get("description").and_then(Value::as_str).unwrap_or_default(),
@@ -60,10 +59,10 @@ pub fn from_live(p: &Value, owner: &str) -> Option<(LiveResource, String)> {
     let (description, mark) = super::unmark(written);
     let owned = mark.as_deref() == Some(owner);
     let backing = p.get("backing_job_fqn").cloned().unwrap_or(Value::Null);
-    let depends_on = backing.as_str().map(|j| vec![ResourceId::new(super::job::KIND, j)]).unwrap_or_default();
+    let depends_on = backing.as_str().map(|j| vec![ResourceId::new(Kind::Job.name(), j)]).unwrap_or_default();
     Some((
         LiveResource {
-            id: ResourceId::new(KIND, fqn),
+            id: ResourceId::new(Kind::Provider.name(), fqn),
             spec: json!({
                 "type": p.get("type").cloned().unwrap_or(Value::Null),
                 "description": description,
@@ -106,13 +105,13 @@ pub async fn execute(
                     .find(|p| p.get("fqn").and_then(Value::as_str) == Some(fqn)))
             })
             .await?;
-            provider.remember(KIND, fqn, created.get("uuid").and_then(Value::as_str).unwrap_or_default());
+            provider.remember(Kind::Provider.name(), fqn, created.get("uuid").and_then(Value::as_str).unwrap_or_default());
             Ok(())
         }
         Verb::Delete => {
-            if let Some(uuid) = provider.uuid(KIND, fqn, client).await? {
+            if let Some(uuid) = provider.uuid(Kind::Provider.name(), fqn, client).await? {
                 client.delete(&format!("/v1/providers/{uuid}")).await?;
-                provider.forget(KIND, fqn);
+                provider.forget(Kind::Provider.name(), fqn);
             }
             Ok(())
         }

@@ -14,6 +14,7 @@
 //! The apps of one group document that become ready together are sent together when Marathon
 //! would run them as capstan's plan does (`put_together`).
 
+use super::kind::Kind;
 use super::{Marathon, OWNER_LABEL, PRUNE_LABEL, path};
 use crate::base::diagnostic::{Diagnostic, Diagnostics};
 use crate::base::yaml::Document;
@@ -22,8 +23,6 @@ use crate::providers::ApiError;
 use serde_json::{Map, Number, Value, json};
 use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::Ordering;
-
-pub const KIND: &str = "app";
 
 /// What Marathon fills in and reports about an app: never part of a declaration, and never sent
 /// back (a `version` in an update body would roll the app back, seed 004 L214).
@@ -135,7 +134,7 @@ pub fn decode(
             match path::resolve(parent, text) {
                 Ok(dep) => {
                     // Which kind it names is known once every file is read (see `link`).
-                    references.push(Reference { target: ResourceId::new(super::group::KIND, dep.clone()), at });
+                    references.push(Reference { target: ResourceId::new(Kind::Group.name(), dep.clone()), at });
                     deps.push(dep);
                 }
                 Err(e) => diags.push(Diagnostic::error_at(at, e)),
@@ -164,7 +163,7 @@ pub fn decode(
     let mut spec = Value::Object(spec);
     normalize_numbers(&mut spec);
     Some(DesiredResource {
-        id: ResourceId::new(KIND, id),
+        id: ResourceId::new(Kind::App.name(), id),
         spec,
         origin: doc.locate(pointer),
         references,
@@ -198,7 +197,7 @@ pub fn from_live(app: &Value, owner: &str) -> Option<(LiveResource, Vec<String>)
     let mut spec = Value::Object(spec);
     normalize_numbers(&mut spec);
     let live = LiveResource {
-        id: ResourceId::new(KIND, id),
+        id: ResourceId::new(Kind::App.name(), id),
         spec,
         owned,
         owner: mark,
@@ -352,7 +351,7 @@ pub fn updated(read: Option<&Value>, body: &Value) -> Value {
 pub async fn put(provider: &Marathon, id: &str, spec: &Value, live: Option<&Value>) -> Result<(), ApiError> {
     let body = write_body(provider, spec, live);
     let client = provider.client()?;
-    provider.until_unlocked(KIND, id, || client.put("apps", id, &body, provider.force)).await
+    provider.until_unlocked(Kind::App, id, || client.put("apps", id, &body, provider.force)).await
 }
 
 /// Create or update the apps of one group (`(id, declared spec, live spec)`) in one request,
@@ -370,7 +369,7 @@ pub async fn put_together(
     let client = provider.client().ok()?;
     let bodies: Vec<Value> = apps.iter().map(|(_, spec, live)| write_body(provider, spec, *live)).collect();
     if provider.steps.load(Ordering::SeqCst) == super::STEPS_TOGETHER {
-        return Some(provider.until_unlocked(KIND, group, || client.put_apps(&bodies, provider.force)).await);
+        return Some(provider.until_unlocked(Kind::App, group, || client.put_apps(&bodies, provider.force)).await);
     }
     let ours: BTreeMap<&str, &Value> = apps.iter().map(|(id, ..)| *id).zip(&bodies).collect();
     let read = match client.group(group).await {
@@ -423,12 +422,12 @@ pub async fn put_together(
     if deployed.len() > 1 {
         provider.steps.store(super::STEPS_TOGETHER, Ordering::SeqCst);
     }
-    Some(provider.until_unlocked(KIND, group, || client.put_apps(&bodies, provider.force)).await)
+    Some(provider.until_unlocked(Kind::App, group, || client.put_apps(&bodies, provider.force)).await)
 }
 
 pub async fn delete(provider: &Marathon, id: &str) -> Result<(), ApiError> {
     let client = provider.client()?;
-    provider.until_unlocked(KIND, id, || client.delete("apps", id, provider.force)).await
+    provider.until_unlocked(Kind::App, id, || client.delete("apps", id, provider.force)).await
 }
 
 #[cfg(test)]

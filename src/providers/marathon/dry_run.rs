@@ -12,7 +12,8 @@
 //! that name each side acts on.
 
 use super::client::Client;
-use super::{Marathon, app, group, path};
+use super::kind::Kind;
+use super::{Marathon, app, path};
 use crate::diff::{Action, ChangeSet};
 use crate::model::{DesiredState, LiveState, ResourceId};
 use crate::providers::{PlatformPreview, PreviewAction};
@@ -55,7 +56,7 @@ pub async fn preview(
                     let action = a.get("type").or_else(|| a.get("action")).and_then(Value::as_str)?;
                     let name = a.get("app").and_then(Value::as_str)?;
                     let id = name_app(name, &root, &apps_sent);
-                    Some(PreviewAction { action: action.to_string(), resource: ResourceId::new(app::KIND, id) })
+                    Some(PreviewAction { action: action.to_string(), resource: ResourceId::new(Kind::App.name(), id) })
                 })
                 .collect()
         })
@@ -116,12 +117,12 @@ fn target_tree(
         .collect();
     for c in changes.changes.iter().filter(|c| matches!(c.action, Action::Create | Action::Update | Action::Replace)) {
         let (Some(d), id) = (desired.resources.get(&c.id), &c.id.name) else { continue };
-        if c.id.kind == app::KIND {
+        if c.id.kind == Kind::App.name() {
             let live_spec = live.get(&c.id).map(|l| &l.spec).filter(|_| c.action != Action::Replace);
             let body = app::write_body(provider, &d.spec, live_spec);
             let before = read_apps.get(id).copied().filter(|_| c.action != Action::Replace);
             apps.insert(id.clone(), app::updated(before, &body));
-        } else if c.id.kind == group::KIND {
+        } else if c.id.kind == Kind::Group.name() {
             let deps = d.spec.get("dependencies").cloned().unwrap_or(json!([]));
             groups.insert(id.clone(), json!({ "dependencies": deps }));
         }
@@ -220,7 +221,7 @@ fn compare(steps: &[Vec<PreviewAction>], changes: &ChangeSet, desired: &DesiredS
     }
     let mut out = Vec::new();
     let mut capstan_changes: HashSet<&str> = HashSet::new();
-    for c in changes.changes.iter().filter(|c| c.id.kind == app::KIND && c.action != Action::NoOp) {
+    for c in changes.changes.iter().filter(|c| c.id.kind == Kind::App.name() && c.action != Action::NoOp) {
         let id = c.id.name.as_str();
         capstan_changes.insert(id);
         let name = id.rsplit('/').next().unwrap_or(id);
@@ -274,10 +275,10 @@ fn compare(steps: &[Vec<PreviewAction>], changes: &ChangeSet, desired: &DesiredS
                 }
             }
         }
-        seen.into_iter().filter(|r| r.kind == app::KIND).map(|r| r.name).collect()
+        seen.into_iter().filter(|r| r.kind == Kind::App.name()).map(|r| r.name).collect()
     };
     for (id, &step) in &first_step {
-        let rid = ResourceId::new(app::KIND, *id);
+        let rid = ResourceId::new(Kind::App.name(), *id);
         for before in waits_for(&rid) {
             if let Some(&other) = first_step.get(before.as_str())
                 && other > step
@@ -329,7 +330,7 @@ mod tests {
     #[test]
     fn apps_named_only_by_a_shared_name_are_compared_by_count() {
         let create = |id: &str| ResourceChange {
-            id: ResourceId::new(app::KIND, id),
+            id: ResourceId::new(Kind::App.name(), id),
             action: Action::Create,
             origin: None,
             before: None,
@@ -341,7 +342,7 @@ mod tests {
         let changes = ChangeSet { changes: ids.iter().map(|i| create(i)).collect(), ..ChangeSet::default() };
         let act = |action: &str, name: &str| PreviewAction {
             action: action.into(),
-            resource: ResourceId::new(app::KIND, name),
+            resource: ResourceId::new(Kind::App.name(), name),
         };
         let sent: Vec<String> = ids.iter().map(|s| s.to_string()).collect();
         let mut sorted = sent.clone();

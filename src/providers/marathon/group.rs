@@ -17,6 +17,7 @@
 //! since the plan was made. Marathon answers only `{"version"}` (L1085-1110); the wait follows
 //! that version.
 
+use super::kind::Kind;
 use super::{Marathon, app, path};
 use crate::base::diagnostic::{Diagnostic, Diagnostics};
 use crate::base::yaml::Document;
@@ -24,8 +25,6 @@ use crate::model::{DesiredResource, LiveResource, Reference, ResourceId};
 use crate::providers::ApiError;
 use serde_json::{Value, json};
 use std::collections::BTreeSet;
-
-pub const KIND: &str = "group";
 
 /// Whether an object is a group rather than an app: it has `apps` or `groups`.
 pub fn is_group(obj: &Value) -> bool {
@@ -72,7 +71,7 @@ pub fn decode(
             // Relative to the group that declares them (`../backend` on /product/service).
             match path::resolve(&id, text) {
                 Ok(dep) => {
-                    references.push(Reference { target: ResourceId::new(KIND, dep.clone()), at });
+                    references.push(Reference { target: ResourceId::new(Kind::Group.name(), dep.clone()), at });
                     deps.push(dep);
                 }
                 Err(e) => diags.push(Diagnostic::error_at(at, e)),
@@ -82,7 +81,7 @@ pub fn decode(
     deps.sort();
     deps.dedup();
     out.push(DesiredResource {
-        id: ResourceId::new(KIND, id.clone()),
+        id: ResourceId::new(Kind::Group.name(), id.clone()),
         spec: json!({ "id": id, "dependencies": deps }),
         origin: doc.locate(pointer),
         references,
@@ -102,7 +101,7 @@ pub fn from_live(group: &Value) -> Option<(LiveResource, Vec<String>)> {
     deps.sort();
     deps.dedup();
     let live = LiveResource {
-        id: ResourceId::new(KIND, id.clone()),
+        id: ResourceId::new(Kind::Group.name(), id.clone()),
         spec: json!({ "id": id, "dependencies": deps }),
         owned: false,
         owner: None,
@@ -119,7 +118,7 @@ pub fn from_live(group: &Value) -> Option<(LiveResource, Vec<String>)> {
 pub async fn put(provider: &Marathon, id: &str, spec: &Value) -> Result<(), ApiError> {
     let body = json!({ "id": id, "dependencies": spec.get("dependencies").cloned().unwrap_or(json!([])) });
     let client = provider.client()?;
-    provider.until_unlocked(KIND, id, || client.put("groups", id, &body, provider.force)).await
+    provider.until_unlocked(Kind::Group, id, || client.put("groups", id, &body, provider.force)).await
 }
 
 /// Delete a group and what it holds, unless something the plan did not see has appeared under
@@ -146,5 +145,5 @@ pub async fn delete(provider: &Marathon, id: &str, live: Option<&LiveResource>) 
             format!("not deleted: {new} has appeared under {id} since the plan was made; plan again"),
         ));
     }
-    provider.until_unlocked(KIND, id, || client.delete("groups", id, provider.force)).await
+    provider.until_unlocked(Kind::Group, id, || client.delete("groups", id, provider.force)).await
 }

@@ -33,6 +33,7 @@ mod app;
 mod client;
 mod dry_run;
 mod group;
+mod kind;
 pub mod path;
 
 use crate::base::diagnostic::{Diagnostic, Diagnostics, Location};
@@ -62,19 +63,11 @@ const STEPS_UNKNOWN: u8 = 0;
 const STEPS_ONE_EACH: u8 = 1;
 const STEPS_TOGETHER: u8 = 2;
 
-/// What a dependency names when no declaration lies at or under its path: an app or a group
-/// that must be live. Observed only to check such dependencies; never changed.
-const DEPENDENCY: &str = "app or group";
-
 /// How long one change's deployment may take before its step fails, unless capstan.yaml's
 /// `timeouts` says otherwise for the kind (`app`, `group`).
 pub const DEPLOYMENT_TIMEOUT: Duration = Duration::from_secs(600);
 
-const KINDS: &[(&str, KindInfo)] = &[
-    (group::KIND, KindInfo { managed: true, updatable: true }),
-    (app::KIND, KindInfo { managed: true, updatable: true }),
-    (DEPENDENCY, KindInfo { managed: false, updatable: false }),
-];
+use kind::{KINDS, Kind};
 
 /// This platform's entry in the registry (`crate::providers::PLATFORMS`).
 pub static PLATFORM: super::PlatformDef = super::PlatformDef {
@@ -95,7 +88,7 @@ pub struct Marathon {
     owner: String,
     force: bool,
     /// Deployment timeouts by kind.
-    timeouts: HashMap<&'static str, Duration>,
+    timeouts: HashMap<Kind, Duration>,
     /// How this Marathon runs a deployment's independent apps, once a dry run has shown it:
     /// one step each (as seed 004's example does: several apps in one deployment would take
     /// turns, so they are sent one by one), or together.
@@ -104,10 +97,10 @@ pub struct Marathon {
 
 impl Marathon {
     pub fn new(connection: Option<Connection>, owner: &str) -> anyhow::Result<Self> {
-        let timeouts = KINDS
-            .iter()
-            .map(|(k, _)| {
-                (*k, connection.as_ref().map_or(DEPLOYMENT_TIMEOUT, |c| c.ready_timeout(k, DEPLOYMENT_TIMEOUT)))
+        let timeouts = Kind::ALL
+            .into_iter()
+            .map(|k| {
+                (k, connection.as_ref().map_or(DEPLOYMENT_TIMEOUT, |c| c.ready_timeout(k.name(), DEPLOYMENT_TIMEOUT)))
             })
             .collect();
         Ok(Marathon {
@@ -126,13 +119,13 @@ impl Marathon {
     /// Send a change to `id` and wait for the deployment it starts (followed by its id, or by
     /// the version it made when Marathon answers only that). While another deployment holds
     /// `id` (409), wait for that one and send the change again.
-    async fn until_unlocked<F, Fut>(&self, kind: &str, id: &str, send: F) -> Result<(), ApiError>
+    async fn until_unlocked<F, Fut>(&self, kind: Kind, id: &str, send: F) -> Result<(), ApiError>
     where
         F: Fn() -> Fut,
         Fut: Future<Output = Result<Option<Ticket>, ApiError>>,
     {
         let client = self.client()?;
-        let timeout = self.timeouts.get(kind).copied().unwrap_or(DEPLOYMENT_TIMEOUT);
+        let timeout = self.timeouts.get(&kind).copied().unwrap_or(DEPLOYMENT_TIMEOUT);
         let deadline = Instant::now() + timeout;
         loop {
             client.follow_events().await;
@@ -296,7 +289,7 @@ impl Compare for Marathon {
     }
 
     fn names(&self, target: &ResourceId, id: &ResourceId) -> bool {
-        target == id || (target.kind == DEPENDENCY && target.name == id.name)
+        target == id || (target.kind == Kind::Dependency.name() && target.name == id.name)
     }
 
     fn kinds(&self) -> &'static [(&'static str, KindInfo)] {
@@ -310,7 +303,7 @@ impl Compare for Marathon {
         _live_state: &LiveState,
     ) -> (Option<Cow<'a, Value>>, Option<Cow<'a, Value>>) {
         match (desired, live) {
-            (Some(d), Some(l)) if d.id.kind == app::KIND => {
+            (Some(d), Some(l)) if Kind::parse(&d.id.kind) == Some(Kind::App) => {
                 let (d, l) = app::comparable(&d.spec, &l.spec);
                 (Some(Cow::Owned(d)), Some(Cow::Owned(l)))
             }
@@ -322,7 +315,8 @@ impl Compare for Marathon {
 #[async_trait]
 impl Drive for Marathon {
     fn timed_kinds(&self) -> &'static [&'static str] {
-        &[app::KIND, group::KIND]
+        const TIMED: &[&str] = &[Kind::App.name(), Kind::Group.name()];
+        TIMED
     }
 
     async fn observe(&self, _kinds: &BTreeSet<String>, desired: &DesiredState) -> Result<LiveState, ApiError> {
@@ -333,14 +327,14 @@ impl Drive for Marathon {
             .resources
             .values()
             .flat_map(|r| &r.references)
-            .filter(|x| x.target.kind == DEPENDENCY)
+            .filter(|x| x.target.kind == Kind::Dependency.name())
             .map(|x| x.target.name.as_str())
             .collect();
         for name in named {
             let live = |kind: &str| state.get(&ResourceId::new(kind, name)).is_some();
-            if live(group::KIND) || live(app::KIND) {
+            if live(Kind::Group.name()) || live(Kind::App.name()) {
                 state.insert(LiveResource {
-                    id: ResourceId::new(DEPENDENCY, name),
+                    id: ResourceId::new(Kind::Dependency.name(), name),
                     spec: Value::Null,
                     owned: false,
                     owner: None,
@@ -358,27 +352,32 @@ impl Drive for Marathon {
     async fn execute(&self, op: Operation<'_>, _live_state: &LiveState) -> Result<(), ApiError> {
         let id = op.id.name.as_str();
         let spec = op.desired.map(|d| &d.spec);
-        match (op.id.kind.as_str(), op.verb, spec) {
-            (app::KIND, Verb::Create | Verb::Update, Some(spec)) => {
+        let Some(kind) = Kind::parse(&op.id.kind) else {
+            return Err(ApiError::other("-", "-", format!("capstan cannot {:?} Marathon {} {id}", op.verb, op.id.kind)));
+        };
+        match (kind, op.verb, spec) {
+            (Kind::App, Verb::Create | Verb::Update, Some(spec)) => {
                 app::put(self, id, spec, op.live.map(|l| &l.spec)).await
             }
-            (app::KIND, Verb::Delete, _) => app::delete(self, id).await,
-            (group::KIND, Verb::Create | Verb::Update, Some(spec)) => group::put(self, id, spec).await,
-            (group::KIND, Verb::Delete, _) => group::delete(self, id, op.live).await,
-            (kind, verb, _) => Err(ApiError::other("-", "-", format!("capstan cannot {verb:?} Marathon {kind} {id}"))),
+            (Kind::App, Verb::Delete, _) => app::delete(self, id).await,
+            (Kind::Group, Verb::Create | Verb::Update, Some(spec)) => group::put(self, id, spec).await,
+            (Kind::Group, Verb::Delete, _) => group::delete(self, id, op.live).await,
+            (kind @ (Kind::App | Kind::Group | Kind::Dependency), verb, _) => {
+                Err(ApiError::other("-", "-", format!("capstan cannot {verb:?} Marathon {} {id}", kind.name())))
+            }
         }
     }
 
     /// The apps a group document declares (the group is declared in the same file) go
     /// together.
     fn batch(&self, op: &Operation<'_>, desired: &DesiredState) -> Option<String> {
-        if op.id.kind != app::KIND || !matches!(op.verb, Verb::Create | Verb::Update) {
+        if op.id.kind != Kind::App.name() || !matches!(op.verb, Verb::Create | Verb::Update) {
             return None;
         }
         let app = op.desired?;
         let group = path::parent(&op.id.name);
-        let declared = desired.resources.get(&ResourceId::new(group::KIND, group))?;
-        (declared.origin.file == app.origin.file).then(|| format!("{} {group}", group::KIND))
+        let declared = desired.resources.get(&ResourceId::new(Kind::Group.name(), group))?;
+        (declared.origin.file == app.origin.file).then(|| format!("{} {group}", Kind::Group.name()))
     }
 
     async fn execute_batch(&self, ops: Vec<Operation<'_>>, live_state: &LiveState) -> Vec<Result<(), ApiError>> {
@@ -446,14 +445,14 @@ fn live_state(root: &Value, owner: &str) -> LiveState {
         let mut out = Vec::new();
         let parent = path::parent(id);
         if parent != "/" {
-            out.push(ResourceId::new(group::KIND, parent));
+            out.push(ResourceId::new(Kind::Group.name(), parent));
         }
         for d in deps {
             if group_ids.contains(d) {
-                out.push(ResourceId::new(group::KIND, d.clone()));
+                out.push(ResourceId::new(Kind::Group.name(), d.clone()));
                 out.extend(apps_below(d));
             } else {
-                out.push(ResourceId::new(app::KIND, d.clone()));
+                out.push(ResourceId::new(Kind::App.name(), d.clone()));
             }
         }
         out
@@ -485,17 +484,17 @@ fn link(desired: &mut DesiredState, diags: &mut Diagnostics) {
     let own: HashMap<ResourceId, Vec<Reference>> =
         desired.resources.values().map(|r| (r.id.clone(), r.references.clone())).collect();
     let apps: BTreeSet<String> =
-        desired.resources.keys().filter(|id| id.kind == app::KIND).map(|id| id.name.clone()).collect();
+        desired.resources.keys().filter(|id| id.kind == Kind::App.name()).map(|id| id.name.clone()).collect();
     let groups: HashSet<String> =
-        desired.resources.keys().filter(|id| id.kind == group::KIND).map(|id| id.name.clone()).collect();
+        desired.resources.keys().filter(|id| id.kind == Kind::Group.name()).map(|id| id.name.clone()).collect();
     let apps_at = |p: &str| -> Vec<ResourceId> {
         let prefix = if p == "/" { "/".to_string() } else { format!("{p}/") };
         let below = apps.range(prefix.clone()..).take_while(|a| a.starts_with(&prefix));
-        apps.get(p).into_iter().chain(below).map(|a| ResourceId::new(app::KIND, a.clone())).collect()
+        apps.get(p).into_iter().chain(below).map(|a| ResourceId::new(Kind::App.name(), a.clone())).collect()
     };
     for r in desired.resources.values_mut() {
         let written = std::iter::once(r.id.clone())
-            .chain(path::ancestors(&r.id.name).map(|g| ResourceId::new(group::KIND, g)))
+            .chain(path::ancestors(&r.id.name).map(|g| ResourceId::new(Kind::Group.name(), g)))
             .filter_map(|k| own.get(&k))
             .flatten();
         let mut refs: Vec<Reference> = Vec::new();
@@ -507,7 +506,7 @@ fn link(desired: &mut DesiredState, diags: &mut Diagnostics) {
             }
             let mut targets = apps_at(p);
             if targets.is_empty() {
-                let kind = if groups.contains(p) { group::KIND } else { DEPENDENCY };
+                let kind = if groups.contains(p) { Kind::Group.name() } else { Kind::Dependency.name() };
                 targets.push(ResourceId::new(kind, p));
             }
             for t in targets {
@@ -582,7 +581,7 @@ fn cycle_error(
         let written = std::iter::once(from.name.as_str())
             .chain(path::ancestors(&from.name))
             .flat_map(|g| {
-                let key = if g == from.name { from.clone() } else { ResourceId::new(group::KIND, g) };
+                let key = if g == from.name { from.clone() } else { ResourceId::new(Kind::Group.name(), g) };
                 own.get(&key).cloned().unwrap_or_default()
             })
             .find(|r| r.target == *next || path::within(&next.name, &r.target.name));
