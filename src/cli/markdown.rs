@@ -195,14 +195,20 @@ fn detail(c: &ResourceChange, r: &Report<'_>, lines: usize) -> Value {
     })
 }
 
-fn context(r: &Report<'_>, cut: Cut) -> Value {
-    let changed: Vec<_> = r.changes.changes.iter().filter(|c| c.action != Action::NoOp).collect();
-    let all_rows: Vec<Value> = changed
+/// Every changed resource's table row, built once per report rather than once per cut tried.
+fn all_rows(r: &Report<'_>) -> Vec<Value> {
+    r.changes
+        .changes
         .iter()
+        .filter(|c| c.action != Action::NoOp)
         .map(|c| {
             row(c.action.symbol(), &c.id.to_string(), action_word(c.action), c.origin.as_ref().map(|o| o.to_string()))
         })
-        .collect();
+        .collect()
+}
+
+fn context(r: &Report<'_>, cut: Cut, all_rows: &[Value]) -> Value {
+    let changed: Vec<_> = r.changes.changes.iter().filter(|c| c.action != Action::NoOp).collect();
     let table: Vec<Value> = all_rows.iter().take(cut.rows).cloned().collect();
     let details: Vec<Value> = changed
         .iter()
@@ -333,12 +339,13 @@ const TEMPLATE_LIMITS: Limits = Limits { depth: 64, output: 64 * 1024 * 1024 };
 /// A user's template: its file (for errors) and text.
 pub type Template<'a> = (&'a std::path::Path, &'a str);
 
-fn render_once(r: &Report<'_>, template: Option<Template<'_>>, cut: Cut) -> anyhow::Result<String> {
-    let text = render_guarded(template.map_or(BUILTIN, |t| t.1), &context(r, cut), &TEMPLATE_LIMITS).map_err(|p| {
-        let file = template.map_or("the built-in template".into(), |t| t.0.display().to_string());
-        let at = p.at.map(|(l, c)| format!(":{l}:{c}")).unwrap_or_default();
-        anyhow::anyhow!("cannot render the markdown template {file}{at}: {}", p.message)
-    })?;
+fn render_once(r: &Report<'_>, template: Option<Template<'_>>, cut: Cut, rows: &[Value]) -> anyhow::Result<String> {
+    let text =
+        render_guarded(template.map_or(BUILTIN, |t| t.1), &context(r, cut, rows), &TEMPLATE_LIMITS).map_err(|p| {
+            let file = template.map_or("the built-in template".into(), |t| t.0.display().to_string());
+            let at = p.at.map(|(l, c)| format!(":{l}:{c}")).unwrap_or_default();
+            anyhow::anyhow!("cannot render the markdown template {file}{at}: {}", p.message)
+        })?;
     // Collapse the blank lines template control lines leave behind.
     let mut out = String::with_capacity(text.len());
     let mut blank = 0;
@@ -364,6 +371,8 @@ pub fn render(r: &Report<'_>, template: Option<Template<'_>>) -> anyhow::Result<
     let rows = changed.len().max(r.declared.as_ref().and_then(|d| d["resources"].as_array()).map_or(0, Vec::len));
     let shown = changed.len().min(DETAILS);
     let full = Cut { details: shown, lines: DIFF_LINES, last_lines: DIFF_LINES, compact: false, rows };
+    let all = all_rows(r);
+    let render_once = |r: &Report<'_>, template, cut| render_once(r, template, cut, &all);
     let out = render_once(r, template, full)?;
     if out.len() <= r.max_bytes {
         return Ok(out);
