@@ -29,7 +29,7 @@ use super::output::{diff_lines, summary_line};
 use crate::base::diagnostic::Diagnostics;
 use crate::diff::{Action, ChangeSet, ResourceChange};
 use crate::redact::Redactor;
-use crate::render::template::{Limits, render_guarded};
+use crate::render::template::{Limits, render_guarded_in};
 use serde_json::{Value, json};
 
 pub const BUILTIN: &str = include_str!("templates/plan.md.hbs");
@@ -195,20 +195,49 @@ fn detail(c: &ResourceChange, r: &Report<'_>, lines: usize) -> Value {
     })
 }
 
-fn context(r: &Report<'_>, cut: Cut) -> Value {
-    let changed: Vec<_> = r.changes.changes.iter().filter(|c| c.action != Action::NoOp).collect();
-    let all_rows: Vec<Value> = changed
+/// Every changed resource's table row, built once per report rather than once per cut tried.
+fn all_rows(r: &Report<'_>) -> Vec<Value> {
+    r.changes
+        .changes
         .iter()
+        .filter(|c| c.action != Action::NoOp)
         .map(|c| {
             row(c.action.symbol(), &c.id.to_string(), action_word(c.action), c.origin.as_ref().map(|o| o.to_string()))
         })
-        .collect();
-    let table: Vec<Value> = all_rows.iter().take(cut.rows).cloned().collect();
+        .collect()
+}
+
+/// The first `shown` changed resources' details with their whole diff (up to `DIFF_LINES`),
+/// built once per report: a cut only drops some of them or shortens the last one.
+fn all_details(r: &Report<'_>, changed: &[&ResourceChange], shown: usize) -> Vec<Value> {
+    changed.iter().take(shown).map(|c| detail(c, r, DIFF_LINES)).collect()
+}
+
+/// Put into the template data what depends on `cut` (the table, the details, the declared
+/// rows and the notes on what is cut), in place: the rest, the whole JSON plan among it, is
+/// built and converted once per report rather than once per cut tried (issue 18).
+fn set_cut(data: &mut Value, r: &Report<'_>, cut: Cut, all_rows: &[Value], details: &[Value]) {
+    let changed: Vec<_> = r.changes.changes.iter().filter(|c| c.action != Action::NoOp).collect();
+    // The rows only ever shrink from one cut to the next: truncate the table already there.
+    let n = cut.rows.min(all_rows.len());
+    match data["table"].as_array_mut() {
+        Some(table) if table.len() >= n => table.truncate(n),
+        _ => data["table"] = Value::Array(all_rows[..n].to_vec()),
+    }
+    let table = data["table"].as_array().map_or(&[][..], Vec::as_slice);
+    let compact = json!(cut.compact && !table.is_empty());
+    let block = json!(compact_block(table));
     let details: Vec<Value> = changed
         .iter()
         .take(cut.details)
         .enumerate()
-        .map(|(i, c)| detail(c, r, if i + 1 == cut.details { cut.last_lines } else { cut.lines }))
+        .map(|(i, c)| {
+            let lines = if i + 1 == cut.details { cut.last_lines } else { cut.lines };
+            match details.get(i) {
+                Some(d) if lines == DIFF_LINES => d.clone(),
+                _ => detail(c, r, lines),
+            }
+        })
         .collect();
     let declared = r.declared.clone().map(|mut d| {
         let rows: Vec<Value> = d["resources"].as_array().cloned().unwrap_or_default();
@@ -219,6 +248,19 @@ fn context(r: &Report<'_>, cut: Cut) -> Value {
         d["resources"] = json!(rows);
         d
     });
+    data["compact"] = compact;
+    data["compact_block"] = block;
+    data["table_cut"] = json!(changed.len().saturating_sub(cut.rows));
+    data["details"] = json!(details);
+    data["details_cut"] = json!(changed.len().saturating_sub(cut.details));
+    data["size_cut"] = json!(cut.details < changed.len().min(DETAILS) || cut.last_lines < cut.lines);
+    data["declared"] = declared.unwrap_or(Value::Null);
+}
+
+/// The template data for `cut`. Its keys are in the order the context always had them (a user
+/// template that walks them sees that order); [`set_cut`] fills the cut's own in place.
+fn context(r: &Report<'_>, cut: Cut, all_rows: &[Value], details: &[Value]) -> Value {
+    let changed: Vec<_> = r.changes.changes.iter().filter(|c| c.action != Action::NoOp).collect();
     let count = |a| r.changes.count(a);
     let preview = r.plan_json.get("platform_preview").cloned().map(|mut p| {
         if let Some(req) = p.get("request").and_then(Value::as_str) {
@@ -291,7 +333,7 @@ fn context(r: &Report<'_>, cut: Cut) -> Value {
     });
     let warnings: Vec<String> = r.warnings.0.iter().map(|w| r.redactor.text(&w.to_string())).collect();
     let orphans: Vec<String> = r.changes.orphans.iter().map(|o| o.to_string()).collect();
-    json!({
+    let mut data = json!({
         "title": r.title,
         "title_text": r.title.as_deref().map(text),
         "target": r.target,
@@ -304,13 +346,13 @@ fn context(r: &Report<'_>, cut: Cut) -> Value {
             "delete": count(Action::Delete),
         },
         "has_changes": !changed.is_empty(),
-        "compact": cut.compact && !table.is_empty(),
-        "compact_block": compact_block(&table),
-        "table": table,
-        "table_cut": changed.len().saturating_sub(cut.rows),
-        "details": details,
-        "details_cut": changed.len().saturating_sub(cut.details),
-        "size_cut": cut.details < changed.len().min(DETAILS) || cut.last_lines < cut.lines,
+        "compact": null,
+        "compact_block": null,
+        "table": null,
+        "table_cut": null,
+        "details": null,
+        "details_cut": null,
+        "size_cut": null,
         "max_bytes": r.max_bytes,
         "orphans_md": orphans.iter().map(|o| code(o, false)).collect::<Vec<_>>(),
         "orphans": orphans,
@@ -318,12 +360,14 @@ fn context(r: &Report<'_>, cut: Cut) -> Value {
         "warnings_md": warnings.iter().map(|w| code(w, false)).collect::<Vec<_>>(),
         "warnings": warnings,
         "warning_count": r.warnings.0.len(),
-        "declared": declared,
+        "declared": null,
         "live": r.live,
         "platform_preview": preview.unwrap_or(Value::Null),
         "checks": checks.unwrap_or(Value::Null),
         "plan": r.plan_json,
-    })
+    });
+    set_cut(&mut data, r, cut, all_rows, details);
+    data
 }
 
 /// Template limits: a user's template is checked as manifest templates are; its output may be
@@ -333,8 +377,8 @@ const TEMPLATE_LIMITS: Limits = Limits { depth: 64, output: 64 * 1024 * 1024 };
 /// A user's template: its file (for errors) and text.
 pub type Template<'a> = (&'a std::path::Path, &'a str);
 
-fn render_once(r: &Report<'_>, template: Option<Template<'_>>, cut: Cut) -> anyhow::Result<String> {
-    let text = render_guarded(template.map_or(BUILTIN, |t| t.1), &context(r, cut), &TEMPLATE_LIMITS).map_err(|p| {
+fn render_once(template: Option<Template<'_>>, data: &handlebars::Context) -> anyhow::Result<String> {
+    let text = render_guarded_in(template.map_or(BUILTIN, |t| t.1), data, &TEMPLATE_LIMITS).map_err(|p| {
         let file = template.map_or("the built-in template".into(), |t| t.0.display().to_string());
         let at = p.at.map(|(l, c)| format!(":{l}:{c}")).unwrap_or_default();
         anyhow::anyhow!("cannot render the markdown template {file}{at}: {}", p.message)
@@ -364,6 +408,17 @@ pub fn render(r: &Report<'_>, template: Option<Template<'_>>) -> anyhow::Result<
     let rows = changed.len().max(r.declared.as_ref().and_then(|d| d["resources"].as_array()).map_or(0, Vec::len));
     let shown = changed.len().min(DETAILS);
     let full = Cut { details: shown, lines: DIFF_LINES, last_lines: DIFF_LINES, compact: false, rows };
+    // What no cut changes is built once; each try only changes the cut's own fields in place.
+    let all = all_rows(r);
+    let details = all_details(r, &changed, shown);
+    let mut data = handlebars::Context::from(context(r, full, &all, &details));
+    let mut first = true;
+    let mut render_once = |_: &Report<'_>, template, cut| {
+        if !std::mem::take(&mut first) {
+            set_cut(data.data_mut(), r, cut, &all, &details);
+        }
+        render_once(template, &data)
+    };
     let out = render_once(r, template, full)?;
     if out.len() <= r.max_bytes {
         return Ok(out);
@@ -425,6 +480,72 @@ fn truncate(text: &str, max: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::diff::{ChangeSet, FieldChange};
+    use crate::model::ResourceId;
+
+    /// Issue 18: the data one context carries through a report's cuts, each changed in place by
+    /// `set_cut`, is at every cut exactly (values and key order) the data built afresh for it.
+    #[test]
+    fn data_changed_in_place_from_cut_to_cut_is_the_data_built_afresh() {
+        let changes: Vec<ResourceChange> = (0..80)
+            .map(|i| {
+                // Some diffs longer than DIFF_LINES, so the last detail shown can be shortened.
+                let lines = if i % 9 == 0 { 150 } else { 3 };
+                let before: Vec<String> = (0..lines).map(|l| format!("line {l}")).collect();
+                let after: Vec<String> = (0..lines).map(|l| format!("line {l} of job {i}")).collect();
+                ResourceChange {
+                    id: ResourceId::new("job", format!("/g::svc-{i:03}|`x`")),
+                    action: if i % 5 == 0 { Action::Create } else { Action::Update },
+                    origin: None,
+                    before: (i % 5 != 0).then(|| json!({ "lines": before })),
+                    after: Some(json!({ "lines": after })),
+                    changes: vec![FieldChange { path: "lines".into(), before: None, after: None }],
+                    reason: None,
+                }
+            })
+            .collect();
+        let set = ChangeSet { changes, ..Default::default() };
+        let (warnings, redactor) = (Diagnostics::default(), Redactor::default());
+        let resources: Vec<Value> = (0..90).map(|i| json!({ "address": format!("job::/g::svc-{i:03}") })).collect();
+        let r = Report {
+            title: Some("t".into()),
+            target: "sb".into(),
+            changes: &set,
+            warnings: &warnings,
+            redactor: &redactor,
+            plan_json: json!({ "resource_changes": [1, 2, 3], "z": { "a": 1 } }),
+            declared: Some(json!({ "base": "a", "resources": resources, "head": "b" })),
+            live: true,
+            max_bytes: 1000,
+        };
+        let changed: Vec<_> = set.changes.iter().filter(|c| c.action != Action::NoOp).collect();
+        let all = all_rows(&r);
+        let details = all_details(&r, &changed, DETAILS);
+        let full = Cut { details: DETAILS, lines: DIFF_LINES, last_lines: DIFF_LINES, compact: false, rows: 90 };
+        let mut data = context(&r, full, &all, &details);
+        // The cuts render tries, in its order: fewer rows, then details back, the last shortened.
+        let mut cuts = vec![full, Cut { details: 0, ..full }, Cut { details: 0, compact: true, ..full }];
+        for rows in [70, 40, 12, 0] {
+            cuts.push(Cut { details: 0, compact: true, rows, ..full });
+        }
+        for (details, last_lines) in
+            [(1, DIFF_LINES), (2, DIFF_LINES), (10, 60), (10, 1), (10, DIFF_LINES), (DETAILS, 7)]
+        {
+            cuts.push(Cut { details, last_lines, compact: true, rows: 12, ..full });
+        }
+        for cut in cuts {
+            set_cut(&mut data, &r, cut, &all, &details);
+            let afresh = context(&r, cut, &all_rows(&r), &[]);
+            assert_eq!(
+                serde_json::to_string(&data).unwrap(),
+                serde_json::to_string(&afresh).unwrap(),
+                "the data for {cut:?} differs from the data built afresh"
+            );
+        }
+        assert_eq!(data["table"].as_array().map(Vec::len), Some(12));
+        assert_eq!(data["details"].as_array().map(Vec::len), Some(DETAILS));
+        assert_eq!((data["table_cut"].clone(), data["details_cut"].clone()), (json!(68), json!(30)));
+    }
 
     #[test]
     fn code_spans_cannot_be_ended_by_what_they_hold() {

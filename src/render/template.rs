@@ -62,6 +62,17 @@ pub fn render(file: &Path, text: &str, context: &Value) -> Result<String, Diagno
 
 /// Render `text` with `context` in strict mode and without HTML escaping, within `limits`.
 pub fn render_guarded(text: &str, context: &Value, limits: &Limits) -> Result<String, TemplateProblem> {
+    render_guarded_in(text, &handlebars::Context::from(context.clone()), limits)
+}
+
+/// [`render_guarded`] with a context already made: a caller that renders one template many
+/// times over mostly the same data (the markdown report, once per `--max-bytes` cut) changes
+/// it in place rather than having the whole data converted again for each render.
+pub fn render_guarded_in(
+    text: &str,
+    context: &handlebars::Context,
+    limits: &Limits,
+) -> Result<String, TemplateProblem> {
     // Before compiling: the parser recurses into nested subexpressions.
     prescan(text, limits)?;
     let template = Template::compile(text)
@@ -73,7 +84,7 @@ pub fn render_guarded(text: &str, context: &Value, limits: &Limits) -> Result<St
     hb.register_escape_fn(handlebars::no_escape);
     hb.register_template("t", template);
     let mut out = Capped { bytes: Vec::new(), limit: limits.output };
-    match hb.render_to_write("t", context, &mut out) {
+    match hb.render_with_context_to_write("t", context, &mut out) {
         Ok(()) => String::from_utf8(out.bytes)
             .map_err(|_| TemplateProblem::new(None, "the template's output is not UTF-8 text")),
         Err(e) => {

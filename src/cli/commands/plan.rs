@@ -73,7 +73,11 @@ pub(super) async fn plan(
                 live: true,
                 max_bytes: preview.max_bytes,
             };
-            out(&markdown::render(&report, template.as_ref().map(|(p, t)| (*p, t.as_str())))?)?;
+            let started = std::time::Instant::now();
+            let text = markdown::render(&report, template.as_ref().map(|(p, t)| (*p, t.as_str())))?;
+            // The report's own time, on top of the plan (what benches/plan_noop reads for issue 18).
+            tracing::info!(bytes = text.len(), markdown_ms = started.elapsed().as_secs_f64() * 1e3, "markdown report");
+            out(&text)?;
         }
         PlanFormat::Text => {
             note(Level::INFO, &Style::stderr(color).dim(&format!("Planning against {description}.")));
