@@ -528,21 +528,54 @@ fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
     cur.to_string()
 }
 
-/// The API's own message from an error body (`message`, `error` or the raw text), and whether
-/// the platform marked the failure as worth retrying (Apcera's `retry` flag).
+/// The most characters of an API's error text shown: the error is one line.
+const ERROR_CHARS: usize = 500;
+
+/// The API's own message from an error body (`message`, `error` or the raw text), at most
+/// `ERROR_CHARS` characters on one line, and whether the platform marked the failure as worth
+/// retrying (Apcera's `retry` flag). A body cut at `MAX_ERROR_BYTES` (perhaps inside a UTF-8
+/// character) is not JSON: its start is shown as text.
 fn error_text(bytes: &[u8]) -> (String, bool) {
+    let line = |s: &str| -> String {
+        let s: String = s.trim().chars().take(ERROR_CHARS).collect();
+        s.replace(['\n', '\r'], " ")
+    };
     if let Ok(v) = serde_json::from_slice::<Value>(bytes) {
         let retry = v.get("retry").and_then(Value::as_bool).unwrap_or(false);
         for key in ["message", "error", "errors"] {
             if let Some(s) = v.get(key).and_then(Value::as_str)
-                && !s.is_empty()
+                && !s.trim().is_empty()
             {
-                return (s.to_string(), retry);
+                return (line(s), retry);
             }
         }
-        return (v.to_string(), retry);
+        return (line(&v.to_string()), retry);
     }
-    let text = String::from_utf8_lossy(bytes).trim().to_string();
+    let text = line(&String::from_utf8_lossy(bytes));
     let text = if text.is_empty() { "(empty body)".to_string() } else { text };
-    (text.chars().take(500).collect(), false)
+    (text, false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An error is one line: the platform's JSON message is bounded as its raw text is, and a
+    /// body cut at `MAX_ERROR_BYTES` inside a UTF-8 character is shown, not a panic.
+    #[test]
+    fn an_error_text_is_one_bounded_line_whatever_the_body() {
+        let long = format!("{{\"message\": \"{}\\nsecond line\", \"retry\": true}}", "é".repeat(40_000));
+        let (text, retry) = error_text(long.as_bytes());
+        assert!(retry);
+        assert_eq!(text.chars().count(), ERROR_CHARS, "{} characters", text.chars().count());
+        assert!(!text.contains('\n'));
+        let (text, _) = error_text(br#"{"message": "a\nb"}"#);
+        assert_eq!(text, "a b");
+        // Cut inside the two bytes of an é.
+        let cut = &long.as_bytes()[..MAX_ERROR_BYTES];
+        assert!(std::str::from_utf8(cut).is_err());
+        let (text, retry) = error_text(cut);
+        assert!(!retry);
+        assert!(text.starts_with("{\"message\": \"éé") && text.chars().count() <= ERROR_CHARS, "{text}");
+    }
 }
