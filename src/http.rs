@@ -560,6 +560,39 @@ fn error_text(bytes: &[u8]) -> (String, bool) {
 mod tests {
     use super::*;
 
+    /// A too-large answer to a mutating request is not sent again: the platform carried it
+    /// out, whatever it answered (a real HTTP server on loopback, counting what it gets).
+    #[tokio::test]
+    async fn a_too_large_answer_to_a_change_is_not_sent_again() {
+        use std::io::{Read, Write};
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let got = std::sync::Arc::new(AtomicUsize::new(0));
+        let seen = got.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().take(16) {
+                let Ok(mut s) = stream else { continue };
+                seen.fetch_add(1, Ordering::SeqCst);
+                let mut req = [0u8; 8192];
+                let _ = s.read(&mut req);
+                // Announced larger than the bound, and the bound's worth and more sent unannounced.
+                let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 300000000\r\nConnection: close\r\n\r\n[");
+            }
+        });
+        let mut conn = Connection::new(url);
+        conn.retry.base_delay = Duration::from_millis(1);
+        let client = HttpClient::new(&conn).unwrap();
+        for (method, idempotent) in [(Method::POST, Idempotent::No), (Method::PUT, Idempotent::Yes)] {
+            let before = got.load(Ordering::SeqCst);
+            let err =
+                client.call(method.clone(), "/v1/jobs", Some(&serde_json::json!({})), idempotent).await.unwrap_err();
+            assert!(err.to_string().contains("larger than 256 MiB"), "{err}");
+            assert_eq!(err.attempts, 1, "{method}: {err}");
+            assert_eq!(got.load(Ordering::SeqCst) - before, 1, "{method} was sent again");
+        }
+    }
+
     /// An error is one line: the platform's JSON message is bounded as its raw text is, and a
     /// body cut at `MAX_ERROR_BYTES` inside a UTF-8 character is shown, not a panic.
     #[test]
