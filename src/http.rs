@@ -528,21 +528,87 @@ fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
     cur.to_string()
 }
 
-/// The API's own message from an error body (`message`, `error` or the raw text), and whether
-/// the platform marked the failure as worth retrying (Apcera's `retry` flag).
+/// The most characters of an API's error text shown: the error is one line.
+const ERROR_CHARS: usize = 500;
+
+/// The API's own message from an error body (`message`, `error` or the raw text), at most
+/// `ERROR_CHARS` characters on one line, and whether the platform marked the failure as worth
+/// retrying (Apcera's `retry` flag). A body cut at `MAX_ERROR_BYTES` (perhaps inside a UTF-8
+/// character) is not JSON: its start is shown as text.
 fn error_text(bytes: &[u8]) -> (String, bool) {
+    let line = |s: &str| -> String {
+        let s: String = s.trim().chars().take(ERROR_CHARS).collect();
+        s.replace(['\n', '\r'], " ")
+    };
     if let Ok(v) = serde_json::from_slice::<Value>(bytes) {
         let retry = v.get("retry").and_then(Value::as_bool).unwrap_or(false);
         for key in ["message", "error", "errors"] {
             if let Some(s) = v.get(key).and_then(Value::as_str)
-                && !s.is_empty()
+                && !s.trim().is_empty()
             {
-                return (s.to_string(), retry);
+                return (line(s), retry);
             }
         }
-        return (v.to_string(), retry);
+        return (line(&v.to_string()), retry);
     }
-    let text = String::from_utf8_lossy(bytes).trim().to_string();
+    let text = line(&String::from_utf8_lossy(bytes));
     let text = if text.is_empty() { "(empty body)".to_string() } else { text };
-    (text.chars().take(500).collect(), false)
+    (text, false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A too-large answer to a mutating request is not sent again: the platform carried it
+    /// out, whatever it answered (a real HTTP server on loopback, counting what it gets).
+    #[tokio::test]
+    async fn a_too_large_answer_to_a_change_is_not_sent_again() {
+        use std::io::{Read, Write};
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let got = std::sync::Arc::new(AtomicUsize::new(0));
+        let seen = got.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().take(16) {
+                let Ok(mut s) = stream else { continue };
+                seen.fetch_add(1, Ordering::SeqCst);
+                let mut req = [0u8; 8192];
+                let _ = s.read(&mut req);
+                // Announced larger than the bound, and the bound's worth and more sent unannounced.
+                let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 300000000\r\nConnection: close\r\n\r\n[");
+            }
+        });
+        let mut conn = Connection::new(url);
+        conn.retry.base_delay = Duration::from_millis(1);
+        let client = HttpClient::new(&conn).unwrap();
+        for (method, idempotent) in [(Method::POST, Idempotent::No), (Method::PUT, Idempotent::Yes)] {
+            let before = got.load(Ordering::SeqCst);
+            let err =
+                client.call(method.clone(), "/v1/jobs", Some(&serde_json::json!({})), idempotent).await.unwrap_err();
+            assert!(err.to_string().contains("larger than 256 MiB"), "{err}");
+            assert_eq!(err.attempts, 1, "{method}: {err}");
+            assert_eq!(got.load(Ordering::SeqCst) - before, 1, "{method} was sent again");
+        }
+    }
+
+    /// An error is one line: the platform's JSON message is bounded as its raw text is, and a
+    /// body cut at `MAX_ERROR_BYTES` inside a UTF-8 character is shown, not a panic.
+    #[test]
+    fn an_error_text_is_one_bounded_line_whatever_the_body() {
+        let long = format!("{{\"message\": \"{}\\nsecond line\", \"retry\": true}}", "é".repeat(40_000));
+        let (text, retry) = error_text(long.as_bytes());
+        assert!(retry);
+        assert_eq!(text.chars().count(), ERROR_CHARS, "{} characters", text.chars().count());
+        assert!(!text.contains('\n'));
+        let (text, _) = error_text(br#"{"message": "a\nb"}"#);
+        assert_eq!(text, "a b");
+        // Cut inside the two bytes of an é.
+        let cut = &long.as_bytes()[..MAX_ERROR_BYTES];
+        assert!(std::str::from_utf8(cut).is_err());
+        let (text, retry) = error_text(cut);
+        assert!(!retry);
+        assert!(text.starts_with("{\"message\": \"éé") && text.chars().count() <= ERROR_CHARS, "{text}");
+    }
 }

@@ -217,3 +217,22 @@ fn a_recursive_template_is_an_error_at_its_place_in_validate_and_plan() {
     out.code(1);
     assert!(out.stderr.contains("cannot render the markdown template t.hbs:1:18"), "{}", out.stderr);
 }
+
+/// A `--max-bytes` smaller than anything the report must say (even the note that it is cut)
+/// still bounds the report, and what is kept never ends in part of a line.
+#[test]
+fn a_max_bytes_smaller_than_the_cut_note_still_bounds_the_report() {
+    let sb = SandboxProc::start(&[]);
+    let w = Workdir::new();
+    w.write("capstan.yaml", "owner: md\n");
+    w.target(&sb.url);
+    w.write(EVIL_FILE, &evil_manifest());
+    for max in ["0", "10", "40", "69", "120"] {
+        let md = w.capstan(&["plan", ".", "-o", "markdown", "--allow-missing-vars", "--max-bytes", max]);
+        md.ok();
+        let max: usize = max.parse().unwrap();
+        assert!(md.stdout.len() <= max, "--max-bytes {max}: {} bytes: {:?}", md.stdout.len(), md.stdout);
+        assert!(md.stdout.is_empty() || md.stdout.ends_with('\n'), "part of a line: {:?}", md.stdout);
+        assert_eq!(rendered(&md.stdout).problems, Vec::<String>::new(), "--max-bytes {max}");
+    }
+}

@@ -466,15 +466,23 @@ pub fn render(r: &Report<'_>, template: Option<Template<'_>>) -> anyhow::Result<
     Ok(best)
 }
 
-/// The first `max` bytes of `text` (at a line boundary where there is one), and a note.
+/// The whole lines of `text` that fit in `max` bytes with a note saying the rest is cut (the
+/// lines alone when the note does not fit: the report never exceeds `max`). Never part of a
+/// line: a line cut inside a code span would leave its fence open, and what the span held
+/// (a link, a mention, HTML from a name) would be live markdown.
 fn truncate(text: &str, max: usize) -> String {
     let note = "\n_The report is cut here: it is longer than `--max-bytes` allows._\n";
-    let mut end = max.saturating_sub(note.len()).min(text.len());
-    while !text.is_char_boundary(end) {
-        end -= 1;
+    let whole_lines = |room: usize| {
+        let mut end = room.min(text.len());
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        &text[..text[..end].rfind('\n').map_or(0, |i| i + 1)]
+    };
+    if note.len() > max {
+        return whole_lines(max).to_string();
     }
-    let end = text[..end].rfind('\n').map_or(end, |i| i + 1);
-    format!("{}{note}", &text[..end])
+    format!("{}{note}", whole_lines(max - note.len()))
 }
 
 #[cfg(test)]
@@ -545,6 +553,25 @@ mod tests {
         assert_eq!(data["table"].as_array().map(Vec::len), Some(12));
         assert_eq!(data["details"].as_array().map(Vec::len), Some(DETAILS));
         assert_eq!((data["table_cut"].clone(), data["details_cut"].clone()), (json!(68), json!(30)));
+    }
+
+    /// A report cut by `truncate` keeps within `max` however small, and never ends in part of
+    /// a line (a code span cut open would make what it held a live link).
+    #[test]
+    fn truncate_keeps_within_max_and_cuts_only_between_lines() {
+        let span = code("job::/g::y`[x](https://evil.example)@octocat", false);
+        let text = format!("## plan\n{span} and more\n");
+        for max in 0..text.len() + 100 {
+            let out = truncate(&text, max);
+            assert!(out.len() <= max, "{max}: {} bytes: {out:?}", out.len());
+            let kept = out.split("\n_The report is cut here").next().unwrap();
+            assert!(kept.is_empty() || kept.ends_with('\n'), "{max}: part of a line kept: {out:?}");
+            assert!(!kept.contains("evil") || kept.contains(&span), "{max}: the span is cut open: {out:?}");
+        }
+        // No newline at all: nothing of the line, only the note.
+        let out = truncate(&span, 100);
+        assert!(!out.contains("evil"), "{out:?}");
+        assert!(out.contains("The report is cut here"), "{out:?}");
     }
 
     #[test]
