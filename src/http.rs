@@ -113,6 +113,10 @@ pub struct ApiError {
     pub transient: bool,
     /// How many times the request was sent (1 when it was not retried).
     pub attempts: u32,
+    /// The answer's body when it is JSON: some platforms answer a document with an error status
+    /// (DC/OS's plan API answers a failed plan as a 417 whose body is the plan), which must not
+    /// be read back out of `message`, a one-line text for people.
+    pub document: Option<Value>,
 }
 
 impl fmt::Display for ApiError {
@@ -140,6 +144,7 @@ impl ApiError {
             message: message.into(),
             transient: false,
             attempts: 1,
+            document: None,
         }
     }
 
@@ -239,6 +244,7 @@ impl Stream {
             message,
             transient: true,
             attempts: 1,
+            document: None,
         };
         let resp = req.send().await.map_err(|e| fail(None, root_cause(&e)))?;
         count(resp.status().as_str());
@@ -395,6 +401,7 @@ impl HttpClient {
             message,
             transient,
             attempts: 1,
+            document: None,
         };
         let resp = match req.send().await {
             Ok(r) => {
@@ -443,7 +450,8 @@ impl HttpClient {
                     | StatusCode::SERVICE_UNAVAILABLE
                     | StatusCode::GATEWAY_TIMEOUT
             );
-        Err((mk(Some(status.as_u16()), message, transient), true))
+        let document = serde_json::from_slice::<Value>(&bytes).ok().filter(|v| !v.is_null());
+        Err((ApiError { document, ..mk(Some(status.as_u16()), message, transient) }, true))
     }
 }
 
@@ -452,8 +460,9 @@ impl HttpClient {
 /// a platform (or something posing as one) that answers more, or never stops, gets an error
 /// rather than all of capstan's memory.
 pub const MAX_ANSWER_BYTES: usize = 256 << 20;
-/// The most read of an error's body, which is only shown as one line.
-const MAX_ERROR_BYTES: usize = 64 << 10;
+/// The most read of an error's body: its text is shown as one line, but DC/OS answers a failed
+/// plan (of any size) as a 417 whose body is the plan.
+const MAX_ERROR_BYTES: usize = 16 << 20;
 
 enum Bounded {
     Whole(bytes::Bytes),
@@ -594,7 +603,7 @@ mod tests {
     }
 
     /// An error is one line: the platform's JSON message is bounded as its raw text is, and a
-    /// body cut at `MAX_ERROR_BYTES` inside a UTF-8 character is shown, not a panic.
+    /// body cut inside a UTF-8 character (as one cut at `MAX_ERROR_BYTES` may be) is shown, not a panic.
     #[test]
     fn an_error_text_is_one_bounded_line_whatever_the_body() {
         let long = format!("{{\"message\": \"{}\\nsecond line\", \"retry\": true}}", "é".repeat(40_000));
@@ -604,8 +613,8 @@ mod tests {
         assert!(!text.contains('\n'));
         let (text, _) = error_text(br#"{"message": "a\nb"}"#);
         assert_eq!(text, "a b");
-        // Cut inside the two bytes of an é.
-        let cut = &long.as_bytes()[..MAX_ERROR_BYTES];
+        // Cut inside the two bytes of an é, as a cut at the bound may be (13 bytes precede them).
+        let cut = &long.as_bytes()[..64 << 10];
         assert!(std::str::from_utf8(cut).is_err());
         let (text, retry) = error_text(cut);
         assert!(!retry);
