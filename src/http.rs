@@ -116,7 +116,7 @@ pub struct ApiError {
     /// The answer's body when it is JSON: some platforms answer a document with an error status
     /// (DC/OS's plan API answers a failed plan as a 417 whose body is the plan), which must not
     /// be read back out of `message`, a one-line text for people.
-    pub document: Option<Value>,
+    pub document: Option<Box<Value>>,
 }
 
 impl fmt::Display for ApiError {
@@ -450,7 +450,7 @@ impl HttpClient {
                     | StatusCode::SERVICE_UNAVAILABLE
                     | StatusCode::GATEWAY_TIMEOUT
             );
-        let document = serde_json::from_slice::<Value>(&bytes).ok().filter(|v| !v.is_null());
+        let document = serde_json::from_slice::<Value>(&bytes).ok().filter(|v| !v.is_null()).map(Box::new);
         Err((ApiError { document, ..mk(Some(status.as_u16()), message, transient) }, true))
     }
 }

@@ -95,7 +95,7 @@ pub async fn status(http: &HttpClient, service: &str, api: Api) -> Result<Option
     };
     let plan = match answer {
         Ok(v) => v.unwrap_or_default(),
-        Err(e) if matches!(e.status, Some(417 | 503)) => e.document.clone().unwrap_or_default(),
+        Err(e) if matches!(e.status, Some(417 | 503)) => e.document.map(|d| *d).unwrap_or_default(),
         Err(e) if matches!(e.status, Some(404 | 502 | 503)) => Value::Null,
         Err(e) => return Err(e),
     };
@@ -142,14 +142,14 @@ pub async fn follow(
             // 417 (and legacy's 503) carry the plan as their body: the error's text is its JSON.
             // A 417 without one is still the service saying its plan failed.
             Err(e) if e.status == Some(417) => match e.document {
-                Some(plan) if plan.get("status").is_some() => plan,
+                Some(plan) if plan.get("status").is_some() => *plan,
                 _ => {
                     let body: String = printable(&e.message).chars().take(500).collect();
                     let why = format!("the plan of service {service} failed: answered 417 without a plan: {body}");
                     return Err(ApiError::other("GET", &path, why));
                 }
             },
-            Err(e) if e.status == Some(503) => e.document.clone().unwrap_or_default(),
+            Err(e) if e.status == Some(503) => e.document.map(|d| *d).unwrap_or_default(),
             // Read again on the next round, until the deadline.
             Err(e) if matches!(e.status, Some(404 | 502 | 503)) || e.status.is_none() || e.transient => Value::Null,
             Err(e) => return Err(e),

@@ -126,7 +126,7 @@ fn pod_steps(plan: &Value, pod: &str) -> Vec<(String, String)> {
 async fn read_plan(http: &HttpClient, path: &str) -> Result<Value, ApiError> {
     match http.call(Method::GET, path, None, Idempotent::Yes).await {
         Ok(v) => Ok(v.unwrap_or_default()),
-        Err(e) if matches!(e.status, Some(417 | 503)) => Ok(e.document.clone().unwrap_or_default()),
+        Err(e) if matches!(e.status, Some(417 | 503)) => Ok(e.document.map(|d| *d).unwrap_or_default()),
         Err(e) if e.status == Some(404) => Ok(Value::Null),
         Err(e) => Err(e),
     }
