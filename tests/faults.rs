@@ -59,9 +59,9 @@ fn two_hundred_resources_converge_through_failures_and_resets_every_time() {
         let sb = SandboxProc::start(&["--seed", &seed.to_string()]);
         let w = Workdir::new();
         // One send fails 19 % of the time here (a 10 % failure, else a 10 % reset), so with the
-        // default 8 sends a request gives up with probability 0.19^8 ≈ 1.7e-6; over the ~3,000
-        // requests of the ten seeds that is one run in 600 — the test's own flake, seen once
-        // in CI. With 16 sends it is ≈ 1e-8: what this test asserts is convergence through
+        // default 8 sends a request gives up with probability 0.19^8 ≈ 1.7e-6; over the ~6,000
+        // requests of the ten seeds (the apply of seed 3 alone sent 574) that is about one run
+        // in a hundred — the test's own flake, seen once in CI. With 16 sends it is ≈ 1e-8: what this test asserts is convergence through
         // faults, and how many sends the user allows is capstan.yaml's to say.
         w.write("capstan.yaml", "retry: {max_attempts: 16}\n");
         w.target(&sb.url);
