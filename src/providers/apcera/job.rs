@@ -299,37 +299,13 @@ pub fn comparable<'a>(provider: &Apcera, desired: &'a Value, live: &Value) -> (C
 }
 
 /// The live job reduced to what the declaration writes (projecting twice changes nothing).
+/// `comparable` is handed a job observe has already reduced, so the copy here is a small one.
 pub fn project_onto(desired: &Value, live: &Value) -> Value {
-    let (Some(d), Some(l)) = (desired.as_object(), live.as_object()) else {
-        return live.clone();
-    };
-    let mut projected = Map::with_capacity(d.len());
-    for (k, dv) in d {
-        let Some(lv) = l.get(k) else { continue };
-        let v = if STRUCT_FIELDS.contains(&k.as_str()) {
-            project(dv, lv)
-        } else if k == "processes" {
-            project_processes(dv, lv)
-        } else {
-            lv.clone()
-        };
-        projected.insert(k.clone(), v);
-    }
-    // A job without drains has none, as far as a declaration of them is concerned.
-    if d.contains_key(drain::FIELD) && !projected.contains_key(drain::FIELD) {
-        projected.insert(drain::FIELD.into(), json!([]));
-    }
-    // A person's keep label is theirs, not drift, unless the manifest writes it too.
-    if d.get("labels").is_some_and(|dl| dl.get(PRUNE_LABEL).is_none())
-        && let Some(Value::Object(labels)) = projected.get_mut("labels")
-    {
-        labels.remove(PRUNE_LABEL);
-    }
-    Value::Object(projected)
+    project_onto_owned(desired, live.clone())
 }
 
 /// `project_onto` for a live job the caller owns: the kept fields are moved out of it, never
-/// copied (observe reduces every listed job this way). Same result as `project_onto`.
+/// copied (observe reduces every listed job this way).
 pub fn project_onto_owned(desired: &Value, live: Value) -> Value {
     let Some(d) = desired.as_object() else { return live };
     let Value::Object(mut l) = live else { return live };
@@ -358,6 +334,7 @@ pub fn project_onto_owned(desired: &Value, live: Value) -> Value {
     Value::Object(projected)
 }
 
+/// Keep only the sub-fields of `live` that `desired` writes.
 fn project_owned(desired: &Value, live: Value) -> Value {
     match (desired.as_object(), live) {
         (Some(d), Value::Object(l)) => Value::Object(l.into_iter().filter(|(k, _)| d.contains_key(k)).collect()),
@@ -389,39 +366,6 @@ fn project_processes_owned(desired: &Value, live: Value) -> Value {
     }
 }
 
-/// Keep only the sub-fields of `live` that `desired` writes.
-fn project(desired: &Value, live: &Value) -> Value {
-    match (desired.as_object(), live.as_object()) {
-        (Some(d), Some(l)) => {
-            Value::Object(l.iter().filter(|(k, _)| d.contains_key(*k)).map(|(k, v)| (k.clone(), v.clone())).collect())
-        }
-        _ => live.clone(),
-    }
-}
-
-fn project_processes(desired: &Value, live: &Value) -> Value {
-    match (desired.as_object(), live.as_object()) {
-        (Some(d), Some(l)) => Value::Object(
-            l.iter()
-                .map(|(name, lp)| {
-                    let v = match d.get(name) {
-                        Some(dp) => {
-                            let mut p = project(dp, lp);
-                            // The environment is the user's map: compared whole when declared.
-                            if dp.get("environment").is_none() {
-                                p.as_object_mut().map(|o| o.remove("environment"));
-                            }
-                            p
-                        }
-                        None => lp.clone(),
-                    };
-                    (name.clone(), v)
-                })
-                .collect(),
-        ),
-        _ => live.clone(),
-    }
-}
 
 /// Merge declared fields into a job object (the body of a create, or the job as read for a
 /// full-object update). Struct-like fields and processes merge by sub-field; the rest replace.
@@ -721,10 +665,11 @@ mod tests {
         }
     }
 
-    /// Projecting a job observe owns (fields moved) gives the projection of a borrowed one, byte
-    /// for byte and key order included, for odd declarations as well as ordinary ones.
+    /// What a job is reduced to, byte for byte and key order included (the declaration's order
+    /// at the top, the live job's within), for odd declarations as well as ordinary ones; and
+    /// projecting twice changes nothing.
     #[test]
-    fn projecting_an_owned_live_job_is_projecting_a_borrowed_one() {
+    fn a_live_job_is_reduced_to_what_its_declaration_writes() {
         let live = json!({
             "state": "started", "num_instances": 2,
             "processes": {
@@ -736,18 +681,30 @@ mod tests {
             "tags": {"release": "1"},
             "ports": [{"number": 8080}]
         });
-        let desireds = [
-            json!({"state": "started", "processes": {"app": {"start_command": "./web"}}, "resources": {"memory": 256},
-                   "labels": {"team": "a"}, drain::FIELD: []}),
-            json!({"tags": {}, "ports": [], "processes": {"app": {"environment": {"A": "1"}}, "extra": "not an object"}}),
-            json!({"processes": "not an object", "resources": 5, "labels": {PRUNE_LABEL: "false"}, "absent": 1}),
-            json!("not an object"),
-            json!({}),
+        let cases = [
+            (
+                json!({"state": "started", "processes": {"app": {"start_command": "./web"}}, "resources": {"memory": 256},
+                       "labels": {"team": "a"}, drain::FIELD: []}),
+                r#"{"state":"started","processes":{"app":{"start_command":"./web"},"extra":{"start_command":"./x"}},"resources":{"memory":256},"labels":{"team":"a","capstan-owner":"me"},"log_drains":[]}"#,
+            ),
+            (
+                json!({"tags": {}, "ports": [], "processes": {"app": {"environment": {"A": "1"}}, "extra": "not an object"}}),
+                r#"{"tags":{"release":"1"},"ports":[{"number":8080}],"processes":{"app":{"environment":{"A":"1"}},"extra":{"start_command":"./x"}}}"#,
+            ),
+            (
+                json!({"processes": "not an object", "resources": 5, "labels": {PRUNE_LABEL: "false"}, "absent": 1}),
+                r#"{"processes":{"app":{"start_command":"./web","environment":{"A":"1"},"stop_timeout":5},"extra":{"start_command":"./x"}},"resources":{"memory":256,"cpu":100,"disk":1024},"labels":{"capstan-prune":"false","capstan-owner":"me","team":"a"}}"#,
+            ),
+            (
+                json!("not an object"),
+                r#"{"state":"started","num_instances":2,"processes":{"app":{"start_command":"./web","environment":{"A":"1"},"stop_timeout":5},"extra":{"start_command":"./x"}},"resources":{"memory":256,"cpu":100,"disk":1024},"labels":{"capstan-prune":"false","capstan-owner":"me","team":"a"},"tags":{"release":"1"},"ports":[{"number":8080}]}"#,
+            ),
+            (json!({}), "{}"),
         ];
-        for desired in desireds {
-            let want = serde_json::to_string(&project_onto(&desired, &live)).unwrap();
-            let got = serde_json::to_string(&project_onto_owned(&desired, live.clone())).unwrap();
-            assert_eq!(got, want, "{desired}");
+        for (desired, want) in cases {
+            let once = project_onto_owned(&desired, live.clone());
+            assert_eq!(serde_json::to_string(&once).unwrap(), want, "{desired}");
+            assert_eq!(serde_json::to_string(&project_onto(&desired, &once)).unwrap(), want, "twice: {desired}");
         }
         // A live job that is no object is kept as it is.
         assert_eq!(project_onto_owned(&json!({"state": "started"}), json!(5)), json!(5));
