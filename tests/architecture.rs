@@ -436,13 +436,6 @@ const KNOWN_LOOPS: &[(&str, &[&str], &str)] = &[
         "`service` takes `commands::EXIT_OK`; left to the branches that are changing the command \
          line (issue 14)",
     ),
-    (
-        "src/sandbox/tsuru/",
-        &["apps", "binds", "catalogue", "env", "instances", "units"],
-        "the tsuru sandbox's records live with their handlers (`apps::App` is used by `units`, \
-         `instances::service_entry` by `catalogue`, `binds` and `instances` call each other); it \
-         needs the split the Marathon sandbox had (a model module below the handlers), not yet done",
-    ),
 ];
 
 #[test]
