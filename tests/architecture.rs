@@ -3,6 +3,7 @@
 //! two independent readings of an API; the daemon does not reach into the command line. And
 //! `schemas/capstan.schema.json`'s `platform` enums list exactly the registered platforms.
 
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::path::{Path, PathBuf};
 
 fn src() -> PathBuf {
@@ -202,5 +203,277 @@ fn the_config_schema_lists_exactly_the_registered_platforms() {
          `CAPSTAN_REGENERATE=1 cargo test --test architecture the_config_schema`",
         stale.join(" and "),
         shown(&registered)
+    );
+}
+
+/// The most lines a file under `src/` may have. A file past it has always been doing several
+/// jobs (the Marathon sandbox's `apps.rs` was validation, defaults, ports, views and handlers in
+/// 1,193 lines, in an import loop with three of its siblings); 800 is what one reading holds,
+/// and every file meets it with room (the longest, `sandbox/dcos/plan.rs`, is one state machine).
+const MAX_LINES: usize = 800;
+
+#[test]
+fn no_source_file_is_longer_than_the_limit() {
+    let mut found: Vec<String> = sources()
+        .into_iter()
+        .map(|(rel, text)| (rel, text.lines().count()))
+        .filter(|(_, n)| *n > MAX_LINES)
+        .map(|(rel, n)| format!("src/{rel}: {n} lines"))
+        .collect();
+    found.sort();
+    assert!(
+        found.is_empty(),
+        "files longer than {MAX_LINES} lines: split them along their seams (see ARCHITECTURE.md):\n{}",
+        found.join("\n")
+    );
+}
+
+/// The module a file is (`sandbox/marathon/apps.rs` → `sandbox::marathon::apps`; a `mod.rs` is
+/// its folder's module, `lib.rs` and `main.rs` the crate).
+fn module_path(rel: &str) -> Vec<String> {
+    let mut path: Vec<String> = rel.trim_end_matches(".rs").split('/').map(str::to_string).collect();
+    if matches!(path.last().map(String::as_str), Some("mod" | "lib" | "main")) {
+        path.pop();
+    }
+    path
+}
+
+fn is_ident(c: char) -> bool {
+    c.is_alphanumeric() || c == '_'
+}
+
+/// The paths a use tree names from where `text` starts (after `crate::`, `super::` or `self::`):
+/// `a::b`, `{a, b::{c, d}}`, `a::{self, b}`, each as its segments after `prefix`.
+fn use_tree(text: &str, prefix: &[String], out: &mut Vec<Vec<String>>) {
+    let mut path = prefix.to_vec();
+    let mut rest = text.trim_start();
+    loop {
+        if let Some(group) = rest.strip_prefix('{') {
+            let mut depth = 0;
+            let mut start = 0;
+            for (i, c) in group.char_indices() {
+                match c {
+                    '{' => depth += 1,
+                    '}' if depth == 0 => {
+                        use_tree(&group[start..i], &path, out);
+                        return;
+                    }
+                    '}' => depth -= 1,
+                    ',' if depth == 0 => {
+                        use_tree(&group[start..i], &path, out);
+                        start = i + 1;
+                    }
+                    _ => {}
+                }
+            }
+            return;
+        }
+        let name: String = rest.chars().take_while(|c| is_ident(*c)).collect();
+        if name.is_empty() {
+            break;
+        }
+        path.push(name.clone());
+        match rest[name.len()..].trim_start().strip_prefix("::") {
+            Some(after) => rest = after.trim_start(),
+            None => break,
+        }
+    }
+    if path.len() > prefix.len() {
+        out.push(path);
+    }
+}
+
+/// Every module path a file's code names through `crate::`, `super::` or `self::` (in `use`
+/// or inline), with the line it is on; test code (after `#[cfg(test)]`) and comments aside.
+fn named_paths(rel: &str, text: &str) -> Vec<(Vec<String>, usize)> {
+    let text = match text.find("#[cfg(test)]") {
+        Some(i) => &text[..i],
+        None => text,
+    };
+    let code: Vec<&str> = text.lines().map(code).collect();
+    let joined = code.join("\n");
+    let own = module_path(rel);
+    let mut out = Vec::new();
+    let mut line = 1;
+    let mut last = 0;
+    for (i, _) in joined.match_indices("::") {
+        let head: String = joined[..i].chars().rev().take_while(|c| is_ident(*c)).collect::<String>();
+        let head: String = head.chars().rev().collect();
+        let start = i - head.len();
+        let before = joined[..start].chars().next_back();
+        if before.is_some_and(|c| is_ident(c) || c == ':' || c == '$') {
+            continue;
+        }
+        let mut base = match head.as_str() {
+            "crate" => Vec::new(),
+            "self" => own.clone(),
+            "super" => own[..own.len().saturating_sub(1)].to_vec(),
+            _ => continue,
+        };
+        let mut rest = &joined[i + 2..];
+        while let Some(r) = rest.trim_start().strip_prefix("super::") {
+            base.pop();
+            rest = r;
+        }
+        line += joined[last..start].matches('\n').count();
+        last = start;
+        let mut paths = Vec::new();
+        use_tree(rest, &base, &mut paths);
+        out.extend(paths.into_iter().map(|p| (p, line)));
+    }
+    out
+}
+
+/// Where an edge between two sibling modules was seen: `src/<file>:<line>`.
+type Edges = BTreeMap<(String, String), String>;
+
+/// For each folder (a module path), the edges between its child modules: `a → b` when code in
+/// `a` (or below it) names something in `b` (or below it). A module naming its own parent's
+/// items, or its children's, is no edge: only siblings count.
+fn sibling_edges() -> (BTreeMap<Vec<String>, Edges>, BTreeMap<Vec<String>, String>) {
+    let sources = sources();
+    let mut files: BTreeMap<Vec<String>, String> = BTreeMap::new();
+    let mut children: BTreeMap<Vec<String>, BTreeSet<String>> = BTreeMap::new();
+    for (rel, _) in &sources {
+        let path = module_path(rel);
+        if let Some((name, folder)) = path.split_last() {
+            children.entry(folder.to_vec()).or_default().insert(name.clone());
+            files.entry(path.clone()).or_insert_with(|| rel.clone());
+        }
+    }
+    let mut edges: BTreeMap<Vec<String>, Edges> = BTreeMap::new();
+    for (rel, text) in &sources {
+        let from = module_path(rel);
+        for (to, line) in named_paths(rel, text) {
+            let common = from.iter().zip(&to).take_while(|(a, b)| a == b).count();
+            let (Some(a), Some(b)) = (from.get(common), to.get(common)) else { continue };
+            let folder = from[..common].to_vec();
+            if children.get(&folder).is_some_and(|c| c.contains(b)) {
+                edges.entry(folder).or_default().entry((a.clone(), b.clone())).or_insert(format!("src/{rel}:{line}"));
+            }
+        }
+    }
+    (edges, files)
+}
+
+/// A loop: its modules, and the steps of one way round.
+type Loop = (BTreeSet<String>, Vec<(String, String)>);
+
+/// The loops among a folder's modules: each set of modules that all reach each other (more than
+/// one), with one path that goes round it from its first module.
+fn cycles(edges: &Edges) -> Vec<Loop> {
+    let mut next: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for (a, b) in edges.keys() {
+        next.entry(a).or_default().push(b);
+    }
+    let reach = |from: &str| -> BTreeSet<String> {
+        let mut seen = BTreeSet::new();
+        let mut todo = vec![from.to_string()];
+        while let Some(n) = todo.pop() {
+            for m in next.get(n.as_str()).into_iter().flatten() {
+                if seen.insert(m.to_string()) {
+                    todo.push(m.to_string());
+                }
+            }
+        }
+        seen
+    };
+    let mut done: BTreeSet<String> = BTreeSet::new();
+    let mut out = Vec::new();
+    for start in next.keys() {
+        if done.contains(*start) || !reach(start).contains(*start) {
+            continue;
+        }
+        // The modules on a cycle through `start`: those it reaches that reach it back.
+        let set: BTreeSet<String> = reach(start).into_iter().filter(|m| reach(m).contains(*start)).collect();
+        done.extend(set.iter().cloned());
+        // The shortest way round from `start`, breadth first within the set.
+        let mut back: BTreeMap<String, String> = BTreeMap::new();
+        let mut queue = VecDeque::from([start.to_string()]);
+        'search: while let Some(n) = queue.pop_front() {
+            for m in next.get(n.as_str()).into_iter().flatten() {
+                if *m == *start {
+                    back.insert(format!("{start}#"), n.clone());
+                    break 'search;
+                }
+                if set.contains(*m) && !back.contains_key(*m) {
+                    back.insert(m.to_string(), n.clone());
+                    queue.push_back(m.to_string());
+                }
+            }
+        }
+        let mut cycle = Vec::new();
+        let mut at = format!("{start}#");
+        while let Some(prev) = back.get(&at) {
+            let to = at.trim_end_matches('#').to_string();
+            cycle.push((prev.clone(), to));
+            if *prev == **start {
+                break;
+            }
+            at = prev.clone();
+        }
+        cycle.reverse();
+        out.push((set, cycle));
+    }
+    out
+}
+
+/// Import loops that were there before this check and are left, by folder and modules, each with
+/// why. Every other folder's modules form a DAG.
+const KNOWN_LOOPS: &[(&str, &[&str], &str)] = &[
+    (
+        "src/",
+        &["config", "converge", "daemon", "engine", "notify", "providers", "render", "target"],
+        "config reads `notify::Receiver`s (capstan.yaml's `notifications`) and checks a target's \
+         platform against `providers::platform_names`, while notify turns `daemon::events` into \
+         notifications and render takes the `Config`: the two edges out of config close loops \
+         through the core. Breaking them moves the receivers' settings into config and the \
+         platform check out of it, across modules being changed on other branches (issue 14)",
+    ),
+    (
+        "src/cli/",
+        &["commands", "service"],
+        "`service` takes `commands::EXIT_OK`; left to the branches that are changing the command \
+         line (issue 14)",
+    ),
+];
+
+#[test]
+fn sibling_modules_form_no_import_loop() {
+    let (edges, files) = sibling_edges();
+    assert!(edges.contains_key(&vec!["sandbox".to_string(), "marathon".to_string()]), "edges were found");
+    let file = |folder: &[String], m: &str| {
+        let mut path = folder.to_vec();
+        path.push(m.to_string());
+        files.get(&path).map(|f| format!("src/{f}")).unwrap_or_else(|| m.to_string())
+    };
+    let mut found = Vec::new();
+    for (folder, edges) in &edges {
+        let shown = if folder.is_empty() { "src/".to_string() } else { format!("src/{}/", folder.join("/")) };
+        for (members, cycle) in cycles(edges) {
+            let known =
+                KNOWN_LOOPS.iter().any(|(f, m, _)| *f == shown && members.iter().all(|x| m.contains(&x.as_str())));
+            if known {
+                continue;
+            }
+            let members: Vec<String> = members.iter().map(|m| file(folder, m)).collect();
+            let steps: Vec<String> = cycle
+                .iter()
+                .map(|(a, b)| {
+                    format!("  {} → {} ({})", file(folder, a), file(folder, b), edges[&(a.clone(), b.clone())])
+                })
+                .collect();
+            found.push(format!(
+                "in {shown}, {} use each other; one way round:\n{}",
+                members.join(", "),
+                steps.join("\n")
+            ));
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "sibling modules that use each other in a loop: move what they share into a module both \
+         use, below them (see ARCHITECTURE.md):\n{}",
+        found.join("\n")
     );
 }

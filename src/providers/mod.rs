@@ -7,6 +7,41 @@
 //! per kind, never one per resource) and carries out one step of a plan, waiting until the
 //! platform says the change is done.
 
+/// A provider's kinds as a closed type, from one list of `Variant = "name", KindInfo { … };`
+/// (`providers/<p>/kind.rs`): the `Kind` enum; `Kind::ALL`, in the list's order;
+/// `Kind::name`, the one map from a kind to the name carried in `ResourceId.kind` (opaque to
+/// the core), plans and messages; `Kind::parse`, its inverse, used where a resource id enters
+/// the provider (an unknown name is `None`, which the caller reports as an error); and
+/// `KINDS`, the `KindInfo` table. Dispatch matches on `Kind`, so the compiler checks that
+/// every kind is handled.
+macro_rules! closed_kinds {
+    ($($(#[$doc:meta])* $kind:ident = $name:literal, $info:expr;)+) => {
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        pub enum Kind {
+            $($(#[$doc])* $kind,)+
+        }
+
+        impl Kind {
+            /// Every kind, in the order of the `KindInfo` table.
+            pub const ALL: [Kind; [$($name),+].len()] = [$(Kind::$kind),+];
+
+            /// The name in `ResourceId.kind`, plans and messages.
+            pub const fn name(self) -> &'static str {
+                match self {
+                    $(Kind::$kind => $name,)+
+                }
+            }
+
+            pub fn parse(name: &str) -> Option<Kind> {
+                Kind::ALL.into_iter().find(|k| k.name() == name)
+            }
+        }
+
+        /// The `KindInfo` table, derived from `Kind`.
+        pub const KINDS: &[(&str, $crate::model::KindInfo)] = &[$(($name, $info)),+];
+    };
+}
+
 /// The platform registry: one folder per platform (`src/providers/<p>/`, whose `mod.rs` has a
 /// `pub static PLATFORM: PlatformDef`), and its name here. The first is the default platform.
 macro_rules! platforms {

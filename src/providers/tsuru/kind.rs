@@ -1,48 +1,13 @@
-//! tsuru's kinds as a closed type. `Kind::name` is the one place that maps a kind to the name
-//! carried in `ResourceId.kind` (opaque to the core) and in the `KindInfo` table; `Kind::parse`
-//! is its inverse, used where a resource id enters the provider (an unknown name is `None`,
-//! which the caller reports as an error). Dispatch matches on `Kind`, so the compiler checks
-//! that every kind is handled.
+//! tsuru's kinds as a closed type (`closed_kinds!`: the enum, `name`, `parse` and the
+//! `KindInfo` table from this one list).
 
 use crate::model::KindInfo;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Kind {
-    ServiceInstance,
-    App,
-    Job,
+closed_kinds! {
+    ServiceInstance = "service instance", KindInfo { managed: true, updatable: true };
+    App = "app", KindInfo { managed: true, updatable: true };
+    Job = "job", KindInfo { managed: true, updatable: true };
 }
-
-impl Kind {
-    /// Every kind, in the order of the `KindInfo` table.
-    pub const ALL: [Kind; 3] = [Kind::ServiceInstance, Kind::App, Kind::Job];
-
-    /// The name in `ResourceId.kind`, plans and messages.
-    pub const fn name(self) -> &'static str {
-        match self {
-            Kind::ServiceInstance => "service instance",
-            Kind::App => "app",
-            Kind::Job => "job",
-        }
-    }
-
-    pub fn parse(name: &str) -> Option<Kind> {
-        Kind::ALL.into_iter().find(|k| k.name() == name)
-    }
-
-    const fn info(self) -> KindInfo {
-        match self {
-            Kind::ServiceInstance | Kind::App | Kind::Job => KindInfo { managed: true, updatable: true },
-        }
-    }
-}
-
-/// The `KindInfo` table, derived from `Kind`.
-pub const KINDS: &[(&str, KindInfo)] = &[
-    (Kind::ALL[0].name(), Kind::ALL[0].info()),
-    (Kind::ALL[1].name(), Kind::ALL[1].info()),
-    (Kind::ALL[2].name(), Kind::ALL[2].info()),
-];
 
 #[cfg(test)]
 mod tests {

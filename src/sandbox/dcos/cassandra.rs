@@ -3,44 +3,14 @@
 //! `/v1/plan` with `?cmd=`, connection, nodes, and cleanup, repair, backup and restore, each
 //! a small plan of its own whose `/status` shows it progress node by node.
 
-use super::admin::{Outcome, Req, empty, not_allowed, not_found};
-use super::plan::{Clock, Element, Phase, Plan, State, Step, Strategy, Work};
-use super::service::{Pod, Service, agent_ip};
+use super::scheduler::{Outcome, Req, empty, not_allowed, not_found};
+use super::plan::{Element, Phase, Plan, State, Step, Strategy, Work};
+use super::service::{Op, Pod, Service, agent_ip};
 use super::{Ctx, command_result, json_reply};
 use axum::http::{Method, StatusCode};
 use axum::response::Response;
-use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use std::collections::BTreeMap;
-
-/// The last cleanup, repair, backup or restore of a service.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct Op {
-    pub kind: String,
-    pub plan: Plan,
-    /// The backup it makes or restores, `<external_location>/<backup_name>` (never its keys).
-    pub backup: Option<String>,
-    pub nodes: u64,
-    /// Stopped with `/stop`: it stays where it was.
-    pub stopped: bool,
-    /// A finished backup has been recorded as restorable.
-    pub recorded: bool,
-}
-
-impl Op {
-    fn in_progress(&self, clock: &Clock) -> bool {
-        !self.stopped && !self.plan.complete(clock) && self.plan.all_errors().is_empty()
-    }
-
-    /// A backup that has just finished: recorded once.
-    pub fn finished_backup(&mut self, clock: &Clock) -> Option<(String, u64)> {
-        if self.kind != "backup" || self.recorded || !self.plan.complete(clock) {
-            return None;
-        }
-        self.recorded = true;
-        Some((self.backup.clone()?, self.nodes))
-    }
-}
 
 const OPS: [&str; 4] = ["cleanup", "repair", "backup", "restore"];
 

@@ -53,6 +53,7 @@ mod admin;
 pub mod cassandra;
 pub mod plan;
 mod pods;
+mod scheduler;
 mod sdk;
 pub mod service;
 pub mod spec;

@@ -3,7 +3,7 @@
 //! (upstream lists the tasks in its state store), in name order; each pod type has one
 //! endpoint, named after it.
 
-use super::admin::{Outcome, Req, empty, not_allowed, not_found};
+use super::scheduler::{Outcome, Req, empty, not_allowed, not_found};
 use super::service::{Pod, Service, agent_ip};
 use super::{Ctx, json_reply, text_reply};
 use axum::http::{Method, StatusCode};

@@ -2,7 +2,7 @@
 //! `ConfigResource`, `StateResource`): plans and their commands, configurations, state
 //! properties; pods and endpoints are in `pods.rs`.
 
-use super::admin::{Outcome, Req, empty, not_allowed, not_found};
+use super::scheduler::{Outcome, Req, empty, not_allowed, not_found};
 use super::plan::{Element, Plan, Refusal};
 use super::service::Service;
 use super::{Ctx, command_result, json_reply, pods, text_reply};

@@ -4,7 +4,6 @@
 //! target, and those pods still run), its pods, and its plans.
 
 use super::FailStep;
-use super::cassandra::Op;
 use super::plan::{Clock, Event, Phase, Plan, State, Step, Strategy, Work, new_id};
 use super::spec::{self, Kind, Spec};
 use crate::sandbox::marathon::AppView;
@@ -331,6 +330,35 @@ pub fn sync(data: &mut Data, apps: &[AppView]) -> bool {
         }
     }
     changed
+}
+
+/// The last cleanup, repair, backup or restore of a service.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Op {
+    pub kind: String,
+    pub plan: Plan,
+    /// The backup it makes or restores, `<external_location>/<backup_name>` (never its keys).
+    pub backup: Option<String>,
+    pub nodes: u64,
+    /// Stopped with `/stop`: it stays where it was.
+    pub stopped: bool,
+    /// A finished backup has been recorded as restorable.
+    pub recorded: bool,
+}
+
+impl Op {
+    pub fn in_progress(&self, clock: &Clock) -> bool {
+        !self.stopped && !self.plan.complete(clock) && self.plan.all_errors().is_empty()
+    }
+
+    /// A backup that has just finished: recorded once.
+    pub fn finished_backup(&mut self, clock: &Clock) -> Option<(String, u64)> {
+        if self.kind != "backup" || self.recorded || !self.plan.complete(clock) {
+            return None;
+        }
+        self.recorded = true;
+        Some((self.backup.clone()?, self.nodes))
+    }
 }
 
 #[cfg(test)]

@@ -1,35 +1,17 @@
 //! The event stream (`GET /v2/events`, seed 004 L1315-1354) and event subscriptions
-//! (L1356-1496).
+//! (L1356-1496); events themselves are published through `model::emit`.
 
-use super::{Api, Ctx, Fail, Req, iso, reply, unix_ms};
+use super::api::Api;
+use super::model::emit;
+use super::http::{Fail, Req, reply};
+use super::ids::{iso, unix_ms};
 use axum::body::{Body, Bytes};
 use axum::http::{StatusCode, header};
 use axum::response::Response;
 use serde_json::{Map, Value, json};
 use std::convert::Infallible;
-use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::broadcast::error::RecvError;
-
-/// One event, already serialised as the one line the stream sends.
-#[derive(Debug)]
-pub struct Event {
-    pub kind: &'static str,
-    pub line: String,
-}
-
-/// Publish an event to the attached streams; `build` runs only when someone listens.
-pub fn emit(ctx: &Ctx, at: u64, kind: &'static str, build: impl FnOnce() -> Map<String, Value>) {
-    if ctx.events.receiver_count() == 0 {
-        return;
-    }
-    let mut m = build();
-    m.insert("eventType".into(), json!(kind));
-    m.insert("timestamp".into(), json!(iso(at)));
-    if let Ok(line) = serde_json::to_string(&m) {
-        let _ = ctx.events.send(Arc::new(Event { kind, line }));
-    }
-}
 
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
 

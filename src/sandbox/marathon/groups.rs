@@ -1,92 +1,18 @@
-//! Groups: the tree, its versions, and `/v2/groups` (seed 004 L583-1111): show, create,
-//! update to exactly a subtree, scale, roll back, dry-run, delete.
+//! `/v2/groups` (seed 004 L583-1111): show, create, update to exactly a subtree, scale, roll
+//! back, dry-run, delete.
 
-use super::apps::{self, DeploymentIndex, Embed, normalize};
-use super::deployments::{self, Change, Put, steps_json};
-use super::{
-    Api, Data, Fail, HISTORY, Req, ancestors, deployed, parent, raw_json, reply, resolve, unix_ms, valid_segment,
-};
+use super::api::Api;
+use super::deploy::{self, Change, Put, steps_json};
+use super::http::{Fail, Req, deployed, not_allowed, raw_json, reply};
+use super::ids::{ancestors, parent, resolve, unix_ms, valid_segment};
+use super::model::{Data, Group, instances};
+use super::validate::normalize;
+use super::views::{DeploymentIndex, Embed, deployment_index, write_view};
 use axum::http::{Method, StatusCode};
 use axum::response::Response;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::{Map, Value, json};
-use std::collections::{BTreeSet, HashSet};
-
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-#[serde(default)]
-pub struct Group {
-    /// Absolute ids.
-    pub dependencies: Vec<String>,
-    pub version: String,
-    /// Direct children.
-    pub apps: BTreeSet<String>,
-    pub groups: BTreeSet<String>,
-}
-
-/// A group as it was at one version: its children by id and version.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct GroupRecord {
-    pub version: String,
-    pub dependencies: Vec<String>,
-    pub apps: Vec<(String, String)>,
-    pub groups: Vec<(String, String)>,
-}
-
-/// Create `gid` and whatever groups above it are missing.
-pub fn ensure(data: &mut Data, gid: &str, version: &str) {
-    if data.groups.contains_key(gid) {
-        return;
-    }
-    if gid != "/" {
-        let p = parent(gid).to_string();
-        ensure(data, &p, version);
-        if let Some(g) = data.groups.get_mut(&p) {
-            g.groups.insert(gid.to_string());
-        }
-    }
-    data.groups.insert(gid.to_string(), Group { version: version.to_string(), ..Default::default() });
-}
-
-/// Remove a group and the groups below it (their apps are removed by the caller); the root
-/// only loses its children.
-pub fn remove(data: &mut Data, gid: &str) {
-    let Some(g) = data.groups.get(gid) else { return };
-    let children: Vec<String> = g.groups.iter().cloned().collect();
-    for c in children {
-        remove(data, &c);
-    }
-    if gid == "/" {
-        if let Some(root) = data.groups.get_mut("/") {
-            root.groups.clear();
-            root.apps.clear();
-        }
-        return;
-    }
-    data.groups.remove(gid);
-    if let Some(p) = data.groups.get_mut(parent(gid)) {
-        p.groups.remove(gid);
-    }
-}
-
-/// Remember the group as it is now, under its version.
-pub fn record(data: &mut Data, gid: &str) {
-    let Some(g) = data.groups.get(gid) else { return };
-    let rec = GroupRecord {
-        version: g.version.clone(),
-        dependencies: g.dependencies.clone(),
-        apps: g.apps.iter().filter_map(|a| data.apps.get(a).map(|x| (a.clone(), x.version.clone()))).collect(),
-        groups: g.groups.iter().filter_map(|c| data.groups.get(c).map(|x| (c.clone(), x.version.clone()))).collect(),
-    };
-    let h = data.group_history.entry(gid.to_string()).or_default();
-    if h.last().is_some_and(|r| r.version == rec.version) {
-        h.pop();
-    }
-    h.push(rec);
-    if h.len() > HISTORY {
-        let extra = h.len() - HISTORY;
-        h.drain(..extra);
-    }
-}
+use std::collections::HashSet;
 
 /// The ids of the apps at or below `gid`, in order.
 fn apps_under<'a>(data: &'a Data, gid: &str) -> Vec<&'a String> {
@@ -149,7 +75,7 @@ fn write_group(
                     out.push(',');
                 }
                 first = false;
-                apps::write_view(out, data, index, a, x, embed.app, now);
+                write_view(out, data, index, a, x, embed.app, now);
             }
         }
         out.push_str("],");
@@ -195,7 +121,7 @@ pub fn sub(api: &Api, req: &Req, rest: &str) -> Result<Response, Fail> {
     if n >= 2 && segs[n - 2] == "versions" && !valid_segment(last) {
         return match req.method {
             Method::PUT => rollback(api, req, &head(n - 2), last),
-            _ => Err(super::not_allowed()),
+            _ => Err(not_allowed()),
         };
     }
     if last == "versions" && req.method == Method::GET {
@@ -209,7 +135,7 @@ pub fn sub(api: &Api, req: &Req, rest: &str) -> Result<Response, Fail> {
         Method::PUT => update(api, req, rest),
         Method::DELETE => delete(api, req, rest),
         Method::POST => create_in(api, req, rest),
-        _ => Err(super::not_allowed()),
+        _ => Err(not_allowed()),
     }
 }
 
@@ -219,7 +145,7 @@ pub fn get(api: &Api, req: &Req, raw: &str) -> Result<Response, Fail> {
     let embed = GroupEmbed::parse(req);
     let data = api.lock();
     let g = data.groups.get(&gid).ok_or_else(|| Fail::no_group(&gid))?;
-    let index = if embed.app.deployments { apps::deployment_index(&data) } else { Default::default() };
+    let index = if embed.app.deployments { deployment_index(&data) } else { Default::default() };
     let mut out = String::with_capacity(64 * 1024);
     write_group(&mut out, &data, &index, &gid, g, embed, unix_ms());
     Ok(raw_json(StatusCode::OK, out.into_bytes()))
@@ -448,8 +374,8 @@ fn create_in(api: &Api, req: &Req, base: &str) -> Result<Response, Fail> {
     }
     let change = spec_change(&data, spec);
     let ctx = api.ctx();
-    let plan = deployments::plan(&data, &change)?;
-    let (deployment, version) = deployments::commit(&mut data, &ctx, change, plan, false)?;
+    let plan = deploy::plan(&data, &change)?;
+    let (deployment, version) = deploy::commit(&mut data, &ctx, change, plan, false)?;
     drop(data);
     api.changed();
     let location = format!("{}{}/v2/groups{gid}", api.shared.base_url, req.prefix);
@@ -490,12 +416,12 @@ pub fn update(api: &Api, req: &Req, raw: &str) -> Result<Response, Fail> {
         }
         spec_change(&data, spec)
     };
-    let plan = deployments::plan(&data, &change)?;
+    let plan = deploy::plan(&data, &change)?;
     if dry_run {
         return Ok(reply(StatusCode::OK, &json!({ "steps": steps_json(&plan.steps, "type") })));
     }
     let ctx = api.ctx();
-    let (deployment, version) = deployments::commit(&mut data, &ctx, change, plan, force)?;
+    let (deployment, version) = deploy::commit(&mut data, &ctx, change, plan, force)?;
     drop(data);
     api.changed();
     Ok(deployed(StatusCode::OK, &deployment, &version, None))
@@ -517,7 +443,7 @@ fn scale_change(data: &Data, gid: &str, factor: &Value) -> Result<Change, Fail> 
     change.groups_put.push((gid.to_string(), None));
     for id in apps_under(data, gid) {
         let app = &data.apps[id];
-        let n = apps::instances(&app.def);
+        let n = instances(&app.def);
         let scaled = (n as f64 * f).ceil() as u64;
         if scaled != n {
             let mut def = app.def.clone();
@@ -534,9 +460,9 @@ fn rollback(api: &Api, req: &Req, raw: &str, version: &str) -> Result<Response, 
     let force = req.flag("force")?;
     let mut data = api.lock();
     let change = spec_change(&data, spec_at(&data, &gid, version)?);
-    let plan = deployments::plan(&data, &change)?;
+    let plan = deploy::plan(&data, &change)?;
     let ctx = api.ctx();
-    let (deployment, version) = deployments::commit(&mut data, &ctx, change, plan, force)?;
+    let (deployment, version) = deploy::commit(&mut data, &ctx, change, plan, force)?;
     drop(data);
     api.changed();
     Ok(deployed(StatusCode::OK, &deployment, &version, None))
@@ -559,9 +485,9 @@ pub fn delete(api: &Api, req: &Req, raw: &str) -> Result<Response, Fail> {
         group_id: gid.clone(),
         ..Default::default()
     };
-    let plan = deployments::plan(&data, &change)?;
+    let plan = deploy::plan(&data, &change)?;
     let ctx = api.ctx();
-    let (_, version) = deployments::commit(&mut data, &ctx, change, plan, force)?;
+    let (_, version) = deploy::commit(&mut data, &ctx, change, plan, force)?;
     drop(data);
     api.changed();
     // As the seed answers it (L1106-1110): the version alone; its end is signalled by

@@ -1,8 +1,10 @@
 //! Server info, leader, ping, metrics, help, logging and the launch queue (seed 004
 //! L1498-1822).
 
-use super::apps::{definition, path_id};
-use super::{Api, Fail, host_port, iso, reply, unix_ms};
+use super::api::{Api, host_port};
+use super::http::{Fail, Req, path_id, raw_json, reply};
+use super::ids::{iso, unix_ms};
+use super::model::definition;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
@@ -61,10 +63,10 @@ pub fn abdicate() -> Result<Response, Fail> {
 
 /// `GET /ping`: `pong` as text (seed L1728-1751), or the JSON string `"pong"` to a client
 /// that asks for JSON, as Marathon 1.x's SystemResource answers.
-pub fn ping(req: &super::Req) -> Result<Response, Fail> {
+pub fn ping(req: &Req) -> Result<Response, Fail> {
     let accept = req.headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("");
     if accept.contains("application/json") && !accept.contains("text/plain") {
-        return Ok(super::raw_json(StatusCode::OK, b"\"pong\"".to_vec()));
+        return Ok(raw_json(StatusCode::OK, b"\"pong\"".to_vec()));
     }
     Ok((
         StatusCode::OK,

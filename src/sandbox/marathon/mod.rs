@@ -134,357 +134,48 @@
 //!   time their step started) and tasks are in the state file; a deployment whose time passed
 //!   while the sandbox was down completes when it starts again.
 
+mod api;
 mod apps;
+mod deploy;
 mod deployments;
 mod events;
 mod groups;
+mod http;
+mod ids;
+mod launch;
 mod misc;
+mod model;
 mod tasks;
+mod tree;
+mod validate;
+mod views;
 
-use super::{PlatformState, Shared};
+pub use api::{Api, AppView, Marathon, load, start};
+pub use http::error;
+pub use ids::{unix_ms, valid_segment};
+pub use model::Data;
+
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+use axum::http::{HeaderMap, Method, Uri};
 use axum::response::{IntoResponse, Response};
-use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value, json};
-use std::collections::{BTreeMap, HashMap, HashSet};
-use std::path::Path;
-use std::sync::{Arc, Mutex, Weak};
-use std::time::Duration;
-use tokio::sync::{Notify, broadcast};
-
-/// How many versions an app or a group keeps.
-const HISTORY: usize = 50;
-
-/// Everything the emulated Marathon holds; this is what the state file contains.
-#[derive(Clone, Default, Serialize, Deserialize)]
-#[serde(default)]
-pub struct Data {
-    /// Absolute app id → app.
-    pub apps: BTreeMap<String, apps::App>,
-    /// Absolute app id → its versions, oldest first (kept after a delete, for group rollback).
-    pub app_history: HashMap<String, Vec<apps::AppVersion>>,
-    /// Absolute group id → group; `/` is always there.
-    pub groups: BTreeMap<String, groups::Group>,
-    pub group_history: HashMap<String, Vec<groups::GroupRecord>>,
-    /// Absolute app id → its tasks.
-    pub tasks: HashMap<String, Vec<tasks::Task>>,
-    pub deployments: indexmap::IndexMap<String, deployments::Deployment>,
-    pub subscriptions: Vec<String>,
-    /// The last version handed out, in Unix milliseconds.
-    pub last_version_ms: u64,
-    pub next_service_port: u32,
-    pub next_host_port: u32,
-    #[serde(skip)]
-    pub used_service_ports: HashSet<u32>,
-    /// Plan deployments as Marathon 1.x does (the `grouped_steps` knob, as of this request).
-    #[serde(skip)]
-    pub grouped_steps: bool,
-}
-
-impl Data {
-    /// A new version, later than every one before it.
-    pub fn next_version(&mut self, now: u64) -> String {
-        let ms = now.max(self.last_version_ms + 1);
-        self.last_version_ms = ms;
-        iso(ms)
-    }
-}
-
-/// What a handler needs besides the data: the clock, the rollout time, the event bus.
-pub struct Ctx<'a> {
-    pub now: u64,
-    pub rollout: u64,
-    pub events: &'a broadcast::Sender<Arc<events::Event>>,
-}
-
-pub struct Marathon {
-    data: Mutex<Data>,
-    pub shared: Arc<Shared>,
-    pub events: broadcast::Sender<Arc<events::Event>>,
-    /// Woken when deployments change, so the background task re-plans its sleep.
-    wake: Arc<Notify>,
-}
-
-pub type Api = Arc<Marathon>;
-
-impl Marathon {
-    pub fn ctx(&self) -> Ctx<'_> {
-        Ctx { now: unix_ms(), rollout: self.shared.faults.lock().unwrap().rollout_ms, events: &self.events }
-    }
-
-    /// Lock the data, first moving running deployments on to where the clock says they are.
-    /// Call `changed` after a mutation so the state file is rewritten.
-    pub fn lock(&self) -> std::sync::MutexGuard<'_, Data> {
-        let mut data = self.data.lock().unwrap();
-        data.grouped_steps = self.shared.faults.lock().unwrap().grouped_steps;
-        if !data.deployments.is_empty() && deployments::advance(&mut data, &self.ctx()) {
-            self.shared.changed();
-        }
-        data
-    }
-
-    pub fn changed(&self) {
-        self.shared.changed();
-        self.wake.notify_one();
-    }
-}
-
-impl PlatformState for Marathon {
-    fn snapshot(&self) -> anyhow::Result<Vec<u8>> {
-        super::snapshot_of(&self.data)
-    }
-}
+use http::{Fail, Req, no_route, not_allowed};
 
 /// This platform's entry in the sandbox registry (`crate::sandbox::EMULATORS`).
-pub static EMULATOR: super::Emulator = super::Emulator {
+pub static EMULATOR: crate::sandbox::Emulator = crate::sandbox::Emulator {
     name: "marathon",
     principal: "admin@apcera.me",
     error: |status, message, _retry| error(status, message),
-    token_ok: super::bearer_token_ok,
+    token_ok: crate::sandbox::bearer_token_ok,
     start: |state_file, shared| {
         let api = load(state_file, shared)?;
         Ok((router(api.clone()), api))
     },
 };
 
-/// Load the state file (or start empty) and start the task that moves deployments on.
-pub fn load(state_file: Option<&Path>, shared: Arc<Shared>) -> anyhow::Result<Api> {
-    Ok(start(super::read_state(state_file)?, shared))
-}
-
-/// Serve `data` (as a state file held it), starting the task that moves deployments on: how a
-/// platform that embeds Marathon (DC/OS) starts it from its own state file.
-pub fn start(mut data: Data, shared: Arc<Shared>) -> Api {
-    if !data.groups.contains_key("/") {
-        let v = data.next_version(unix_ms());
-        data.groups.insert("/".into(), groups::Group { version: v, ..Default::default() });
-        groups::record(&mut data, "/");
-    }
-    data.used_service_ports = data.apps.values().flat_map(|a| apps::service_ports(&a.def)).collect();
-    let (events, _) = broadcast::channel(4096);
-    let api = Arc::new(Marathon { data: Mutex::new(data), shared, events, wake: Arc::new(Notify::new()) });
-    tokio::spawn(background(Arc::downgrade(&api), api.wake.clone(), api.shared.clone()));
-    api
-}
-
-/// An app as a platform built on Marathon sees it (DC/OS's admin router finds schedulers by
-/// their labels).
-#[derive(Clone, Debug)]
-pub struct AppView {
-    pub id: String,
-    pub labels: Map<String, Value>,
-    pub env: Map<String, Value>,
-    /// When its configuration last changed (`versionInfo.lastConfigChangeAt`): a restart too.
-    pub config_changed_at: String,
-    /// A task launched at or after that change is running.
-    pub running_current: bool,
-    /// Any task of it is running.
-    pub running_any: bool,
-}
-
-impl Marathon {
-    /// The apps whose labels `wanted` accepts, in id order.
-    pub fn apps_labelled(&self, wanted: impl Fn(&Map<String, Value>) -> bool) -> Vec<AppView> {
-        let data = self.lock();
-        let now = unix_ms();
-        let empty = Map::new();
-        let object = |def: &Map<String, Value>, key: &str| def.get(key).and_then(Value::as_object).cloned();
-        data.apps
-            .iter()
-            .filter(|(_, app)| wanted(app.def.get("labels").and_then(Value::as_object).unwrap_or(&empty)))
-            .map(|(id, app)| {
-                let tasks = data.tasks.get(id).map(Vec::as_slice).unwrap_or_default();
-                let running = || tasks.iter().filter(|t| t.running(now));
-                AppView {
-                    id: id.clone(),
-                    labels: object(&app.def, "labels").unwrap_or_default(),
-                    env: object(&app.def, "env").unwrap_or_default(),
-                    config_changed_at: app.last_config_change_at.clone(),
-                    running_current: running().any(|t| t.version >= app.last_config_change_at),
-                    running_any: running().next().is_some(),
-                }
-            })
-            .collect()
-    }
-}
-
-/// Moves deployments on when nobody asks: sleeps until the step in progress is due, or until
-/// something changes (a new deployment, new fault knobs). Ends with the sandbox.
-async fn background(api: Weak<Marathon>, wake: Arc<Notify>, shared: Arc<Shared>) {
-    loop {
-        let wait = {
-            let Some(api) = api.upgrade() else { return };
-            let data = api.lock();
-            let ctx = api.ctx();
-            deployments::next_due(&data, ctx.rollout).map(|due| Duration::from_millis(due.saturating_sub(ctx.now)))
-        };
-        let wait = wait.unwrap_or(Duration::from_secs(1)).min(Duration::from_secs(1));
-        tokio::select! {
-            _ = tokio::time::sleep(wait) => {}
-            _ = wake.notified() => {}
-            _ = shared.faults_changed.notified() => {}
-        }
-    }
-}
-
 pub fn router(api: Api) -> Router {
     Router::new().fallback(dispatch).with_state(api)
-}
-
-/// One request, as the handlers see it: the path without the DC/OS prefix and the trailing
-/// slash, percent-decoded.
-pub struct Req {
-    pub method: Method,
-    pub path: String,
-    /// `""` or `"/service/marathon"`, for `Location` headers.
-    pub prefix: &'static str,
-    pub query: Vec<(String, String)>,
-    pub headers: HeaderMap,
-    pub body: Bytes,
-}
-
-impl Req {
-    pub fn param(&self, key: &str) -> Option<&str> {
-        self.query.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
-    }
-
-    pub fn params(&self, key: &str) -> Vec<&str> {
-        self.query.iter().filter(|(k, _)| k == key).map(|(_, v)| v.as_str()).collect()
-    }
-
-    /// A boolean query parameter: absent is false; `true/false/1/0` in any case.
-    pub fn flag(&self, key: &str) -> Result<bool, Fail> {
-        match self.param(key) {
-            None => Ok(false),
-            Some(v) => match v.to_ascii_lowercase().as_str() {
-                "true" | "1" => Ok(true),
-                "false" | "0" | "" => Ok(false),
-                _ => Err(Fail::status(
-                    StatusCode::BAD_REQUEST,
-                    format!("query parameter {key}={v:?} is not a boolean (true or false)"),
-                )),
-            },
-        }
-    }
-
-    /// The body as JSON, whatever the Content-Type says; an empty body is `null`.
-    pub fn json(&self) -> Result<Value, Fail> {
-        if self.body.iter().all(|b| b.is_ascii_whitespace()) {
-            return Ok(Value::Null);
-        }
-        serde_json::from_slice(&self.body).map_err(|e| Fail::Json(e.to_string()))
-    }
-
-    /// The body as a JSON object (an empty body is an empty object).
-    pub fn object(&self) -> Result<Map<String, Value>, Fail> {
-        match self.json()? {
-            Value::Object(m) => Ok(m),
-            Value::Null => Ok(Map::new()),
-            _ => Err(Fail::invalid("/", "error.expected.jsobject")),
-        }
-    }
-
-    /// Whether the client asked for text rather than JSON.
-    pub fn wants_text(&self) -> bool {
-        let accept = self.headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("");
-        accept.contains("text/plain") && !accept.contains("application/json")
-    }
-}
-
-/// A refused request.
-#[derive(Debug)]
-pub enum Fail {
-    Status(StatusCode, String),
-    /// 422 with one detail per `(path, error)`.
-    Invalid(Vec<(String, String)>),
-    /// 400: the body is not JSON.
-    Json(String),
-    /// 409: the apps are locked by these deployments.
-    Locked(Vec<String>),
-    /// Any other body.
-    Body(StatusCode, Value),
-}
-
-impl Fail {
-    pub fn status(code: StatusCode, message: impl Into<String>) -> Fail {
-        Fail::Status(code, message.into())
-    }
-
-    pub fn invalid(path: &str, error: impl Into<String>) -> Fail {
-        Fail::Invalid(vec![(path.to_string(), error.into())])
-    }
-
-    pub fn no_app(id: &str) -> Fail {
-        Fail::status(StatusCode::NOT_FOUND, format!("App '{id}' does not exist"))
-    }
-
-    pub fn no_group(id: &str) -> Fail {
-        Fail::status(StatusCode::NOT_FOUND, format!("Group '{id}' does not exist"))
-    }
-}
-
-impl IntoResponse for Fail {
-    fn into_response(self) -> Response {
-        match self {
-            Fail::Status(code, message) => error(code, &message),
-            Fail::Invalid(details) => {
-                let mut by_path: Vec<(String, Vec<String>)> = Vec::new();
-                for (path, e) in details {
-                    match by_path.iter_mut().find(|(p, _)| *p == path) {
-                        Some((_, errors)) => errors.push(e),
-                        None => by_path.push((path, vec![e])),
-                    }
-                }
-                let details: Vec<Value> = by_path.into_iter().map(|(p, e)| json!({"path": p, "errors": e})).collect();
-                reply(StatusCode::UNPROCESSABLE_ENTITY, &json!({"message": "Object is not valid", "details": details}))
-            }
-            Fail::Json(e) => reply(
-                StatusCode::BAD_REQUEST,
-                &json!({"message": "Invalid JSON", "details": [{"path": "/", "errors": [e]}]}),
-            ),
-            Fail::Locked(ids) => {
-                let deployments: Vec<Value> = ids.iter().map(|id| json!({ "id": id })).collect();
-                reply(
-                    StatusCode::CONFLICT,
-                    &json!({
-                        "deployments": deployments,
-                        "message": "App is locked by one or more deployments. Override with the option '?force=true'. View details at '/v2/deployments/<DEPLOYMENT_ID>'."
-                    }),
-                )
-            }
-            Fail::Body(code, body) => reply(code, &body),
-        }
-    }
-}
-
-/// A Marathon error answer: `{"message": "..."}`.
-pub fn error(status: StatusCode, message: &str) -> Response {
-    reply(status, &json!({ "message": message }))
-}
-
-/// A JSON answer.
-pub fn reply(status: StatusCode, body: &Value) -> Response {
-    raw_json(status, serde_json::to_vec(body).unwrap_or_default())
-}
-
-pub fn raw_json(status: StatusCode, bytes: Vec<u8>) -> Response {
-    (status, [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], bytes).into_response()
-}
-
-/// The answer of a write that started a deployment: `{"deploymentId", "version"}`, with the
-/// deployment's id in a header too.
-pub fn deployed(status: StatusCode, deployment: &str, version: &str, location: Option<String>) -> Response {
-    let mut r = reply(status, &json!({"deploymentId": deployment, "version": version}));
-    if let Ok(v) = HeaderValue::from_str(deployment) {
-        r.headers_mut().insert("Marathon-Deployment-Id", v);
-    }
-    if let Some(l) = location.and_then(|l| HeaderValue::from_str(&l).ok()) {
-        r.headers_mut().insert(header::LOCATION, l);
-    }
-    r
 }
 
 async fn dispatch(State(api): State<Api>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
@@ -493,14 +184,14 @@ async fn dispatch(State(api): State<Api>, method: Method, uri: Uri, headers: Hea
         Some(r) if r.is_empty() || r.starts_with('/') => ("/service/marathon", r),
         _ => ("", raw),
     };
-    let mut path = super::percent_decode(rest, false);
+    let mut path = crate::sandbox::percent_decode(rest, false);
     if path.len() > 1 && path.ends_with('/') {
         path.pop();
     }
     if path.is_empty() {
         path.push('/');
     }
-    let req = Req { method, path, prefix, query: super::query_pairs(uri.query()), headers, body };
+    let req = Req { method, path, prefix, query: crate::sandbox::query_pairs(uri.query()), headers, body };
     if req.path == "/v2/events" && req.method == Method::GET {
         return events::stream(&api, &req);
     }
@@ -574,139 +265,10 @@ fn route(api: &Api, req: &Req) -> Result<Response, Fail> {
     }
 }
 
-pub fn not_allowed() -> Fail {
-    Fail::status(StatusCode::METHOD_NOT_ALLOWED, "HTTP method not allowed")
-}
-
-pub fn no_route() -> Fail {
-    Fail::status(StatusCode::NOT_FOUND, "no such resource")
-}
-
-/// The message of an id segment that does not match Marathon's pattern.
-pub const ID_PATTERN: &str = "must fully match regular expression '^(([a-z0-9]|[a-z0-9][a-z0-9\\-]*[a-z0-9])\\.)*([a-z0-9]|[a-z0-9][a-z0-9\\-]*[a-z0-9])|(\\.|\\.\\.)$'";
-
-/// One id segment: dot-separated labels of lower-case letters, digits and inner dashes.
-pub fn valid_segment(s: &str) -> bool {
-    !s.is_empty()
-        && s.split('.').all(|label| {
-            let b = label.as_bytes();
-            !b.is_empty()
-                && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
-                && b[0] != b'-'
-                && b[b.len() - 1] != b'-'
-        })
-}
-
-/// An id resolved against the absolute group `base`: `.` and `..` are followed, empty
-/// segments skipped; the result is absolute without a trailing slash (`/` for the root).
-pub fn resolve(base: &str, id: &str) -> Result<String, String> {
-    let mut segments: Vec<&str> = Vec::new();
-    if !id.starts_with('/') {
-        segments.extend(base.split('/').filter(|s| !s.is_empty()));
-    }
-    for s in id.split('/') {
-        match s {
-            "" | "." => {}
-            ".." => {
-                if segments.pop().is_none() {
-                    return Err(format!("{id:?} goes above the root group"));
-                }
-            }
-            s if valid_segment(s) => segments.push(s),
-            _ => return Err(ID_PATTERN.to_string()),
-        }
-    }
-    Ok(format!("/{}", segments.join("/")))
-}
-
-/// The group an absolute id is in (`/` for a top-level id and for `/` itself).
-pub fn parent(id: &str) -> &str {
-    match id.rfind('/') {
-        Some(0) | None => "/",
-        Some(i) => &id[..i],
-    }
-}
-
-/// Whether `id` is `group` or below it.
-pub fn is_under(id: &str, group: &str) -> bool {
-    group == "/" || id == group || (id.starts_with(group) && id.as_bytes().get(group.len()) == Some(&b'/'))
-}
-
-/// Every group from `id`'s parent up to the root.
-pub fn ancestors(id: &str) -> impl Iterator<Item = &str> {
-    let mut cur = Some(id);
-    std::iter::from_fn(move || {
-        let c = cur?;
-        if c == "/" {
-            cur = None;
-            return None;
-        }
-        let p = parent(c);
-        cur = Some(p);
-        Some(p)
-    })
-}
-
-pub fn unix_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
-}
-
-/// `2014-03-01T23:17:50.295Z` (computed directly: task lists format thousands of these).
-pub fn iso(ms: u64) -> String {
-    let (secs, millis) = (ms / 1000, ms % 1000);
-    let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
-    // Days since 1970-01-01 to a civil date (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{millis:03}Z", rem / 3600, rem % 3600 / 60, rem % 60)
-}
-
-pub fn new_uuid() -> String {
-    uuid::Uuid::new_v4().to_string()
-}
-
-/// The sandbox's `host:port`, which it reports as the leader.
-pub fn host_port(api: &Marathon) -> String {
-    api.shared.base_url.trim_start_matches("http://").trim_start_matches("https://").to_string()
-}
-
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use serde_json::json;
 
-    #[test]
-    fn ids_resolve_against_their_group() {
-        assert_eq!(resolve("/product/service", "../backend").unwrap(), "/product/backend");
-        assert_eq!(resolve("/", "my-app").unwrap(), "/my-app");
-        assert_eq!(resolve("/a", "/x/y/").unwrap(), "/x/y");
-        assert_eq!(resolve("/a/b", "./c").unwrap(), "/a/b/c");
-        assert!(resolve("/", "../x").is_err());
-        assert!(resolve("/", "My-App").is_err());
-        assert!(resolve("/", "a_b").is_err());
-        assert!(resolve("/", "-a").is_err());
-        assert!(valid_segment("a.b-c.d1"));
-        assert!(!valid_segment("a..b"));
-    }
-
-    #[test]
-    fn paths_and_parents() {
-        assert_eq!(parent("/a/b"), "/a");
-        assert_eq!(parent("/a"), "/");
-        assert_eq!(ancestors("/a/b/c").collect::<Vec<_>>(), ["/a/b", "/a", "/"]);
-        assert!(is_under("/a/b", "/a"));
-        assert!(!is_under("/ab", "/a"));
-        assert!(is_under("/x", "/"));
-    }
-
-    /// What `target::connect` does for the embedded sandbox: start it in-process by platform
-    /// with its state in `sandbox-marathon.json`, and find the state again next time.
     #[tokio::test]
     async fn the_embedded_sandbox_keeps_its_state_in_its_file() {
         use crate::sandbox::{Platform, Sandbox, SandboxOptions};
@@ -726,21 +288,5 @@ mod tests {
         let again = http.get(format!("{}/v2/apps/e", sb.url())).send().await.unwrap();
         assert_eq!(again.status(), 200);
         sb.shutdown().await.unwrap();
-    }
-
-    #[test]
-    fn versions_have_millis_and_z() {
-        assert_eq!(iso(1_393_716_470_295), "2014-03-01T23:27:50.295Z");
-        assert_eq!(iso(0), "1970-01-01T00:00:00.000Z");
-        let format =
-            time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
-        for ms in (0..4_102_444_800_000u64).step_by(86_399_999_937) {
-            let t = time::OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000).unwrap();
-            assert_eq!(iso(ms), t.format(&format).unwrap(), "{ms}");
-        }
-        let mut d = Data::default();
-        let a = d.next_version(1000);
-        let b = d.next_version(1000);
-        assert!(b > a, "{a} {b}");
     }
 }

@@ -1,42 +1,17 @@
-//! Tasks: launched by deployment steps, staged until their step is done, then running; the
-//! `/v2/apps/{id}/tasks` and `/v2/tasks` endpoints (seed 004 L374-581, L1113-1301).
+//! `/v2/apps/{id}/tasks` and `/v2/tasks` (seed 004 L374-581, L1113-1301): list (JSON or
+//! text), kill with or without scaling.
 
-use super::apps::{App, instances, path_id};
-use super::deployments::{self, Change, Put};
-use super::events::emit;
-use super::{Api, Ctx, Data, Fail, Req, deployed, iso, new_uuid, parent, reply, unix_ms};
+use super::api::Api;
+use super::deploy::{self, Change, Put};
+use super::http::{Fail, Req, deployed, path_id, reply};
+use super::ids::{parent, unix_ms};
+use super::launch::{kill_where, launch};
+use super::model::{App, HOST, Task, instances, safe_id, service_ports};
+use super::views::task_json;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 use std::collections::BTreeMap;
-
-pub const HOST: &str = "127.0.0.1";
-
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct Task {
-    pub id: String,
-    pub app: String,
-    pub version: String,
-    pub host_ports: Vec<u32>,
-    pub service_ports: Vec<u32>,
-    pub staged_at: u64,
-    /// When it runs (Unix ms); None until the step that launched it is done.
-    pub running_at: Option<u64>,
-    /// The deployment that launched it.
-    pub launched_by: Option<String>,
-}
-
-impl Task {
-    pub fn running(&self, now: u64) -> bool {
-        self.running_at.is_some_and(|t| now >= t)
-    }
-}
-
-/// `/a/b` → `a_b`, as task ids and the text forms show an app.
-pub fn safe_id(app: &str) -> String {
-    app.trim_start_matches('/').replace('/', "_")
-}
 
 /// The app a task id belongs to (`a_b.<uuid>` → `/a/b`; `_` cannot be in an id).
 fn app_of(task: &str) -> Option<String> {
@@ -44,115 +19,11 @@ fn app_of(task: &str) -> Option<String> {
     Some(format!("/{}", prefix.replace('_', "/")))
 }
 
-/// Launch `n` tasks of `app` at its current version.
-pub fn launch(data: &mut Data, app: &str, n: usize, launched_by: Option<&str>, at: u64, running_at: Option<u64>) {
-    let Some(a) = data.apps.get(app) else { return };
-    let version = a.version.clone();
-    let service_ports = super::apps::service_ports(&a.def);
-    let mut new = Vec::with_capacity(n);
-    for _ in 0..n {
-        let host_ports = service_ports
-            .iter()
-            .map(|_| {
-                if !(31000..33000).contains(&data.next_host_port) {
-                    data.next_host_port = 31000;
-                }
-                let p = data.next_host_port;
-                data.next_host_port += 1;
-                p
-            })
-            .collect();
-        new.push(Task {
-            id: format!("{}.{}", safe_id(app), new_uuid()),
-            app: app.to_string(),
-            version: version.clone(),
-            host_ports,
-            service_ports: service_ports.clone(),
-            staged_at: at,
-            running_at,
-            launched_by: launched_by.map(str::to_string),
-        });
-    }
-    data.tasks.entry(app.to_string()).or_default().extend(new);
-}
-
-/// Kill the tasks of `app` that `which` picks; answers them.
-pub fn kill_where(data: &mut Data, ctx: &Ctx, app: &str, which: impl Fn(&Task) -> bool, at: u64) -> Vec<Task> {
-    let Some(list) = data.tasks.get_mut(app) else { return Vec::new() };
-    let (killed, kept): (Vec<Task>, Vec<Task>) = std::mem::take(list).into_iter().partition(|t| which(t));
-    *list = kept;
-    if list.is_empty() {
-        data.tasks.remove(app);
-    }
-    for t in &killed {
-        status_event(ctx, t, "TASK_KILLED", at);
-    }
-    killed
-}
-
-/// Scale down: the youngest go first (staged before running).
-pub fn kill_youngest(data: &mut Data, ctx: &Ctx, app: &str, n: usize, at: u64) {
-    let Some(list) = data.tasks.get(app) else { return };
-    let mut order: Vec<&Task> = list.iter().collect();
-    order.sort_by_key(|t| std::cmp::Reverse((t.running_at.is_none(), t.staged_at)));
-    let doomed: Vec<String> = order.into_iter().take(n).map(|t| t.id.clone()).collect();
-    kill_where(data, ctx, app, |t| doomed.contains(&t.id), at);
-}
-
-pub fn status_event(ctx: &Ctx, t: &Task, status: &str, at: u64) {
-    emit(ctx, at, "status_update_event", || {
-        let mut m = Map::new();
-        m.insert("slaveId".into(), json!("capstan-sandbox-agent"));
-        m.insert("taskId".into(), json!(t.id));
-        m.insert("taskStatus".into(), json!(status));
-        m.insert("message".into(), json!(""));
-        m.insert("appId".into(), json!(t.app));
-        m.insert("host".into(), json!(HOST));
-        m.insert("ipAddresses".into(), json!([{"ipAddress": HOST, "protocol": "IPv4"}]));
-        m.insert("ports".into(), json!(t.host_ports));
-        m.insert("version".into(), json!(t.version));
-        m
-    });
-}
-
-/// A task as the API shows it (the keys marathon-python's task model takes).
-pub fn task_json(app: &App, t: &Task, now: u64) -> Value {
-    let running = t.running(now);
-    let started = if running { t.running_at.map(iso).map(Value::String).unwrap_or(Value::Null) } else { Value::Null };
-    let checks = app.def.get("healthChecks").and_then(Value::as_array).map_or(0, Vec::len);
-    let results: Vec<Value> = if running {
-        let at = t.running_at.map(iso);
-        (0..checks)
-            .map(|_| {
-                json!({"alive": true, "consecutiveFailures": 0, "firstSuccess": at, "lastFailure": null,
-                       "lastSuccess": at, "taskId": t.id})
-            })
-            .collect()
-    } else {
-        Vec::new()
-    };
-    json!({
-        "id": t.id,
-        "appId": t.app,
-        "host": HOST,
-        "ports": t.host_ports,
-        "servicePorts": t.service_ports,
-        "slaveId": "capstan-sandbox-agent",
-        "state": if running { "TASK_RUNNING" } else { "TASK_STAGING" },
-        "stagedAt": iso(t.staged_at),
-        "startedAt": started,
-        "version": t.version,
-        "ipAddresses": [{"ipAddress": HOST, "protocol": "IPv4"}],
-        "healthCheckResults": results,
-        "localVolumes": [],
-    })
-}
-
 /// The text form: per app and service port, the running tasks' `host:port`.
 fn text_lines(out: &mut String, app: &App, tasks: &[Task], now: u64) {
     let id = safe_id(app.def["id"].as_str().unwrap_or_default());
     let running: Vec<&Task> = tasks.iter().filter(|t| t.running(now)).collect();
-    let ports = super::apps::service_ports(&app.def);
+    let ports = service_ports(&app.def);
     if ports.is_empty() {
         out.push_str(&format!("{id}\t \t"));
         for _ in &running {
@@ -264,8 +135,8 @@ fn kill(api: &Api, req: &Req, id: &str, pick: impl Fn(&Task) -> bool, one: Optio
             group_id: parent(id).to_string(),
             ..Default::default()
         };
-        let plan = deployments::plan(&data, &change)?;
-        let (deployment, version) = deployments::commit(&mut data, &ctx, change, plan, force)?;
+        let plan = deploy::plan(&data, &change)?;
+        let (deployment, version) = deploy::commit(&mut data, &ctx, change, plan, force)?;
         drop(data);
         api.changed();
         return Ok(deployed(StatusCode::OK, &deployment, &version, None));
@@ -327,8 +198,8 @@ pub fn delete_many(api: &Api, req: &Req) -> Result<Response, Fail> {
             change.locked.push(app.clone());
             change.kills.extend(tasks.iter().map(|t| (app.clone(), t.clone())));
         }
-        let plan = deployments::plan(&data, &change)?;
-        deployments::commit(&mut data, &ctx, change, plan, force)?;
+        let plan = deploy::plan(&data, &change)?;
+        deploy::commit(&mut data, &ctx, change, plan, force)?;
     } else {
         for (app, tasks) in &by_app {
             let killed = kill_where(&mut data, &ctx, app, |t| tasks.contains(&t.id), ctx.now);

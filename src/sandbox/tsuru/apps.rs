@@ -1,194 +1,16 @@
 //! Apps: `GET|POST /1.0/apps`, `GET|PUT|DELETE /1.0/apps/{app}` (seed L436-642).
 
 use super::catalogue::{self, Override};
-use super::env::{EnvVar, ServiceEnv};
-use super::input::{Input, Node};
+use super::model::App;
+use super::metadata::Metadata;
+use super::input::{Input, Node, process_tags};
 use super::streams;
-use super::units::{self, Unit};
-use super::{Api, Data, Fail, Req, reply, unix_ms};
+use super::units;
+use super::{Api, Data, Fail, Req, need, reply, unix_ms};
 use axum::http::StatusCode;
 use axum::response::Response;
-use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
-
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-#[serde(default)]
-pub struct App {
-    pub name: String,
-    pub platform: String,
-    /// The platform's version (`3` of `python:3`); empty for the latest.
-    pub platform_version: String,
-    pub plan: String,
-    pub plan_override: Override,
-    pub pool: String,
-    pub team_owner: String,
-    pub teams: Vec<String>,
-    pub owner: String,
-    pub description: String,
-    pub tags: Vec<String>,
-    pub router: String,
-    pub router_opts: BTreeMap<String, String>,
-    pub metadata: Metadata,
-    /// `None` until a cname is added (tsuru then answers `null`).
-    pub cname: Option<Vec<String>>,
-    /// Variables set through the env routes, by name.
-    pub env: BTreeMap<String, EnvVar>,
-    /// Variables bound services injected.
-    pub service_envs: Vec<ServiceEnv>,
-    pub units: Vec<Unit>,
-}
-
-impl App {
-    pub fn address(&self) -> String {
-        format!("{}.sandbox.test", self.name)
-    }
-
-    /// `python:3`, or `python` for the latest version.
-    pub fn platform_shown(&self) -> String {
-        if self.platform_version.is_empty() {
-            self.platform.clone()
-        } else {
-            format!("{}:{}", self.platform, self.platform_version)
-        }
-    }
-}
-
-/// Labels and annotations: `{name, value}` lists.
-#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
-#[serde(default)]
-pub struct Metadata {
-    pub labels: Vec<Item>,
-    pub annotations: Vec<Item>,
-}
-
-#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
-#[serde(default)]
-pub struct Item {
-    pub name: String,
-    pub value: String,
-    #[serde(skip)]
-    pub delete: bool,
-}
-
-impl Metadata {
-    /// `metadata` of a request.
-    pub fn parse(n: Node) -> Result<Metadata, Fail> {
-        let items = |n: Node| -> Result<Vec<Item>, Fail> {
-            n.items()?
-                .into_iter()
-                .map(|i| {
-                    Ok(Item {
-                        name: i.get("name").string()?,
-                        value: i.get("value").string()?,
-                        delete: i.get("delete").bool()?.unwrap_or(false),
-                    })
-                })
-                .collect()
-        };
-        Ok(Metadata { labels: items(n.get("labels"))?, annotations: items(n.get("annotations"))? })
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.labels.is_empty() && self.annotations.is_empty()
-    }
-
-    /// tsuru's `Metadata.Validate`: Kubernetes qualified names, label values, no `tsuru.io/`.
-    pub fn validate(&self) -> Result<(), Fail> {
-        let mut errors = Vec::new();
-        for (field, items, labels) in
-            [("metadata.labels", &self.labels, true), ("metadata.annotations", &self.annotations, false)]
-        {
-            for i in items.iter().filter(|i| !i.delete) {
-                if i.name.starts_with("tsuru.io/") {
-                    errors.push("prefix tsuru.io/ is private".to_string());
-                }
-                let name = if labels { i.name.clone() } else { i.name.to_lowercase() };
-                if let Err(e) = qualified_name(&name) {
-                    errors.push(format!("{field}: Invalid value: {:?}: {e}", i.name));
-                }
-                if labels && !i.value.is_empty() && !label_part(&i.value) {
-                    errors.push(format!(
-                        "{field}: Invalid value: {:?}: a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (at most 63 characters)",
-                        i.value
-                    ));
-                }
-            }
-        }
-        if errors.is_empty() { Ok(()) } else { Err(Fail::bad(errors.join("\n"))) }
-    }
-
-    /// tsuru's `Metadata.Update`: each item replaces the one of its name, `delete` removes it.
-    pub fn merge(&mut self, new: &Metadata) {
-        for (list, items) in [(&mut self.labels, &new.labels), (&mut self.annotations, &new.annotations)] {
-            for item in items {
-                list.retain(|i| i.name != item.name);
-                if !item.delete {
-                    list.push(item.clone());
-                }
-            }
-        }
-    }
-
-    pub fn to_json(&self) -> Value {
-        let items = |l: &[Item]| -> Vec<Value> {
-            l.iter().map(|i| json!({"name": i.name, "value": i.value, "delete": false})).collect()
-        };
-        json!({"labels": items(&self.labels), "annotations": items(&self.annotations)})
-    }
-}
-
-/// A label value, or a qualified name's name part: at most 63 characters of alphanumerics,
-/// `-`, `_`, `.`, starting and ending with an alphanumeric.
-fn label_part(s: &str) -> bool {
-    let b = s.as_bytes();
-    !b.is_empty()
-        && b.len() <= 63
-        && b.iter().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
-        && b[0].is_ascii_alphanumeric()
-        && b[b.len() - 1].is_ascii_alphanumeric()
-}
-
-/// A Kubernetes qualified name: `[prefix/]name`, the prefix a DNS subdomain.
-fn qualified_name(s: &str) -> Result<(), &'static str> {
-    let (prefix, name) = match s.split_once('/') {
-        Some((p, n)) => (Some(p), n),
-        None => (None, s),
-    };
-    if let Some(p) = prefix {
-        let ok = !p.is_empty()
-            && p.len() <= 253
-            && p.split('.').all(|l| {
-                let b = l.as_bytes();
-                !b.is_empty()
-                    && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
-                    && b[0] != b'-'
-                    && b[b.len() - 1] != b'-'
-            });
-        if !ok {
-            return Err("prefix part must be a lowercase RFC 1123 subdomain");
-        }
-    }
-    if label_part(name) {
-        Ok(())
-    } else {
-        Err(
-            "name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (at most 63 characters)",
-        )
-    }
-}
-
-/// tsuru's `processTags`: trimmed, blanks dropped, first occurrence kept.
-pub fn process_tags(tags: Vec<String>) -> Vec<String> {
-    let mut out: Vec<String> = Vec::new();
-    for t in tags {
-        let t = t.trim().to_string();
-        if !t.is_empty() && !out.contains(&t) {
-            out.push(t);
-        }
-    }
-    out
-}
 
 /// `^[a-z][a-z0-9-]{0,39}$`: app and job names.
 pub fn valid_name(name: &str) -> bool {
@@ -206,11 +28,6 @@ pub fn platform(value: &str) -> Result<(String, String), Fail> {
         return Err(Fail::internal("Platform doesn't exist."));
     }
     Ok((name.to_string(), if version == "latest" { String::new() } else { version.to_string() }))
-}
-
-/// 404 unless the app exists: tsuru looks the path's app up before any handler runs.
-pub fn need(api: &Api, name: &str) -> Result<(), Fail> {
-    if api.lock().apps.contains_key(name) { Ok(()) } else { Err(Fail::no_app(name)) }
 }
 
 /// `planoverride` of an update.
@@ -527,6 +344,7 @@ pub fn info_json(data: &Data, app: &App, now: u64) -> Value {
 
 #[cfg(test)]
 mod tests {
+    use super::super::metadata::Item;
     use super::*;
 
     #[test]

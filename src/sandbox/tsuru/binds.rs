@@ -3,12 +3,10 @@
 //! the instance's variables, private and managed by `<service>/<instance>` (tsuru's
 //! `setBoundEnvsAction`); an unbind takes them away.
 
-use super::apps::need;
-use super::env::{EnvVar, ServiceEnv};
+use super::model::{EnvVar, ServiceEnv};
 use super::input::Input;
-use super::instances::key;
 use super::streams::{self, Stream};
-use super::{Api, Data, Fail, Req, empty, units};
+use super::{Api, Data, Fail, Req, empty, need, units};
 use axum::http::StatusCode;
 use axum::response::Response;
 use rand::Rng;
@@ -182,4 +180,9 @@ pub fn unbind_job(api: &Api, req: &Req) -> Result<Response, Fail> {
         stream.msg(format!("\nInstance {instance_name:?} is not bound to the job {job_name:?} anymore.\n"));
         Ok(())
     })
+}
+
+/// An instance's key in `Data::instances`: `<service>/<instance>`.
+pub fn key(service: &str, instance: &str) -> String {
+    format!("{service}/{instance}")
 }

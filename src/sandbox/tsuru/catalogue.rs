@@ -150,13 +150,6 @@ pub fn platforms(_: &Api, _: &Req) -> Result<Response, Fail> {
     Ok(list(PLATFORMS.iter().map(|p| json!({"name": p, "disabled": false})).collect()))
 }
 
-/// `GET /services`: one entry per service, with its instances.
-pub fn list_services(api: &Api, _: &Req) -> Result<Response, Fail> {
-    let data = api.lock();
-    let entries = data.services.keys().map(|s| super::instances::service_entry(&data, s, |_| true, false)).collect();
-    Ok(list(entries))
-}
-
 /// `GET /services/{name}`: the service's instances, as tsuru's `ServiceInstanceWithInfo`
 /// under the seed's names (L51-60).
 pub fn service_info(api: &Api, req: &Req) -> Result<Response, Fail> {

@@ -1,9 +1,8 @@
 //! Cnames: `POST|DELETE /1.0/apps/{app}/cname` (seed L682-703), as tsuru's
 //! `validateNewCNames` and `checkCNameExists` check them. Not streamed: 200 with no body.
 
-use super::apps::need;
 use super::input::Input;
-use super::{Api, Fail, Req, empty};
+use super::{Api, Fail, Req, empty, need};
 use axum::http::StatusCode;
 use axum::response::Response;
 

@@ -3,48 +3,18 @@
 //! `unsetAppEnv` and `EnvsForApp`.
 
 use super::input::Input;
+use super::model::{EnvVar, ServiceEnv};
 use super::streams::{self, Stream};
 use super::{Api, Fail, Req, reply, units};
 use axum::http::StatusCode;
 use axum::response::Response;
-use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
-
-/// What reads show instead of a private value (tsuru's `app.SuppressedEnv`).
-pub const MASK: &str = "*** (private variable)";
 
 /// Names no request may set (tsuru's `internalEnvs`).
 const INTERNAL: &[&str] = &["TSURU_APPNAME", "TSURU_SERVICES", "TSURU_APPDIR"];
 
 const APP_DIR: &str = "/home/application/current";
-
-#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
-#[serde(default)]
-pub struct EnvVar {
-    pub name: String,
-    pub value: String,
-    pub alias: String,
-    pub public: bool,
-    pub managed_by: String,
-}
-
-impl EnvVar {
-    /// As reads show it: `public`, and a private value masked.
-    pub fn to_json(&self) -> Value {
-        let value = if self.public { self.value.as_str() } else { MASK };
-        json!({"name": self.name, "value": value, "alias": self.alias, "public": self.public, "managedBy": self.managed_by})
-    }
-}
-
-/// A variable a bound service instance injected.
-#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
-#[serde(default)]
-pub struct ServiceEnv {
-    pub service: String,
-    pub instance: String,
-    pub var: EnvVar,
-}
 
 /// A set request: `envs`, `managedBy`, `private`, `pruneUnused`, `noRestart`.
 struct SetRequest {
@@ -231,7 +201,7 @@ pub fn get_app(api: &Api, req: &Req) -> Result<Response, Fail> {
 /// `POST /apps/{app}/env`, streamed.
 pub fn set_app(api: &Api, req: &Req) -> Result<Response, Fail> {
     let name = req.param(0).to_string();
-    super::apps::need(api, &name)?;
+    super::need(api, &name)?;
     let set = SetRequest::parse(&Input::parse(req)?)?;
     streams::run(api, req, move |data, stream| {
         let rollout = api.rollout_ms();
@@ -269,7 +239,7 @@ pub fn set_app(api: &Api, req: &Req) -> Result<Response, Fail> {
 /// `DELETE /apps/{app}/env?env=A&env=B`, streamed.
 pub fn unset_app(api: &Api, req: &Req) -> Result<Response, Fail> {
     let name = req.param(0).to_string();
-    super::apps::need(api, &name)?;
+    super::need(api, &name)?;
     let input = Input::parse(req)?;
     let names = unset_names(&input)?;
     let no_restart = input.flag("noRestart");

@@ -265,6 +265,18 @@ fn sprint(v: &Value) -> String {
     }
 }
 
+/// tsuru's `processTags`: trimmed, blanks dropped, first occurrence kept.
+pub fn process_tags(tags: Vec<String>) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for t in tags {
+        let t = t.trim().to_string();
+        if !t.is_empty() && !out.contains(&t) {
+            out.push(t);
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

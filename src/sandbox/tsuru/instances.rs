@@ -3,8 +3,8 @@
 //! model, three spellings: the list's snake_case, the info's lower case, the update's `plan`
 //! and `teamowner`.
 
-use super::apps::process_tags;
-use super::input::Input;
+use super::binds::key;
+use super::input::{Input, process_tags};
 use super::{Api, Data, Fail, Req, binds, catalogue, empty, reply, streams};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -27,10 +27,6 @@ pub struct Instance {
     /// Bound apps and jobs, in the order they were bound.
     pub apps: Vec<String>,
     pub jobs: Vec<String>,
-}
-
-pub fn key(service: &str, instance: &str) -> String {
-    format!("{service}/{instance}")
 }
 
 /// `^[A-Za-z][-a-zA-Z0-9_]+$`.
@@ -270,6 +266,13 @@ pub fn delete(api: &Api, req: &Req) -> Result<Response, Fail> {
         stream.msg("service instance successfully removed\n");
         Ok(())
     })
+}
+
+/// `GET /services`: one entry per service, with its instances.
+pub fn list_services(api: &Api, _: &Req) -> Result<Response, Fail> {
+    let data = api.lock();
+    let entries = data.services.keys().map(|s| service_entry(&data, s, |_| true, false)).collect();
+    Ok(super::list(entries))
 }
 
 #[cfg(test)]

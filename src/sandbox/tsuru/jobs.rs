@@ -2,10 +2,11 @@
 //! `POST /1.13/jobs/{name}/trigger` (seed L2221-2395). The request is flat, the read nests the
 //! spec under `spec` (and `GET /jobs/{name}` wraps it under `job`).
 
-use super::apps::{Metadata, process_tags, valid_name};
+use super::apps::valid_name;
+use super::metadata::Metadata;
 use super::catalogue;
-use super::env::{EnvVar, ServiceEnv};
-use super::input::{Input, Node};
+use super::model::{EnvVar, ServiceEnv};
+use super::input::{Input, Node, process_tags};
 use super::{Api, Data, Fail, Req, empty, reply};
 use axum::http::StatusCode;
 use axum::response::Response;

@@ -200,6 +200,8 @@ mod env;
 mod input;
 mod instances;
 mod jobs;
+mod metadata;
+mod model;
 mod streams;
 mod units;
 
@@ -221,7 +223,7 @@ use std::sync::{Arc, Mutex};
 #[derive(Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Data {
-    pub apps: BTreeMap<String, apps::App>,
+    pub apps: BTreeMap<String, model::App>,
     /// `<service>/<instance>` → instance.
     pub instances: BTreeMap<String, instances::Instance>,
     pub jobs: BTreeMap<String, jobs::Job>,
@@ -392,6 +394,11 @@ impl Fail {
     }
 }
 
+/// 404 unless the app exists: tsuru looks the path's app up before any handler runs.
+pub fn need(api: &Api, name: &str) -> Result<(), Fail> {
+    if api.lock().apps.contains_key(name) { Ok(()) } else { Err(Fail::no_app(name)) }
+}
+
 impl IntoResponse for Fail {
     fn into_response(self) -> Response {
         match self {
@@ -455,7 +462,7 @@ const ROUTES: &[Route] = &[
     Route("DELETE", "1.13", "/services/{service}/instances/{instance}/apps/{app}", binds::unbind_app),
     Route("PUT", "1.13", "/services/{service}/instances/{instance}/jobs/{job}", binds::bind_job),
     Route("DELETE", "1.13", "/services/{service}/instances/{instance}/jobs/{job}", binds::unbind_job),
-    Route("GET", "1.0", "/services", catalogue::list_services),
+    Route("GET", "1.0", "/services", instances::list_services),
     Route("GET", "1.0", "/services/{name}", catalogue::service_info),
     Route("DELETE", "1.0", "/services/{name}", catalogue::delete_service),
     Route("GET", "1.0", "/services/{name}/plans", catalogue::service_plans),

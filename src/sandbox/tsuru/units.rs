@@ -2,73 +2,12 @@
 //! `POST /1.0/apps/{app}/{start|stop|restart}` (L784-816), all streamed. A unit is a
 //! Kubernetes pod: it starts (`starting`, not ready) for the rollout time, then runs.
 
-use super::apps::{App, need};
+use super::model::{App, Unit};
 use super::input::Input;
 use super::streams::{self, Stream};
-use super::{Api, Fail, Req, rfc3339, unix_ms};
+use super::{Api, Fail, Req, need, unix_ms};
 use axum::http::StatusCode;
 use axum::response::Response;
-use rand::Rng;
-use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
-
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-#[serde(default)]
-pub struct Unit {
-    pub id: String,
-    pub process: String,
-    pub ip: String,
-    pub created_ms: u64,
-    /// When it is started and ready (Unix ms).
-    pub ready_ms: u64,
-    pub stopped: bool,
-}
-
-impl Unit {
-    fn new(app: &str, process: &str, now: u64, rollout: u64) -> Unit {
-        let mut rng = rand::rng();
-        let suffix: String =
-            (0..5).map(|_| char::from(b"bcdfghjklmnpqrstvwxz2456789"[rng.random_range(0..27)])).collect();
-        Unit {
-            id: format!("{app}-{process}-{:08x}-{suffix}", rng.random::<u32>()),
-            process: process.to_string(),
-            ip: format!("10.{}.{}.{}", rng.random_range(0..=255), rng.random_range(0..=255), rng.random_range(1..=254)),
-            created_ms: now,
-            ready_ms: now + rollout,
-            stopped: false,
-        }
-    }
-
-    /// `created`, `starting`, `started` or `stopped` (tsuru's unit statuses).
-    pub fn status(&self, now: u64) -> &'static str {
-        if self.stopped {
-            "stopped"
-        } else if now < self.ready_ms {
-            "starting"
-        } else {
-            "started"
-        }
-    }
-
-    /// As app reads show it (seed L590-603).
-    pub fn to_json(&self, app: &App, now: u64) -> Value {
-        json!({
-            "id": self.id,
-            "name": self.id,
-            "appname": app.name,
-            "processname": self.process,
-            "type": app.platform,
-            "ip": self.ip,
-            "address": {"scheme": "http", "host": format!("{}:8888", self.ip)},
-            "status": self.status(now),
-            "ready": self.status(now) == "started",
-            "restarts": 0,
-            "routable": true,
-            "version": 1,
-            "createdAt": rfc3339(self.created_ms - self.created_ms % 1000),
-        })
-    }
-}
 
 /// The process a request without one means: the app's only process, else `web`.
 fn default_process(app: &App, given: String) -> String {
