@@ -93,6 +93,26 @@ impl Metrics {
         self.reconciles.get_or_create(&vec![("result".to_string(), result.to_string())]).inc();
     }
 
+    /// A step's outcome, labelled with its unit's name when the daemon has several.
+    pub fn step_in(&self, unit: Option<&str>, outcome: &str) {
+        match unit {
+            None => self.step(outcome),
+            Some(u) => {
+                self.steps.get_or_create(&labels(u, "outcome", outcome)).inc();
+            }
+        }
+    }
+
+    /// A reconcile's result, labelled with its unit's name when the daemon has several.
+    pub fn reconcile_in(&self, unit: Option<&str>, result: &str) {
+        match unit {
+            None => self.reconcile(result),
+            Some(u) => {
+                self.reconciles.get_or_create(&labels(u, "result", result)).inc();
+            }
+        }
+    }
+
     /// The text exposition, with the platform request counts brought up to date first.
     pub fn render(&self) -> String {
         for (code, n) in crate::http::request_counts() {
@@ -106,4 +126,8 @@ impl Metrics {
         encode(&mut out, &self.registry).expect("metrics encode to a string");
         out
     }
+}
+
+fn labels(unit: &str, key: &str, value: &str) -> Vec<(String, String)> {
+    vec![("unit".to_string(), unit.to_string()), (key.to_string(), value.to_string())]
 }

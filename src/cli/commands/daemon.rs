@@ -20,12 +20,15 @@ pub(super) async fn daemon(args: DaemonArgs) -> anyhow::Result<u8> {
             args.listen
         );
     }
-    let repo = RepoSpec::new(&args.repo, args.git_ref, args.path);
+    let first = args.path.first().cloned().unwrap_or_default();
+    let repo = RepoSpec::new(&args.repo, args.git_ref, first);
     if repo.credentials.is_some() {
         note(Level::WARN, CREDENTIALS_IN_URL);
     }
     let opts = crate::daemon::DaemonOptions {
         repo,
+        paths: args.path,
+        unit_parallelism: args.unit_parallelism,
         target: args.target,
         listen: args.listen,
         state_dir: args.state_dir,

@@ -1,0 +1,262 @@
+//! A fleet of deployment units in one daemon (issue 19, item 1): `capstan daemon --path
+//! 'clusters/*'` follows every directory of the repository that holds its own capstan.yaml,
+//! each applied to its own target. Real daemon, real git repositories, real sandboxes over HTTP.
+
+mod common;
+use common::git::*;
+use common::*;
+use serde_json::Value;
+use std::io::{BufRead, BufReader};
+use std::time::{Duration, Instant};
+
+const WAIT: Duration = Duration::from_secs(120);
+
+fn job_yaml(name: &str, tag: &str) -> String {
+    format!("jobs:\n  job::::{name}:\n    state: started\n    tags:\n      version: \"{tag}\"\n")
+}
+
+/// A unit's name in a URL: percent-encoded (`clusters%2Fc07`).
+fn enc(unit: &str) -> String {
+    unit.replace('%', "%25").replace('/', "%2F")
+}
+
+fn unit_status(d: &DaemonProc, unit: &str, sha: &str) -> Option<String> {
+    let (code, v) = d.get(&format!("/v1/units/{}/configurations/{sha}", enc(unit)));
+    (code == 200).then(|| v["status"].as_str().unwrap_or_default().to_string())
+}
+
+/// Every event of the daemon's stream, from the first it still has, read in the background.
+struct Events {
+    rx: std::sync::mpsc::Receiver<Value>,
+    seen: Vec<Value>,
+}
+
+impl Events {
+    fn open(d: &DaemonProc) -> Self {
+        let url = format!("{}/v1/events", d.url);
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let client = reqwest::blocking::Client::builder().timeout(None).build().unwrap();
+            let Ok(resp) = client.get(url).header("Last-Event-ID", "0").send() else { return };
+            for line in BufReader::new(resp).lines() {
+                let Ok(line) = line else { return };
+                if let Some(data) = line.strip_prefix("data:")
+                    && tx.send(serde_json::from_str(data.trim()).unwrap()).is_err()
+                {
+                    return;
+                }
+            }
+        });
+        Events { rx, seen: Vec::new() }
+    }
+
+    /// The first event (seen so far or to come) that `f` accepts.
+    fn find(&mut self, f: impl Fn(&Value) -> bool) -> Value {
+        if let Some(e) = self.seen.iter().find(|e| f(e)) {
+            return e.clone();
+        }
+        let start = Instant::now();
+        loop {
+            let left = WAIT.saturating_sub(start.elapsed());
+            let e = self.rx.recv_timeout(left).expect("the event looked for");
+            self.seen.push(e.clone());
+            if f(&e) {
+                return e;
+            }
+        }
+    }
+}
+
+#[test]
+fn twenty_units_on_twenty_sandboxes_converge_and_a_broken_manifest_in_one_blocks_none() {
+    const N: usize = 20;
+    let sandboxes: Vec<SandboxProc> = (0..N).map(|_| SandboxProc::start(&[])).collect();
+    let units: Vec<String> = (0..N).map(|i| format!("clusters/c{i:02}")).collect();
+    let repo = Repo::new();
+    for (u, sb) in units.iter().zip(&sandboxes) {
+        repo.write(&format!("{u}/capstan.yaml"), &config_for(sb, ""));
+        repo.write(&format!("{u}/web.yaml"), &job_yaml("web", "1"));
+    }
+    // Matches the pattern but has no capstan.yaml of its own: not a unit. Nor is a directory
+    // the pattern does not match.
+    repo.write("clusters/notes/web.yaml", &job_yaml("stray", "1"));
+    repo.write("other/x/capstan.yaml", &config_for(&sandboxes[0], ""));
+    repo.write("other/x/stray.yaml", &job_yaml("stray", "1"));
+    let first = repo.commit("twenty units, web v1");
+    let state = tempfile::tempdir().unwrap();
+    let started = Instant::now();
+    let d = DaemonProc::start(repo.path().to_str().unwrap(), state.path(), &["--path", "clusters/*"], &[]);
+    let mut events = Events::open(&d);
+    d.wait_for("all twenty units to apply the first commit", WAIT, |d| {
+        units.iter().all(|u| unit_status(d, u, &first).as_deref() == Some("applied"))
+    });
+    eprintln!("start → 20 units applied in {:?}", started.elapsed());
+    for (u, sb) in units.iter().zip(&sandboxes) {
+        let jobs: Vec<String> = sb.jobs().iter().map(|j| j["fqn"].as_str().unwrap().to_string()).collect();
+        assert_eq!(jobs, ["job::/dev::web"], "{u}'s sandbox holds its own unit's job, and only it");
+        assert_eq!(sb.job("job::/dev::web").unwrap()["tags"]["version"], "1", "{u}");
+    }
+
+    // /v1/units: every unit, with its platform, its target (its own sandbox) and what it applied.
+    let (code, list) = d.get("/v1/units");
+    assert_eq!(code, 200);
+    let list = list.as_array().unwrap().clone();
+    let names: Vec<&str> = list.iter().map(|u| u["name"].as_str().unwrap()).collect();
+    assert_eq!(names, units.iter().map(String::as_str).collect::<Vec<_>>(), "the units, by name; no stray directory");
+    for (u, sb) in list.iter().zip(&sandboxes) {
+        assert_eq!(u["platform"], "apcera", "{u}");
+        assert!(u["target"].as_str().unwrap().contains(&sb.url), "{u}: its own sandbox");
+        assert_eq!(u["last_applied"], first, "{u}");
+        assert_eq!(u["status"], "applied", "{u}");
+        assert!(u["phase"].is_string(), "{u}");
+    }
+    // The paths without a unit cannot say which one: 409, naming /v1/units.
+    for path in ["/v1/plans/deploy", "/v1/configurations", "/v1/history"] {
+        let (code, body) = d.get(path);
+        assert_eq!(code, 409, "{path}: {body}");
+        assert!(body["message"].as_str().unwrap().contains("/v1/units"), "{path}: {body}");
+    }
+    let (code, status) = d.get("/v1/status");
+    assert_eq!(code, 200);
+    assert_eq!(status["units"].as_array().unwrap().len(), N, "{status}");
+    let (code, plan) = d.get(&format!("/v1/units/{}/plans/deploy", enc(&units[3])));
+    assert_eq!(code, 200, "{plan}");
+    assert_eq!(plan["commit"], first);
+    let (code, _) = d.get("/v1/units/clusters%2Fnotes/plans/deploy");
+    assert_eq!(code, 404, "not a unit");
+
+    // A unit's events carry its name.
+    let converged = events.find(|e| e["type"] == "converged" && e["unit"] == "clusters/c07");
+    assert_eq!(converged["sha"], first);
+
+    // One commit: every unit's web goes to v2, and c13 gets a manifest that does not validate.
+    let broken = 13;
+    for u in &units {
+        repo.write(&format!("{u}/web.yaml"), &job_yaml("web", "2"));
+    }
+    repo.write(&format!("{}/api.yaml", units[broken]), "jobs:\n  job::::api:\n    stat: started\n");
+    sandboxes[broken].clear_requests();
+    let second = repo.commit("web v2 everywhere, c13 broken");
+    let started = Instant::now();
+    d.wait_for("the second commit to be judged in every unit", WAIT, |d| {
+        units.iter().enumerate().all(|(i, u)| {
+            let want = if i == broken { "invalid" } else { "applied" };
+            unit_status(d, u, &second).as_deref() == Some(want)
+        })
+    });
+    eprintln!("commit → 19 applied, 1 invalid in {:?}", started.elapsed());
+    for (i, (u, sb)) in units.iter().zip(&sandboxes).enumerate() {
+        let want = if i == broken { "1" } else { "2" };
+        assert_eq!(sb.job("job::/dev::web").unwrap()["tags"]["version"], want, "{u}");
+    }
+    assert!(
+        sandboxes[broken].mutating_requests().is_empty(),
+        "nothing of the invalid commit was applied: {:?}",
+        sandboxes[broken].mutating_requests()
+    );
+    let (_, conf) = d.get(&format!("/v1/units/{}/configurations/{second}", enc(&units[broken])));
+    let text = conf["errors"][0]["text"].as_str().unwrap();
+    assert!(text.starts_with("clusters/c13/api.yaml:3:5: error: unknown field `stat`"), "{text}");
+    let failed = events.find(|e| e["type"] == "render_failed");
+    assert_eq!(failed["unit"], "clusters/c13", "{failed}");
+    assert_eq!(failed["sha"], second);
+    let (_, list) = d.get("/v1/units");
+    for (i, u) in list.as_array().unwrap().iter().enumerate() {
+        let (want_status, want_applied) = if i == broken { ("invalid", &first) } else { ("applied", &second) };
+        assert_eq!(u["status"], want_status, "{u}");
+        assert_eq!(u["last_applied"], *want_applied, "{u}");
+    }
+    // Each unit's history is its own: c13's has no `applied` for the second commit.
+    let (_, history) = d.get(&format!("/v1/units/{}/history", enc(&units[broken])));
+    let outcomes: Vec<(&str, &str)> = history
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["sha"].as_str().unwrap(), e["outcome"].as_str().unwrap()))
+        .collect();
+    assert!(outcomes.contains(&(second.as_str(), "invalid")), "{outcomes:?}");
+    assert!(!outcomes.contains(&(second.as_str(), "applied")), "{outcomes:?}");
+    // Per-unit metrics carry the unit.
+    let metrics = d.text("/metrics");
+    assert!(
+        metrics.lines().any(|l| l.starts_with("capstan_reconciles_total{") && l.contains("unit=\"clusters/c13\"")),
+        "{metrics}"
+    );
+}
+
+#[test]
+fn a_unit_that_appears_is_started_one_that_disappears_is_left_as_it_is_and_history_survives_a_restart() {
+    let (sa, sb) = (SandboxProc::start(&[]), SandboxProc::start(&[]));
+    let repo = Repo::new();
+    repo.write("clusters/a/capstan.yaml", &config_for(&sa, ""));
+    repo.write("clusters/a/web.yaml", &job_yaml("web", "1"));
+    let first = repo.commit("unit a");
+    let state = tempfile::tempdir().unwrap();
+    let d = DaemonProc::start(repo.path().to_str().unwrap(), state.path(), &["--path", "clusters/*"], &[]);
+    d.wait_for("unit a to apply", WAIT, |d| unit_status(d, "clusters/a", &first).as_deref() == Some("applied"));
+
+    // A new directory with its own capstan.yaml is a new unit, started at the commit.
+    repo.write("clusters/b/capstan.yaml", &config_for(&sb, ""));
+    repo.write("clusters/b/web.yaml", &job_yaml("web", "b1"));
+    let second = repo.commit("unit b");
+    d.wait_for("unit b to apply", WAIT, |d| unit_status(d, "clusters/b", &second).as_deref() == Some("applied"));
+    assert_eq!(sb.job("job::/dev::web").unwrap()["tags"]["version"], "b1");
+
+    // Unit a's directory goes: it is no longer reconciled, and nothing of it is deleted.
+    std::fs::remove_dir_all(repo.path().join("clusters/a")).unwrap();
+    repo.write("clusters/b/web.yaml", &job_yaml("web", "b2"));
+    sa.clear_requests();
+    let third = repo.commit("unit a gone, b v2");
+    d.wait_for("unit b to apply the third commit", WAIT, |d| {
+        unit_status(d, "clusters/b", &third).as_deref() == Some("applied")
+    });
+    d.wait_for("unit a to leave /v1/units", WAIT, |d| {
+        let (_, list) = d.get("/v1/units");
+        list.as_array().unwrap().iter().all(|u| u["name"] != "clusters/a")
+    });
+    assert_eq!(sa.job("job::/dev::web").unwrap()["tags"]["version"], "1", "a retired unit is not pruned");
+    assert!(sa.mutating_requests().is_empty(), "{:?}", sa.mutating_requests());
+    // With one unit left, the paths without a unit answer for it.
+    let (code, target) = d.get("/v1/configurations/target");
+    assert_eq!(code, 200, "{target}");
+    assert_eq!(target["sha"], third);
+    assert_eq!(d.stop(), 0);
+
+    // Restarted on the same state directory: each unit's history is there, nothing is applied
+    // again.
+    sb.clear_requests();
+    let d = DaemonProc::start(repo.path().to_str().unwrap(), state.path(), &["--path", "clusters/*"], &[]);
+    d.wait_for("the restarted daemon to be ready", WAIT, |d| d.get("/health/ready").0 == 200);
+    assert_eq!(unit_status(&d, "clusters/b", &second).as_deref(), Some("applied"));
+    assert_eq!(unit_status(&d, "clusters/b", &third).as_deref(), Some("applied"));
+    assert_eq!(unit_status(&d, "clusters/b", &first), None, "unit a's commit is not in b's history");
+    assert!(sb.mutating_requests().is_empty(), "applied again: {:?}", sb.mutating_requests());
+}
+
+#[test]
+fn several_paths_name_several_units_and_each_takes_its_own_target() {
+    let (sa, sb) = (SandboxProc::start(&[]), SandboxProc::start(&[]));
+    let repo = Repo::new();
+    repo.write("eu/capstan.yaml", &config_for(&sa, ""));
+    repo.write("eu/web.yaml", &job_yaml("web", "eu"));
+    repo.write("us/capstan.yaml", &config_for(&sb, ""));
+    repo.write("us/web.yaml", &job_yaml("web", "us"));
+    let first = repo.commit("two units");
+    let state = tempfile::tempdir().unwrap();
+    let d = DaemonProc::start(
+        repo.path().to_str().unwrap(),
+        state.path(),
+        &["--path", "eu", "--path", "us", "--unit-parallelism", "1"],
+        &[],
+    );
+    d.wait_for("both units to apply", WAIT, |d| {
+        ["eu", "us"].iter().all(|u| unit_status(d, u, &first).as_deref() == Some("applied"))
+    });
+    assert_eq!(sa.job("job::/dev::web").unwrap()["tags"]["version"], "eu");
+    assert_eq!(sb.job("job::/dev::web").unwrap()["tags"]["version"], "us");
+    // A sync reaches every unit.
+    let before = d.reconciles();
+    let (code, _) = d.post("/v1/sync", None, None);
+    assert_eq!(code, 202);
+    d.wait_for("both units to reconcile again", WAIT, |d| d.reconciles() >= before + 2);
+}
