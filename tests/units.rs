@@ -260,3 +260,48 @@ fn several_paths_name_several_units_and_each_takes_its_own_target() {
     assert_eq!(code, 202);
     d.wait_for("both units to reconcile again", WAIT, |d| d.reconciles() >= before + 2);
 }
+
+#[test]
+fn plan_and_apply_take_a_pattern_report_per_unit_and_exit_with_the_worst() {
+    let sandboxes: Vec<SandboxProc> = (0..3).map(|_| SandboxProc::start(&[])).collect();
+    let w = Workdir::new();
+    for (u, sb) in ["a", "b", "c"].iter().zip(&sandboxes) {
+        w.write(&format!("clusters/{u}/capstan.yaml"), &config_for(sb, ""));
+        w.write(&format!("clusters/{u}/web.yaml"), &job_yaml("web", u));
+    }
+    w.write("clusters/c/api.yaml", "jobs:\n  job::::api:\n    stat: started\n");
+    w.write("clusters/notes/web.yaml", &job_yaml("stray", "1")); // no capstan.yaml: not a unit
+
+    // JSON: one object per unit, with its `unit`; the invalid one with its file:line:column.
+    let run = w.capstan(&["plan", "clusters/*", "--output", "json"]);
+    run.code(1);
+    let list: Value = serde_json::from_str(&run.stdout).unwrap();
+    let list = list.as_array().unwrap();
+    let units: Vec<&str> = list.iter().map(|p| p["unit"].as_str().unwrap()).collect();
+    assert_eq!(units, ["clusters/a", "clusters/b", "clusters/c"]);
+    for p in &list[..2] {
+        assert_eq!(changed(p), [("create".to_string(), "job::/dev::web".to_string())], "{p}");
+    }
+    let errors = list[2]["errors"].as_array().unwrap();
+    assert!(errors[0].as_str().unwrap().contains("api.yaml:3:5"), "{errors:?}");
+
+    // Text: a heading per unit; changes but no error exit 2 with --detailed-exitcode.
+    let run = w.capstan(&["plan", "clusters/[ab]", "--detailed-exitcode"]);
+    run.code(2);
+    let a = run.stdout.find("=== unit clusters/a ===").expect(&run.stdout);
+    let b = run.stdout.find("=== unit clusters/b ===").expect(&run.stdout);
+    assert!(a < b && !run.stdout.contains("clusters/c"), "{}", run.stdout);
+    assert_eq!(run.stdout.matches("# job::/dev::web will be created").count(), 2, "{}", run.stdout);
+
+    // Apply: every valid unit to its own target; the invalid one changes nothing; exit 1.
+    let run = w.capstan(&["apply", "clusters/*", "--yes"]);
+    run.code(1);
+    assert!(run.stdout.contains("=== unit clusters/c ==="), "{}", run.stdout);
+    for (u, sb) in ["a", "b"].iter().zip(&sandboxes) {
+        assert_eq!(sb.job("job::/dev::web").unwrap()["tags"]["version"], *u);
+    }
+    assert!(sandboxes[2].mutating_requests().is_empty(), "{:?}", sandboxes[2].mutating_requests());
+    // Now planned again: nothing to do in a and b.
+    let run = w.capstan(&["plan", "clusters/[ab]", "--detailed-exitcode"]);
+    run.code(0);
+}
