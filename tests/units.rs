@@ -305,3 +305,78 @@ fn plan_and_apply_take_a_pattern_report_per_unit_and_exit_with_the_worst() {
     let run = w.capstan(&["plan", "clusters/[ab]", "--detailed-exitcode"]);
     run.code(0);
 }
+
+/// The PostgreSQL server `.ci/postgres` starts (its URL in `CAPSTAN_TEST_POSTGRES_URL`, or one
+/// started here with the same script), and a new empty database on it.
+fn postgres_database() -> String {
+    static URL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let base = URL.get_or_init(|| {
+        if let Ok(url) = std::env::var("CAPSTAN_TEST_POSTGRES_URL") {
+            return url;
+        }
+        let dir = std::env::temp_dir().join(format!("capstan-units-pg-{}", std::process::id()));
+        let out = std::process::Command::new(repo_root().join(".ci/postgres"))
+            .arg("start")
+            .arg(&dir)
+            .arg(std::process::id().to_string())
+            .stderr(std::process::Stdio::inherit())
+            .output()
+            .expect("run .ci/postgres");
+        assert!(out.status.success(), ".ci/postgres could not start a server (see above)");
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    });
+    let name = format!("capstan_{}", uuid::Uuid::new_v4().simple());
+    let mut client = postgres::Client::connect(base, postgres::NoTls).expect("connect to the test server");
+    client.batch_execute(&format!("CREATE DATABASE {name}")).unwrap();
+    let (head, _) = base.rsplit_once('/').unwrap();
+    format!("{head}/{name}")
+}
+
+#[test]
+fn on_postgres_each_units_history_is_apart_and_a_restart_loses_none_of_it() {
+    let (sa, sb) = (SandboxProc::start(&[]), SandboxProc::start(&[]));
+    let store = postgres_database();
+    let repo = Repo::new();
+    repo.write("clusters/a/capstan.yaml", &config_for(&sa, ""));
+    repo.write("clusters/a/web.yaml", &job_yaml("web", "a1"));
+    repo.write("clusters/b/capstan.yaml", &config_for(&sb, ""));
+    repo.write("clusters/b/web.yaml", &job_yaml("web", "b1"));
+    let first = repo.commit("two units");
+    let args = ["--path", "clusters/*", "--store", store.as_str()];
+    let state = tempfile::tempdir().unwrap();
+    let d = DaemonProc::start(repo.path().to_str().unwrap(), state.path(), &args, &[]);
+    d.wait_for("both units to apply", WAIT, |d| {
+        ["clusters/a", "clusters/b"].iter().all(|u| unit_status(d, u, &first).as_deref() == Some("applied"))
+    });
+    // Only b's manifest changes; b's is invalid: a has nothing to do, b records it invalid.
+    repo.write("clusters/b/api.yaml", "jobs:\n  job::::api:\n    stat: started\n");
+    let second = repo.commit("b broken");
+    d.wait_for("b to judge the second commit", WAIT, |d| {
+        unit_status(d, "clusters/b", &second).as_deref() == Some("invalid")
+    });
+    d.wait_for("a to judge the second commit", WAIT, |d| {
+        unit_status(d, "clusters/a", &second).as_deref() == Some("applied")
+    });
+    let history = |d: &DaemonProc, u: &str| {
+        let (code, h) = d.get(&format!("/v1/units/{}/history", enc(u)));
+        assert_eq!(code, 200, "{h}");
+        h
+    };
+    let (ha, hb) = (history(&d, "clusters/a"), history(&d, "clusters/b"));
+    let has = |h: &Value, sha: &str, outcome: &str| {
+        h.as_array().unwrap().iter().any(|e| e["sha"] == sha && e["outcome"] == outcome)
+    };
+    assert!(has(&hb, &second, "invalid") && !has(&ha, &second, "invalid"), "a: {ha}\nb: {hb}");
+    assert_eq!(d.stop(), 0);
+
+    // A new state directory: everything the units knew is in the store.
+    sa.clear_requests();
+    sb.clear_requests();
+    let state = tempfile::tempdir().unwrap();
+    let d = DaemonProc::start(repo.path().to_str().unwrap(), state.path(), &args, &[]);
+    d.wait_for("the restarted daemon to be ready", WAIT, |d| d.get("/health/ready").0 == 200);
+    assert_eq!(history(&d, "clusters/a"), ha, "a's history, unchanged");
+    assert_eq!(unit_status(&d, "clusters/b", &second).as_deref(), Some("invalid"));
+    assert_eq!(unit_status(&d, "clusters/a", &first).as_deref(), Some("applied"));
+    assert!(sa.mutating_requests().is_empty() && sb.mutating_requests().is_empty(), "applied again");
+}

@@ -281,18 +281,17 @@ impl Store {
         }
     }
 
-    /// The store of one unit of a daemon of several (`--path 'clusters/*'`): with SQLite, a
-    /// database of its own in the unit's state directory `dir` (`units/<name>/capstan.db`), so
-    /// each unit's history is apart from every other's and a daemon restarted on the same state
-    /// directory finds it again. A PostgreSQL store keeps one daemon of one unit for now: the
-    /// tables have no unit yet (issue 19, item 2), and several units' histories must not mix.
-    pub fn open_unit(store: Option<&str>, dir: &Path) -> anyhow::Result<Self> {
+    /// The store of the unit `unit` of a daemon of several (`--path 'clusters/*'`), apart from
+    /// every other unit's and found again by a daemon restarted on the same state directory or
+    /// store: with SQLite, a database of its own in the unit's state directory `dir`
+    /// (`units/<name>/capstan.db`); with PostgreSQL, the same tables in a schema of the unit's
+    /// own (`capstan_unit_<hash of its name>`, migrated on open as the default one is).
+    pub fn open_unit(store: Option<&str>, dir: &Path, unit: &str) -> anyhow::Result<Self> {
         match store.map(str::trim).filter(|s| !s.is_empty()) {
-            None | Some("sqlite") => Self::open(dir),
-            Some(other) => anyhow::bail!(
-                "--store {} keeps the history of one unit: a daemon of several units (several --path, or a pattern) keeps theirs in SQLite in the state directory (leave out --store)",
-                crate::redact::url(other)
-            ),
+            Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+                Ok(Store { engine: Box::new(postgresql::Postgres::open_unit(url, unit)?) })
+            }
+            other => Self::open_at(other, dir),
         }
     }
 

@@ -113,7 +113,7 @@ impl Unit {
         let store = if cx.single {
             Store::open_at(opts.store.as_deref(), &opts.state_dir)?
         } else {
-            Store::open_unit(opts.store.as_deref(), &state_dir)?
+            Store::open_unit(opts.store.as_deref(), &state_dir, &name)?
         };
         // The target comes from the newest commit's capstan.yaml (or --target). A commit whose
         // capstan.yaml cannot be read is an error here: its defaults would be another target
