@@ -380,3 +380,33 @@ fn on_postgres_each_units_history_is_apart_and_a_restart_loses_none_of_it() {
     assert_eq!(unit_status(&d, "clusters/a", &first).as_deref(), Some("applied"));
     assert!(sa.mutating_requests().is_empty() && sb.mutating_requests().is_empty(), "applied again");
 }
+
+#[test]
+fn a_unit_whose_capstan_yaml_is_invalid_does_not_start_and_blocks_no_other() {
+    let sa = SandboxProc::start(&[]);
+    let repo = Repo::new();
+    repo.write("clusters/a/capstan.yaml", &config_for(&sa, ""));
+    repo.write("clusters/a/web.yaml", &job_yaml("web", "a1"));
+    // Its target cannot be chosen: it must not fall back to anything.
+    repo.write("clusters/bad/capstan.yaml", "targets:\n  sb:\n    platfrom: apcera\n");
+    repo.write("clusters/bad/web.yaml", &job_yaml("web", "bad"));
+    let first = repo.commit("a good unit, a bad one");
+    let state = tempfile::tempdir().unwrap();
+    let d = DaemonProc::start(repo.path().to_str().unwrap(), state.path(), &["--path", "clusters/*"], &[]);
+    d.wait_for("unit a to apply", WAIT, |d| unit_status(d, "clusters/a", &first).as_deref() == Some("applied"));
+    let (_, list) = d.get("/v1/units");
+    let bad = list.as_array().unwrap().iter().find(|u| u["name"] == "clusters/bad").cloned().expect("listed");
+    assert_eq!(bad["phase"], "not_started", "{bad}");
+    assert!(bad["error"].as_str().unwrap().contains("clusters/bad/capstan.yaml:3:"), "{bad}");
+    let (code, _) = d.get("/v1/units/clusters%2Fbad/plans/deploy");
+    assert_eq!(code, 404);
+
+    // Fixed in a later commit, it starts then.
+    let sb = SandboxProc::start(&[]);
+    repo.write("clusters/bad/capstan.yaml", &config_for(&sb, ""));
+    let second = repo.commit("bad fixed");
+    d.wait_for("the fixed unit to apply", WAIT, |d| {
+        unit_status(d, "clusters/bad", &second).as_deref() == Some("applied")
+    });
+    assert_eq!(sb.job("job::/dev::web").unwrap()["tags"]["version"], "bad");
+}
