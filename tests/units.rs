@@ -33,7 +33,11 @@ struct Events {
 
 impl Events {
     fn open(d: &DaemonProc) -> Self {
-        let url = format!("{}/v1/events", d.url);
+        Self::open_at(d, "/v1/events")
+    }
+
+    fn open_at(d: &DaemonProc, path: &str) -> Self {
+        let url = format!("{}{path}", d.url);
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             let client = reqwest::blocking::Client::builder().timeout(None).build().unwrap();
@@ -254,6 +258,18 @@ fn several_paths_name_several_units_and_each_takes_its_own_target() {
     });
     assert_eq!(sa.job("job::/dev::web").unwrap()["tags"]["version"], "eu");
     assert_eq!(sb.job("job::/dev::web").unwrap()["tags"]["version"], "us");
+    // A unit's own event stream carries that unit's events only.
+    let mut eu = Events::open_at(&d, "/v1/units/eu/events");
+    let converged = eu.find(|e| e["type"] == "converged");
+    assert_eq!((&converged["unit"], &converged["sha"]), (&Value::from("eu"), &Value::from(first.clone())));
+    assert!(eu.seen.iter().all(|e| e["unit"] == "eu"), "{:?}", eu.seen);
+    // The CLI drives one unit's plan with --unit; without it, the daemon says to name one.
+    let run = run_in(repo.path(), &["plan", "status", "--daemon", &d.url, "--unit", "us", "-o", "json"]);
+    run.ok();
+    assert_eq!(run.json()["commit"], first);
+    let run = run_in(repo.path(), &["plan", "status", "--daemon", &d.url]);
+    run.code(1);
+    assert!(run.stderr.contains("409") && run.stderr.contains("/v1/units"), "{}", run.stderr);
     // A sync reaches every unit.
     let before = d.reconciles();
     let (code, _) = d.post("/v1/sync", None, None);

@@ -123,6 +123,9 @@ pub struct DaemonRef {
     /// Environment variable holding the daemon's token.
     #[arg(long)]
     pub token_env: Option<String>,
+    /// The unit whose plan to drive, for a daemon of several (`clusters/eu`).
+    #[arg(long)]
+    pub unit: Option<String>,
     #[arg(long, short, value_enum, default_value_t = PlanFormat::Text)]
     pub output: PlanFormat,
 }

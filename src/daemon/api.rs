@@ -93,7 +93,8 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
         .route("/v1/units/{unit}/configurations/{sha}/plan", get(configuration_plan))
         .route("/v1/units/{unit}/sync", post(unit_sync))
         .route("/v1/units/{unit}/rollback", post(rollback))
-        .route("/v1/units/{unit}/history", get(history));
+        .route("/v1/units/{unit}/history", get(history))
+        .route("/v1/units/{unit}/events", get(events));
     Router::new()
         .merge(units)
         .route("/v1/plans", get(plans))
@@ -442,18 +443,34 @@ fn sse_event(e: &Envelope) -> SseEvent {
 }
 
 /// Server-sent events, in order; `Last-Event-ID` replays what a reconnecting client missed.
-async fn events(State(d): Shared, headers: HeaderMap) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
+/// On `/v1/units/{unit}/events`, only that unit's events (ids stay the daemon's, so
+/// `Last-Event-ID` works the same).
+async fn events(
+    State(d): Shared,
+    params: axum::extract::RawPathParams,
+    headers: HeaderMap,
+) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, Response> {
+    let only: Option<String> = match params.iter().find(|(k, _)| *k == "unit") {
+        Some((_, name)) => match d.unit_named(name) {
+            Some(u) => Some(u.name.clone()),
+            None => return Err(error(StatusCode::NOT_FOUND, format!("no unit {name:?} (GET /v1/units lists them)"))),
+        },
+        None => None,
+    };
     let last = headers.get("last-event-id").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     let (missed, rx) = d.events.subscribe(last);
-    let replay = tokio_stream::iter(missed.into_iter().map(|e| Ok(sse_event(&e))));
+    let wanted = move |e: &Envelope| only.is_none() || e.unit == only;
+    let keep = wanted.clone();
+    let replay = tokio_stream::iter(missed.into_iter().filter(move |e| keep(e)).map(|e| Ok(sse_event(&e))));
     // A stream ends once the daemon has stopped and it has sent every event published before
     // (or the server's graceful shutdown would wait for it forever).
-    let live = futures::stream::unfold((rx, Box::pin(d.closed())), |(mut rx, mut closed)| async move {
+    let live = futures::stream::unfold((rx, Box::pin(d.closed()), wanted), |(mut rx, mut closed, wanted)| async move {
         loop {
             tokio::select! {
                 biased;
                 r = rx.recv() => match r {
-                    Ok(e) => return Some((Ok(sse_event(&e)), (rx, closed))),
+                    Ok(e) if !wanted(&e) => continue,
+                    Ok(e) => return Some((Ok(sse_event(&e)), (rx, closed, wanted))),
                     Err(RecvError::Lagged(_)) => continue,
                     Err(RecvError::Closed) => return None,
                 },
@@ -461,7 +478,7 @@ async fn events(State(d): Shared, headers: HeaderMap) -> Sse<impl Stream<Item = 
             }
         }
     });
-    Sse::new(replay.chain(live)).keep_alive(KeepAlive::default())
+    Ok(Sse::new(replay.chain(live)).keep_alive(KeepAlive::default()))
 }
 
 /// GitHub-, GitLab- and Gitea-style push webhooks: verify, then fetch at once (an unsigned
