@@ -186,6 +186,10 @@ fn twenty_units_on_twenty_sandboxes_converge_and_a_broken_manifest_in_one_blocks
         metrics.lines().any(|l| l.starts_with("capstan_reconciles_total{") && l.contains("unit=\"clusters/c13\"")),
         "{metrics}"
     );
+    let applied_at: Vec<&str> =
+        metrics.lines().filter(|l| l.starts_with("capstan_unit_last_applied_commit_timestamp_seconds{")).collect();
+    assert_eq!(applied_at.len(), N, "one per unit: {applied_at:?}");
+    assert!(applied_at.iter().any(|l| l.contains("unit=\"clusters/c13\"")), "{applied_at:?}");
 }
 
 #[test]

@@ -194,8 +194,8 @@ impl Unit {
         self.stored(self.store.record(sha, reason.trigger(), "applied", steps, &Value::Null));
         self.stored(self.store.set_value("last_applied", sha));
         self.stored(self.store.set_value("live", sha));
-        self.metrics.last_applied_commit_time.set(store::now() as f64);
-        self.metrics.drifted.set(0);
+        self.metrics.applied_in(self.label.as_deref(), store::now() as f64);
+        self.metrics.drifted_in(self.label.as_deref(), 0);
         {
             let mut st = self.status.lock().unwrap();
             st.last_applied = Some(sha.to_string());

@@ -220,7 +220,7 @@ impl Unit {
                 .filter(|c| c.action != crate::diff::Action::NoOp)
                 .map(|c| c.id.to_string())
                 .collect();
-            self.metrics.drifted.set(drifted.len() as i64);
+            self.metrics.drifted_in(self.label.as_deref(), drifted.len() as i64);
             let changed = std::mem::replace(&mut self.status.lock().unwrap().drifted, drifted.clone()) != drifted;
             if drifted.is_empty() {
                 return Reconciled::InSync;
