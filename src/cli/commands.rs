@@ -24,6 +24,7 @@ mod daemon;
 mod plan;
 mod render;
 mod sandbox;
+mod units;
 
 use apply::{apply, rollback};
 use daemon::{daemon, drive_daemon};
@@ -42,13 +43,19 @@ pub async fn run(cli: Cli) -> u8 {
         Command::Validate { input } => validate(&input, cli.color).await,
         Command::Plan { action: Some(action), .. } => drive_daemon(action, cli.color).await,
         Command::Plan { action: None, input, target, detailed_exitcode, output, preview } => {
-            plan(&input, &target, detailed_exitcode, output, &preview, cli.color).await
+            match units::expand(&input) {
+                Ok(Some(list)) => units::plan_each(list, &target, detailed_exitcode, output, &preview, cli.color).await,
+                Ok(None) => plan(&input, &target, detailed_exitcode, output, &preview, cli.color).await,
+                Err(e) => Err(e),
+            }
         }
         Command::Daemon(args) => daemon(args).await,
         Command::Rollback(args) => rollback(args, cli.color).await,
-        Command::Apply { input, target, yes, parallelism, allow_mass_delete } => {
-            apply(&input, &target, yes, parallelism, allow_mass_delete, cli.color).await
-        }
+        Command::Apply { input, target, yes, parallelism, allow_mass_delete } => match units::expand(&input) {
+            Ok(Some(list)) => units::apply_each(list, &target, yes, parallelism, allow_mass_delete, cli.color).await,
+            Ok(None) => apply(&input, &target, yes, parallelism, allow_mass_delete, cli.color).await,
+            Err(e) => Err(e),
+        },
         Command::Sandbox(SandboxCommand::Serve(args)) => serve(args).await,
         Command::Service(args) => super::service::run(args, cli.color).await,
         Command::Completions { shell } => {
@@ -71,18 +78,24 @@ pub async fn run(cli: Cli) -> u8 {
     match result {
         Ok(code) => code,
         Err(e) => {
-            if let Some(InvalidInput(diags)) = e.downcast_ref::<InvalidInput>() {
-                print_diagnostics(diags, err_style);
-                note(
-                    Level::ERROR,
-                    &format!("capstan: {} error(s) in the manifests; nothing was applied.", diags.errors().count()),
-                );
-            } else {
-                // Whatever failed, a URL in the message is shown without its credentials.
-                note(Level::ERROR, &crate::redact::url(&format!("{}: {e:#}", err_style.red("capstan: error"))));
-            }
+            report_error(&e, err_style);
             EXIT_ERROR
         }
+    }
+}
+
+/// A command's error on stderr: invalid manifests as their diagnostics, anything else as one
+/// message.
+fn report_error(e: &anyhow::Error, err_style: Style) {
+    if let Some(InvalidInput(diags)) = e.downcast_ref::<InvalidInput>() {
+        print_diagnostics(diags, err_style);
+        note(
+            Level::ERROR,
+            &format!("capstan: {} error(s) in the manifests; nothing was applied.", diags.errors().count()),
+        );
+    } else {
+        // Whatever failed, a URL in the message is shown without its credentials.
+        note(Level::ERROR, &crate::redact::url(&format!("{}: {e:#}", err_style.red("capstan: error"))));
     }
 }
 

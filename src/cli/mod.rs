@@ -123,6 +123,9 @@ pub struct DaemonRef {
     /// Environment variable holding the daemon's token.
     #[arg(long)]
     pub token_env: Option<String>,
+    /// The unit whose plan to drive, for a daemon of several (`clusters/eu`).
+    #[arg(long)]
+    pub unit: Option<String>,
     #[arg(long, short, value_enum, default_value_t = PlanFormat::Text)]
     pub output: PlanFormat,
 }
@@ -175,9 +178,15 @@ pub struct DaemonArgs {
     /// default branch otherwise).
     #[arg(long = "ref")]
     pub git_ref: Option<String>,
-    /// Directory of the manifests inside the repository.
-    #[arg(long, default_value = "")]
-    pub path: String,
+    /// Directory of the manifests inside the repository: one directory is one deployment unit.
+    /// Repeated (`--path a --path b`), or a pattern (`'clusters/*'`: `*`, `?`, `[a-z]` within
+    /// one directory name), every matching directory of the newest commit that holds its own
+    /// capstan.yaml is a unit, with its own target, lock, plan, history and events.
+    #[arg(long)]
+    pub path: Vec<String>,
+    /// How many units reconcile at once.
+    #[arg(long, default_value_t = crate::daemon::DEFAULT_UNIT_PARALLELISM)]
+    pub unit_parallelism: usize,
     /// Target from the repository's capstan.yaml (default: default_target, else the embedded
     /// sandbox).
     #[arg(long, short)]

@@ -10,10 +10,12 @@
 //! `X-Gitlab-Token`) when a webhook secret is configured, else by the token like the rest.
 
 use super::events::Envelope;
-use super::{Daemon, Reason};
+use super::{Daemon, Reason, Unit};
 use axum::Router;
 use axum::body::Bytes;
+use axum::extract::FromRequestParts;
 use axum::extract::{Path, Query, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -21,12 +23,50 @@ use axum::routing::{get, post};
 use futures::Stream;
 use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::sync::Arc;
 use tokio::sync::broadcast::error::RecvError;
 use tokio_stream::StreamExt;
 
 type Shared = State<Arc<Daemon>>;
+
+/// The unit a request is about: the one its path names (`/v1/units/{unit}/…`, the name
+/// percent-encoded: `clusters%2Feu`, `%2E` for the root), else the daemon's only unit. A
+/// daemon of several units answers the paths without a unit with 409, naming `/v1/units`.
+pub(super) struct U(pub Arc<Unit>);
+
+impl FromRequestParts<Arc<Daemon>> for U {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, d: &Arc<Daemon>) -> Result<Self, Response> {
+        let params =
+            axum::extract::RawPathParams::from_request_parts(parts, d).await.map_err(IntoResponse::into_response)?;
+        match params.iter().find(|(k, _)| *k == "unit") {
+            Some((_, name)) => d
+                .unit_named(name)
+                .map(U)
+                .ok_or_else(|| error(StatusCode::NOT_FOUND, format!("no unit {name:?} (GET /v1/units lists them)"))),
+            None => d.sole().map(U).ok_or_else(|| several(d)),
+        }
+    }
+}
+
+/// The answer to a path without a unit when there are several (or none).
+fn several(d: &Daemon) -> Response {
+    error(
+        StatusCode::CONFLICT,
+        format!(
+            "this daemon runs {} units: ask /v1/units/{{unit}}/… (the unit's name percent-encoded, clusters%2Feu); GET /v1/units lists them",
+            d.units().len()
+        ),
+    )
+}
+
+/// A path parameter by name.
+fn param(params: &HashMap<String, String>, name: &str) -> String {
+    params.get(name).cloned().unwrap_or_default()
+}
 
 pub fn router(daemon: Arc<Daemon>) -> Router {
     let token = || axum::middleware::from_fn_with_state(daemon.clone(), require_token);
@@ -39,7 +79,24 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
     if daemon.opts.metrics_need_token {
         metrics_route = metrics_route.route_layer(token());
     }
+    let units = Router::new()
+        .route("/v1/units", get(units))
+        .route("/v1/units/{unit}", get(unit))
+        .route("/v1/units/{unit}/status", get(status))
+        .route("/v1/units/{unit}/plans", get(plans))
+        .route("/v1/units/{unit}/plans/deploy", get(plan))
+        .route("/v1/units/{unit}/plans/deploy/interrupt", post(interrupt))
+        .route("/v1/units/{unit}/plans/deploy/continue", post(continue_).put(continue_))
+        .route("/v1/units/{unit}/configurations", get(configurations))
+        .route("/v1/units/{unit}/configurations/target", get(target))
+        .route("/v1/units/{unit}/configurations/{sha}", get(configuration))
+        .route("/v1/units/{unit}/configurations/{sha}/plan", get(configuration_plan))
+        .route("/v1/units/{unit}/sync", post(unit_sync))
+        .route("/v1/units/{unit}/rollback", post(rollback))
+        .route("/v1/units/{unit}/history", get(history))
+        .route("/v1/units/{unit}/events", get(events));
     Router::new()
+        .merge(units)
         .route("/v1/plans", get(plans))
         .route("/v1/plans/deploy", get(plan))
         .route("/v1/plans/deploy/interrupt", post(interrupt))
@@ -112,7 +169,16 @@ async fn plans() -> axum::Json<Value> {
     axum::Json(json!(["deploy"]))
 }
 
-async fn plan(State(d): Shared) -> Response {
+/// Every unit: name, platform, target (no credentials), phase, last applied commit, status.
+async fn units(State(d): Shared) -> axum::Json<Value> {
+    axum::Json(d.units_json())
+}
+
+async fn unit(U(u): U) -> axum::Json<Value> {
+    axum::Json(u.summary())
+}
+
+async fn plan(U(d): U) -> Response {
     match d.current.lock().unwrap().as_ref() {
         Some(c) => axum::Json(c.json()).into_response(),
         None => error(StatusCode::NOT_FOUND, "no plan has run yet"),
@@ -129,8 +195,8 @@ fn already_reported(why: &str) -> Response {
 }
 
 /// No new step starts; while idle, the next plan starts interrupted. 208 when already so.
-async fn interrupt(State(d): Shared, headers: HeaderMap) -> Response {
-    if let Some(r) = refused(&d, &headers) {
+async fn interrupt(State(daemon): Shared, U(d): U, headers: HeaderMap) -> Response {
+    if let Some(r) = refused(&daemon, &headers) {
         return r;
     }
     if !d.interrupt_plan() {
@@ -140,8 +206,8 @@ async fn interrupt(State(d): Shared, headers: HeaderMap) -> Response {
 }
 
 /// Plan again against the newest commit and carry on. 208 when nothing is interrupted.
-async fn continue_(State(d): Shared, headers: HeaderMap) -> Response {
-    if let Some(r) = refused(&d, &headers) {
+async fn continue_(State(daemon): Shared, U(d): U, headers: HeaderMap) -> Response {
+    if let Some(r) = refused(&daemon, &headers) {
         return r;
     }
     if !d.continue_plan() {
@@ -150,10 +216,29 @@ async fn continue_(State(d): Shared, headers: HeaderMap) -> Response {
     axum::Json(json!({ "message": "Received cmd: continue" })).into_response()
 }
 
-async fn sync(State(d): Shared, headers: HeaderMap) -> Response {
-    if let Some(r) = refused(&d, &headers) {
+/// Every unit looks at the newest commit again (a daemon of one unit: as it always did).
+async fn sync(State(daemon): Shared, headers: HeaderMap) -> Response {
+    if let Some(r) = refused(&daemon, &headers) {
         return r;
     }
+    match daemon.sole() {
+        Some(u) if daemon.is_single() => sync_unit(&u),
+        _ => {
+            daemon.trigger(Reason::Sync);
+            let body = json!({ "message": "sync started", "units": daemon.units().len() });
+            (StatusCode::ACCEPTED, axum::Json(body)).into_response()
+        }
+    }
+}
+
+async fn unit_sync(State(daemon): Shared, U(u): U, headers: HeaderMap) -> Response {
+    if let Some(r) = refused(&daemon, &headers) {
+        return r;
+    }
+    sync_unit(&u)
+}
+
+fn sync_unit(d: &Unit) -> Response {
     d.trigger(Reason::Sync);
     if d.is_interrupted() {
         let message = "the plan is interrupted: the newest commit is fetched and recorded now, and planned and applied on continue";
@@ -172,8 +257,8 @@ struct RollbackRequest {
 }
 
 /// Apply an earlier commit's configuration again; the daemon keeps to it until the next commit.
-async fn rollback(State(d): Shared, headers: HeaderMap, body: Bytes) -> Response {
-    if let Some(r) = refused(&d, &headers) {
+async fn rollback(State(daemon): Shared, U(d): U, headers: HeaderMap, body: Bytes) -> Response {
+    if let Some(r) = refused(&daemon, &headers) {
         return r;
     }
     let req: RollbackRequest = match serde_json::from_slice(&body) {
@@ -203,7 +288,7 @@ struct ListQuery {
 }
 
 /// Applied commits, newest first (`?all=true` adds invalid, failed and pending ones).
-async fn configurations(State(d): Shared, Query(q): Query<ListQuery>) -> Response {
+async fn configurations(U(d): U, Query(q): Query<ListQuery>) -> Response {
     match d.store.summaries() {
         Ok(list) => {
             let items: Vec<_> =
@@ -214,7 +299,7 @@ async fn configurations(State(d): Shared, Query(q): Query<ListQuery>) -> Respons
     }
 }
 
-async fn target(State(d): Shared) -> Response {
+async fn target(U(d): U) -> Response {
     let sha = d.status.lock().unwrap().target.clone();
     match sha {
         Some(sha) => {
@@ -225,7 +310,8 @@ async fn target(State(d): Shared) -> Response {
     }
 }
 
-async fn configuration(State(d): Shared, Path(sha): Path<String>) -> Response {
+async fn configuration(U(d): U, Path(p): Path<HashMap<String, String>>) -> Response {
+    let sha = param(&p, "sha");
     // A unique prefix of a commit id is enough, as in git.
     let found = match d.store.get(&sha) {
         Ok(Some(c)) => Some(c),
@@ -248,7 +334,8 @@ async fn configuration(State(d): Shared, Path(sha): Path<String>) -> Response {
 
 /// The plan the daemon made for a commit, byte for byte as `capstan plan --output json` prints
 /// it for the same commit and live state.
-async fn configuration_plan(State(d): Shared, Path(sha): Path<String>) -> Response {
+async fn configuration_plan(U(d): U, Path(p): Path<HashMap<String, String>>) -> Response {
+    let sha = param(&p, "sha");
     match d.store.plan(&sha) {
         Ok(Some(text)) => ([(header::CONTENT_TYPE, "application/json")], text).into_response(),
         _ => error(StatusCode::NOT_FOUND, format!("no plan for commit {sha}")),
@@ -262,14 +349,45 @@ struct HistoryQuery {
 }
 
 /// The append-only history, newest first (`?sha=` of one commit, `?limit=`, 1000 by default).
-async fn history(State(d): Shared, Query(q): Query<HistoryQuery>) -> Response {
+async fn history(U(d): U, Query(q): Query<HistoryQuery>) -> Response {
     match d.store.history(q.sha.as_deref(), q.limit.unwrap_or(1000).min(100_000)) {
         Ok(entries) => axum::Json(entries).into_response(),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}")),
     }
 }
 
-async fn status(State(d): Shared) -> axum::Json<Value> {
+/// What the daemon is doing: a daemon of one unit answers as it always did, with `units`
+/// besides; one of several (without a unit in the path) lists its units.
+async fn status(State(daemon): Shared, params: axum::extract::RawPathParams) -> Response {
+    let named = params.iter().find(|(k, _)| *k == "unit").map(|(_, v)| v.to_string());
+    let unit = match &named {
+        Some(name) => match daemon.unit_named(name) {
+            Some(u) => Some(u),
+            None => return error(StatusCode::NOT_FOUND, format!("no unit {name:?} (GET /v1/units lists them)")),
+        },
+        None => daemon.sole(),
+    };
+    match unit {
+        Some(u) => {
+            let mut v = unit_status(&daemon, &u);
+            v["unit"] = json!(u.name);
+            v["units"] = daemon.units_json();
+            axum::Json(v).into_response()
+        }
+        None => {
+            let units = daemon.units();
+            axum::Json(json!({
+                "units": daemon.units_json(),
+                "ready": units.iter().all(|u| u.status.lock().unwrap().ready),
+                "repository": { "location": daemon.opts.repo.location, "ref": daemon.opts.repo.reference, "paths": daemon.opts.patterns() },
+                "self_heal": daemon.opts.self_heal,
+            }))
+            .into_response()
+        }
+    }
+}
+
+fn unit_status(daemon: &Daemon, d: &Unit) -> Value {
     let st = d.status.lock().unwrap().clone();
     // What the platform was last made equal to, and why that commit.
     let live_sha = d.store.get_value("live").ok().flatten().filter(|s| !s.is_empty()).or(st.last_applied.clone());
@@ -285,7 +403,7 @@ async fn status(State(d): Shared) -> axum::Json<Value> {
         let converged = st.last_applied.as_deref() == Some(sha.as_str());
         json!({ "sha": sha, "why": why, "converged": converged, "status": d.store.status(&sha).ok().flatten() })
     });
-    axum::Json(json!({
+    json!({
         "live": live,
         "branch_head": st.branch_head,
         "pinned": pinned,
@@ -299,16 +417,16 @@ async fn status(State(d): Shared) -> axum::Json<Value> {
         "drifted": st.drifted,
         "ready": st.ready,
         "locked_by": st.locked_by,
-        "repository": { "location": d.opts.repo.location, "ref": d.opts.repo.reference, "path": d.opts.repo.path },
+        "repository": { "location": daemon.opts.repo.location, "ref": daemon.opts.repo.reference, "path": d.path },
         "platform": d.platform(),
         "destination": d.target_description(),
         "self_heal": d.opts.self_heal,
         "notifications": d.notifier.health(),
-    }))
+    })
 }
 
 async fn ready(State(d): Shared) -> Response {
-    if d.status.lock().unwrap().ready {
+    if d.units().iter().all(|u| u.status.lock().unwrap().ready) {
         (StatusCode::OK, "ready\n").into_response()
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "starting\n").into_response()
@@ -325,18 +443,34 @@ fn sse_event(e: &Envelope) -> SseEvent {
 }
 
 /// Server-sent events, in order; `Last-Event-ID` replays what a reconnecting client missed.
-async fn events(State(d): Shared, headers: HeaderMap) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
+/// On `/v1/units/{unit}/events`, only that unit's events (ids stay the daemon's, so
+/// `Last-Event-ID` works the same).
+async fn events(
+    State(d): Shared,
+    params: axum::extract::RawPathParams,
+    headers: HeaderMap,
+) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, Response> {
+    let only: Option<String> = match params.iter().find(|(k, _)| *k == "unit") {
+        Some((_, name)) => match d.unit_named(name) {
+            Some(u) => Some(u.name.clone()),
+            None => return Err(error(StatusCode::NOT_FOUND, format!("no unit {name:?} (GET /v1/units lists them)"))),
+        },
+        None => None,
+    };
     let last = headers.get("last-event-id").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     let (missed, rx) = d.events.subscribe(last);
-    let replay = tokio_stream::iter(missed.into_iter().map(|e| Ok(sse_event(&e))));
+    let wanted = move |e: &Envelope| only.is_none() || e.unit == only;
+    let keep = wanted.clone();
+    let replay = tokio_stream::iter(missed.into_iter().filter(move |e| keep(e)).map(|e| Ok(sse_event(&e))));
     // A stream ends once the daemon has stopped and it has sent every event published before
     // (or the server's graceful shutdown would wait for it forever).
-    let live = futures::stream::unfold((rx, Box::pin(d.closed())), |(mut rx, mut closed)| async move {
+    let live = futures::stream::unfold((rx, Box::pin(d.closed()), wanted), |(mut rx, mut closed, wanted)| async move {
         loop {
             tokio::select! {
                 biased;
                 r = rx.recv() => match r {
-                    Ok(e) => return Some((Ok(sse_event(&e)), (rx, closed))),
+                    Ok(e) if !wanted(&e) => continue,
+                    Ok(e) => return Some((Ok(sse_event(&e)), (rx, closed, wanted))),
                     Err(RecvError::Lagged(_)) => continue,
                     Err(RecvError::Closed) => return None,
                 },
@@ -344,7 +478,7 @@ async fn events(State(d): Shared, headers: HeaderMap) -> Sse<impl Stream<Item = 
             }
         }
     });
-    Sse::new(replay.chain(live)).keep_alive(KeepAlive::default())
+    Ok(Sse::new(replay.chain(live)).keep_alive(KeepAlive::default()))
 }
 
 /// GitHub-, GitLab- and Gitea-style push webhooks: verify, then fetch at once (an unsigned

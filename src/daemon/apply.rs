@@ -3,7 +3,7 @@
 
 use super::*;
 
-impl Daemon {
+impl Unit {
     /// The target is locked by someone else: say so once per holder, and let `run` retry.
     pub(super) fn locked(&self, sha: &str, message: String) -> Reconciled {
         let first = {
@@ -60,41 +60,46 @@ impl Daemon {
         // After `continue` the plan was made again against the newest commit. When it is what
         // was left of the interrupted one (same commit, same steps), that one carries on, so its
         // completed steps stay shown; otherwise the new plan replaces it, and the events say so.
-        let previous = self.current.lock().unwrap().take();
-        let (plan, start) = match previous {
-            Some(prev) if reason == Reason::Continue && prev.sha == sha && same_rest(&prev, fresh) => {
-                let steps = prev
-                    .outcome
-                    .steps
-                    .iter()
-                    .map(|o| if o.status == Status::Complete { o.clone() } else { pending.clone() })
-                    .collect();
-                (prev.plan, Outcome { steps })
-            }
-            prev => {
-                if reason == Reason::Continue
-                    && let Some(p) = &prev
-                {
-                    self.events.publish(Event::PlanReplanned {
-                        sha: sha.to_string(),
-                        from: p.sha.clone(),
-                        steps: fresh.steps.len(),
-                    });
+        let (plan, start, total) = {
+            // Held until the new plan is in place: a reader never finds no plan in between.
+            let mut current = self.current.lock().unwrap();
+            let previous = current.take();
+            let (plan, start) = match previous {
+                Some(prev) if reason == Reason::Continue && prev.sha == sha && same_rest(&prev, fresh) => {
+                    let steps = prev
+                        .outcome
+                        .steps
+                        .iter()
+                        .map(|o| if o.status == Status::Complete { o.clone() } else { pending.clone() })
+                        .collect();
+                    (prev.plan, Outcome { steps })
                 }
-                let n = fresh.steps.len();
-                (fresh.clone(), Outcome { steps: vec![pending.clone(); n] })
+                prev => {
+                    if reason == Reason::Continue
+                        && let Some(p) = &prev
+                    {
+                        self.events.publish(Event::PlanReplanned {
+                            sha: sha.to_string(),
+                            from: p.sha.clone(),
+                            steps: fresh.steps.len(),
+                        });
+                    }
+                    let n = fresh.steps.len();
+                    (fresh.clone(), Outcome { steps: vec![pending.clone(); n] })
+                }
+            };
+            if reason == Reason::Continue {
+                self.events.publish(Event::PlanContinued { sha: sha.to_string() });
             }
+            let total = plan.steps.len();
+            *current = Some(CurrentPlan {
+                sha: sha.to_string(),
+                plan: plan.clone(),
+                redactor: rendered.redactor.clone(),
+                outcome: start.clone(),
+            });
+            (plan, start, total)
         };
-        if reason == Reason::Continue {
-            self.events.publish(Event::PlanContinued { sha: sha.to_string() });
-        }
-        let total = plan.steps.len();
-        *self.current.lock().unwrap() = Some(CurrentPlan {
-            sha: sha.to_string(),
-            plan: plan.clone(),
-            redactor: rendered.redactor.clone(),
-            outcome: start.clone(),
-        });
         if start.converged() {
             return self.converged(sha, reason, &start);
         }
@@ -189,8 +194,8 @@ impl Daemon {
         self.stored(self.store.record(sha, reason.trigger(), "applied", steps, &Value::Null));
         self.stored(self.store.set_value("last_applied", sha));
         self.stored(self.store.set_value("live", sha));
-        self.metrics.last_applied_commit_time.set(store::now() as f64);
-        self.metrics.drifted.set(0);
+        self.metrics.applied_in(self.label.as_deref(), store::now() as f64);
+        self.metrics.drifted_in(self.label.as_deref(), 0);
         {
             let mut st = self.status.lock().unwrap();
             st.last_applied = Some(sha.to_string());
@@ -206,7 +211,7 @@ impl Daemon {
 
 /// Publishes every step's start and end, and keeps the current plan's statuses live.
 struct Steps<'a> {
-    daemon: &'a Daemon,
+    daemon: &'a Unit,
     sha: &'a str,
     /// Whether a step has started: from then on the platform is this commit's (`live`).
     started: AtomicBool,
@@ -247,7 +252,7 @@ impl Observer for Steps<'_> {
         let (sha, id, name) = (self.sha.to_string(), s.id.clone(), s.name.clone());
         match outcome.status {
             Status::Complete => {
-                self.daemon.metrics.step("complete");
+                self.daemon.metrics.step_in(self.daemon.label.as_deref(), "complete");
                 self.daemon.events.publish(Event::StepFinished {
                     sha,
                     step: id,
@@ -256,7 +261,7 @@ impl Observer for Steps<'_> {
                 });
             }
             _ => {
-                self.daemon.metrics.step("error");
+                self.daemon.metrics.step_in(self.daemon.label.as_deref(), "error");
                 let message = outcome.message.clone();
                 self.daemon.events.publish(Event::StepFailed { sha, step: id, name, message });
             }

@@ -133,6 +133,9 @@ impl Event {
 #[derive(Clone, Debug, Serialize)]
 pub struct Envelope {
     pub id: u64,
+    /// The unit it happened to (a directory of the repository; `.` for its root).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unit: Option<String>,
     /// RFC 3339, UTC.
     pub time: String,
     #[serde(flatten)]
@@ -155,11 +158,17 @@ impl Default for EventBus {
 
 impl EventBus {
     pub fn publish(&self, event: Event) {
+        self.publish_in(None, event);
+    }
+
+    /// Publish an event of the unit `unit`; returns it as sent.
+    pub fn publish_in(&self, unit: Option<&str>, event: Event) -> Envelope {
         let time =
             time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap_or_default();
         // The history lock orders ids and sends, so every subscriber sees ids in order.
         let mut history = self.history.lock().unwrap();
-        let env = Envelope { id: self.next_id.fetch_add(1, Ordering::SeqCst), time, event };
+        let env =
+            Envelope { id: self.next_id.fetch_add(1, Ordering::SeqCst), unit: unit.map(str::to_string), time, event };
         tracing::info!(
             event = env.event.name(),
             id = env.id,
@@ -170,7 +179,8 @@ impl EventBus {
         if history.len() > HISTORY {
             history.pop_front();
         }
-        let _ = self.tx.send(env);
+        let _ = self.tx.send(env.clone());
+        env
     }
 
     /// Events after `after` still in the history, and a receiver for the ones to come, taken

@@ -22,6 +22,9 @@ pub struct Metrics {
     pub notifications: Family<Vec<(String, String)>, Counter>,
     pub notification_failing: Family<Vec<(String, String)>, Gauge>,
     pub store_errors: Counter,
+    /// A fleet's per-unit gauges (the unlabelled ones above are a daemon of one unit's).
+    pub unit_drifted: Family<Vec<(String, String)>, Gauge>,
+    pub unit_last_applied_commit_time: Family<Vec<(String, String)>, Gauge<f64, AtomicU64>>,
 }
 
 impl Default for Metrics {
@@ -69,8 +72,22 @@ impl Default for Metrics {
             "Records the history store failed to keep (each is also logged at error level)",
             store_errors.clone(),
         );
+        let unit_drifted = Family::<Vec<(String, String)>, Gauge>::default();
+        registry.register(
+            "unit_drifted_resources",
+            "Resources that differed from the applied commit at the last resync, by unit (a daemon of several units)",
+            unit_drifted.clone(),
+        );
+        let unit_last_applied_commit_time = Family::<Vec<(String, String)>, Gauge<f64, AtomicU64>>::default();
+        registry.register(
+            "unit_last_applied_commit_timestamp_seconds",
+            "Unix time at which the unit's last commit was applied, by unit (a daemon of several units)",
+            unit_last_applied_commit_time.clone(),
+        );
         Metrics {
             registry,
+            unit_drifted,
+            unit_last_applied_commit_time,
             reconcile_seconds,
             last_applied_commit_time,
             steps,
@@ -93,6 +110,50 @@ impl Metrics {
         self.reconciles.get_or_create(&vec![("result".to_string(), result.to_string())]).inc();
     }
 
+    /// A step's outcome, labelled with its unit's name when the daemon has several.
+    pub fn step_in(&self, unit: Option<&str>, outcome: &str) {
+        match unit {
+            None => self.step(outcome),
+            Some(u) => {
+                self.steps.get_or_create(&labels(u, "outcome", outcome)).inc();
+            }
+        }
+    }
+
+    /// How many resources drifted: the daemon's gauge, or the unit's when it has several.
+    pub fn drifted_in(&self, unit: Option<&str>, n: i64) {
+        match unit {
+            None => {
+                self.drifted.set(n);
+            }
+            Some(u) => {
+                self.unit_drifted.get_or_create(&vec![("unit".to_string(), u.to_string())]).set(n);
+            }
+        }
+    }
+
+    /// When a commit was last applied: the daemon's gauge, or the unit's when it has several.
+    pub fn applied_in(&self, unit: Option<&str>, at: f64) {
+        match unit {
+            None => {
+                self.last_applied_commit_time.set(at);
+            }
+            Some(u) => {
+                self.unit_last_applied_commit_time.get_or_create(&vec![("unit".to_string(), u.to_string())]).set(at);
+            }
+        }
+    }
+
+    /// A reconcile's result, labelled with its unit's name when the daemon has several.
+    pub fn reconcile_in(&self, unit: Option<&str>, result: &str) {
+        match unit {
+            None => self.reconcile(result),
+            Some(u) => {
+                self.reconciles.get_or_create(&labels(u, "result", result)).inc();
+            }
+        }
+    }
+
     /// The text exposition, with the platform request counts brought up to date first.
     pub fn render(&self) -> String {
         for (code, n) in crate::http::request_counts() {
@@ -106,4 +167,8 @@ impl Metrics {
         encode(&mut out, &self.registry).expect("metrics encode to a string");
         out
     }
+}
+
+fn labels(unit: &str, key: &str, value: &str) -> Vec<(String, String)> {
+    vec![("unit".to_string(), unit.to_string()), (key.to_string(), value.to_string())]
 }

@@ -21,10 +21,12 @@ mod reconcile;
 mod server;
 mod state;
 pub mod store;
+mod unit;
 mod watch;
 mod web;
 
 pub use state::{CurrentPlan, DaemonStatus, Phase, Reconciled};
+pub use unit::{Unit, UnitEvents};
 
 use crate::apply::{ApplyOptions, Observer, Outcome, Status, StepOutcome};
 use crate::base::diagnostic::Diagnostics;
@@ -43,17 +45,25 @@ use events::{Event, EventBus};
 use metrics::Metrics;
 use serde::Serialize;
 use serde_json::{Value, json};
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 use store::{CommitStatus, Store};
 use tokio::sync::Notify;
 
 #[derive(Clone, Debug)]
 pub struct DaemonOptions {
+    /// The repository; its `path` is the first `--path`.
     pub repo: RepoSpec,
+    /// Every `--path`: one plain directory is one unit, as a daemon always was; several, or a
+    /// pattern (`clusters/*`), are a fleet: each matching directory holding its own
+    /// capstan.yaml is a unit. Empty: `repo.path` alone.
+    pub paths: Vec<String>,
+    /// How many units reconcile at once.
+    pub unit_parallelism: usize,
     pub target: Option<String>,
     pub listen: SocketAddr,
     pub state_dir: PathBuf,
@@ -81,6 +91,16 @@ pub struct DaemonOptions {
     /// Take over declared resources another owner's mark claims.
     pub take_ownership: bool,
 }
+
+impl DaemonOptions {
+    /// The `--path` values (`repo.path` when none were listed).
+    pub fn patterns(&self) -> Vec<String> {
+        if self.paths.is_empty() { vec![self.repo.path.clone()] } else { self.paths.clone() }
+    }
+}
+
+/// How many units reconcile at once unless `--unit-parallelism` says otherwise.
+pub const DEFAULT_UNIT_PARALLELISM: usize = 4;
 
 /// Why a reconcile runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -151,34 +171,38 @@ impl Pin {
     }
 }
 
+/// The daemon: what its units share — the repository, the options, the event bus, the metrics
+/// and the HTTP API — and its units, each reconciled by its own loop ([`Unit`]).
 pub struct Daemon {
-    pub opts: DaemonOptions,
+    pub opts: Arc<DaemonOptions>,
     source: Arc<GitSource>,
-    pub store: Store,
-    pub events: EventBus,
-    pub metrics: Metrics,
-    pub status: Mutex<DaemonStatus>,
-    pub current: Mutex<Option<CurrentPlan>>,
-    /// Set by a rollback; cleared by the next commit.
-    pin: Mutex<Option<Pin>>,
-    connected: Connected,
-    render_cache: RenderCache,
-    /// Wakes the reconcile loop; permits coalesce, so a burst of wake-ups is one reconcile.
+    pub events: Arc<EventBus>,
+    pub metrics: Arc<Metrics>,
+    /// The units by name.
+    units: RwLock<BTreeMap<String, Arc<Unit>>>,
+    /// Directories that match and hold a capstan.yaml but could not be started (their
+    /// capstan.yaml is invalid, their target cannot be reached), with why; tried again at the
+    /// next commit.
+    broken: Mutex<BTreeMap<String, String>>,
+    /// One plain `--path`: one unit, kept exactly as a daemon always kept it.
+    single: bool,
+    /// The commit the units were last looked for at.
+    discovered_at: Mutex<Option<String>>,
+    /// How many units reconcile at once.
+    permits: Arc<tokio::sync::Semaphore>,
+    shutting_down: Arc<AtomicBool>,
+    /// Set once the reconcile loops have stopped: the API server and event streams then end.
+    closed: tokio::sync::watch::Sender<bool>,
+    /// Wakes the loop that looks for units at a new commit, and then wakes every unit for
+    /// these reasons (so a unit gone from the commit is retired before it could reconcile it).
     wake: Notify,
     reasons: Mutex<Vec<Reason>>,
-    /// Stops apply from starting steps: set by an interrupt, and by a shutdown.
-    pub interrupt: Arc<AtomicBool>,
-    /// Set by `interrupt`, cleared by `continue`; kept in the store across restarts.
-    interrupted: Arc<AtomicBool>,
-    /// The commit of a plan stopped by an interrupt, whose lock is held until it is continued.
-    paused: Mutex<Option<(String, crate::lock::TargetLock)>>,
-    shutting_down: AtomicBool,
-    /// Set once the reconcile loop has stopped: the API server and event streams then end.
-    closed: tokio::sync::watch::Sender<bool>,
-    /// capstan.yaml's notification receivers (of the commit the daemon started at).
-    pub notifier: Arc<crate::notify::Notifier>,
-    /// The unit's name, from `opts.repo.path` by [`unit_name`].
-    unit: String,
+    /// The status page's URL, once listening: notifications link to it.
+    page: std::sync::OnceLock<String>,
+    /// The running units' loops.
+    loops: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    /// Set once `run` started the loops: units found later start theirs at once.
+    started: AtomicBool,
 }
 
 /// The name of the unit whose manifests are in `path` (relative to the repository root): its
@@ -190,264 +214,284 @@ pub fn unit_name(path: &str) -> String {
     if parts.is_empty() { ".".to_string() } else { parts.join("/") }
 }
 
+/// Whether a `--path` is a pattern (`clusters/*`) rather than one directory.
+pub fn is_pattern(path: &str) -> bool {
+    path.contains(['*', '?', '['])
+}
+
+/// Whether `name` (a unit's name, slash-separated) matches the pattern `pattern`, component by
+/// component: `*` is any run of characters within one component, `?` one character, `[abc]`
+/// and `[a-z]` one of a set; a `*` never crosses a `/`. A pattern without wildcards matches its
+/// own directory only.
+pub fn path_matches(pattern: &str, name: &str) -> bool {
+    let pattern = unit_name(pattern);
+    let p: Vec<&str> = pattern.split('/').collect();
+    let n: Vec<&str> = name.split('/').collect();
+    p.len() == n.len() && p.iter().zip(&n).all(|(p, n)| component_matches(p.as_bytes(), n.as_bytes()))
+}
+
+fn component_matches(p: &[u8], n: &[u8]) -> bool {
+    match p.first() {
+        None => n.is_empty(),
+        Some(b'*') => (0..=n.len()).any(|i| component_matches(&p[1..], &n[i..])),
+        Some(b'?') => !n.is_empty() && component_matches(&p[1..], &n[1..]),
+        Some(b'[') => match p.iter().position(|&c| c == b']') {
+            Some(end) if end > 1 && !n.is_empty() => {
+                let set = &p[1..end];
+                let (negate, set) = match set.first() {
+                    Some(b'!') | Some(b'^') => (true, &set[1..]),
+                    _ => (false, set),
+                };
+                let mut hit = false;
+                let mut i = 0;
+                while i < set.len() {
+                    if i + 2 < set.len() && set[i + 1] == b'-' {
+                        hit |= set[i] <= n[0] && n[0] <= set[i + 2];
+                        i += 3;
+                    } else {
+                        hit |= set[i] == n[0];
+                        i += 1;
+                    }
+                }
+                hit != negate && component_matches(&p[end + 1..], &n[1..])
+            }
+            _ => n.first() == Some(&b'[') && component_matches(&p[1..], &n[1..]),
+        },
+        Some(c) => n.first() == Some(c) && component_matches(&p[1..], &n[1..]),
+    }
+}
+
+/// How deep directories are looked into for units, and how many units there may be at most.
+const UNIT_DEPTH: usize = 16;
+const MAX_UNITS: usize = 10_000;
+
 impl Daemon {
-    /// What the store could not keep is said (an error in the log, `capstan_store_errors_total`),
-    /// never dropped in silence: a store over the network can fail where a local file did not.
-    /// The reconcile goes on — the platform is already changed; the history says less.
-    fn stored<T>(&self, result: anyhow::Result<T>) {
-        if let Err(e) = result {
-            self.metrics.store_errors.inc();
-            tracing::error!("the store did not keep a record: {e:#}");
+    pub async fn start(opts: DaemonOptions) -> anyhow::Result<Arc<Daemon>> {
+        crate::state::create_dir(&opts.state_dir)?;
+        let patterns = opts.patterns();
+        let single = patterns.len() == 1 && !is_pattern(&patterns[0]);
+        if !single && opts.target.is_some() {
+            anyhow::bail!(
+                "--target names one target, and several --path (or a pattern) name several units, each with its own target in its capstan.yaml: leave out --target"
+            );
+        }
+        if opts.unit_parallelism == 0 {
+            anyhow::bail!("--unit-parallelism must be at least 1");
+        }
+        let state_dir = opts.state_dir.clone();
+        let spec = opts.repo.clone();
+        let source = Arc::new(tokio::task::spawn_blocking(move || GitSource::open(spec, &state_dir)).await??);
+        let daemon = Arc::new(Daemon {
+            source,
+            events: Arc::new(EventBus::default()),
+            metrics: Arc::new(Metrics::default()),
+            units: RwLock::new(BTreeMap::new()),
+            broken: Mutex::new(BTreeMap::new()),
+            single,
+            discovered_at: Mutex::new(None),
+            permits: Arc::new(tokio::sync::Semaphore::new(opts.unit_parallelism)),
+            shutting_down: Arc::new(AtomicBool::new(false)),
+            closed: tokio::sync::watch::channel(false).0,
+            wake: Notify::new(),
+            reasons: Mutex::new(Vec::new()),
+            page: std::sync::OnceLock::new(),
+            loops: Mutex::new(Vec::new()),
+            started: AtomicBool::new(false),
+            opts: Arc::new(opts),
+        });
+        if single {
+            // As a daemon always did: a unit that cannot start stops the daemon.
+            let unit = Unit::start(&daemon.context(), &daemon.opts.repo.path).await?;
+            daemon.units.write().unwrap().insert(unit.name.clone(), Arc::new(unit));
+        } else {
+            daemon.discover().await?;
+        }
+        Ok(daemon)
+    }
+
+    fn context(&self) -> unit::UnitContext {
+        unit::UnitContext {
+            opts: self.opts.clone(),
+            source: self.source.clone(),
+            events: self.events.clone(),
+            metrics: self.metrics.clone(),
+            shutting_down: self.shutting_down.clone(),
+            permits: self.permits.clone(),
+            single: self.single,
         }
     }
 
-    pub async fn start(opts: DaemonOptions) -> anyhow::Result<Arc<Daemon>> {
-        crate::state::create_dir(&opts.state_dir)?;
-        let state_dir = opts.state_dir.clone();
-        let spec = opts.repo.clone();
-        let source = tokio::task::spawn_blocking(move || GitSource::open(spec, &state_dir)).await??;
-        let store = Store::open_at(opts.store.as_deref(), &opts.state_dir)?;
-        // The target comes from the newest commit's capstan.yaml (or --target). A commit whose
-        // capstan.yaml cannot be read is an error here: its defaults would be another target
-        // (the embedded sandbox), and changes must never silently go elsewhere.
-        let config = {
-            let head = source.resolve().ok();
-            let file = match &head {
-                Some(c) => {
-                    source
-                        .snapshot(c)
-                        .map_err(|e| anyhow::anyhow!("cannot choose the target: cannot read commit {c}: {e:#}"))?
-                        .config
-                }
-                None => None,
-            };
-            let mut config = match &file {
-                Some(f) => Config::parse(&f.path, &f.text).map_err(|d| {
-                    let shown: Vec<String> = d.0.iter().map(ToString::to_string).collect();
-                    anyhow::anyhow!(
-                        "cannot choose the target: the newest commit's capstan.yaml is invalid:\n{}",
-                        shown.join("\n")
-                    )
-                })?,
-                None => Config::default(),
-            };
-            // A relative ca_cert is read from the same commit, next to capstan.yaml.
-            if let (Some(c), Some(f)) = (&head, &file) {
-                config.read_ca_certs(f.path.parent().unwrap_or(std::path::Path::new("")), source.reader_at(c))?;
-            }
-            config
+    /// The directories of the newest commit that are units: they match a `--path` and hold
+    /// their own capstan.yaml.
+    async fn unit_paths(&self) -> anyhow::Result<(String, Vec<String>)> {
+        let source = self.source.clone();
+        let patterns = self.opts.patterns();
+        tokio::task::spawn_blocking(move || {
+            let head = source.fetch_and_resolve()?;
+            let dirs = source.directories_with(&head, "capstan.yaml", UNIT_DEPTH, MAX_UNITS)?;
+            let mut paths: Vec<String> =
+                dirs.into_iter().filter(|d| patterns.iter().any(|p| path_matches(p, &unit_name(d)))).collect();
+            paths.sort();
+            paths.dedup_by(|a, b| unit_name(a) == unit_name(b));
+            anyhow::Ok((head, paths))
+        })
+        .await?
+    }
+
+    /// Look for the units at the newest commit: start the new ones, retire the ones gone (their
+    /// loops end; what they applied stays). A no-op when the commit was looked at already.
+    async fn discover(self: &Arc<Self>) -> anyhow::Result<()> {
+        let (head, paths) = self.unit_paths().await?;
+        if self.discovered_at.lock().unwrap().as_deref() == Some(head.as_str()) {
+            return Ok(());
+        }
+        let names: BTreeSet<String> = paths.iter().map(|p| unit_name(p)).collect();
+        let gone: Vec<Arc<Unit>> = {
+            let mut units = self.units.write().unwrap();
+            let gone: Vec<String> = units.keys().filter(|n| !names.contains(*n)).cloned().collect();
+            gone.iter().filter_map(|n| units.remove(n)).collect()
         };
-        let connected = target::connect(&config, opts.target.as_deref(), &opts.state_dir, opts.force).await?;
-        let last_applied = store.get_value("last_applied")?;
-        let pin = Mutex::new(Pin::load(&store));
-        let interrupted = store.get_value("interrupted")?.as_deref() == Some("1");
-        let metrics = Metrics::default();
-        let notifier = crate::notify::Notifier::new(
-            &config.notifications,
-            metrics.notifications.clone(),
-            metrics.notification_failing.clone(),
-        )?;
-        let daemon = Arc::new(Daemon {
-            source: Arc::new(source),
-            store,
-            events: EventBus::default(),
-            metrics,
-            status: Mutex::new(DaemonStatus {
-                phase: Phase::Starting,
-                last_applied,
-                interrupted,
-                ..DaemonStatus::default()
-            }),
-            current: Mutex::new(None),
-            pin,
-            connected,
-            render_cache: RenderCache::default(),
-            wake: Notify::new(),
-            reasons: Mutex::new(vec![Reason::Startup]),
-            interrupt: Arc::new(AtomicBool::new(interrupted)),
-            interrupted: Arc::new(AtomicBool::new(interrupted)),
-            paused: Mutex::new(None),
-            shutting_down: AtomicBool::new(false),
-            closed: tokio::sync::watch::channel(false).0,
-            notifier: Arc::new(notifier),
-            unit: unit_name(&opts.repo.path),
-            opts,
-        });
-        Ok(daemon)
+        for u in gone {
+            tracing::warn!(
+                "unit {} is not in commit {}: no longer reconciled (nothing of it is deleted)",
+                u.name,
+                short(&head)
+            );
+            u.retire();
+        }
+        self.broken.lock().unwrap().retain(|n, _| names.contains(n));
+        for path in paths {
+            let name = unit_name(&path);
+            if self.units.read().unwrap().contains_key(&name) {
+                continue;
+            }
+            match Unit::start(&self.context(), &path).await {
+                Ok(unit) => {
+                    self.broken.lock().unwrap().remove(&name);
+                    let unit = Arc::new(unit);
+                    self.units.write().unwrap().insert(name.clone(), unit.clone());
+                    if let Some(page) = self.page.get() {
+                        unit.notifier.start(unit.events.subscribe(), page.clone());
+                    }
+                    if self.running() {
+                        self.loops.lock().unwrap().push(tokio::spawn(unit.run()));
+                    }
+                }
+                Err(e) => {
+                    tracing::error!("unit {name} cannot start: {e:#}");
+                    self.broken.lock().unwrap().insert(name, format!("{e:#}"));
+                }
+            }
+        }
+        *self.discovered_at.lock().unwrap() = Some(head);
+        Ok(())
+    }
+
+    /// Whether the units' loops have been started (by `run`).
+    fn running(&self) -> bool {
+        self.started.load(Ordering::SeqCst)
+    }
+
+    /// Every unit, by name.
+    pub fn units(&self) -> Vec<Arc<Unit>> {
+        self.units.read().unwrap().values().cloned().collect()
+    }
+
+    /// The unit named `name`.
+    pub fn unit_named(&self, name: &str) -> Option<Arc<Unit>> {
+        self.units.read().unwrap().get(&unit_name(name)).cloned()
+    }
+
+    /// The one unit, when there is exactly one (the paths without a unit answer for it).
+    pub fn sole(&self) -> Option<Arc<Unit>> {
+        let units = self.units.read().unwrap();
+        if units.len() == 1 { units.values().next().cloned() } else { None }
+    }
+
+    /// Units that could not start, with why.
+    pub fn broken(&self) -> BTreeMap<String, String> {
+        self.broken.lock().unwrap().clone()
+    }
+
+    /// Whether this daemon was started for one plain `--path`.
+    pub fn is_single(&self) -> bool {
+        self.single
     }
 
     fn source_git_dir(&self) -> anyhow::Result<PathBuf> {
         self.source.git_dir()
     }
 
-    pub fn platform(&self) -> &'static str {
-        self.connected.provider.platform()
-    }
-
-    /// The deployment unit this daemon reconciles: its directory relative to the repository
-    /// root, slash-separated (`clusters/eu`; `.` for the root). Leases and per-unit records are
-    /// keyed by exactly this name; see [`unit_name`].
-    pub fn unit(&self) -> &str {
-        &self.unit
-    }
-
-    pub fn target_description(&self) -> &str {
-        &self.connected.description
-    }
-
-    /// Apply the configuration of an earlier commit again, and keep to it until a new commit
-    /// arrives. `rev` is resolved against the followed branch (`HEAD~1` is its `~1`), and must
-    /// be a commit of its first-parent history that this daemon has applied before, unless
-    /// `force`. Returns the commit, or why not (an HTTP status and a message).
-    pub async fn rollback(&self, rev: &str, force: bool) -> Result<String, (u16, String)> {
-        let source = self.source.clone();
-        let rev = rev.trim().to_string();
-        if rev.contains("@{") {
-            return Err((
-                400,
-                format!(
-                    "{rev:?} names a commit through a reflog, which the daemon does not follow: expected a commit id, tag, branch or HEAD~N"
-                ),
-            ));
-        }
-        let resolved = tokio::task::spawn_blocking(move || {
-            source.fetch()?;
-            let head = source.resolve()?;
-            // HEAD is the followed branch, not the repository's HEAD.
-            let rev = match rev.strip_prefix("HEAD").or_else(|| rev.strip_prefix('@')) {
-                Some(rest) if rest.is_empty() || rest.starts_with(['~', '^']) => format!("{head}{rest}"),
-                _ => rev,
-            };
-            let sha = source.resolve_rev(&rev);
-            let on_branch = match &sha {
-                Ok(sha) => source.is_first_parent_ancestor(&head, sha, FIRST_PARENT_LIMIT)?,
-                Err(_) => false,
-            };
-            anyhow::Ok((sha, head, on_branch))
-        })
-        .await
-        .map_err(|e| (500, e.to_string()))?
-        .map_err(|e| (502, format!("{e:#}")))?;
-        let (sha, head, on_branch) = resolved;
-        let sha = sha.map_err(|e| (404, format!("{e:#}")))?;
-        let branch = self.opts.repo.reference.clone().unwrap_or_else(|| "HEAD".into());
-        if !force && !on_branch {
-            return Err((
-                422,
-                format!(
-                    "{} is not in the first-parent history of {branch} (at {}): expected a commit {branch} has been at; {{\"force\": true}} (--any-commit) rolls back to it anyway",
-                    short(&sha),
-                    short(&head)
-                ),
-            ));
-        }
-        if !force && !self.store.applied_before(&sha).unwrap_or(false) {
-            return Err((
-                422,
-                format!(
-                    "{} was never applied by this daemon: expected a commit it applied before; {{\"force\": true}} (--any-commit) rolls back to it anyway",
-                    short(&sha)
-                ),
-            ));
-        }
-        self.store.set_value("rollback", &format!("{sha} {head}")).map_err(|e| (500, format!("{e:#}")))?;
-        *self.pin.lock().unwrap() = Some(Pin { sha: sha.clone(), head });
-        self.trigger(Reason::Rollback);
-        Ok(sha)
-    }
-
-    /// The commit a rollback keeps to, if any.
-    pub fn pinned(&self) -> Option<String> {
-        self.pin.lock().unwrap().as_ref().map(|p| p.sha.clone())
-    }
-
-    /// Whether a plan is interrupted (or the next one will start so).
-    pub fn is_interrupted(&self) -> bool {
-        self.interrupted.load(Ordering::SeqCst)
-    }
-
-    /// The commit to converge to when the branch is at `head`: a rollback's, until the branch
-    /// moves on.
-    fn converge_to(&self, head: String) -> String {
-        let mut pin = self.pin.lock().unwrap();
-        match pin.as_ref() {
-            Some(p) if p.head == head => p.sha.clone(),
-            Some(_) => {
-                *pin = None;
-                self.stored(self.store.set_value("rollback", ""));
-                head
-            }
-            None => head,
-        }
-    }
-
-    /// Ask for a reconcile.
+    /// Ask every unit for a reconcile (each decides whether the newest commit changes anything
+    /// for it), and look for new units first.
     pub fn trigger(&self, reason: Reason) {
-        self.reasons.lock().unwrap().push(reason);
-        self.wake.notify_one();
+        if self.single {
+            for u in self.units() {
+                u.trigger(reason);
+            }
+        } else {
+            self.reasons.lock().unwrap().push(reason);
+            self.wake.notify_one();
+        }
     }
 
-    /// No new step starts until `continue`; while idle, the next plan starts interrupted (as
-    /// seed 000's plans do). Kept across restarts. False when already interrupted (208).
-    pub fn interrupt_plan(&self) -> bool {
-        if self.interrupted.swap(true, Ordering::SeqCst) {
-            return false;
+    /// The loops: one per unit, and (for a fleet) one that looks for units at each new commit.
+    /// Returns when shutdown has been asked for and every unit's running step ended.
+    pub async fn run(self: Arc<Self>) {
+        self.started.store(true, Ordering::SeqCst);
+        let watcher = watch::start(self.clone());
+        for u in self.units() {
+            self.loops.lock().unwrap().push(tokio::spawn(u.run()));
         }
-        self.interrupt.store(true, Ordering::SeqCst);
-        self.stored(self.store.set_value("interrupted", "1"));
-        let applying = {
-            let mut st = self.status.lock().unwrap();
-            st.interrupted = true;
-            st.phase == Phase::Applying
-        };
-        // What has not started will not, until continue: shown so at once.
-        if applying {
-            self.show_not_started(Status::Pending, Status::Waiting);
+        let first = Duration::from_millis(500);
+        let mut retry = first;
+        while !self.shutting_down.load(Ordering::SeqCst) {
+            if self.single {
+                self.wake.notified().await;
+                continue;
+            }
+            let wait = match self.discover().await {
+                Ok(()) => {
+                    retry = first;
+                    self.opts.resync
+                }
+                Err(e) => {
+                    tracing::warn!("cannot look for units: {e:#}");
+                    retry = (retry * 2).min(Duration::from_secs(8));
+                    retry
+                }
+            };
+            // Each unit decides whether the commit changes anything for it.
+            let reasons: Vec<Reason> = std::mem::take(&mut *self.reasons.lock().unwrap());
+            if let Some(reason) = Reason::strongest(reasons) {
+                for u in self.units() {
+                    u.trigger(reason);
+                }
+            }
+            tokio::select! {
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(wait) => {}
+            }
         }
-        true
-    }
-
-    /// Show the running plan's steps that have not started with another status.
-    fn show_not_started(&self, from: Status, to: Status) {
-        if let Some(c) = self.current.lock().unwrap().as_mut() {
-            for o in c
-                .outcome
-                .steps
-                .iter_mut()
-                .filter(|o| o.status == from && (o.message.is_empty() || from == Status::Waiting))
-            {
-                o.status = to;
+        drop(watcher);
+        loop {
+            let handle = self.loops.lock().unwrap().pop();
+            match handle {
+                Some(h) => {
+                    let _ = h.await;
+                }
+                None => break,
             }
         }
     }
 
-    /// Carry on: plan again against the newest commit, then apply. False when nothing is
-    /// interrupted (208).
-    pub fn continue_plan(&self) -> bool {
-        if !self.interrupted.swap(false, Ordering::SeqCst) {
-            return false;
-        }
-        if !self.shutting_down.load(Ordering::SeqCst) {
-            self.interrupt.store(false, Ordering::SeqCst);
-        }
-        self.stored(self.store.set_value("interrupted", ""));
-        self.status.lock().unwrap().interrupted = false;
-        // About to run (after planning again): no longer waiting.
-        self.show_not_started(Status::Waiting, Status::Pending);
-        self.trigger(Reason::Continue);
-        true
-    }
-
-    /// The commit of the plan an interrupt stopped part way, if any.
-    pub fn paused_commit(&self) -> Option<String> {
-        self.paused.lock().unwrap().as_ref().map(|(sha, _)| sha.clone())
-    }
-
-    /// Stop after the running step, recording state.
+    /// Stop after each unit's running step, recording state.
     pub fn begin_shutdown(&self) {
         self.shutting_down.store(true, Ordering::SeqCst);
-        self.interrupt.store(true, Ordering::SeqCst);
         self.wake.notify_one();
+        for u in self.units() {
+            u.begin_shutdown();
+        }
     }
 
     /// Resolves once the daemon has stopped reconciling (for the server and event streams).
@@ -458,12 +502,26 @@ impl Daemon {
         }
     }
 
-    /// Stop the embedded sandbox, if any.
+    /// Stop the embedded sandboxes, if any.
     pub async fn close(self: Arc<Self>) -> anyhow::Result<()> {
-        match Arc::try_unwrap(self) {
-            Ok(d) => d.connected.close().await,
-            Err(_) => Ok(()),
+        let units: Vec<Arc<Unit>> = std::mem::take(&mut *self.units.write().unwrap()).into_values().collect();
+        drop(self);
+        let mut result = Ok(());
+        for u in units {
+            if let Err(e) = u.close().await {
+                result = Err(e);
+            }
         }
+        result
+    }
+
+    /// What `/v1/units` shows: each unit, and each that could not start.
+    pub fn units_json(&self) -> Value {
+        let mut list: Vec<Value> = self.units().iter().map(|u| u.summary()).collect();
+        for (name, why) in self.broken() {
+            list.push(json!({ "name": name, "phase": "not_started", "error": why }));
+        }
+        json!(list)
     }
 }
 
@@ -484,14 +542,22 @@ pub async fn serve(opts: DaemonOptions) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {}", daemon.opts.listen))?;
     let addr = listener.local_addr()?;
     let app = api::router(daemon.clone());
-    daemon.notifier.start(daemon.events.subscribe(None).1, format!("http://{addr}/"));
+    let page = format!("http://{addr}/");
+    let _ = daemon.page.set(page.clone());
+    for u in daemon.units() {
+        u.notifier.start(u.events.subscribe(), page.clone());
+    }
     let server = tokio::spawn(server::serve(listener, app, limits, daemon.closed()));
+    let destination = match daemon.sole() {
+        Some(u) if daemon.is_single() => u.target_description().to_string(),
+        _ => format!("{} units (GET /v1/units)", daemon.units().len()),
+    };
     // A closed stdout is no reason to stop (nor to panic, as println! would).
     let _ = write_stdout(&format!(
         "capstan daemon listening on http://{addr}, applying {} ({}) to {}; status page: http://{addr}/\n",
         daemon.opts.repo.location,
         daemon.opts.repo.reference.as_deref().unwrap_or("default branch"),
-        daemon.target_description()
+        destination
     ));
     let runner = tokio::spawn(daemon.clone().run());
     crate::shutdown_signal().await;
@@ -535,5 +601,46 @@ mod unit_name_tests {
     fn different_directories_are_different_units() {
         assert_ne!(unit_name("clusters/eu"), unit_name("clusters/us"));
         assert_ne!(unit_name("clusters/eu"), unit_name("clusters"));
+    }
+}
+
+#[cfg(test)]
+mod pattern_tests {
+    use super::unit::unit_dir_name;
+    use super::{is_pattern, path_matches};
+
+    #[test]
+    fn a_star_matches_within_one_directory_name_only() {
+        assert!(path_matches("clusters/*", "clusters/eu"));
+        assert!(path_matches("./clusters/*/", "clusters/us-east"));
+        assert!(!path_matches("clusters/*", "clusters/eu/staging"), "a * does not cross /");
+        assert!(!path_matches("clusters/*", "clusters"));
+        assert!(!path_matches("clusters/*", "other/eu"));
+        assert!(path_matches("*/*", "clusters/eu"));
+        assert!(path_matches("clusters/e?", "clusters/eu"));
+        assert!(!path_matches("clusters/e?", "clusters/e"));
+        assert!(path_matches("clusters/[a-f]*", "clusters/eu"));
+        assert!(!path_matches("clusters/[a-f]*", "clusters/us"));
+        assert!(path_matches("clusters/[!a-f]*", "clusters/us"));
+        assert!(path_matches("clusters/eu", "clusters/eu"), "a plain path matches itself");
+        assert!(!path_matches("clusters/eu", "clusters/us"));
+        assert!(path_matches("", "."), "the root");
+    }
+
+    #[test]
+    fn patterns_are_told_from_directories() {
+        assert!(is_pattern("clusters/*"));
+        assert!(is_pattern("c?"));
+        assert!(!is_pattern("clusters/eu"));
+        assert!(!is_pattern(""));
+    }
+
+    #[test]
+    fn a_unit_directory_name_cannot_leave_units_nor_collide() {
+        assert_eq!(unit_dir_name("clusters/eu"), "clusters%2Feu");
+        assert_eq!(unit_dir_name("."), "%2E");
+        assert_eq!(unit_dir_name(".."), "%2E.");
+        assert_ne!(unit_dir_name("a/b"), unit_dir_name("a%2Fb"));
+        assert!(!unit_dir_name("../../etc").contains('/'));
     }
 }

@@ -12,21 +12,20 @@ const LOCK_RETRY_MAX: Duration = Duration::from_secs(8);
 /// At most this many commits skipped in one burst are recorded as superseded.
 const SUPERSEDED_LIMIT: usize = 100;
 
-impl Daemon {
+impl Unit {
     pub(super) fn set_phase(&self, phase: Phase) {
         self.status.lock().unwrap().phase = phase;
     }
 
     /// The reconcile loop; returns when shutdown has been asked for and the running step ended.
     pub async fn run(self: Arc<Self>) {
-        let watcher = watch::start(self.clone());
         let mut next_resync = Instant::now() + self.opts.resync;
         // A reconcile the target's lock kept from running: when to try again, and for what.
         let mut retry: Option<(Instant, Reason)> = None;
         let mut retry_delay = LOCK_RETRY_FIRST;
         let mut waiting = Phase::WaitingForLock;
         loop {
-            if self.shutting_down.load(Ordering::SeqCst) {
+            if self.ending() {
                 break;
             }
             let pending: Vec<Reason> = std::mem::take(&mut *self.reasons.lock().unwrap());
@@ -50,8 +49,14 @@ impl Daemon {
             if reason == Reason::Resync || reason == Reason::Sync {
                 next_resync = Instant::now() + self.opts.resync;
             }
+            // At most `--unit-parallelism` units reconcile at once; the others wait their turn.
+            let Ok(permit) = self.permits.clone().acquire_owned().await else { break };
+            if self.ending() {
+                break;
+            }
             let started = Instant::now();
             let result = self.reconcile(reason).await;
+            drop(permit);
             // A reconcile of ten thousand resources builds a few hundred MB it has now dropped:
             // hand it back, so an idle daemon is as small as what it keeps.
             crate::release_free_memory();
@@ -70,13 +75,12 @@ impl Daemon {
                 retry_delay = LOCK_RETRY_FIRST;
             }
             self.metrics.reconcile_seconds.observe(started.elapsed().as_secs_f64());
-            self.metrics.reconcile(result.as_str());
+            self.metrics.reconcile_in(self.label.as_deref(), result.as_str());
             let mut st = self.status.lock().unwrap();
             st.last_result = Some(result);
             st.last_reconcile = Some(now_rfc3339());
             st.ready = true;
         }
-        drop(watcher);
         self.set_phase(Phase::Stopped);
     }
 
@@ -149,7 +153,7 @@ impl Daemon {
         // between the two; held by an apply, it is tried again shortly (see `run`).
         // An interrupted plan kept it.
         let held = self.paused.lock().unwrap().take().map(|(_, lock)| lock);
-        let session = match Session::open(&self.connected, &self.opts.state_dir, held) {
+        let session = match Session::open(&self.connected, &self.state_dir, held) {
             Ok((session, settled)) => {
                 self.status.lock().unwrap().locked_by = None;
                 // A run that a killed daemon left is settled by this plan, made from live state.
@@ -170,6 +174,12 @@ impl Daemon {
             Ok(Err(e)) => return self.invalid(&sha, reason, vec![json!({ "message": format!("{e:#}") })]),
             Err(e) => return self.invalid(&sha, reason, vec![json!({ "message": e.to_string() })]),
         };
+        // A unit of a fleet is a directory with its own capstan.yaml: without one it is not a
+        // unit at this commit (it is being retired), and nothing is applied with defaults.
+        if self.label.is_some() && snapshot.config.is_none() {
+            let message = format!("{} has no capstan.yaml at this commit: not a unit, nothing applied", self.name);
+            return self.invalid(&sha, reason, vec![json!({ "message": message, "text": message })]);
+        }
         let config = match &snapshot.config {
             Some(f) => match Config::parse(&f.path, &f.text) {
                 Ok(c) => c,
@@ -210,7 +220,7 @@ impl Daemon {
                 .filter(|c| c.action != crate::diff::Action::NoOp)
                 .map(|c| c.id.to_string())
                 .collect();
-            self.metrics.drifted.set(drifted.len() as i64);
+            self.metrics.drifted_in(self.label.as_deref(), drifted.len() as i64);
             let changed = std::mem::replace(&mut self.status.lock().unwrap().drifted, drifted.clone()) != drifted;
             if drifted.is_empty() {
                 return Reconciled::InSync;

@@ -281,6 +281,20 @@ impl Store {
         }
     }
 
+    /// The store of the unit `unit` of a daemon of several (`--path 'clusters/*'`), apart from
+    /// every other unit's and found again by a daemon restarted on the same state directory or
+    /// store: with SQLite, a database of its own in the unit's state directory `dir`
+    /// (`units/<name>/capstan.db`); with PostgreSQL, the same tables in a schema of the unit's
+    /// own (`capstan_unit_<hash of its name>`, migrated on open as the default one is).
+    pub fn open_unit(store: Option<&str>, dir: &Path, unit: &str) -> anyhow::Result<Self> {
+        match store.map(str::trim).filter(|s| !s.is_empty()) {
+            Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+                Ok(Store { engine: Box::new(postgresql::Postgres::open_unit(url, unit)?) })
+            }
+            other => Self::open_at(other, dir),
+        }
+    }
+
     /// Append to the history, and derive the commit's status from it (see the module docs).
     /// A commit not seen before is recorded.
     pub fn record(

@@ -117,6 +117,50 @@ impl GitSource {
         Ok(GitSource { spec, repo_dir })
     }
 
+    /// The same repository (and fetch cache), with another manifest directory: a daemon's
+    /// deployment units share one source and each reads its own directory.
+    pub fn at_path(&self, path: &str) -> GitSource {
+        let mut spec = self.spec.clone();
+        spec.path = path.to_string();
+        GitSource { spec, repo_dir: self.repo_dir.clone() }
+    }
+
+    /// The directories (relative to the repository root, slash-separated; "" for the root) that
+    /// hold a file named `file` at `commit`, at most `depth` levels down and at most `limit`
+    /// of them, in tree order. Hidden directories are not looked into.
+    pub fn directories_with(
+        &self,
+        commit: &str,
+        file: &str,
+        depth: usize,
+        limit: usize,
+    ) -> anyhow::Result<Vec<String>> {
+        let repo = self.repo()?;
+        let id =
+            gix::ObjectId::from_hex(commit.as_bytes()).with_context(|| format!("{commit:?} is not a commit id"))?;
+        let tree = repo.find_commit(id).with_context(|| format!("no commit {commit}"))?.tree()?;
+        let mut found = Vec::new();
+        let mut queue = std::collections::VecDeque::from([(String::new(), tree.id, 0usize)]);
+        while let Some((dir, tree_id, level)) = queue.pop_front() {
+            let tree = repo.find_tree(tree_id)?;
+            for entry in tree.iter() {
+                let entry = entry?;
+                let Ok(name) = std::str::from_utf8(entry.filename()) else { continue };
+                if entry.mode().is_blob() && name == file {
+                    found.push(dir.clone());
+                    if found.len() >= limit {
+                        return Ok(found);
+                    }
+                } else if entry.mode().is_tree() && level < depth && !name.starts_with('.') {
+                    let sub = if dir.is_empty() { name.to_string() } else { format!("{dir}/{name}") };
+                    queue.push_back((sub, entry.oid().to_owned(), level + 1));
+                }
+            }
+        }
+        found.sort();
+        Ok(found)
+    }
+
     fn repo(&self) -> anyhow::Result<gix::Repository> {
         let mut repo = gix::open(&self.repo_dir).with_context(|| format!("cannot open {}", self.repo_dir.display()))?;
         // Object and tree caches make repeated snapshots of a large tree cheap.

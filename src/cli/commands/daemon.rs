@@ -20,12 +20,15 @@ pub(super) async fn daemon(args: DaemonArgs) -> anyhow::Result<u8> {
             args.listen
         );
     }
-    let repo = RepoSpec::new(&args.repo, args.git_ref, args.path);
+    let first = args.path.first().cloned().unwrap_or_default();
+    let repo = RepoSpec::new(&args.repo, args.git_ref, first);
     if repo.credentials.is_some() {
         note(Level::WARN, CREDENTIALS_IN_URL);
     }
     let opts = crate::daemon::DaemonOptions {
         repo,
+        paths: args.path,
+        unit_parallelism: args.unit_parallelism,
         target: args.target,
         listen: args.listen,
         state_dir: args.state_dir,
@@ -92,11 +95,44 @@ pub(super) async fn drive_daemon(action: PlanAction, color: crate::cli::ColorCho
         PlanAction::Continue(r) => (r, reqwest::Method::POST, "/v1/plans/deploy/continue"),
         PlanAction::Status(r) => (r, reqwest::Method::GET, "/v1/plans/deploy"),
     };
-    let body = ask_daemon(&r.daemon, method, path, r.token_env.as_deref(), None).await?;
+    // A unit's plan is under its name, percent-encoded into one segment.
+    let path = match &r.unit {
+        Some(unit) => format!("/v1/units/{}{}", unit_segment(unit), path.trim_start_matches("/v1")),
+        None => path.to_string(),
+    };
+    let body = ask_daemon(&r.daemon, method, &path, r.token_env.as_deref(), None).await?;
     match (&action, r.output) {
         (_, PlanFormat::Json) => outln(&serde_json::to_string_pretty(&body)?)?,
         (PlanAction::Status(_), _) => out(&output::daemon_plan_text(&body, Style::stdout(color)))?,
         (_, _) => outln(body.get("message").and_then(|m| m.as_str()).unwrap_or("ok"))?,
     }
     Ok(EXIT_OK)
+}
+
+/// A unit's name as one path segment: every byte but ASCII letters, digits, `-`, `_` and `.`
+/// percent-encoded (`clusters/eu` is `clusters%2Feu`; the root's `.` is `%2E`).
+fn unit_segment(unit: &str) -> String {
+    let name = crate::daemon::unit_name(unit);
+    if name == "." {
+        return "%2E".to_string();
+    }
+    name.bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::unit_segment;
+
+    #[test]
+    fn a_unit_is_one_percent_encoded_segment() {
+        assert_eq!(unit_segment("clusters/eu"), "clusters%2Feu");
+        assert_eq!(unit_segment("./clusters//eu/"), "clusters%2Feu");
+        assert_eq!(unit_segment("."), "%2E");
+        assert_eq!(unit_segment("a b?"), "a%20b%3F");
+    }
 }

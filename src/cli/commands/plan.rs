@@ -10,6 +10,20 @@ pub(super) async fn plan(
     preview: &PreviewArgs,
     color: crate::cli::ColorChoice,
 ) -> anyhow::Result<u8> {
+    plan_into(input, target, detailed, format, preview, color, None).await
+}
+
+/// `plan`, with the JSON output kept in `json_sink` instead of printed when one is given (a
+/// unit's plan among several: `units.rs` prints them as one list).
+pub(super) async fn plan_into(
+    input: &InputArgs,
+    target: &TargetArgs,
+    detailed: bool,
+    format: PlanFormat,
+    preview: &PreviewArgs,
+    color: crate::cli::ColorChoice,
+    json_sink: Option<&mut Vec<serde_json::Value>>,
+) -> anyhow::Result<u8> {
     let mut input = input.clone();
     if let Some(head) = &preview.head {
         input.git_ref = Some(head.clone());
@@ -60,7 +74,10 @@ pub(super) async fn plan(
         json
     };
     match format {
-        PlanFormat::Json => outln(&serde_json::to_string_pretty(&json())?)?,
+        PlanFormat::Json => match json_sink {
+            Some(sink) => sink.push(json()),
+            None => outln(&serde_json::to_string_pretty(&json())?)?,
+        },
         PlanFormat::Markdown => {
             let report = markdown::Report {
                 title: preview.title.clone(),

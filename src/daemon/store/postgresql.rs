@@ -96,9 +96,24 @@ fn migrations_from(current: i64, shown: &str) -> anyhow::Result<&'static [&'stat
 /// An advisory lock's key ("capstan" in ASCII): daemons starting together migrate one by one.
 const MIGRATION_LOCK: i64 = 0x63_6170_7374_616e;
 
-fn migrate(client: &mut Client, shown: &str) -> anyhow::Result<()> {
+/// The schema a unit of a daemon of several keeps its history in (`capstan_unit_<hash>`): a
+/// name PostgreSQL takes as it is, the same for the same unit on every daemon and every start,
+/// and another for every other unit.
+pub fn unit_schema(unit: &str) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(unit.as_bytes());
+    format!("capstan_unit_{}", hex::encode(&digest[..12]))
+}
+
+/// Run the migrations this store lacks, in `schema` (made first) when one is given: the
+/// connection's search path is that schema, so every table of every migration is made there.
+fn migrate_in(client: &mut Client, shown: &str, schema: Option<&str>) -> anyhow::Result<()> {
     let mut tx = client.transaction()?;
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])?;
+    if let Some(schema) = schema {
+        // The name is ours (`unit_schema`): letters, digits and `_` only.
+        tx.batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS {schema}"))?;
+    }
     tx.batch_execute(
         "CREATE TABLE IF NOT EXISTS capstan_schema (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)",
     )?;
@@ -173,6 +188,16 @@ pub struct Postgres {
 impl Postgres {
     /// Connects, migrates, and starts the thread that owns the connection.
     pub fn open(url: &str) -> anyhow::Result<Self> {
+        Self::open_in(url, None)
+    }
+
+    /// The store of one unit of a daemon of several: the same tables, in the unit's own schema
+    /// (`unit_schema`), so each unit's history is apart and found again on every start.
+    pub fn open_unit(url: &str, unit: &str) -> anyhow::Result<Self> {
+        Self::open_in(url, Some(unit_schema(unit)))
+    }
+
+    fn open_in(url: &str, schema: Option<String>) -> anyhow::Result<Self> {
         let shown = crate::redact::url(url);
         // The parser's messages name options, never their values; the URL is shown redacted.
         let mut config: postgres::Config = url.parse().map_err(|e: postgres::Error| {
@@ -180,6 +205,11 @@ impl Postgres {
         })?;
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(Duration::from_secs(10));
+        }
+        if let Some(schema) = &schema {
+            // Every connection (a lost one is made again) reads and writes the unit's schema.
+            let given = config.get_options().unwrap_or_default().to_string();
+            config.options(format!("{given} -c search_path={schema}").trim());
         }
         let mut conn = Connection { config, client: None, shown: shown.clone() };
         let (jobs, inbox) = mpsc::channel::<Job>();
@@ -193,7 +223,7 @@ impl Postgres {
         let (tx, rx) = mpsc::sync_channel(1);
         let migrating = shown.clone();
         jobs.send(Box::new(move |conn: &mut Connection| {
-            let _ = tx.send(conn.client().and_then(|c| migrate(c, &migrating)));
+            let _ = tx.send(conn.client().and_then(|c| migrate_in(c, &migrating, schema.as_deref())));
         }))
         .map_err(|_| anyhow::anyhow!("the store {shown}'s connection thread has stopped"))?;
         rx.recv().map_err(|_| anyhow::anyhow!("the store {shown}'s connection thread has stopped"))??;

@@ -1,0 +1,417 @@
+//! A deployment unit: one manifest directory of the followed repository, with its own
+//! capstan.yaml, target, lock, plan, pin, render cache, history and events, reconciled by its
+//! own loop (`reconcile.rs`, `apply.rs`). What all units of a daemon share (the repository, the
+//! event bus, the metrics, the options, the HTTP server) is the [`Daemon`]'s.
+//!
+//! This is the place for whatever else is one unit's: the lease a daemon holds for it on a
+//! shared store (`lease.rs`), taken before its reconcile and checked before each step, belongs
+//! here beside its lock.
+
+use super::*;
+
+pub struct Unit {
+    /// The unit's name by [`unit_name`]: its directory relative to the repository root.
+    pub name: String,
+    /// Its manifest directory, as it reads it from each commit.
+    pub path: String,
+    pub opts: Arc<DaemonOptions>,
+    /// The daemon's repository, reading this unit's directory.
+    pub(super) source: Arc<GitSource>,
+    /// Where its journal and embedded sandbox live: the state directory for a daemon of one
+    /// unit, `units/<name>` under it for a fleet.
+    pub(super) state_dir: PathBuf,
+    /// Its history, apart from every other unit's.
+    pub store: Store,
+    pub events: UnitEvents,
+    pub metrics: Arc<Metrics>,
+    /// The unit's label on per-unit metrics (none for a daemon of one unit, whose metrics are
+    /// as they always were).
+    pub(super) label: Option<String>,
+    pub status: Mutex<DaemonStatus>,
+    pub current: Mutex<Option<CurrentPlan>>,
+    /// Set by a rollback; cleared by the next commit.
+    pin: Mutex<Option<Pin>>,
+    pub(super) connected: Connected,
+    pub(super) render_cache: RenderCache,
+    /// Wakes the reconcile loop; permits coalesce, so a burst of wake-ups is one reconcile.
+    pub(super) wake: Notify,
+    pub(super) reasons: Mutex<Vec<Reason>>,
+    /// Stops apply from starting steps: set by an interrupt, and by a shutdown.
+    pub interrupt: Arc<AtomicBool>,
+    /// Set by `interrupt`, cleared by `continue`; kept in the store across restarts.
+    pub(super) interrupted: Arc<AtomicBool>,
+    /// The commit of a plan stopped by an interrupt, whose lock is held until it is continued.
+    pub(super) paused: Mutex<Option<(String, crate::lock::TargetLock)>>,
+    /// The daemon's: set when it stops.
+    pub(super) shutting_down: Arc<AtomicBool>,
+    /// Set when the unit's directory is gone from the newest commit (or lost its capstan.yaml):
+    /// its loop ends; nothing of it is deleted.
+    pub(super) retired: AtomicBool,
+    /// How many units may reconcile at once (`--unit-parallelism`), shared by all.
+    pub(super) permits: Arc<tokio::sync::Semaphore>,
+    /// capstan.yaml's notification receivers (of the commit the unit started at).
+    pub notifier: Arc<crate::notify::Notifier>,
+}
+
+/// A unit's view of the daemon's event bus: every event it publishes carries its name, and
+/// also goes to its own notifier's channel (a unit's notifications are about it alone).
+pub struct UnitEvents {
+    pub unit: String,
+    bus: Arc<EventBus>,
+    own: tokio::sync::broadcast::Sender<events::Envelope>,
+}
+
+impl UnitEvents {
+    pub fn publish(&self, event: Event) {
+        let env = self.bus.publish_in(Some(&self.unit), event);
+        let _ = self.own.send(env);
+    }
+
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<events::Envelope> {
+        self.own.subscribe()
+    }
+}
+
+/// What a unit is started with besides its directory.
+pub(super) struct UnitContext {
+    pub opts: Arc<DaemonOptions>,
+    pub source: Arc<GitSource>,
+    pub events: Arc<EventBus>,
+    pub metrics: Arc<Metrics>,
+    pub shutting_down: Arc<AtomicBool>,
+    pub permits: Arc<tokio::sync::Semaphore>,
+    /// A daemon of one unit keeps everything where it always did (`capstan.db` in the state
+    /// directory); a fleet's unit under `units/<name>`.
+    pub single: bool,
+}
+
+/// The directory name a unit's state is kept under: its name with every character but ASCII
+/// letters, digits, `-`, `_` and a `.` that does not lead percent-encoded (`clusters%2Feu`),
+/// so no name can leave `units/` or collide with another.
+pub fn unit_dir_name(name: &str) -> String {
+    let mut out = String::new();
+    for (i, b) in name.bytes().enumerate() {
+        if b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || (b == b'.' && i > 0) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+impl Unit {
+    /// Start the unit whose manifests are in `path`: its target from the newest commit's
+    /// capstan.yaml in that directory (or --target).
+    pub(super) async fn start(cx: &UnitContext, path: &str) -> anyhow::Result<Unit> {
+        let opts = cx.opts.clone();
+        let name = unit_name(path);
+        let source = Arc::new(cx.source.at_path(path));
+        let state_dir =
+            if cx.single { opts.state_dir.clone() } else { opts.state_dir.join("units").join(unit_dir_name(&name)) };
+        crate::state::create_dir(&state_dir)?;
+        let store = if cx.single {
+            Store::open_at(opts.store.as_deref(), &opts.state_dir)?
+        } else {
+            Store::open_unit(opts.store.as_deref(), &state_dir, &name)?
+        };
+        // The target comes from the newest commit's capstan.yaml (or --target). A commit whose
+        // capstan.yaml cannot be read is an error here: its defaults would be another target
+        // (the embedded sandbox), and changes must never silently go elsewhere.
+        let config = {
+            let src = source.clone();
+            let (head, file) = tokio::task::spawn_blocking(move || {
+                let head = src.resolve().ok();
+                let file = match &head {
+                    Some(c) => {
+                        src.snapshot(c)
+                            .map_err(|e| anyhow::anyhow!("cannot choose the target: cannot read commit {c}: {e:#}"))?
+                            .config
+                    }
+                    None => None,
+                };
+                anyhow::Ok((head, file))
+            })
+            .await??;
+            let mut config = match &file {
+                Some(f) => Config::parse(&f.path, &f.text).map_err(|d| {
+                    let shown: Vec<String> = d.0.iter().map(ToString::to_string).collect();
+                    anyhow::anyhow!(
+                        "cannot choose the target: the newest commit's capstan.yaml is invalid:\n{}",
+                        shown.join("\n")
+                    )
+                })?,
+                None => Config::default(),
+            };
+            // A relative ca_cert is read from the same commit, next to capstan.yaml.
+            if let (Some(c), Some(f)) = (&head, &file) {
+                config.read_ca_certs(f.path.parent().unwrap_or(std::path::Path::new("")), source.reader_at(c))?;
+            }
+            config
+        };
+        let connected = target::connect(&config, opts.target.as_deref(), &state_dir, opts.force).await?;
+        let last_applied = store.get_value("last_applied")?;
+        let pin = Mutex::new(Pin::load(&store));
+        let interrupted = store.get_value("interrupted")?.as_deref() == Some("1");
+        let notifier = crate::notify::Notifier::new(
+            &config.notifications,
+            cx.metrics.notifications.clone(),
+            cx.metrics.notification_failing.clone(),
+        )?;
+        Ok(Unit {
+            label: (!cx.single).then(|| name.clone()),
+            events: UnitEvents {
+                unit: name.clone(),
+                bus: cx.events.clone(),
+                own: tokio::sync::broadcast::channel(4096).0,
+            },
+            name,
+            path: path.to_string(),
+            source,
+            state_dir,
+            store,
+            metrics: cx.metrics.clone(),
+            status: Mutex::new(DaemonStatus {
+                phase: Phase::Starting,
+                last_applied,
+                interrupted,
+                ..DaemonStatus::default()
+            }),
+            current: Mutex::new(None),
+            pin,
+            connected,
+            render_cache: RenderCache::default(),
+            wake: Notify::new(),
+            reasons: Mutex::new(vec![Reason::Startup]),
+            interrupt: Arc::new(AtomicBool::new(interrupted)),
+            interrupted: Arc::new(AtomicBool::new(interrupted)),
+            paused: Mutex::new(None),
+            shutting_down: cx.shutting_down.clone(),
+            retired: AtomicBool::new(false),
+            permits: cx.permits.clone(),
+            notifier: Arc::new(notifier),
+            opts,
+        })
+    }
+
+    /// Whether the loop is to end: the daemon stops, or the unit left the repository.
+    pub(super) fn ending(&self) -> bool {
+        self.shutting_down.load(Ordering::SeqCst) || self.retired.load(Ordering::SeqCst)
+    }
+
+    /// The unit is no longer in the newest commit: its loop ends after what runs now. What it
+    /// applied stays (nothing is deleted: the first law).
+    pub(super) fn retire(&self) {
+        self.retired.store(true, Ordering::SeqCst);
+        self.wake.notify_one();
+    }
+
+    /// Stop after the running step, recording state.
+    pub(super) fn begin_shutdown(&self) {
+        self.interrupt.store(true, Ordering::SeqCst);
+        self.wake.notify_one();
+    }
+
+    /// Stop the embedded sandbox, if any.
+    pub(super) async fn close(self: Arc<Self>) -> anyhow::Result<()> {
+        match Arc::try_unwrap(self) {
+            Ok(u) => u.connected.close().await,
+            Err(_) => Ok(()),
+        }
+    }
+
+    /// One line of `/v1/units`: name, platform, target (without credentials), phase, what it
+    /// last applied and came to.
+    pub fn summary(&self) -> Value {
+        let st = self.status.lock().unwrap().clone();
+        json!({
+            "name": self.name,
+            "path": self.path,
+            "platform": self.platform(),
+            "target": self.target_description(),
+            "phase": st.phase,
+            "last_applied": st.last_applied,
+            "branch_head": st.branch_head,
+            "commit": st.target,
+            "status": st.target.as_deref().and_then(|sha| self.store.status(sha).ok().flatten()),
+            "last_result": st.last_result,
+            "interrupted": st.interrupted,
+            "ready": st.ready,
+        })
+    }
+}
+
+impl Unit {
+    /// What the store could not keep is said (an error in the log, `capstan_store_errors_total`),
+    /// never dropped in silence: a store over the network can fail where a local file did not.
+    /// The reconcile goes on — the platform is already changed; the history says less.
+    pub(super) fn stored<T>(&self, result: anyhow::Result<T>) {
+        if let Err(e) = result {
+            self.metrics.store_errors.inc();
+            tracing::error!("the store did not keep a record: {e:#}");
+        }
+    }
+
+    pub fn platform(&self) -> &'static str {
+        self.connected.provider.platform()
+    }
+
+    /// The deployment unit this daemon reconciles: its directory relative to the repository
+    /// root, slash-separated (`clusters/eu`; `.` for the root). Leases and per-unit records are
+    /// keyed by exactly this name; see [`unit_name`].
+    pub fn unit(&self) -> &str {
+        &self.name
+    }
+
+    pub fn target_description(&self) -> &str {
+        &self.connected.description
+    }
+
+    /// Apply the configuration of an earlier commit again, and keep to it until a new commit
+    /// arrives. `rev` is resolved against the followed branch (`HEAD~1` is its `~1`), and must
+    /// be a commit of its first-parent history that this daemon has applied before, unless
+    /// `force`. Returns the commit, or why not (an HTTP status and a message).
+    pub async fn rollback(&self, rev: &str, force: bool) -> Result<String, (u16, String)> {
+        let source = self.source.clone();
+        let rev = rev.trim().to_string();
+        if rev.contains("@{") {
+            return Err((
+                400,
+                format!(
+                    "{rev:?} names a commit through a reflog, which the daemon does not follow: expected a commit id, tag, branch or HEAD~N"
+                ),
+            ));
+        }
+        let resolved = tokio::task::spawn_blocking(move || {
+            source.fetch()?;
+            let head = source.resolve()?;
+            // HEAD is the followed branch, not the repository's HEAD.
+            let rev = match rev.strip_prefix("HEAD").or_else(|| rev.strip_prefix('@')) {
+                Some(rest) if rest.is_empty() || rest.starts_with(['~', '^']) => format!("{head}{rest}"),
+                _ => rev,
+            };
+            let sha = source.resolve_rev(&rev);
+            let on_branch = match &sha {
+                Ok(sha) => source.is_first_parent_ancestor(&head, sha, FIRST_PARENT_LIMIT)?,
+                Err(_) => false,
+            };
+            anyhow::Ok((sha, head, on_branch))
+        })
+        .await
+        .map_err(|e| (500, e.to_string()))?
+        .map_err(|e| (502, format!("{e:#}")))?;
+        let (sha, head, on_branch) = resolved;
+        let sha = sha.map_err(|e| (404, format!("{e:#}")))?;
+        let branch = self.opts.repo.reference.clone().unwrap_or_else(|| "HEAD".into());
+        if !force && !on_branch {
+            return Err((
+                422,
+                format!(
+                    "{} is not in the first-parent history of {branch} (at {}): expected a commit {branch} has been at; {{\"force\": true}} (--any-commit) rolls back to it anyway",
+                    short(&sha),
+                    short(&head)
+                ),
+            ));
+        }
+        if !force && !self.store.applied_before(&sha).unwrap_or(false) {
+            return Err((
+                422,
+                format!(
+                    "{} was never applied by this daemon: expected a commit it applied before; {{\"force\": true}} (--any-commit) rolls back to it anyway",
+                    short(&sha)
+                ),
+            ));
+        }
+        self.store.set_value("rollback", &format!("{sha} {head}")).map_err(|e| (500, format!("{e:#}")))?;
+        *self.pin.lock().unwrap() = Some(Pin { sha: sha.clone(), head });
+        self.trigger(Reason::Rollback);
+        Ok(sha)
+    }
+
+    /// The commit a rollback keeps to, if any.
+    pub fn pinned(&self) -> Option<String> {
+        self.pin.lock().unwrap().as_ref().map(|p| p.sha.clone())
+    }
+
+    /// Whether a plan is interrupted (or the next one will start so).
+    pub fn is_interrupted(&self) -> bool {
+        self.interrupted.load(Ordering::SeqCst)
+    }
+
+    /// The commit to converge to when the branch is at `head`: a rollback's, until the branch
+    /// moves on.
+    pub(super) fn converge_to(&self, head: String) -> String {
+        let mut pin = self.pin.lock().unwrap();
+        match pin.as_ref() {
+            Some(p) if p.head == head => p.sha.clone(),
+            Some(_) => {
+                *pin = None;
+                self.stored(self.store.set_value("rollback", ""));
+                head
+            }
+            None => head,
+        }
+    }
+
+    /// Ask for a reconcile.
+    pub fn trigger(&self, reason: Reason) {
+        self.reasons.lock().unwrap().push(reason);
+        self.wake.notify_one();
+    }
+
+    /// No new step starts until `continue`; while idle, the next plan starts interrupted (as
+    /// seed 000's plans do). Kept across restarts. False when already interrupted (208).
+    pub fn interrupt_plan(&self) -> bool {
+        if self.interrupted.swap(true, Ordering::SeqCst) {
+            return false;
+        }
+        self.interrupt.store(true, Ordering::SeqCst);
+        self.stored(self.store.set_value("interrupted", "1"));
+        let applying = {
+            let mut st = self.status.lock().unwrap();
+            st.interrupted = true;
+            st.phase == Phase::Applying
+        };
+        // What has not started will not, until continue: shown so at once.
+        if applying {
+            self.show_not_started(Status::Pending, Status::Waiting);
+        }
+        true
+    }
+
+    /// Show the running plan's steps that have not started with another status.
+    pub(super) fn show_not_started(&self, from: Status, to: Status) {
+        if let Some(c) = self.current.lock().unwrap().as_mut() {
+            for o in c
+                .outcome
+                .steps
+                .iter_mut()
+                .filter(|o| o.status == from && (o.message.is_empty() || from == Status::Waiting))
+            {
+                o.status = to;
+            }
+        }
+    }
+
+    /// Carry on: plan again against the newest commit, then apply. False when nothing is
+    /// interrupted (208).
+    pub fn continue_plan(&self) -> bool {
+        if !self.interrupted.swap(false, Ordering::SeqCst) {
+            return false;
+        }
+        if !self.shutting_down.load(Ordering::SeqCst) {
+            self.interrupt.store(false, Ordering::SeqCst);
+        }
+        self.stored(self.store.set_value("interrupted", ""));
+        self.status.lock().unwrap().interrupted = false;
+        // About to run (after planning again): no longer waiting.
+        self.show_not_started(Status::Waiting, Status::Pending);
+        self.trigger(Reason::Continue);
+        true
+    }
+
+    /// The commit of the plan an interrupt stopped part way, if any.
+    pub fn paused_commit(&self) -> Option<String> {
+        self.paused.lock().unwrap().as_ref().map(|(sha, _)| sha.clone())
+    }
+}
