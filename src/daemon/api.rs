@@ -10,12 +10,11 @@
 //! `X-Gitlab-Token`) when a webhook secret is configured, else by the token like the rest.
 
 use super::events::Envelope;
+use super::request::{U, error};
 use super::{Daemon, Reason, Unit};
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::FromRequestParts;
 use axum::extract::{Path, Query, State};
-use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -30,38 +29,6 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio_stream::StreamExt;
 
 type Shared = State<Arc<Daemon>>;
-
-/// The unit a request is about: the one its path names (`/v1/units/{unit}/…`, the name
-/// percent-encoded: `clusters%2Feu`, `%2E` for the root), else the daemon's only unit. A
-/// daemon of several units answers the paths without a unit with 409, naming `/v1/units`.
-pub(super) struct U(pub Arc<Unit>);
-
-impl FromRequestParts<Arc<Daemon>> for U {
-    type Rejection = Response;
-
-    async fn from_request_parts(parts: &mut Parts, d: &Arc<Daemon>) -> Result<Self, Response> {
-        let params =
-            axum::extract::RawPathParams::from_request_parts(parts, d).await.map_err(IntoResponse::into_response)?;
-        match params.iter().find(|(k, _)| *k == "unit") {
-            Some((_, name)) => d
-                .unit_named(name)
-                .map(U)
-                .ok_or_else(|| error(StatusCode::NOT_FOUND, format!("no unit {name:?} (GET /v1/units lists them)"))),
-            None => d.sole().map(U).ok_or_else(|| several(d)),
-        }
-    }
-}
-
-/// The answer to a path without a unit when there are several (or none).
-fn several(d: &Daemon) -> Response {
-    error(
-        StatusCode::CONFLICT,
-        format!(
-            "this daemon runs {} units: ask /v1/units/{{unit}}/… (the unit's name percent-encoded, clusters%2Feu); GET /v1/units lists them",
-            d.units().len()
-        ),
-    )
-}
 
 /// A path parameter by name.
 fn param(params: &HashMap<String, String>, name: &str) -> String {
@@ -126,10 +93,6 @@ async fn require_token(State(d): Shared, req: axum::extract::Request, next: axum
         Some(r) => r,
         None => next.run(req).await,
     }
-}
-
-fn error(status: StatusCode, message: impl Into<String>) -> Response {
-    (status, axum::Json(json!({ "message": message.into() }))).into_response()
 }
 
 /// The token check; both header forms of the seeds are accepted, the scheme in any case.

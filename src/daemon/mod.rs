@@ -18,6 +18,7 @@ pub mod events;
 mod lease;
 pub mod metrics;
 mod reconcile;
+mod request;
 mod server;
 mod state;
 pub mod store;

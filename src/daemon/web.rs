@@ -55,7 +55,7 @@ struct CommitsQuery {
 
 /// Commits seen, newest first (`?limit=`, 50 by default), each with its author, the first
 /// line of its message and the errors that made it invalid, refused or failed.
-async fn commits(super::api::U(d): super::api::U, Query(q): Query<CommitsQuery>) -> Response {
+async fn commits(super::request::U(d): super::request::U, Query(q): Query<CommitsQuery>) -> Response {
     let limit = q.limit.unwrap_or(50).min(1000);
     let list = match d.store.summaries() {
         Ok(l) => l,
@@ -83,7 +83,7 @@ async fn commits(super::api::U(d): super::api::U, Query(q): Query<CommitsQuery>)
 
 /// One step's diff of the running or last plan, as text: a header naming the resource and
 /// what happens to it, then its lines as `capstan plan` prints them (without colour).
-async fn step_diff(super::api::U(d): super::api::U, Path(id): Path<String>) -> Response {
+async fn step_diff(super::request::U(d): super::request::U, Path(id): Path<String>) -> Response {
     let found = {
         let current = d.current.lock().unwrap();
         current.as_ref().and_then(|c| c.plan.steps.iter().find(|s| s.id == id).map(|s| (c.sha.clone(), s.clone())))
