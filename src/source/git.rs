@@ -126,8 +126,8 @@ impl GitSource {
     }
 
     /// The directories (relative to the repository root, slash-separated; "" for the root) that
-    /// hold a file named `file` at `commit`, at most `depth` levels down and at most `limit`
-    /// of them, in tree order. Hidden directories are not looked into.
+    /// hold a file named `file` at `commit`, at most `depth` levels down, sorted. More than
+    /// `limit` of them is an error. Hidden directories are not looked into.
     pub fn directories_with(
         &self,
         commit: &str,
@@ -148,9 +148,13 @@ impl GitSource {
                 let Ok(name) = std::str::from_utf8(entry.filename()) else { continue };
                 if entry.mode().is_blob() && name == file {
                     found.push(dir.clone());
-                    if found.len() >= limit {
-                        return Ok(found);
-                    }
+                    // Too many is an error, never a silent cut: a unit left out of a cut
+                    // would look gone and stop being reconciled.
+                    anyhow::ensure!(
+                        found.len() <= limit,
+                        "more than {limit} directories of commit {} hold a {file}",
+                        &commit[..commit.len().min(12)]
+                    );
                 } else if entry.mode().is_tree() && level < depth && !name.starts_with('.') {
                     let sub = if dir.is_empty() { name.to_string() } else { format!("{dir}/{name}") };
                     queue.push_back((sub, entry.oid().to_owned(), level + 1));
@@ -491,5 +495,41 @@ mod tests {
             let s = RepoSpec::new(plain, None, String::new());
             assert_eq!((s.location.as_str(), s.credentials.is_none()), (plain, true));
         }
+    }
+
+    /// A real repository made with the git CLI: units are the directories holding the file,
+    /// sorted; more than the limit is an error, never a silent cut (a unit cut off would look
+    /// gone and stop being reconciled).
+    #[test]
+    fn directories_with_finds_every_unit_and_refuses_more_than_the_limit() {
+        let repo = tempfile::tempdir().unwrap();
+        let state = tempfile::tempdir().unwrap();
+        for dir in ["clusters/b", "clusters/a", "other", ".hidden", "clusters/a/deeper"] {
+            std::fs::create_dir_all(repo.path().join(dir)).unwrap();
+            std::fs::write(repo.path().join(dir).join("capstan.yaml"), "platform: apcera\n").unwrap();
+        }
+        let git = |args: &[&str]| {
+            let out = std::process::Command::new("git")
+                .args(args)
+                .current_dir(repo.path())
+                .env("GIT_AUTHOR_NAME", "t")
+                .env("GIT_AUTHOR_EMAIL", "t@capstan.invalid")
+                .env("GIT_COMMITTER_NAME", "t")
+                .env("GIT_COMMITTER_EMAIL", "t@capstan.invalid")
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        };
+        git(&["init", "-q"]);
+        git(&["add", "-A"]);
+        git(&["commit", "-q", "-m", "units"]);
+        let spec = RepoSpec::new(repo.path().to_str().unwrap(), None, String::new());
+        let source = GitSource::open(spec, state.path()).unwrap();
+        let head = source.resolve().unwrap();
+        let all = source.directories_with(&head, "capstan.yaml", 16, 4).unwrap();
+        assert_eq!(all, ["clusters/a", "clusters/a/deeper", "clusters/b", "other"]);
+        assert_eq!(source.directories_with(&head, "capstan.yaml", 1, 4).unwrap(), ["other"]);
+        let err = source.directories_with(&head, "capstan.yaml", 16, 3).unwrap_err();
+        assert!(format!("{err:#}").contains("more than 3 directories"), "{err:#}");
     }
 }
