@@ -57,6 +57,15 @@ fn resolve_target<'a>(config: &'a Config, name: Option<&str>) -> anyhow::Result<
     Ok(Some((name, t)))
 }
 
+/// What identifies the target `config` (or `--target`) names, without connecting: the
+/// normalised URL its lock and journal are keyed by; None for the embedded sandbox.
+pub async fn key_of(config: &Config, target: Option<&str>) -> anyhow::Result<Option<String>> {
+    match resolve_target(config, target)? {
+        Some((_, t)) => Ok(Some(crate::lock::TargetKey::for_url(&t.url).await?.name)),
+        None => Ok(None),
+    }
+}
+
 /// Connect to the named target, the default target, or else the embedded sandbox, whose state
 /// lives in `state_dir`. `force` overrides the platform's locks instead of waiting for them.
 pub async fn connect(

@@ -430,3 +430,68 @@ fn a_unit_whose_capstan_yaml_is_invalid_does_not_start_and_blocks_no_other() {
     });
     assert_eq!(sb.job("job::/dev::web").unwrap()["tags"]["version"], "bad");
 }
+
+/// Two units that mark what they make with one owner on one target would each take the
+/// other's resources for their own and prune what the other declares: the second is refused,
+/// named in `/v1/units` with why, and sends nothing; given its own owner it starts.
+#[test]
+fn two_units_with_one_owner_on_one_target_are_refused_not_left_to_prune_each_other() {
+    let sb = SandboxProc::start(&[]);
+    let repo = Repo::new();
+    repo.write("clusters/a/capstan.yaml", &config_for(&sb, "prune: true\n"));
+    repo.write("clusters/a/web.yaml", &job_yaml("web", "a1"));
+    repo.write("clusters/b/capstan.yaml", &config_for(&sb, "prune: true\n"));
+    repo.write("clusters/b/api.yaml", &job_yaml("api", "b1"));
+    let first = repo.commit("two units, one target, one owner");
+    let state = tempfile::tempdir().unwrap();
+    let d = DaemonProc::start(repo.path().to_str().unwrap(), state.path(), &["--path", "clusters/*"], &[]);
+    d.wait_for("unit a to apply", WAIT, |d| unit_status(d, "clusters/a", &first).as_deref() == Some("applied"));
+    let (_, list) = d.get("/v1/units");
+    let b = list.as_array().unwrap().iter().find(|u| u["name"] == "clusters/b").cloned().expect("listed");
+    assert_eq!(b["phase"], "not_started", "{b}");
+    let why = b["error"].as_str().unwrap();
+    assert!(why.contains("unit clusters/a already reconciles") && why.contains("daemon-test"), "{b}");
+    assert!(sb.job("job::/dev::api").is_none(), "the refused unit sent nothing");
+
+    // Given its own owner, it starts; neither unit's job is pruned by the other.
+    repo.write(
+        "clusters/b/capstan.yaml",
+        &config_for(&sb, "prune: true\n").replace("owner: daemon-test", "owner: team-b"),
+    );
+    let second = repo.commit("b has its own owner");
+    d.wait_for("unit b to apply", WAIT, |d| unit_status(d, "clusters/b", &second).as_deref() == Some("applied"));
+    d.wait_for("unit a to judge the second commit", WAIT, |d| {
+        unit_status(d, "clusters/a", &second).as_deref() == Some("applied")
+    });
+    assert_eq!(sb.job("job::/dev::web").unwrap()["tags"]["version"], "a1");
+    assert_eq!(sb.job("job::/dev::api").unwrap()["tags"]["version"], "b1");
+}
+
+/// The same on the command line: `capstan apply 'clusters/*'` refuses, before any unit
+/// changes anything, two units that would apply to one target with one owner.
+#[test]
+fn apply_refuses_two_units_with_one_owner_on_one_target_before_changing_anything() {
+    let sb = SandboxProc::start(&[]);
+    let w = Workdir::new();
+    for u in ["a", "b"] {
+        w.write(&format!("clusters/{u}/capstan.yaml"), &config_for(&sb, "prune: true\n"));
+        w.write(&format!("clusters/{u}/{u}.yaml"), &job_yaml(u, "1"));
+    }
+    let run = w.capstan(&["apply", "clusters/*", "--yes"]);
+    run.code(1);
+    assert!(
+        run.stderr.contains("units clusters/a and clusters/b both apply to") && run.stderr.contains("daemon-test"),
+        "{}",
+        run.stderr
+    );
+    assert!(sb.mutating_requests().is_empty(), "{:?}", sb.mutating_requests());
+
+    // With an owner each, both apply and neither prunes the other's job.
+    w.write(
+        "clusters/b/capstan.yaml",
+        &config_for(&sb, "prune: true\n").replace("owner: daemon-test", "owner: team-b"),
+    );
+    w.capstan(&["apply", "clusters/*", "--yes"]).code(0);
+    w.capstan(&["apply", "clusters/*", "--yes"]).code(0);
+    assert!(sb.job("job::/dev::a").is_some() && sb.job("job::/dev::b").is_some());
+}

@@ -366,7 +366,21 @@ impl Daemon {
             if self.units.read().unwrap().contains_key(&name) {
                 continue;
             }
-            match Unit::start(&self.context(), &path).await {
+            let started = Unit::start(&self.context(), &path).await.and_then(|unit| {
+                // Two units that mark what they make with one owner on one target would each
+                // see the other's resources as their own and prune what the other declares.
+                let units = self.units.read().unwrap();
+                match units.values().find(|u| u.connected.key.name == unit.connected.key.name && u.owner == unit.owner) {
+                    Some(other) => anyhow::bail!(
+                        "unit {} already reconciles {} with owner {:?}: each would prune what the other declares; give one of them its own `owner:` in capstan.yaml",
+                        other.name,
+                        unit.connected.description,
+                        unit.owner
+                    ),
+                    None => Ok(unit),
+                }
+            });
+            match started {
                 Ok(unit) => {
                     self.broken.lock().unwrap().remove(&name);
                     let unit = Arc::new(unit);

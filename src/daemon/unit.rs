@@ -32,6 +32,9 @@ pub struct Unit {
     /// Set by a rollback; cleared by the next commit.
     pin: Mutex<Option<Pin>>,
     pub(super) connected: Connected,
+    /// The owner its capstan.yaml named when it started: two units with one target and one
+    /// owner would each prune what the other declares, so a fleet refuses the second.
+    pub(super) owner: String,
     pub(super) render_cache: RenderCache,
     /// Wakes the reconcile loop; permits coalesce, so a burst of wake-ups is one reconcile.
     pub(super) wake: Notify,
@@ -180,6 +183,7 @@ impl Unit {
             current: Mutex::new(None),
             pin,
             connected,
+            owner: config.owner().to_string(),
             render_cache: RenderCache::default(),
             wake: Notify::new(),
             reasons: Mutex::new(vec![Reason::Startup]),

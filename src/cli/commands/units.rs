@@ -173,6 +173,7 @@ pub(super) async fn apply_each(
     allow_mass_delete: bool,
     color: crate::cli::ColorChoice,
 ) -> anyhow::Result<u8> {
+    refuse_shared_owner(&units, target).await?;
     let mut code = EXIT_OK;
     for (name, input) in units {
         heading(&name, color)?;
@@ -186,6 +187,25 @@ pub(super) async fn apply_each(
         code = worst(code, one);
     }
     Ok(code)
+}
+
+/// Two units that mark what they make with one owner on one target would each take the
+/// other's resources for their own and prune what the other declares: refused before any unit
+/// changes anything. A unit whose input cannot be read is left to report its own error.
+async fn refuse_shared_owner(units: &[(String, InputArgs)], target: &TargetArgs) -> anyhow::Result<()> {
+    let mut seen: std::collections::HashMap<(String, String), &str> = std::collections::HashMap::new();
+    for (name, input) in units {
+        let Ok(read) = read_input(input) else { continue };
+        let Ok(Some(key)) = crate::target::key_of(&read.config, target.target.as_deref()).await else { continue };
+        let owner = read.config.owner().to_string();
+        if let Some(other) = seen.insert((key.clone(), owner.clone()), name) {
+            anyhow::bail!(
+                "units {other} and {name} both apply to {} with owner {owner:?}: each would prune what the other declares; give one of them its own `owner:` in capstan.yaml",
+                crate::redact::url(&key)
+            );
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
