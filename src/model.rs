@@ -90,16 +90,20 @@ pub struct LiveResource {
     pub keep: Option<String>,
 }
 
+/// Resources by identity. Looked up several times per resource by every stage, so hashed with
+/// foldhash (seeded per process, so crafted names cannot force collisions) rather than SipHash.
+pub type ResourceMap<V> = IndexMap<ResourceId, V, foldhash::fast::RandomState>;
+
 /// Everything the manifests of one commit declare.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct DesiredState {
-    pub resources: IndexMap<ResourceId, DesiredResource>,
+    pub resources: ResourceMap<DesiredResource>,
 }
 
 /// What the platform has, for the kinds that were observed.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct LiveState {
-    pub resources: IndexMap<ResourceId, LiveResource>,
+    pub resources: ResourceMap<LiveResource>,
     /// Kinds that were listed: a resource of another kind is unknown, not absent.
     pub observed_kinds: Vec<String>,
 }
