@@ -330,10 +330,14 @@ impl HttpClient {
 
     /// GET a JSON array and hand each element to `each` as it is parsed, so a list of ten
     /// thousand objects is never held as one big value.
-    pub async fn list_each(&self, path: &str, each: impl FnMut(Value)) -> Result<(), ApiError> {
+    pub async fn list_each<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        each: impl FnMut(T),
+    ) -> Result<(), ApiError> {
         let bytes = self.call_raw(Method::GET, path, None, Idempotent::Yes).await?;
         let mut de = serde_json::Deserializer::from_slice(&bytes);
-        serde::Deserializer::deserialize_any(&mut de, EachElement(each))
+        serde::Deserializer::deserialize_any(&mut de, EachElement(each, std::marker::PhantomData))
             .and_then(|()| de.end())
             .map_err(|e| ApiError::other("GET", path, format!("answer is not a JSON array: {e}")))
     }
@@ -497,10 +501,11 @@ async fn read_bounded(mut resp: reqwest::Response, limit: usize) -> Result<Bound
     Ok(Bounded::Whole(buf.into()))
 }
 
-/// Visits a JSON array, handing each element over as soon as it is parsed.
-struct EachElement<F>(F);
+/// Visits a JSON array, handing each element over as soon as it is parsed (into `T`, straight
+/// from the bytes: a typed element never exists as a `Value` tree).
+struct EachElement<F, T>(F, std::marker::PhantomData<fn() -> T>);
 
-impl<'de, F: FnMut(Value)> serde::de::Visitor<'de> for EachElement<F> {
+impl<'de, T: serde::de::DeserializeOwned, F: FnMut(T)> serde::de::Visitor<'de> for EachElement<F, T> {
     type Value = ();
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -508,7 +513,7 @@ impl<'de, F: FnMut(Value)> serde::de::Visitor<'de> for EachElement<F> {
     }
 
     fn visit_seq<A: serde::de::SeqAccess<'de>>(mut self, mut seq: A) -> Result<(), A::Error> {
-        while let Some(v) = seq.next_element::<Value>()? {
+        while let Some(v) = seq.next_element::<T>()? {
             (self.0)(v);
         }
         Ok(())

@@ -90,16 +90,20 @@ pub struct LiveResource {
     pub keep: Option<String>,
 }
 
+/// Resources by identity. Looked up several times per resource by every stage, so hashed with
+/// foldhash (seeded per process, so crafted names cannot force collisions) rather than SipHash.
+pub type ResourceMap<V> = IndexMap<ResourceId, V, foldhash::fast::RandomState>;
+
 /// Everything the manifests of one commit declare.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct DesiredState {
-    pub resources: IndexMap<ResourceId, DesiredResource>,
+    pub resources: ResourceMap<DesiredResource>,
 }
 
 /// What the platform has, for the kinds that were observed.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct LiveState {
-    pub resources: IndexMap<ResourceId, LiveResource>,
+    pub resources: ResourceMap<LiveResource>,
     /// Kinds that were listed: a resource of another kind is unknown, not absent.
     pub observed_kinds: Vec<String>,
 }
@@ -128,6 +132,86 @@ pub fn compact(v: Value) -> Value {
         }
         Value::Array(items) => Value::Array(items.into_iter().map(compact).collect()),
         other => other,
+    }
+}
+
+/// A JSON value parsed straight into the form [`compact`] gives: every map and list built with
+/// exactly the room its entries need, so what a provider keeps of an answer is made once, not
+/// parsed and then copied. Otherwise it is what `serde_json::Value` parses (the same key order,
+/// numbers and strings; a repeated key keeps its first place and its last value).
+pub struct Compact(pub Value);
+
+impl<'de> Deserialize<'de> for Compact {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(CompactVisitor).map(Compact)
+    }
+}
+
+struct CompactVisitor;
+
+impl<'de> serde::de::Visitor<'de> for CompactVisitor {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_bool<E>(self, b: bool) -> Result<Value, E> {
+        Ok(Value::Bool(b))
+    }
+
+    fn visit_i64<E>(self, n: i64) -> Result<Value, E> {
+        Ok(Value::Number(n.into()))
+    }
+
+    fn visit_u64<E>(self, n: u64) -> Result<Value, E> {
+        Ok(Value::Number(n.into()))
+    }
+
+    fn visit_f64<E>(self, f: f64) -> Result<Value, E> {
+        Ok(serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number))
+    }
+
+    fn visit_str<E>(self, s: &str) -> Result<Value, E> {
+        Ok(Value::String(s.to_owned()))
+    }
+
+    fn visit_string<E>(self, s: String) -> Result<Value, E> {
+        Ok(Value::String(s))
+    }
+
+    fn visit_none<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        Compact::deserialize(d).map(|c| c.0)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(64));
+        while let Some(Compact(v)) = seq.next_element()? {
+            items.push(v);
+        }
+        items.shrink_to_fit();
+        Ok(Value::Array(items))
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        // The entries are gathered first, so the map is made once with the room they need.
+        let mut entries: Vec<(String, Value)> = Vec::new();
+        while let Some((k, Compact(v))) = map.next_entry::<String, Compact>()? {
+            entries.push((k, v));
+        }
+        let mut out = serde_json::Map::with_capacity(entries.len());
+        for (k, v) in entries {
+            out.insert(k, v);
+        }
+        Ok(Value::Object(out))
     }
 }
 
@@ -286,4 +370,33 @@ pub enum ServiceOp {
     /// A maintenance operation of the service's own (`cleanup`, `repair`, `backup`, `restore`)
     /// started with this request body and followed until it is done.
     Maintenance { op: String, body: Value },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Parsing into [`Compact`] gives what `Value` parses, byte for byte and key order included
+    /// (a repeated key too), for every kind of JSON value.
+    #[test]
+    fn a_value_parsed_compact_is_the_value_parsed() {
+        let texts = [
+            r#"{"b": 1, "a": [1, -2, 2.5, 1e300, "x", null, true, false, {}, []], "c": {"z": {"y": null}, "x": "\u00e9\n"}}"#,
+            r#"{"k": 1, "j": 2, "k": 3}"#,
+            r#"[18446744073709551615, -9223372036854775808, 0.1, 100000000000000000000000]"#,
+            r#""plain""#,
+            "null",
+            "3",
+        ];
+        for text in texts {
+            let want: Value = serde_json::from_str(text).unwrap();
+            let Compact(got) = serde_json::from_str(text).unwrap();
+            assert_eq!(serde_json::to_string(&got).unwrap(), serde_json::to_string(&want).unwrap(), "{text}");
+            assert_eq!(got, want, "{text}");
+        }
+        // Deeper than serde_json's recursion limit is an error, as it is for `Value`.
+        let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
+        assert!(serde_json::from_str::<Value>(&deep).is_err());
+        assert!(serde_json::from_str::<Compact>(&deep).is_err());
+    }
 }

@@ -66,7 +66,14 @@ pub struct Redactor {
     /// Finds every value in one pass, longest first (a longer secret is masked before a part of
     /// it); built when first needed after the values change.
     matcher: OnceLock<Option<AhoCorasick>>,
+    /// What [`Redactor::is_sensitive`] said of each distinct key [`Redactor::learn`] met (ten
+    /// thousand resources repeat a few dozen keys): a key's verdict is learnt once, not per
+    /// occurrence. At most [`VERDICTS_KEPT`] keys.
+    verdicts: HashMap<Box<str>, bool, foldhash::fast::RandomState>,
 }
+
+/// Distinct keys whose verdict a redactor keeps; keys beyond are judged every time.
+const VERDICTS_KEPT: usize = 4096;
 
 /// Names only: a redactor's values are what it keeps out of every output.
 impl std::fmt::Debug for Redactor {
@@ -151,6 +158,18 @@ impl Redactor {
         (!self.listed.is_empty() && self.listed.contains(&name.to_lowercase())) || name_says_secret(name)
     }
 
+    /// [`Redactor::is_sensitive`], remembered per distinct key.
+    fn key_is_sensitive(&mut self, key: &str) -> bool {
+        if let Some(&verdict) = self.verdicts.get(key) {
+            return verdict;
+        }
+        let verdict = self.is_sensitive(key);
+        if self.verdicts.len() < VERDICTS_KEPT {
+            self.verdicts.insert(key.into(), verdict);
+        }
+        verdict
+    }
+
     /// Remember a secret value, to mask wherever it appears.
     pub fn add_value(&mut self, v: &str) {
         if v.len() >= MIN_SECRET_LEN && !self.values.contains(v) {
@@ -182,7 +201,7 @@ impl Redactor {
                     if pair.is_some() && (k == "name" || k == "key") {
                         continue;
                     }
-                    if self.is_sensitive(k) {
+                    if self.key_is_sensitive(k) {
                         self.learn_all(x);
                     } else {
                         self.learn(x);
@@ -255,6 +274,8 @@ impl Redactor {
 
     pub fn merge(&mut self, other: &Redactor) {
         self.listed.extend(other.listed.iter().cloned());
+        // A name listed now may have been judged not secret before.
+        self.verdicts.clear();
         for v in &other.values {
             self.add_value(v);
         }
@@ -482,6 +503,19 @@ pub fn url(text: &str) -> String {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    /// A key's verdict is remembered, and forgotten when a merge lists more names: a value met
+    /// under a key judged not secret is learnt once the key is listed.
+    #[test]
+    fn a_remembered_verdict_follows_the_listed_names() {
+        let mut r = Redactor::new(&[]);
+        r.learn(&json!({"shard": "alpha-value", "db_password": "hunter22"}));
+        r.learn(&json!({"shard": "alpha-value", "db_password": "other-pass"}));
+        assert_eq!(r.redact("hunter22 other-pass alpha-value").as_str(), "(sensitive) (sensitive) alpha-value");
+        r.merge(&Redactor::new(&["SHARD".to_string()]));
+        r.learn(&json!({"shard": "alpha-value"}));
+        assert_eq!(r.redact("alpha-value").as_str(), "(sensitive)");
+    }
 
     #[test]
     fn names_that_say_secret() {

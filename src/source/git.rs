@@ -506,7 +506,7 @@ mod tests {
         let state = tempfile::tempdir().unwrap();
         for dir in ["clusters/b", "clusters/a", "other", ".hidden", "clusters/a/deeper"] {
             std::fs::create_dir_all(repo.path().join(dir)).unwrap();
-            std::fs::write(repo.path().join(dir).join("capstan.yaml"), "platform: apcera\n").unwrap();
+            std::fs::write(repo.path().join(dir).join("capstan.yaml"), "owner: units-test\n").unwrap();
         }
         let git = |args: &[&str]| {
             let out = std::process::Command::new("git")

@@ -90,12 +90,9 @@ pub fn decode_for_job(
     out
 }
 
-/// The bindings and links a live job reports in its `bindings` map.
-pub fn from_live_job(job: &Value, owned: bool) -> Vec<LiveResource> {
-    let Some(job_fqn) = job.get("fqn").and_then(Value::as_str) else {
-        return Vec::new();
-    };
-    let Some(map) = job.get("bindings").and_then(Value::as_object) else {
+/// The bindings and links a live job (`job_fqn`) reports in its `bindings` map.
+pub fn from_live_job(job_fqn: &str, bindings: Option<&Value>, owned: bool) -> Vec<LiveResource> {
+    let Some(map) = bindings.and_then(Value::as_object) else {
         return Vec::new();
     };
     let parent = ResourceId::new(Kind::Job.name(), job_fqn);

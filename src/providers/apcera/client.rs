@@ -51,9 +51,10 @@ impl Client {
         self.http.call(Method::GET, path, None, Idempotent::Yes).await
     }
 
-    /// Every job, each handed to `each` as it is parsed (a cluster may have tens of thousands).
-    pub async fn each_job(&self, each: impl FnMut(Value)) -> Result<(), ApiError> {
-        self.http.list_each("/v1/jobs", each).await
+    /// Every job, each handed to `each` as it is decoded from the answer's bytes (a cluster may
+    /// have tens of thousands): only what comparing a job needs is built (`job::ListedJob`).
+    pub async fn each_job(&self, mut each: impl FnMut(super::listed::ListedJob)) -> Result<(), ApiError> {
+        self.http.list_each("/v1/jobs", |e: super::listed::ListEntry| e.0.into_iter().for_each(&mut each)).await
     }
 
     /// The job with this FQN, if any (`GET /v1/jobs?FQN=`).

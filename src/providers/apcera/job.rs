@@ -20,7 +20,9 @@ use super::fqn;
 use super::{Apcera, OWNER_LABEL, PRUNE_LABEL};
 use crate::base::diagnostic::{Diagnostic, Diagnostics};
 use crate::base::yaml::{Document, pointer_escape};
+use super::listed::ListedJob;
 use crate::model::{DesiredResource, LiveResource, Reference, ResourceId};
+use serde::Deserialize;
 use crate::providers::{ApiError, Verb};
 use serde_json::{Map, Value, json};
 use std::borrow::Cow;
@@ -227,65 +229,60 @@ fn package_ref(p: &Value) -> Value {
     }
 }
 
-/// A job as listed by `GET /v1/jobs`, in comparable form; also says whether capstan's owner
-/// marked it.
+/// A job as listed by `GET /v1/jobs` (or read by `GET /v1/jobs/{uuid}`), in comparable form;
+/// also says whether capstan's owner marked it.
 pub fn from_live(job: &Value, owner: &str) -> Option<(LiveResource, String)> {
-    let mut spec = Map::new();
-    for field in JOB_FIELDS {
-        if let Some(v) = job.get(*field) {
-            spec.insert(field.to_string(), v.clone());
-        }
-    }
-    live_job(job, spec, owner)
+    let listed = ListedJob::deserialize(job).ok()?;
+    from_listed(listed, owner).map(|(live, uuid, _)| (live, uuid))
 }
 
-/// [`from_live`] for a job of a list, which is not needed afterwards: the declared fields are
-/// moved out of it, not copied. What is left (its FQN, bindings, drains) is handed back.
-pub fn from_live_owned(job: Value, owner: &str) -> Option<(LiveResource, String, Value)> {
-    let Value::Object(mut job) = job else { return None };
-    let mut spec = Map::new();
-    for field in JOB_FIELDS {
-        if let Some(v) = job.swap_remove(*field) {
+/// A live job in comparable form from a job as decoded, with its uuid and the bindings and
+/// links it reports (`None` for a job without an FQN).
+pub fn from_listed(mut job: ListedJob, owner: &str) -> Option<(LiveResource, String, Vec<LiveResource>)> {
+    let fqn = match job.fqn.take() {
+        Some(Value::String(f)) => f,
+        _ => return None,
+    };
+    let uuid = match job.uuid.take() {
+        Some(Value::String(u)) => u,
+        _ => String::new(),
+    };
+    let fields = job.declarable();
+    let mut spec = Map::with_capacity(fields.iter().filter(|(_, v)| v.is_some()).count() + 1);
+    for (field, v) in fields {
+        if let Some(v) = v {
             spec.insert(field.to_string(), v);
         }
     }
-    let rest = Value::Object(job);
-    let (live, uuid) = live_job(&rest, spec, owner)?;
-    Some((live, uuid, rest))
-}
-
-/// A live job from its declared fields (`spec`) and the job object they came from.
-fn live_job(job: &Value, mut spec: Map<String, Value>, owner: &str) -> Option<(LiveResource, String)> {
-    let fqn = job.get("fqn")?.as_str()?.to_string();
-    let uuid = job.get("uuid").and_then(Value::as_str).unwrap_or_default().to_string();
     // Compared only where a declaration writes them (`project_onto`); none is no field.
-    if job.get("drains").and_then(Value::as_array).is_some_and(|d| !d.is_empty()) {
-        spec.insert(drain::FIELD.into(), drain::normalize(job.get("drains")));
+    if job.drains.as_ref().and_then(Value::as_array).is_some_and(|d| !d.is_empty()) {
+        spec.insert(drain::FIELD.into(), drain::normalize(job.drains.as_ref()));
     }
     let mut mark = None;
-    if let Some(labels) = spec.get_mut("labels").and_then(Value::as_object_mut)
+    if let Some(Value::Object(labels)) = spec.get_mut("labels")
         && let Some(m) = labels.remove(OWNER_LABEL)
     {
         mark = Some(m.as_str().map_or_else(|| m.to_string(), str::to_string));
+        // Kept for the whole plan: without the room the mark took.
+        *labels = std::mem::take(labels).into_iter().collect();
     }
     let owned = mark.as_deref() == Some(owner);
     let keep = (spec.get("labels").and_then(|l| l.get(PRUNE_LABEL)).and_then(Value::as_str) == Some("false"))
         .then(|| format!("label {PRUNE_LABEL}: \"false\""));
+    let attachments = super::binding::from_live_job(&fqn, job.bindings.as_ref(), owned);
     let spec = normalize(Value::Object(spec), false);
-    Some((
-        LiveResource {
-            id: ResourceId::new(Kind::Job.name(), &fqn),
-            spec,
-            owned,
-            owner: mark,
-            parent: None,
-            depends_on: Vec::new(),
-            exclusive: None,
-            removes: Vec::new(),
-            keep,
-        },
-        uuid,
-    ))
+    let live = LiveResource {
+        id: ResourceId::new(Kind::Job.name(), fqn),
+        spec,
+        owned,
+        owner: mark,
+        parent: None,
+        depends_on: Vec::new(),
+        exclusive: None,
+        removes: Vec::new(),
+        keep,
+    };
+    Some((live, uuid, attachments))
 }
 
 /// Project a live job onto what the declaration manages, and write packages the same way on
@@ -337,7 +334,12 @@ pub fn project_onto_owned(desired: &Value, live: Value) -> Value {
 /// Keep only the sub-fields of `live` that `desired` writes.
 fn project_owned(desired: &Value, live: Value) -> Value {
     match (desired.as_object(), live) {
-        (Some(d), Value::Object(l)) => Value::Object(l.into_iter().filter(|(k, _)| d.contains_key(k)).collect()),
+        (Some(d), Value::Object(l)) => {
+            // Made with the room it needs: the projection is what a plan keeps.
+            let mut kept = Map::with_capacity(l.keys().filter(|k| d.contains_key(*k)).count());
+            kept.extend(l.into_iter().filter(|(k, _)| d.contains_key(k)));
+            Value::Object(kept)
+        }
         (_, live) => live,
     }
 }
@@ -625,11 +627,12 @@ fn seconds(d: Duration) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::providers::apcera::listed::ListEntry;
 
-    /// Moving a listed job's fields gives the same live job, bindings' source and projection as
-    /// copying them (byte for byte, key order included).
+    /// A listed job decoded straight from the answer's bytes gives the same live job, bindings
+    /// and projection as the job read as a `Value` (byte for byte, key order included).
     #[test]
-    fn a_job_moved_out_of_a_list_is_the_job_copied_from_it() {
+    fn a_job_decoded_from_the_bytes_is_the_job_read_as_a_value() {
         let owner = "me";
         let live = json!({
             "uuid": "u-1", "fqn": "job::/a::web", "version_id": 3, "created_at": "then",
@@ -655,9 +658,10 @@ mod tests {
         ];
         for desired in desireds {
             let (copied, uuid) = from_live(&live, owner).unwrap();
-            let (moved, uuid2, rest) = from_live_owned(live.clone(), owner).unwrap();
+            let entry: ListEntry = serde_json::from_str(&live.to_string()).unwrap();
+            let (moved, uuid2, attachments) = from_listed(entry.0.unwrap(), owner).unwrap();
             assert_eq!((uuid.as_str(), moved.owned, &moved.keep, &moved.owner), (uuid2.as_str(), copied.owned, &copied.keep, &copied.owner));
-            assert_eq!(super::super::binding::from_live_job(&rest, true).len(), 1);
+            assert_eq!(attachments.len(), 1);
             assert_eq!(serde_json::to_string(&moved.spec).unwrap(), serde_json::to_string(&copied.spec).unwrap());
             let want = project_onto(&desired, &copied.spec);
             let got = project_onto(&desired, &moved.spec);
@@ -709,4 +713,33 @@ mod tests {
         // A live job that is no object is kept as it is.
         assert_eq!(project_onto_owned(&json!({"state": "started"}), json!(5)), json!(5));
     }
+    /// The list's elements that are not job objects are skipped, not an error; a field present
+    /// as `null` stays `null` (a missing one gets its default); fields outside
+    /// [`JOB_FIELDS`] are not kept; and the struct's fields are [`JOB_FIELDS`], in order.
+    #[test]
+    fn the_jobs_list_is_decoded_with_only_what_comparing_needs() {
+        let text = r#"[5, "x", null, [1, {"fqn": "job::/a::n"}], {"uuid": "u"},
+            {"fqn": "job::/a::j", "uuid": "u-2", "created_at": "t", "version_id": 9, "restart": null,
+             "labels": {"capstan-owner": "me"}, "network_ref": {"deep": [1, 2]}, "logs": []}]"#;
+        let mut jobs = Vec::new();
+        let entries: Vec<ListEntry> = serde_json::from_str(text).unwrap();
+        for e in entries {
+            if let Some(j) = e.0 {
+                jobs.extend(from_listed(j, "me"));
+            }
+        }
+        assert_eq!(jobs.len(), 1, "only the job with an FQN");
+        let (live, uuid, attachments) = &jobs[0];
+        assert_eq!((live.id.name.as_str(), uuid.as_str(), live.owned, attachments.len()), ("job::/a::j", "u-2", true, 0));
+        let spec = live.spec.as_object().unwrap();
+        assert_eq!(spec.get("restart"), Some(&Value::Null), "null kept, not defaulted");
+        for absent in ["created_at", "version_id", "network_ref", "uuid", "fqn"] {
+            assert!(!spec.contains_key(absent), "{absent}");
+        }
+        let (want, _) = from_live(&serde_json::from_str::<Vec<Value>>(text).unwrap()[5], "me").unwrap();
+        assert_eq!(serde_json::to_string(&live.spec).unwrap(), serde_json::to_string(&want.spec).unwrap());
+        let names: Vec<&str> = ListedJob::default().declarable().iter().map(|(k, _)| *k).collect();
+        assert_eq!(names, JOB_FIELDS);
+    }
 }
+

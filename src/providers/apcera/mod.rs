@@ -25,6 +25,7 @@ mod drain;
 mod fqn;
 mod job;
 mod kind;
+mod listed;
 mod network;
 mod pipeline;
 mod policy;
@@ -474,13 +475,12 @@ impl Drive for Apcera {
             let mut out = Vec::new();
             client
                 .each_job(|j| {
-                    // The job's fields are moved out of the parsed list entry, never copied.
-                    if let Some((mut live, uuid, rest)) = job::from_live_owned(j, owner) {
-                        let attachments = binding::from_live_job(&rest, live.owned);
-                        // A declared job is kept only as far as its declaration goes, copied
-                        // into memory of its own (dense, apart from the list's leftovers).
+                    // Decoded from the bytes with only the fields a declaration may manage, each
+                    // parsed compact; a declared job is then kept only as far as its declaration
+                    // goes (its values moved, never copied).
+                    if let Some((mut live, uuid, attachments)) = job::from_listed(j, owner) {
                         if let Some(d) = desired.resources.get(&live.id) {
-                            live.spec = crate::model::compact(job::project_onto_owned(&d.spec, std::mem::take(&mut live.spec)));
+                            live.spec = job::project_onto_owned(&d.spec, std::mem::take(&mut live.spec));
                         }
                         out.push((live, uuid, attachments));
                     }
