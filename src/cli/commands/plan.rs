@@ -47,15 +47,17 @@ pub(super) async fn plan(
     connected.close().await?;
     let planned = result.map_err(plan_error)?;
     let (changes, warnings, redactor) = (&planned.changes, &planned.rendered.warnings, &planned.rendered.redactor);
+    // Every output renders from this view, redacted here.
+    let view = output::PlanView::new(platform, changes, &planned.plan, warnings, redactor, planned.preview.as_ref())
+        .with_checks(planned.checks.as_ref(), redactor);
     // Built only for the outputs that show it: at ten thousand resources it is not small.
     let json = || {
-        let mut json =
-            output::plan_json(platform, changes, &planned.plan, warnings, redactor, planned.preview.as_ref());
+        let mut json = view.to_value();
         if let Some(d) = &declared {
             json["declared_changes"] = d.json(redactor);
         }
-        if let Some(p) = &planned.checks {
-            json[p.key()] = output::checks_json(p, redactor);
+        if let Some(c) = &view.checks {
+            json[&c.key] = c.json.clone();
         }
         json
     };
@@ -65,9 +67,7 @@ pub(super) async fn plan(
             let report = markdown::Report {
                 title: preview.title.clone(),
                 target: description,
-                changes,
-                warnings,
-                redactor,
+                view: &view,
                 plan_json: json(),
                 declared: declared.as_ref().map(|d| d.markdown()),
                 live: true,
@@ -84,12 +84,12 @@ pub(super) async fn plan(
             if let Some(d) = &declared {
                 out(&d.text(Style::stdout(color)))?;
             }
-            out(&output::plan_text(changes, &planned.plan, warnings, Style::stdout(color), redactor))?;
-            if let Some(p) = &planned.preview {
-                out(&output::preview_text(p, Style::stdout(color), redactor))?;
+            out(&output::plan_text(&view, Style::stdout(color)))?;
+            if let Some(p) = &view.platform_preview {
+                out(&output::preview_text(p, Style::stdout(color)))?;
             }
-            if let Some(p) = &planned.checks {
-                out(&output::checks_text(p, Style::stdout(color), redactor))?;
+            if let Some(p) = &view.checks {
+                out(&output::checks_text(p, Style::stdout(color)))?;
             }
         }
     }
@@ -153,9 +153,14 @@ impl Declared {
         })
     }
 
+    /// The declared change's view: no steps, and its own warnings only when `warnings`.
+    fn view(&self, warnings: bool) -> output::PlanView {
+        let warnings = if warnings { &self.warnings } else { &Diagnostics::default() };
+        output::PlanView::new(self.platform, &self.changes, &Plan::default(), warnings, &self.redactor, None)
+    }
+
     fn text(&self, style: Style) -> String {
-        let empty = Plan::default();
-        let body = output::plan_text(&self.changes, &empty, &Diagnostics::default(), style, &self.redactor)
+        let body = output::plan_text(&self.view(false), style)
             .replacen("Plan:", "Declared:", 1)
             .replacen("No changes. The platform matches the manifests.", "No change to the declared state.", 1)
             .replacen("capstan will perform the following actions:", "", 1);
@@ -226,9 +231,7 @@ pub(super) fn print_declared_only(
             let report = markdown::Report {
                 title: preview.title.clone(),
                 target: format!("the declared state at {}", short(&d.head)),
-                changes: &d.changes,
-                warnings: &d.warnings,
-                redactor: &d.redactor,
+                view: &d.view(true),
                 plan_json: d.json(&d.redactor),
                 declared: Some(d.markdown()),
                 live: false,
