@@ -128,9 +128,8 @@ pub fn summary_line(changes: &ChangeSet) -> String {
     Summary::of(changes).line()
 }
 
-/// A diagnostic of the plan (a warning) as the JSON plan has it, with its message redacted;
-/// and, for text and markdown, the diagnostic with its message and note redacted and its
-/// whole line redacted.
+/// A diagnostic of the plan (a warning) with its message and note redacted, as the JSON plan
+/// has it and text shows it; and its whole line redacted, as the markdown report lists it.
 #[derive(Debug, Serialize)]
 #[serde(transparent)]
 pub struct WarningView {
@@ -144,12 +143,12 @@ pub struct WarningView {
 
 impl WarningView {
     pub fn new(w: &Diagnostic, redactor: &Redactor) -> WarningView {
-        let mut json = serde_json::to_value(w).unwrap_or(Value::Null);
-        json["message"] = json!(redactor.text(&w.message));
         let mut diagnostic = Diagnostic { message: redactor.text(&w.message), ..w.clone() };
+        // A note can hold what a secret expanded into too (a key made from a variable).
         if let Some(related) = &mut diagnostic.related {
             related.1 = redactor.text(&related.1);
         }
+        let json = serde_json::to_value(&diagnostic).unwrap_or(Value::Null);
         WarningView { json, diagnostic, line: redactor.text(&w.to_string()) }
     }
 }
@@ -369,8 +368,7 @@ pub fn checks_title(name: &str) -> String {
 #[derive(Debug, Serialize, Deserialize)]
 pub struct PhasesView {
     pub status: Status,
-    #[serde(skip_deserializing)]
-    pub strategy: &'static str,
+    pub strategy: String,
     pub errors: Vec<Value>,
     pub phases: Vec<PhaseView>,
     /// The commit the plan is of (the daemon's).
@@ -383,8 +381,7 @@ pub struct PhaseView {
     pub id: String,
     pub name: String,
     pub status: Status,
-    #[serde(skip_deserializing)]
-    pub strategy: &'static str,
+    pub strategy: String,
     pub steps: Vec<StepView>,
 }
 
@@ -425,7 +422,7 @@ impl PhasesView {
                 id: p.id.clone(),
                 name: p.name.clone(),
                 status: aggregate(p.steps.iter().map(|&i| status_of(i))),
-                strategy: "parallel",
+                strategy: "parallel".into(),
                 steps: p
                     .steps
                     .iter()
@@ -449,7 +446,7 @@ impl PhasesView {
             .collect();
         PhasesView {
             status: aggregate((0..plan.steps.len()).map(status_of)),
-            strategy: "serial",
+            strategy: "serial".into(),
             errors: Vec::new(),
             phases,
             commit: None,

@@ -515,7 +515,7 @@ mod tests {
             .collect();
         let set = ChangeSet { changes, ..Default::default() };
         let (warnings, redactor) = (Diagnostics::default(), Redactor::default());
-        let view = PlanView::new("apcera", &set, &Plan::default(), &warnings, &redactor, None);
+        let view = PlanView::new("p", &set, &Plan::default(), &warnings, &redactor, None);
         let resources: Vec<Value> = (0..90).map(|i| json!({ "address": format!("job::/g::svc-{i:03}") })).collect();
         let r = Report {
             title: Some("t".into()),

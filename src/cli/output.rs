@@ -375,6 +375,64 @@ pub fn daemon_plan_text(plan: &PhasesView, style: Style) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::apply::{Outcome, StepOutcome};
+    use crate::base::diagnostic::Location;
+    use crate::model::{DesiredResource, DesiredState, ResourceId, Verb};
+    use crate::plan::{Phase, Plan, Step};
+    use crate::redact::Redactor;
+    use serde_json::json;
+
+    const SECRET: &str = "hunter2-s3cr3t";
+
+    fn redactor() -> Redactor {
+        let mut r = Redactor::default();
+        r.add_value(SECRET);
+        r
+    }
+
+    fn plain() -> Style {
+        Style::new(ColorChoice::Never, false)
+    }
+
+    /// Two steps where step 0 waits for step 1: the phases list step 1 first.
+    fn plan() -> Plan {
+        let step = |id: &str, name: &str, deps: Vec<usize>, phase| Step {
+            id: id.into(),
+            name: format!("update job::{name}"),
+            verb: Verb::Update,
+            resource: ResourceId::new("job", name),
+            deps,
+            phase,
+        };
+        Plan {
+            steps: vec![step("s0", "a", vec![1], 1), step("s1", "b", vec![], 0)],
+            phases: vec![
+                Phase { id: "p0".into(), name: "phase 1".into(), steps: vec![1] },
+                Phase { id: "p1".into(), name: "phase 2".into(), steps: vec![0] },
+            ],
+        }
+    }
+
+    fn outcome(r: &Redactor) -> Outcome {
+        let step = |status, message: &str, substeps| StepOutcome {
+            status,
+            message: r.redact(message),
+            substeps,
+            duration: Default::default(),
+        };
+        let sub = SubStep {
+            phase: "deploy".into(),
+            step: "node-0".into(),
+            status: "IN_PROGRESS".into(),
+            message: format!("waiting for {SECRET}"),
+        };
+        Outcome {
+            steps: vec![
+                step(Status::Error, &format!("refused: {SECRET}"), vec![sub]),
+                step(Status::Waiting, "interrupted", vec![]),
+            ],
+        }
+    }
 
     /// `plan status --daemon` spells statuses as the daemon's JSON does.
     #[test]
@@ -382,5 +440,75 @@ mod tests {
         for s in [Status::Pending, Status::InProgress, Status::Complete, Status::Error, Status::Waiting] {
             assert_eq!(serde_json::json!(s), serde_json::json!(wire_word(s)));
         }
+    }
+
+    /// `plan status --daemon` reads the daemon's answer back into the view it was made from:
+    /// the same JSON again, the same text, every field the text shows.
+    #[test]
+    fn a_daemon_plan_read_back_is_the_view_it_was_and_renders_the_same() {
+        let r = redactor();
+        let mut view = PhasesView::new(&plan(), &r, Some(&outcome(&r)));
+        view.commit = Some("0123456789abcdef0123".into());
+        let json = serde_json::to_string(&view).unwrap();
+        let back: PhasesView = serde_json::from_str(&json).unwrap();
+        assert_eq!(serde_json::to_string(&back).unwrap(), json);
+        let text = daemon_plan_text(&back, plain());
+        assert_eq!(text, daemon_plan_text(&view, plain()));
+        assert_eq!(
+            text,
+            "plan deploy (0123456789ab): ERROR\n\
+             \x20 phase 1 [WAITING]\n\
+             \x20   WAITING     update job::b\n\
+             \x20               interrupted\n\
+             \x20 phase 2 [ERROR]\n\
+             \x20   ERROR       update job::a\n\
+             \x20               refused: (sensitive)\n\
+             \x20     IN_PROGRESS deploy / node-0: waiting for (sensitive)\n"
+        );
+        let not_a_plan = serde_json::from_value::<PhasesView>(json!({ "message": "no plan has run yet" }));
+        assert!(not_a_plan.is_err());
+    }
+
+    /// An outcome lists the steps not done in plan order (not phase order), each named with
+    /// where its resource is declared, from the outcome's view.
+    #[test]
+    fn outcome_text_lists_steps_in_plan_order_with_their_labels() {
+        let r = redactor();
+        let mut desired = DesiredState::default();
+        let id = ResourceId::new("job", "a");
+        desired.resources.insert(
+            id.clone(),
+            DesiredResource {
+                id,
+                spec: json!({}),
+                origin: Location::new("jobs/a.yaml", 3, 5),
+                references: vec![],
+                exclusive: None,
+            },
+        );
+        let view = PhasesView::outcome(&plan(), &desired, &outcome(&r), &r);
+        assert_eq!(
+            outcome_text(&view, plain()),
+            "  ERROR    update job::a (jobs/a.yaml:3:5): refused: (sensitive)\n\
+             \x20 WAITING  update job::b: interrupted\n\
+             Apply incomplete: 0 of 2 steps done, 1 failed, 1 not started.\n"
+        );
+    }
+
+    /// A warning is redacted where the view is built: its JSON message, and the text and
+    /// markdown lines made from the view (text showed the message as it was).
+    #[test]
+    fn a_warnings_secret_is_masked_in_every_output_of_the_view() {
+        let r = redactor();
+        let w = Diagnostic::warning(Some(Location::new("a.yaml", 2, 1)), format!("odd value {SECRET}"))
+            .with_related(Location::new("b.yaml", 1, 1), format!("also {SECRET}"));
+        let view = PlanView::new("t", &ChangeSet::default(), &Plan::default(), &Diagnostics(vec![w]), &r, None);
+        let json = serde_json::to_string(&view).unwrap();
+        let text = plan_text(&view, plain());
+        for out in [&json, &text, &view.warnings[0].line] {
+            assert!(!out.contains(SECRET), "{out}");
+        }
+        assert!(text.starts_with("a.yaml:2:1: warning: odd value (sensitive)\n  b.yaml:1:1: note: also (sensitive)\n"));
+        assert_eq!(view.warnings[0].json["message"], "odd value (sensitive)");
     }
 }
