@@ -72,6 +72,17 @@ impl PlanView {
         self
     }
 
+    /// The view with `before` and `after` (what a diff is made of) kept for the first `n`
+    /// changed resources only: for an output that shows no more diffs than those (the markdown
+    /// report), once the JSON plan, which has them all, is made. At ten thousand updates they
+    /// are most of the view, and freed they are memory the report reuses.
+    pub fn keep_diffs(mut self, n: usize) -> PlanView {
+        for c in self.resource_changes.iter_mut().filter(|c| c.action != Action::NoOp).skip(n) {
+            (c.before, c.after) = (None, None);
+        }
+        self
+    }
+
     /// The resources that change (every one but the no-ops), in plan order.
     pub fn changed(&self) -> impl Iterator<Item = &ResourceChangeView> {
         self.resource_changes.iter().filter(|c| c.action != Action::NoOp)

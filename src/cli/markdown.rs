@@ -41,8 +41,8 @@ pub const MAX_BYTES: usize = 60_000;
 const DIFF_LINES: usize = 120;
 /// Characters of one diff line shown before the rest of it is cut.
 const LINE_CHARS: usize = 500;
-/// Resources shown with their diff.
-const DETAILS: usize = 50;
+/// Resources shown with their diff (the report needs no other diff: `PlanView::keep_diffs`).
+pub const DETAILS: usize = 50;
 
 fn action_word(a: Action) -> &'static str {
     match a {

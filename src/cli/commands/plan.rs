@@ -51,7 +51,7 @@ pub(super) async fn plan(
     let view = output::PlanView::new(platform, changes, &planned.plan, warnings, redactor, planned.preview.as_ref())
         .with_checks(planned.checks.as_ref(), redactor);
     // Built only for the outputs that show it: at ten thousand resources it is not small.
-    let json = || {
+    let json = |view: &output::PlanView| {
         let mut json = view.to_value();
         if let Some(d) = &declared {
             json["declared_changes"] = d.json(redactor);
@@ -62,13 +62,19 @@ pub(super) async fn plan(
         json
     };
     match format {
-        PlanFormat::Json => outln(&serde_json::to_string_pretty(&json())?)?,
+        PlanFormat::Json => {
+            let json = json(&view);
+            drop(view);
+            outln(&serde_json::to_string_pretty(&json)?)?
+        }
         PlanFormat::Markdown => {
+            let plan_json = json(&view);
+            let view = view.keep_diffs(markdown::DETAILS);
             let report = markdown::Report {
                 title: preview.title.clone(),
                 target: description,
                 view: &view,
-                plan_json: json(),
+                plan_json,
                 declared: declared.as_ref().map(|d| d.markdown()),
                 live: true,
                 max_bytes: preview.max_bytes,
