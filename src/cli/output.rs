@@ -7,8 +7,6 @@ use crate::apply::Status;
 use crate::base::diagnostic::{Diagnostic, Diagnostics, Severity};
 use crate::diff::{Action, ChangeSet};
 use crate::model::SubStep;
-use crate::plan::Plan;
-use crate::providers::PlatformPreview;
 use crate::redact::Redactor;
 use serde_json::Value;
 use std::fmt::Write as _;
@@ -189,24 +187,6 @@ pub fn plan_text(view: &PlanView, style: Style) -> String {
         }
     }
     out
-}
-
-/// The plan as JSON (schemas/plan.schema.json). Nothing in it depends on the time or the run,
-/// and no secret value is in it.
-pub fn plan_json(
-    platform: &str,
-    changes: &ChangeSet,
-    plan: &Plan,
-    warnings: &Diagnostics,
-    redactor: &Redactor,
-    preview: Option<&PlatformPreview>,
-) -> Value {
-    PlanView::new(platform, changes, plan, warnings, redactor, preview).to_value()
-}
-
-/// The platform's pre-apply checks, as they go into the JSON plan.
-pub fn checks_json(p: &crate::model::CheckReport, redactor: &Redactor) -> Value {
-    ChecksView::new(p, redactor).json
 }
 
 /// The platform's pre-apply checks as text: those whose answer changes or that fail, and what
