@@ -146,7 +146,7 @@ pub trait Drive: Send + Sync {
 }
 
 /// A step's status, with the names of seed 000's plan API.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum Status {
     Pending,

@@ -2,17 +2,20 @@
 //! terraform's jsonplan): the CLI's `--output json` and the markdown report's data
 //! (`schemas/plan.schema.json`), the daemon's plan API (`GET /v1/plans/deploy`, seed 000's
 //! shape, with live statuses) and what its store keeps. Every string in a view has been through
-//! the redactor when the view is built. Text for people is in `cli::output`, made from the
-//! same data.
+//! the redactor when the view is built, and only then: the text of `cli::output` and the
+//! markdown report of `cli::markdown` are rendered from a view and take no `Redactor`. What
+//! only text shows (a change's diff lines, origin, step labels, a check's line) is in the view
+//! too, kept out of the JSON with `#[serde(skip)]`.
 
 use crate::apply::{Outcome, Status};
-use crate::base::diagnostic::Diagnostics;
+use crate::base::diagnostic::{Diagnostic, Diagnostics};
 use crate::diff::{Action, ChangeSet};
-use crate::model::{PlatformPreview, SubStep, Verb};
+use crate::model::{CheckReport, DesiredState, PlatformPreview, SubStep, Verb};
 use crate::plan::Plan;
 use crate::redact::Redactor;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+use std::fmt;
 
 /// The version of the JSON plan format; bumped on any incompatible change.
 pub const PLAN_FORMAT_VERSION: &str = "1.0";
@@ -27,12 +30,15 @@ pub struct PlanView {
     pub resource_changes: Vec<ResourceChangeView>,
     pub orphans: Vec<String>,
     pub plan: PhasesView,
-    /// Diagnostics as they serialise, with their message redacted.
-    pub warnings: Vec<Value>,
+    pub warnings: Vec<WarningView>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub kept: Option<Vec<KeptView>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub platform_preview: Option<PreviewView>,
+    /// The platform's pre-apply checks ([`PlanView::with_checks`]): in the JSON plan under
+    /// their own key ([`ChecksView::key`]), which the outputs that show it add.
+    #[serde(skip)]
+    pub checks: Option<ChecksView>,
 }
 
 impl PlanView {
@@ -51,20 +57,44 @@ impl PlanView {
             resource_changes: resource_changes(changes, redactor),
             orphans: changes.orphans.iter().map(|o| o.to_string()).collect(),
             plan: PhasesView::new(plan, redactor, None),
-            warnings: warnings
-                .0
-                .iter()
-                .map(|w| {
-                    let mut v = serde_json::to_value(w).unwrap_or(Value::Null);
-                    v["message"] = json!(redactor.text(&w.message));
-                    v
-                })
-                .collect(),
+            warnings: warnings.0.iter().map(|w| WarningView::new(w, redactor)).collect(),
             kept: (!changes.kept.is_empty()).then(|| {
                 changes.kept.iter().map(|k| KeptView { address: k.id.to_string(), reason: k.reason.clone() }).collect()
             }),
             platform_preview: preview.map(|p| PreviewView::new(p, redactor)),
+            checks: None,
         }
+    }
+
+    /// With the platform's pre-apply checks, when it answered any.
+    pub fn with_checks(mut self, checks: Option<&CheckReport>, redactor: &Redactor) -> PlanView {
+        self.checks = checks.map(|c| ChecksView::new(c, redactor));
+        self
+    }
+
+    /// The view with `before` and `after` (what a diff is made of) kept for the first `n`
+    /// changed resources only: for an output that shows no more diffs than those (the markdown
+    /// report), once the JSON plan, which has them all, is made. At ten thousand updates they
+    /// are most of the view, and freed they are memory the report reuses.
+    pub fn keep_diffs(mut self, n: usize) -> PlanView {
+        for c in self.resource_changes.iter_mut().filter(|c| c.action != Action::NoOp).skip(n) {
+            (c.before, c.after) = (None, None);
+        }
+        self
+    }
+
+    /// The resources that change (every one but the no-ops), in plan order.
+    pub fn changed(&self) -> impl Iterator<Item = &ResourceChangeView> {
+        self.resource_changes.iter().filter(|c| c.action != Action::NoOp)
+    }
+
+    pub fn has_changes(&self) -> bool {
+        self.changed().next().is_some()
+    }
+
+    /// The plan's steps (each is in one phase).
+    pub fn step_count(&self) -> usize {
+        self.plan.phases.iter().map(|p| p.steps.len()).sum()
     }
 
     /// As JSON, for the outputs that add to it (`declared_changes`, a platform's checks).
@@ -94,15 +124,44 @@ impl Summary {
     }
 }
 
+impl Summary {
+    /// `Plan: 1 to create, ...`: the summary as one line.
+    pub fn line(&self) -> String {
+        format!(
+            "Plan: {} to create, {} to update, {} to replace, {} to delete.",
+            self.create, self.update, self.replace, self.delete
+        )
+    }
+}
+
 /// `Plan: 1 to create, ...`: the summary as one line (text, markdown, the daemon's events).
 pub fn summary_line(changes: &ChangeSet) -> String {
-    format!(
-        "Plan: {} to create, {} to update, {} to replace, {} to delete.",
-        changes.count(Action::Create),
-        changes.count(Action::Update),
-        changes.count(Action::Replace),
-        changes.count(Action::Delete)
-    )
+    Summary::of(changes).line()
+}
+
+/// A diagnostic of the plan (a warning) with its message and note redacted, as the JSON plan
+/// has it and text shows it; and its whole line redacted, as the markdown report lists it.
+#[derive(Debug, Serialize)]
+#[serde(transparent)]
+pub struct WarningView {
+    pub json: Value,
+    #[serde(skip)]
+    pub diagnostic: Diagnostic,
+    /// `file:line:column: warning: message` (and the note), as one redacted string.
+    #[serde(skip)]
+    pub line: String,
+}
+
+impl WarningView {
+    pub fn new(w: &Diagnostic, redactor: &Redactor) -> WarningView {
+        let mut diagnostic = Diagnostic { message: redactor.text(&w.message), ..w.clone() };
+        // A note can hold what a secret expanded into too (a key made from a variable).
+        if let Some(related) = &mut diagnostic.related {
+            related.1 = redactor.text(&related.1);
+        }
+        let json = serde_json::to_value(&diagnostic).unwrap_or(Value::Null);
+        WarningView { json, diagnostic, line: redactor.text(&w.to_string()) }
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -127,6 +186,14 @@ pub struct ResourceChangeView {
     pub reason: Option<String>,
 }
 
+impl ResourceChangeView {
+    /// The unified diff of the resource's YAML, from the view's (redacted) `before` and
+    /// `after`.
+    pub fn diff_lines(&self) -> Vec<DiffLine> {
+        redacted_diff_lines(self.before.as_ref(), self.after.as_ref())
+    }
+}
+
 #[derive(Debug, Serialize)]
 pub struct FieldChangeView {
     pub path: String,
@@ -141,6 +208,13 @@ pub struct OriginView {
     pub file: std::path::PathBuf,
     pub line: usize,
     pub column: usize,
+}
+
+/// `file:line:column`, as a `Location` shows.
+impl fmt::Display for OriginView {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}", self.file.display(), self.line, self.column)
+    }
 }
 
 /// Every resource of a change set, as the JSON plan lists them, with secrets masked.
@@ -196,6 +270,9 @@ pub struct PreviewView {
 pub struct PreviewActionView {
     pub action: String,
     pub resource: String,
+    /// The resource's name alone, as text shows it.
+    #[serde(skip)]
+    pub name: String,
 }
 
 impl PreviewView {
@@ -207,7 +284,11 @@ impl PreviewView {
                 .iter()
                 .map(|s| {
                     s.iter()
-                        .map(|a| PreviewActionView { action: a.action.clone(), resource: a.resource.to_string() })
+                        .map(|a| PreviewActionView {
+                            action: a.action.clone(),
+                            resource: a.resource.to_string(),
+                            name: a.resource.name.clone(),
+                        })
                         .collect()
                 })
                 .collect(),
@@ -217,13 +298,88 @@ impl PreviewView {
     }
 }
 
+/// The platform's pre-apply checks, as the JSON plan has them (every string redacted, and
+/// `failed`, the count of failed checks); and for text, each shown check's line and each
+/// realm's lines, redacted.
+#[derive(Debug, Serialize)]
+#[serde(transparent)]
+pub struct ChecksView {
+    pub json: Value,
+    /// The JSON plan's key (`policy_checks`).
+    #[serde(skip)]
+    pub key: String,
+    /// As a heading: `Policy checks`.
+    #[serde(skip)]
+    pub title: String,
+    /// Why they could not be run.
+    #[serde(skip)]
+    pub error: Option<String>,
+    /// How many checks are declared.
+    #[serde(skip)]
+    pub count: usize,
+    /// The checks whose answer changes or that fail, as text describes them.
+    #[serde(skip)]
+    pub shown: Vec<CheckLineView>,
+    /// What changes per realm (when nothing is checked).
+    #[serde(skip)]
+    pub scopes: Vec<ScopeView>,
+}
+
+#[derive(Debug)]
+pub struct CheckLineView {
+    pub failed: bool,
+    pub line: String,
+}
+
+#[derive(Debug)]
+pub struct ScopeView {
+    pub scope: String,
+    pub before: Vec<String>,
+    pub after: Vec<String>,
+}
+
+impl ChecksView {
+    pub fn new(p: &CheckReport, redactor: &Redactor) -> ChecksView {
+        let mut v = serde_json::to_value(p).unwrap_or(Value::Null);
+        v["failed"] = json!(p.checks.iter().filter(|c| c.failed).count());
+        if let Some(e) = &p.error {
+            v["error"] = json!(redactor.text(e));
+        }
+        let lines = |ls: &[String]| ls.iter().map(|l| redactor.text(l)).collect();
+        ChecksView {
+            json: redactor.value(&v),
+            key: p.key(),
+            title: checks_title(p.name),
+            error: p.error.as_ref().map(|e| redactor.text(e)),
+            count: p.checks.len(),
+            shown: p
+                .checks
+                .iter()
+                .filter(|c| c.failed || c.changed)
+                .map(|c| CheckLineView { failed: c.failed, line: redactor.text(&c.describe()) })
+                .collect(),
+            scopes: p
+                .scopes
+                .iter()
+                .map(|r| ScopeView { scope: r.scope.clone(), before: lines(&r.before), after: lines(&r.after) })
+                .collect(),
+        }
+    }
+}
+
+/// What a kind of check is called as a heading: `policy check` → `Policy checks`.
+pub fn checks_title(name: &str) -> String {
+    let mut c = name.chars();
+    c.next().map(|f| format!("{}{}s", f.to_uppercase(), c.as_str())).unwrap_or_default()
+}
+
 /// A plan's phases and steps with their statuses, in seed 000's shape: the plan of the JSON
 /// plan (all pending), and the outcome of a run as the daemon's `GET /v1/plans/deploy`
-/// answers and its store keeps it.
-#[derive(Debug, Serialize)]
+/// answers and its store keeps it (and `capstan plan status --daemon` reads it back).
+#[derive(Debug, Serialize, Deserialize)]
 pub struct PhasesView {
     pub status: Status,
-    pub strategy: &'static str,
+    pub strategy: String,
     pub errors: Vec<Value>,
     pub phases: Vec<PhaseView>,
     /// The commit the plan is of (the daemon's).
@@ -231,16 +387,16 @@ pub struct PhasesView {
     pub commit: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct PhaseView {
     pub id: String,
     pub name: String,
     pub status: Status,
-    pub strategy: &'static str,
+    pub strategy: String,
     pub steps: Vec<StepView>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct StepView {
     pub id: String,
     pub name: String,
@@ -250,8 +406,15 @@ pub struct StepView {
     pub resource: String,
     pub depends_on: Vec<String>,
     /// The steps of the platform's own plan that this step followed (a service's deploy plan).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub substeps: Option<Vec<SubStep>>,
+    /// The step's place in the plan (`Plan::steps`), the order an outcome lists steps in.
+    #[serde(skip)]
+    pub index: usize,
+    /// The step as an outcome line names it ([`step_label`]); its name unless the view is an
+    /// outcome's ([`PhasesView::outcome`]).
+    #[serde(skip)]
+    pub label: String,
 }
 
 impl PhasesView {
@@ -270,7 +433,7 @@ impl PhasesView {
                 id: p.id.clone(),
                 name: p.name.clone(),
                 status: aggregate(p.steps.iter().map(|&i| status_of(i))),
-                strategy: "parallel",
+                strategy: "parallel".into(),
                 steps: p
                     .steps
                     .iter()
@@ -285,6 +448,8 @@ impl PhasesView {
                             resource: s.resource.to_string(),
                             depends_on: s.deps.iter().map(|&d| plan.steps[d].id.clone()).collect(),
                             substeps: substeps_of(i),
+                            index: i,
+                            label: s.name.clone(),
                         }
                     })
                     .collect(),
@@ -292,11 +457,37 @@ impl PhasesView {
             .collect();
         PhasesView {
             status: aggregate((0..plan.steps.len()).map(status_of)),
-            strategy: "serial",
+            strategy: "serial".into(),
             errors: Vec::new(),
             phases,
             commit: None,
         }
+    }
+
+    /// The outcome of a run, each step labelled with where its resource is declared.
+    pub fn outcome(plan: &Plan, desired: &DesiredState, outcome: &Outcome, redactor: &Redactor) -> PhasesView {
+        let mut view = PhasesView::new(plan, redactor, Some(outcome));
+        for step in view.phases.iter_mut().flat_map(|p| p.steps.iter_mut()) {
+            step.label = step_label(plan, step.index, desired);
+        }
+        view
+    }
+
+    /// Every step, in plan order.
+    pub fn steps(&self) -> Vec<&StepView> {
+        let mut steps: Vec<&StepView> = self.phases.iter().flat_map(|p| &p.steps).collect();
+        steps.sort_by_key(|s| s.index);
+        steps
+    }
+}
+
+/// A step as an outcome line names it: its name, and where its resource is declared (a
+/// deletion's resource is declared nowhere).
+pub fn step_label(plan: &Plan, step: usize, desired: &DesiredState) -> String {
+    let s = &plan.steps[step];
+    match desired.resources.get(&s.resource) {
+        Some(d) => format!("{} ({})", s.name, d.origin),
+        None => s.name.clone(),
     }
 }
 

@@ -474,6 +474,40 @@ fn sibling_modules_form_no_import_loop() {
         found.is_empty(),
         "sibling modules that use each other in a loop: move what they share into a module both \
          use, below them (see ARCHITECTURE.md):\n{}",
+
+/// One typed view: text and markdown are rendered from `crate::view`, redacted where the view
+/// is built, so no renderer can redact differently or forget to: `cli/markdown.rs` names no
+/// redactor outside its tests, and no `*_text` function of `cli/output.rs` takes one.
+#[test]
+fn text_and_markdown_render_from_the_view_and_take_no_redactor() {
+    let read = |rel: &str| std::fs::read_to_string(src().join(rel)).unwrap();
+    let outside_tests = |text: &str| text.split("#[cfg(test)]").next().unwrap().to_string();
+    let mut found = Vec::new();
+    let markdown = outside_tests(&read("cli/markdown.rs"));
+    for (n, line) in markdown.lines().enumerate() {
+        if names_word(code(line), "redactor") || names_word(code(line), "redact") {
+            found.push(format!("src/cli/markdown.rs:{}: {}", n + 1, line.trim()));
+        }
+    }
+    let output = outside_tests(&read("cli/output.rs"));
+    let mut renderers = Vec::new();
+    for (i, _) in output.match_indices("pub fn ") {
+        let signature = &output[i..i + output[i..].find('{').unwrap()];
+        let name = signature["pub fn ".len()..].split(['(', '<']).next().unwrap();
+        if name.ends_with("_text") {
+            renderers.push(name);
+            if names_word(signature, "redactor") {
+                found.push(format!("src/cli/output.rs: {name} takes a redactor: {}", signature.trim()));
+            }
+        }
+    }
+    for name in ["plan_text", "outcome_text", "checks_text", "preview_text", "daemon_plan_text"] {
+        assert!(renderers.contains(&name), "src/cli/output.rs has no pub fn {name}: {renderers:?}");
+    }
+    assert!(
+        found.is_empty(),
+        "text and markdown render from the typed view (src/view.rs), which is redacted where it is \
+         built; a renderer takes the view, never a Redactor:\n{}",
         found.join("\n")
     );
 }

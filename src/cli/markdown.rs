@@ -24,12 +24,13 @@
 //! are cut first (with a note saying so), then the address table becomes a compact list, and
 //! only a plan with more addresses than fit even so lists the first ones and says how many
 //! more there are.
+//!
+//! The context is made from the plan's typed view (`crate::view::PlanView`), redacted where
+//! it was built: nothing here takes a `Redactor`.
 
-use super::output::{diff_lines, summary_line};
-use crate::base::diagnostic::Diagnostics;
-use crate::diff::{Action, ChangeSet, ResourceChange};
-use crate::redact::Redactor;
+use crate::diff::Action;
 use crate::render::template::{Limits, render_guarded_in};
+use crate::view::{PlanView, ResourceChangeView};
 use serde_json::{Value, json};
 
 pub const BUILTIN: &str = include_str!("templates/plan.md.hbs");
@@ -40,8 +41,8 @@ pub const MAX_BYTES: usize = 60_000;
 const DIFF_LINES: usize = 120;
 /// Characters of one diff line shown before the rest of it is cut.
 const LINE_CHARS: usize = 500;
-/// Resources shown with their diff.
-const DETAILS: usize = 50;
+/// Resources shown with their diff (the report needs no other diff: `PlanView::keep_diffs`).
+pub const DETAILS: usize = 50;
 
 fn action_word(a: Action) -> &'static str {
     match a {
@@ -117,13 +118,13 @@ fn fence_for(body: &str) -> String {
 pub struct Report<'a> {
     pub title: Option<String>,
     pub target: String,
-    pub changes: &'a ChangeSet,
-    pub warnings: &'a Diagnostics,
-    pub redactor: &'a Redactor,
+    /// The plan (or, with `--no-live`, the declared change) the report shows.
+    pub view: &'a PlanView,
+    /// The JSON plan, as `--output json` prints it (the template's `plan`).
     pub plan_json: Value,
     /// The declared-state change between two commits (`--base/--head`).
     pub declared: Option<Value>,
-    /// Whether `changes` is a plan against the live platform.
+    /// Whether `view` is a plan against the live platform.
     pub live: bool,
     /// The most bytes the report may have (`--max-bytes`).
     pub max_bytes: usize,
@@ -168,8 +169,9 @@ fn compact_block(rows: &[Value]) -> String {
     format!("{fence}\n{body}{fence}")
 }
 
-fn detail(c: &ResourceChange, r: &Report<'_>, lines: usize) -> Value {
-    let all: Vec<String> = diff_lines(c, r.redactor)
+fn detail(c: &ResourceChangeView, lines: usize) -> Value {
+    let all: Vec<String> = c
+        .diff_lines()
         .iter()
         .map(|l| {
             let l = l.plain();
@@ -181,11 +183,11 @@ fn detail(c: &ResourceChange, r: &Report<'_>, lines: usize) -> Value {
         .collect();
     let cut = all.len().saturating_sub(lines);
     let diff = all.into_iter().take(lines).collect::<Vec<_>>().join("\n");
-    let address = c.id.to_string();
+    let address = &c.address;
     json!({
         "symbol": c.action.symbol(),
         "address": address.replace('<', "&lt;"),
-        "address_html": html(&address),
+        "address_html": html(address),
         "describe": c.action.describe(),
         "reason": c.reason,
         "reason_html": c.reason.as_deref().map(html),
@@ -197,27 +199,23 @@ fn detail(c: &ResourceChange, r: &Report<'_>, lines: usize) -> Value {
 
 /// Every changed resource's table row, built once per report rather than once per cut tried.
 fn all_rows(r: &Report<'_>) -> Vec<Value> {
-    r.changes
-        .changes
-        .iter()
-        .filter(|c| c.action != Action::NoOp)
-        .map(|c| {
-            row(c.action.symbol(), &c.id.to_string(), action_word(c.action), c.origin.as_ref().map(|o| o.to_string()))
-        })
+    r.view
+        .changed()
+        .map(|c| row(c.action.symbol(), &c.address, action_word(c.action), c.origin.as_ref().map(|o| o.to_string())))
         .collect()
 }
 
 /// The first `shown` changed resources' details with their whole diff (up to `DIFF_LINES`),
 /// built once per report: a cut only drops some of them or shortens the last one.
-fn all_details(r: &Report<'_>, changed: &[&ResourceChange], shown: usize) -> Vec<Value> {
-    changed.iter().take(shown).map(|c| detail(c, r, DIFF_LINES)).collect()
+fn all_details(changed: &[&ResourceChangeView], shown: usize) -> Vec<Value> {
+    changed.iter().take(shown).map(|c| detail(c, DIFF_LINES)).collect()
 }
 
 /// Put into the template data what depends on `cut` (the table, the details, the declared
 /// rows and the notes on what is cut), in place: the rest, the whole JSON plan among it, is
 /// built and converted once per report rather than once per cut tried (issue 18).
 fn set_cut(data: &mut Value, r: &Report<'_>, cut: Cut, all_rows: &[Value], details: &[Value]) {
-    let changed: Vec<_> = r.changes.changes.iter().filter(|c| c.action != Action::NoOp).collect();
+    let changed: Vec<_> = r.view.changed().collect();
     // The rows only ever shrink from one cut to the next: truncate the table already there.
     let n = cut.rows.min(all_rows.len());
     match data["table"].as_array_mut() {
@@ -235,7 +233,7 @@ fn set_cut(data: &mut Value, r: &Report<'_>, cut: Cut, all_rows: &[Value], detai
             let lines = if i + 1 == cut.details { cut.last_lines } else { cut.lines };
             match details.get(i) {
                 Some(d) if lines == DIFF_LINES => d.clone(),
-                _ => detail(c, r, lines),
+                _ => detail(c, lines),
             }
         })
         .collect();
@@ -260,9 +258,10 @@ fn set_cut(data: &mut Value, r: &Report<'_>, cut: Cut, all_rows: &[Value], detai
 /// The template data for `cut`. Its keys are in the order the context always had them (a user
 /// template that walks them sees that order); [`set_cut`] fills the cut's own in place.
 fn context(r: &Report<'_>, cut: Cut, all_rows: &[Value], details: &[Value]) -> Value {
-    let changed: Vec<_> = r.changes.changes.iter().filter(|c| c.action != Action::NoOp).collect();
-    let count = |a| r.changes.count(a);
-    let preview = r.plan_json.get("platform_preview").cloned().map(|mut p| {
+    let changed: Vec<_> = r.view.changed().collect();
+    let summary = &r.view.summary;
+    let preview = r.view.platform_preview.as_ref().map(|p| {
+        let mut p = serde_json::to_value(p).unwrap_or(Value::Null);
         if let Some(req) = p.get("request").and_then(Value::as_str) {
             p["request_html"] = json!(html(req));
         }
@@ -284,10 +283,9 @@ fn context(r: &Report<'_>, cut: Cut, all_rows: &[Value], details: &[Value]) -> V
         }
         p
     });
-    // The platform's pre-apply checks, under the key their kind names (`policy_checks`).
-    let checks = r.plan_json.as_object().and_then(|o| o.iter().find(|(k, _)| k.ends_with("_checks")));
-    let title = checks.map(|(k, _)| super::output::checks_title(&k.trim_end_matches('s').replace('_', " ")));
-    let checks = checks.map(|(_, v)| v.clone()).map(|mut p| {
+    // The platform's pre-apply checks, as the JSON plan has them.
+    let checks = r.view.checks.as_ref().map(|c| {
+        let mut p = c.json.clone();
         // Only the checks whose answer changes or that fail; each as one code span.
         let shown: Vec<String> = p["checks"]
             .as_array()
@@ -310,7 +308,7 @@ fn context(r: &Report<'_>, cut: Cut, all_rows: &[Value], details: &[Value]) -> V
             })
             .collect();
         p["shown_md"] = json!(shown);
-        p["title"] = json!(title);
+        p["title"] = json!(c.title);
         p["check_count"] = json!(p["checks"].as_array().map_or(0, Vec::len));
         if let Some(e) = p.get("error").and_then(Value::as_str) {
             p["error_text"] = json!(text(e));
@@ -331,19 +329,19 @@ fn context(r: &Report<'_>, cut: Cut, all_rows: &[Value], details: &[Value]) -> V
         p["realms_md"] = json!(realms);
         p
     });
-    let warnings: Vec<String> = r.warnings.0.iter().map(|w| r.redactor.text(&w.to_string())).collect();
-    let orphans: Vec<String> = r.changes.orphans.iter().map(|o| o.to_string()).collect();
+    let warnings: Vec<&str> = r.view.warnings.iter().map(|w| w.line.as_str()).collect();
+    let orphans = &r.view.orphans;
     let mut data = json!({
         "title": r.title,
         "title_text": r.title.as_deref().map(text),
         "target": r.target,
         "target_text": text(&r.target),
-        "summary_line": summary_line(r.changes),
+        "summary_line": summary.line(),
         "summary": {
-            "create": count(Action::Create),
-            "update": count(Action::Update),
-            "replace": count(Action::Replace),
-            "delete": count(Action::Delete),
+            "create": summary.create,
+            "update": summary.update,
+            "replace": summary.replace,
+            "delete": summary.delete,
         },
         "has_changes": !changed.is_empty(),
         "compact": null,
@@ -356,10 +354,10 @@ fn context(r: &Report<'_>, cut: Cut, all_rows: &[Value], details: &[Value]) -> V
         "max_bytes": r.max_bytes,
         "orphans_md": orphans.iter().map(|o| code(o, false)).collect::<Vec<_>>(),
         "orphans": orphans,
-        "orphan_count": r.changes.orphans.len(),
+        "orphan_count": orphans.len(),
         "warnings_md": warnings.iter().map(|w| code(w, false)).collect::<Vec<_>>(),
         "warnings": warnings,
-        "warning_count": r.warnings.0.len(),
+        "warning_count": warnings.len(),
         "declared": null,
         "live": r.live,
         "platform_preview": preview.unwrap_or(Value::Null),
@@ -404,13 +402,13 @@ fn render_once(template: Option<Template<'_>>, data: &handlebars::Context) -> an
 /// Render the report with the built-in template or `template` (handlebars, strict: a name
 /// the context does not have is an error rather than an empty string), within `max_bytes`.
 pub fn render(r: &Report<'_>, template: Option<Template<'_>>) -> anyhow::Result<String> {
-    let changed: Vec<_> = r.changes.changes.iter().filter(|c| c.action != Action::NoOp).collect();
+    let changed: Vec<_> = r.view.changed().collect();
     let rows = changed.len().max(r.declared.as_ref().and_then(|d| d["resources"].as_array()).map_or(0, Vec::len));
     let shown = changed.len().min(DETAILS);
     let full = Cut { details: shown, lines: DIFF_LINES, last_lines: DIFF_LINES, compact: false, rows };
     // What no cut changes is built once; each try only changes the cut's own fields in place.
     let all = all_rows(r);
-    let details = all_details(r, &changed, shown);
+    let details = all_details(&changed, shown);
     let mut data = handlebars::Context::from(context(r, full, &all, &details));
     let mut first = true;
     let mut render_once = |_: &Report<'_>, template, cut| {
@@ -451,7 +449,7 @@ pub fn render(r: &Report<'_>, template: Option<Template<'_>>) -> anyhow::Result<
             best = out;
             continue;
         }
-        let (mut lo, mut hi) = (0usize, DIFF_LINES.min(diff_lines(changed[n - 1], r.redactor).len()));
+        let (mut lo, mut hi) = (0usize, DIFF_LINES.min(changed[n - 1].diff_lines().len()));
         // Binary search for the most lines of this diff that fit.
         while lo < hi {
             let mid = (lo + hi).div_ceil(2);
@@ -488,8 +486,11 @@ fn truncate(text: &str, max: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::diff::{ChangeSet, FieldChange};
+    use crate::base::diagnostic::Diagnostics;
+    use crate::diff::{ChangeSet, FieldChange, ResourceChange};
     use crate::model::ResourceId;
+    use crate::plan::Plan;
+    use crate::redact::Redactor;
 
     /// Issue 18: the data one context carries through a report's cuts, each changed in place by
     /// `set_cut`, is at every cut exactly (values and key order) the data built afresh for it.
@@ -514,21 +515,20 @@ mod tests {
             .collect();
         let set = ChangeSet { changes, ..Default::default() };
         let (warnings, redactor) = (Diagnostics::default(), Redactor::default());
+        let view = PlanView::new("p", &set, &Plan::default(), &warnings, &redactor, None);
         let resources: Vec<Value> = (0..90).map(|i| json!({ "address": format!("job::/g::svc-{i:03}") })).collect();
         let r = Report {
             title: Some("t".into()),
             target: "sb".into(),
-            changes: &set,
-            warnings: &warnings,
-            redactor: &redactor,
+            view: &view,
             plan_json: json!({ "resource_changes": [1, 2, 3], "z": { "a": 1 } }),
             declared: Some(json!({ "base": "a", "resources": resources, "head": "b" })),
             live: true,
             max_bytes: 1000,
         };
-        let changed: Vec<_> = set.changes.iter().filter(|c| c.action != Action::NoOp).collect();
+        let changed: Vec<_> = view.changed().collect();
         let all = all_rows(&r);
-        let details = all_details(&r, &changed, DETAILS);
+        let details = all_details(&changed, DETAILS);
         let full = Cut { details: DETAILS, lines: DIFF_LINES, last_lines: DIFF_LINES, compact: false, rows: 90 };
         let mut data = context(&r, full, &all, &details);
         // The cuts render tries, in its order: fewer rows, then details back, the last shortened.

@@ -1,19 +1,22 @@
 //! How plans, outcomes and problems are shown: text for people (coloured only on a terminal),
-//! JSON for programs (`--output json`, described by `schemas/plan.schema.json`).
+//! JSON for programs (`--output json`, described by `schemas/plan.schema.json`). Both are
+//! made from the typed view (`crate::view`), which is redacted where it is built: the text
+//! renderers take a view and a `Style`, never a `Redactor`.
 
-use crate::apply::{Outcome, Status};
+use crate::apply::Status;
 use crate::base::diagnostic::{Diagnostic, Diagnostics, Severity};
-use crate::diff::{Action, ChangeSet, ResourceChange};
-use crate::model::DesiredState;
-use crate::plan::Plan;
-use crate::providers::PlatformPreview;
+use crate::diff::{Action, ChangeSet};
+use crate::model::SubStep;
 use crate::redact::Redactor;
-use serde_json::{Value, json};
+use serde_json::Value;
 use std::fmt::Write as _;
 use std::io::IsTerminal;
 
-pub use crate::view::{DiffLine, PLAN_FORMAT_VERSION, aggregate, redacted_diff_lines, summary_line};
-use crate::view::{PhasesView, PlanView, PreviewView, Summary};
+use crate::view::Summary;
+pub use crate::view::{
+    ChecksView, DiffLine, PLAN_FORMAT_VERSION, PhasesView, PlanView, PreviewView, ResourceChangeView, aggregate,
+    checks_title, redacted_diff_lines, step_label, summary_line,
+};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum ColorChoice {
@@ -105,17 +108,10 @@ pub fn diagnostic_text(d: &Diagnostic, style: Style) -> String {
     s
 }
 
-/// The unified diff of one resource's YAML (secrets masked): everything added for a create,
-/// everything removed for a delete, hunks with two lines of context otherwise.
-pub fn diff_lines(c: &ResourceChange, redactor: &Redactor) -> Vec<DiffLine> {
-    let (before, after) = redactor.pair(c.before.as_ref(), c.after.as_ref());
-    redacted_diff_lines(before.as_ref(), after.as_ref())
-}
-
 /// The diff for a terminal, each line marked and coloured as terraform does.
-fn resource_diff(c: &ResourceChange, style: Style, redactor: &Redactor) -> String {
+fn resource_diff(c: &ResourceChangeView, style: Style) -> String {
     let mut out = String::new();
-    for line in diff_lines(c, redactor) {
+    for line in c.diff_lines() {
         let text = match &line {
             DiffLine::Hunk(_) => style.dim(&line.plain()),
             DiffLine::Removed(_) => style.red(&line.plain()),
@@ -127,24 +123,22 @@ fn resource_diff(c: &ResourceChange, style: Style, redactor: &Redactor) -> Strin
     out
 }
 
-pub fn plan_text(
-    changes: &ChangeSet,
-    plan: &Plan,
-    warnings: &Diagnostics,
-    style: Style,
-    redactor: &Redactor,
-) -> String {
+/// The plan for people, from its view (redacted when it was built).
+pub fn plan_text(view: &PlanView, style: Style) -> String {
     let mut out = String::new();
-    if !warnings.0.is_empty() {
-        out.push_str(&diagnostics_text(warnings, style));
+    if !view.warnings.is_empty() {
+        for w in &view.warnings {
+            out.push_str(&diagnostic_text(&w.diagnostic, style));
+            out.push('\n');
+        }
         out.push('\n');
     }
-    if !changes.has_changes() {
+    if !view.has_changes() {
         out.push_str(&style.green("No changes. The platform matches the manifests.\n"));
     } else {
         out.push_str("capstan will perform the following actions:\n\n");
-        for c in changes.changes.iter().filter(|c| c.action != Action::NoOp) {
-            let mut head = format!("  # {} {}", c.id, c.action.describe());
+        for c in view.changed() {
+            let mut head = format!("  # {} {}", c.address, c.action.describe());
             if let Some(origin) = &c.origin {
                 let _ = write!(head, "  {}", style.dim(&format!("({origin})")));
             }
@@ -152,89 +146,65 @@ pub fn plan_text(
                 let _ = write!(head, "\n  # {}", style.dim(reason));
             }
             let _ = writeln!(out, "{head}");
-            let _ = writeln!(out, "  {} {}", style.action(c.action, c.action.symbol()), style.bold(&c.id.to_string()));
-            out.push_str(&resource_diff(c, style, redactor));
+            let _ = writeln!(out, "  {} {}", style.action(c.action, c.action.symbol()), style.bold(&c.address));
+            out.push_str(&resource_diff(c, style));
             out.push('\n');
         }
-        out.push_str(&style.bold(&summary_line(changes)));
+        out.push_str(&style.bold(&view.summary.line()));
         out.push('\n');
-        if plan.phases.len() > 1 {
-            let _ =
-                writeln!(out, "{}", style.dim(&format!("{} steps in {} phases:", plan.steps.len(), plan.phases.len())));
-            for p in &plan.phases {
+        let phases = &view.plan.phases;
+        if phases.len() > 1 {
+            let _ = writeln!(out, "{}", style.dim(&format!("{} steps in {} phases:", view.step_count(), phases.len())));
+            for p in phases {
                 let _ = writeln!(out, "{}", style.dim(&format!("  {}", p.name)));
             }
         }
     }
-    if !changes.orphans.is_empty() {
+    if !view.orphans.is_empty() {
         let _ = writeln!(
             out,
             "\n{}",
             style.yellow(&format!(
                 "{} resource(s) created by this owner are no longer declared; run with --prune to delete them:",
-                changes.orphans.len()
+                view.orphans.len()
             ))
         );
-        for o in &changes.orphans {
+        for o in &view.orphans {
             let _ = writeln!(out, "  {o}");
         }
     }
-    if !changes.kept.is_empty() {
+    if let Some(kept) = view.kept.as_ref().filter(|k| !k.is_empty()) {
         let _ = writeln!(
             out,
             "\n{}",
             style.yellow(&format!(
                 "{} resource(s) created by this owner are no longer declared, and pruning leaves them:",
-                changes.kept.len()
+                kept.len()
             ))
         );
-        for k in &changes.kept {
-            let _ = writeln!(out, "  {}: {}", k.id, k.reason);
+        for k in kept {
+            let _ = writeln!(out, "  {}: {}", k.address, k.reason);
         }
     }
     out
 }
 
-/// The plan as JSON (schemas/plan.schema.json). Nothing in it depends on the time or the run,
-/// and no secret value is in it.
-pub fn plan_json(
-    platform: &str,
-    changes: &ChangeSet,
-    plan: &Plan,
-    warnings: &Diagnostics,
-    redactor: &Redactor,
-    preview: Option<&PlatformPreview>,
-) -> Value {
-    PlanView::new(platform, changes, plan, warnings, redactor, preview).to_value()
-}
-
-/// The platform's pre-apply checks, as they go into the JSON plan.
-pub fn checks_json(p: &crate::model::CheckReport, redactor: &Redactor) -> Value {
-    let mut v = serde_json::to_value(p).unwrap_or(Value::Null);
-    v["failed"] = json!(p.checks.iter().filter(|c| c.failed).count());
-    if let Some(e) = &p.error {
-        v["error"] = json!(redactor.text(e));
-    }
-    redactor.value(&v)
-}
-
 /// The platform's pre-apply checks as text: those whose answer changes or that fail, and what
 /// changes per scope when nothing is checked.
-pub fn checks_text(p: &crate::model::CheckReport, style: Style, redactor: &Redactor) -> String {
-    let mut out = format!("\n{}\n", style.bold(&format!("{} (simulated):", checks_title(p.name))));
+pub fn checks_text(p: &ChecksView, style: Style) -> String {
+    let mut out = format!("\n{}\n", style.bold(&format!("{} (simulated):", p.title)));
     if let Some(e) = &p.error {
-        out.push_str(&format!("  {}\n", style.red(&format!("could not be run: {}", redactor.text(e)))));
+        out.push_str(&format!("  {}\n", style.red(&format!("could not be run: {e}"))));
         return out;
     }
-    let shown: Vec<_> = p.checks.iter().filter(|c| c.failed || c.changed).collect();
-    if !p.checks.is_empty() && shown.is_empty() {
-        out.push_str(&format!("  {}\n", style.green(&format!("all {} hold, none changes", p.checks.len()))));
+    if p.count > 0 && p.shown.is_empty() {
+        out.push_str(&format!("  {}\n", style.green(&format!("all {} hold, none changes", p.count))));
     }
-    for c in shown {
-        let line = redactor.text(&c.describe());
+    for c in &p.shown {
+        let line = &c.line;
         out.push_str(&format!("  {}\n", if c.failed { style.red(&format!("✗ {line}")) } else { format!("~ {line}") }));
     }
-    if p.checks.is_empty() && p.scopes.is_empty() {
+    if p.count == 0 && p.scopes.is_empty() {
         out.push_str("  no checks declared, and the changes name no realm\n");
     }
     for r in &p.scopes {
@@ -242,36 +212,25 @@ pub fn checks_text(p: &crate::model::CheckReport, style: Style, redactor: &Redac
         for (when, lines) in [("now", &r.before), ("after this plan", &r.after)] {
             out.push_str(&format!("    {when}:{}\n", if lines.is_empty() { " nothing permitted" } else { "" }));
             for l in lines {
-                out.push_str(&format!("      {}\n", redactor.text(l)));
+                out.push_str(&format!("      {l}\n"));
             }
         }
     }
     out
 }
 
-/// What a kind of check is called as a heading: `policy check` → `Policy checks`.
-pub fn checks_title(name: &str) -> String {
-    let mut c = name.chars();
-    c.next().map(|f| format!("{}{}s", f.to_uppercase(), c.as_str())).unwrap_or_default()
-}
-
-/// The platform's own preview, as it goes into the JSON plan.
-pub fn preview_json(p: &PlatformPreview, redactor: &Redactor) -> Value {
-    serde_json::to_value(PreviewView::new(p, redactor)).unwrap_or(Value::Null)
-}
-
 /// The platform's own preview as text, after capstan's plan.
-pub fn preview_text(p: &PlatformPreview, style: Style, redactor: &Redactor) -> String {
+pub fn preview_text(p: &PreviewView, style: Style) -> String {
     let mut out = format!("\n{}\n", style.bold(&format!("The platform's own preview ({}):", p.request)));
     if let Some(e) = &p.error {
-        out.push_str(&format!("  {}\n", style.yellow(&format!("unavailable: {}", redactor.text(e)))));
+        out.push_str(&format!("  {}\n", style.yellow(&format!("unavailable: {e}"))));
         return out;
     }
     if p.steps.is_empty() {
         out.push_str("  no steps\n");
     }
     for (i, step) in p.steps.iter().enumerate() {
-        let actions: Vec<String> = step.iter().map(|a| format!("{} {}", a.action, a.resource.name)).collect();
+        let actions: Vec<String> = step.iter().map(|a| format!("{} {}", a.action, a.name)).collect();
         out.push_str(&format!("  step {}: {}\n", i + 1, actions.join(", ")));
     }
     if p.disagreements.is_empty() {
@@ -279,16 +238,10 @@ pub fn preview_text(p: &PlatformPreview, style: Style, redactor: &Redactor) -> S
     } else {
         out.push_str(&format!("  {}\n", style.yellow("Where it disagrees with capstan's plan:")));
         for d in &p.disagreements {
-            out.push_str(&format!("    {}\n", style.yellow(&format!("! {}", redactor.text(d)))));
+            out.push_str(&format!("    {}\n", style.yellow(&format!("! {d}"))));
         }
     }
     out
-}
-
-/// The plan's phases and steps with their statuses, in seed 000's shape (what the daemon's
-/// `GET /v1/plans/deploy` answers).
-pub fn phases_json(plan: &Plan, redactor: &Redactor, outcome: Option<&Outcome>) -> Value {
-    serde_json::to_value(PhasesView::new(plan, redactor, outcome)).unwrap_or(Value::Null)
 }
 
 pub fn summary_json(changes: &ChangeSet) -> Value {
@@ -303,47 +256,34 @@ pub fn resource_changes_json(changes: &ChangeSet, redactor: &Redactor) -> Vec<Va
         .collect()
 }
 
-/// A step as an outcome line names it: its name, and where its resource is declared (a
-/// deletion's resource is declared nowhere).
-pub fn step_label(plan: &Plan, step: usize, desired: &DesiredState) -> String {
-    let s = &plan.steps[step];
-    match desired.resources.get(&s.resource) {
-        Some(d) => format!("{} ({})", s.name, d.origin),
-        None => s.name.clone(),
-    }
-}
-
-pub fn outcome_text(
-    plan: &Plan,
-    desired: &DesiredState,
-    outcome: &Outcome,
-    style: Style,
-    redactor: &Redactor,
-) -> String {
+/// What became of a run's steps, from its view ([`PhasesView::outcome`]): every step not
+/// done, in plan order, and the count.
+pub fn outcome_text(view: &PhasesView, style: Style) -> String {
     let mut out = String::new();
-    for (i, s) in outcome.steps.iter().enumerate() {
+    let steps = view.steps();
+    for s in &steps {
         if s.status == Status::Complete {
             continue;
         }
-        let name = step_label(plan, i, desired);
+        let name = &s.label;
         let line = match s.status {
-            Status::Error => style.red(&format!("  ERROR    {name}: {}", redactor.text(&s.message))),
-            _ => style.yellow(&format!("  {:<8} {name}: {}", status_word(s.status), redactor.text(&s.message))),
+            Status::Error => style.red(&format!("  ERROR    {name}: {}", s.message)),
+            _ => style.yellow(&format!("  {:<8} {name}: {}", status_word(s.status), s.message)),
         };
         let _ = writeln!(out, "{line}");
     }
-    let total = outcome.steps.len();
-    let done = outcome.count(Status::Complete);
-    if outcome.converged() {
+    let total = steps.len();
+    let count = |status| steps.iter().filter(|s| s.status == status).count();
+    let (done, failed) = (count(Status::Complete), count(Status::Error));
+    if done == total {
         let _ = writeln!(out, "{}", style.green(&format!("Apply complete: {done} of {total} steps done.")));
     } else {
         let _ = writeln!(
             out,
             "{}",
             style.red(&format!(
-                "Apply incomplete: {done} of {total} steps done, {} failed, {} not started.",
-                outcome.count(Status::Error),
-                total - done - outcome.count(Status::Error)
+                "Apply incomplete: {done} of {total} steps done, {failed} failed, {} not started.",
+                total - done - failed
             ))
         );
     }
@@ -351,11 +291,10 @@ pub fn outcome_text(
 }
 
 /// A sub-step (a platform's own plan step a step follows): `phase / step  STATUS  message`.
-pub fn substep_line(sub: &Value) -> String {
-    let text = |k: &str| sub[k].as_str().unwrap_or_default();
-    let mut line = format!("{:<11} {} / {}", text("status"), text("phase"), text("step"));
-    if !text("message").is_empty() {
-        line.push_str(&format!(": {}", text("message")));
+pub fn substep_line(sub: &SubStep) -> String {
+    let mut line = format!("{:<11} {} / {}", sub.status, sub.phase, sub.step);
+    if !sub.message.is_empty() {
+        line.push_str(&format!(": {}", sub.message));
     }
     line
 }
@@ -370,35 +309,186 @@ pub fn status_word(s: Status) -> &'static str {
     }
 }
 
-/// A daemon's plan (seed 000 shape) for people: phases, steps and their statuses.
-pub fn daemon_plan_text(plan: &Value, style: Style) -> String {
+/// A status as seed 000's plan API spells it (its serde name).
+fn wire_word(s: Status) -> &'static str {
+    match s {
+        Status::Pending => "PENDING",
+        Status::InProgress => "IN_PROGRESS",
+        Status::Complete => "COMPLETE",
+        Status::Error => "ERROR",
+        Status::Waiting => "WAITING",
+    }
+}
+
+/// A daemon's plan (seed 000 shape, read back into its view) for people: phases, steps and
+/// their statuses.
+pub fn daemon_plan_text(plan: &PhasesView, style: Style) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
         "plan deploy ({}): {}",
-        plan["commit"].as_str().map(|c| &c[..c.len().min(12)]).unwrap_or("?"),
-        plan["status"].as_str().unwrap_or("?")
+        plan.commit.as_deref().map(|c| c.get(..12).unwrap_or(c)).unwrap_or("?"),
+        wire_word(plan.status)
     );
-    for phase in plan["phases"].as_array().into_iter().flatten() {
-        let _ =
-            writeln!(out, "  {} [{}]", phase["name"].as_str().unwrap_or(""), phase["status"].as_str().unwrap_or(""));
-        for step in phase["steps"].as_array().into_iter().flatten() {
-            let status = step["status"].as_str().unwrap_or("");
-            let line = format!("    {status:<11} {}", step["name"].as_str().unwrap_or(""));
-            let line = match status {
-                "COMPLETE" => style.green(&line),
-                "ERROR" => style.red(&line),
-                "IN_PROGRESS" | "WAITING" => style.yellow(&line),
-                _ => line,
+    for phase in &plan.phases {
+        let _ = writeln!(out, "  {} [{}]", phase.name, wire_word(phase.status));
+        for step in &phase.steps {
+            let line = format!("    {:<11} {}", wire_word(step.status), step.name);
+            let line = match step.status {
+                Status::Complete => style.green(&line),
+                Status::Error => style.red(&line),
+                Status::InProgress | Status::Waiting => style.yellow(&line),
+                Status::Pending => line,
             };
             let _ = writeln!(out, "{line}");
-            if let Some(m) = step["message"].as_str().filter(|m| !m.is_empty()) {
-                let _ = writeln!(out, "                {}", style.dim(m));
+            if !step.message.is_empty() {
+                let _ = writeln!(out, "                {}", style.dim(&step.message));
             }
-            for sub in step["substeps"].as_array().into_iter().flatten() {
+            for sub in step.substeps.iter().flatten() {
                 let _ = writeln!(out, "      {}", substep_line(sub));
             }
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::apply::{Outcome, StepOutcome};
+    use crate::base::diagnostic::Location;
+    use crate::model::{DesiredResource, DesiredState, ResourceId, Verb};
+    use crate::plan::{Phase, Plan, Step};
+    use crate::redact::Redactor;
+    use serde_json::json;
+
+    const SECRET: &str = "hunter2-s3cr3t";
+
+    fn redactor() -> Redactor {
+        let mut r = Redactor::default();
+        r.add_value(SECRET);
+        r
+    }
+
+    fn plain() -> Style {
+        Style::new(ColorChoice::Never, false)
+    }
+
+    /// Two steps where step 0 waits for step 1: the phases list step 1 first.
+    fn plan() -> Plan {
+        let step = |id: &str, name: &str, deps: Vec<usize>, phase| Step {
+            id: id.into(),
+            name: format!("update job::{name}"),
+            verb: Verb::Update,
+            resource: ResourceId::new("job", name),
+            deps,
+            phase,
+        };
+        Plan {
+            steps: vec![step("s0", "a", vec![1], 1), step("s1", "b", vec![], 0)],
+            phases: vec![
+                Phase { id: "p0".into(), name: "phase 1".into(), steps: vec![1] },
+                Phase { id: "p1".into(), name: "phase 2".into(), steps: vec![0] },
+            ],
+        }
+    }
+
+    fn outcome(r: &Redactor) -> Outcome {
+        let step = |status, message: &str, substeps| StepOutcome {
+            status,
+            message: r.redact(message),
+            substeps,
+            duration: Default::default(),
+        };
+        let sub = SubStep {
+            phase: "deploy".into(),
+            step: "node-0".into(),
+            status: "IN_PROGRESS".into(),
+            message: format!("waiting for {SECRET}"),
+        };
+        Outcome {
+            steps: vec![
+                step(Status::Error, &format!("refused: {SECRET}"), vec![sub]),
+                step(Status::Waiting, "interrupted", vec![]),
+            ],
+        }
+    }
+
+    /// `plan status --daemon` spells statuses as the daemon's JSON does.
+    #[test]
+    fn wire_words_are_the_serde_names() {
+        for s in [Status::Pending, Status::InProgress, Status::Complete, Status::Error, Status::Waiting] {
+            assert_eq!(serde_json::json!(s), serde_json::json!(wire_word(s)));
+        }
+    }
+
+    /// `plan status --daemon` reads the daemon's answer back into the view it was made from:
+    /// the same JSON again, the same text, every field the text shows.
+    #[test]
+    fn a_daemon_plan_read_back_is_the_view_it_was_and_renders_the_same() {
+        let r = redactor();
+        let mut view = PhasesView::new(&plan(), &r, Some(&outcome(&r)));
+        view.commit = Some("0123456789abcdef0123".into());
+        let json = serde_json::to_string(&view).unwrap();
+        let back: PhasesView = serde_json::from_str(&json).unwrap();
+        assert_eq!(serde_json::to_string(&back).unwrap(), json);
+        let text = daemon_plan_text(&back, plain());
+        assert_eq!(text, daemon_plan_text(&view, plain()));
+        assert_eq!(
+            text,
+            "plan deploy (0123456789ab): ERROR\n\
+             \x20 phase 1 [WAITING]\n\
+             \x20   WAITING     update job::b\n\
+             \x20               interrupted\n\
+             \x20 phase 2 [ERROR]\n\
+             \x20   ERROR       update job::a\n\
+             \x20               refused: (sensitive)\n\
+             \x20     IN_PROGRESS deploy / node-0: waiting for (sensitive)\n"
+        );
+        let not_a_plan = serde_json::from_value::<PhasesView>(json!({ "message": "no plan has run yet" }));
+        assert!(not_a_plan.is_err());
+    }
+
+    /// An outcome lists the steps not done in plan order (not phase order), each named with
+    /// where its resource is declared, from the outcome's view.
+    #[test]
+    fn outcome_text_lists_steps_in_plan_order_with_their_labels() {
+        let r = redactor();
+        let mut desired = DesiredState::default();
+        let id = ResourceId::new("job", "a");
+        desired.resources.insert(
+            id.clone(),
+            DesiredResource {
+                id,
+                spec: json!({}),
+                origin: Location::new("jobs/a.yaml", 3, 5),
+                references: vec![],
+                exclusive: None,
+            },
+        );
+        let view = PhasesView::outcome(&plan(), &desired, &outcome(&r), &r);
+        assert_eq!(
+            outcome_text(&view, plain()),
+            "  ERROR    update job::a (jobs/a.yaml:3:5): refused: (sensitive)\n\
+             \x20 WAITING  update job::b: interrupted\n\
+             Apply incomplete: 0 of 2 steps done, 1 failed, 1 not started.\n"
+        );
+    }
+
+    /// A warning is redacted where the view is built: its JSON message, and the text and
+    /// markdown lines made from the view (text showed the message as it was).
+    #[test]
+    fn a_warnings_secret_is_masked_in_every_output_of_the_view() {
+        let r = redactor();
+        let w = Diagnostic::warning(Some(Location::new("a.yaml", 2, 1)), format!("odd value {SECRET}"))
+            .with_related(Location::new("b.yaml", 1, 1), format!("also {SECRET}"));
+        let view = PlanView::new("t", &ChangeSet::default(), &Plan::default(), &Diagnostics(vec![w]), &r, None);
+        let json = serde_json::to_string(&view).unwrap();
+        let text = plan_text(&view, plain());
+        for out in [&json, &text, &view.warnings[0].line] {
+            assert!(!out.contains(SECRET), "{out}");
+        }
+        assert!(text.starts_with("a.yaml:2:1: warning: odd value (sensitive)\n  b.yaml:1:1: note: also (sensitive)\n"));
+        assert_eq!(view.warnings[0].json["message"], "odd value (sensitive)");
+    }
 }

@@ -169,7 +169,7 @@ pub async fn run(args: ServiceArgs, color: ColorChoice) -> anyhow::Result<u8> {
         for sub in subs {
             if seen.insert((sub.phase.clone(), sub.step.clone()), sub.status.clone()).as_ref() != Some(&sub.status) {
                 let sub = SubStep { message: redactor.text(&sub.message), ..sub };
-                let _ = outln(&format!("  {}", style.dim(&output::substep_line(&json!(sub)))));
+                let _ = outln(&format!("  {}", style.dim(&output::substep_line(&sub))));
             }
         }
     };

@@ -80,7 +80,7 @@ impl Observer for Progress<'_> {
             if seen.get(&key) != Some(&sub.status) {
                 seen.insert(key, sub.status.clone());
                 let sub = crate::model::SubStep { message: self.redactor.text(&sub.message), ..sub.clone() };
-                let line = output::substep_line(&serde_json::json!(sub));
+                let line = output::substep_line(&sub);
                 self.line(&format!("    {}: {}", plan.steps[step].name, self.style.dim(&line)));
             }
         }
@@ -135,13 +135,18 @@ pub(super) async fn apply(
             session.plan(&snapshot, &config, &render_options(input), flags, None).await.map_err(plan_error)?;
         note(Level::INFO, &Style::stderr(color).dim(&format!("Applying to {}.", connected.description)));
         let redactor = &planned.rendered.redactor;
-        out(&output::plan_text(&planned.changes, &planned.plan, &planned.rendered.warnings, style, redactor))?;
-        if let Some(p) = &planned.preview {
-            out(&output::preview_text(p, style, redactor))?;
+        let (changes, warnings, preview) = (&planned.changes, &planned.rendered.warnings, planned.preview.as_ref());
+        let view =
+            output::PlanView::new(connected.provider.platform(), changes, &planned.plan, warnings, redactor, preview)
+                .with_checks(planned.checks.as_ref(), redactor);
+        out(&output::plan_text(&view, style))?;
+        if let Some(p) = &view.platform_preview {
+            out(&output::preview_text(p, style))?;
         }
-        if let Some(p) = &planned.checks {
-            out(&output::checks_text(p, style, redactor))?;
+        if let Some(p) = &view.checks {
+            out(&output::checks_text(p, style))?;
         }
+        drop(view);
         let guards = Guards {
             mass_delete: &config.mass_delete,
             allow_mass_delete,
@@ -170,7 +175,8 @@ pub(super) async fn apply(
             anyhow::bail!("the apply was stopped before every step ran");
         };
         ended?;
-        let text = output::outcome_text(&cleared.plan, &cleared.rendered.desired, &outcome, style, redactor);
+        let view = output::PhasesView::outcome(&cleared.plan, &cleared.rendered.desired, &outcome, redactor);
+        let text = output::outcome_text(&view, style);
         match &verified {
             Ok(()) => out(&text)?,
             Err(_) => out(&text.replacen("Apply complete:", "Apply not converged:", 1))?,

@@ -103,7 +103,12 @@ pub(super) async fn drive_daemon(action: PlanAction, color: crate::cli::ColorCho
     let body = ask_daemon(&r.daemon, method, &path, r.token_env.as_deref(), None).await?;
     match (&action, r.output) {
         (_, PlanFormat::Json) => outln(&serde_json::to_string_pretty(&body)?)?,
-        (PlanAction::Status(_), _) => out(&output::daemon_plan_text(&body, Style::stdout(color)))?,
+        (PlanAction::Status(_), _) => {
+            let plan: output::PhasesView = serde_json::from_value(body).map_err(|e| {
+                anyhow::anyhow!("the daemon at {} answered something that is not a plan: {e}", r.daemon)
+            })?;
+            out(&output::daemon_plan_text(&plan, Style::stdout(color)))?
+        }
         (_, _) => outln(body.get("message").and_then(|m| m.as_str()).unwrap_or("ok"))?,
     }
     Ok(EXIT_OK)

@@ -61,31 +61,37 @@ pub(super) async fn plan_into(
     connected.close().await?;
     let planned = result.map_err(plan_error)?;
     let (changes, warnings, redactor) = (&planned.changes, &planned.rendered.warnings, &planned.rendered.redactor);
+    // Every output renders from this view, redacted here.
+    let view = output::PlanView::new(platform, changes, &planned.plan, warnings, redactor, planned.preview.as_ref())
+        .with_checks(planned.checks.as_ref(), redactor);
     // Built only for the outputs that show it: at ten thousand resources it is not small.
-    let json = || {
-        let mut json =
-            output::plan_json(platform, changes, &planned.plan, warnings, redactor, planned.preview.as_ref());
+    let json = |view: &output::PlanView| {
+        let mut json = view.to_value();
         if let Some(d) = &declared {
             json["declared_changes"] = d.json(redactor);
         }
-        if let Some(p) = &planned.checks {
-            json[p.key()] = output::checks_json(p, redactor);
+        if let Some(c) = &view.checks {
+            json[&c.key] = c.json.clone();
         }
         json
     };
     match format {
-        PlanFormat::Json => match json_sink {
-            Some(sink) => sink.push(json()),
-            None => outln(&serde_json::to_string_pretty(&json())?)?,
-        },
+        PlanFormat::Json => {
+            let json = json(&view);
+            drop(view);
+            match json_sink {
+                Some(sink) => sink.push(json),
+                None => outln(&serde_json::to_string_pretty(&json)?)?,
+            }
+        }
         PlanFormat::Markdown => {
+            let plan_json = json(&view);
+            let view = view.keep_diffs(markdown::DETAILS);
             let report = markdown::Report {
                 title: preview.title.clone(),
                 target: description,
-                changes,
-                warnings,
-                redactor,
-                plan_json: json(),
+                view: &view,
+                plan_json,
                 declared: declared.as_ref().map(|d| d.markdown()),
                 live: true,
                 max_bytes: preview.max_bytes,
@@ -101,12 +107,12 @@ pub(super) async fn plan_into(
             if let Some(d) = &declared {
                 out(&d.text(Style::stdout(color)))?;
             }
-            out(&output::plan_text(changes, &planned.plan, warnings, Style::stdout(color), redactor))?;
-            if let Some(p) = &planned.preview {
-                out(&output::preview_text(p, Style::stdout(color), redactor))?;
+            out(&output::plan_text(&view, Style::stdout(color)))?;
+            if let Some(p) = &view.platform_preview {
+                out(&output::preview_text(p, Style::stdout(color)))?;
             }
-            if let Some(p) = &planned.checks {
-                out(&output::checks_text(p, Style::stdout(color), redactor))?;
+            if let Some(p) = &view.checks {
+                out(&output::checks_text(p, Style::stdout(color)))?;
             }
         }
     }
@@ -170,9 +176,14 @@ impl Declared {
         })
     }
 
+    /// The declared change's view: no steps, and its own warnings only when `warnings`.
+    fn view(&self, warnings: bool) -> output::PlanView {
+        let warnings = if warnings { &self.warnings } else { &Diagnostics::default() };
+        output::PlanView::new(self.platform, &self.changes, &Plan::default(), warnings, &self.redactor, None)
+    }
+
     fn text(&self, style: Style) -> String {
-        let empty = Plan::default();
-        let body = output::plan_text(&self.changes, &empty, &Diagnostics::default(), style, &self.redactor)
+        let body = output::plan_text(&self.view(false), style)
             .replacen("Plan:", "Declared:", 1)
             .replacen("No changes. The platform matches the manifests.", "No change to the declared state.", 1)
             .replacen("capstan will perform the following actions:", "", 1);
@@ -243,9 +254,7 @@ pub(super) fn print_declared_only(
             let report = markdown::Report {
                 title: preview.title.clone(),
                 target: format!("the declared state at {}", short(&d.head)),
-                changes: &d.changes,
-                warnings: &d.warnings,
-                redactor: &d.redactor,
+                view: &d.view(true),
                 plan_json: d.json(&d.redactor),
                 declared: Some(d.markdown()),
                 live: false,
