@@ -474,6 +474,9 @@ fn sibling_modules_form_no_import_loop() {
         found.is_empty(),
         "sibling modules that use each other in a loop: move what they share into a module both \
          use, below them (see ARCHITECTURE.md):\n{}",
+        found.join("\n")
+    );
+}
 
 /// One typed view: text and markdown are rendered from `crate::view`, redacted where the view
 /// is built, so no renderer can redact differently or forget to: `cli/markdown.rs` names no
