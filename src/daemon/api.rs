@@ -298,6 +298,8 @@ async fn status(State(d): Shared) -> axum::Json<Value> {
         "interrupted": st.interrupted,
         "drifted": st.drifted,
         "ready": st.ready,
+        "daemon_id": d.fleet.id(),
+        "leases": d.fleet.holdings(&[d.unit()]),
         "locked_by": st.locked_by,
         "repository": { "location": d.opts.repo.location, "ref": d.opts.repo.reference, "path": d.opts.repo.path },
         "platform": d.platform(),

@@ -15,7 +15,8 @@
 pub mod api;
 mod apply;
 pub mod events;
-mod lease;
+mod fleet;
+pub(crate) mod lease;
 pub mod metrics;
 mod reconcile;
 mod server;
@@ -80,6 +81,9 @@ pub struct DaemonOptions {
     pub allow_check_failures: bool,
     /// Take over declared resources another owner's mark claims.
     pub take_ownership: bool,
+    /// How long a unit's lease lasts unrenewed (PostgreSQL store): a dead daemon's unit is
+    /// taken over within about this plus a third of it.
+    pub lease_ttl: Duration,
 }
 
 /// Why a reconcile runs.
@@ -179,6 +183,8 @@ pub struct Daemon {
     pub notifier: Arc<crate::notify::Notifier>,
     /// The unit's name, from `opts.repo.path` by [`unit_name`].
     unit: String,
+    /// The unit leases shared with other daemons (always held with SQLite).
+    pub fleet: Arc<fleet::Fleet>,
 }
 
 /// The name of the unit whose manifests are in `path` (relative to the repository root): its
@@ -207,6 +213,7 @@ impl Daemon {
         let spec = opts.repo.clone();
         let source = tokio::task::spawn_blocking(move || GitSource::open(spec, &state_dir)).await??;
         let store = Store::open_at(opts.store.as_deref(), &opts.state_dir)?;
+        let fleet = Arc::new(fleet::Fleet::open(opts.store.as_deref(), opts.lease_ttl)?);
         // The target comes from the newest commit's capstan.yaml (or --target). A commit whose
         // capstan.yaml cannot be read is an error here: its defaults would be another target
         // (the embedded sandbox), and changes must never silently go elsewhere.
@@ -271,6 +278,7 @@ impl Daemon {
             closed: tokio::sync::watch::channel(false).0,
             notifier: Arc::new(notifier),
             unit: unit_name(&opts.repo.path),
+            fleet,
             opts,
         });
         Ok(daemon)
@@ -493,6 +501,7 @@ pub async fn serve(opts: DaemonOptions) -> anyhow::Result<()> {
         daemon.opts.repo.reference.as_deref().unwrap_or("default branch"),
         daemon.target_description()
     ));
+    let keeper = fleet::keep(daemon.clone());
     let runner = tokio::spawn(daemon.clone().run());
     crate::shutdown_signal().await;
     tracing::info!("shutting down: finishing the running step");
@@ -500,6 +509,8 @@ pub async fn serve(opts: DaemonOptions) -> anyhow::Result<()> {
     let _ = runner.await;
     // The last events are out; event streams end, so the server's graceful shutdown can finish.
     daemon.closed.send_replace(true);
+    let _ = keeper.await;
+    daemon.release_leases().await;
     let _ = server.await;
     daemon.close().await
 }

@@ -76,6 +76,34 @@ CREATE TABLE daemons (
     seen_until TIMESTAMPTZ NOT NULL
 );
 ",
+    // The shared apply journal (`crate::journal::postgres`): a unit's runs, each step's intent
+    // before it is sent and its outcome after, so the daemon that takes a unit over settles
+    // the runs the one before it left.
+    "
+CREATE TABLE journal_runs (
+    id          BIGSERIAL PRIMARY KEY,
+    op          TEXT NOT NULL UNIQUE,
+    unit        TEXT NOT NULL,
+    holder      TEXT NOT NULL,
+    generation  BIGINT NOT NULL,
+    pid         BIGINT NOT NULL,
+    started_at  BIGINT NOT NULL,
+    finished_at BIGINT,
+    status      TEXT NOT NULL,
+    steps       BIGINT NOT NULL
+);
+CREATE INDEX journal_runs_unit ON journal_runs (unit, status);
+CREATE TABLE journal (
+    run     BIGINT NOT NULL REFERENCES journal_runs (id),
+    idx     BIGINT NOT NULL,
+    step_id TEXT NOT NULL,
+    name    TEXT NOT NULL,
+    state   TEXT NOT NULL,
+    message TEXT NOT NULL DEFAULT '',
+    at      BIGINT NOT NULL,
+    PRIMARY KEY (run, idx)
+);
+",
 ];
 
 /// The schema version this binary writes.
@@ -201,8 +229,9 @@ impl Postgres {
         Ok(Postgres { jobs, shown })
     }
 
-    /// Runs `job` on the store's thread and waits for its answer.
-    fn call<R: Send + 'static>(
+    /// Runs `job` on the store's thread and waits for its answer (the lease keeper and the
+    /// shared journal use a connection of their own through this too).
+    pub(crate) fn call<R: Send + 'static>(
         &self,
         mut job: impl FnMut(&mut Client) -> Result<R, postgres::Error> + Send + 'static,
     ) -> anyhow::Result<R> {
