@@ -1,0 +1,306 @@
+//! Several daemons sharing the work on one PostgreSQL store (issue 19): real daemons as
+//! processes, a real PostgreSQL (`.ci/postgres`, or `CAPSTAN_TEST_POSTGRES_URL`: these tests
+//! never skip), a real git repository, an Apcera sandbox over HTTP, one unit. Each daemon gets a
+//! lock directory of its own (`XDG_RUNTIME_DIR`), as daemons on three machines would have: only
+//! the lease keeps them apart. The sandbox logs each request's `User-Agent`, which names the
+//! daemon's process, so its request log says which daemon sent what.
+
+mod common;
+use common::git::*;
+use common::*;
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::process::{Command, Stdio};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+const WAIT: Duration = Duration::from_secs(60);
+/// The default --lease-ttl is 6 s: a dead daemon's unit is taken over within this.
+const TAKEOVER: Duration = Duration::from_secs(10);
+const JOBS: usize = 8;
+
+/// The scenarios time a takeover: one at a time, so two do not share the machine's cores.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn server_url() -> &'static str {
+    static URL: OnceLock<String> = OnceLock::new();
+    URL.get_or_init(|| {
+        if let Ok(url) = std::env::var("CAPSTAN_TEST_POSTGRES_URL") {
+            return url;
+        }
+        let dir = std::env::temp_dir().join(format!("capstan-fleet-pg-{}", std::process::id()));
+        let out = Command::new(repo_root().join(".ci/postgres"))
+            .arg("start")
+            .arg(&dir)
+            .arg(std::process::id().to_string())
+            .stderr(Stdio::inherit())
+            .output()
+            .expect("run .ci/postgres");
+        assert!(out.status.success(), ".ci/postgres could not start a server (see above)");
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    })
+}
+
+/// A new, empty database on the server, and its URL.
+fn fresh_database() -> String {
+    let base = server_url();
+    let name = format!("capstan_{}", uuid::Uuid::new_v4().simple());
+    let mut client = postgres::Client::connect(base, postgres::NoTls).expect("connect to the test server");
+    client.batch_execute(&format!("CREATE DATABASE {name}")).unwrap();
+    let (head, _) = base.rsplit_once('/').unwrap();
+    format!("{head}/{name}")
+}
+
+fn jobs_yaml(tag: &str) -> String {
+    let mut s = String::from("jobs:\n");
+    for i in 0..JOBS {
+        s.push_str(&format!("  job::::web{i}:\n    state: started\n    tags:\n      version: \"{tag}\"\n"));
+    }
+    s
+}
+
+/// One daemon of the fleet, with its own state and lock directories.
+struct Member {
+    proc: Option<DaemonProc>,
+    _state: tempfile::TempDir,
+    _locks: tempfile::TempDir,
+}
+
+impl Member {
+    fn start(repo: &str, store: &str) -> Member {
+        let state = tempfile::tempdir().unwrap();
+        let locks = tempfile::tempdir().unwrap();
+        let xdg = locks.path().to_str().unwrap().to_string();
+        // One request at a time: an apply of the commit takes a few seconds of sandbox latency.
+        let proc = DaemonProc::start(
+            repo,
+            state.path(),
+            &["--store", store, "--parallelism", "1"],
+            &[("XDG_RUNTIME_DIR", xdg.as_str())],
+        );
+        Member { proc: Some(proc), _state: state, _locks: locks }
+    }
+
+    fn d(&self) -> &DaemonProc {
+        self.proc.as_ref().expect("running")
+    }
+
+    fn pid(&self) -> u32 {
+        self.d().pid()
+    }
+
+    /// Whether this daemon says it holds the unit's lease.
+    fn holds(&self) -> bool {
+        let (_, st) = self.d().get("/v1/status");
+        st["leases"][0]["this_daemon"] == true
+    }
+}
+
+/// Who sent a request: the pid in capstan's `User-Agent`.
+fn sender(r: &Value) -> u32 {
+    let ua = r["user_agent"].as_str().unwrap_or_default();
+    let pid = ua.split("(pid ").nth(1).and_then(|s| s.strip_suffix(')'));
+    pid.and_then(|p| p.parse().ok()).unwrap_or_else(|| panic!("no pid in the User-Agent {ua:?}"))
+}
+
+/// Each mutation (method, path, and the resource a body names) and how often it was sent.
+fn mutations(sb: &SandboxProc) -> BTreeMap<String, usize> {
+    let mut seen = BTreeMap::new();
+    for r in sb.mutating_requests() {
+        let named = r["body"]["fqn"].as_str().or(r["body"]["name"].as_str()).unwrap_or_default();
+        let key = format!("{} {} {named}", r["method"].as_str().unwrap(), r["path"].as_str().unwrap());
+        *seen.entry(key).or_insert(0) += 1;
+    }
+    seen
+}
+
+fn assert_each_mutation_once(sb: &SandboxProc, what: &str) {
+    let dup: Vec<(String, usize)> = mutations(sb).into_iter().filter(|(_, n)| *n > 1).collect();
+    assert!(dup.is_empty(), "{what}: mutations sent more than once: {dup:?}\n{:#?}", sb.mutating_requests());
+}
+
+fn versions(sb: &SandboxProc) -> Vec<String> {
+    (0..JOBS)
+        .map(|i| {
+            let job = sb.job(&format!("job::/dev::web{i}")).unwrap_or_else(|| panic!("web{i} is live"));
+            job["tags"]["version"].as_str().unwrap_or_default().to_string()
+        })
+        .collect()
+}
+
+fn applied_by_any(fleet: &[&Member], sha: &str) -> bool {
+    fleet.iter().any(|m| m.d().status_of(sha).as_deref() == Some("applied"))
+}
+
+fn wait(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        assert!(start.elapsed() < limit, "timed out after {limit:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The fleet's holder, once exactly one daemon says it holds the unit.
+fn holder<'a>(fleet: &[&'a Member]) -> &'a Member {
+    let mut found = None;
+    wait("exactly one daemon to hold the unit", WAIT, || {
+        let holding: Vec<&&Member> = fleet.iter().filter(|m| m.holds()).collect();
+        found = (holding.len() == 1).then(|| *holding[0]);
+        found.is_some()
+    });
+    found.unwrap()
+}
+
+struct Scene {
+    sb: SandboxProc,
+    repo: Repo,
+    first: String,
+    store: String,
+    path: String,
+}
+
+/// A sandbox whose every answer takes 300 ms, a repository of `JOBS` jobs, a fresh store.
+fn scene() -> Scene {
+    let sb = SandboxProc::start(&["--latency-ms", "300"]);
+    let repo = Repo::new();
+    repo.write("capstan.yaml", &config_for(&sb, ""));
+    repo.write("web.yaml", &jobs_yaml("1"));
+    let first = repo.commit("web v1");
+    let path = repo.path().to_str().unwrap().to_string();
+    Scene { sb, repo, first, store: fresh_database(), path }
+}
+
+/// Three daemons, one store, one unit: exactly one applies (each mutation once, all from one
+/// process); the holder killed with SIGKILL in the middle of an apply is replaced within 10 s
+/// and the commit converges with no mutation sent twice and none missing; restarting every
+/// daemon loses no history and sends nothing again.
+#[test]
+fn three_daemons_one_applies_a_killed_holder_is_taken_over_without_duplicates_and_no_history_is_lost() {
+    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let s = scene();
+    let first = s.first.clone();
+    let (a, b, c) =
+        (Member::start(&s.path, &s.store), Member::start(&s.path, &s.store), Member::start(&s.path, &s.store));
+    let fleet = [&a, &b, &c];
+    wait("the first commit to apply", WAIT, || applied_by_any(&fleet, &first));
+    let h = holder(&fleet);
+    let senders: std::collections::BTreeSet<u32> = s.sb.mutating_requests().iter().map(sender).collect();
+    assert_eq!(senders.into_iter().collect::<Vec<_>>(), [h.pid()], "one daemon applied, the holder");
+    assert_each_mutation_once(&s.sb, "the first commit");
+    assert!(mutations(&s.sb).len() >= JOBS, "every job was created: {:?}", mutations(&s.sb));
+    for m in fleet {
+        let (_, st) = m.d().get("/v1/status");
+        let lease = &st["leases"][0];
+        assert_eq!(lease["unit"], ".", "{st}");
+        assert!(lease["generation"].as_i64().is_some_and(|g| g >= 1), "{st}");
+        if m.pid() != h.pid() {
+            assert_eq!(st["last_result"], "standby", "a daemon without the lease stays up and does nothing: {st}");
+        }
+    }
+
+    // Kill the holder part way through the next commit.
+    s.sb.clear_requests();
+    s.repo.write("web.yaml", &jobs_yaml("2"));
+    let second = s.repo.commit("web v2");
+    wait("the holder to send two updates of the second commit", WAIT, || s.sb.mutating_count() >= 2);
+    let killed = h.pid();
+    let killed_at = Instant::now();
+    unsafe {
+        libc::kill(killed as i32, libc::SIGKILL);
+    }
+    let rest: Vec<&Member> = fleet.iter().copied().filter(|m| m.pid() != killed).collect();
+    wait("another daemon to take the unit over", TAKEOVER, || rest.iter().any(|m| m.holds()));
+    let took = killed_at.elapsed();
+    assert!(took < TAKEOVER, "taken over in {took:?}");
+    wait("the second commit to apply", WAIT, || applied_by_any(&rest, &second));
+    assert_eq!(versions(&s.sb), vec!["2"; JOBS], "every job converged to the second commit");
+    assert_each_mutation_once(&s.sb, "the second commit, across the takeover");
+    let by: std::collections::BTreeSet<u32> = s.sb.mutating_requests().iter().map(sender).collect();
+    assert!(by.contains(&killed) && by.len() == 2, "the killed daemon began it, another finished it: {by:?}");
+    let sent = mutations(&s.sb).len();
+    assert_eq!(sent, JOBS, "one update per job, none missing: {:?}", mutations(&s.sb));
+
+    // Restarting every daemon loses no history, and sends nothing for the applied commit.
+    let (_, before) = rest[0].d().get("/v1/history");
+    let old = before.as_array().unwrap().clone();
+    assert!(old.iter().any(|e| e["sha"] == second && e["outcome"] == "applied"), "{before}");
+    drop(rest);
+    for m in [a, b, c] {
+        let mut m = m;
+        if let Some(p) = m.proc.take()
+            && p.pid() != killed
+        {
+            assert_eq!(p.stop(), 0);
+        }
+    }
+    let mutated = s.sb.mutating_count();
+    let fresh = [Member::start(&s.path, &s.store), Member::start(&s.path, &s.store), Member::start(&s.path, &s.store)];
+    let fleet: Vec<&Member> = fresh.iter().collect();
+    let h = holder(&fleet);
+    wait("the new holder to settle on the applied commit", WAIT, || {
+        h.d().get("/v1/status").1["last_result"] == "unchanged"
+    });
+    for m in &fleet {
+        let (_, after) = m.d().get("/v1/history");
+        let new = after.as_array().unwrap();
+        assert!(new.len() >= old.len(), "no entry lost: {} before, {} after", old.len(), new.len());
+        assert_eq!(new[new.len() - old.len()..], old[..], "the entries before the restart, unchanged");
+    }
+    assert_eq!(s.sb.mutating_count(), mutated, "nothing sent again after the restart");
+}
+
+/// A holder paused (SIGSTOP) past its lease while applying is replaced; let go again (SIGCONT)
+/// it sends nothing further for the unit — the fence stops it before its next step — and says
+/// so (`lease_lost`); the commit converges with no mutation sent twice.
+#[test]
+fn a_holder_paused_past_its_lease_sends_nothing_further_once_it_resumes() {
+    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let s = scene();
+    let first = s.first.clone();
+    let (a, b, c) =
+        (Member::start(&s.path, &s.store), Member::start(&s.path, &s.store), Member::start(&s.path, &s.store));
+    let fleet = [&a, &b, &c];
+    wait("the first commit to apply", WAIT, || applied_by_any(&fleet, &first));
+    let h = holder(&fleet);
+    s.sb.clear_requests();
+    s.repo.write("web.yaml", &jobs_yaml("2"));
+    let second = s.repo.commit("web v2");
+    wait("the holder to send an update of the second commit", WAIT, || s.sb.mutating_count() >= 1);
+    let paused = h.pid();
+    unsafe {
+        libc::kill(paused as i32, libc::SIGSTOP);
+    }
+    let paused_at = Instant::now();
+    let rest: Vec<&Member> = fleet.iter().copied().filter(|m| m.pid() != paused).collect();
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        wait("another daemon to take the unit over", TAKEOVER, || rest.iter().any(|m| m.holds()));
+        wait("the second commit to apply", WAIT, || applied_by_any(&rest, &second));
+    }));
+    // Past its lease, whatever happened: let it go on.
+    let sent_while_paused = s.sb.mutating_requests().iter().filter(|r| sender(r) == paused).count();
+    assert!(paused_at.elapsed() > Duration::from_secs(6), "paused past the 6 s lease");
+    unsafe {
+        libc::kill(paused as i32, libc::SIGCONT);
+    }
+    if let Err(e) = result {
+        std::panic::resume_unwind(e);
+    }
+    // Its reconcile ends by lease loss (then it stands by): the fence stopped its apply.
+    wait("the resumed daemon's apply to end by lease loss", WAIT, || {
+        h.d().text("/metrics").lines().any(|l| l.starts_with("capstan_reconciles_total{result=\"lease_lost\"} 1"))
+    });
+    // Give it time to send anything it still would.
+    std::thread::sleep(Duration::from_secs(2));
+    let after = s.sb.mutating_requests().iter().filter(|r| sender(r) == paused).count();
+    assert_eq!(after, sent_while_paused, "nothing further sent by the paused daemon once it resumed");
+    assert!(sent_while_paused < JOBS, "it was stopped part way");
+    assert_eq!(versions(&s.sb), vec!["2"; JOBS]);
+    assert_each_mutation_once(&s.sb, "the second commit");
+    let (_, history) = h.d().get("/v1/history");
+    assert!(
+        history.as_array().unwrap().iter().any(|e| e["outcome"] == "lease_lost"
+            && e["sha"] == second
+            && e["detail"]["daemon"] == h.d().get("/v1/status").1["daemon_id"]),
+        "the history says the run ended by lease loss: {history}"
+    );
+}
