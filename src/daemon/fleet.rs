@@ -114,6 +114,11 @@ impl Fleet {
         Some(Claim { leased: Some(Leased { fence: Arc::new(fence), journal }) })
     }
 
+    /// Whether this daemon holds `unit`'s lease, as the keeper last renewed it.
+    pub fn holds(&self, unit: &str) -> bool {
+        self.db.is_none() || self.held.lock().unwrap().contains_key(unit)
+    }
+
     /// Who holds each of `units`: SQLite's are all this daemon's.
     pub fn holdings(&self, units: &[&str]) -> Vec<Holding> {
         if self.db.is_none() {
@@ -228,6 +233,15 @@ pub(super) fn keep(daemon: Arc<Daemon>) -> tokio::task::JoinHandle<()> {
                     for held in taken {
                         tracing::info!(unit = %held.unit, generation = held.generation, daemon = %daemon.fleet.id(), "took the unit's lease");
                         daemon.took_over(&held);
+                    }
+                    // Held, yet the last reconcile found it not (a renewal late past the fence's
+                    // margin, a check the database failed): look again, or nothing would until
+                    // the next commit or resync.
+                    let last = daemon.status.lock().unwrap().last_result;
+                    if daemon.fleet.holds(daemon.unit())
+                        && matches!(last, Some(Reconciled::Standby | Reconciled::LeaseLost))
+                    {
+                        daemon.trigger(Reason::Startup);
                     }
                 }
                 Ok(Err(e)) => tracing::warn!("cannot keep the unit leases: {e:#}"),
