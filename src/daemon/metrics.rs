@@ -22,6 +22,8 @@ pub struct Metrics {
     pub notifications: Family<Vec<(String, String)>, Counter>,
     pub notification_failing: Family<Vec<(String, String)>, Gauge>,
     pub store_errors: Counter,
+    /// Synced from `store::postgresql::calls` when rendered.
+    store_queries: Counter,
 }
 
 impl Default for Metrics {
@@ -69,6 +71,12 @@ impl Default for Metrics {
             "Records the history store failed to keep (each is also logged at error level)",
             store_errors.clone(),
         );
+        let store_queries = Counter::default();
+        registry.register(
+            "store_queries",
+            "Round trips to the PostgreSQL store (history, leases, fence, shared journal)",
+            store_queries.clone(),
+        );
         Metrics {
             registry,
             reconcile_seconds,
@@ -80,6 +88,7 @@ impl Default for Metrics {
             notifications,
             notification_failing,
             store_errors,
+            store_queries,
         }
     }
 }
@@ -101,6 +110,10 @@ impl Metrics {
             if n > have {
                 c.inc_by(n - have);
             }
+        }
+        let calls = crate::daemon::store::postgresql::calls();
+        if calls > self.store_queries.get() {
+            self.store_queries.inc_by(calls - self.store_queries.get());
         }
         let mut out = String::new();
         encode(&mut out, &self.registry).expect("metrics encode to a string");

@@ -198,6 +198,15 @@ pub struct Postgres {
     shown: String,
 }
 
+/// Round trips to PostgreSQL this process has made (one per job: a statement, or one
+/// transaction of several), by the history, the lease keeper, the fence and the shared journal
+/// alike: `capstan_store_queries_total`.
+static CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+pub fn calls() -> u64 {
+    CALLS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 impl Postgres {
     /// Connects, migrates, and starts the thread that owns the connection.
     pub fn open(url: &str) -> anyhow::Result<Self> {
@@ -235,6 +244,7 @@ impl Postgres {
         &self,
         mut job: impl FnMut(&mut Client) -> Result<R, postgres::Error> + Send + 'static,
     ) -> anyhow::Result<R> {
+        CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let (tx, rx) = mpsc::sync_channel(1);
         let sent = self.jobs.send(Box::new(move |conn: &mut Connection| {
             let _ = tx.send(conn.run(&mut job));
