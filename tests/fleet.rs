@@ -233,6 +233,10 @@ fn three_daemons_one_applies_a_killed_holder_is_taken_over_without_duplicates_an
             assert_eq!(p.stop(), 0);
         }
     }
+    // A clean stop gives the lease up at once: no one need wait for it to expire.
+    let mut db = postgres::Client::connect(&s.store, postgres::NoTls).unwrap();
+    let released: bool = db.query_one("SELECT expires_at <= now() FROM leases WHERE unit = '.'", &[]).unwrap().get(0);
+    assert!(released, "the holder stopped with SIGTERM released its lease");
     let mutated = s.sb.mutating_count();
     let fresh = [Member::start(&s.path, &s.store), Member::start(&s.path, &s.store), Member::start(&s.path, &s.store)];
     let fleet: Vec<&Member> = fresh.iter().collect();
@@ -307,4 +311,25 @@ fn a_holder_paused_past_its_lease_sends_nothing_further_once_it_resumes() {
             && e["detail"]["daemon"] == h.d().get("/v1/status").1["daemon_id"]),
         "the history says the run ended by lease loss: {history}"
     );
+}
+
+/// With the default store (SQLite in the state directory) there is nothing to share: the daemon
+/// always holds its unit, with no lease generation, and applies as before — one code path.
+#[test]
+fn a_daemon_on_sqlite_always_holds_its_unit() {
+    let sb = SandboxProc::start(&[]);
+    let repo = Repo::new();
+    repo.write("capstan.yaml", &config_for(&sb, ""));
+    repo.write("web.yaml", &jobs_yaml("1"));
+    let sha = repo.commit("web v1");
+    let state = tempfile::tempdir().unwrap();
+    let d = DaemonProc::start(repo.path().to_str().unwrap(), state.path(), &[], &[]);
+    d.wait_for("the commit to apply", WAIT, |d| d.status_of(&sha).as_deref() == Some("applied"));
+    let (_, st) = d.get("/v1/status");
+    let lease = &st["leases"][0];
+    assert_eq!(lease["unit"], ".", "{st}");
+    assert_eq!(lease["this_daemon"], true, "{st}");
+    assert_eq!(lease["holder"], st["daemon_id"], "{st}");
+    assert!(lease["generation"].is_null(), "no lease generation without a shared store: {st}");
+    assert_eq!(versions(&sb), vec!["1"; JOBS]);
 }
