@@ -103,6 +103,19 @@ pub enum Event {
     FetchFailed {
         message: String,
     },
+    /// This daemon took the unit's lease (with PostgreSQL): it reconciles the unit from now on.
+    LeaseTaken {
+        unit: String,
+        daemon: String,
+        generation: i64,
+    },
+    /// This daemon lost the unit's lease while applying `sha`: nothing further was sent; the
+    /// daemon holding it now carries on from live state.
+    LeaseLost {
+        unit: String,
+        sha: String,
+        message: String,
+    },
 }
 
 impl Event {
@@ -125,6 +138,8 @@ impl Event {
             Event::PlanRefused { .. } => "plan_refused",
             Event::TargetLocked { .. } => "target_locked",
             Event::FetchFailed { .. } => "fetch_failed",
+            Event::LeaseTaken { .. } => "lease_taken",
+            Event::LeaseLost { .. } => "lease_lost",
         }
     }
 }
