@@ -350,11 +350,7 @@ impl Unit {
             st.target = None;
         }
         *self.pin.lock().unwrap() = Pin::load(&self.store);
-        self.events.publish(Event::LeaseTaken {
-            unit: held.unit.clone(),
-            daemon: self.fleet.id().to_string(),
-            generation: held.generation,
-        });
+        self.events.publish(Event::LeaseTaken { daemon: self.fleet.id().to_string(), generation: held.generation });
         self.trigger(Reason::Startup);
     }
 
@@ -369,7 +365,7 @@ impl Unit {
         let detail = json!({ "reason": "lease_lost", "daemon": self.fleet.id(), "message": why });
         self.stored(self.store.record(sha, trigger, "lease_lost", applied, &detail));
         tracing::warn!("stopped applying {}: {why}", short(sha));
-        self.events.publish(Event::LeaseLost { unit: self.unit().to_string(), sha: sha.to_string(), message: why });
+        self.events.publish(Event::LeaseLost { sha: sha.to_string(), message: why });
         Reconciled::LeaseLost
     }
 }
