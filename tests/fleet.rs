@@ -446,4 +446,31 @@ fn three_daemons_spread_a_fleet_of_units_and_a_killed_daemons_units_are_taken_ov
     let by: std::collections::BTreeSet<u32> =
         its_units.iter().flat_map(|u| of(u).mutating_requests().iter().map(sender).collect::<Vec<_>>()).collect();
     assert!(by.contains(&killed) && by.len() >= 2, "the killed daemon began, another finished: {by:?}");
+
+    // The fleet's tables are the default schema's alone: no unit's schema has a copy that code
+    // on a unit's connection could read by mistake; every unit's journal is keyed by its name.
+    let mut db = postgres::Client::connect(&store, postgres::NoTls).unwrap();
+    let where_: Vec<(String, String)> = db
+        .query(
+            "SELECT table_schema::text, table_name::text FROM information_schema.tables
+              WHERE table_name IN ('leases', 'daemons', 'journal_runs', 'journal') ORDER BY 1, 2",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    let schemas: std::collections::BTreeSet<&str> = where_.iter().map(|(s, _)| s.as_str()).collect();
+    assert_eq!(schemas.into_iter().collect::<Vec<_>>(), ["public"], "the fleet's tables: {where_:?}");
+    assert_eq!(where_.len(), 4, "{where_:?}");
+    let leased: Vec<String> =
+        db.query("SELECT unit FROM leases ORDER BY unit", &[]).unwrap().iter().map(|r| r.get(0)).collect();
+    assert_eq!(leased, units, "one lease per unit, by name");
+    let journalled: Vec<String> = db
+        .query("SELECT DISTINCT unit FROM journal_runs ORDER BY unit", &[])
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(journalled, units, "every unit's runs in the shared journal, by name");
 }
