@@ -212,6 +212,41 @@ impl Observer for NoObserver {}
 /// wait in waves behind itself, and few enough not to swamp a platform's API.
 pub const DEFAULT_PARALLELISM: usize = 32;
 
+/// What must hold for this process to go on sending a unit's steps: consulted before each wave
+/// of steps is sent (and before a run is journalled). A daemon sharing its store checks in the
+/// database that it still holds the unit's lease with its generation and a margin
+/// (`daemon::fleet`); Err says why not.
+pub trait Fence: Send + Sync {
+    fn check(&self) -> Result<(), String>;
+}
+
+/// A [`Fence`] as one apply consults it: remembers why it stopped the apply, if it did.
+#[derive(Clone)]
+pub struct Gate {
+    fence: Arc<dyn Fence>,
+    tripped: Arc<Mutex<Option<String>>>,
+}
+
+impl Gate {
+    pub fn new(fence: Arc<dyn Fence>) -> Self {
+        Gate { fence, tripped: Arc::default() }
+    }
+
+    /// The fence's answer; a refusal is remembered.
+    pub fn check(&self) -> Result<(), String> {
+        let r = self.fence.check();
+        if let Err(why) = &r {
+            self.tripped.lock().unwrap().get_or_insert_with(|| why.clone());
+        }
+        r
+    }
+
+    /// Why the fence stopped the apply, if it did.
+    pub fn tripped(&self) -> Option<String> {
+        self.tripped.lock().unwrap().clone()
+    }
+}
+
 #[derive(Clone)]
 pub struct ApplyOptions {
     pub parallelism: usize,
@@ -220,11 +255,20 @@ pub struct ApplyOptions {
     /// Set while a person has interrupted the plan, cleared by their continue (`interrupt` is
     /// set by a shutdown too, which must not reach the platform).
     pub paused: Option<Arc<AtomicBool>>,
+    /// Consulted before every wave of steps is sent; once it refuses, nothing further is sent
+    /// and the steps not started are `Waiting`. `converge::Session::apply` sets it from the
+    /// session's lease, whatever the caller passed: a leased session cannot apply unfenced.
+    pub fence: Option<Gate>,
 }
 
 impl Default for ApplyOptions {
     fn default() -> Self {
-        ApplyOptions { parallelism: DEFAULT_PARALLELISM, interrupt: Arc::new(AtomicBool::new(false)), paused: None }
+        ApplyOptions {
+            parallelism: DEFAULT_PARALLELISM,
+            interrupt: Arc::new(AtomicBool::new(false)),
+            paused: None,
+            fence: None,
+        }
     }
 }
 
@@ -292,10 +336,12 @@ pub async fn resume(
 
     // Outcomes not yet in the journal: written with the next wave's intents, or at the end.
     let mut unjournalled: Vec<(usize, bool, Redacted)> = Vec::new();
+    // Set once the fence refused: nothing further is sent.
+    let mut fenced = false;
     loop {
         // Each unit is one request: a step, or the ready steps of one batch.
         let mut units: Vec<Vec<usize>> = Vec::new();
-        while running.len() + units.len() < parallelism && !opts.interrupt.load(Ordering::SeqCst) {
+        while running.len() + units.len() < parallelism && !opts.interrupt.load(Ordering::SeqCst) && !fenced {
             let Some(i) = ready.pop_front() else { break };
             let mut unit = vec![i];
             if let Some(key) = &batch[i] {
@@ -310,6 +356,16 @@ pub async fn resume(
             units.push(unit);
         }
         let mut wave: Vec<usize> = units.iter().flatten().copied().collect();
+        // Nothing is sent past the fence: the wave's steps stay not started.
+        if !wave.is_empty()
+            && let Some(gate) = &opts.fence
+            && let Err(why) = gate.check()
+        {
+            tracing::warn!("not sending {} step(s), nor any after them: {why}", wave.len());
+            fenced = true;
+            wave.clear();
+            units.clear();
+        }
         // Nothing is sent that the journal does not know about first.
         if !wave.is_empty() {
             let intents: Vec<(usize, &str, &str)> =
@@ -385,10 +441,15 @@ pub async fn resume(
     {
         tracing::warn!("cannot write the last outcomes to the journal: {e:#}");
     }
-    if opts.interrupt.load(Ordering::SeqCst) {
+    if fenced || opts.interrupt.load(Ordering::SeqCst) {
+        let why = if fenced {
+            "not started: this process no longer holds the unit's lease"
+        } else {
+            "not started: the plan was interrupted"
+        };
         for o in outcomes.iter_mut().filter(|o| o.status == Status::Pending && o.message.is_empty()) {
             o.status = Status::Waiting;
-            o.message = redactor.redact("not started: the plan was interrupted");
+            o.message = redactor.redact(why);
         }
     }
     Outcome { steps: outcomes }
@@ -520,6 +581,50 @@ mod tests {
         marked.keep = Some("label capstan-prune: \"false\"".into());
         state.insert(marked);
         assert!(check_deletions(&prune, &desired, &state).unwrap_err().contains("/other"));
+    }
+
+    /// Once the fence refuses, nothing further is sent: the steps not started wait, with why,
+    /// and the journal holds no intent for them (any step sent to this offline provider would
+    /// have failed instead).
+    #[tokio::test]
+    async fn a_fence_that_refuses_stops_the_apply_before_anything_is_sent() {
+        struct Lost(std::sync::atomic::AtomicUsize);
+        impl Fence for Lost {
+            fn check(&self) -> Result<(), String> {
+                self.0.fetch_add(1, Ordering::SeqCst);
+                Err("the lease is lost".into())
+            }
+        }
+        let provider = crate::providers::provider_for(crate::providers::default_platform(), None, "me").unwrap();
+        let (a, b) = (ResourceId::new("app", "/a"), ResourceId::new("app", "/b"));
+        let mut second = step(Verb::Create, &b);
+        second.deps = vec![0];
+        let plan = Plan { steps: vec![step(Verb::Create, &a), second], phases: Vec::new() };
+        let fence = Arc::new(Lost(Default::default()));
+        let gate = Gate::new(fence.clone());
+        let opts = ApplyOptions { fence: Some(gate.clone()), ..ApplyOptions::default() };
+        let dir = tempfile::tempdir().unwrap();
+        let journal = Journal::begin(dir.path(), &crate::lock::TargetKey::named("test"), &plan).unwrap();
+        let (desired, live, redactor) = (DesiredState::default(), LiveState::default(), Redactor::default());
+        let outcome = resume(
+            provider.as_ref(),
+            &plan,
+            &desired,
+            &live,
+            &opts,
+            &journal,
+            &redactor,
+            &NoObserver,
+            &not_started(&plan),
+        )
+        .await;
+        for s in &outcome.steps {
+            assert_eq!(s.status, Status::Waiting, "{}", s.message);
+            assert!(s.message.contains("lease"), "{}", s.message);
+        }
+        assert_eq!(journal.step_state(0), None, "no intent journalled: nothing was to be sent");
+        assert_eq!(fence.0.load(Ordering::SeqCst), 1, "consulted before the first wave, then nothing more was tried");
+        assert_eq!(gate.tripped().as_deref(), Some("the lease is lost"));
     }
 
     #[test]

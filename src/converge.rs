@@ -9,7 +9,7 @@
 use crate::apply::{self, ApplyOptions, Observer, Outcome, Status};
 use crate::config::{Config, MassDelete};
 use crate::engine::{self, PlanError, PlanFlags, Planned};
-use crate::journal::{Journal, Unfinished};
+use crate::journal::{Journal, Place, Unfinished, postgres::SharedJournal};
 use crate::lock::TargetLock;
 use crate::plan::Plan;
 use crate::redact::Redacted;
@@ -17,6 +17,7 @@ use crate::render::{RenderCache, RenderOptions};
 use crate::source::Snapshot;
 use crate::target::Connected;
 use std::path::Path;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 /// A target held for converging: its lock, and the journal's earlier runs settled.
@@ -24,6 +25,17 @@ pub struct Session<'a> {
     target: &'a Connected,
     state_dir: &'a Path,
     lock: TargetLock,
+    /// A unit's lease, when daemons share a store: every apply is fenced by it and journalled
+    /// in the shared journal.
+    leased: Option<Leased>,
+}
+
+/// What a unit's lease brings to a session: the fence every step is sent past, and the unit's
+/// journal in the shared store.
+#[derive(Clone)]
+pub struct Leased {
+    pub fence: Arc<dyn apply::Fence>,
+    pub journal: SharedJournal,
 }
 
 /// Which guards a plan must pass before it is applied.
@@ -59,6 +71,9 @@ pub enum Applied {
     /// An interrupt or a shutdown stopped it with steps still to do (`Status::Waiting`); the
     /// journal says `interrupted` (a person's, set in `ApplyOptions::paused`) or `stopped`.
     Stopped(Outcome),
+    /// The session's lease was lost (`why`): nothing further was sent; the steps not started
+    /// are `Status::Waiting`. The journal says `fenced`.
+    Fenced { outcome: Outcome, why: String },
     /// Every step ran or could not; when all succeeded, the platform was read back
     /// (`verified`, [`engine::verify`]). The journal says `done` or `failed`; `ended` is
     /// whether that could be written.
@@ -75,12 +90,34 @@ impl<'a> Session<'a> {
         state_dir: &'a Path,
         held: Option<TargetLock>,
     ) -> anyhow::Result<(Session<'a>, anyhow::Result<Vec<Unfinished>>)> {
+        Self::open_leased(target, state_dir, held, None)
+    }
+
+    /// As [`Session::open`], under a unit's lease when there is one: the runs settled are the
+    /// unit's in the shared journal (a dead daemon's too), and every apply is fenced.
+    pub fn open_leased(
+        target: &'a Connected,
+        state_dir: &'a Path,
+        held: Option<TargetLock>,
+        leased: Option<Leased>,
+    ) -> anyhow::Result<(Session<'a>, anyhow::Result<Vec<Unfinished>>)> {
         let lock = match held {
             Some(lock) => lock,
             None => TargetLock::acquire(&target.key)?,
         };
-        let settled = Journal::take_unfinished(state_dir, &target.key);
-        Ok((Session { target, state_dir, lock }, settled))
+        let place = match &leased {
+            Some(l) => Place::Shared(&l.journal),
+            None => Place::Local(state_dir),
+        };
+        let settled = Journal::take_unfinished_in(place, &target.key);
+        Ok((Session { target, state_dir, lock, leased }, settled))
+    }
+
+    fn place(&self) -> Place<'_> {
+        match &self.leased {
+            Some(l) => Place::Shared(&l.journal),
+            None => Place::Local(self.state_dir),
+        }
     }
 
     /// Plan under the lock, so nothing else changes the target between this plan and its apply.
@@ -126,7 +163,28 @@ impl<'a> Session<'a> {
         opts: &ApplyOptions,
         observer: &dyn Observer,
     ) -> anyhow::Result<Applied> {
-        let journal = Journal::begin(self.state_dir, &self.target.key, plan)?;
+        // A leased session is fenced whatever the caller passed; the run is begun past the fence.
+        let mut fenced_opts;
+        let opts = match &self.leased {
+            Some(l) => {
+                fenced_opts = opts.clone();
+                fenced_opts.fence = Some(apply::Gate::new(l.fence.clone()));
+                &fenced_opts
+            }
+            None => opts,
+        };
+        if let Some(gate) = &opts.fence
+            && let Err(why) = gate.check()
+        {
+            let mut outcome = start.clone();
+            for o in outcome.steps.iter_mut().filter(|o| o.status != Status::Complete) {
+                o.status = Status::Waiting;
+                o.message =
+                    cleared.rendered.redactor.redact("not started: this process no longer holds the unit's lease");
+            }
+            return Ok(Applied::Fenced { outcome, why });
+        }
+        let journal = Journal::begin_in(self.place(), &self.target.key, plan)?;
         let provider = self.target.provider.as_ref();
         let (desired, live) = (&cleared.rendered.desired, &cleared.live);
         let redactor = &cleared.rendered.redactor;
@@ -139,6 +197,10 @@ impl<'a> Session<'a> {
             apply_ms = started.elapsed().as_secs_f64() * 1e3,
             "applied"
         );
+        if let Some(why) = opts.fence.as_ref().and_then(apply::Gate::tripped) {
+            let _ = journal.end("fenced");
+            return Ok(Applied::Fenced { outcome, why });
+        }
         if outcome.steps.iter().any(|s| s.status == Status::Waiting) {
             let interrupted = opts.paused.as_ref().is_some_and(|p| p.load(Ordering::SeqCst));
             let _ = journal.end(if interrupted { "interrupted" } else { "stopped" });

@@ -276,7 +276,8 @@ impl HttpClient {
             let mut builder = reqwest::Client::builder()
                 .connect_timeout(Duration::from_secs(10))
                 .pool_max_idle_per_host(64)
-                .user_agent(concat!("capstan/", env!("CARGO_PKG_VERSION")));
+                // The process too: a platform's log tells daemons sharing a store apart by it.
+                .user_agent(format!("capstan/{} (pid {})", env!("CARGO_PKG_VERSION"), std::process::id()));
             if let Some(t) = timeout {
                 builder = builder.timeout(t);
             }

@@ -3,6 +3,13 @@
 //! and at most `parallelism` steps in flight; the next apply reads it, says what happened, and
 //! settles the in-flight steps by observing the platform again (a fresh plan is made from live
 //! state, so a done step is not redone and a step whose answer was lost is found done or not).
+//!
+//! Two engines keep it, behind the same interface: a SQLite file in the state directory
+//! ([`Place::Local`], keyed by target), and, when daemons share a PostgreSQL store, the store's
+//! `journal` tables ([`Place::Shared`], keyed by unit: [`postgres`]), so the daemon that takes
+//! a unit over settles the runs of the one that died exactly as a restarted one settles its own.
+
+pub mod postgres;
 
 use crate::lock::TargetKey;
 use crate::plan::Plan;
@@ -12,8 +19,22 @@ use std::path::Path;
 use std::sync::Mutex;
 
 pub struct Journal {
-    db: Mutex<Connection>,
+    db: Db,
     run: i64,
+}
+
+/// The engine a run is journalled by.
+enum Db {
+    Local(Mutex<Connection>),
+    Shared(postgres::SharedJournal),
+}
+
+/// Where runs are journalled: the state directory's SQLite file, or a unit's shared journal in
+/// PostgreSQL (while its lease is held).
+#[derive(Clone, Copy)]
+pub enum Place<'a> {
+    Local(&'a Path),
+    Shared(&'a postgres::SharedJournal),
 }
 
 /// An earlier run that did not finish.
@@ -22,6 +43,8 @@ pub struct Unfinished {
     pub run: i64,
     pub started_at: i64,
     pub pid: i64,
+    /// The daemon that ran it, for a shared journal (empty in a local one).
+    pub holder: String,
     pub steps: i64,
     pub done: Vec<String>,
     pub in_flight: Vec<String>,
@@ -30,9 +53,9 @@ pub struct Unfinished {
 
 impl Unfinished {
     pub fn describe(&self) -> String {
+        let by = if self.holder.is_empty() { format!("pid {}", self.pid) } else { format!("daemon {}", self.holder) };
         let mut s = format!(
-            "an earlier apply (pid {}, started {}) stopped after {} of {} steps",
-            self.pid,
+            "an earlier apply ({by}, started {}) stopped after {} of {} steps",
             format_time(self.started_at),
             self.done.len(),
             self.steps
@@ -93,6 +116,15 @@ impl Journal {
     /// earlier versions under its URL as written); they are marked settled, since the caller is
     /// about to re-plan from live state.
     pub fn take_unfinished(dir: &Path, target: &TargetKey) -> anyhow::Result<Vec<Unfinished>> {
+        Self::take_unfinished_in(Place::Local(dir), target)
+    }
+
+    /// As [`Journal::take_unfinished`], in either engine (a shared journal by its unit).
+    pub fn take_unfinished_in(place: Place<'_>, target: &TargetKey) -> anyhow::Result<Vec<Unfinished>> {
+        let dir = match place {
+            Place::Local(dir) => dir,
+            Place::Shared(shared) => return shared.take_unfinished(),
+        };
         let db = open(dir)?;
         let keys = target.journal_keys();
         let (name, written) = (keys[0], keys.get(1).copied().unwrap_or(keys[0]));
@@ -104,7 +136,16 @@ impl Journal {
             let rows = stmt.query_map(params![name, written], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?;
             for row in rows {
                 let (run, started_at, pid, steps): (i64, i64, i64, i64) = row?;
-                let mut u = Unfinished { run, started_at, pid, steps, done: vec![], in_flight: vec![], failed: vec![] };
+                let mut u = Unfinished {
+                    run,
+                    started_at,
+                    pid,
+                    holder: String::new(),
+                    steps,
+                    done: vec![],
+                    in_flight: vec![],
+                    failed: vec![],
+                };
                 let mut s = db.prepare("SELECT name, state FROM steps WHERE run = ?1 ORDER BY idx")?;
                 for r in s.query_map(params![run], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))? {
                     let (name, state) = r?;
@@ -126,20 +167,36 @@ impl Journal {
 
     /// Start journalling a run of `plan` against `target`.
     pub fn begin(dir: &Path, target: &TargetKey, plan: &Plan) -> anyhow::Result<Journal> {
+        Self::begin_in(Place::Local(dir), target, plan)
+    }
+
+    /// As [`Journal::begin`], in either engine.
+    pub fn begin_in(place: Place<'_>, target: &TargetKey, plan: &Plan) -> anyhow::Result<Journal> {
+        let dir = match place {
+            Place::Local(dir) => dir,
+            Place::Shared(shared) => {
+                let run = shared.begin(plan.steps.len())?;
+                return Ok(Journal { db: Db::Shared(shared.clone()), run });
+            }
+        };
         let db = open(dir)?;
         db.execute(
             "INSERT INTO runs (target, pid, started_at, status, steps) VALUES (?1, ?2, ?3, 'running', ?4)",
             params![target.name, std::process::id() as i64, now(), plan.steps.len() as i64],
         )?;
         let run = db.last_insert_rowid();
-        Ok(Journal { db: Mutex::new(db), run })
+        Ok(Journal { db: Db::Local(Mutex::new(db)), run })
     }
 
     /// One durable write: the outcomes of steps that ended since the last one, and the intents
     /// of the steps about to be sent, which are on disk when this returns. A wave of steps
     /// that start together costs one sync, not one each.
     pub fn record(&self, finished: &[(usize, bool, Redacted)], intents: &[(usize, &str, &str)]) -> anyhow::Result<()> {
-        let mut db = self.db.lock().unwrap();
+        let db = match &self.db {
+            Db::Local(db) => db,
+            Db::Shared(shared) => return shared.record(self.run, finished, intents),
+        };
+        let mut db = db.lock().unwrap();
         let tx = db.transaction()?;
         {
             let mut done =
@@ -165,8 +222,11 @@ impl Journal {
     }
 
     pub fn end(&self, status: &str) -> anyhow::Result<()> {
-        self.db
-            .lock()
+        let db = match &self.db {
+            Db::Local(db) => db,
+            Db::Shared(shared) => return shared.end(self.run, status),
+        };
+        db.lock()
             .unwrap()
             .execute("UPDATE runs SET status = ?2, finished_at = ?3 WHERE id = ?1", params![self.run, status, now()])?;
         Ok(())
@@ -178,8 +238,11 @@ impl Journal {
 
     /// The state a step of this run is journalled in (for tests and diagnostics).
     pub fn step_state(&self, idx: usize) -> Option<String> {
-        self.db
-            .lock()
+        let db = match &self.db {
+            Db::Local(db) => db,
+            Db::Shared(shared) => return shared.step_state(self.run, idx),
+        };
+        db.lock()
             .unwrap()
             .query_row("SELECT state FROM steps WHERE run = ?1 AND idx = ?2", params![self.run, idx as i64], |r| {
                 r.get(0)

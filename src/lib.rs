@@ -18,6 +18,7 @@ pub mod journal;
 pub mod lock;
 pub mod model;
 pub mod notify;
+pub mod pg;
 pub mod plan;
 pub mod providers;
 pub mod redact;

@@ -208,6 +208,10 @@ pub struct DaemonArgs {
     /// How often live state is compared with the applied commit.
     #[arg(long, default_value = "5m", value_parser = parse_duration)]
     pub resync: std::time::Duration,
+    /// With a PostgreSQL --store: how long the unit's lease lasts unrenewed. It is renewed
+    /// every third of this; a dead daemon's unit is taken over within about 4/3 of it.
+    #[arg(long, default_value = "6s", value_parser = parse_lease_ttl)]
+    pub lease_ttl: std::time::Duration,
     /// Repair drift found at a resync (false: only report it).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub self_heal: bool,
@@ -271,6 +275,15 @@ pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
 }
 
 /// How many steps may run at once: 1 to 1024.
+/// A lease of at least 300 ms (renewed every third of it) and at most an hour.
+fn parse_lease_ttl(s: &str) -> Result<std::time::Duration, String> {
+    let d = parse_duration(s)?;
+    if d < std::time::Duration::from_millis(300) || d > std::time::Duration::from_secs(3600) {
+        return Err(format!("expected a lease between 300ms and 1h, got {s:?}"));
+    }
+    Ok(d)
+}
+
 fn parse_parallelism(s: &str) -> Result<usize, String> {
     match s.trim().parse::<usize>() {
         Ok(n @ 1..=1024) => Ok(n),

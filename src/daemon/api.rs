@@ -342,6 +342,8 @@ async fn status(State(daemon): Shared, params: axum::extract::RawPathParams) -> 
             axum::Json(json!({
                 "units": daemon.units_json(),
                 "ready": units.iter().all(|u| u.status.lock().unwrap().ready),
+                "daemon_id": daemon.fleet.id(),
+                "leases": daemon.fleet.holdings(&units.iter().map(|u| u.unit()).collect::<Vec<_>>()),
                 "repository": { "location": daemon.opts.repo.location, "ref": daemon.opts.repo.reference, "paths": daemon.opts.patterns() },
                 "self_heal": daemon.opts.self_heal,
             }))
@@ -379,6 +381,8 @@ fn unit_status(daemon: &Daemon, d: &Unit) -> Value {
         "interrupted": st.interrupted,
         "drifted": st.drifted,
         "ready": st.ready,
+        "daemon_id": d.fleet.id(),
+        "leases": d.fleet.holdings(&[d.unit()]),
         "locked_by": st.locked_by,
         "repository": { "location": daemon.opts.repo.location, "ref": daemon.opts.repo.reference, "path": d.path },
         "platform": d.platform(),

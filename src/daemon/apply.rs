@@ -117,9 +117,11 @@ impl Unit {
             parallelism: self.opts.parallelism,
             interrupt: self.interrupt.clone(),
             paused: Some(self.interrupted.clone()),
+            fence: None,
         };
         let (outcome, verified) = match session.apply(&planned, &plan, &start, &opts, &observer).await {
             Ok(Applied::Finished { outcome, verified, .. }) => (outcome, verified),
+            Ok(Applied::Fenced { outcome, why }) => return self.lease_lost(sha, trigger, &outcome, why),
             Ok(Applied::Stopped(outcome)) => {
                 let applied = (outcome.count(Status::Complete), total);
                 self.record_outcome(sha, &outcome);

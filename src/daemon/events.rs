@@ -103,6 +103,18 @@ pub enum Event {
     FetchFailed {
         message: String,
     },
+    /// This daemon took the unit's lease (with PostgreSQL): it reconciles the unit from now on.
+    /// The unit is the envelope's, as for every event of a unit.
+    LeaseTaken {
+        daemon: String,
+        generation: i64,
+    },
+    /// This daemon lost the unit's lease while applying `sha`: nothing further was sent; the
+    /// daemon holding it now carries on from live state.
+    LeaseLost {
+        sha: String,
+        message: String,
+    },
 }
 
 impl Event {
@@ -125,6 +137,8 @@ impl Event {
             Event::PlanRefused { .. } => "plan_refused",
             Event::TargetLocked { .. } => "target_locked",
             Event::FetchFailed { .. } => "fetch_failed",
+            Event::LeaseTaken { .. } => "lease_taken",
+            Event::LeaseLost { .. } => "lease_lost",
         }
     }
 }
@@ -197,5 +211,26 @@ impl EventBus {
 
     pub fn recent(&self) -> Vec<Envelope> {
         self.history.lock().unwrap().iter().cloned().collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A lease event names its unit once, in the envelope (a second `unit` key in the same JSON
+    /// object is one a client may read either of).
+    #[test]
+    fn a_lease_event_names_its_unit_once() {
+        let bus = EventBus::default();
+        for event in [
+            Event::LeaseTaken { daemon: "d".into(), generation: 2 },
+            Event::LeaseLost { sha: "abc".into(), message: "m".into() },
+        ] {
+            let text = serde_json::to_string(&bus.publish_in(Some("clusters/eu"), event)).unwrap();
+            assert_eq!(text.matches("\"unit\"").count(), 1, "{text}");
+            let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+            assert_eq!(v["unit"], "clusters/eu", "{text}");
+        }
     }
 }

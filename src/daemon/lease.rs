@@ -7,9 +7,8 @@
 //! every mutating step the holder checks, in the same database, that the row still names it
 //! with its generation and that at least `margin` of it remains (`fenced`).
 //!
-//! Not wired into the daemon yet (see ARCHITECTURE.md, "Leases and fencing"): this module is
-//! the storage side and the spreading rule.
-#![allow(dead_code)]
+//! This module is the storage side and the spreading rule; `fleet.rs` is the daemon's use of
+//! it (see ARCHITECTURE.md, "Leases and fencing").
 
 use postgres::Client;
 use std::time::Duration;
@@ -101,7 +100,9 @@ pub fn heartbeat(client: &mut Client, id: &str, ttl: Duration) -> Result<usize, 
     Ok(live.max(1) as usize)
 }
 
-/// How many unexpired leases `holder` has, to compare with its `fair_share`.
+/// How many unexpired leases `holder` has, to compare with its `fair_share` (the keeper
+/// counts the leases it renewed instead; kept for diagnostics and tests).
+#[allow(dead_code)]
 pub fn held_by(client: &mut Client, holder: &str) -> Result<usize, postgres::Error> {
     let n: i64 =
         client.query_one("SELECT count(*) FROM leases WHERE holder = $1 AND expires_at > now()", &[&holder])?.get(0);

@@ -25,6 +25,8 @@ pub struct Metrics {
     /// A fleet's per-unit gauges (the unlabelled ones above are a daemon of one unit's).
     pub unit_drifted: Family<Vec<(String, String)>, Gauge>,
     pub unit_last_applied_commit_time: Family<Vec<(String, String)>, Gauge<f64, AtomicU64>>,
+    /// Synced from `store::postgresql::calls` when rendered.
+    store_queries: Counter,
 }
 
 impl Default for Metrics {
@@ -84,6 +86,12 @@ impl Default for Metrics {
             "Unix time at which the unit's last commit was applied, by unit (a daemon of several units)",
             unit_last_applied_commit_time.clone(),
         );
+        let store_queries = Counter::default();
+        registry.register(
+            "store_queries",
+            "Round trips to the PostgreSQL store (history, leases, fence, shared journal)",
+            store_queries.clone(),
+        );
         Metrics {
             registry,
             unit_drifted,
@@ -97,6 +105,7 @@ impl Default for Metrics {
             notifications,
             notification_failing,
             store_errors,
+            store_queries,
         }
     }
 }
@@ -162,6 +171,10 @@ impl Metrics {
             if n > have {
                 c.inc_by(n - have);
             }
+        }
+        let calls = crate::daemon::store::postgresql::calls();
+        if calls > self.store_queries.get() {
+            self.store_queries.inc_by(calls - self.store_queries.get());
         }
         let mut out = String::new();
         encode(&mut out, &self.registry).expect("metrics encode to a string");

@@ -15,7 +15,8 @@
 pub mod api;
 mod apply;
 pub mod events;
-mod lease;
+mod fleet;
+pub(crate) mod lease;
 pub mod metrics;
 mod reconcile;
 mod request;
@@ -91,6 +92,9 @@ pub struct DaemonOptions {
     pub allow_check_failures: bool,
     /// Take over declared resources another owner's mark claims.
     pub take_ownership: bool,
+    /// How long a unit's lease lasts unrenewed (PostgreSQL store): a dead daemon's unit is
+    /// taken over within about this plus a third of it.
+    pub lease_ttl: Duration,
 }
 
 impl DaemonOptions {
@@ -204,6 +208,9 @@ pub struct Daemon {
     loops: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     /// Set once `run` started the loops: units found later start theirs at once.
     started: AtomicBool,
+    /// The unit leases shared with other daemons (always held with SQLite): one keeper, one
+    /// PostgreSQL connection (the default schema) and one daemon id for all units.
+    pub fleet: Arc<fleet::Fleet>,
 }
 
 /// The name of the unit whose manifests are in `path` (relative to the repository root): its
@@ -282,7 +289,9 @@ impl Daemon {
         let state_dir = opts.state_dir.clone();
         let spec = opts.repo.clone();
         let source = Arc::new(tokio::task::spawn_blocking(move || GitSource::open(spec, &state_dir)).await??);
+        let fleet = Arc::new(fleet::Fleet::open(opts.store.as_deref(), opts.lease_ttl)?);
         let daemon = Arc::new(Daemon {
+            fleet,
             source,
             events: Arc::new(EventBus::default()),
             metrics: Arc::new(Metrics::default()),
@@ -319,6 +328,7 @@ impl Daemon {
             shutting_down: self.shutting_down.clone(),
             permits: self.permits.clone(),
             single: self.single,
+            fleet: self.fleet.clone(),
         }
     }
 
@@ -574,6 +584,7 @@ pub async fn serve(opts: DaemonOptions) -> anyhow::Result<()> {
         daemon.opts.repo.reference.as_deref().unwrap_or("default branch"),
         destination
     ));
+    let keeper = fleet::keep(daemon.clone());
     let runner = tokio::spawn(daemon.clone().run());
     crate::shutdown_signal().await;
     tracing::info!("shutting down: finishing the running step");
@@ -581,6 +592,8 @@ pub async fn serve(opts: DaemonOptions) -> anyhow::Result<()> {
     let _ = runner.await;
     // The last events are out; event streams end, so the server's graceful shutdown can finish.
     daemon.closed.send_replace(true);
+    let _ = keeper.await;
+    daemon.release_leases().await;
     let _ = server.await;
     daemon.close().await
 }

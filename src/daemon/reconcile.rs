@@ -86,6 +86,8 @@ impl Unit {
 
     /// One reconcile. Returns a word for the result, for metrics and status.
     pub(super) async fn reconcile(&self, reason: Reason) -> Reconciled {
+        // Only while this daemon holds the unit's lease (always, with SQLite).
+        let Some(claim) = self.fleet.claim(self.unit()) else { return Reconciled::Standby };
         self.set_phase(Phase::Fetching);
         let source = self.source.clone();
         let fetched = tokio::task::spawn_blocking(move || source.fetch_and_resolve())
@@ -153,7 +155,7 @@ impl Unit {
         // between the two; held by an apply, it is tried again shortly (see `run`).
         // An interrupted plan kept it.
         let held = self.paused.lock().unwrap().take().map(|(_, lock)| lock);
-        let session = match Session::open(&self.connected, &self.state_dir, held) {
+        let session = match Session::open_leased(&self.connected, &self.state_dir, held, claim.leased) {
             Ok((session, settled)) => {
                 self.status.lock().unwrap().locked_by = None;
                 // A run that a killed daemon left is settled by this plan, made from live state.

@@ -38,6 +38,10 @@ pub enum Reconciled {
     InSync,
     DriftReported,
     ObserveFailed,
+    /// Another daemon holds the unit's lease (PostgreSQL store): nothing was done.
+    Standby,
+    /// The unit's lease was lost while applying: nothing further was sent.
+    LeaseLost,
 }
 
 impl Reconciled {
@@ -57,6 +61,8 @@ impl Reconciled {
             Reconciled::InSync => "in_sync",
             Reconciled::DriftReported => "drift_reported",
             Reconciled::ObserveFailed => "observe_failed",
+            Reconciled::Standby => "standby",
+            Reconciled::LeaseLost => "lease_lost",
         }
     }
 }

@@ -18,7 +18,7 @@
 //! either; what a commit's status becomes is decided once, here ([`transition`]), and each
 //! engine only writes it.
 
-mod postgresql;
+pub(crate) mod postgresql;
 mod sqlite;
 
 use serde::Serialize;

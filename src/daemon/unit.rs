@@ -3,9 +3,9 @@
 //! own loop (`reconcile.rs`, `apply.rs`). What all units of a daemon share (the repository, the
 //! event bus, the metrics, the options, the HTTP server) is the [`Daemon`]'s.
 //!
-//! This is the place for whatever else is one unit's: the lease a daemon holds for it on a
-//! shared store (`lease.rs`), taken before its reconcile and checked before each step, belongs
-//! here beside its lock.
+//! The lease a daemon holds for a unit on a shared store is the daemon's [`fleet::Fleet`]'s
+//! (one keeper for all units, keyed by unit name); each reconcile of a unit claims it first
+//! and applies past its fence (`reconcile.rs`, `apply.rs`).
 
 use super::*;
 
@@ -30,7 +30,7 @@ pub struct Unit {
     pub status: Mutex<DaemonStatus>,
     pub current: Mutex<Option<CurrentPlan>>,
     /// Set by a rollback; cleared by the next commit.
-    pin: Mutex<Option<Pin>>,
+    pub(super) pin: Mutex<Option<Pin>>,
     pub(super) connected: Connected,
     /// The owner its capstan.yaml named when it started: two units with one target and one
     /// owner would each prune what the other declares, so a fleet refuses the second.
@@ -54,6 +54,9 @@ pub struct Unit {
     pub(super) permits: Arc<tokio::sync::Semaphore>,
     /// capstan.yaml's notification receivers (of the commit the unit started at).
     pub notifier: Arc<crate::notify::Notifier>,
+    /// The daemon's side of the unit leases (shared by all its units): this unit is reconciled
+    /// only under its claim (`reconcile`), each step past its fence.
+    pub(super) fleet: Arc<fleet::Fleet>,
 }
 
 /// A unit's view of the daemon's event bus: every event it publishes carries its name, and
@@ -86,6 +89,7 @@ pub(super) struct UnitContext {
     /// A daemon of one unit keeps everything where it always did (`capstan.db` in the state
     /// directory); a fleet's unit under `units/<name>`.
     pub single: bool,
+    pub fleet: Arc<fleet::Fleet>,
 }
 
 /// The directory name a unit's state is kept under: its name with every character but ASCII
@@ -194,6 +198,7 @@ impl Unit {
             retired: AtomicBool::new(false),
             permits: cx.permits.clone(),
             notifier: Arc::new(notifier),
+            fleet: cx.fleet.clone(),
             opts,
         })
     }
@@ -241,6 +246,7 @@ impl Unit {
             "last_result": st.last_result,
             "interrupted": st.interrupted,
             "ready": st.ready,
+            "lease": self.fleet.holdings(&[self.unit()]).pop(),
         })
     }
 }

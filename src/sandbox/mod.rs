@@ -232,6 +232,9 @@ pub struct Recorded {
     /// When the platform took it (after any injected latency), in Unix milliseconds: the clock
     /// of the platform's own times (Marathon's versions, a task's `startedAt`).
     pub at_ms: u64,
+    /// The client's `User-Agent` (capstan's names its process: several daemons sharing a store
+    /// are told apart by it).
+    pub user_agent: String,
 }
 
 const LOG_LIMIT: usize = 100_000;
@@ -524,6 +527,14 @@ async fn platform_layer(State(shared): State<Arc<Shared>>, req: Request, next: N
     let query = req.uri().query().unwrap_or_default().to_string();
     let kill = req.extensions().get::<ConnectionKill>().cloned();
     let (parts, body) = req.into_parts();
+    let user_agent = parts
+        .headers
+        .get(axum::http::header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .chars()
+        .take(200)
+        .collect::<String>();
     let bytes = axum::body::to_bytes(body, 64 * 1024 * 1024).await.unwrap_or_default();
     let logged_body =
         if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap_or(Value::Null) };
@@ -568,6 +579,7 @@ async fn platform_layer(State(shared): State<Arc<Shared>>, req: Request, next: N
             status,
             body: logged_body.clone(),
             at_ms,
+            user_agent: user_agent.clone(),
         });
         if log.len() > LOG_LIMIT {
             log.pop_front();

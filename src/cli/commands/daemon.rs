@@ -45,6 +45,7 @@ pub(super) async fn daemon(args: DaemonArgs) -> anyhow::Result<u8> {
         allow_mass_delete: args.allow_mass_delete,
         allow_check_failures: args.allow_check_failures,
         take_ownership: args.take_ownership,
+        lease_ttl: args.lease_ttl,
     };
     crate::daemon::serve(opts).await?;
     Ok(EXIT_OK)

@@ -2,19 +2,11 @@
 //! (`--store postgres://user:password@host:port/database`), which daemons on other machines can
 //! read and, later, share.
 //!
-//! **Why a thread of its own.** The store's interface is synchronous and is called from the
-//! daemon's async tasks. The blocking `postgres::Client` runs its own small runtime and panics
-//! when called on a thread of another; `block_in_place` would avoid that but panics on a
-//! current-thread runtime and ties the store to tokio. So one dedicated thread owns the
-//! connection, and each call sends it a job over a channel and waits for the answer: the caller
-//! blocks as it does on SQLite's mutex, calls are serialized as they are there, and the thread
-//! ends when the store is dropped.
-//!
-//! **A lost connection** is made again before the next job (a few attempts, bounded backoff). A
-//! job that failed because the connection was lost is run once more on the new one: every job
-//! is idempotent — a history entry carries an id, and an entry whose transaction did commit
-//! before the answer was lost is not written twice. Any other failure is the caller's error:
-//! history is never dropped silently.
+//! **The connection** is a [`crate::pg::Postgres`]: one thread owns it, each call is a job sent
+//! to it (the caller blocks as it does on SQLite's mutex), a lost connection is made again and
+//! a job it failed under run once more — every job here is idempotent: a history entry
+//! carries an id, and an entry whose transaction did commit before the answer was lost is not
+//! written twice. Any other failure is the caller's error: history is never dropped silently.
 //!
 //! **Migrations** run on open, in one transaction under an advisory lock (daemons starting
 //! together migrate once): `capstan_schema` lists the versions applied. A store whose version
@@ -25,9 +17,9 @@
 //! [`crate::redact::url`].
 
 use super::{CommitStatus, Configuration, Engine, Entry, Summary, Transition, now, transition};
-use postgres::{Client, NoTls};
+pub use crate::pg::{Postgres, calls};
+use postgres::Client;
 use serde_json::Value;
-use std::sync::mpsc;
 use std::time::Duration;
 
 /// One step of the schema each, in order: version N is `MIGRATIONS[N - 1]`. Never edit a
@@ -76,7 +68,39 @@ CREATE TABLE daemons (
     seen_until TIMESTAMPTZ NOT NULL
 );
 ",
+    // The shared apply journal (`crate::journal::postgres`): a unit's runs, each step's intent
+    // before it is sent and its outcome after, so the daemon that takes a unit over settles
+    // the runs the one before it left.
+    "
+CREATE TABLE journal_runs (
+    id          BIGSERIAL PRIMARY KEY,
+    op          TEXT NOT NULL UNIQUE,
+    unit        TEXT NOT NULL,
+    holder      TEXT NOT NULL,
+    generation  BIGINT NOT NULL,
+    pid         BIGINT NOT NULL,
+    started_at  BIGINT NOT NULL,
+    finished_at BIGINT,
+    status      TEXT NOT NULL,
+    steps       BIGINT NOT NULL
+);
+CREATE INDEX journal_runs_unit ON journal_runs (unit, status);
+CREATE TABLE journal (
+    run     BIGINT NOT NULL REFERENCES journal_runs (id),
+    idx     BIGINT NOT NULL,
+    step_id TEXT NOT NULL,
+    name    TEXT NOT NULL,
+    state   TEXT NOT NULL,
+    message TEXT NOT NULL DEFAULT '',
+    at      BIGINT NOT NULL,
+    PRIMARY KEY (run, idx)
+);
+",
 ];
+
+/// The versions whose tables are the fleet's, kept in the default schema only (see
+/// `migrate_in`): 2 (leases, daemons) and 3 (the shared journal).
+const FLEET_VERSIONS: &[i64] = &[2, 3];
 
 /// The schema version this binary writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -120,69 +144,16 @@ fn migrate_in(client: &mut Client, shown: &str, schema: Option<&str>) -> anyhow:
     let current: i64 = tx.query_one("SELECT COALESCE(MAX(version), 0) FROM capstan_schema", &[])?.get(0);
     for (i, sql) in migrations_from(current, shown)?.iter().enumerate() {
         let version = current + 1 + i as i64;
+        // A unit's schema holds its history only: the fleet's tables (leases, daemons, the
+        // shared journal) are the default schema's, read by every daemon on a connection of
+        // its own; a copy in a unit's schema could only be read by mistake.
+        let sql = if schema.is_some() && FLEET_VERSIONS.contains(&version) { "" } else { sql };
         tx.batch_execute(sql)
             .map_err(|e| anyhow::Error::new(e).context(format!("migrating {shown} to version {version}")))?;
         tx.execute("INSERT INTO capstan_schema (version, applied_at) VALUES ($1, $2)", &[&version, &now()])?;
     }
     tx.commit()?;
     Ok(())
-}
-
-type Job = Box<dyn FnOnce(&mut Connection) + Send>;
-
-/// The connection, owned by the store's thread.
-struct Connection {
-    config: postgres::Config,
-    client: Option<Client>,
-    shown: String,
-}
-
-impl Connection {
-    /// The open connection, made again when it was lost.
-    fn client(&mut self) -> anyhow::Result<&mut Client> {
-        if self.client.as_ref().is_none_or(Client::is_closed) {
-            self.client = None;
-            let mut last = None;
-            for attempt in 0..5u32 {
-                if attempt > 0 {
-                    std::thread::sleep(Duration::from_millis(100 << attempt));
-                }
-                match self.config.connect(NoTls) {
-                    Ok(c) => {
-                        self.client = Some(c);
-                        break;
-                    }
-                    Err(e) => last = Some(e),
-                }
-            }
-            if let Some(e) = last.filter(|_| self.client.is_none()) {
-                return Err(anyhow::Error::new(e).context(format!("cannot connect to the store {}", self.shown)));
-            }
-        }
-        Ok(self.client.as_mut().expect("connected"))
-    }
-
-    /// `job` on the connection; once more on a new connection when the connection was lost
-    /// under it (jobs are idempotent).
-    fn run<R>(&mut self, job: &mut dyn FnMut(&mut Client) -> Result<R, postgres::Error>) -> anyhow::Result<R> {
-        let mut attempts = 0;
-        loop {
-            attempts += 1;
-            let client = self.client()?;
-            match job(client) {
-                Ok(r) => return Ok(r),
-                Err(e) if client.is_closed() && attempts < 2 => {
-                    tracing::warn!(store = %self.shown, error = %e, "the connection to the store was lost; connecting again");
-                }
-                Err(e) => return Err(anyhow::Error::new(e).context(format!("the store {}", self.shown))),
-            }
-        }
-    }
-}
-
-pub struct Postgres {
-    jobs: mpsc::Sender<Job>,
-    shown: String,
 }
 
 impl Postgres {
@@ -211,39 +182,10 @@ impl Postgres {
             let given = config.get_options().unwrap_or_default().to_string();
             config.options(format!("{given} -c search_path={schema}").trim());
         }
-        let mut conn = Connection { config, client: None, shown: shown.clone() };
-        let (jobs, inbox) = mpsc::channel::<Job>();
-        std::thread::Builder::new().name("capstan-store".into()).spawn(move || {
-            for job in inbox {
-                job(&mut conn);
-            }
-        })?;
-        // Connecting and migrating run on the store's thread too: the client may not be made
-        // on a runtime's thread.
-        let (tx, rx) = mpsc::sync_channel(1);
         let migrating = shown.clone();
-        jobs.send(Box::new(move |conn: &mut Connection| {
-            let _ = tx.send(conn.client().and_then(|c| migrate_in(c, &migrating, schema.as_deref())));
-        }))
-        .map_err(|_| anyhow::anyhow!("the store {shown}'s connection thread has stopped"))?;
-        rx.recv().map_err(|_| anyhow::anyhow!("the store {shown}'s connection thread has stopped"))??;
+        let store = Postgres::start(config, &shown, move |c| migrate_in(c, &migrating, schema.as_deref()))?;
         tracing::info!(store = %shown, version = SCHEMA_VERSION, "the history is kept in PostgreSQL");
-        Ok(Postgres { jobs, shown })
-    }
-
-    /// Runs `job` on the store's thread and waits for its answer.
-    fn call<R: Send + 'static>(
-        &self,
-        mut job: impl FnMut(&mut Client) -> Result<R, postgres::Error> + Send + 'static,
-    ) -> anyhow::Result<R> {
-        let (tx, rx) = mpsc::sync_channel(1);
-        let sent = self.jobs.send(Box::new(move |conn: &mut Connection| {
-            let _ = tx.send(conn.run(&mut job));
-        }));
-        if sent.is_err() {
-            anyhow::bail!("the store {}'s connection thread has stopped", self.shown);
-        }
-        rx.recv().map_err(|_| anyhow::anyhow!("the store {}'s connection thread has stopped", self.shown))?
+        Ok(store)
     }
 }
 
