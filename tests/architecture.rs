@@ -420,23 +420,15 @@ fn cycles(edges: &Edges) -> Vec<Loop> {
 
 /// Import loops that were there before this check and are left, by folder and modules, each with
 /// why. Every other folder's modules form a DAG.
-const KNOWN_LOOPS: &[(&str, &[&str], &str)] = &[
-    (
-        "src/",
-        &["config", "converge", "daemon", "engine", "notify", "providers", "render", "target"],
-        "config reads `notify::Receiver`s (capstan.yaml's `notifications`) and checks a target's \
+const KNOWN_LOOPS: &[(&str, &[&str], &str)] = &[(
+    "src/",
+    &["config", "converge", "daemon", "engine", "notify", "providers", "render", "target"],
+    "config reads `notify::Receiver`s (capstan.yaml's `notifications`) and checks a target's \
          platform against `providers::platform_names`, while notify turns `daemon::events` into \
          notifications and render takes the `Config`: the two edges out of config close loops \
          through the core. Breaking them moves the receivers' settings into config and the \
          platform check out of it, across modules being changed on other branches (issue 14)",
-    ),
-    (
-        "src/cli/",
-        &["commands", "service"],
-        "`service` takes `commands::EXIT_OK`; left to the branches that are changing the command \
-         line (issue 14)",
-    ),
-];
+)];
 
 #[test]
 fn sibling_modules_form_no_import_loop() {

@@ -32,9 +32,7 @@ use plan::plan;
 use render::{render, validate};
 use sandbox::serve;
 
-pub const EXIT_OK: u8 = 0;
-pub const EXIT_ERROR: u8 = 1;
-pub const EXIT_CHANGES: u8 = 2;
+pub use super::{EXIT_CHANGES, EXIT_ERROR, EXIT_OK};
 
 pub async fn run(cli: Cli) -> u8 {
     let err_style = Style::stderr(cli.color);

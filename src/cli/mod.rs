@@ -15,6 +15,12 @@ use output::ColorChoice;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+/// The exit codes, as terraform's `plan -detailed-exitcode` has them: 0 nothing to do (or
+/// done), 1 an error, 2 changes to make. Here, below `commands` and `service`, which both use them.
+pub const EXIT_OK: u8 = 0;
+pub const EXIT_ERROR: u8 = 1;
+pub const EXIT_CHANGES: u8 = 2;
+
 #[derive(Parser, Debug)]
 #[command(name = "capstan", version, about = "A declarative GitOps reconciler for PaaS REST APIs", long_about = None)]
 pub struct Cli {

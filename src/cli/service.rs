@@ -5,7 +5,7 @@
 //! ends when it is done: exit 0, or 1 with the service's own message. The target is chosen as
 //! for `plan` and `apply` (capstan.yaml's targets, `--target`, else the embedded sandbox).
 
-use super::commands::EXIT_OK;
+use super::EXIT_OK;
 use super::output::{self, Style};
 use super::{ColorChoice, outln};
 use crate::config::Config;
