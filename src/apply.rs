@@ -656,6 +656,31 @@ mod tests {
         assert_eq!(gate.tripped().as_deref(), Some("the lease is lost"));
     }
 
+    /// The hold a step's requests are sent past asks the fence's cheap check (not the full
+    /// one), and a refusal there trips the gate: the apply then ends fenced, as after a
+    /// refused wave.
+    #[test]
+    fn a_refused_hold_trips_the_gate() {
+        struct Lapsed(std::sync::atomic::AtomicUsize);
+        impl Fence for Lapsed {
+            fn check(&self) -> Result<(), String> {
+                self.0.fetch_add(1, Ordering::SeqCst);
+                Ok(())
+            }
+            fn held(&self) -> Result<(), String> {
+                Err("the lease's deadline has passed".into())
+            }
+        }
+        let fence = Arc::new(Lapsed(Default::default()));
+        let gate = Gate::new(fence.clone());
+        assert_eq!(gate.check(), Ok(()));
+        assert_eq!(gate.tripped(), None);
+        let hold = gate.hold();
+        assert_eq!(hold().unwrap_err(), "the lease's deadline has passed");
+        assert_eq!(gate.tripped().as_deref(), Some("the lease's deadline has passed"));
+        assert_eq!(fence.0.load(Ordering::SeqCst), 1, "the hold made no full check");
+    }
+
     #[test]
     fn sub_steps_are_told_only_when_they_change_and_kept_within_bounds() {
         struct Told(Mutex<Vec<Vec<SubStep>>>);
