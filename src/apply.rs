@@ -218,6 +218,13 @@ pub const DEFAULT_PARALLELISM: usize = 32;
 /// (`daemon::fleet`); Err says why not.
 pub trait Fence: Send + Sync {
     fn check(&self) -> Result<(), String>;
+
+    /// The cheap check consulted before every send of a mutating request inside a step (each
+    /// retry too: `http::Hold`), so no resend outlives the lease. Must not block; by default
+    /// the full check.
+    fn held(&self) -> Result<(), String> {
+        self.check()
+    }
 }
 
 /// A [`Fence`] as one apply consults it: remembers why it stopped the apply, if it did.
@@ -239,6 +246,22 @@ impl Gate {
             self.tripped.lock().unwrap().get_or_insert_with(|| why.clone());
         }
         r
+    }
+
+    /// The fence's cheap answer before a mutating request is sent (`Fence::held`); a refusal
+    /// is remembered, and stops the apply as a refused check does.
+    pub fn held(&self) -> Result<(), String> {
+        let r = self.fence.held();
+        if let Err(why) = &r {
+            self.tripped.lock().unwrap().get_or_insert_with(|| why.clone());
+        }
+        r
+    }
+
+    /// The hold every mutating request of a step is sent past (`http::under`).
+    pub fn hold(&self) -> crate::http::Hold {
+        let gate = self.clone();
+        Arc::new(move || gate.held())
     }
 
     /// Why the fence stopped the apply, if it did.
@@ -389,7 +412,9 @@ pub async fn resume(
                 observer.step_started(plan, i);
             }
             let ops: Vec<Operation> = unit.iter().map(|&i| op(i)).collect();
-            running.push(async move {
+            // Every mutating request the step sends, each retry too, is sent past the fence.
+            let hold = opts.fence.as_ref().map(Gate::hold);
+            running.push(crate::http::under(hold, async move {
                 let started = Instant::now();
                 let results = if ops.len() == 1 {
                     let one = ops.into_iter().next().map(|o| provider.execute(o, live));
@@ -402,7 +427,7 @@ pub async fn resume(
                 };
                 let took = started.elapsed();
                 unit.into_iter().zip(results).map(move |(i, r)| (i, r, took)).collect::<Vec<_>>()
-            });
+            }));
         }
         let Some(first) = running.next().await else {
             break;
@@ -434,6 +459,10 @@ pub async fn resume(
             }
             unjournalled.push((i, outcomes[i].status == Status::Complete, outcomes[i].message.clone()));
             observer.step_finished(plan, i, &outcomes[i]);
+        }
+        // A step's request the fence refused stops the apply as a refused wave does.
+        if opts.fence.as_ref().is_some_and(|g| g.tripped().is_some()) {
+            fenced = true;
         }
     }
     if !unjournalled.is_empty()
@@ -625,6 +654,31 @@ mod tests {
         assert_eq!(journal.step_state(0), None, "no intent journalled: nothing was to be sent");
         assert_eq!(fence.0.load(Ordering::SeqCst), 1, "consulted before the first wave, then nothing more was tried");
         assert_eq!(gate.tripped().as_deref(), Some("the lease is lost"));
+    }
+
+    /// The hold a step's requests are sent past asks the fence's cheap check (not the full
+    /// one), and a refusal there trips the gate: the apply then ends fenced, as after a
+    /// refused wave.
+    #[test]
+    fn a_refused_hold_trips_the_gate() {
+        struct Lapsed(std::sync::atomic::AtomicUsize);
+        impl Fence for Lapsed {
+            fn check(&self) -> Result<(), String> {
+                self.0.fetch_add(1, Ordering::SeqCst);
+                Ok(())
+            }
+            fn held(&self) -> Result<(), String> {
+                Err("the lease's deadline has passed".into())
+            }
+        }
+        let fence = Arc::new(Lapsed(Default::default()));
+        let gate = Gate::new(fence.clone());
+        assert_eq!(gate.check(), Ok(()));
+        assert_eq!(gate.tripped(), None);
+        let hold = gate.hold();
+        assert_eq!(hold().unwrap_err(), "the lease's deadline has passed");
+        assert_eq!(gate.tripped().as_deref(), Some("the lease's deadline has passed"));
+        assert_eq!(fence.0.load(Ordering::SeqCst), 1, "the hold made no full check");
     }
 
     #[test]

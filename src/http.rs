@@ -184,6 +184,33 @@ impl Default for RetryPolicy {
     }
 }
 
+/// What must still hold for this task to send a mutating request: the unit's lease, when daemons
+/// share a store (`apply::Gate::held`, set around each step by the executor). Consulted before
+/// every send of a request that is not a GET or HEAD — the first and every retry — so a request
+/// that passed the wave's fence is not sent again after the lease was lost (a retry loop may run
+/// for a minute; a lease lasts seconds). Err says why not; the request ends with it, unsent.
+pub type Hold = std::sync::Arc<dyn Fn() -> Result<(), String> + Send + Sync>;
+
+tokio::task_local! {
+    static HOLD: Hold;
+}
+
+/// Runs `f` with every mutating request it sends checked by `hold` first (none: unchecked).
+pub async fn under<F: std::future::Future>(hold: Option<Hold>, f: F) -> F::Output {
+    match hold {
+        Some(h) => HOLD.scope(h, f).await,
+        None => f.await,
+    }
+}
+
+/// The hold of this task, if any, for `method`: Err when a mutating request may not be sent.
+fn still_held(method: &Method) -> Result<(), String> {
+    if *method == Method::GET || *method == Method::HEAD {
+        return Ok(());
+    }
+    HOLD.try_with(|h| h()).unwrap_or(Ok(()))
+}
+
 /// Whether a request may be sent again after its answer was lost. A create is not: the
 /// platform may have done it, and the caller must look before trying again.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -356,6 +383,11 @@ impl HttpClient {
         let mut attempt = 0;
         loop {
             attempt += 1;
+            if let Err(why) = still_held(&method) {
+                let mut err = ApiError::other(method.as_str(), path, format!("not sent: {why}"));
+                err.attempts = attempt - 1;
+                return Err(err);
+            }
             match self.send_once(method.clone(), path, body).await {
                 Ok(v) => return Ok(v),
                 Err((mut err, sent)) => {
@@ -606,6 +638,59 @@ mod tests {
             assert_eq!(err.attempts, 1, "{method}: {err}");
             assert_eq!(got.load(Ordering::SeqCst) - before, 1, "{method} was sent again");
         }
+    }
+
+    /// A change retried after a transient failure is not sent again once the hold (the unit's
+    /// lease) is lost: the retry loop ends with the hold's reason (a real HTTP server on
+    /// loopback answering 503, counting what it gets). GETs are not held.
+    #[tokio::test]
+    async fn a_change_is_not_sent_again_once_the_hold_is_lost() {
+        use std::io::{Read, Write};
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let got = Arc::new(AtomicUsize::new(0));
+        let seen = got.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().take(64) {
+                let Ok(mut s) = stream else { continue };
+                seen.fetch_add(1, Ordering::SeqCst);
+                let mut req = [0u8; 8192];
+                let _ = s.read(&mut req);
+                let _ =
+                    s.write_all(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+            }
+        });
+        let mut conn = Connection::new(url);
+        conn.retry.base_delay = Duration::from_millis(1);
+        conn.retry.max_delay = Duration::from_millis(5);
+        let client = HttpClient::new(&conn).unwrap();
+        // Held for the first send only: the lease is lost while the first answer is awaited.
+        let held = Arc::new(AtomicBool::new(true));
+        let h = held.clone();
+        let hold: Hold =
+            Arc::new(
+                move || {
+                    if h.swap(false, Ordering::SeqCst) { Ok(()) } else { Err("the lease of unit u is lost".into()) }
+                },
+            );
+        let body = serde_json::json!({});
+        let err = under(Some(hold.clone()), client.call(Method::PUT, "/v2/apps/a", Some(&body), Idempotent::Yes))
+            .await
+            .unwrap_err();
+        assert_eq!(got.load(Ordering::SeqCst), 1, "sent again after the lease was lost: {err}");
+        assert!(err.to_string().contains("the lease of unit u is lost"), "{err}");
+        assert!(err.to_string().starts_with("PUT /v2/apps/a"), "{err}");
+        // Lost before the first send: nothing is sent at all.
+        let err = under(Some(hold.clone()), client.call(Method::DELETE, "/v2/apps/a", None, Idempotent::Yes))
+            .await
+            .unwrap_err();
+        assert_eq!(got.load(Ordering::SeqCst), 1, "a DELETE was sent without the lease: {err}");
+        // A read is not a change: retried as ever.
+        let before = got.load(Ordering::SeqCst);
+        let err = under(Some(hold), client.call(Method::GET, "/v2/apps/a", None, Idempotent::Yes)).await.unwrap_err();
+        assert_eq!(got.load(Ordering::SeqCst) - before, conn.retry.max_attempts as usize, "{err}");
     }
 
     /// An error is one line: the platform's JSON message is bounded as its raw text is, and a

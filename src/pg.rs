@@ -109,6 +109,17 @@ impl Postgres {
     /// shared journal use a connection of their own through this too).
     pub(crate) fn call<R: Send + 'static>(
         &self,
+        job: impl FnMut(&mut Client) -> Result<R, postgres::Error> + Send + 'static,
+    ) -> anyhow::Result<R> {
+        self.call_within(None, job)
+    }
+
+    /// As `call`, but an answer that has not come within `wait` (queued behind other jobs, a
+    /// slow statement, a connection being made again) is an error: the fence's check, whose
+    /// "yes" is worth nothing once late. The job may still run later; its answer is dropped.
+    pub(crate) fn call_within<R: Send + 'static>(
+        &self,
+        wait: Option<Duration>,
         mut job: impl FnMut(&mut Client) -> Result<R, postgres::Error> + Send + 'static,
     ) -> anyhow::Result<R> {
         CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -119,6 +130,16 @@ impl Postgres {
         if sent.is_err() {
             anyhow::bail!("the store {}'s connection thread has stopped", self.shown);
         }
-        rx.recv().map_err(|_| anyhow::anyhow!("the store {}'s connection thread has stopped", self.shown))?
+        let stopped = || anyhow::anyhow!("the store {}'s connection thread has stopped", self.shown);
+        match wait {
+            None => rx.recv().map_err(|_| stopped())?,
+            Some(wait) => match rx.recv_timeout(wait) {
+                Ok(r) => r,
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    anyhow::bail!("the store {} did not answer within {} ms", self.shown, wait.as_millis())
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => Err(stopped()),
+            },
+        }
     }
 }

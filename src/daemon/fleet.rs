@@ -42,6 +42,8 @@ pub struct Fleet {
     db: Option<Arc<Postgres>>,
     /// The leases this daemon holds, as the keeper last renewed them.
     held: Mutex<BTreeMap<String, Held>>,
+    /// The local deadline of each lease held (`Until`), kept by the keeper.
+    until: Mutex<BTreeMap<String, Arc<Until>>>,
     /// Who holds each unit, as last read.
     holdings: Mutex<BTreeMap<String, Holding>>,
     /// How many daemons were live at the keeper's last heartbeat.
@@ -60,20 +62,74 @@ struct LeaseFence {
     held: Held,
     holder: String,
     margin: Duration,
+    /// The lease's local deadline, as the keeper keeps it (`Until`).
+    until: Arc<Until>,
+}
+
+/// A held lease's local deadline: the instant, by this process's monotonic clock, before which
+/// at least the margin of the lease surely remains — the time the last successful take or
+/// renewal was *sent*, plus ttl, minus the margin. The database set the expiry to its `now()`
+/// plus ttl when it ran the statement, which is after it was sent, so this deadline is never
+/// later than the database's expiry minus the margin. Cleared (0) when the lease is lost or
+/// given up; a new generation gets a new `Until`. Read before every mutating request.
+#[derive(Default)]
+struct Until(std::sync::atomic::AtomicU64);
+
+/// The origin of `Until`'s nanoseconds.
+fn epoch() -> Instant {
+    static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+impl Until {
+    fn at(sent: Instant, ttl: Duration, margin: Duration) -> Arc<Until> {
+        let until = Arc::new(Until::default());
+        until.renewed(sent, ttl, margin);
+        until
+    }
+
+    /// A take or renewal sent at `sent` succeeded.
+    fn renewed(&self, sent: Instant, ttl: Duration, margin: Duration) {
+        let at = (sent + ttl.saturating_sub(margin)).saturating_duration_since(epoch()).as_nanos();
+        self.0.store((at as u64).max(1), Ordering::SeqCst);
+    }
+
+    fn lost(&self) {
+        self.0.store(0, Ordering::SeqCst);
+    }
+
+    fn holds(&self) -> bool {
+        let at = self.0.load(Ordering::SeqCst);
+        at != 0 && (epoch().elapsed().as_nanos() as u64) < at
+    }
+}
+
+impl LeaseFence {
+    fn refused(&self) -> String {
+        format!(
+            "this daemon no longer holds the lease of unit {} (generation {}) with {} ms to spare",
+            self.held.unit,
+            self.held.generation,
+            self.margin.as_millis()
+        )
+    }
 }
 
 impl Fence for LeaseFence {
+    /// By the local deadline alone: no query, so it can be consulted before every request.
+    fn held(&self) -> Result<(), String> {
+        if self.until.holds() { Ok(()) } else { Err(self.refused()) }
+    }
+
     fn check(&self) -> Result<(), String> {
+        self.held()?;
         let (held, holder, margin) = (self.held.clone(), self.holder.clone(), self.margin);
-        match self.db.call(move |c| lease::fenced(c, &held, &holder, margin)) {
+        // An answer later than half the margin is no answer: at least half of it still
+        // remains when a "yes" arrives in time (the database's now() is after the send).
+        match self.db.call_within(Some(margin / 2), move |c| lease::fenced(c, &held, &holder, margin)) {
             Ok(true) => Ok(()),
-            Ok(false) => Err(format!(
-                "this daemon no longer holds the lease of unit {} (generation {}) with {} ms to spare",
-                self.held.unit,
-                self.held.generation,
-                self.margin.as_millis()
-            )),
-            // Fail closed: a lease that cannot be checked is not held.
+            Ok(false) => Err(self.refused()),
+            // Fail closed: a lease that cannot be checked (in time) is not held.
             Err(e) => Err(format!("cannot check the lease of unit {}: {e:#}", self.held.unit)),
         }
     }
@@ -93,6 +149,7 @@ impl Fleet {
             ttl,
             db,
             held: Mutex::default(),
+            until: Mutex::default(),
             holdings: Mutex::default(),
             live: std::sync::atomic::AtomicUsize::new(1),
         })
@@ -117,7 +174,9 @@ impl Fleet {
     pub fn claim(&self, unit: &str) -> Option<Claim> {
         let Some(db) = &self.db else { return Some(Claim { leased: None }) };
         let held = self.held.lock().unwrap().get(unit).cloned()?;
-        let fence = LeaseFence { db: db.clone(), held: held.clone(), holder: self.id.clone(), margin: self.margin() };
+        let until = self.until.lock().unwrap().get(unit).cloned()?;
+        let fence =
+            LeaseFence { db: db.clone(), held: held.clone(), holder: self.id.clone(), margin: self.margin(), until };
         if let Err(why) = fence.check() {
             tracing::debug!("not reconciling: {why}");
             return None;
@@ -170,8 +229,14 @@ impl Fleet {
         let mine: Vec<Held> = self.held.lock().unwrap().values().cloned().collect();
         for held in mine {
             let (h, id) = (held.clone(), self.id.clone());
-            if !db.call(move |c| lease::renew(c, &h, &id, ttl))? {
-                self.held.lock().unwrap().remove(&held.unit);
+            // Measured before the renewal is sent: the deadline is never past the database's.
+            let sent = Instant::now();
+            if db.call(move |c| lease::renew(c, &h, &id, ttl))? {
+                if let Some(until) = self.until.lock().unwrap().get(&held.unit) {
+                    until.renewed(sent, ttl, self.margin());
+                }
+            } else {
+                self.forget(&held.unit);
                 lost.push(held);
             }
         }
@@ -185,7 +250,13 @@ impl Fleet {
                 continue;
             }
             let (u, id) = (unit.clone(), self.id.clone());
+            let sent = Instant::now();
             if let Some(held) = db.call(move |c| lease::acquire(c, &u, &id, ttl))? {
+                // A new generation, a new deadline: a fence of an older one never sees it.
+                let until = Until::at(sent, ttl, self.margin());
+                if let Some(old) = self.until.lock().unwrap().insert(unit.clone(), until) {
+                    old.lost();
+                }
                 self.held.lock().unwrap().insert(unit.clone(), held.clone());
                 taken.push(held);
             }
@@ -214,6 +285,9 @@ impl Fleet {
     /// Gives every held lease up (a clean shutdown): another daemon takes the units at once.
     fn release_all(&self) {
         let Some(db) = &self.db else { return };
+        for until in std::mem::take(&mut *self.until.lock().unwrap()).into_values() {
+            until.lost();
+        }
         let held: Vec<Held> = std::mem::take(&mut *self.held.lock().unwrap()).into_values().collect();
         for h in held {
             let id = self.id.clone();
@@ -300,11 +374,20 @@ impl Fleet {
     /// stopped by its fence.
     fn give_up(&self, unit: &str) {
         let Some(db) = &self.db else { return };
-        let Some(held) = self.held.lock().unwrap().remove(unit) else { return };
+        let Some(held) = self.forget(unit) else { return };
         let id = self.id.clone();
         if let Err(e) = db.call(move |c| lease::release(c, &held, &id)) {
             tracing::warn!("cannot give up the lease of unit {unit}: {e:#}");
         }
+    }
+
+    /// Forgets `unit`'s lease: no claim is made under it, and every fence of it refuses from
+    /// now on (its local deadline cleared).
+    fn forget(&self, unit: &str) -> Option<Held> {
+        if let Some(until) = self.until.lock().unwrap().remove(unit) {
+            until.lost();
+        }
+        self.held.lock().unwrap().remove(unit)
     }
 
     /// Gives up the leases of units the daemon no longer has (gone from the newest commit).
@@ -367,5 +450,76 @@ impl Unit {
         tracing::warn!("stopped applying {}: {why}", short(sha));
         self.events.publish(Event::LeaseLost { sha: sha.to_string(), message: why });
         Reconciled::LeaseLost
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_local_deadline_is_the_send_time_plus_ttl_less_the_margin_and_ends_on_loss() {
+        let (ttl, margin) = (Duration::from_millis(300), Duration::from_millis(100));
+        let until = Until::at(Instant::now(), ttl, margin);
+        assert!(until.holds(), "just renewed");
+        std::thread::sleep(Duration::from_millis(250));
+        assert!(!until.holds(), "past send time + ttl - margin, with no renewal since");
+        until.renewed(Instant::now(), ttl, margin);
+        assert!(until.holds(), "renewed");
+        until.lost();
+        assert!(!until.holds(), "lost");
+        let sent_long_ago = Instant::now() - Duration::from_millis(250);
+        assert!(!Until::at(sent_long_ago, ttl, margin).holds(), "measured from the send, not the answer");
+    }
+
+    /// A fence over a real PostgreSQL: a check that cannot be answered within half the margin
+    /// (its query queued behind a slow one on the same connection) is a refusal, never a late
+    /// "yes"; and a lease whose local deadline has passed or was cleared is refused with no
+    /// query at all (what every mutating request consults).
+    #[test]
+    fn a_late_or_unrenewed_lease_check_fails_closed() {
+        let url = crate::daemon::lease::tests::server_url();
+        let _store = crate::daemon::store::Store::open_at(Some(&url), &std::env::temp_dir()).unwrap(); // migrates
+        let db = Arc::new(Postgres::open(&url).unwrap());
+        let (holder, unit) = (lease::daemon_id(), format!("fence-test-{}", lease::daemon_id()));
+        let (ttl, margin) = (Duration::from_secs(6), Duration::from_secs(2));
+        let (u, h) = (unit.clone(), holder.clone());
+        let sent = Instant::now();
+        let held = db.call(move |c| lease::acquire(c, &u, &h, ttl)).unwrap().expect("a free lease is taken");
+        let fence = LeaseFence {
+            db: db.clone(),
+            held: held.clone(),
+            holder: holder.clone(),
+            margin,
+            until: Until::at(sent, ttl, margin),
+        };
+        assert_eq!(fence.check(), Ok(()), "held, answered at once");
+
+        // The connection's thread is busy for 3 s (a slow history or journal write).
+        let busy = db.clone();
+        let slow = std::thread::spawn(move || busy.call(|c| c.execute("SELECT pg_sleep(3)", &[])));
+        std::thread::sleep(Duration::from_millis(200));
+        let asked = Instant::now();
+        let answer = fence.check();
+        let waited = asked.elapsed();
+        let why = answer.expect_err("a check the store cannot answer in time is a refusal");
+        assert!(why.contains("did not answer within 1000 ms"), "{why}");
+        assert!(waited < Duration::from_millis(1800), "the check waited {waited:?}");
+        slow.join().unwrap().unwrap();
+        assert_eq!(fence.check(), Ok(()), "answered in time again");
+
+        // The keeper lost it (or could not renew it in time): refused before any query.
+        // The connection busy again: a refusal that needs no query comes at once.
+        fence.until.lost();
+        let busy = db.clone();
+        let slow = std::thread::spawn(move || busy.call(|c| c.execute("SELECT pg_sleep(1)", &[])));
+        std::thread::sleep(Duration::from_millis(100));
+        let asked = Instant::now();
+        let why = fence.held().expect_err("no longer held by the local deadline");
+        assert!(why.contains(&unit) && why.contains("no longer holds"), "{why}");
+        let why = fence.check().expect_err("the full check refuses too");
+        assert!(why.contains("no longer holds"), "{why}");
+        assert!(asked.elapsed() < Duration::from_millis(300), "a query was waited for: {:?}", asked.elapsed());
+        slow.join().unwrap().unwrap();
     }
 }

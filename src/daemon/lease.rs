@@ -110,7 +110,7 @@ pub fn held_by(client: &mut Client, holder: &str) -> Result<usize, postgres::Err
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     #[test]
@@ -132,7 +132,12 @@ mod tests {
 
     /// The server CI started (CAPSTAN_TEST_POSTGRES_URL), else one `.ci/postgres` starts for this
     /// test binary (stopped once it has ended): this test never skips.
-    fn server_url() -> String {
+    pub(crate) fn server_url() -> String {
+        static URL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+        URL.get_or_init(start_server).clone()
+    }
+
+    fn start_server() -> String {
         if let Ok(url) = std::env::var("CAPSTAN_TEST_POSTGRES_URL") {
             return url;
         }
