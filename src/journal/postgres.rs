@@ -181,30 +181,13 @@ mod tests {
     use crate::daemon::lease;
     use std::time::Duration;
 
-    /// The server CI started (CAPSTAN_TEST_POSTGRES_URL), else one `.ci/postgres` starts for this
-    /// test binary (stopped once it has ended): this test never skips.
-    fn server_url() -> String {
-        if let Ok(url) = std::env::var("CAPSTAN_TEST_POSTGRES_URL") {
-            return url;
-        }
-        let dir = std::env::temp_dir().join(format!("capstan-journal-pg-{}", std::process::id()));
-        let out = std::process::Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.ci/postgres"))
-            .arg("start")
-            .arg(&dir)
-            .arg(std::process::id().to_string())
-            .stderr(std::process::Stdio::inherit())
-            .output()
-            .expect("run .ci/postgres");
-        assert!(out.status.success(), ".ci/postgres could not start a server (see above)");
-        String::from_utf8(out.stdout).unwrap().trim().to_string()
-    }
-
     /// A run one daemon left is found and settled once by the daemon that takes the unit over;
     /// and the daemon that lost the lease can neither begin a run nor write an intent, while
     /// the outcome of a step it had in flight is still kept.
     #[test]
     fn a_taken_over_unit_settles_the_dead_holders_run_and_the_old_holder_writes_no_intent() {
-        let url = server_url();
+        // The lease tests' server: one per test binary, not a second one started here.
+        let url = lease::tests::server_url();
         let db = Arc::new(Postgres::open(&url).unwrap());
         let unit = format!("journal-test-{}", lease::daemon_id());
         let ttl = Duration::from_millis(600);
