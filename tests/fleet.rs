@@ -7,11 +7,11 @@
 
 mod common;
 use common::git::*;
+use common::pg::*;
 use common::*;
 use serde_json::Value;
 use std::collections::BTreeMap;
-use std::process::{Command, Stdio};
-use std::sync::{Mutex, OnceLock};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -21,35 +21,6 @@ const JOBS: usize = 8;
 
 /// The scenarios time a takeover: one at a time, so two do not share the machine's cores.
 static SERIAL: Mutex<()> = Mutex::new(());
-
-fn server_url() -> &'static str {
-    static URL: OnceLock<String> = OnceLock::new();
-    URL.get_or_init(|| {
-        if let Ok(url) = std::env::var("CAPSTAN_TEST_POSTGRES_URL") {
-            return url;
-        }
-        let dir = std::env::temp_dir().join(format!("capstan-fleet-pg-{}", std::process::id()));
-        let out = Command::new(repo_root().join(".ci/postgres"))
-            .arg("start")
-            .arg(&dir)
-            .arg(std::process::id().to_string())
-            .stderr(Stdio::inherit())
-            .output()
-            .expect("run .ci/postgres");
-        assert!(out.status.success(), ".ci/postgres could not start a server (see above)");
-        String::from_utf8(out.stdout).unwrap().trim().to_string()
-    })
-}
-
-/// A new, empty database on the server, and its URL.
-fn fresh_database() -> String {
-    let base = server_url();
-    let name = format!("capstan_{}", uuid::Uuid::new_v4().simple());
-    let mut client = postgres::Client::connect(base, postgres::NoTls).expect("connect to the test server");
-    client.batch_execute(&format!("CREATE DATABASE {name}")).unwrap();
-    let (head, _) = base.rsplit_once('/').unwrap();
-    format!("{head}/{name}")
-}
 
 fn jobs_yaml(tag: &str) -> String {
     let mut s = String::from("jobs:\n");

@@ -5,34 +5,13 @@
 
 mod common;
 use common::git::*;
+use common::pg::*;
 use common::*;
 use serde_json::Value;
 use std::process::{Command, Stdio};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 const WAIT: Duration = Duration::from_secs(30);
-
-/// The server's URL (with its password): the one CI started, else one started here, which
-/// stops once this test binary has ended.
-fn server_url() -> &'static str {
-    static URL: OnceLock<String> = OnceLock::new();
-    URL.get_or_init(|| {
-        if let Ok(url) = std::env::var("CAPSTAN_TEST_POSTGRES_URL") {
-            return url;
-        }
-        let dir = std::env::temp_dir().join(format!("capstan-test-pg-{}", std::process::id()));
-        let out = Command::new(repo_root().join(".ci/postgres"))
-            .arg("start")
-            .arg(&dir)
-            .arg(std::process::id().to_string())
-            .stderr(Stdio::inherit())
-            .output()
-            .expect("run .ci/postgres");
-        assert!(out.status.success(), ".ci/postgres could not start a server (see above)");
-        String::from_utf8(out.stdout).unwrap().trim().to_string()
-    })
-}
 
 fn password() -> String {
     let url = server_url();
@@ -41,16 +20,6 @@ fn password() -> String {
     let password = userinfo.split_once(':').expect("the URL has a password").1;
     assert!(password.len() >= 8, "a password worth looking for");
     password.to_string()
-}
-
-/// A new, empty database on the server, and its URL.
-fn fresh_database() -> String {
-    let base = server_url();
-    let name = format!("capstan_{}", uuid::Uuid::new_v4().simple());
-    let mut client = postgres::Client::connect(base, postgres::NoTls).expect("connect to the test server");
-    client.batch_execute(&format!("CREATE DATABASE {name}")).unwrap();
-    let (head, _) = base.rsplit_once('/').unwrap();
-    format!("{head}/{name}")
 }
 
 fn applied(d: &DaemonProc, sha: &str) -> bool {

@@ -4,6 +4,7 @@
 
 mod common;
 use common::git::*;
+use common::pg::*;
 use common::*;
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
@@ -326,36 +327,10 @@ fn plan_and_apply_take_a_pattern_report_per_unit_and_exit_with_the_worst() {
     run.code(0);
 }
 
-/// The PostgreSQL server `.ci/postgres` starts (its URL in `CAPSTAN_TEST_POSTGRES_URL`, or one
-/// started here with the same script), and a new empty database on it.
-fn postgres_database() -> String {
-    static URL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    let base = URL.get_or_init(|| {
-        if let Ok(url) = std::env::var("CAPSTAN_TEST_POSTGRES_URL") {
-            return url;
-        }
-        let dir = std::env::temp_dir().join(format!("capstan-units-pg-{}", std::process::id()));
-        let out = std::process::Command::new(repo_root().join(".ci/postgres"))
-            .arg("start")
-            .arg(&dir)
-            .arg(std::process::id().to_string())
-            .stderr(std::process::Stdio::inherit())
-            .output()
-            .expect("run .ci/postgres");
-        assert!(out.status.success(), ".ci/postgres could not start a server (see above)");
-        String::from_utf8(out.stdout).unwrap().trim().to_string()
-    });
-    let name = format!("capstan_{}", uuid::Uuid::new_v4().simple());
-    let mut client = postgres::Client::connect(base, postgres::NoTls).expect("connect to the test server");
-    client.batch_execute(&format!("CREATE DATABASE {name}")).unwrap();
-    let (head, _) = base.rsplit_once('/').unwrap();
-    format!("{head}/{name}")
-}
-
 #[test]
 fn on_postgres_each_units_history_is_apart_and_a_restart_loses_none_of_it() {
     let (sa, sb) = (SandboxProc::start(&[]), SandboxProc::start(&[]));
-    let store = postgres_database();
+    let store = fresh_database();
     let repo = Repo::new();
     repo.write("clusters/a/capstan.yaml", &config_for(&sa, ""));
     repo.write("clusters/a/web.yaml", &job_yaml("web", "a1"));

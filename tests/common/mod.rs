@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod git;
+pub mod pg;
 
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
