@@ -32,9 +32,11 @@ pub struct Unit {
     /// Set by a rollback; cleared by the next commit.
     pub(super) pin: Mutex<Option<Pin>>,
     pub(super) connected: Connected,
-    /// The owner its capstan.yaml named when it started: two units with one target and one
-    /// owner would each prune what the other declares, so a fleet refuses the second.
-    pub(super) owner: String,
+    /// The target, platform and owner its capstan.yaml named when it started (what
+    /// `connected` is): two units with one target and one owner would each prune what the
+    /// other declares, so a fleet refuses the second; a commit naming another is not applied
+    /// by this unit (`moved`), and a fleet starts the unit afresh for it.
+    pub(super) identity: target::Identity,
     pub(super) render_cache: RenderCache,
     /// Wakes the reconcile loop; permits coalesce, so a burst of wake-ups is one reconcile.
     pub(super) wake: Notify,
@@ -156,6 +158,7 @@ impl Unit {
             }
             config
         };
+        let identity = target::Identity::of(&config, opts.target.as_deref())?;
         let connected = target::connect(&config, opts.target.as_deref(), &state_dir, opts.force).await?;
         let last_applied = store.get_value("last_applied")?;
         let pin = Mutex::new(Pin::load(&store));
@@ -187,7 +190,7 @@ impl Unit {
             current: Mutex::new(None),
             pin,
             connected,
-            owner: config.owner().to_string(),
+            identity,
             render_cache: RenderCache::default(),
             wake: Notify::new(),
             reasons: Mutex::new(vec![Reason::Startup]),
@@ -201,6 +204,27 @@ impl Unit {
             fleet: cx.fleet.clone(),
             opts,
         })
+    }
+
+    /// Why this unit must not apply a commit whose capstan.yaml is `config`: it names another
+    /// target, platform or owner than the unit was started (and connected) for. Applying it
+    /// would send the commit's manifests to the old target, or mark and prune as the old
+    /// owner, and daemons started at different commits would disagree. None when the same.
+    pub(super) fn moved(&self, config: &Config) -> Option<String> {
+        let now = match target::Identity::of(config, self.opts.target.as_deref()) {
+            Ok(id) if id == self.identity => return None,
+            Ok(id) => id,
+            Err(e) => return Some(format!("cannot tell what capstan.yaml applies {} to: {e:#}", self.name)),
+        };
+        let again = if self.label.is_some() {
+            "the daemon starts the unit afresh when it next looks for units"
+        } else {
+            "restart the daemon to follow it"
+        };
+        Some(format!(
+            "capstan.yaml at this commit applies {} to {now}, and this unit was started for {}: nothing is applied to either until the unit is started again ({again})",
+            self.name, self.identity
+        ))
     }
 
     /// Whether the loop is to end: the daemon stops, or the unit left the repository.

@@ -1,0 +1,203 @@
+//! Trying to break the first law with units (issue 19's review): capstan never deletes or
+//! changes what is declared, and never loses what it applied; units never prune each other's
+//! resources; changes never go to a target the commit does not name. Real daemons and the real
+//! CLI, real git repositories, Apcera sandboxes over HTTP on 127.0.0.1, a real PostgreSQL
+//! (`tests/common/pg.rs`) where daemons share a store.
+
+mod common;
+use common::git::*;
+use common::pg::*;
+use common::*;
+use serde_json::Value;
+use std::time::Duration;
+
+const WAIT: Duration = Duration::from_secs(90);
+
+fn job_yaml(name: &str, tag: &str) -> String {
+    format!("jobs:\n  job::::{name}:\n    state: started\n    tags:\n      version: \"{tag}\"\n")
+}
+
+/// A unit's name in a URL: percent-encoded (`clusters%2Fa`).
+fn enc(unit: &str) -> String {
+    unit.replace('%', "%25").replace('/', "%2F")
+}
+
+fn unit_status(d: &DaemonProc, unit: &str, sha: &str) -> Option<String> {
+    let (code, v) = d.get(&format!("/v1/units/{}/configurations/{sha}", enc(unit)));
+    (code == 200).then(|| v["status"].as_str().unwrap_or_default().to_string())
+}
+
+/// `/v1/units`' line for `unit`.
+fn listed(d: &DaemonProc, unit: &str) -> Value {
+    let (_, list) = d.get("/v1/units");
+    list.as_array().unwrap().iter().find(|u| u["name"] == unit).cloned().unwrap_or(Value::Null)
+}
+
+fn not_started(d: &DaemonProc, unit: &str) -> bool {
+    listed(d, unit)["phase"] == "not_started"
+}
+
+/// The sandbox's URL spelled with the name `localhost` instead of its address.
+fn by_name(sb: &SandboxProc) -> String {
+    sb.url.replace("127.0.0.1", "localhost")
+}
+
+/// `config_for` with `url` as the target and `owner` as the owner, pruning.
+fn config_at(sb: &SandboxProc, url: &str, owner: &str) -> String {
+    config_for(sb, "prune: true\n").replace(&sb.url, url).replace("owner: daemon-test", &format!("owner: {owner}"))
+}
+
+fn deletes(sb: &SandboxProc) -> Vec<Value> {
+    sb.mutating_requests().into_iter().filter(|r| r["method"] == "DELETE").collect()
+}
+
+/// `http://127.0.0.1:P` and `http://localhost:P/` are one server: two units naming it so with
+/// one owner would each prune what the other declares: neither is reconciled, and a third unit
+/// elsewhere goes on.
+#[test]
+fn one_target_spelled_two_ways_with_one_owner_is_refused_by_the_daemon() {
+    let sb = SandboxProc::start(&[]);
+    let other = SandboxProc::start(&[]);
+    let repo = Repo::new();
+    repo.write("clusters/a/capstan.yaml", &config_at(&sb, &sb.url, "team"));
+    repo.write("clusters/a/a.yaml", &job_yaml("a", "1"));
+    repo.write("clusters/b/capstan.yaml", &config_at(&sb, &format!("{}/", by_name(&sb)), "team"));
+    repo.write("clusters/b/b.yaml", &job_yaml("b", "1"));
+    repo.write("clusters/c/capstan.yaml", &config_at(&other, &other.url, "team"));
+    repo.write("clusters/c/c.yaml", &job_yaml("c", "1"));
+    let first = repo.commit("a and b name one server two ways");
+    let state = tempfile::tempdir().unwrap();
+    let d = DaemonProc::start(repo.path().to_str().unwrap(), state.path(), &["--path", "clusters/*"], &[]);
+    d.wait_for("unit c to apply", WAIT, |d| unit_status(d, "clusters/c", &first).as_deref() == Some("applied"));
+    for u in ["clusters/a", "clusters/b"] {
+        let line = listed(&d, u);
+        assert_eq!(line["phase"], "not_started", "{u}: {line}");
+        let why = line["error"].as_str().unwrap_or_default();
+        assert!(why.contains("units clusters/a and clusters/b both apply to") && why.contains("team"), "{line}");
+    }
+    assert!(sb.mutating_requests().is_empty(), "{:?}", sb.mutating_requests());
+    assert!(other.job("job::/dev::c").is_some());
+}
+
+/// The same on the command line: `capstan apply 'clusters/*'` refuses two units naming one
+/// server two ways with one owner before changing anything.
+#[test]
+fn apply_refuses_one_target_spelled_two_ways_with_one_owner() {
+    let sb = SandboxProc::start(&[]);
+    let w = Workdir::new();
+    w.write("clusters/a/capstan.yaml", &config_at(&sb, &sb.url, "team"));
+    w.write("clusters/a/a.yaml", &job_yaml("a", "1"));
+    w.write("clusters/b/capstan.yaml", &config_at(&sb, &format!("{}/", by_name(&sb)), "team"));
+    w.write("clusters/b/b.yaml", &job_yaml("b", "1"));
+    let run = w.capstan(&["apply", "clusters/*", "--yes"]);
+    run.code(1);
+    assert!(run.stderr.contains("units clusters/a and clusters/b both apply to"), "{}", run.stderr);
+    assert!(sb.mutating_requests().is_empty(), "{:?}", sb.mutating_requests());
+}
+
+/// A commit adds unit a on the target and owner that running unit b has. Which units are
+/// reconciled must depend on the commit alone: a daemon started before the commit (b running)
+/// and one started after it (a found first) would otherwise each keep a different one, and
+/// each prune what the other declares. Both are refused on both daemons, and nothing of b's is
+/// deleted.
+#[test]
+fn a_unit_added_on_a_running_units_target_and_owner_stops_both_on_every_daemon_and_deletes_nothing() {
+    let store = fresh_database();
+    let sb = SandboxProc::start(&[]);
+    let repo = Repo::new();
+    repo.write("clusters/b/capstan.yaml", &config_at(&sb, &sb.url, "team"));
+    repo.write("clusters/b/b.yaml", &job_yaml("b", "1"));
+    let first = repo.commit("unit b");
+    let (s1, l1) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let args = ["--path", "clusters/*", "--store", store.as_str(), "--lease-ttl", "3s"];
+    let xdg1 = l1.path().to_str().unwrap().to_string();
+    let d1 = DaemonProc::start(repo.path().to_str().unwrap(), s1.path(), &args, &[("XDG_RUNTIME_DIR", &xdg1)]);
+    d1.wait_for("unit b to apply", WAIT, |d| unit_status(d, "clusters/b", &first).as_deref() == Some("applied"));
+    assert!(sb.job("job::/dev::b").is_some());
+
+    repo.write("clusters/a/capstan.yaml", &config_at(&sb, &sb.url, "team"));
+    repo.write("clusters/a/a.yaml", &job_yaml("a", "1"));
+    repo.commit("unit a, on b's target with b's owner");
+    // Another machine's daemon, started at the new commit.
+    let (s2, l2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let xdg2 = l2.path().to_str().unwrap().to_string();
+    let d2 = DaemonProc::start(repo.path().to_str().unwrap(), s2.path(), &args, &[("XDG_RUNTIME_DIR", &xdg2)]);
+    for d in [&d1, &d2] {
+        d.wait_for("both units to be refused", Duration::from_secs(30), |d| {
+            not_started(d, "clusters/a") && not_started(d, "clusters/b")
+        });
+        let why = listed(d, "clusters/b")["error"].as_str().unwrap_or_default().to_string();
+        assert!(why.contains("units clusters/a and clusters/b both apply to"), "{why}");
+    }
+    // Three lease periods: time for any daemon to take a unit and apply it.
+    std::thread::sleep(Duration::from_secs(9));
+    assert!(deletes(&sb).is_empty(), "a unit pruned what another declares: {:?}", deletes(&sb));
+    assert!(sb.job("job::/dev::b").is_some(), "b's job is kept");
+    assert!(sb.job("job::/dev::a").is_none(), "a refused unit applied nothing");
+}
+
+/// A fleet's unit whose capstan.yaml names another target at a new commit applies that commit
+/// there; the old target, which the commit no longer names, is left as it was.
+#[test]
+fn a_unit_whose_capstan_yaml_moves_to_another_target_is_applied_there_and_not_to_the_old_one() {
+    let (old, new) = (SandboxProc::start(&[]), SandboxProc::start(&[]));
+    let repo = Repo::new();
+    repo.write("clusters/a/capstan.yaml", &config_at(&old, &old.url, "team"));
+    repo.write("clusters/a/web.yaml", &job_yaml("web", "1"));
+    let first = repo.commit("a on the old target");
+    let state = tempfile::tempdir().unwrap();
+    let d = DaemonProc::start(repo.path().to_str().unwrap(), state.path(), &["--path", "clusters/*"], &[]);
+    d.wait_for("unit a to apply", WAIT, |d| unit_status(d, "clusters/a", &first).as_deref() == Some("applied"));
+    old.clear_requests();
+
+    repo.write("clusters/a/capstan.yaml", &config_at(&new, &new.url, "team"));
+    repo.write("clusters/a/web.yaml", &job_yaml("web", "2"));
+    let second = repo.commit("a moves to the new target, web v2");
+    d.wait_for("unit a to apply the second commit", WAIT, |d| {
+        unit_status(d, "clusters/a", &second).as_deref() == Some("applied")
+    });
+    assert_eq!(
+        new.job("job::/dev::web").map(|j| j["tags"]["version"].clone()),
+        Some("2".into()),
+        "applied where named"
+    );
+    assert!(old.mutating_requests().is_empty(), "the old target was changed: {:?}", old.mutating_requests());
+    assert_eq!(old.job("job::/dev::web").unwrap()["tags"]["version"], "1");
+    assert!(listed(&d, "clusters/a")["target"].as_str().unwrap().contains(&new.url), "{}", listed(&d, "clusters/a"));
+}
+
+/// A daemon of one `--path` whose capstan.yaml names another target at a new commit applies
+/// nothing (the commit is invalid, saying why and what to do) until restarted, then applies it
+/// to the new target; the old one is never changed.
+#[test]
+fn a_single_daemon_whose_capstan_yaml_moves_applies_nothing_until_restarted() {
+    let (old, new) = (SandboxProc::start(&[]), SandboxProc::start(&[]));
+    let repo = Repo::new();
+    repo.write("deploy/capstan.yaml", &config_at(&old, &old.url, "team"));
+    repo.write("deploy/web.yaml", &job_yaml("web", "1"));
+    let first = repo.commit("on the old target");
+    let state = tempfile::tempdir().unwrap();
+    let d = DaemonProc::start(repo.path().to_str().unwrap(), state.path(), &["--path", "deploy"], &[]);
+    d.wait_for("the first commit to apply", WAIT, |d| d.status_of(&first).as_deref() == Some("applied"));
+    old.clear_requests();
+
+    repo.write("deploy/capstan.yaml", &config_at(&new, &new.url, "team"));
+    repo.write("deploy/web.yaml", &job_yaml("web", "2"));
+    let second = repo.commit("to the new target, web v2");
+    d.wait_for("the second commit to be judged", WAIT, |d| {
+        matches!(d.status_of(&second).as_deref(), Some("applied" | "invalid" | "failed"))
+    });
+    assert_eq!(d.status_of(&second).as_deref(), Some("invalid"));
+    let errors = d.configuration(&second).unwrap()["errors"].to_string();
+    assert!(errors.contains("was started for") && errors.contains("restart the daemon"), "{errors}");
+    assert!(old.mutating_requests().is_empty(), "the old target was changed: {:?}", old.mutating_requests());
+    assert!(new.job("job::/dev::web").is_none());
+    drop(d);
+
+    let d = DaemonProc::start(repo.path().to_str().unwrap(), state.path(), &["--path", "deploy"], &[]);
+    d.wait_for("the second commit to apply after a restart", WAIT, |d| {
+        d.status_of(&second).as_deref() == Some("applied")
+    });
+    assert_eq!(new.job("job::/dev::web").unwrap()["tags"]["version"], "2");
+    assert!(old.mutating_requests().is_empty(), "{:?}", old.mutating_requests());
+}
