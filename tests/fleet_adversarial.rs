@@ -201,3 +201,64 @@ fn a_single_daemon_whose_capstan_yaml_moves_applies_nothing_until_restarted() {
     assert_eq!(new.job("job::/dev::web").unwrap()["tags"]["version"], "2");
     assert!(old.mutating_requests().is_empty(), "{:?}", old.mutating_requests());
 }
+
+/// Who sent a request: the pid in capstan's `User-Agent`.
+fn sender(r: &Value) -> Option<u32> {
+    let ua = r["user_agent"].as_str()?;
+    ua.split("(pid ").nth(1)?.strip_suffix(')')?.parse().ok()
+}
+
+/// A daemon of a shared store with its own state and lock directories (another machine's).
+fn member(repo: &Repo, store: &str, extra: &[&str]) -> (DaemonProc, tempfile::TempDir, tempfile::TempDir) {
+    let (state, locks) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let xdg = locks.path().to_str().unwrap().to_string();
+    let mut args = vec!["--store", store, "--lease-ttl", "3s", "--parallelism", "1"];
+    args.extend_from_slice(extra);
+    let d = DaemonProc::start(repo.path().to_str().unwrap(), state.path(), &args, &[("XDG_RUNTIME_DIR", &xdg)]);
+    (d, state, locks)
+}
+
+/// A person interrupts the holder's plan; the holder then stops (a rolling restart gives its
+/// leases up). The daemon that takes the unit over keeps to the interrupt — it sends nothing
+/// until continue — rather than applying the rest of the plan on its own.
+#[test]
+fn an_interrupt_holds_across_a_takeover_until_continue() {
+    let store = fresh_database();
+    // Each job takes 400 ms to have its instances running, one step at a time.
+    let sb = SandboxProc::start(&["--rollout-ms", "400"]);
+    let repo = Repo::new();
+    repo.write("capstan.yaml", &config_for(&sb, ""));
+    for i in 0..6 {
+        repo.write(&format!("j{i}.yaml"), &job_yaml(&format!("job-{i}"), "1"));
+    }
+    let sha = repo.commit("six jobs");
+    let (d1, _s1, _l1) = member(&repo, &store, &[]);
+    d1.wait_for("a step to run", WAIT, |d| d.step_statuses().iter().any(|s| s == "IN_PROGRESS"));
+    // The second daemon stands by, started before the interrupt.
+    let (d2, _s2, _l2) = member(&repo, &store, &[]);
+    let d2_pid = d2.pid();
+    d2.wait_for("the second daemon to stand by", WAIT, |d| d.get("/v1/status").1["ready"] == true);
+    let (code, _) = d1.post("/v1/plans/deploy/interrupt", None, None);
+    assert_eq!(code, 200);
+    d1.wait_for("the running step to finish", WAIT, |d| !d.step_statuses().iter().any(|s| s == "IN_PROGRESS"));
+    let done = d1.step_statuses().iter().filter(|s| *s == "COMPLETE").count();
+    assert!(done < 6, "the plan went on despite the interrupt");
+    d1.stop(); // a clean stop gives the lease up
+    d2.wait_for("the second daemon to take the unit over", WAIT, |d| {
+        d.get("/v1/status").1["leases"][0]["this_daemon"] == true
+    });
+    d2.wait_for("the second daemon to look at the unit", WAIT, |d| d.get("/v1/status").1["phase"] != "starting");
+    // Two lease periods: time for it to plan and apply, were it to ignore the interrupt.
+    std::thread::sleep(Duration::from_secs(6));
+    let sent: Vec<Value> = sb.mutating_requests().into_iter().filter(|r| sender(r) == Some(d2_pid)).collect();
+    assert!(sent.is_empty(), "the daemon that took the unit over ignored the interrupt: {sent:?}");
+    let (_, st) = d2.get("/v1/status");
+    assert_eq!(st["interrupted"], true, "{st}");
+
+    let (code, _) = d2.post("/v1/plans/deploy/continue", None, None);
+    assert_eq!(code, 200);
+    d2.wait_for("the plan to complete", WAIT, |d| d.status_of(&sha).as_deref() == Some("applied"));
+    for i in 0..6 {
+        assert!(sb.job(&format!("job::/dev::job-{i}")).is_some(), "job-{i}");
+    }
+}
