@@ -262,3 +262,115 @@ fn an_interrupt_holds_across_a_takeover_until_continue() {
         assert!(sb.job(&format!("job::/dev::job-{i}")).is_some(), "job-{i}");
     }
 }
+
+/// A TCP proxy on 127.0.0.1 in front of the test's PostgreSQL server that the test can cut
+/// (every connection closed, new ones closed at once: the store is unreachable) and restore.
+/// Its accept loop ends when it is dropped.
+struct Proxy {
+    port: u16,
+    up: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    open: std::sync::Arc<std::sync::Mutex<Vec<std::net::TcpStream>>>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Proxy {
+    fn to(upstream: String) -> Proxy {
+        use std::sync::atomic::Ordering::SeqCst;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let proxy = Proxy { port, up: Default::default(), open: Default::default(), stop: Default::default() };
+        proxy.up.store(true, SeqCst);
+        let (up, open, stop) = (proxy.up.clone(), proxy.open.clone(), proxy.stop.clone());
+        std::thread::spawn(move || {
+            while !stop.load(SeqCst) {
+                let client = match listener.accept() {
+                    Ok((c, _)) => c,
+                    Err(_) => {
+                        std::thread::sleep(Duration::from_millis(10));
+                        continue;
+                    }
+                };
+                if !up.load(SeqCst) {
+                    continue; // dropped: closed at once
+                }
+                client.set_nonblocking(false).unwrap();
+                let Ok(server) = std::net::TcpStream::connect(&upstream) else { continue };
+                let mut held = open.lock().unwrap();
+                held.push(client.try_clone().unwrap());
+                held.push(server.try_clone().unwrap());
+                for (mut from, mut to) in [(client.try_clone().unwrap(), server.try_clone().unwrap()), (server, client)]
+                {
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut to);
+                        let _ = to.shutdown(std::net::Shutdown::Both);
+                    });
+                }
+            }
+        });
+        proxy
+    }
+
+    fn cut(&self) {
+        self.up.store(false, std::sync::atomic::Ordering::SeqCst);
+        for s in self.open.lock().unwrap().drain(..) {
+            let _ = s.shutdown(std::net::Shutdown::Both);
+        }
+    }
+
+    fn restore(&self) {
+        self.up.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.cut();
+    }
+}
+
+/// The store becomes unreachable in the middle of an apply: the daemon fails closed — within a
+/// lease it sends nothing more (it can no longer prove it holds the unit) — and once the store
+/// is back it takes the unit again and converges, every change sent once.
+#[test]
+fn an_unreachable_store_mid_apply_stops_the_daemon_within_a_lease_and_it_resumes_without_duplicates() {
+    let url = fresh_database();
+    let (head, rest) = url.rsplit_once('@').unwrap();
+    let (upstream, db) = rest.split_once('/').unwrap();
+    let proxy = Proxy::to(upstream.to_string());
+    let proxied = format!("{head}@127.0.0.1:{}/{db}", proxy.port);
+    // Each job takes 1.5 s to have its instances running, one step at a time.
+    let sb = SandboxProc::start(&["--rollout-ms", "1500"]);
+    let repo = Repo::new();
+    repo.write("capstan.yaml", &config_for(&sb, ""));
+    for i in 0..8 {
+        repo.write(&format!("j{i}.yaml"), &job_yaml(&format!("job-{i}"), "1"));
+    }
+    let sha = repo.commit("eight jobs");
+    let (d, _s, _l) = member(&repo, &proxied, &[]);
+    d.wait_for("two steps to complete", WAIT, |d| d.step_statuses().iter().filter(|s| *s == "COMPLETE").count() >= 2);
+
+    proxy.cut();
+    // The lease (3 s) cannot be renewed: past it, nothing more may be sent.
+    std::thread::sleep(Duration::from_secs(4));
+    let after_lease = sb.mutating_count();
+    std::thread::sleep(Duration::from_secs(5));
+    assert_eq!(sb.mutating_count(), after_lease, "changes were sent with the store unreachable past the lease");
+    assert!(sb.jobs().len() < 8, "the apply went on to the end without its store");
+
+    proxy.restore();
+    d.wait_for("the commit to be applied once the store is back", WAIT, |d| {
+        d.status_of(&sha).as_deref() == Some("applied")
+    });
+    for i in 0..8 {
+        assert!(sb.job(&format!("job::/dev::job-{i}")).is_some(), "job-{i}");
+    }
+    let mut seen = std::collections::BTreeMap::new();
+    for r in sb.mutating_requests() {
+        let named = r["body"]["fqn"].as_str().or(r["body"]["name"].as_str()).unwrap_or_default();
+        *seen.entry(format!("{} {} {named}", r["method"], r["path"])).or_insert(0) += 1;
+    }
+    let twice: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "changes sent more than once: {twice:?}");
+}
