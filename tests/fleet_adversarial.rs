@@ -374,3 +374,22 @@ fn an_unreachable_store_mid_apply_stops_the_daemon_within_a_lease_and_it_resumes
     let twice: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
     assert!(twice.is_empty(), "changes sent more than once: {twice:?}");
 }
+
+/// A unit whose name (the directories it is in, joined) is longer than a file name may be is
+/// reconciled like any other: its state directory's name is cut and hashed, not refused by the
+/// file system.
+#[test]
+fn a_unit_with_a_very_long_name_is_reconciled() {
+    let sb = SandboxProc::start(&[]);
+    let repo = Repo::new();
+    let unit = format!("clusters/{}/{}", "a".repeat(130), "b".repeat(130));
+    repo.write(&format!("{unit}/capstan.yaml"), &config_for(&sb, ""));
+    repo.write(&format!("{unit}/web.yaml"), &job_yaml("web", "1"));
+    let sha = repo.commit("a unit with a long name");
+    let state = tempfile::tempdir().unwrap();
+    let d = DaemonProc::start(repo.path().to_str().unwrap(), state.path(), &["--path", "clusters/*/*"], &[]);
+    d.wait_for("the unit to start or be refused", WAIT, |d| listed(d, &unit).is_object());
+    assert_ne!(listed(&d, &unit)["phase"], "not_started", "{}", listed(&d, &unit));
+    d.wait_for("the unit to apply", WAIT, |d| unit_status(d, &unit, &sha).as_deref() == Some("applied"));
+    assert!(sb.job("job::/dev::web").is_some());
+}

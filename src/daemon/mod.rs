@@ -701,5 +701,15 @@ mod pattern_tests {
         assert_eq!(unit_dir_name(".."), "%2E.");
         assert_ne!(unit_dir_name("a/b"), unit_dir_name("a%2Fb"));
         assert!(!unit_dir_name("../../etc").contains('/'));
+        // Longer than a file name may be: cut, with a hash of the whole name.
+        let (a, b) = (format!("clusters/{}/x", "a".repeat(300)), format!("clusters/{}/y", "a".repeat(300)));
+        let (da, db) = (unit_dir_name(&a), unit_dir_name(&b));
+        assert!(da.len() <= 200 && db.len() <= 200, "{da}");
+        assert_ne!(da, db, "the hash tells them apart");
+        assert!(da.starts_with("clusters%2Faaa") && da.contains('~'), "{da}");
+        let d = unit_dir_name(&format!("a{}", "%".repeat(100)));
+        let kept = d.split('~').next().unwrap();
+        assert!(kept.ends_with("%25") && kept.len() == 148, "never half an escape: {d}");
+        assert_eq!(unit_dir_name("short"), "short", "short names are as they were");
     }
 }

@@ -96,8 +96,13 @@ pub(super) struct UnitContext {
 
 /// The directory name a unit's state is kept under: its name with every character but ASCII
 /// letters, digits, `-`, `_` and a `.` that does not lead percent-encoded (`clusters%2Feu`),
-/// so no name can leave `units/` or collide with another.
+/// so no name can leave `units/` or collide with another. A name that would be longer than a
+/// file name may be (255 bytes; a unit's name joins up to 16 directories) keeps its first
+/// `KEPT` bytes and then `~` and a hash of the whole name (`~` is always encoded otherwise, so
+/// it cannot collide with a shorter name).
 pub fn unit_dir_name(name: &str) -> String {
+    const MAX: usize = 200;
+    const KEPT: usize = 150;
     let mut out = String::new();
     for (i, b) in name.bytes().enumerate() {
         if b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || (b == b'.' && i > 0) {
@@ -105,6 +110,13 @@ pub fn unit_dir_name(name: &str) -> String {
         } else {
             out.push_str(&format!("%{b:02X}"));
         }
+    }
+    if out.len() > MAX {
+        use sha2::Digest;
+        // Never half an escape: cut before a `%` in the last two bytes kept.
+        let cut = out[KEPT - 2..KEPT].find('%').map_or(KEPT, |at| KEPT - 2 + at);
+        let digest = sha2::Sha256::digest(name.as_bytes());
+        out = format!("{}~{}", &out[..cut], hex::encode(&digest[..12]));
     }
     out
 }
