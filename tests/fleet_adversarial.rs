@@ -352,17 +352,21 @@ fn an_unreachable_store_mid_apply_stops_the_daemon_within_a_lease_and_it_resumes
     d.wait_for("two steps to complete", WAIT, |d| d.step_statuses().iter().filter(|s| *s == "COMPLETE").count() >= 2);
 
     proxy.cut();
+    let (cut, at_cut) = (std::time::Instant::now(), sb.mutating_count());
     // The lease (3 s) cannot be renewed: past it, nothing more may be sent.
     std::thread::sleep(Duration::from_secs(4));
     let after_lease = sb.mutating_count();
+    eprintln!("changes sent after the store was cut: {} (within {:?})", after_lease - at_cut, cut.elapsed());
     std::thread::sleep(Duration::from_secs(5));
     assert_eq!(sb.mutating_count(), after_lease, "changes were sent with the store unreachable past the lease");
     assert!(sb.jobs().len() < 8, "the apply went on to the end without its store");
 
     proxy.restore();
+    let restored = std::time::Instant::now();
     d.wait_for("the commit to be applied once the store is back", WAIT, |d| {
         d.status_of(&sha).as_deref() == Some("applied")
     });
+    eprintln!("store back → commit applied in {:?}", restored.elapsed());
     for i in 0..8 {
         assert!(sb.job(&format!("job::/dev::job-{i}")).is_some(), "job-{i}");
     }
