@@ -68,6 +68,18 @@ impl TargetKey {
         Ok(TargetKey { name, addresses, written: crate::redact::url(url) })
     }
 
+    /// Whether `self` and `other` may be one server: they share a name or an address
+    /// (`http://localhost:8080` and `http://127.0.0.1:8080/` do), as their locks do.
+    pub fn overlaps(&self, other: &TargetKey) -> bool {
+        self.lock_names().any(|a| other.lock_names().any(|b| a == b))
+    }
+
+    /// The normalised name of `url` (what [`TargetKey::for_url`] calls it), without resolving it.
+    pub fn name_of(url: &str) -> anyhow::Result<String> {
+        let u = Normalised::parse(url)?;
+        Ok(u.with_host(&u.host))
+    }
+
     /// Every name whose lock is taken: the URL's, then each address's.
     fn lock_names(&self) -> impl Iterator<Item = &str> {
         std::iter::once(self.name.as_str()).chain(self.addresses.iter().map(String::as_str))
@@ -319,6 +331,9 @@ mod tests {
         assert_eq!(by_name.name, "http://localhost:7");
         assert!(by_name.addresses.contains(&"http://127.0.0.1:7".to_string()), "{by_name:?}");
         assert!(by_ip.addresses.is_empty(), "an address is its own name: {by_ip:?}");
+        assert!(by_name.overlaps(&by_ip) && by_ip.overlaps(&by_name), "one server, two spellings");
+        assert!(!by_ip.overlaps(&TargetKey::for_url("http://127.0.0.1:8").await.unwrap()), "another port");
+        assert_eq!(TargetKey::name_of("http://LOCALHOST:7/").unwrap(), by_name.name);
         let held = TargetLock::acquire(&by_name).unwrap();
         let err = TargetLock::acquire(&by_ip).err().expect("one server, one lock").to_string();
         assert!(err.contains("another apply to http://127.0.0.1:7 is running"), "{err}");

@@ -58,11 +58,47 @@ fn resolve_target<'a>(config: &'a Config, name: Option<&str>) -> anyhow::Result<
 }
 
 /// What identifies the target `config` (or `--target`) names, without connecting: the
-/// normalised URL its lock and journal are keyed by; None for the embedded sandbox.
-pub async fn key_of(config: &Config, target: Option<&str>) -> anyhow::Result<Option<String>> {
+/// normalised URL its lock and journal are keyed by, and the addresses it resolves to (two
+/// spellings of one server overlap, `TargetKey::overlaps`); None for the embedded sandbox.
+pub async fn key_of(config: &Config, target: Option<&str>) -> anyhow::Result<Option<crate::lock::TargetKey>> {
     match resolve_target(config, target)? {
-        Some((_, t)) => Ok(Some(crate::lock::TargetKey::for_url(&t.url).await?.name)),
+        Some((_, t)) => Ok(Some(crate::lock::TargetKey::for_url(&t.url).await?)),
         None => Ok(None),
+    }
+}
+
+/// What a unit applies to and as whom, by its capstan.yaml (and `--target`): the target's
+/// normalised URL (or the embedded sandbox), its platform and the owner that marks what it
+/// makes. A daemon's unit is connected once, for the identity of the commit it started at.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Identity {
+    pub target: String,
+    pub platform: String,
+    pub owner: String,
+}
+
+/// `Identity::target` of the embedded sandbox.
+const EMBEDDED: &str = "the embedded sandbox";
+
+impl Identity {
+    /// Whether the target is the embedded sandbox (the unit's own, in its state directory).
+    pub fn embedded(&self) -> bool {
+        self.target == EMBEDDED
+    }
+
+    pub fn of(config: &Config, target: Option<&str>) -> anyhow::Result<Identity> {
+        let platform = platform_of(config, target)?;
+        let target = match resolve_target(config, target)? {
+            Some((_, t)) => crate::lock::TargetKey::name_of(&t.url)?,
+            None => EMBEDDED.to_string(),
+        };
+        Ok(Identity { target, platform, owner: config.owner().to_string() })
+    }
+}
+
+impl std::fmt::Display for Identity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({}) with owner {:?}", crate::redact::url(&self.target), self.platform, self.owner)
     }
 }
 

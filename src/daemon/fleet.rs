@@ -421,11 +421,23 @@ impl Daemon {
 
 impl Unit {
     /// The unit's lease was just taken: what another daemon recorded meanwhile is read afresh
-    /// (the last commit applied, a rollback, an interrupt), and the unit is reconciled.
+    /// (the last commit applied, a rollback, an interrupt or a continue), and the unit is
+    /// reconciled. An interrupt a person gave the holder before it died or stopped holds here
+    /// too: the next plan starts interrupted, and nothing is sent until continue.
     fn took_over(&self, held: &Held) {
         let last_applied = self.store.get_value("last_applied").ok().flatten().filter(|s| !s.is_empty());
+        // Unreadable: kept as this daemon last knew it.
+        let interrupted = self.store.get_value("interrupted").ok().map(|v| v.as_deref() == Some("1"));
         {
             let mut st = self.status.lock().unwrap();
+            if let Some(interrupted) = interrupted {
+                self.interrupted.store(interrupted, Ordering::SeqCst);
+                // A shutdown's stop stays set.
+                if !self.shutting_down.load(Ordering::SeqCst) {
+                    self.interrupt.store(interrupted, Ordering::SeqCst);
+                }
+                st.interrupted = interrupted;
+            }
             if last_applied.is_some() {
                 st.last_applied = last_applied;
             }

@@ -14,6 +14,7 @@
 
 pub mod api;
 mod apply;
+mod clash;
 pub mod events;
 mod fleet;
 pub(crate) mod lease;
@@ -371,21 +372,51 @@ impl Daemon {
             u.retire();
         }
         self.broken.lock().unwrap().retain(|n, _| names.contains(n));
+        // What each unit's capstan.yaml names at this commit, before any unit reconciles it.
+        let named = clash::named(self.source.clone(), &head, &paths, self.opts.target.clone()).await;
+        let clashes = clash::clashes(&named);
+        // A running unit that now shares its target and owner with another is stopped; one
+        // whose capstan.yaml names another target or owner is started afresh for it (until
+        // then it applies nothing: `Unit::moved`).
+        let stale: Vec<Arc<Unit>> = {
+            let mut units = self.units.write().unwrap();
+            let stale: Vec<String> = units
+                .values()
+                .filter(|u| {
+                    clashes.contains_key(&u.name) || named.get(&u.name).is_some_and(|n| n.identity != u.identity)
+                })
+                .map(|u| u.name.clone())
+                .collect();
+            stale.iter().filter_map(|n| units.remove(n)).collect()
+        };
+        for u in stale {
+            tracing::warn!("unit {} names another target or owner at commit {}: stopping it", u.name, short(&head));
+            u.retire();
+        }
         for path in paths {
             let name = unit_name(&path);
             if self.units.read().unwrap().contains_key(&name) {
                 continue;
             }
+            if let Some(why) = clashes.get(&name) {
+                tracing::error!("unit {name} cannot start: {why}");
+                self.broken.lock().unwrap().insert(name, why.clone());
+                continue;
+            }
             let started = Unit::start(&self.context(), &path).await.and_then(|unit| {
-                // Two units that mark what they make with one owner on one target would each
-                // see the other's resources as their own and prune what the other declares.
+                // Two units that mark what they make with one owner on one target (however it
+                // is spelled) would each prune what the other declares. Refused above from the
+                // commit; checked again here, as a unit starts at the newest commit.
                 let units = self.units.read().unwrap();
-                match units.values().find(|u| u.connected.key.name == unit.connected.key.name && u.owner == unit.owner) {
+                let clash = |u: &&Arc<Unit>| {
+                    u.connected.key.overlaps(&unit.connected.key) && u.identity.owner == unit.identity.owner
+                };
+                match units.values().find(clash) {
                     Some(other) => anyhow::bail!(
                         "unit {} already reconciles {} with owner {:?}: each would prune what the other declares; give one of them its own `owner:` in capstan.yaml",
                         other.name,
-                        unit.connected.description,
-                        unit.owner
+                        other.connected.description,
+                        unit.identity.owner
                     ),
                     None => Ok(unit),
                 }
@@ -670,5 +701,15 @@ mod pattern_tests {
         assert_eq!(unit_dir_name(".."), "%2E.");
         assert_ne!(unit_dir_name("a/b"), unit_dir_name("a%2Fb"));
         assert!(!unit_dir_name("../../etc").contains('/'));
+        // Longer than a file name may be: cut, with a hash of the whole name.
+        let (a, b) = (format!("clusters/{}/x", "a".repeat(300)), format!("clusters/{}/y", "a".repeat(300)));
+        let (da, db) = (unit_dir_name(&a), unit_dir_name(&b));
+        assert!(da.len() <= 200 && db.len() <= 200, "{da}");
+        assert_ne!(da, db, "the hash tells them apart");
+        assert!(da.starts_with("clusters%2Faaa") && da.contains('~'), "{da}");
+        let d = unit_dir_name(&format!("a{}", "%".repeat(100)));
+        let kept = d.split('~').next().unwrap();
+        assert!(kept.ends_with("%25") && kept.len() == 148, "never half an escape: {d}");
+        assert_eq!(unit_dir_name("short"), "short", "short names are as they were");
     }
 }

@@ -189,6 +189,12 @@ impl Unit {
             },
             None => Config::default(),
         };
+        // Connected for another target or owner than this commit's capstan.yaml names: nothing
+        // is sent (see `Unit::moved`).
+        if let Some(why) = self.moved(&config) {
+            tracing::warn!("not applying {}: {why}", short(&sha));
+            return self.invalid(&sha, reason, vec![json!({ "message": why, "text": why })]);
+        }
         let provider = self.connected.provider.as_ref();
         let flags = engine::PlanFlags { prune: config.prune, take_ownership: self.opts.take_ownership };
         let planned = match session.plan(&snapshot, &config, &self.opts.render, flags, Some(&self.render_cache)).await {

@@ -32,9 +32,11 @@ pub struct Unit {
     /// Set by a rollback; cleared by the next commit.
     pub(super) pin: Mutex<Option<Pin>>,
     pub(super) connected: Connected,
-    /// The owner its capstan.yaml named when it started: two units with one target and one
-    /// owner would each prune what the other declares, so a fleet refuses the second.
-    pub(super) owner: String,
+    /// The target, platform and owner its capstan.yaml named when it started (what
+    /// `connected` is): two units with one target and one owner would each prune what the
+    /// other declares, so a fleet refuses the second; a commit naming another is not applied
+    /// by this unit (`moved`), and a fleet starts the unit afresh for it.
+    pub(super) identity: target::Identity,
     pub(super) render_cache: RenderCache,
     /// Wakes the reconcile loop; permits coalesce, so a burst of wake-ups is one reconcile.
     pub(super) wake: Notify,
@@ -94,8 +96,13 @@ pub(super) struct UnitContext {
 
 /// The directory name a unit's state is kept under: its name with every character but ASCII
 /// letters, digits, `-`, `_` and a `.` that does not lead percent-encoded (`clusters%2Feu`),
-/// so no name can leave `units/` or collide with another.
+/// so no name can leave `units/` or collide with another. A name that would be longer than a
+/// file name may be (255 bytes; a unit's name joins up to 16 directories) keeps its first
+/// `KEPT` bytes and then `~` and a hash of the whole name (`~` is always encoded otherwise, so
+/// it cannot collide with a shorter name).
 pub fn unit_dir_name(name: &str) -> String {
+    const MAX: usize = 200;
+    const KEPT: usize = 150;
     let mut out = String::new();
     for (i, b) in name.bytes().enumerate() {
         if b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || (b == b'.' && i > 0) {
@@ -103,6 +110,13 @@ pub fn unit_dir_name(name: &str) -> String {
         } else {
             out.push_str(&format!("%{b:02X}"));
         }
+    }
+    if out.len() > MAX {
+        use sha2::Digest;
+        // Never half an escape: cut before a `%` in the last two bytes kept.
+        let cut = out[KEPT - 2..KEPT].find('%').map_or(KEPT, |at| KEPT - 2 + at);
+        let digest = sha2::Sha256::digest(name.as_bytes());
+        out = format!("{}~{}", &out[..cut], hex::encode(&digest[..12]));
     }
     out
 }
@@ -156,6 +170,7 @@ impl Unit {
             }
             config
         };
+        let identity = target::Identity::of(&config, opts.target.as_deref())?;
         let connected = target::connect(&config, opts.target.as_deref(), &state_dir, opts.force).await?;
         let last_applied = store.get_value("last_applied")?;
         let pin = Mutex::new(Pin::load(&store));
@@ -187,7 +202,7 @@ impl Unit {
             current: Mutex::new(None),
             pin,
             connected,
-            owner: config.owner().to_string(),
+            identity,
             render_cache: RenderCache::default(),
             wake: Notify::new(),
             reasons: Mutex::new(vec![Reason::Startup]),
@@ -201,6 +216,27 @@ impl Unit {
             fleet: cx.fleet.clone(),
             opts,
         })
+    }
+
+    /// Why this unit must not apply a commit whose capstan.yaml is `config`: it names another
+    /// target, platform or owner than the unit was started (and connected) for. Applying it
+    /// would send the commit's manifests to the old target, or mark and prune as the old
+    /// owner, and daemons started at different commits would disagree. None when the same.
+    pub(super) fn moved(&self, config: &Config) -> Option<String> {
+        let now = match target::Identity::of(config, self.opts.target.as_deref()) {
+            Ok(id) if id == self.identity => return None,
+            Ok(id) => id,
+            Err(e) => return Some(format!("cannot tell what capstan.yaml applies {} to: {e:#}", self.name)),
+        };
+        let again = if self.label.is_some() {
+            "the daemon starts the unit afresh when it next looks for units"
+        } else {
+            "restart the daemon to follow it"
+        };
+        Some(format!(
+            "capstan.yaml at this commit applies {} to {now}, and this unit was started for {}: nothing is applied to either until the unit is started again ({again})",
+            self.name, self.identity
+        ))
     }
 
     /// Whether the loop is to end: the daemon stops, or the unit left the repository.

@@ -193,17 +193,20 @@ pub(super) async fn apply_each(
 /// other's resources for their own and prune what the other declares: refused before any unit
 /// changes anything. A unit whose input cannot be read is left to report its own error.
 async fn refuse_shared_owner(units: &[(String, InputArgs)], target: &TargetArgs) -> anyhow::Result<()> {
-    let mut seen: std::collections::HashMap<(String, String), &str> = std::collections::HashMap::new();
+    // One server however it is spelled: a name and its address, a trailing slash.
+    let mut seen: Vec<(crate::lock::TargetKey, String, &str)> = Vec::new();
     for (name, input) in units {
         let Ok(read) = read_input(input) else { continue };
         let Ok(Some(key)) = crate::target::key_of(&read.config, target.target.as_deref()).await else { continue };
         let owner = read.config.owner().to_string();
-        if let Some(other) = seen.insert((key.clone(), owner.clone()), name) {
+        if let Some((other_key, _, other)) = seen.iter().find(|(k, o, _)| *o == owner && k.overlaps(&key)) {
+            let also = if other_key.name == key.name { String::new() } else { format!(" (as {})", other_key.name) };
             anyhow::bail!(
-                "units {other} and {name} both apply to {} with owner {owner:?}: each would prune what the other declares; give one of them its own `owner:` in capstan.yaml",
-                crate::redact::url(&key)
+                "units {other} and {name} both apply to {}{also} with owner {owner:?}: each would prune what the other declares; give one of them its own `owner:` in capstan.yaml",
+                crate::redact::url(&key.name)
             );
         }
+        seen.push((key, owner, name));
     }
     Ok(())
 }
