@@ -18,6 +18,7 @@ pub mod events;
 mod fleet;
 pub(crate) mod lease;
 pub mod metrics;
+mod notify;
 mod reconcile;
 mod request;
 mod server;
