@@ -42,6 +42,8 @@ pub struct PlanView {
 }
 
 impl PlanView {
+    /// The view with every change's redacted `before` and `after` (the JSON plan, the markdown
+    /// report, the daemon): text's view ([`PlanView::for_text`]) with the sides added.
     pub fn new(
         platform: &str,
         changes: &ChangeSet,
@@ -50,12 +52,16 @@ impl PlanView {
         redactor: &Redactor,
         preview: Option<&PlatformPreview>,
     ) -> PlanView {
-        Self::build(platform, changes, plan, warnings, redactor, preview, Sides::Kept)
+        let (mut view, _) = Self::for_text(platform, changes, plan, warnings, redactor, preview);
+        for (v, c) in view.resource_changes.iter_mut().zip(&changes.changes) {
+            add_sides(v, c, redactor);
+        }
+        view
     }
 
-    /// The view text renders, and its [`Diffs`]: as [`PlanView::new`], but no change keeps its
-    /// `before` and `after`; each resource's diff is made from the change set, redacted as the
-    /// view is, when text shows it, and dropped after. At ten thousand updates the redacted
+    /// The view text renders, and its [`Diffs`]: no change keeps its `before` and `after`;
+    /// each resource's diff is made from the change set, redacted as [`PlanView::new`] redacts
+    /// the sides, when text shows it, and dropped after. At ten thousand updates the redacted
     /// sides of every change at once are most of the view.
     pub fn for_text<'a>(
         platform: &str,
@@ -65,24 +71,11 @@ impl PlanView {
         redactor: &'a Redactor,
         preview: Option<&PlatformPreview>,
     ) -> (PlanView, Diffs<'a>) {
-        let view = Self::build(platform, changes, plan, warnings, redactor, preview, Sides::Left);
-        (view, Diffs { changes, redactor })
-    }
-
-    fn build(
-        platform: &str,
-        changes: &ChangeSet,
-        plan: &Plan,
-        warnings: &Diagnostics,
-        redactor: &Redactor,
-        preview: Option<&PlatformPreview>,
-        sides: Sides,
-    ) -> PlanView {
-        PlanView {
+        let view = PlanView {
             format_version: PLAN_FORMAT_VERSION,
             platform: platform.to_string(),
             summary: Summary::of(changes),
-            resource_changes: changes.changes.iter().map(|c| resource_change(c, redactor, sides)).collect(),
+            resource_changes: changes.changes.iter().map(|c| resource_change(c, redactor)).collect(),
             orphans: changes.orphans.iter().map(|o| o.to_string()).collect(),
             plan: PhasesView::new(plan, redactor, None),
             warnings: warnings.0.iter().map(|w| WarningView::new(w, redactor)).collect(),
@@ -91,7 +84,8 @@ impl PlanView {
             }),
             platform_preview: preview.map(|p| PreviewView::new(p, redactor)),
             checks: None,
-        }
+        };
+        (view, Diffs { changes, redactor })
     }
 
     /// With the platform's pre-apply checks, when it answered any.
@@ -251,24 +245,23 @@ impl fmt::Display for OriginView {
     }
 }
 
-/// Whether a view keeps each change's redacted `before` and `after`, or leaves them to
-/// [`Diffs`] ([`PlanView::for_text`]).
-#[derive(Clone, Copy)]
-enum Sides {
-    Kept,
-    Left,
-}
-
 /// Every resource of a change set, as the JSON plan lists them, with secrets masked.
 pub fn resource_changes(changes: &ChangeSet, redactor: &Redactor) -> Vec<ResourceChangeView> {
-    changes.changes.iter().map(|c| resource_change(c, redactor, Sides::Kept)).collect()
+    let with_sides = |c| {
+        let mut v = resource_change(c, redactor);
+        add_sides(&mut v, c, redactor);
+        v
+    };
+    changes.changes.iter().map(with_sides).collect()
 }
 
-fn resource_change(c: &ResourceChange, redactor: &Redactor, sides: Sides) -> ResourceChangeView {
-    let (before, after) = match sides {
-        Sides::Kept => redactor.pair(c.before.as_ref(), c.after.as_ref()),
-        Sides::Left => (None, None),
-    };
+/// A change's `before` and `after`, redacted.
+fn add_sides(v: &mut ResourceChangeView, c: &ResourceChange, redactor: &Redactor) {
+    (v.before, v.after) = redactor.pair(c.before.as_ref(), c.after.as_ref());
+}
+
+/// A change without its `before` and `after` ([`add_sides`]).
+fn resource_change(c: &ResourceChange, redactor: &Redactor) -> ResourceChangeView {
     let fields = c
         .changes
         .iter()
@@ -289,8 +282,8 @@ fn resource_change(c: &ResourceChange, redactor: &Redactor, sides: Sides) -> Res
         kind: c.id.kind.clone(),
         name: c.id.name.clone(),
         action: c.action,
-        before,
-        after,
+        before: None,
+        after: None,
         changes: fields,
         origin: c.origin.as_ref().map(|o| OriginView { file: o.file.clone(), line: o.line, column: o.column }),
         reason: c.reason.clone(),
