@@ -11,6 +11,8 @@ use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+pub mod notifications;
+
 pub use crate::source::CONFIG_FILE;
 
 /// The owner capstan marks its resources with when capstan.yaml names none.
@@ -46,9 +48,9 @@ pub struct Config {
     /// Seconds a change of each kind may take to become ready (`job: 600`).
     #[serde(default)]
     pub timeouts: IndexMap<String, u64>,
-    /// Where the daemon tells what became of each commit (see `notify`).
+    /// Where the daemon tells what became of each commit (see `daemon::notify`).
     #[serde(default)]
-    pub notifications: Vec<crate::notify::Receiver>,
+    pub notifications: Vec<notifications::Receiver>,
 }
 
 /// Retries of transient failures (5xx answers the platform marks as retryable, 429, 502-504,
@@ -202,18 +204,6 @@ impl Config {
         let config: Config = serde_json::from_value(value).map_err(|e| {
             Diagnostics(vec![Diagnostic::error_at(Location::file_start(path), format!("invalid capstan.yaml: {e}"))])
         })?;
-        for (name, t) in &config.targets {
-            if !crate::providers::platform_names().contains(&t.platform.as_str()) {
-                diags.push(Diagnostic::error_at(
-                    doc.locate(&format!("/targets/{}/platform", crate::base::yaml::pointer_escape(name))),
-                    format!(
-                        "unknown platform {:?}: expected one of {}",
-                        t.platform,
-                        crate::providers::platform_names().join(", ")
-                    ),
-                ));
-            }
-        }
         if let Some(dt) = &config.default_target
             && !config.targets.contains_key(dt)
         {

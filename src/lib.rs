@@ -17,7 +17,6 @@ pub mod http;
 pub mod journal;
 pub mod lock;
 pub mod model;
-pub mod notify;
 pub mod pg;
 pub mod plan;
 pub mod providers;

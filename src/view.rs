@@ -9,7 +9,7 @@
 
 use crate::apply::{Outcome, Status};
 use crate::base::diagnostic::{Diagnostic, Diagnostics};
-use crate::diff::{Action, ChangeSet};
+use crate::diff::{Action, ChangeSet, ResourceChange};
 use crate::model::{CheckReport, DesiredState, PlatformPreview, SubStep, Verb};
 use crate::plan::Plan;
 use crate::redact::Redactor;
@@ -42,6 +42,8 @@ pub struct PlanView {
 }
 
 impl PlanView {
+    /// The view with every change's redacted `before` and `after` (the JSON plan, the markdown
+    /// report, the daemon): text's view ([`PlanView::for_text`]) with the sides added.
     pub fn new(
         platform: &str,
         changes: &ChangeSet,
@@ -50,11 +52,30 @@ impl PlanView {
         redactor: &Redactor,
         preview: Option<&PlatformPreview>,
     ) -> PlanView {
-        PlanView {
+        let (mut view, _) = Self::for_text(platform, changes, plan, warnings, redactor, preview);
+        for (v, c) in view.resource_changes.iter_mut().zip(&changes.changes) {
+            add_sides(v, c, redactor);
+        }
+        view
+    }
+
+    /// The view text renders, and its [`Diffs`]: no change keeps its `before` and `after`;
+    /// each resource's diff is made from the change set, redacted as [`PlanView::new`] redacts
+    /// the sides, when text shows it, and dropped after. At ten thousand updates the redacted
+    /// sides of every change at once are most of the view.
+    pub fn for_text<'a>(
+        platform: &str,
+        changes: &'a ChangeSet,
+        plan: &Plan,
+        warnings: &Diagnostics,
+        redactor: &'a Redactor,
+        preview: Option<&PlatformPreview>,
+    ) -> (PlanView, Diffs<'a>) {
+        let view = PlanView {
             format_version: PLAN_FORMAT_VERSION,
             platform: platform.to_string(),
             summary: Summary::of(changes),
-            resource_changes: resource_changes(changes, redactor),
+            resource_changes: changes.changes.iter().map(|c| resource_change(c, redactor)).collect(),
             orphans: changes.orphans.iter().map(|o| o.to_string()).collect(),
             plan: PhasesView::new(plan, redactor, None),
             warnings: warnings.0.iter().map(|w| WarningView::new(w, redactor)).collect(),
@@ -63,7 +84,8 @@ impl PlanView {
             }),
             platform_preview: preview.map(|p| PreviewView::new(p, redactor)),
             checks: None,
-        }
+        };
+        (view, Diffs { changes, redactor })
     }
 
     /// With the platform's pre-apply checks, when it answered any.
@@ -85,7 +107,13 @@ impl PlanView {
 
     /// The resources that change (every one but the no-ops), in plan order.
     pub fn changed(&self) -> impl Iterator<Item = &ResourceChangeView> {
-        self.resource_changes.iter().filter(|c| c.action != Action::NoOp)
+        self.changed_at().map(|(_, c)| c)
+    }
+
+    /// The resources that change, each with its place in `resource_changes` (what
+    /// [`Diffs::lines`] takes).
+    pub fn changed_at(&self) -> impl Iterator<Item = (usize, &ResourceChangeView)> {
+        self.resource_changes.iter().enumerate().filter(|(_, c)| c.action != Action::NoOp)
     }
 
     pub fn has_changes(&self) -> bool {
@@ -219,42 +247,64 @@ impl fmt::Display for OriginView {
 
 /// Every resource of a change set, as the JSON plan lists them, with secrets masked.
 pub fn resource_changes(changes: &ChangeSet, redactor: &Redactor) -> Vec<ResourceChangeView> {
-    changes
+    let with_sides = |c| {
+        let mut v = resource_change(c, redactor);
+        add_sides(&mut v, c, redactor);
+        v
+    };
+    changes.changes.iter().map(with_sides).collect()
+}
+
+/// A change's `before` and `after`, redacted.
+fn add_sides(v: &mut ResourceChangeView, c: &ResourceChange, redactor: &Redactor) {
+    (v.before, v.after) = redactor.pair(c.before.as_ref(), c.after.as_ref());
+}
+
+/// A change without its `before` and `after` ([`add_sides`]).
+fn resource_change(c: &ResourceChange, redactor: &Redactor) -> ResourceChangeView {
+    let fields = c
         .changes
         .iter()
-        .map(|c| {
-            let (before, after) = redactor.pair(c.before.as_ref(), c.after.as_ref());
-            let fields = c
-                .changes
-                .iter()
-                .map(|f| {
-                    let leaf = f.path.rsplit(['.', '[']).next().unwrap_or("");
-                    let (before, after) = if redactor.is_sensitive(leaf) {
-                        let mask = |v: &Option<Value>| v.as_ref().map(|_| json!(crate::redact::MASK));
-                        let changed = f.before.is_some() && f.after.is_some();
-                        (
-                            mask(&f.before),
-                            if changed { Some(json!(crate::redact::MASK_CHANGED)) } else { mask(&f.after) },
-                        )
-                    } else {
-                        redactor.pair(f.before.as_ref(), f.after.as_ref())
-                    };
-                    FieldChangeView { path: redactor.text(&f.path), before, after }
-                })
-                .collect();
-            ResourceChangeView {
-                address: c.id.to_string(),
-                kind: c.id.kind.clone(),
-                name: c.id.name.clone(),
-                action: c.action,
-                before,
-                after,
-                changes: fields,
-                origin: c.origin.as_ref().map(|o| OriginView { file: o.file.clone(), line: o.line, column: o.column }),
-                reason: c.reason.clone(),
-            }
+        .map(|f| {
+            let leaf = f.path.rsplit(['.', '[']).next().unwrap_or("");
+            let (before, after) = if redactor.is_sensitive(leaf) {
+                let mask = |v: &Option<Value>| v.as_ref().map(|_| json!(crate::redact::MASK));
+                let changed = f.before.is_some() && f.after.is_some();
+                (mask(&f.before), if changed { Some(json!(crate::redact::MASK_CHANGED)) } else { mask(&f.after) })
+            } else {
+                redactor.pair(f.before.as_ref(), f.after.as_ref())
+            };
+            FieldChangeView { path: redactor.text(&f.path), before, after }
         })
-        .collect()
+        .collect();
+    ResourceChangeView {
+        address: c.id.to_string(),
+        kind: c.id.kind.clone(),
+        name: c.id.name.clone(),
+        action: c.action,
+        before: None,
+        after: None,
+        changes: fields,
+        origin: c.origin.as_ref().map(|o| OriginView { file: o.file.clone(), line: o.line, column: o.column }),
+        reason: c.reason.clone(),
+    }
+}
+
+/// The diffs of a [`PlanView::for_text`] view's changes, made one resource at a time when text
+/// shows them: both sides redacted as [`PlanView::new`] redacts them, so the lines are those
+/// [`ResourceChangeView::diff_lines`] makes of a kept view, and nothing unredacted leaves.
+pub struct Diffs<'a> {
+    changes: &'a ChangeSet,
+    redactor: &'a Redactor,
+}
+
+impl Diffs<'_> {
+    /// The diff of the view's `resource_changes[i]`.
+    pub fn lines(&self, i: usize) -> Vec<DiffLine> {
+        let Some(c) = self.changes.changes.get(i) else { return Vec::new() };
+        let (before, after) = self.redactor.pair(c.before.as_ref(), c.after.as_ref());
+        redacted_diff_lines(before.as_ref(), after.as_ref())
+    }
 }
 
 /// The platform's own preview, as it goes into the JSON plan.
@@ -559,4 +609,57 @@ pub fn redacted_diff_lines(before: Option<&Value>, after: Option<&Value>) -> Vec
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::diff::FieldChange;
+    use crate::model::ResourceId;
+
+    const SECRET: &str = "hunter2-s3cr3t";
+
+    fn change(name: &str, action: Action, before: Option<Value>, after: Option<Value>) -> ResourceChange {
+        let changes = vec![FieldChange { path: "password".into(), before: before.clone(), after: after.clone() }];
+        ResourceChange { id: ResourceId::new("job", name), action, origin: None, before, after, changes, reason: None }
+    }
+
+    /// Text's diffs, made one resource at a time from the change set, are the lines a view
+    /// that keeps every side makes, secrets masked alike; the text view keeps no side and is
+    /// otherwise the same view.
+    #[test]
+    fn text_diffs_made_one_at_a_time_are_those_of_a_view_that_keeps_the_sides() {
+        let mut redactor = Redactor::default();
+        redactor.add_value(SECRET);
+        let old = json!({ "cmd": format!("run {SECRET}"), "password": "old-pw", "n": 1, "keep": [1, 2, 3] });
+        let new = json!({ "cmd": format!("run {SECRET} --fast"), "password": "new-pw", "n": 2, "keep": [1, 2, 3] });
+        let set = ChangeSet {
+            changes: vec![
+                change("a", Action::Create, None, Some(new.clone())),
+                change("b", Action::Update, Some(old.clone()), Some(new.clone())),
+                change("c", Action::NoOp, Some(new.clone()), Some(new.clone())),
+                change("d", Action::Delete, Some(old), None),
+            ],
+            ..Default::default()
+        };
+        let (plan, warnings) = (Plan::default(), Diagnostics::default());
+        let kept = PlanView::new("p", &set, &plan, &warnings, &redactor, None);
+        let (text, diffs) = PlanView::for_text("p", &set, &plan, &warnings, &redactor, None);
+        let plain = |lines: Vec<DiffLine>| lines.iter().map(DiffLine::plain).collect::<Vec<_>>();
+        for (i, c) in kept.resource_changes.iter().enumerate() {
+            let lines = plain(diffs.lines(i));
+            assert_eq!(lines, plain(c.diff_lines()), "{}", c.address);
+            assert!(!lines.is_empty() || c.action == Action::NoOp, "{}", c.address);
+            assert!(!lines.concat().contains(SECRET) && !lines.concat().contains("-pw"), "{lines:?}");
+        }
+        let password = plain(diffs.lines(1)).into_iter().filter(|l| l.starts_with("+ password:")).collect::<String>();
+        assert!(password.contains(crate::redact::MASK_CHANGED), "{password}");
+        assert!(text.resource_changes.iter().all(|c| c.before.is_none() && c.after.is_none()));
+        let mut sides_left = kept.to_value();
+        for c in sides_left["resource_changes"].as_array_mut().unwrap() {
+            (c["before"], c["after"]) = (Value::Null, Value::Null);
+        }
+        assert_eq!(text.to_value(), sides_left);
+        assert_eq!(text.changed_at().map(|(i, _)| i).collect::<Vec<_>>(), [0, 1, 3]);
+    }
 }

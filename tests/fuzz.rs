@@ -641,8 +641,9 @@ fn check(case: &Case) -> Result<(), String> {
         redactor.learn_changes(&changes);
         let json = output::resource_changes_json(&changes, &redactor);
         leaks("plan -o json", &serde_json::to_string(&json).unwrap())?;
-        let view = output::PlanView::new("fuzz", &changes, &Default::default(), &a.warnings, &redactor, None);
-        let text = output::plan_text(&view, style);
+        let (view, diffs) =
+            output::PlanView::for_text("fuzz", &changes, &Default::default(), &a.warnings, &redactor, None);
+        let text = output::plan_text(&view, &diffs, style);
         leaks("plan", &text)?;
         if changes.has_changes() {
             ROTATED.fetch_add(1, Ordering::Relaxed);

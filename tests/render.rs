@@ -159,6 +159,23 @@ fn capstan_yaml_rejects_unknown_keys_with_their_place() {
     assert!(out.stderr.contains("capstan.yaml:2:1: error: unknown field `targetz`"), "{}", out.stderr);
 }
 
+/// A platform capstan.yaml names is checked against the registry, at its place: the schema's
+/// enums list exactly the registered platforms (`tests/architecture.rs` keeps them so), and
+/// config knows no platform code.
+#[test]
+fn capstan_yaml_rejects_an_unknown_platform_at_its_place_naming_the_registered_ones() {
+    let w = Workdir::new();
+    w.write("capstan.yaml", "platform: nosuch\ntargets:\n  prod:\n    platform: nosuch\n    url: http://127.0.0.1:1\n");
+    w.write("m.yaml", "jobs: {}\n");
+    let out = w.capstan(&["validate", "."]);
+    out.code(1);
+    let names: Vec<String> = capstan::providers::platform_names().iter().map(|n| format!("{n:?}")).collect();
+    for (place, field) in [("capstan.yaml:1:11", "platform"), ("capstan.yaml:4:15", "targets.prod.platform")] {
+        let expected = format!("{place}: error: invalid value for `{field}`: expected one of [{}]\n", names.join(","));
+        assert!(out.stderr.contains(&expected), "{expected}{}", out.stderr);
+    }
+}
+
 #[test]
 fn hidden_directories_and_other_files_are_not_manifests() {
     let w = Workdir::new();

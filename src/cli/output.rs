@@ -14,7 +14,7 @@ use std::io::IsTerminal;
 
 use crate::view::Summary;
 pub use crate::view::{
-    ChecksView, DiffLine, PLAN_FORMAT_VERSION, PhasesView, PlanView, PreviewView, ResourceChangeView, aggregate,
+    ChecksView, DiffLine, Diffs, PLAN_FORMAT_VERSION, PhasesView, PlanView, PreviewView, ResourceChangeView, aggregate,
     checks_title, redacted_diff_lines, step_label, summary_line,
 };
 
@@ -109,9 +109,9 @@ pub fn diagnostic_text(d: &Diagnostic, style: Style) -> String {
 }
 
 /// The diff for a terminal, each line marked and coloured as terraform does.
-fn resource_diff(c: &ResourceChangeView, style: Style) -> String {
+fn resource_diff(lines: Vec<DiffLine>, style: Style) -> String {
     let mut out = String::new();
-    for line in c.diff_lines() {
+    for line in lines {
         let text = match &line {
             DiffLine::Hunk(_) => style.dim(&line.plain()),
             DiffLine::Removed(_) => style.red(&line.plain()),
@@ -123,8 +123,9 @@ fn resource_diff(c: &ResourceChangeView, style: Style) -> String {
     out
 }
 
-/// The plan for people, from its view (redacted when it was built).
-pub fn plan_text(view: &PlanView, style: Style) -> String {
+/// The plan for people, from its view (redacted when it was built) and its diffs (each made,
+/// redacted, as it is shown: [`PlanView::for_text`]).
+pub fn plan_text(view: &PlanView, diffs: &Diffs, style: Style) -> String {
     let mut out = String::new();
     if !view.warnings.is_empty() {
         for w in &view.warnings {
@@ -137,7 +138,7 @@ pub fn plan_text(view: &PlanView, style: Style) -> String {
         out.push_str(&style.green("No changes. The platform matches the manifests.\n"));
     } else {
         out.push_str("capstan will perform the following actions:\n\n");
-        for c in view.changed() {
+        for (i, c) in view.changed_at() {
             let mut head = format!("  # {} {}", c.address, c.action.describe());
             if let Some(origin) = &c.origin {
                 let _ = write!(head, "  {}", style.dim(&format!("({origin})")));
@@ -147,7 +148,7 @@ pub fn plan_text(view: &PlanView, style: Style) -> String {
             }
             let _ = writeln!(out, "{head}");
             let _ = writeln!(out, "  {} {}", style.action(c.action, c.action.symbol()), style.bold(&c.address));
-            out.push_str(&resource_diff(c, style));
+            out.push_str(&resource_diff(diffs.lines(i), style));
             out.push('\n');
         }
         out.push_str(&style.bold(&view.summary.line()));
@@ -482,9 +483,11 @@ mod tests {
         let r = redactor();
         let w = Diagnostic::warning(Some(Location::new("a.yaml", 2, 1)), format!("odd value {SECRET}"))
             .with_related(Location::new("b.yaml", 1, 1), format!("also {SECRET}"));
-        let view = PlanView::new("t", &ChangeSet::default(), &Plan::default(), &Diagnostics(vec![w]), &r, None);
+        let (changes, warnings) = (ChangeSet::default(), Diagnostics(vec![w]));
+        let view = PlanView::new("t", &changes, &Plan::default(), &warnings, &r, None);
         let json = serde_json::to_string(&view).unwrap();
-        let text = plan_text(&view, plain());
+        let (text_view, diffs) = PlanView::for_text("t", &changes, &Plan::default(), &warnings, &r, None);
+        let text = plan_text(&text_view, &diffs, plain());
         for out in [&json, &text, &view.warnings[0].line] {
             assert!(!out.contains(SECRET), "{out}");
         }

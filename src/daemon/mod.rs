@@ -19,6 +19,7 @@ pub mod events;
 mod fleet;
 pub(crate) mod lease;
 pub mod metrics;
+mod notify;
 mod reconcile;
 mod request;
 mod server;

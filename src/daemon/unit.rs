@@ -55,7 +55,7 @@ pub struct Unit {
     /// How many units may reconcile at once (`--unit-parallelism`), shared by all.
     pub(super) permits: Arc<tokio::sync::Semaphore>,
     /// capstan.yaml's notification receivers (of the commit the unit started at).
-    pub notifier: Arc<crate::notify::Notifier>,
+    pub notifier: Arc<super::notify::Notifier>,
     /// The daemon's side of the unit leases (shared by all its units): this unit is reconciled
     /// only under its claim (`reconcile`), each step past its fence.
     pub(super) fleet: Arc<fleet::Fleet>,
@@ -175,7 +175,7 @@ impl Unit {
         let last_applied = store.get_value("last_applied")?;
         let pin = Mutex::new(Pin::load(&store));
         let interrupted = store.get_value("interrupted")?.as_deref() == Some("1");
-        let notifier = crate::notify::Notifier::new(
+        let notifier = super::notify::Notifier::new(
             &config.notifications,
             cx.metrics.notifications.clone(),
             cx.metrics.notification_failing.clone(),

@@ -136,10 +136,16 @@ pub(super) async fn apply(
         note(Level::INFO, &Style::stderr(color).dim(&format!("Applying to {}.", connected.description)));
         let redactor = &planned.rendered.redactor;
         let (changes, warnings, preview) = (&planned.changes, &planned.rendered.warnings, planned.preview.as_ref());
-        let view =
-            output::PlanView::new(connected.provider.platform(), changes, &planned.plan, warnings, redactor, preview)
-                .with_checks(planned.checks.as_ref(), redactor);
-        out(&output::plan_text(&view, style))?;
+        let (view, diffs) = output::PlanView::for_text(
+            connected.provider.platform(),
+            changes,
+            &planned.plan,
+            warnings,
+            redactor,
+            preview,
+        );
+        let view = view.with_checks(planned.checks.as_ref(), redactor);
+        out(&output::plan_text(&view, &diffs, style))?;
         if let Some(p) = &view.platform_preview {
             out(&output::preview_text(p, style))?;
         }

@@ -61,9 +61,9 @@ pub(super) async fn plan_into(
     connected.close().await?;
     let planned = result.map_err(plan_error)?;
     let (changes, warnings, redactor) = (&planned.changes, &planned.rendered.warnings, &planned.rendered.redactor);
-    // Every output renders from this view, redacted here.
-    let view = output::PlanView::new(platform, changes, &planned.plan, warnings, redactor, planned.preview.as_ref())
-        .with_checks(planned.checks.as_ref(), redactor);
+    // Every output renders from this view, redacted here (text's without the changes' sides,
+    // whose diffs it makes one at a time: `PlanView::for_text`).
+    let view = || output::PlanView::new(platform, changes, &planned.plan, warnings, redactor, planned.preview.as_ref());
     // Built only for the outputs that show it: at ten thousand resources it is not small.
     let json = |view: &output::PlanView| {
         let mut json = view.to_value();
@@ -77,6 +77,7 @@ pub(super) async fn plan_into(
     };
     match format {
         PlanFormat::Json => {
+            let view = view().with_checks(planned.checks.as_ref(), redactor);
             let json = json(&view);
             drop(view);
             match json_sink {
@@ -85,6 +86,7 @@ pub(super) async fn plan_into(
             }
         }
         PlanFormat::Markdown => {
+            let view = view().with_checks(planned.checks.as_ref(), redactor);
             let plan_json = json(&view);
             let view = view.keep_diffs(markdown::DETAILS);
             let report = markdown::Report {
@@ -107,7 +109,16 @@ pub(super) async fn plan_into(
             if let Some(d) = &declared {
                 out(&d.text(Style::stdout(color)))?;
             }
-            out(&output::plan_text(&view, Style::stdout(color)))?;
+            let (view, diffs) = output::PlanView::for_text(
+                platform,
+                changes,
+                &planned.plan,
+                warnings,
+                redactor,
+                planned.preview.as_ref(),
+            );
+            let view = view.with_checks(planned.checks.as_ref(), redactor);
+            out(&output::plan_text(&view, &diffs, Style::stdout(color)))?;
             if let Some(p) = &view.platform_preview {
                 out(&output::preview_text(p, Style::stdout(color)))?;
             }
@@ -176,14 +187,23 @@ impl Declared {
         })
     }
 
-    /// The declared change's view: no steps, and its own warnings only when `warnings`.
-    fn view(&self, warnings: bool) -> output::PlanView {
-        let warnings = if warnings { &self.warnings } else { &Diagnostics::default() };
-        output::PlanView::new(self.platform, &self.changes, &Plan::default(), warnings, &self.redactor, None)
+    /// The declared change's view (the markdown report's): no steps, its own warnings.
+    fn view(&self) -> output::PlanView {
+        output::PlanView::new(self.platform, &self.changes, &Plan::default(), &self.warnings, &self.redactor, None)
     }
 
+    /// The declared change as text, without its warnings (the head's plan shows them).
     fn text(&self, style: Style) -> String {
-        let body = output::plan_text(&self.view(false), style)
+        let no_warnings = Diagnostics::default();
+        let (view, diffs) = output::PlanView::for_text(
+            self.platform,
+            &self.changes,
+            &Plan::default(),
+            &no_warnings,
+            &self.redactor,
+            None,
+        );
+        let body = output::plan_text(&view, &diffs, style)
             .replacen("Plan:", "Declared:", 1)
             .replacen("No changes. The platform matches the manifests.", "No change to the declared state.", 1)
             .replacen("capstan will perform the following actions:", "", 1);
@@ -254,7 +274,7 @@ pub(super) fn print_declared_only(
             let report = markdown::Report {
                 title: preview.title.clone(),
                 target: format!("the declared state at {}", short(&d.head)),
-                view: &d.view(true),
+                view: &d.view(),
                 plan_json: d.json(&d.redactor),
                 declared: Some(d.markdown()),
                 live: false,

@@ -3,19 +3,7 @@
 
 use super::github::status_body;
 use super::{Form, Notification, Outgoing, env};
-use serde::{Deserialize, Serialize};
-
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Gitea {
-    /// `owner/name`.
-    pub repo: String,
-    /// The environment variable holding the server's URL (`https://gitea.example.com`).
-    pub base_url_env: String,
-    pub token_env: String,
-    #[serde(default)]
-    pub context: Option<String>,
-}
+use crate::config::notifications::Gitea;
 
 pub struct Ready {
     url: String,

@@ -1,7 +1,8 @@
 //! Notifications: what the daemon does, told where teams already look. capstan.yaml's
 //! `notifications:` lists receivers, each with the events it wants (`on:`) and one form: a
 //! generic JSON webhook (optionally HMAC-signed), a Slack-compatible incoming webhook, or a
-//! commit status on GitHub, GitLab or Gitea.
+//! commit status on GitHub, GitLab or Gitea. The receivers as declared are plain data of
+//! `config::notifications`; here each is set up (`Notifier::new`) and sent to.
 //!
 //! Delivery is in the background: each receiver has a bounded queue and a task that sends, and
 //! on failure tries again with doubling delays, then gives up. Nothing here waits on a
@@ -16,41 +17,17 @@ mod gitlab;
 mod slack;
 mod webhook;
 
-use crate::daemon::events::{Envelope, Event};
+use super::events::{Envelope, Event};
+use crate::config::notifications::Receiver;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 use tokio::sync::{broadcast, mpsc};
-
-/// One receiver as capstan.yaml declares it (the schema allows exactly one form).
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Receiver {
-    /// How `/v1/status` and `/metrics` name it (default: its form and position).
-    #[serde(default)]
-    pub name: Option<String>,
-    /// The events it is sent (default: all of them).
-    #[serde(default)]
-    pub on: Vec<String>,
-    /// Sends after the first one fails (default 4), with doubling delays from one second.
-    #[serde(default)]
-    pub retries: Option<u32>,
-    #[serde(default)]
-    pub webhook: Option<webhook::Webhook>,
-    #[serde(default)]
-    pub slack: Option<slack::Slack>,
-    #[serde(default)]
-    pub github: Option<github::GitHub>,
-    #[serde(default)]
-    pub gitlab: Option<gitlab::GitLab>,
-    #[serde(default)]
-    pub gitea: Option<gitea::Gitea>,
-}
 
 /// The events a receiver can ask for.
 pub const EVENTS: &[&str] = &["applying", "applied", "failed", "invalid", "refused", "drift", "interrupted"];
@@ -430,7 +407,10 @@ mod tests {
         assert!(Notifier::new(&[none], Family::default(), Family::default()).is_err());
         let bad = Receiver {
             on: vec!["exploded".into()],
-            webhook: Some(webhook::Webhook { url: Some("http://127.0.0.1:1/".into()), ..Default::default() }),
+            webhook: Some(crate::config::notifications::Webhook {
+                url: Some("http://127.0.0.1:1/".into()),
+                ..Default::default()
+            }),
             ..Default::default()
         };
         let e = Notifier::new(&[bad], Family::default(), Family::default()).err().unwrap().to_string();

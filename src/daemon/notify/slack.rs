@@ -2,18 +2,8 @@
 //! the commit, what became of it and a link to the status page, then its errors.
 
 use super::{Form, Notification, Outgoing, env};
-use serde::{Deserialize, Serialize};
+use crate::config::notifications::Slack;
 use serde_json::json;
-
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Slack {
-    /// The environment variable holding the webhook's URL (which is its secret), or the URL.
-    #[serde(default)]
-    pub url_env: Option<String>,
-    #[serde(default)]
-    pub url: Option<String>,
-}
 
 pub struct Ready {
     url: String,

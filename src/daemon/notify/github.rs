@@ -2,23 +2,8 @@
 //! `state` pending, success or failure, a link to the status page, context `capstan`.
 
 use super::{Form, Notification, Outgoing, env};
-use serde::{Deserialize, Serialize};
+use crate::config::notifications::GitHub;
 use serde_json::json;
-
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct GitHub {
-    /// `owner/name`.
-    pub repo: String,
-    /// The environment variable holding the API's base URL (unset: `https://api.github.com`).
-    #[serde(default)]
-    pub base_url_env: Option<String>,
-    /// The environment variable holding the token.
-    pub token_env: String,
-    /// The status's context (default `capstan`).
-    #[serde(default)]
-    pub context: Option<String>,
-}
 
 pub struct Ready {
     url: String,

@@ -2,21 +2,8 @@
 //! (`X-Capstan-Signature-256: sha256=<hex>`, as GitHub signs its own webhooks).
 
 use super::{Form, Notification, Outgoing, env, payload};
+use crate::config::notifications::Webhook;
 use hmac::{Hmac, Mac};
-use serde::{Deserialize, Serialize};
-
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Webhook {
-    /// The URL, or `url_env`: the environment variable that holds it.
-    #[serde(default)]
-    pub url: Option<String>,
-    #[serde(default)]
-    pub url_env: Option<String>,
-    /// The environment variable holding the signing key.
-    #[serde(default)]
-    pub secret_env: Option<String>,
-}
 
 pub struct Ready {
     url: String,

@@ -3,21 +3,8 @@
 //! `PRIVATE-TOKEN`.
 
 use super::{Form, Notification, Outgoing, env};
-use serde::{Deserialize, Serialize};
+use crate::config::notifications::GitLab;
 use serde_json::json;
-
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct GitLab {
-    /// The project's numeric id or its path (`group/name`, sent URL-encoded).
-    pub project: String,
-    /// The environment variable holding the API's base URL (GitLab CI sets `CI_API_V4_URL`).
-    pub base_url_env: String,
-    pub token_env: String,
-    /// The status's name (default `capstan`).
-    #[serde(default)]
-    pub name: Option<String>,
-}
 
 pub struct Ready {
     url: String,
