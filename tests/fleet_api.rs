@@ -186,15 +186,13 @@ impl Stream {
 fn events_of_a_unit_reach_the_subscribers_of_every_daemon_in_order_once_each() {
     let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let s = scene(4);
-    let fleet_owned = [Member::start(&s.path, &s.store), Member::start(&s.path, &s.store), Member::start(&s.path, &s.store)];
+    let fleet_owned =
+        [Member::start(&s.path, &s.store), Member::start(&s.path, &s.store), Member::start(&s.path, &s.store)];
     let fleet: Vec<&Member> = fleet_owned.iter().collect();
     let spread = s.settle(&fleet, &s.first);
     let ids: Vec<String> = fleet.iter().map(|m| m.id()).collect();
-    let holder_of: BTreeMap<&str, &str> = spread
-        .iter()
-        .zip(&ids)
-        .flat_map(|(held, id)| held.iter().map(move |u| (u.as_str(), id.as_str())))
-        .collect();
+    let holder_of: BTreeMap<&str, &str> =
+        spread.iter().zip(&ids).flat_map(|(held, id)| held.iter().map(move |u| (u.as_str(), id.as_str()))).collect();
 
     let streams: Vec<Stream> = fleet.iter().map(|m| Stream::open(&m.d)).collect();
     let second = s.commit("2");
@@ -305,7 +303,8 @@ fn same_answers(fleet: &[&Member], units: &[String], shas: &[&str]) -> BTreeMap<
 fn every_daemon_answers_the_same_for_every_unit_and_a_restart_of_all_loses_no_history() {
     let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let s = scene(4);
-    let fleet_owned = [Member::start(&s.path, &s.store), Member::start(&s.path, &s.store), Member::start(&s.path, &s.store)];
+    let fleet_owned =
+        [Member::start(&s.path, &s.store), Member::start(&s.path, &s.store), Member::start(&s.path, &s.store)];
     let fleet: Vec<&Member> = fleet_owned.iter().collect();
     s.settle(&fleet, &s.first);
     let second = s.commit("2");
@@ -375,10 +374,17 @@ fn a_change_asked_of_a_daemon_without_the_unit_is_refused_naming_the_holder() {
         assert_eq!(v["holder"], holder.id(), "{v}");
         assert_eq!(v["holder_url"], holder.d.url, "{v}");
         let message = v["message"].as_str().unwrap();
-        assert!(message.contains(&unit) && message.contains(&holder.id()) && message.contains(&holder.d.url), "{message}");
+        assert!(
+            message.contains(&unit) && message.contains(&holder.id()) && message.contains(&holder.d.url),
+            "{message}"
+        );
     }
     let (_, st) = holder.d.get(&format!("{base}/status"));
-    assert_eq!((st["interrupted"].clone(), st["pinned"].clone()), (Value::Bool(false), Value::Null), "nothing recorded: {st}");
+    assert_eq!(
+        (st["interrupted"].clone(), st["pinned"].clone()),
+        (Value::Bool(false), Value::Null),
+        "nothing recorded: {st}"
+    );
     assert_eq!(other.d.get(&format!("{base}/history")).1, history, "nothing happened to the unit");
 
     // The holder acts on them; the other daemon shows what it did.

@@ -237,7 +237,11 @@ impl EventBus {
         });
         if let Err(why) = sent {
             let n = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
-            tracing::warn!(event = env.event.name(), dropped = n, "an event was not relayed to the other daemons: {why}");
+            tracing::warn!(
+                event = env.event.name(),
+                dropped = n,
+                "an event was not relayed to the other daemons: {why}"
+            );
         }
     }
 
@@ -259,7 +263,14 @@ impl EventBus {
         Ok(true)
     }
 
-    fn append(&self, unit: Option<String>, origin: Option<String>, time: String, event: Event, relay: bool) -> Envelope {
+    fn append(
+        &self,
+        unit: Option<String>,
+        origin: Option<String>,
+        time: String,
+        event: Event,
+        relay: bool,
+    ) -> Envelope {
         // The history lock orders ids and sends, so every subscriber sees ids in order.
         let mut history = self.history.lock().unwrap();
         let env = Envelope { id: self.next_id.fetch_add(1, Ordering::SeqCst), unit, origin, time, event };
@@ -330,12 +341,10 @@ mod tests {
         b.relay_to("daemon-b".into(), tx_b);
         b.publish(Event::FetchFailed { message: "b's own, not of a unit".into() });
         let message = crate::redact::Redactor::default().redact("step failed: (sensitive)");
-        let sent = a.publish_in(Some("clusters/eu"), Event::StepFailed {
-            sha: "abc".into(),
-            step: "s1".into(),
-            name: "create job".into(),
-            message,
-        });
+        let sent = a.publish_in(
+            Some("clusters/eu"),
+            Event::StepFailed { sha: "abc".into(), step: "s1".into(), name: "create job".into(), message },
+        );
         a.publish(Event::FetchFailed { message: "not of a unit: not relayed".into() });
         let text = rx.try_recv().expect("queued for the relay");
         assert!(rx.try_recv().is_err(), "only events of units are relayed");

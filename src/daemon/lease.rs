@@ -90,7 +90,12 @@ pub fn release(client: &mut Client, held: &Held, holder: &str) -> Result<(), pos
 
 /// The heartbeat: marks `id` live for `ttl` (with the URL of its API, when it has one to
 /// give) and answers how many daemons are live now (itself included), for `fair_share`.
-pub fn heartbeat(client: &mut Client, id: &str, ttl: Duration, address: Option<&str>) -> Result<usize, postgres::Error> {
+pub fn heartbeat(
+    client: &mut Client,
+    id: &str,
+    ttl: Duration,
+    address: Option<&str>,
+) -> Result<usize, postgres::Error> {
     client.execute(
         "INSERT INTO daemons (id, seen_until, address) VALUES ($1, now() + make_interval(secs => $2::float8 / 1000.0), $3)
          ON CONFLICT (id) DO UPDATE SET seen_until = EXCLUDED.seen_until, address = EXCLUDED.address",

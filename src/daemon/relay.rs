@@ -70,7 +70,10 @@ struct Relay {
 enum Ended {
     Closed,
     /// `listened`: the connection was made and listened on before it was lost.
-    Lost { why: String, listened: bool },
+    Lost {
+        why: String,
+        listened: bool,
+    },
 }
 
 fn lost(why: impl std::fmt::Display, listened: bool) -> Ended {
