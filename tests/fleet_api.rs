@@ -343,6 +343,9 @@ fn every_daemon_answers_the_same_for_every_unit_and_a_restart_of_all_loses_no_hi
     assert_eq!(now, mutated, "nothing sent again after the restart");
 }
 
+/// A request's body and headers, if any (`DaemonProc::post`).
+type Body<'a> = Option<(&'a str, &'a [(&'a str, &'a str)])>;
+
 /// Two daemons, two units, one each: an interrupt, continue, rollback or sync of a unit sent to
 /// the daemon that does not hold it is refused at once with 409, naming the holder and its URL,
 /// and nothing of it is recorded or done; the holder acts on the same requests, and what it
@@ -359,7 +362,7 @@ fn a_change_asked_of_a_daemon_without_the_unit_is_refused_naming_the_holder() {
     let base = format!("/v1/units/{}", enc(&unit));
     let json = [("content-type", "application/json")];
     let rollback = format!("{{\"to\": \"{}\"}}", s.first);
-    let asks: [(String, Option<(&str, &[(&str, &str)])>); 4] = [
+    let asks: [(String, Body); 4] = [
         (format!("{base}/plans/deploy/interrupt"), None),
         (format!("{base}/plans/deploy/continue"), None),
         (format!("{base}/rollback"), Some((rollback.as_str(), &json[..]))),
