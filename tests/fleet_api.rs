@@ -311,6 +311,18 @@ fn every_daemon_answers_the_same_for_every_unit_and_a_restart_of_all_loses_no_hi
     s.settle(&fleet, &second);
     let shas = [s.first.as_str(), second.as_str()];
     let before = same_answers(&fleet, &s.units, &shas);
+    // A daemon's connections to the store: one per unit's history, the lease keeper's (with the
+    // shared journal's) and the event relay's.
+    let mut db = postgres::Client::connect(&s.store, postgres::NoTls).unwrap();
+    let open: i64 = db
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(open as usize, fleet.len() * (s.units.len() + 2), "connections to the store");
+    drop(db);
     for u in &s.units {
         let (code, plan) = &before[&format!("/v1/units/{}/plans/deploy", enc(u))];
         assert_eq!((*code, &plan["commit"]), (200, &Value::from(second.clone())), "{u}: {plan}");

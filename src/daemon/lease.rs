@@ -16,9 +16,13 @@ use std::time::Duration;
 /// A daemon's id in the lease table: host, pid and a random suffix (two daemons restarted
 /// with the same pid on one host are still told apart).
 pub fn daemon_id() -> String {
+    format!("{}:{}:{:08x}", host_name(), std::process::id(), rand::random::<u32>())
+}
+
+/// This machine's name (`/etc/hostname`), else `localhost`.
+pub fn host_name() -> String {
     let host = std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_string()).unwrap_or_default();
-    let host = if host.is_empty() { "localhost".to_string() } else { host };
-    format!("{host}:{}:{:08x}", std::process::id(), rand::random::<u32>())
+    if host.is_empty() { "localhost".to_string() } else { host }
 }
 
 /// The most units one daemon may hold so that units spread evenly across the live daemons:

@@ -567,10 +567,13 @@ pub async fn serve(opts: DaemonOptions) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", daemon.opts.listen))?;
     let addr = listener.local_addr()?;
-    // Named to clients by the other daemons when asked to change a unit this one holds.
-    if !addr.ip().is_unspecified() {
-        daemon.fleet.advertise(format!("http://{addr}"));
-    }
+    // Named to clients by the other daemons when asked to change a unit this one holds (on
+    // every address: by the machine's name).
+    daemon.fleet.advertise(if addr.ip().is_unspecified() {
+        format!("http://{}:{}", lease::host_name(), addr.port())
+    } else {
+        format!("http://{addr}")
+    });
     let app = api::router(daemon.clone());
     let page = format!("http://{addr}/");
     let _ = daemon.page.set(page.clone());
