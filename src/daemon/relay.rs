@@ -5,7 +5,8 @@
 //! of events never delays a renewal or a fence check), made with `tokio-postgres` so one task
 //! both sends and receives. It `LISTEN`s on [`CHANNEL`]; the event bus queues this daemon's
 //! events of units (bounded, never waiting: `EventBus::publish_in`), and the relay sends them
-//! in that order, one `pg_notify` each. PostgreSQL delivers one session's notifications in the
+//! in that order, one `pg_notify` each, what is queued together in one statement (up to
+//! [`BATCH`]: an apply's burst of step events costs a few round trips, not one each). PostgreSQL delivers one session's notifications in the
 //! order they were sent, so another daemon gets them in order, once each. An event whose JSON
 //! is over [`INLINE_MAX`] bytes (a NOTIFY payload must be under 8000) is written to the
 //! `fleet_events` table and only its id is notified; a receiver reads it from there, in its
@@ -18,8 +19,8 @@
 //! a unit's notifier: notifications are the holder's to send.
 //!
 //! A lost connection is made again with a doubling delay (0.2 s to 5 s), forever while the
-//! daemon runs (one attempt at a time); the event being sent when it was lost is sent again
-//! on the new one (twice, when the loss came after the server took it). What other daemons notified while this one was not listening is not seen
+//! daemon runs (one attempt at a time); the events being sent when it was lost are sent again
+//! on the new one (twice, when the loss came after the server took them). What other daemons notified while this one was not listening is not seen
 //! (their subscribers saw it, and the history keeps what happened).
 
 use super::events::EventBus;
@@ -35,6 +36,8 @@ pub const CHANNEL: &str = "capstan_events";
 const INLINE_MAX: usize = 7000;
 /// How many events may wait to be sent; more are dropped (and counted) rather than waited for.
 const QUEUE: usize = 10_000;
+/// How many queued events go in one round trip.
+const BATCH: usize = 100;
 const FIRST_RETRY: Duration = Duration::from_millis(200);
 const LAST_RETRY: Duration = Duration::from_secs(5);
 
@@ -84,8 +87,8 @@ impl Relay {
     async fn run(self, mut outbox: mpsc::Receiver<String>, closed: impl Future<Output = ()> + Send) {
         let mut closed = std::pin::pin!(closed);
         let mut retry = FIRST_RETRY;
-        // The event being sent when a connection was lost: sent first on the next.
-        let mut pending: Option<String> = None;
+        // The events being sent when a connection was lost: sent first on the next.
+        let mut pending: Vec<String> = Vec::new();
         loop {
             match self.session(&mut outbox, &mut pending, &mut closed).await {
                 Ended::Closed => return,
@@ -110,7 +113,7 @@ impl Relay {
     async fn session(
         &self,
         outbox: &mut mpsc::Receiver<String>,
-        pending: &mut Option<String>,
+        pending: &mut Vec<String>,
         closed: &mut std::pin::Pin<&mut (impl Future<Output = ()> + Send)>,
     ) -> Ended {
         let connected = tokio::select! {
@@ -151,7 +154,7 @@ impl Relay {
         client: &Client,
         incoming: &mut mpsc::UnboundedReceiver<String>,
         outbox: &mut mpsc::Receiver<String>,
-        pending: &mut Option<String>,
+        pending: &mut Vec<String>,
         closed: &mut std::pin::Pin<&mut (impl Future<Output = ()> + Send)>,
     ) -> Ended {
         if let Err(e) = client.batch_execute(&format!("LISTEN {CHANNEL}")).await {
@@ -159,11 +162,8 @@ impl Relay {
         }
         tracing::info!(store = %self.shown, "relaying events to and from the daemons sharing the store");
         loop {
-            if let Some(text) = pending.as_deref() {
-                if let Err(e) = self.send(client, text).await {
-                    return lost(e, true);
-                }
-                *pending = None;
+            if let Err(e) = self.send(client, pending).await {
+                return lost(e, true);
             }
             tokio::select! {
                 biased;
@@ -176,29 +176,52 @@ impl Relay {
                     None => return lost("the server closed it", true),
                 },
                 e = outbox.recv() => match e {
-                    Some(text) => *pending = Some(text),
+                    // What else is queued goes with it (up to `BATCH`).
+                    Some(text) => {
+                        pending.push(text);
+                        while pending.len() < BATCH {
+                            let Ok(text) = outbox.try_recv() else { break };
+                            pending.push(text);
+                        }
+                    }
                     None => return Ended::Closed,
                 },
                 _ = closed.as_mut() => {
                     // The daemon has stopped: its last events go out (bounded by the queue).
-                    while let Some(text) = pending.take().or_else(|| outbox.try_recv().ok()) {
-                        if self.send(client, &text).await.is_err() {
-                            break;
-                        }
+                    while let Ok(text) = outbox.try_recv() {
+                        pending.push(text);
                     }
+                    let _ = self.send(client, pending).await;
                     return Ended::Closed;
                 }
             }
         }
     }
 
-    /// Notifies one event: in the notification when small, else by its row's id.
-    async fn send(&self, client: &Client, text: &str) -> Result<(), tokio_postgres::Error> {
-        crate::pg::count_call();
-        if text.len() <= INLINE_MAX {
-            client.execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &text]).await?;
-            return Ok(());
+    /// Notifies the `pending` events in order, taking each out once sent: the small ones in
+    /// runs of up to `BATCH` per round trip, a large one (over [`INLINE_MAX`]) alone, by its
+    /// row's id. What is left on an error is sent on the next connection.
+    async fn send(&self, client: &Client, pending: &mut Vec<String>) -> Result<(), tokio_postgres::Error> {
+        while !pending.is_empty() {
+            let small = pending.iter().take(BATCH).take_while(|t| t.len() <= INLINE_MAX).count();
+            if small > 0 {
+                crate::pg::count_call();
+                // A function scan yields the array in order: notified in that order.
+                client
+                    .execute("SELECT pg_notify($1, x) FROM unnest($2::text[]) AS x", &[&CHANNEL, &&pending[..small]])
+                    .await?;
+                pending.drain(..small);
+            } else {
+                self.send_large(client, &pending[0]).await?;
+                pending.remove(0);
+            }
         }
+        Ok(())
+    }
+
+    /// Notifies one event too large for a notification: stored, and its row's id notified.
+    async fn send_large(&self, client: &Client, text: &str) -> Result<(), tokio_postgres::Error> {
+        crate::pg::count_call();
         client
             .execute(
                 "WITH e AS (INSERT INTO fleet_events (origin, body) VALUES ($1, $2) RETURNING id)
@@ -261,8 +284,8 @@ mod tests {
     }
 
     /// Over a real PostgreSQL, two relays on one store (two daemons): what one publishes for a
-    /// unit reaches the other's stream in order, once each — an event too large for a
-    /// notification (through `fleet_events`) between two small ones included — and its own
+    /// unit reaches the other's stream in order, once each — small ones sent in batches, an
+    /// event too large for a notification (through `fleet_events`) among them — and its own
     /// stream once, not again through the relay.
     #[test]
     fn events_reach_the_other_daemon_in_order_once_large_ones_through_the_table() {
@@ -289,17 +312,20 @@ mod tests {
                     break;
                 }
             }
+            // Small ones (sent in runs, one statement each), a large one between them.
             let large = crate::redact::Redactor::default().redact(&"x".repeat(20_000));
-            let sent = [
-                Event::CommitSeen { sha: "one".into(), superseded: Vec::new(), deferred: false },
-                Event::StepFailed { sha: "two".into(), step: "s".into(), name: "n".into(), message: large },
-                Event::Converged { sha: "three".into() },
-            ];
+            let mut sent: Vec<Event> = (0..150).map(|i| Event::Converged { sha: format!("{i}") }).collect();
+            sent.insert(
+                75,
+                Event::StepFailed { sha: "large".into(), step: "s".into(), name: "n".into(), message: large },
+            );
+            let want: Vec<String> =
+                sent.iter().map(|e| serde_json::to_value(e).unwrap()["sha"].as_str().unwrap().to_string()).collect();
             for e in sent {
                 a.publish_in(Some(&unit), e);
             }
             let mut got = Vec::new();
-            while got.len() < 3 {
+            while got.len() < want.len() {
                 let e = tokio::time::timeout(Duration::from_secs(10), rx.recv()).await.expect("relayed").unwrap();
                 if e.unit.as_deref() == Some(unit.as_str()) {
                     got.push(e);
@@ -307,9 +333,9 @@ mod tests {
             }
             let shas: Vec<String> =
                 got.iter().map(|e| serde_json::to_value(e).unwrap()["sha"].as_str().unwrap().to_string()).collect();
-            assert_eq!(shas, ["one", "two", "three"], "in order");
+            assert_eq!(shas, want, "in order");
             assert!(got.iter().all(|e| e.origin.as_deref() == Some(ida.as_str())), "each names its origin");
-            match &got[1].event {
+            match &got[75].event {
                 Event::StepFailed { message, .. } => assert_eq!(message.len(), 20_000),
                 other => panic!("{other:?}"),
             }
@@ -320,7 +346,7 @@ mod tests {
                 .collect();
             assert!(more.is_empty(), "{more:?}");
             let own = a.recent().iter().filter(|e| e.unit.as_deref() == Some(unit.as_str())).count();
-            assert_eq!(own, 3, "the sender's stream has its own events once");
+            assert_eq!(own, want.len(), "the sender's stream has its own events once");
             stop.send_replace(true);
             for r in [ra, rb] {
                 tokio::time::timeout(Duration::from_secs(5), r).await.expect("the relay stops").unwrap();
