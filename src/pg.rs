@@ -70,12 +70,18 @@ pub struct Postgres {
 }
 
 /// Round trips to PostgreSQL this process has made (one per job: a statement, or one
-/// transaction of several), by the history, the lease keeper, the fence and the shared journal
-/// alike: `capstan_store_queries_total`.
+/// transaction of several), by the history, the lease keeper, the fence, the shared journal
+/// and the event relay alike: `capstan_store_queries_total`.
 static CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 pub fn calls() -> u64 {
     CALLS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Counts a round trip made on a connection of another kind (the event relay's, which is
+/// asynchronous), with the rest.
+pub fn count_call() {
+    CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
 }
 
 impl Postgres {

@@ -41,6 +41,18 @@ impl Redacted {
     }
 }
 
+/// Text another capstan process redacted before it shared it (an event relayed through the
+/// shared store, `daemon::relay`): what a [`Redacted`] serialized, read back. Only
+/// `#[serde(deserialize_with)]` of a relayed event uses it.
+pub(crate) fn relayed<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Redacted, D::Error> {
+    <String as serde::Deserialize>::deserialize(d).map(Redacted)
+}
+
+/// As [`relayed`], for an optional one.
+pub(crate) fn relayed_opt<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Redacted>, D::Error> {
+    <Option<String> as serde::Deserialize>::deserialize(d).map(|s| s.map(Redacted))
+}
+
 impl std::ops::Deref for Redacted {
     type Target = str;
     fn deref(&self) -> &str {

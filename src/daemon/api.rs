@@ -137,10 +137,44 @@ async fn unit(U(u): U) -> axum::Json<Value> {
 }
 
 async fn plan(U(d): U) -> Response {
-    match d.current.lock().unwrap().as_ref() {
-        Some(c) => axum::Json(c.json()).into_response(),
+    match d.plan_json() {
+        Some(plan) => axum::Json(plan).into_response(),
         None => error(StatusCode::NOT_FOUND, "no plan has run yet"),
     }
+}
+
+/// A unit is changed only by the daemon holding its lease (the fencing law): another daemon
+/// refuses an interrupt, continue, rollback or sync of it with 409, naming the holder and the
+/// URL of its API when it gave one — it neither applies nor records the command (see
+/// ARCHITECTURE.md, "Leases and fencing"). None when this daemon holds it (always, with SQLite).
+async fn not_held(daemon: &Daemon, u: &Unit) -> Option<Response> {
+    if u.holds() {
+        return None;
+    }
+    let holder = daemon.fleet.holdings(&[u.unit()]).pop().and_then(|h| h.holder);
+    let fleet = daemon.fleet.clone();
+    let address = match holder.clone() {
+        Some(h) => tokio::task::spawn_blocking(move || fleet.address_of(&h)).await.ok().flatten(),
+        None => None,
+    };
+    let message = match (&holder, &address) {
+        (Some(h), Some(url)) => format!(
+            "unit {} is held by daemon {h}, not this one ({}): only the holder changes it; send this to {url}",
+            u.name,
+            daemon.fleet.id()
+        ),
+        (Some(h), None) => format!(
+            "unit {} is held by daemon {h}, not this one ({}): only the holder changes it; send this to that daemon",
+            u.name,
+            daemon.fleet.id()
+        ),
+        (None, _) => format!(
+            "no daemon holds unit {} at the moment (its lease is being taken): only the holder changes it; try again in a few seconds (GET /v1/units/{{unit}} names the holder)",
+            u.name
+        ),
+    };
+    let body = json!({ "message": message, "unit": u.name, "holder": holder, "holder_url": address });
+    Some((StatusCode::CONFLICT, axum::Json(body)).into_response())
 }
 
 /// Seed 000's answer to a plan command with nothing to do.
@@ -157,6 +191,9 @@ async fn interrupt(State(daemon): Shared, U(d): U, headers: HeaderMap) -> Respon
     if let Some(r) = refused(&daemon, &headers) {
         return r;
     }
+    if let Some(r) = not_held(&daemon, &d).await {
+        return r;
+    }
     if !d.interrupt_plan() {
         return already_reported("the plan is already interrupted");
     }
@@ -166,6 +203,9 @@ async fn interrupt(State(daemon): Shared, U(d): U, headers: HeaderMap) -> Respon
 /// Plan again against the newest commit and carry on. 208 when nothing is interrupted.
 async fn continue_(State(daemon): Shared, U(d): U, headers: HeaderMap) -> Response {
     if let Some(r) = refused(&daemon, &headers) {
+        return r;
+    }
+    if let Some(r) = not_held(&daemon, &d).await {
         return r;
     }
     if !d.continue_plan() {
@@ -193,6 +233,9 @@ async fn unit_sync(State(daemon): Shared, U(u): U, headers: HeaderMap) -> Respon
     if let Some(r) = refused(&daemon, &headers) {
         return r;
     }
+    if let Some(r) = not_held(&daemon, &u).await {
+        return r;
+    }
     sync_unit(&u)
 }
 
@@ -217,6 +260,9 @@ struct RollbackRequest {
 /// Apply an earlier commit's configuration again; the daemon keeps to it until the next commit.
 async fn rollback(State(daemon): Shared, U(d): U, headers: HeaderMap, body: Bytes) -> Response {
     if let Some(r) = refused(&daemon, &headers) {
+        return r;
+    }
+    if let Some(r) = not_held(&daemon, &d).await {
         return r;
     }
     let req: RollbackRequest = match serde_json::from_slice(&body) {
@@ -258,7 +304,7 @@ async fn configurations(U(d): U, Query(q): Query<ListQuery>) -> Response {
 }
 
 async fn target(U(d): U) -> Response {
-    let sha = d.status.lock().unwrap().target.clone();
+    let sha = d.shown().target;
     match sha {
         Some(sha) => {
             let status = d.store.status(&sha).ok().flatten();
@@ -347,11 +393,15 @@ async fn status(State(daemon): Shared, params: axum::extract::RawPathParams) -> 
     }
 }
 
+/// A unit's status: what its holder knows (`Unit::shown`, the same from every daemon) and what
+/// this daemon's own loop did (`last_result`, `last_reconcile`, `ready`, `daemon_id`, a lease's
+/// `this_daemon`, `notifications`).
 fn unit_status(daemon: &Daemon, d: &Unit) -> Value {
-    let st = d.status.lock().unwrap().clone();
+    let own = d.status.lock().unwrap().clone();
+    let st = d.shown();
     // What the platform was last made equal to, and why that commit.
     let live_sha = d.store.get_value("live").ok().flatten().filter(|s| !s.is_empty()).or(st.last_applied.clone());
-    let pinned = d.pinned();
+    let pinned = st.pinned.clone();
     let live = live_sha.map(|sha| {
         let why = if pinned.as_deref() == Some(sha.as_str()) {
             "pinned by rollback: kept until the branch moves on"
@@ -367,15 +417,15 @@ fn unit_status(daemon: &Daemon, d: &Unit) -> Value {
         "live": live,
         "branch_head": st.branch_head,
         "pinned": pinned,
-        "paused_commit": d.paused_commit(),
+        "paused_commit": st.paused_commit,
         "phase": st.phase,
         "target": st.target,
         "last_applied": st.last_applied,
-        "last_result": st.last_result,
-        "last_reconcile": st.last_reconcile,
+        "last_result": own.last_result,
+        "last_reconcile": own.last_reconcile,
         "interrupted": st.interrupted,
         "drifted": st.drifted,
-        "ready": st.ready,
+        "ready": own.ready,
         "daemon_id": d.fleet.id(),
         "leases": d.fleet.holdings(&[d.unit()]),
         "locked_by": st.locked_by,

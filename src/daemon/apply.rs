@@ -106,6 +106,7 @@ impl Unit {
         let trigger = reason.trigger();
         self.stored(self.store.record(sha, trigger, "applying", (start.count(Status::Complete), total), &Value::Null));
         self.set_phase(Phase::Applying);
+        self.share_shown();
         self.events.publish(Event::PlanStarted {
             sha: sha.to_string(),
             reason: serde_json::to_value(reason).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default(),
@@ -187,6 +188,7 @@ impl Unit {
         });
         if let Some(j) = json {
             self.stored(self.store.set_outcome(sha, &j));
+            self.share_plan(sha);
         }
     }
 

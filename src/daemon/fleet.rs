@@ -48,6 +48,8 @@ pub struct Fleet {
     holdings: Mutex<BTreeMap<String, Holding>>,
     /// How many daemons were live at the keeper's last heartbeat.
     live: std::sync::atomic::AtomicUsize,
+    /// The URL of this daemon's API, given with each heartbeat (`advertise`).
+    address: std::sync::OnceLock<String>,
 }
 
 /// What one reconcile of a unit runs under: with a shared store, the lease (fence and journal).
@@ -152,6 +154,7 @@ impl Fleet {
             until: Mutex::default(),
             holdings: Mutex::default(),
             live: std::sync::atomic::AtomicUsize::new(1),
+            address: std::sync::OnceLock::new(),
         })
     }
 
@@ -162,6 +165,19 @@ impl Fleet {
 
     pub fn shared(&self) -> bool {
         self.db.is_some()
+    }
+
+    /// The URL of this daemon's API, which the other daemons name when asked to change a unit
+    /// this one holds (from the next heartbeat on).
+    pub fn advertise(&self, url: String) {
+        let _ = self.address.set(url);
+    }
+
+    /// The URL of the API of the live daemon `id`, if it gave one (blocking; at most 2 s).
+    pub fn address_of(&self, id: &str) -> Option<String> {
+        let db = self.db.as_ref()?;
+        let id = id.to_string();
+        db.call_within(Some(Duration::from_secs(2)), move |c| lease::address(c, &id)).ok().flatten()
     }
 
     /// How much of a lease must remain for a step to be sent under it.
@@ -222,8 +238,8 @@ impl Fleet {
     /// and the units lost.
     fn tick(&self, units: &[String]) -> anyhow::Result<(Vec<Held>, Vec<Held>)> {
         let Some(db) = &self.db else { return Ok((Vec::new(), Vec::new())) };
-        let (id, ttl) = (self.id.clone(), self.ttl);
-        let live = db.call(move |c| lease::heartbeat(c, &id, ttl))?;
+        let (id, ttl, address) = (self.id.clone(), self.ttl, self.address.get().cloned());
+        let live = db.call(move |c| lease::heartbeat(c, &id, ttl, address.as_deref()))?;
         self.live.store(live, Ordering::SeqCst);
         let mut lost = Vec::new();
         let mine: Vec<Held> = self.held.lock().unwrap().values().cloned().collect();
@@ -428,6 +444,13 @@ impl Unit {
         let last_applied = self.store.get_value("last_applied").ok().flatten().filter(|s| !s.is_empty());
         // Unreadable: kept as this daemon last knew it.
         let interrupted = self.store.get_value("interrupted").ok().map(|v| v.as_deref() == Some("1"));
+        // What the API shows is shared afresh by this holder, and the plan it shows is the
+        // store's until it runs one (what it ran when it last held the unit is not current).
+        *self.shared_shown.lock().unwrap() = None;
+        *self.shared_plan.lock().unwrap() = None;
+        if self.paused_commit().is_none() {
+            *self.current.lock().unwrap() = None;
+        }
         {
             let mut st = self.status.lock().unwrap();
             if let Some(interrupted) = interrupted {

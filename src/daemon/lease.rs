@@ -16,9 +16,13 @@ use std::time::Duration;
 /// A daemon's id in the lease table: host, pid and a random suffix (two daemons restarted
 /// with the same pid on one host are still told apart).
 pub fn daemon_id() -> String {
+    format!("{}:{}:{:08x}", host_name(), std::process::id(), rand::random::<u32>())
+}
+
+/// This machine's name (`/etc/hostname`), else `localhost`.
+pub fn host_name() -> String {
     let host = std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_string()).unwrap_or_default();
-    let host = if host.is_empty() { "localhost".to_string() } else { host };
-    format!("{host}:{}:{:08x}", std::process::id(), rand::random::<u32>())
+    if host.is_empty() { "localhost".to_string() } else { host }
 }
 
 /// The most units one daemon may hold so that units spread evenly across the live daemons:
@@ -88,16 +92,27 @@ pub fn release(client: &mut Client, held: &Held, holder: &str) -> Result<(), pos
     Ok(())
 }
 
-/// The heartbeat: marks `id` live for `ttl` and answers how many daemons are live now
-/// (itself included), for `fair_share`.
-pub fn heartbeat(client: &mut Client, id: &str, ttl: Duration) -> Result<usize, postgres::Error> {
+/// The heartbeat: marks `id` live for `ttl` (with the URL of its API, when it has one to
+/// give) and answers how many daemons are live now (itself included), for `fair_share`.
+pub fn heartbeat(
+    client: &mut Client,
+    id: &str,
+    ttl: Duration,
+    address: Option<&str>,
+) -> Result<usize, postgres::Error> {
     client.execute(
-        "INSERT INTO daemons (id, seen_until) VALUES ($1, now() + make_interval(secs => $2::float8 / 1000.0))
-         ON CONFLICT (id) DO UPDATE SET seen_until = EXCLUDED.seen_until",
-        &[&id, &millis(ttl)],
+        "INSERT INTO daemons (id, seen_until, address) VALUES ($1, now() + make_interval(secs => $2::float8 / 1000.0), $3)
+         ON CONFLICT (id) DO UPDATE SET seen_until = EXCLUDED.seen_until, address = EXCLUDED.address",
+        &[&id, &millis(ttl), &address],
     )?;
     let live: i64 = client.query_one("SELECT count(*) FROM daemons WHERE seen_until > now()", &[])?.get(0);
     Ok(live.max(1) as usize)
+}
+
+/// The URL of the API of the live daemon `id`, if it gave one.
+pub fn address(client: &mut Client, id: &str) -> Result<Option<String>, postgres::Error> {
+    let row = client.query_opt("SELECT address FROM daemons WHERE id = $1 AND seen_until > now()", &[&id])?;
+    Ok(row.and_then(|r| r.get::<_, Option<String>>(0)))
 }
 
 /// How many unexpired leases `holder` has, to compare with its `fair_share` (the keeper

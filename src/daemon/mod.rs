@@ -21,6 +21,7 @@ pub(crate) mod lease;
 pub mod metrics;
 mod notify;
 mod reconcile;
+mod relay;
 mod request;
 mod server;
 mod state;
@@ -29,7 +30,7 @@ mod unit;
 mod watch;
 mod web;
 
-pub use state::{CurrentPlan, DaemonStatus, Phase, Reconciled};
+pub use state::{CurrentPlan, DaemonStatus, Phase, Reconciled, Shown};
 pub use unit::{Unit, UnitEvents};
 
 use crate::apply::{ApplyOptions, Observer, Outcome, Status, StepOutcome};
@@ -598,6 +599,13 @@ pub async fn serve(opts: DaemonOptions) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", daemon.opts.listen))?;
     let addr = listener.local_addr()?;
+    // Named to clients by the other daemons when asked to change a unit this one holds (on
+    // every address: by the machine's name).
+    daemon.fleet.advertise(if addr.ip().is_unspecified() {
+        format!("http://{}:{}", lease::host_name(), addr.port())
+    } else {
+        format!("http://{addr}")
+    });
     let app = api::router(daemon.clone());
     let page = format!("http://{addr}/");
     let _ = daemon.page.set(page.clone());
@@ -616,6 +624,13 @@ pub async fn serve(opts: DaemonOptions) -> anyhow::Result<()> {
         daemon.opts.repo.reference.as_deref().unwrap_or("default branch"),
         destination
     ));
+    // With a shared store, events reach every daemon's subscribers (one connection of its own).
+    let relay = match daemon.opts.store.as_deref().map(str::trim) {
+        Some(url) if daemon.fleet.shared() => {
+            Some(relay::start(url, daemon.fleet.id(), daemon.events.clone(), daemon.closed())?)
+        }
+        _ => None,
+    };
     let keeper = fleet::keep(daemon.clone());
     let runner = tokio::spawn(daemon.clone().run());
     crate::shutdown_signal().await;
@@ -625,6 +640,10 @@ pub async fn serve(opts: DaemonOptions) -> anyhow::Result<()> {
     // The last events are out; event streams end, so the server's graceful shutdown can finish.
     daemon.closed.send_replace(true);
     let _ = keeper.await;
+    // The relay sends what is queued once the daemon has closed; it is not waited for long.
+    if let Some(relay) = relay {
+        let _ = tokio::time::timeout(Duration::from_secs(5), relay).await;
+    }
     daemon.release_leases().await;
     let _ = server.await;
     daemon.close().await

@@ -33,6 +33,8 @@ impl Unit {
                 Some(r) => r,
                 None => {
                     self.set_phase(if retry.is_some() { waiting } else { Phase::Idle });
+                    // The holder keeps what the API shows in the shared store for the others.
+                    self.share_shown();
                     let resync_in = next_resync.saturating_duration_since(Instant::now());
                     let retry_in = retry.map(|(at, _)| at.saturating_duration_since(Instant::now()));
                     tokio::select! {

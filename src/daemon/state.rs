@@ -4,7 +4,7 @@
 use super::*;
 
 /// What the daemon is doing (`/v1/status`'s `phase`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Phase {
     #[default]
@@ -84,6 +84,26 @@ pub struct DaemonStatus {
     pub ready: bool,
     /// Who holds the target's lock, while that keeps the daemon from applying.
     pub locked_by: Option<String>,
+}
+
+/// What the API shows of a unit besides the store's records, as its holder knows it: with a
+/// shared store the holder keeps it in the unit's store (`Unit::share_shown`) and every other
+/// daemon answers from there (`Unit::shown`), so each answers the same. What a daemon's own
+/// loop did (`last_result`, `last_reconcile`: `standby` on a daemon without the lease, `ready`)
+/// stays its own.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct Shown {
+    pub phase: Phase,
+    pub target: Option<String>,
+    pub branch_head: Option<String>,
+    pub last_applied: Option<String>,
+    pub interrupted: bool,
+    pub drifted: Vec<String>,
+    pub locked_by: Option<String>,
+    /// The commit of a plan an interrupt stopped part way.
+    pub paused_commit: Option<String>,
+    /// The commit a rollback keeps to.
+    pub pinned: Option<String>,
 }
 
 /// The plan running or last run, with its step statuses.

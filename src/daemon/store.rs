@@ -377,6 +377,11 @@ impl Store {
         Ok(Some(c))
     }
 
+    /// The plan as last run for a commit, with its step statuses (`set_outcome`).
+    pub fn outcome(&self, sha: &str) -> anyhow::Result<Option<Value>> {
+        Ok(self.engine.configuration(sha)?.and_then(|c| c.outcome))
+    }
+
     /// The errors that made a commit invalid, refused or failed, without its other records.
     pub fn errors(&self, sha: &str) -> anyhow::Result<Vec<Value>> {
         let text = self.engine.errors(sha)?;

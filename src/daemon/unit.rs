@@ -59,7 +59,16 @@ pub struct Unit {
     /// The daemon's side of the unit leases (shared by all its units): this unit is reconciled
     /// only under its claim (`reconcile`), each step past its fence.
     pub(super) fleet: Arc<fleet::Fleet>,
+    /// What this daemon last kept in the shared store as what the API shows (`share_shown`).
+    pub(super) shared_shown: Mutex<Option<String>>,
+    /// The commit whose stored outcome is the unit's current plan, as last kept (shared store).
+    pub(super) shared_plan: Mutex<Option<String>>,
 }
+
+/// The keys under which the holder keeps, in the unit's store, what every daemon's API shows:
+/// [`Shown`], and the commit whose outcome is the current plan.
+const SHOWN_KEY: &str = "shown";
+const PLAN_KEY: &str = "plan_commit";
 
 /// A unit's view of the daemon's event bus: every event it publishes carries its name, and
 /// also goes to its own notifier's channel (a unit's notifications are about it alone).
@@ -214,6 +223,8 @@ impl Unit {
             permits: cx.permits.clone(),
             notifier: Arc::new(notifier),
             fleet: cx.fleet.clone(),
+            shared_shown: Mutex::new(None),
+            shared_plan: Mutex::new(None),
             opts,
         })
     }
@@ -266,24 +277,108 @@ impl Unit {
     }
 
     /// One line of `/v1/units`: name, platform, target (without credentials), phase, what it
-    /// last applied and came to.
+    /// last applied and came to (`last_result`, `ready`: this daemon's own loop).
     pub fn summary(&self) -> Value {
+        let shown = self.shown();
         let st = self.status.lock().unwrap().clone();
         json!({
             "name": self.name,
             "path": self.path,
             "platform": self.platform(),
             "target": self.target_description(),
-            "phase": st.phase,
-            "last_applied": st.last_applied,
-            "branch_head": st.branch_head,
-            "commit": st.target,
-            "status": st.target.as_deref().and_then(|sha| self.store.status(sha).ok().flatten()),
+            "phase": shown.phase,
+            "last_applied": shown.last_applied,
+            "branch_head": shown.branch_head,
+            "commit": shown.target,
+            "status": shown.target.as_deref().and_then(|sha| self.store.status(sha).ok().flatten()),
             "last_result": st.last_result,
-            "interrupted": st.interrupted,
+            "interrupted": shown.interrupted,
             "ready": st.ready,
             "lease": self.fleet.holdings(&[self.unit()]).pop(),
         })
+    }
+
+    /// Whether this daemon holds the unit's lease (always, with SQLite).
+    pub fn holds(&self) -> bool {
+        self.fleet.holds(&self.name)
+    }
+
+    /// What the API shows of the unit: this daemon's own state while it holds the unit (always
+    /// with SQLite); else what the holder last kept in the shared store — never this daemon's
+    /// stale memory (its own, until a holder has kept something).
+    pub fn shown(&self) -> Shown {
+        let own = self.own_shown();
+        if self.holds() {
+            return own;
+        }
+        match self.store.get_value(SHOWN_KEY) {
+            Ok(Some(text)) => serde_json::from_str(&text).unwrap_or(own),
+            _ => own,
+        }
+    }
+
+    fn own_shown(&self) -> Shown {
+        let st = self.status.lock().unwrap().clone();
+        Shown {
+            phase: st.phase,
+            target: st.target,
+            branch_head: st.branch_head,
+            last_applied: st.last_applied,
+            interrupted: st.interrupted,
+            drifted: st.drifted,
+            locked_by: st.locked_by,
+            paused_commit: self.paused_commit(),
+            pinned: self.pinned(),
+        }
+    }
+
+    /// With a shared store, while this daemon holds the unit: keeps what the API shows in the
+    /// unit's store when it changed since last kept (one write; none when it did not).
+    pub(super) fn share_shown(&self) {
+        if !self.fleet.shared() || !self.holds() {
+            return;
+        }
+        let Ok(text) = serde_json::to_string(&self.own_shown()) else { return };
+        let mut last = self.shared_shown.lock().unwrap();
+        if last.as_deref() == Some(text.as_str()) {
+            return;
+        }
+        match self.store.set_value(SHOWN_KEY, &text) {
+            Ok(()) => *last = Some(text),
+            Err(e) => self.stored::<()>(Err(e)),
+        }
+    }
+
+    /// With a shared store: the commit whose outcome was just recorded is the current plan.
+    pub(super) fn share_plan(&self, sha: &str) {
+        if !self.fleet.shared() {
+            return;
+        }
+        let mut last = self.shared_plan.lock().unwrap();
+        if last.as_deref() == Some(sha) {
+            return;
+        }
+        match self.store.set_value(PLAN_KEY, sha) {
+            Ok(()) => *last = Some(sha.to_string()),
+            Err(e) => self.stored::<()>(Err(e)),
+        }
+    }
+
+    /// The plan running or last run, as `/plans/deploy` shows it: the holder's own while it has
+    /// one; else, with a shared store, the outcome last recorded for the unit (by whichever
+    /// daemon held it), so every daemon answers the same. With SQLite, as always: none until
+    /// a plan has run in this process.
+    pub fn plan_json(&self) -> Option<Value> {
+        if self.holds()
+            && let Some(c) = self.current.lock().unwrap().as_ref()
+        {
+            return Some(c.json());
+        }
+        if !self.fleet.shared() {
+            return None;
+        }
+        let sha = self.store.get_value(PLAN_KEY).ok().flatten().filter(|s| !s.is_empty())?;
+        self.store.outcome(&sha).ok().flatten()
     }
 }
 
@@ -422,6 +517,7 @@ impl Unit {
         if applying {
             self.show_not_started(Status::Pending, Status::Waiting);
         }
+        self.share_shown();
         true
     }
 
@@ -450,6 +546,7 @@ impl Unit {
         }
         self.stored(self.store.set_value("interrupted", ""));
         self.status.lock().unwrap().interrupted = false;
+        self.share_shown();
         // About to run (after planning again): no longer waiting.
         self.show_not_started(Status::Waiting, Status::Pending);
         self.trigger(Reason::Continue);

@@ -371,7 +371,7 @@ mod tests {
     use super::*;
 
     fn env(event: Event) -> Envelope {
-        Envelope { id: 1, unit: None, time: "2026-12-05T13:30:00Z".into(), event }
+        Envelope { id: 1, unit: None, origin: None, time: "2026-12-05T13:30:00Z".into(), event }
     }
 
     #[test]

@@ -96,11 +96,25 @@ CREATE TABLE journal (
     PRIMARY KEY (run, idx)
 );
 ",
+    // Events relayed between daemons too large for a notification (`daemon::relay`), and the
+    // URL of each daemon's API (a unit's holder is named with it when another daemon is asked
+    // to change the unit).
+    "
+CREATE TABLE fleet_events (
+    id     BIGSERIAL PRIMARY KEY,
+    origin TEXT NOT NULL,
+    at     TIMESTAMPTZ NOT NULL DEFAULT now(),
+    body   TEXT NOT NULL
+);
+CREATE INDEX fleet_events_at ON fleet_events (at);
+ALTER TABLE daemons ADD COLUMN address TEXT;
+",
 ];
 
 /// The versions whose tables are the fleet's, kept in the default schema only (see
-/// `migrate_in`): 2 (leases, daemons) and 3 (the shared journal).
-const FLEET_VERSIONS: &[i64] = &[2, 3];
+/// `migrate_in`): 2 (leases, daemons), 3 (the shared journal) and 4 (relayed events, the
+/// daemons' addresses).
+const FLEET_VERSIONS: &[i64] = &[2, 3, 4];
 
 /// The schema version this binary writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
