@@ -12,7 +12,7 @@
 //!   others, and to each of them reconciled by its new holder (default `--lease-ttl` 6 s);
 //! * the most connections the daemons had open to the database (`pg_stat_activity`).
 //!
-//! "Applied" is counted from the daemons' `capstan_reconciles_total{result="applied"}`, read
+//! "Applied" is counted from the daemons' `capstan_reconciles_total{result="converged"}`, read
 //! from `/metrics`, which asks nothing of the store (`/v1/units` would, for every unit).
 //!
 //! Run: `cargo bench --bench fleet` (`FLEET_RUNS=3`, `FLEET_UNITS=100`, `FLEET_JOBS=100`;
@@ -174,7 +174,7 @@ impl Connections {
             while !s.load(Ordering::SeqCst) {
                 let n: i64 = db
                     .query_one(
-                        "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = current_database() AND pid != pg_backend_pid()",
+                        "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = current_database() AND pid != pg_backend_pid() AND backend_type = 'client backend'",
                         &[],
                     )
                     .map(|r| r.get(0))
@@ -230,14 +230,15 @@ fn main() {
         let started = Instant::now();
         let fleet: Vec<Proc> = (0..3).map(|_| daemon(repo.path(), &store)).collect();
         let applied = |fleet: &[Proc]| {
-            fleet.iter().map(|p| p.metric("capstan_reconciles_total", "result=\"applied\"")).sum::<f64>()
+            fleet.iter().map(|p| p.metric("capstan_reconciles_total", "result=\"converged\"")).sum::<f64>()
         };
         let queries = |fleet: &[Proc]| fleet.iter().map(|p| p.metric("capstan_store_queries_total", "")).sum::<f64>();
-        let unchanged = |fleet: &[Proc]| {
-            fleet.iter().map(|p| p.metric("capstan_reconciles_total", "result=\"unchanged\"")).sum::<f64>()
+        let in_sync = |fleet: &[Proc]| {
+            fleet.iter().map(|p| p.metric("capstan_reconciles_total", "result=\"in_sync\"")).sum::<f64>()
         };
         wait(limit, || applied(&fleet) >= units as f64);
         f.first.push(started.elapsed().as_secs_f64());
+        eprintln!("run {run}: the first commit applied in {:.1} s", f.first[run]);
 
         // Settled: every unit held, none by a daemon beyond its fair share.
         let share = units.div_ceil(3);
@@ -260,15 +261,16 @@ fn main() {
         write_units(repo.path(), &sandboxes, jobs, "2");
         wait(limit, || applied(&fleet) - a0 >= units as f64);
         f.commit.push(t0.elapsed().as_secs_f64());
+        eprintln!("run {run}: the commit touching all units applied in {:.1} s", f.commit[run]);
         f.per_apply.push((queries(&fleet) - q0 - rate * t0.elapsed().as_secs_f64()) / units as f64);
 
         // A no-op reconcile of every unit: each daemon syncs the units it holds (the others
         // stand by, with no query).
-        let (r0, q0, t0) = (unchanged(&fleet), queries(&fleet), Instant::now());
+        let (r0, q0, t0) = (in_sync(&fleet), queries(&fleet), Instant::now());
         for p in &fleet {
             let _ = reqwest::blocking::Client::new().post(format!("{}/v1/sync", p.url)).send();
         }
-        wait(limit, || unchanged(&fleet) - r0 >= units as f64);
+        wait(limit, || in_sync(&fleet) - r0 >= units as f64);
         f.per_noop.push((queries(&fleet) - q0 - rate * t0.elapsed().as_secs_f64()) / units as f64);
 
         // kill -9 the daemon holding most units.
@@ -291,7 +293,7 @@ fn main() {
                 .iter()
                 .flat_map(|p| p.get("/v1/units").as_array().cloned().unwrap_or_default())
                 .filter(|u| u["lease"]["this_daemon"] == true)
-                .filter(|u| u["last_result"] == "unchanged" || u["last_result"] == "applied")
+                .filter(|u| ["unchanged", "in_sync", "converged"].iter().any(|r| u["last_result"] == *r))
                 .filter_map(|u| u["name"].as_str().map(String::from))
                 .collect();
             its.iter().all(|u| done.contains(u))

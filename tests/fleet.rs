@@ -340,10 +340,12 @@ fn held_units(m: &Member) -> Vec<String> {
     leases.iter().filter(|l| l["this_daemon"] == true).map(|l| l["unit"].as_str().unwrap().to_string()).collect()
 }
 
-/// The connections open to `store`'s database now (the one asking left out).
+/// The clients' connections open to `store`'s database now (the one asking left out, and the
+/// server's own autovacuum workers).
 fn connections(db: &mut postgres::Client) -> i64 {
     db.query_one(
-        "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = current_database() AND pid != pg_backend_pid()",
+        "SELECT COUNT(*) FROM pg_stat_activity
+          WHERE datname = current_database() AND pid != pg_backend_pid() AND backend_type = 'client backend'",
         &[],
     )
     .unwrap()
