@@ -214,6 +214,10 @@ pub struct DaemonArgs {
     /// How often live state is compared with the applied commit.
     #[arg(long, default_value = "5m", value_parser = parse_duration)]
     pub resync: std::time::Duration,
+    /// With a PostgreSQL --store and several units: how many connections the units share for
+    /// their histories (the lease keeper and the shared journal use one more).
+    #[arg(long, default_value_t = crate::daemon::DEFAULT_STORE_CONNECTIONS)]
+    pub store_connections: usize,
     /// With a PostgreSQL --store: how long the unit's lease lasts unrenewed. It is renewed
     /// every third of this; a dead daemon's unit is taken over within about 4/3 of it.
     #[arg(long, default_value = "6s", value_parser = parse_lease_ttl)]

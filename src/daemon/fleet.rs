@@ -243,11 +243,12 @@ impl Fleet {
         self.live.store(live, Ordering::SeqCst);
         let mut lost = Vec::new();
         let mine: Vec<Held> = self.held.lock().unwrap().values().cloned().collect();
+        // Measured before the renewal is sent: the deadline is never past the database's.
+        let sent = Instant::now();
+        let (m, id) = (mine.clone(), self.id.clone());
+        let renewed = db.call(move |c| lease::renew_all(c, &m, &id, ttl))?;
         for held in mine {
-            let (h, id) = (held.clone(), self.id.clone());
-            // Measured before the renewal is sent: the deadline is never past the database's.
-            let sent = Instant::now();
-            if db.call(move |c| lease::renew(c, &h, &id, ttl))? {
+            if renewed.contains(&held.unit) {
                 if let Some(until) = self.until.lock().unwrap().get(&held.unit) {
                     until.renewed(sent, ttl, self.margin());
                 }
@@ -256,13 +257,28 @@ impl Fleet {
                 lost.push(held);
             }
         }
+        // Who holds what: only a unit free or expired is tried (one statement each, which two
+        // racers cannot both win), not every unit another daemon holds.
+        let names: Vec<String> = units.to_vec();
+        let read = move |c: &mut postgres::Client| {
+            let rows = c.query(
+                "SELECT unit, holder, generation, expires_at > now() FROM leases WHERE unit = ANY($1)",
+                &[&names],
+            )?;
+            Ok(rows
+                .iter()
+                .map(|r| (r.get::<_, String>(0), r.get::<_, String>(1), r.get::<_, i64>(2), r.get::<_, bool>(3)))
+                .collect::<Vec<_>>())
+        };
+        let mut rows = db.call(read.clone())?;
         let mut taken = Vec::new();
         let share = lease::fair_share(units.len(), live);
         for unit in units {
             if self.held.lock().unwrap().len() >= share {
                 break;
             }
-            if self.held.lock().unwrap().contains_key(unit) {
+            let others = rows.iter().any(|(u, holder, _, live)| u == unit && *live && *holder != self.id);
+            if others || self.held.lock().unwrap().contains_key(unit) {
                 continue;
             }
             let (u, id) = (unit.clone(), self.id.clone());
@@ -277,17 +293,9 @@ impl Fleet {
                 taken.push(held);
             }
         }
-        let names: Vec<String> = units.to_vec();
-        let rows = db.call(move |c| {
-            let rows = c.query(
-                "SELECT unit, holder, generation, expires_at > now() FROM leases WHERE unit = ANY($1)",
-                &[&names],
-            )?;
-            Ok(rows
-                .iter()
-                .map(|r| (r.get::<_, String>(0), r.get::<_, String>(1), r.get::<_, i64>(2), r.get::<_, bool>(3)))
-                .collect::<Vec<_>>())
-        })?;
+        if !taken.is_empty() {
+            rows = db.call(read)?;
+        }
         let mut holdings = BTreeMap::new();
         for (unit, holder, generation, live) in rows {
             let this_daemon = live && holder == self.id;

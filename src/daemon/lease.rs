@@ -62,14 +62,28 @@ pub fn acquire(client: &mut Client, unit: &str, holder: &str, ttl: Duration) -> 
     Ok(row.map(|r| Held { unit: unit.to_string(), generation: r.get(0) }))
 }
 
-/// Renews a held lease; `false` when it was lost (expired and taken, or another generation).
-pub fn renew(client: &mut Client, held: &Held, holder: &str, ttl: Duration) -> Result<bool, postgres::Error> {
-    let n = client.execute(
+/// Renews every lease of `held` in one statement; answers the units renewed (a unit missing
+/// was lost: expired and taken, or another generation). A keeper holding a hundred units
+/// makes one round trip, not a hundred.
+pub fn renew_all(
+    client: &mut Client,
+    held: &[Held],
+    holder: &str,
+    ttl: Duration,
+) -> Result<Vec<String>, postgres::Error> {
+    if held.is_empty() {
+        return Ok(Vec::new());
+    }
+    let units: Vec<&str> = held.iter().map(|h| h.unit.as_str()).collect();
+    let generations: Vec<i64> = held.iter().map(|h| h.generation).collect();
+    let rows = client.query(
         "UPDATE leases SET expires_at = now() + make_interval(secs => $4::float8 / 1000.0)
-         WHERE unit = $1 AND holder = $2 AND generation = $3 AND expires_at > now()",
-        &[&held.unit, &holder, &held.generation, &millis(ttl)],
+         WHERE holder = $1 AND expires_at > now()
+           AND (unit, generation) IN (SELECT * FROM unnest($2::text[], $3::int8[]))
+         RETURNING unit",
+        &[&holder, &units, &generations, &millis(ttl)],
     )?;
-    Ok(n == 1)
+    Ok(rows.iter().map(|r| r.get(0)).collect())
 }
 
 /// The fence: `true` only while `holder` still holds the lease with its generation and at
@@ -177,6 +191,9 @@ pub(crate) mod tests {
         let mut c = postgres::Client::connect(&url, postgres::NoTls).unwrap();
         let unit = format!("lease-test-{}", daemon_id());
         let ttl = Duration::from_millis(600);
+        let renew = |c: &mut Client, held: &Held, holder: &str, ttl| {
+            renew_all(c, std::slice::from_ref(held), holder, ttl).map(|units| units == [held.unit.clone()])
+        };
         let a = acquire(&mut c, &unit, "a", ttl).unwrap().expect("free: a takes it");
         assert!(acquire(&mut c, &unit, "b", ttl).unwrap().is_none(), "b cannot take an unexpired lease");
         assert!(fenced(&mut c, &a, "a", Duration::from_millis(100)).unwrap());
@@ -186,6 +203,11 @@ pub(crate) mod tests {
         let b = acquire(&mut c, &unit, "b", ttl).unwrap().expect("expired: b takes it");
         assert_eq!(b.generation, a.generation + 1);
         assert!(!renew(&mut c, &a, "a", ttl).unwrap(), "a lost it");
+        // Renewed together, in one statement: only the lease still held is.
+        let kept = acquire(&mut c, &format!("{unit}-2"), "a", Duration::from_secs(60)).unwrap().expect("free");
+        let renewed = renew_all(&mut c, &[a.clone(), kept.clone()], "a", ttl).unwrap();
+        assert_eq!(renewed, std::slice::from_ref(&kept.unit), "the lost one is not renewed");
+        assert!(renew_all(&mut c, &[], "a", ttl).unwrap().is_empty());
         assert!(!fenced(&mut c, &a, "a", Duration::ZERO).unwrap(), "a's old generation is fenced");
     }
 }

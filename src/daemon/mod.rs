@@ -95,6 +95,9 @@ pub struct DaemonOptions {
     pub allow_check_failures: bool,
     /// Take over declared resources another owner's mark claims.
     pub take_ownership: bool,
+    /// How many connections to PostgreSQL a fleet's units share for their histories (the
+    /// lease keeper and the shared journal have one more of their own).
+    pub store_connections: usize,
     /// How long a unit's lease lasts unrenewed (PostgreSQL store): a dead daemon's unit is
     /// taken over within about this plus a third of it.
     pub lease_ttl: Duration,
@@ -109,6 +112,10 @@ impl DaemonOptions {
 
 /// How many units reconcile at once unless `--unit-parallelism` says otherwise.
 pub const DEFAULT_UNIT_PARALLELISM: usize = 4;
+
+/// How many PostgreSQL connections a fleet's units share unless `--store-connections` says
+/// otherwise: as many as reconcile at once.
+pub const DEFAULT_STORE_CONNECTIONS: usize = 4;
 
 /// Why a reconcile runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -194,6 +201,9 @@ pub struct Daemon {
     broken: Mutex<BTreeMap<String, String>>,
     /// One plain `--path`: one unit, kept exactly as a daemon always kept it.
     single: bool,
+    /// Where the units of a fleet keep their histories (with PostgreSQL: one bounded pool of
+    /// connections for them all, `--store-connections`).
+    stores: Arc<store::Stores>,
     /// The commit the units were last looked for at.
     discovered_at: Mutex<Option<String>>,
     /// How many units reconcile at once.
@@ -292,7 +302,11 @@ impl Daemon {
         let state_dir = opts.state_dir.clone();
         let spec = opts.repo.clone();
         let source = Arc::new(tokio::task::spawn_blocking(move || GitSource::open(spec, &state_dir)).await??);
+        if opts.store_connections == 0 {
+            anyhow::bail!("--store-connections must be at least 1");
+        }
         let fleet = Arc::new(fleet::Fleet::open(opts.store.as_deref(), opts.lease_ttl)?);
+        let stores = Arc::new(store::Stores::open(opts.store.as_deref(), opts.store_connections)?);
         let daemon = Arc::new(Daemon {
             fleet,
             source,
@@ -301,6 +315,7 @@ impl Daemon {
             units: RwLock::new(BTreeMap::new()),
             broken: Mutex::new(BTreeMap::new()),
             single,
+            stores,
             discovered_at: Mutex::new(None),
             permits: Arc::new(tokio::sync::Semaphore::new(opts.unit_parallelism)),
             shutting_down: Arc::new(AtomicBool::new(false)),
@@ -331,6 +346,7 @@ impl Daemon {
             shutting_down: self.shutting_down.clone(),
             permits: self.permits.clone(),
             single: self.single,
+            stores: self.stores.clone(),
             fleet: self.fleet.clone(),
         }
     }

@@ -28,7 +28,7 @@ use futures::StreamExt;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
-use tokio_postgres::{AsyncMessage, Client, NoTls};
+use tokio_postgres::{AsyncMessage, Client};
 
 /// The notification channel.
 pub const CHANNEL: &str = "capstan_events";
@@ -50,6 +50,8 @@ pub fn start(
     closed: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     let shown = crate::redact::url(url);
+    // TLS as the store's other connections make it (`sslmode`, `sslrootcert`).
+    let (url, tls) = crate::pg::Tls::from_url(url, &shown)?;
     let mut config: tokio_postgres::Config = url.parse().map_err(|e: tokio_postgres::Error| {
         anyhow::Error::new(e).context(format!("--store {shown} is not a PostgreSQL URL"))
     })?;
@@ -58,12 +60,13 @@ pub fn start(
     }
     let (tx, outbox) = mpsc::channel(QUEUE);
     bus.relay_to(origin.to_string(), tx);
-    let relay = Relay { config, shown, origin: origin.to_string(), bus };
+    let relay = Relay { config, tls, shown, origin: origin.to_string(), bus };
     Ok(tokio::spawn(relay.run(outbox, closed)))
 }
 
 struct Relay {
     config: tokio_postgres::Config,
+    tls: crate::pg::Tls,
     shown: String,
     origin: String,
     bus: Arc<EventBus>,
@@ -117,17 +120,16 @@ impl Relay {
         closed: &mut std::pin::Pin<&mut (impl Future<Output = ()> + Send)>,
     ) -> Ended {
         let connected = tokio::select! {
-            c = self.config.connect(NoTls) => c,
+            c = self.tls.connect_async(&self.config) => c,
             _ = closed.as_mut() => return Ended::Closed,
         };
-        let (client, mut connection) = match connected {
+        let (client, mut messages) = match connected {
             Ok(c) => c,
             Err(e) => return lost(e, false),
         };
         // The connection is driven by a task of its own, which hands notifications over.
         let (incoming_tx, mut incoming) = mpsc::unbounded_channel::<String>();
         let driver = tokio::spawn(async move {
-            let mut messages = std::pin::pin!(futures::stream::poll_fn(move |cx| connection.poll_message(cx)));
             while let Some(m) = messages.next().await {
                 match m {
                     Ok(AsyncMessage::Notification(n)) => {

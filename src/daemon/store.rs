@@ -137,6 +137,30 @@ pub struct Summary {
     pub last_trigger: Option<String>,
 }
 
+/// Where a daemon's units keep their histories: each its SQLite file, or one bounded pool of
+/// PostgreSQL connections all units share (`--store-connections`), each unit in its schema.
+pub enum Stores {
+    Sqlite,
+    Postgres(std::sync::Arc<postgresql::Pool>),
+}
+
+impl Stores {
+    /// What `--store` names (as [`Store::open_at`] reads it), with at most `connections`
+    /// connections to PostgreSQL for all units together; none is made here.
+    pub fn open(store: Option<&str>, connections: usize) -> anyhow::Result<Stores> {
+        match store.map(str::trim).filter(|s| !s.is_empty()) {
+            None | Some("sqlite") => Ok(Stores::Sqlite),
+            Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+                Ok(Stores::Postgres(postgresql::Pool::open(url, connections)?))
+            }
+            Some(other) => anyhow::bail!(
+                "--store takes a postgres:// URL, or sqlite for the database in the state directory; got {:?}",
+                crate::redact::url(other)
+            ),
+        }
+    }
+}
+
 /// The daemon's durable state, in whichever engine keeps it.
 pub struct Store {
     engine: Box<dyn Engine>,
@@ -285,13 +309,12 @@ impl Store {
     /// every other unit's and found again by a daemon restarted on the same state directory or
     /// store: with SQLite, a database of its own in the unit's state directory `dir`
     /// (`units/<name>/capstan.db`); with PostgreSQL, the same tables in a schema of the unit's
-    /// own (`capstan_unit_<hash of its name>`, migrated on open as the default one is).
-    pub fn open_unit(store: Option<&str>, dir: &Path, unit: &str) -> anyhow::Result<Self> {
-        match store.map(str::trim).filter(|s| !s.is_empty()) {
-            Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
-                Ok(Store { engine: Box::new(postgresql::Postgres::open_unit(url, unit)?) })
-            }
-            other => Self::open_at(other, dir),
+    /// own (`capstan_unit_<hash of its name>`, migrated on open as the default one is), on the
+    /// connections all the daemon's units share.
+    pub fn open_unit(stores: &Stores, dir: &Path, unit: &str) -> anyhow::Result<Self> {
+        match stores {
+            Stores::Postgres(pool) => Ok(Store { engine: Box::new(postgresql::Postgres::open_unit(pool, unit)?) }),
+            Stores::Sqlite => Self::open(dir),
         }
     }
 

@@ -100,6 +100,8 @@ pub(super) struct UnitContext {
     /// A daemon of one unit keeps everything where it always did (`capstan.db` in the state
     /// directory); a fleet's unit under `units/<name>`.
     pub single: bool,
+    /// Where the units keep their histories (shared PostgreSQL connections, or SQLite files).
+    pub stores: Arc<super::store::Stores>,
     pub fleet: Arc<fleet::Fleet>,
 }
 
@@ -143,7 +145,9 @@ impl Unit {
         let store = if cx.single {
             Store::open_at(opts.store.as_deref(), &opts.state_dir)?
         } else {
-            Store::open_unit(opts.store.as_deref(), &state_dir, &name)?
+            let (stores, dir, unit) = (cx.stores.clone(), state_dir.clone(), name.clone());
+            // Migrating the unit's schema waits for a connection of the pool: not on a worker.
+            tokio::task::spawn_blocking(move || Store::open_unit(&stores, &dir, &unit)).await??
         };
         // The target comes from the newest commit's capstan.yaml (or --target). A commit whose
         // capstan.yaml cannot be read is an error here: its defaults would be another target

@@ -46,6 +46,7 @@ pub(super) async fn daemon(args: DaemonArgs) -> anyhow::Result<u8> {
         allow_check_failures: args.allow_check_failures,
         take_ownership: args.take_ownership,
         lease_ttl: args.lease_ttl,
+        store_connections: args.store_connections,
     };
     crate::daemon::serve(opts).await?;
     Ok(EXIT_OK)

@@ -12,15 +12,15 @@
 //! together migrate once): `capstan_schema` lists the versions applied. A store whose version
 //! is newer than this binary knows is refused, never written.
 //!
-//! The connection is plain TCP (`sslmode=require` is refused by the client): TLS with rustls
-//! is not wired in yet. The URL's password is never shown: every message names the store by
-//! [`crate::redact::url`].
+//! TLS is rustls, as the URL's `sslmode` and `sslrootcert` say (`crate::pg`'s `tls.rs`). The
+//! URL's password is never shown: every message names the store by [`crate::redact::url`].
+//! A daemon's units share one bounded [`Pool`] of connections, each unit's jobs in its schema.
 
 use super::{CommitStatus, Configuration, Engine, Entry, Summary, Transition, now, transition};
-pub use crate::pg::{Postgres, calls};
+pub use crate::pg::{Pool, Postgres, calls};
 use postgres::Client;
 use serde_json::Value;
-use std::time::Duration;
+use std::sync::Arc;
 
 /// One step of the schema each, in order: version N is `MIGRATIONS[N - 1]`. Never edit a
 /// released one; add the next.
@@ -173,33 +173,21 @@ fn migrate_in(client: &mut Client, shown: &str, schema: Option<&str>) -> anyhow:
 impl Postgres {
     /// Connects, migrates, and starts the thread that owns the connection.
     pub fn open(url: &str) -> anyhow::Result<Self> {
-        Self::open_in(url, None)
+        let (config, tls, shown) = crate::pg::parse(url)?;
+        let migrating = shown.clone();
+        let store = Postgres::start(config, tls, &shown, move |c| migrate_in(c, &migrating, None))?;
+        tracing::info!(store = %shown, version = SCHEMA_VERSION, "the history is kept in PostgreSQL");
+        Ok(store)
     }
 
     /// The store of one unit of a daemon of several: the same tables, in the unit's own schema
-    /// (`unit_schema`), so each unit's history is apart and found again on every start.
-    pub fn open_unit(url: &str, unit: &str) -> anyhow::Result<Self> {
-        Self::open_in(url, Some(unit_schema(unit)))
-    }
-
-    fn open_in(url: &str, schema: Option<String>) -> anyhow::Result<Self> {
-        let shown = crate::redact::url(url);
-        // The parser's messages name options, never their values; the URL is shown redacted.
-        let mut config: postgres::Config = url.parse().map_err(|e: postgres::Error| {
-            anyhow::Error::new(e).context(format!("--store {shown} is not a PostgreSQL URL"))
-        })?;
-        if config.get_connect_timeout().is_none() {
-            config.connect_timeout(Duration::from_secs(10));
-        }
-        if let Some(schema) = &schema {
-            // Every connection (a lost one is made again) reads and writes the unit's schema.
-            let given = config.get_options().unwrap_or_default().to_string();
-            config.options(format!("{given} -c search_path={schema}").trim());
-        }
-        let migrating = shown.clone();
-        let store = Postgres::start(config, &shown, move |c| migrate_in(c, &migrating, schema.as_deref()))?;
-        tracing::info!(store = %shown, version = SCHEMA_VERSION, "the history is kept in PostgreSQL");
-        Ok(store)
+    /// (`unit_schema`), so each unit's history is apart and found again on every start; its
+    /// jobs run on `pool`, the connections all the daemon's units share.
+    pub fn open_unit(pool: &Arc<Pool>, unit: &str) -> anyhow::Result<Self> {
+        let schema = unit_schema(unit);
+        let migrating = format!("{} (schema {schema}, unit {unit})", pool.shown());
+        let s = schema.clone();
+        Postgres::on(pool.clone(), Some(schema), move |c| migrate_in(c, &migrating, Some(&s)))
     }
 }
 
