@@ -227,11 +227,11 @@ impl Unit {
                 return Reconciled::ObserveFailed;
             }
         };
-        let t = Instant::now();
-        let merged = planned.rendered.redactor.value(&provider.merge_documents(&planned.rendered.documents));
-        self.stored(self.store.set_rendered(&sha, &merged));
-        drop(merged);
-        let rendered_stored_in = t.elapsed();
+        // The rendered manifest is kept once the plan is judged and applied: off the path from
+        // a commit to its apply (its cost at 10,000 resources is a second of a debug build).
+        let mut planned = planned;
+        let documents = std::mem::take(&mut planned.rendered.documents);
+        let redactor = planned.rendered.redactor.clone();
         let t = Instant::now();
         // The same bytes `capstan plan --repo ... --ref <sha> --output json` prints.
         let plan_json = PlanView::new(
@@ -246,12 +246,33 @@ impl Unit {
             self.stored(self.store.set_plan(&sha, &format!("{text}\n")));
         }
         drop(plan_json);
+        let plan_stored_in = t.elapsed();
+        let result = self.judge(&sha, reason, drift_check, planned, next, session, &config).await;
+        let t = Instant::now();
+        let merged = redactor.value(&provider.merge_documents(&documents));
+        drop(documents);
+        self.stored(self.store.set_rendered(&sha, &merged));
         tracing::info!(
-            rendered_ms = rendered_stored_in.as_secs_f64() * 1e3,
-            plan_ms = t.elapsed().as_secs_f64() * 1e3,
-            "stored the rendered manifest and the plan"
+            plan_ms = plan_stored_in.as_secs_f64() * 1e3,
+            rendered_ms = t.elapsed().as_secs_f64() * 1e3,
+            "stored the plan and the rendered manifest"
         );
+        result
+    }
 
+    /// A plan made: a drift check's report, the guards, and the apply.
+    #[allow(clippy::too_many_arguments)]
+    async fn judge(
+        &self,
+        sha: &str,
+        reason: Reason,
+        drift_check: bool,
+        planned: Planned,
+        next: engine::Baseline,
+        session: Session<'_>,
+        config: &Config,
+    ) -> Reconciled {
+        let sha = sha.to_string();
         if drift_check {
             let drifted: Vec<String> = planned
                 .changes
