@@ -61,8 +61,9 @@ pub async fn plan_since(
     let rendered = render(snapshot, config, opts, provider, cache)?;
     let rendered_in = t.elapsed();
     let inputs = inputs_digest(snapshot, opts, flags);
-    let digests: HashMap<ResourceId, u128> =
-        rendered.desired.resources.values().map(|d| (d.id.clone(), digest(d))).collect();
+    let t = Instant::now();
+    let digests = digests(&rendered.desired);
+    tracing::info!(digest_ms = t.elapsed().as_secs_f64() * 1e3, "declarations digested");
     let mut rendered = rendered;
     if let Some(base) = baseline.filter(|b| b.inputs == inputs) {
         let changed = changed(base, &digests);
@@ -98,33 +99,30 @@ fn inputs_digest(snapshot: &Snapshot, opts: &RenderOptions, flags: PlanFlags) ->
     h.digest128()
 }
 
-/// A declaration's content, its place aside: identity, spec, references, exclusive key.
-pub fn digest(d: &crate::model::DesiredResource) -> u128 {
-    struct Feed(xxhash_rust::xxh3::Xxh3);
-    impl std::io::Write for Feed {
-        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-            self.0.update(b);
-            Ok(b.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let mut f = Feed(xxhash_rust::xxh3::Xxh3::new());
+/// Every declaration's digest ([`digest`]).
+fn digests(desired: &DesiredState) -> HashMap<ResourceId, u128> {
+    let mut buf = Vec::new();
+    desired.resources.values().map(|d| (d.id.clone(), digest(d, &mut buf))).collect()
+}
+
+/// A declaration's content, its place aside: identity, spec, references, exclusive key. `buf`
+/// is room to write the spec's JSON in, hashed at once (many small updates cost more).
+pub fn digest(d: &crate::model::DesiredResource, buf: &mut Vec<u8>) -> u128 {
+    buf.clear();
     for s in [&d.id.kind, &d.id.name] {
-        f.0.update(s.as_bytes());
-        f.0.update(&[0]);
+        buf.extend_from_slice(s.as_bytes());
+        buf.push(0);
     }
-    let _ = serde_json::to_writer(&mut f, &d.spec);
+    let _ = serde_json::to_writer(&mut *buf, &d.spec);
     for r in &d.references {
-        f.0.update(&[1]);
-        f.0.update(r.target.kind.as_bytes());
-        f.0.update(&[0]);
-        f.0.update(r.target.name.as_bytes());
+        buf.push(1);
+        buf.extend_from_slice(r.target.kind.as_bytes());
+        buf.push(0);
+        buf.extend_from_slice(r.target.name.as_bytes());
     }
-    f.0.update(&[2]);
-    f.0.update(d.exclusive.as_deref().unwrap_or("\u{1}").as_bytes());
-    f.0.digest128()
+    buf.push(2);
+    buf.extend_from_slice(d.exclusive.as_deref().unwrap_or("\u{1}").as_bytes());
+    xxhash_rust::xxh3::xxh3_128(buf)
 }
 
 /// Declarations new or different since the baseline, and those it had that are gone.
