@@ -100,6 +100,21 @@ pub trait Drive: Send + Sync {
     /// be held whole.
     async fn observe(&self, kinds: &BTreeSet<String>, desired: &DesiredState) -> Result<LiveState, ApiError>;
 
+    /// Observe as [`Drive::observe`] does, but of the kinds the platform can read one
+    /// resource at a time read only the resources `only` names (and what comes with them):
+    /// the platform's cheapest call when a commit or an apply touched a few resources among
+    /// thousands. None when the platform has no cheaper call than listing (the caller then
+    /// observes everything). What is known is [`crate::model::Scoped::covers`].
+    async fn observe_only(
+        &self,
+        kinds: &BTreeSet<String>,
+        desired: &DesiredState,
+        only: &[ResourceId],
+    ) -> Result<Option<crate::model::Scoped>, ApiError> {
+        let _ = (kinds, desired, only);
+        Ok(None)
+    }
+
     /// Carry out one step and wait until the platform reports it done.
     async fn execute(&self, op: Operation<'_>, live_state: &LiveState) -> Result<(), ApiError>;
 

@@ -132,6 +132,20 @@ impl<'a> Session<'a> {
         engine::plan(self.target.provider.as_ref(), snapshot, config, render, flags, cache).await
     }
 
+    /// [`Session::plan`], incremental against `baseline` where it can be ([`engine::plan_since`]).
+    pub async fn plan_since(
+        &self,
+        snapshot: &Snapshot,
+        config: &Config,
+        render: &RenderOptions,
+        flags: PlanFlags,
+        cache: Option<&RenderCache>,
+        baseline: Option<&engine::Baseline>,
+    ) -> Result<engine::Since, PlanError> {
+        let provider = self.target.provider.as_ref();
+        engine::plan_since(provider, snapshot, config, render, flags, cache, baseline).await
+    }
+
     /// The guards every mode that changes a target passes: the mass-delete guard, then the
     /// platform's pre-apply checks.
     pub fn guard(&self, planned: Planned, guards: Guards<'_>) -> Result<Cleared, Refusal> {
@@ -207,10 +221,12 @@ impl<'a> Session<'a> {
             return Ok(Applied::Stopped(outcome));
         }
         // A step that said done and was not is caught by planning again what was touched.
+        let started = std::time::Instant::now();
         let verified = match outcome.converged() {
             true => engine::verify(provider, cleared).await,
             false => Ok(()),
         };
+        tracing::info!(verify_ms = started.elapsed().as_secs_f64() * 1e3, "read back");
         let ended = journal.end(if outcome.converged() && verified.is_ok() { "done" } else { "failed" });
         Ok(Applied::Finished { outcome, verified, ended })
     }

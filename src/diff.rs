@@ -238,8 +238,18 @@ pub fn check_exclusive(desired: &DesiredState, live: &LiveState, changes: &Chang
 /// Check that no declaration takes over a resource another owner marks: that needs
 /// `--take-ownership`.
 pub fn check_owners(provider: &dyn Compare, desired: &DesiredState, live: &LiveState) -> Diagnostics {
+    check_owners_within(provider, desired, live, &|_| true)
+}
+
+/// [`check_owners`] of the declarations whose live state is known (`covers`).
+pub fn check_owners_within(
+    provider: &dyn Compare,
+    desired: &DesiredState,
+    live: &LiveState,
+    covers: &dyn Fn(&ResourceId) -> bool,
+) -> Diagnostics {
     let mut diags = Diagnostics::default();
-    for d in desired.resources.values() {
+    for d in desired.resources.values().filter(|d| covers(&d.id)) {
         if let Some(other) = live.get(&d.id).and_then(|l| taken_from(provider, l)) {
             diags.push(Diagnostic::error_at(
                 d.origin.clone(),
@@ -262,14 +272,24 @@ fn taken_from<'a>(provider: &dyn Compare, l: &'a LiveResource) -> Option<&'a str
 
 /// Check that every reference points at something declared or live.
 pub fn check_references(desired: &DesiredState, live: &LiveState) -> Diagnostics {
+    check_references_within(desired, live, &|_| true)
+}
+
+/// [`check_references`] of the declarations whose live state is known (`covers`); a reference
+/// to a resource whose live state is not known is not checked (unknown rather than missing).
+pub fn check_references_within(
+    desired: &DesiredState,
+    live: &LiveState,
+    covers: &dyn Fn(&ResourceId) -> bool,
+) -> Diagnostics {
     let mut diags = Diagnostics::default();
-    for r in desired.resources.values() {
+    for r in desired.resources.values().filter(|r| covers(&r.id)) {
         for reference in &r.references {
             let t = &reference.target;
             if desired.resources.contains_key(t) || live.get(t).is_some() {
                 continue;
             }
-            if !live.observed_kinds.iter().any(|k| k == &t.kind) {
+            if !live.observed_kinds.iter().any(|k| k == &t.kind) || !covers(t) {
                 continue; // not listed: unknown rather than missing
             }
             diags.push(Diagnostic::error_at(
@@ -283,11 +303,24 @@ pub fn check_references(desired: &DesiredState, live: &LiveState) -> Diagnostics
 }
 
 pub fn diff(provider: &dyn Compare, desired: &DesiredState, live: &LiveState, prune: bool) -> ChangeSet {
+    diff_within(provider, desired, live, prune, &|_| true)
+}
+
+/// [`diff`] of the resources whose live state is known (`covers`, and every live one given):
+/// one entry per covered declaration and per covered deletion, each exactly what [`diff`]
+/// makes of it. Whether something is declared is asked of the whole desired state.
+pub fn diff_within(
+    provider: &dyn Compare,
+    desired: &DesiredState,
+    live: &LiveState,
+    prune: bool,
+    covers: &dyn Fn(&ResourceId) -> bool,
+) -> ChangeSet {
     let mut changes: BTreeMap<ResourceId, ResourceChange> = BTreeMap::new();
     let mut orphans = Vec::new();
     let mut kept = Vec::new();
 
-    for d in desired.resources.values() {
+    for d in desired.resources.values().filter(|d| covers(&d.id)) {
         let info = provider.kind_info(&d.id.kind);
         if !info.managed {
             continue;
@@ -346,7 +379,7 @@ pub fn diff(provider: &dyn Compare, desired: &DesiredState, live: &LiveState, pr
         let may = |r: &ResourceId| live.get(r).is_some_and(|x| x.owned && x.keep.is_none());
         l.removes.iter().find(|r| desired.resources.contains_key(*r) || !may(r))
     }
-    for l in live.resources.values() {
+    for l in live.resources.values().filter(|l| covers(&l.id)) {
         if declared(&l.id) || !provider.kind_info(&l.id.kind).managed {
             continue;
         }

@@ -14,6 +14,9 @@ use crate::source::Snapshot;
 use std::collections::BTreeSet;
 use std::time::Instant;
 
+mod scoped;
+pub use scoped::{Baseline, MAX_SCOPE, Since, plan_since};
+
 /// Why a plan could not be made.
 #[derive(Debug, thiserror::Error)]
 pub enum PlanError {
@@ -79,10 +82,20 @@ pub async fn plan(
     flags: PlanFlags,
     cache: Option<&RenderCache>,
 ) -> Result<Planned, PlanError> {
-    let prune = flags.prune;
     let t = Instant::now();
     let rendered = render(snapshot, config, opts, provider, cache)?;
-    let rendered_in = t.elapsed();
+    plan_rendered(provider, rendered, flags, snapshot.files.len(), t.elapsed()).await
+}
+
+/// [`plan`] from what is already rendered: observe every kind it needs, diff, plan.
+pub async fn plan_rendered(
+    provider: &dyn Provider,
+    rendered: Rendered,
+    flags: PlanFlags,
+    files: usize,
+    rendered_in: std::time::Duration,
+) -> Result<Planned, PlanError> {
+    let prune = flags.prune;
     let kinds = kinds_to_observe(provider, &rendered, prune);
     let t = Instant::now();
     let live = if kinds.is_empty() {
@@ -120,7 +133,7 @@ pub async fn plan(
     let preview = if plan.is_empty() { None } else { provider.preview(&changes, &rendered.desired, &live).await };
     let checks = provider.checks(&changes, &rendered.desired, &live).await;
     tracing::info!(
-        files = snapshot.files.len(),
+        files,
         desired = rendered.desired.resources.len(),
         live = live.resources.len(),
         steps = plan.steps.len(),
@@ -144,11 +157,21 @@ pub async fn verify(provider: &dyn Provider, planned: &Planned) -> Result<(), St
         return Ok(());
     }
     let kinds = kinds_to_observe(provider, &planned.rendered, planned.flags.prune);
-    let live = provider
-        .observe(&kinds, &planned.rendered.desired)
-        .await
-        .map_err(|e| format!("cannot read the platform back after applying: {e}"))?;
-    let again = diff::diff(provider, &planned.rendered.desired, &live, planned.flags.prune);
+    let desired = &planned.rendered.desired;
+    let failed = |e: crate::http::ApiError| format!("cannot read the platform back after applying: {e}");
+    // What was touched is read again, by the platform's cheapest call for a few resources.
+    let ids: Vec<crate::model::ResourceId> = touched.iter().map(|id| (*id).clone()).collect();
+    let scoped = match ids.len() <= scoped::MAX_SCOPE {
+        true => provider.observe_only(&kinds, desired, &ids).await.map_err(failed)?,
+        false => None,
+    };
+    let again = match &scoped {
+        Some(s) => diff::diff_within(provider, desired, &s.live, planned.flags.prune, &|id| s.covers(id)),
+        None => {
+            let live = provider.observe(&kinds, desired).await.map_err(failed)?;
+            diff::diff(provider, desired, &live, planned.flags.prune)
+        }
+    };
     let left: Vec<String> = again
         .changes
         .iter()

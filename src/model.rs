@@ -118,6 +118,27 @@ impl LiveState {
     }
 }
 
+/// What a platform read of a few resources ([`crate::apply::Drive::observe_only`]): the live
+/// state of every kind asked for, except that of the `partial` kinds only the resources in
+/// `covered` were read (those asked for and whatever is read with them: a job's bindings). Of
+/// a resource of a partial kind that is not covered nothing is known, not even whether it is
+/// live.
+#[derive(Clone, Debug, Default)]
+pub struct Scoped {
+    pub live: LiveState,
+    pub partial: Vec<String>,
+    /// Resources of the partial kinds whose live state is known exactly (live or not), and
+    /// whose declarations (when declared) may be compared with it.
+    pub covered: std::collections::HashSet<ResourceId>,
+}
+
+impl Scoped {
+    /// Whether what is live of `id` is known.
+    pub fn covers(&self, id: &ResourceId) -> bool {
+        !self.partial.contains(&id.kind) || self.covered.contains(id)
+    }
+}
+
 /// The same value with every map and list holding exactly as much room as it needs. Maps built
 /// by inserting grow their storage in steps and keep the slack; ten thousand resources of a few
 /// dozen fields each are held for a whole plan, so providers compact what they keep.

@@ -59,9 +59,17 @@ impl Unit {
             let started = Instant::now();
             let result = self.reconcile(reason).await;
             drop(permit);
+            let reconciled_in = started.elapsed();
             // A reconcile of ten thousand resources builds a few hundred MB it has now dropped:
             // hand it back, so an idle daemon is as small as what it keeps.
+            let t = Instant::now();
             crate::release_free_memory();
+            tracing::info!(
+                result = result.as_str(),
+                reconcile_ms = reconciled_in.as_secs_f64() * 1e3,
+                release_ms = t.elapsed().as_secs_f64() * 1e3,
+                "reconciled"
+            );
             // A failed apply is planned again once, from what is live now.
             if result == Reconciled::ApplyFailed && reason != Reason::Retry {
                 self.reasons.lock().unwrap().push(Reason::Retry);
@@ -89,7 +97,11 @@ impl Unit {
     /// One reconcile. Returns a word for the result, for metrics and status.
     pub(super) async fn reconcile(&self, reason: Reason) -> Reconciled {
         // Only while this daemon holds the unit's lease (always, with SQLite).
-        let Some(claim) = self.fleet.claim(self.unit()) else { return Reconciled::Standby };
+        let Some(claim) = self.fleet.claim(self.unit()) else {
+            // Another daemon may change the platform meanwhile.
+            self.baseline.lock().unwrap().take();
+            return Reconciled::Standby;
+        };
         self.set_phase(Phase::Fetching);
         let source = self.source.clone();
         let fetched = tokio::task::spawn_blocking(move || source.fetch_and_resolve())
@@ -131,8 +143,8 @@ impl Unit {
         // What the platform was last made equal to: an applied commit is applied again when
         // the branch (or a rollback) comes back to it after another.
         let live = self.store.get_value("live").ok().flatten().filter(|l| !l.is_empty());
-        let is_live =
-            live.or_else(|| self.status.lock().unwrap().last_applied.clone()).as_deref() == Some(sha.as_str());
+        let live = live.or_else(|| self.status.lock().unwrap().last_applied.clone());
+        let is_live = live.as_deref() == Some(sha.as_str());
         let drift_check = match (reason, known) {
             // An invalid commit stays invalid until the next commit, unless asked again (a sync,
             // or a restart: perhaps with --take-ownership, or other --var values).
@@ -199,16 +211,36 @@ impl Unit {
         }
         let provider = self.connected.provider.as_ref();
         let flags = engine::PlanFlags { prune: config.prune, take_ownership: self.opts.take_ownership };
-        let planned = match session.plan(&snapshot, &config, &self.opts.render, flags, Some(&self.render_cache)).await {
-            Ok(p) => p,
+        // A commit followed from the one the platform was last made equal to is planned
+        // incrementally (`engine::plan_since`); a drift check, sync, retry, rollback or continue,
+        // and the first commit past a resync interval without a full plan, in full.
+        let baseline = self.baseline.lock().unwrap().take().filter(|(base, _)| {
+            let recent = self.last_full.lock().unwrap().is_some_and(|t| t.elapsed() < self.opts.resync);
+            let followed = matches!(reason, Reason::Change | Reason::Poll | Reason::Webhook);
+            followed && !drift_check && recent && live.as_deref() == Some(base.as_str())
+        });
+        let cache = Some(&self.render_cache);
+        let baseline = baseline.map(|b| b.1);
+        let since = session.plan_since(&snapshot, &config, &self.opts.render, flags, cache, baseline.as_ref());
+        let (planned, next) = match since.await {
+            Ok(engine::Since { planned, baseline, scope }) => {
+                if scope.is_none() {
+                    *self.last_full.lock().unwrap() = Some(Instant::now());
+                }
+                (planned, baseline)
+            }
             Err(PlanError::Invalid(i)) => return self.invalid(&sha, reason, diagnostics_json(&i.0)),
             Err(PlanError::Observe(e)) => {
                 self.events.publish(Event::ObserveFailed { sha: sha.clone(), message: e });
                 return Reconciled::ObserveFailed;
             }
         };
-        let merged = planned.rendered.redactor.value(&provider.merge_documents(&planned.rendered.documents));
-        self.stored(self.store.set_rendered(&sha, &merged));
+        // The rendered manifest is kept once the plan is judged and applied: off the path from
+        // a commit to its apply (its cost at 10,000 resources is a second of a debug build).
+        let mut planned = planned;
+        let documents = std::mem::take(&mut planned.rendered.documents);
+        let redactor = planned.rendered.redactor.clone();
+        let t = Instant::now();
         // The same bytes `capstan plan --repo ... --ref <sha> --output json` prints.
         let plan_json = PlanView::new(
             self.platform(),
@@ -221,7 +253,34 @@ impl Unit {
         if let Ok(text) = serde_json::to_string_pretty(&plan_json) {
             self.stored(self.store.set_plan(&sha, &format!("{text}\n")));
         }
+        drop(plan_json);
+        let plan_stored_in = t.elapsed();
+        let result = self.judge(&sha, reason, drift_check, planned, next, session, &config).await;
+        let t = Instant::now();
+        let merged = redactor.value(&provider.merge_documents(&documents));
+        drop(documents);
+        self.stored(self.store.set_rendered(&sha, &merged));
+        tracing::info!(
+            plan_ms = plan_stored_in.as_secs_f64() * 1e3,
+            rendered_ms = t.elapsed().as_secs_f64() * 1e3,
+            "stored the plan and the rendered manifest"
+        );
+        result
+    }
 
+    /// A plan made: a drift check's report, the guards, and the apply.
+    #[allow(clippy::too_many_arguments)]
+    async fn judge(
+        &self,
+        sha: &str,
+        reason: Reason,
+        drift_check: bool,
+        planned: Planned,
+        next: engine::Baseline,
+        session: Session<'_>,
+        config: &Config,
+    ) -> Reconciled {
+        let sha = sha.to_string();
         if drift_check {
             let drifted: Vec<String> = planned
                 .changes
@@ -233,6 +292,7 @@ impl Unit {
             self.metrics.drifted_in(self.label.as_deref(), drifted.len() as i64);
             let changed = std::mem::replace(&mut self.status.lock().unwrap().drifted, drifted.clone()) != drifted;
             if drifted.is_empty() {
+                *self.baseline.lock().unwrap() = Some((sha, next));
                 return Reconciled::InSync;
             }
             if changed {
@@ -255,7 +315,13 @@ impl Unit {
         };
         // An applied commit whose drift repair would be refused stays applied.
         match session.guard(planned, guards) {
-            Ok(cleared) => self.apply(&sha, reason, cleared, session).await,
+            Ok(cleared) => {
+                let result = self.apply(&sha, reason, cleared, session).await;
+                if result == Reconciled::Converged {
+                    *self.baseline.lock().unwrap() = Some((sha, next));
+                }
+                result
+            }
             Err(Refusal::MassDelete { deletes, why }) => self.refuse(&sha, reason, deletes, why, !drift_check),
             Err(Refusal::Check { guard, why }) => self.refuse_as(&sha, reason, &guard, 0, why, !drift_check),
         }

@@ -38,6 +38,12 @@ pub struct Unit {
     /// by this unit (`moved`), and a fleet starts the unit afresh for it.
     pub(super) identity: target::Identity,
     pub(super) render_cache: RenderCache,
+    /// What the platform was last made equal to, by the commit it was (none after anything but
+    /// a converged apply or a drift check in sync): a commit after it is planned incrementally.
+    pub(super) baseline: Mutex<Option<(String, crate::engine::Baseline)>>,
+    /// When the last full plan was made: a commit is planned incrementally only within the
+    /// resync interval of one, so a stream of commits never puts off the full look.
+    pub(super) last_full: Mutex<Option<Instant>>,
     /// Wakes the reconcile loop; permits coalesce, so a burst of wake-ups is one reconcile.
     pub(super) wake: Notify,
     pub(super) reasons: Mutex<Vec<Reason>>,
@@ -217,6 +223,8 @@ impl Unit {
             connected,
             identity,
             render_cache: RenderCache::default(),
+            baseline: Mutex::new(None),
+            last_full: Mutex::new(None),
             wake: Notify::new(),
             reasons: Mutex::new(vec![Reason::Startup]),
             interrupt: Arc::new(AtomicBool::new(interrupted)),

@@ -57,6 +57,12 @@ impl Client {
         self.http.list_each("/v1/jobs", |e: super::listed::ListEntry| e.0.into_iter().for_each(&mut each)).await
     }
 
+    /// The job with this FQN, if any, decoded as `each_job` decodes each (`GET /v1/jobs?FQN=`).
+    pub async fn each_job_named(&self, fqn: &str, mut each: impl FnMut(super::listed::ListedJob)) -> Result<(), ApiError> {
+        let path = format!("/v1/jobs?FQN={}", enc(fqn));
+        self.http.list_each(&path, |e: super::listed::ListEntry| e.0.into_iter().for_each(&mut each)).await
+    }
+
     /// The job with this FQN, if any (`GET /v1/jobs?FQN=`).
     pub async fn find_job(&self, fqn: &str) -> Result<Option<Value>, ApiError> {
         let jobs = array(self.get(&format!("/v1/jobs?FQN={}", enc(fqn))).await?);

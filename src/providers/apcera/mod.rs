@@ -27,6 +27,7 @@ mod job;
 mod kind;
 mod listed;
 mod network;
+mod observe;
 mod pipeline;
 mod policy;
 mod policy_check;
@@ -460,138 +461,18 @@ impl Drive for Apcera {
     }
 
     async fn observe(&self, kinds: &BTreeSet<String>, desired: &DesiredState) -> Result<LiveState, ApiError> {
-        let client = self.client()?;
-        let want = |ks: &[&str]| ks.iter().any(|k| kinds.contains(*k));
-        let owner = self.owner.as_str();
-        // Another process with this state directory may have recorded rules or pipelines since.
-        if want(&[Kind::Rule.name(), Kind::Pipeline.name()]) {
-            self.created.reload().map_err(|e| ApiError::other("GET", "/v1/rules", format!("{e:#}")))?;
-        }
-        // Jobs are converted as they are parsed: the raw list is never held whole.
-        let jobs = async {
-            if !want(&[Kind::Job.name(), Kind::Binding.name(), Kind::Link.name()]) {
-                return Ok(None);
-            }
-            let mut out = Vec::new();
-            client
-                .each_job(|j| {
-                    // Decoded from the bytes with only the fields a declaration may manage, each
-                    // parsed compact; a declared job is then kept only as far as its declaration
-                    // goes (its values moved, never copied).
-                    if let Some((mut live, uuid, attachments)) = job::from_listed(j, owner) {
-                        if let Some(d) = desired.resources.get(&live.id) {
-                            live.spec = job::project_onto_owned(&d.spec, std::mem::take(&mut live.spec));
-                        }
-                        out.push((live, uuid, attachments));
-                    }
-                })
-                .await?;
-            Ok(Some(out))
-        };
-        let (jobs, networks, services, providers, packages, policies, rules, pipelines) = tokio::try_join!(
-            jobs,
-            maybe(want(&[Kind::Network.name(), Kind::Membership.name()]), client.list_networks()),
-            maybe(want(&[Kind::Service.name()]), client.list_services()),
-            maybe(want(&[Kind::Provider.name()]), client.list_providers()),
-            maybe(want(&[Kind::Package.name()]), client.list_packages()),
-            maybe(want(&[Kind::Policy.name()]), policy::observe(client, owner)),
-            maybe(want(&[Kind::Rule.name()]), client.list_rules()),
-            maybe(want(&[Kind::Pipeline.name()]), client.list_pipelines()),
-        )?;
-        let mut state = LiveState::default();
-        let mut uuids = self.uuids.lock().unwrap();
-        let jobs_listed = jobs.is_some();
-        // What was known of the kinds listed now is replaced by what the lists say.
-        uuids.retain(|(kind, _), _| match Kind::parse(kind) {
-            Some(Kind::Job) => !jobs_listed,
-            Some(Kind::Network) => networks.is_none(),
-            Some(Kind::Service) => services.is_none(),
-            Some(Kind::Provider) => providers.is_none(),
-            Some(Kind::Rule) => rules.is_none(),
-            Some(Kind::Pipeline) => pipelines.is_none(),
-            _ => true,
-        });
-        for (live, uuid, attachments) in jobs.into_iter().flatten() {
-            uuids.insert((Kind::Job.name(), live.id.name.clone()), uuid);
-            attachments.into_iter().for_each(|a| state.insert(a));
-            state.insert(live);
-        }
-        for n in networks.iter().flatten() {
-            if let Some((resources, uuid)) = network::from_live(n, &self.owner) {
-                uuids.insert((Kind::Network.name(), resources[0].id.name.clone()), uuid);
-                resources.into_iter().for_each(|r| state.insert(r));
-            }
-        }
-        for s in services.iter().flatten() {
-            if let Some((live, uuid)) = service::from_live(s, &self.owner) {
-                uuids.insert((Kind::Service.name(), live.id.name.clone()), uuid);
-                state.insert(live);
-            }
-        }
-        for p in providers.iter().flatten() {
-            if let Some((live, uuid)) = service_provider::from_live(p, &self.owner) {
-                uuids.insert((Kind::Provider.name(), live.id.name.clone()), uuid);
-                state.insert(live);
-            }
-        }
-        if let Some(packages) = &packages {
-            let mut pk = self.packages.lock().unwrap();
-            *pk = Packages::default();
-            for p in packages {
-                let (Some(f), Some(u)) = (p.get("fqn").and_then(Value::as_str), p.get("uuid").and_then(Value::as_str))
-                else {
-                    continue;
-                };
-                pk.fqn_by_uuid.insert(u.to_string(), f.to_string());
-                pk.uuid_by_fqn.insert(f.to_string(), u.to_string());
-                state.insert(LiveResource {
-                    id: ResourceId::new(Kind::Package.name(), f),
-                    spec: json!({ "uuid": u }),
-                    owned: false,
-                    owner: None,
-                    parent: None,
-                    depends_on: pipeline::staged_by(f, p, desired).into_iter().collect(),
-                    exclusive: None,
-                    removes: Vec::new(),
-                    keep: None,
-                });
-            }
-        }
-        for r in rules.iter().flatten() {
-            if let Some((live, uuid)) = rule::from_live(r, &self.created, &self.owner) {
-                uuids.insert((Kind::Rule.name(), live.id.name.clone()), uuid);
-                state.insert(live);
-            }
-        }
-        if let Some(pipelines) = &pipelines {
-            let job_fqns: HashMap<String, String> =
-                uuids.iter().filter(|((k, _), _)| *k == Kind::Job.name()).map(|((_, f), u)| (u.clone(), f.clone())).collect();
-            for p in pipelines {
-                if let Some((live, uuid)) = pipeline::from_live(p, &job_fqns, &self.created, &self.owner) {
-                    uuids.insert((Kind::Pipeline.name(), live.id.name.clone()), uuid);
-                    state.insert(live);
-                }
-            }
-        }
-        let policies_listed = policies.is_some();
-        policies.into_iter().flatten().for_each(|p| state.insert(p));
-        let mut observed: Vec<String> = Vec::new();
-        for (on, ks) in [
-            (jobs_listed, &[Kind::Job.name(), Kind::Binding.name(), Kind::Link.name()][..]),
-            (networks.is_some(), &[Kind::Network.name(), Kind::Membership.name()][..]),
-            (services.is_some(), &[Kind::Service.name()][..]),
-            (providers.is_some(), &[Kind::Provider.name()][..]),
-            (packages.is_some(), &[Kind::Package.name()][..]),
-            (policies_listed, &[Kind::Policy.name()][..]),
-            (rules.is_some(), &[Kind::Rule.name()][..]),
-            (pipelines.is_some(), &[Kind::Pipeline.name()][..]),
-        ] {
-            if on {
-                observed.extend(ks.iter().map(|k| k.to_string()));
-            }
-        }
-        state.observed_kinds = observed;
-        Ok(state)
+        Ok(self.read(kinds, desired, None).await?.live)
+    }
+
+    /// Jobs (and the bindings and links they carry) are read by FQN, one `GET /v1/jobs?FQN=`
+    /// each; every other kind is listed as `observe` lists it.
+    async fn observe_only(
+        &self,
+        kinds: &BTreeSet<String>,
+        desired: &DesiredState,
+        only: &[ResourceId],
+    ) -> Result<Option<crate::model::Scoped>, ApiError> {
+        self.read(kinds, desired, Some(only)).await.map(Some)
     }
 
     async fn checks(
