@@ -456,6 +456,9 @@ impl Unit {
         // store's until it runs one (what it ran when it last held the unit is not current).
         *self.shared_shown.lock().unwrap() = None;
         *self.shared_plan.lock().unwrap() = None;
+        // Another daemon may have changed the platform while this one did not hold the unit:
+        // its next plan is a full one.
+        self.baseline.lock().unwrap().take();
         if self.paused_commit().is_none() {
             *self.current.lock().unwrap() = None;
         }
