@@ -10,10 +10,6 @@ use std::time::{Duration, Instant};
 
 const WAIT: Duration = Duration::from_secs(30);
 
-fn job_yaml(name: &str, tag: &str) -> String {
-    format!("jobs:\n  job::::{name}:\n    state: started\n    tags:\n      version: \"{tag}\"\n")
-}
-
 fn applied(d: &DaemonProc, sha: &str) -> bool {
     d.status_of(sha).as_deref() == Some("applied")
 }

@@ -8,6 +8,7 @@
 mod common;
 use common::git::*;
 use common::pg::*;
+use common::units::*;
 use common::*;
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -319,11 +320,6 @@ fn unit_jobs_yaml(tag: &str) -> String {
         s.push_str(&format!("  job::::app{i}:\n    state: started\n    tags:\n      version: \"{tag}\"\n"));
     }
     s
-}
-
-/// A unit's name in a URL: percent-encoded (`clusters%2Fc0`).
-fn enc(unit: &str) -> String {
-    unit.replace('%', "%25").replace('/', "%2F")
 }
 
 fn unit_applied_by_any(fleet: &[&Member], unit: &str, sha: &str) -> bool {

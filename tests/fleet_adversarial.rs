@@ -7,25 +7,12 @@
 mod common;
 use common::git::*;
 use common::pg::*;
+use common::units::*;
 use common::*;
 use serde_json::Value;
 use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(90);
-
-fn job_yaml(name: &str, tag: &str) -> String {
-    format!("jobs:\n  job::::{name}:\n    state: started\n    tags:\n      version: \"{tag}\"\n")
-}
-
-/// A unit's name in a URL: percent-encoded (`clusters%2Fa`).
-fn enc(unit: &str) -> String {
-    unit.replace('%', "%25").replace('/', "%2F")
-}
-
-fn unit_status(d: &DaemonProc, unit: &str, sha: &str) -> Option<String> {
-    let (code, v) = d.get(&format!("/v1/units/{}/configurations/{sha}", enc(unit)));
-    (code == 200).then(|| v["status"].as_str().unwrap_or_default().to_string())
-}
 
 /// `/v1/units`' line for `unit`.
 fn listed(d: &DaemonProc, unit: &str) -> Value {

@@ -8,6 +8,7 @@
 mod common;
 use common::git::*;
 use common::pg::*;
+use common::units::*;
 use common::*;
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -32,11 +33,6 @@ fn jobs_yaml(tag: &str) -> String {
         s.push_str(&format!("  job::::app{i}:\n    state: started\n    tags:\n      version: \"{tag}\"\n"));
     }
     s
-}
-
-/// A unit's name in a URL: percent-encoded (`clusters%2Fc0`).
-fn enc(unit: &str) -> String {
-    unit.replace('%', "%25").replace('/', "%2F")
 }
 
 fn wait(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {

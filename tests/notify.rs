@@ -3,8 +3,8 @@
 
 mod common;
 
-use common::SandboxProc;
 use common::git::{DaemonProc, Repo, config_for};
+use common::{SandboxProc, job_yaml};
 use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
 use std::io::{BufRead, BufReader, Read, Write};
@@ -119,10 +119,6 @@ impl Receiver {
         }
         inner.got.clone()
     }
-}
-
-fn job_yaml(name: &str, version: &str) -> String {
-    format!("jobs:\n  job::::{name}:\n    state: started\n    tags:\n      version: \"{version}\"\n")
 }
 
 fn applied(d: &DaemonProc, sha: &str) -> bool {

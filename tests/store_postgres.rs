@@ -26,10 +26,6 @@ fn applied(d: &DaemonProc, sha: &str) -> bool {
     d.status_of(sha).as_deref() == Some("applied")
 }
 
-fn job_yaml(name: &str, tag: &str) -> String {
-    format!("jobs:\n  job::::{name}:\n    state: started\n    tags:\n      version: \"{tag}\"\n")
-}
-
 /// What a daemon answers for its commits and its history.
 fn answers(d: &DaemonProc) -> (Value, Value) {
     let (code, configurations) = d.get("/v1/configurations?all=true");

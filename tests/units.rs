@@ -5,26 +5,13 @@
 mod common;
 use common::git::*;
 use common::pg::*;
+use common::units::*;
 use common::*;
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
 use std::time::{Duration, Instant};
 
 const WAIT: Duration = Duration::from_secs(120);
-
-fn job_yaml(name: &str, tag: &str) -> String {
-    format!("jobs:\n  job::::{name}:\n    state: started\n    tags:\n      version: \"{tag}\"\n")
-}
-
-/// A unit's name in a URL: percent-encoded (`clusters%2Fc07`).
-fn enc(unit: &str) -> String {
-    unit.replace('%', "%25").replace('/', "%2F")
-}
-
-fn unit_status(d: &DaemonProc, unit: &str, sha: &str) -> Option<String> {
-    let (code, v) = d.get(&format!("/v1/units/{}/configurations/{sha}", enc(unit)));
-    (code == 200).then(|| v["status"].as_str().unwrap_or_default().to_string())
-}
 
 /// Every event of the daemon's stream, from the first it still has, read in the background.
 struct Events {

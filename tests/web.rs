@@ -8,8 +8,8 @@ mod browser;
 mod common;
 
 use browser::Browser;
-use common::SandboxProc;
 use common::git::{DaemonProc, Repo, config_for};
+use common::{SandboxProc, job_yaml};
 use serde_json::json;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -19,10 +19,6 @@ const TOKEN: &str = "w3b-t0ken";
 
 /// One browser at a time: the machine running the tests may have two cores.
 static ONE_BROWSER: Mutex<()> = Mutex::new(());
-
-fn job_yaml(name: &str, tag: &str) -> String {
-    format!("jobs:\n  job::::{name}:\n    state: started\n    tags:\n      version: \"{tag}\"\n")
-}
 
 fn daemon(repo: &Repo, state: &std::path::Path, extra: &[&str]) -> DaemonProc {
     let mut args = vec!["--token-env", "CAPSTAN_TOKEN"];

@@ -4,12 +4,18 @@
 
 pub mod git;
 pub mod pg;
+pub mod units;
 
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
+
+/// One started Apcera job `name` whose `version` tag is `tag`, as a manifest.
+pub fn job_yaml(name: &str, tag: &str) -> String {
+    format!("jobs:\n  job::::{name}:\n    state: started\n    tags:\n      version: \"{tag}\"\n")
+}
 
 /// The binary under test; `CAPSTAN_TEST_BIN` names another (an older build, to see a
 /// regression test fail on the code before a fix).
