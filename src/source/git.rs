@@ -448,29 +448,9 @@ fn split_credentials(location: &str) -> (String, Option<Credentials>) {
     let userinfo = &location[scheme_end..at];
     let (user, password) = userinfo.split_once(':').unwrap_or((userinfo, ""));
     let clean = format!("{}{}", &location[..scheme_end], &location[at + 1..]);
-    let credentials = Credentials { username: percent_decode(user), password: percent_decode(password) };
+    let credentials =
+        Credentials { username: crate::base::percent_decode(user), password: crate::base::percent_decode(password) };
     (clean, Some(credentials))
-}
-
-/// `%XX` escapes decoded (as URL userinfo is written); anything else kept as it is.
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = |b: u8| (b as char).to_digit(16);
-        match (bytes[i], bytes.get(i + 1).copied().and_then(hex), bytes.get(i + 2).copied().and_then(hex)) {
-            (b'%', Some(h), Some(l)) => {
-                out.push((h * 16 + l) as u8);
-                i += 3;
-            }
-            (b, _, _) => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 pub fn short(commit: &str) -> &str {
