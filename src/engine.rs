@@ -126,22 +126,35 @@ pub async fn plan_rendered(
     if problems.has_errors() {
         return Err(InvalidInput(problems).into());
     }
+    let planned = planned(provider, rendered, live, changes, flags).await?;
+    tracing::info!(
+        files,
+        desired = planned.rendered.desired.resources.len(),
+        live = planned.live.resources.len(),
+        steps = planned.plan.steps.len(),
+        render_ms = rendered_in.as_secs_f64() * 1e3,
+        observe_ms = observed_in.as_secs_f64() * 1e3,
+        diff_and_plan_ms = t.elapsed().as_secs_f64() * 1e3,
+        "planned"
+    );
+    Ok(planned)
+}
+
+/// A checked change set made a plan, full or incremental alike: the old secrets it shows
+/// masked, its steps, the platform's preview and checks.
+async fn planned(
+    provider: &dyn Provider,
+    mut rendered: Rendered,
+    live: LiveState,
+    changes: ChangeSet,
+    flags: PlanFlags,
+) -> Result<Planned, PlanError> {
     // A field a secret variable fills holds the old secret on the live side: masked too.
     rendered.redactor.learn_changes(&changes);
     let plan = plan::build(&changes, &rendered.desired, &live)
         .map_err(|d| PlanError::Invalid(InvalidInput(Diagnostics(vec![d]))))?;
     let preview = if plan.is_empty() { None } else { provider.preview(&changes, &rendered.desired, &live).await };
     let checks = provider.checks(&changes, &rendered.desired, &live).await;
-    tracing::info!(
-        files,
-        desired = rendered.desired.resources.len(),
-        live = live.resources.len(),
-        steps = plan.steps.len(),
-        render_ms = rendered_in.as_secs_f64() * 1e3,
-        observe_ms = observed_in.as_secs_f64() * 1e3,
-        diff_and_plan_ms = t.elapsed().as_secs_f64() * 1e3,
-        "planned"
-    );
     Ok(Planned { rendered, live, changes, plan, preview, checks, flags })
 }
 

@@ -194,24 +194,20 @@ async fn scoped(
     for l in live.resources.values() {
         rendered.redactor.learn(&l.spec);
     }
-    rendered.redactor.learn_changes(&changes);
-    let plan =
-        plan::build(&changes, desired, live).map_err(|d| PlanError::Invalid(InvalidInput(Diagnostics(vec![d]))))?;
-    let preview = if plan.is_empty() { None } else { provider.preview(&changes, desired, live).await };
-    let checks = provider.checks(&changes, desired, live).await;
+    let read_count = read.covered.len();
+    let planned = planned(provider, rendered, read.live, changes, flags).await?;
     tracing::info!(
         files,
-        desired = desired.resources.len(),
+        desired = planned.rendered.desired.resources.len(),
         scope = scope.len(),
-        read = read.covered.len(),
-        steps = plan.steps.len(),
+        read = read_count,
+        steps = planned.plan.steps.len(),
         render_ms = rendered_in.as_secs_f64() * 1e3,
         observe_ms = observed_in.as_secs_f64() * 1e3,
         diff_and_plan_ms = t.elapsed().as_secs_f64() * 1e3,
         "planned incrementally"
     );
-    let live = read.live;
-    Ok(Ok(Planned { rendered, live, changes, plan, preview, checks, flags }))
+    Ok(Ok(planned))
 }
 
 /// The change set a full plan makes, from the scope's: every declaration not read is up to
